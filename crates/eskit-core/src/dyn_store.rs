@@ -1,0 +1,297 @@
+//! Object-safe twins of the store traits, for backends chosen at run time
+//! (the CLI, configuration-driven services).
+//!
+//! Every [`EventStore`] is a [`DynEventStore`] through a blanket impl, and
+//! `Arc<dyn DynEventStore>` is an [`EventStore`] again, so generic code takes
+//! either.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use eskit_core::{DynEventStore, EventStore, MemoryStore, Stream};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::block_on(f) }
+//! let store: Arc<dyn DynEventStore> = Arc::new(MemoryStore::new());
+//! let version = block_on(store.stream_version(&Stream::new("t", "1")?))?;
+//! assert_eq!(version.get(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::error::StoreError;
+use crate::event::{AppendResult, NewEvent, RawEvent};
+use crate::name::Stream;
+use crate::store::{
+    AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, LockGuard, LockRegistry,
+    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
+};
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// A boxed, `Send` future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe [`EventStore`].
+pub trait DynEventStore: Send + Sync {
+    /// See [`EventStore::append`].
+    fn dyn_append<'a>(
+        &'a self,
+        stream: &'a Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> BoxFuture<'a, Result<AppendResult, StoreError>>;
+
+    /// See [`EventStore::load`].
+    fn dyn_load<'a>(
+        &'a self,
+        stream: &'a Stream,
+        options: LoadOptions,
+    ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>>;
+
+    /// See [`EventStore::stream_version`].
+    fn dyn_stream_version<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<Version, StoreError>>;
+}
+
+impl<T: EventStore> DynEventStore for T {
+    fn dyn_append<'a>(
+        &'a self,
+        stream: &'a Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> BoxFuture<'a, Result<AppendResult, StoreError>> {
+        Box::pin(self.append(stream, expected, events, options))
+    }
+
+    fn dyn_load<'a>(
+        &'a self,
+        stream: &'a Stream,
+        options: LoadOptions,
+    ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>> {
+        Box::pin(self.load(stream, options))
+    }
+
+    fn dyn_stream_version<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<Version, StoreError>> {
+        Box::pin(self.stream_version(stream))
+    }
+}
+
+impl EventStore for Arc<dyn DynEventStore> {
+    async fn append(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        (**self).dyn_append(stream, expected, events, options).await
+    }
+
+    async fn load(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        (**self).dyn_load(stream, options).await
+    }
+
+    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        (**self).dyn_stream_version(stream).await
+    }
+}
+
+/// Object-safe [`GlobalReader`].
+pub trait DynGlobalReader: Send + Sync {
+    /// See [`GlobalReader::read_all`].
+    fn dyn_read_all(
+        &self,
+        options: ReadOptions,
+    ) -> BoxFuture<'_, Result<Vec<RawEvent>, StoreError>>;
+    /// See [`GlobalReader::latest_position`].
+    fn dyn_latest_position(&self) -> BoxFuture<'_, Result<Position, StoreError>>;
+}
+
+impl<T: GlobalReader> DynGlobalReader for T {
+    fn dyn_read_all(
+        &self,
+        options: ReadOptions,
+    ) -> BoxFuture<'_, Result<Vec<RawEvent>, StoreError>> {
+        Box::pin(self.read_all(options))
+    }
+    fn dyn_latest_position(&self) -> BoxFuture<'_, Result<Position, StoreError>> {
+        Box::pin(self.latest_position())
+    }
+}
+
+impl GlobalReader for Arc<dyn DynGlobalReader> {
+    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+        (**self).dyn_read_all(options).await
+    }
+    async fn latest_position(&self) -> Result<Position, StoreError> {
+        (**self).dyn_latest_position().await
+    }
+}
+
+/// Object-safe [`StreamLifecycle`].
+pub trait DynStreamLifecycle: Send + Sync {
+    /// See [`StreamLifecycle::tombstone`].
+    fn dyn_tombstone<'a>(
+        &'a self,
+        stream: &'a Stream,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`StreamLifecycle::archive`].
+    fn dyn_archive<'a>(
+        &'a self,
+        stream: &'a Stream,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`StreamLifecycle::restore`].
+    fn dyn_restore<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`StreamLifecycle::delete`].
+    fn dyn_delete<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`StreamLifecycle::status`].
+    fn dyn_status<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<StreamStatus, StoreError>>;
+}
+
+impl<T: StreamLifecycle> DynStreamLifecycle for T {
+    fn dyn_tombstone<'a>(
+        &'a self,
+        stream: &'a Stream,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.tombstone(stream, reason))
+    }
+    fn dyn_archive<'a>(
+        &'a self,
+        stream: &'a Stream,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.archive(stream, reason))
+    }
+    fn dyn_restore<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.restore(stream))
+    }
+    fn dyn_delete<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.delete(stream))
+    }
+    fn dyn_status<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<StreamStatus, StoreError>> {
+        Box::pin(self.status(stream))
+    }
+}
+
+impl StreamLifecycle for Arc<dyn DynStreamLifecycle> {
+    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        (**self).dyn_tombstone(stream, reason).await
+    }
+    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        (**self).dyn_archive(stream, reason).await
+    }
+    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+        (**self).dyn_restore(stream).await
+    }
+    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+        (**self).dyn_delete(stream).await
+    }
+    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+        (**self).dyn_status(stream).await
+    }
+}
+
+/// Object-safe [`SnapshotStore`].
+pub trait DynSnapshotStore: Send + Sync {
+    /// See [`SnapshotStore::save`].
+    fn dyn_save(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// See [`SnapshotStore::load`].
+    fn dyn_load<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+    /// See [`SnapshotStore::invalidate`].
+    fn dyn_invalidate<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`SnapshotStore::invalidate_all`].
+    fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+impl<T: SnapshotStore> DynSnapshotStore for T {
+    fn dyn_save(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.save(snapshot))
+    }
+    fn dyn_load<'a>(
+        &'a self,
+        stream: &'a Stream,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(SnapshotStore::load(self, stream))
+    }
+    fn dyn_invalidate<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.invalidate(stream))
+    }
+    fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.invalidate_all())
+    }
+}
+
+/// Object-safe [`CheckpointStore`].
+pub trait DynCheckpointStore: Send + Sync {
+    /// See [`CheckpointStore::load`].
+    fn dyn_load<'a>(&'a self, name: &'a str)
+    -> BoxFuture<'a, Result<Option<Position>, StoreError>>;
+    /// See [`CheckpointStore::save`].
+    fn dyn_save<'a>(
+        &'a self,
+        name: &'a str,
+        position: Position,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<T: CheckpointStore> DynCheckpointStore for T {
+    fn dyn_load<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, StoreError>> {
+        Box::pin(CheckpointStore::load(self, name))
+    }
+    fn dyn_save<'a>(
+        &'a self,
+        name: &'a str,
+        position: Position,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(CheckpointStore::save(self, name, position))
+    }
+}
+
+/// Object-safe [`LockRegistry`].
+pub trait DynLockRegistry: Send + Sync {
+    /// See [`LockRegistry::acquire`].
+    fn dyn_acquire<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<LockGuard, StoreError>>;
+    /// See [`LockRegistry::try_acquire`].
+    fn dyn_try_acquire<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LockGuard>, StoreError>>;
+}
+
+impl<T: LockRegistry> DynLockRegistry for T {
+    fn dyn_acquire<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<LockGuard, StoreError>> {
+        Box::pin(self.acquire(key))
+    }
+    fn dyn_try_acquire<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LockGuard>, StoreError>> {
+        Box::pin(self.try_acquire(key))
+    }
+}

@@ -1,0 +1,473 @@
+//! Error types: validation of inputs, codec failures and store failures.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::limits::{
+    MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_IDEMPOTENCY_KEY_BYTES,
+    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
+    MAX_SNAPSHOT_BYTES,
+};
+use crate::name::{InvalidName, Stream};
+use crate::store::StreamState;
+use crate::version::{ExpectedVersion, Version};
+
+/// A boxed error from a backend, a codec or user code.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// An input broke one of the bounds in [`limits`](crate::limits) or a shape rule.
+/// Each bound has its own variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// A stream type, stream id, event type or other name is invalid.
+    Name(InvalidName),
+    /// An append carried no events.
+    NoEvents,
+    /// An append carried more than [`MAX_EVENTS_PER_APPEND`] events.
+    TooManyEvents {
+        /// Events in the rejected append.
+        count: usize,
+    },
+    /// One payload is larger than [`MAX_PAYLOAD_BYTES`].
+    PayloadTooLarge {
+        /// Index of the event in its append.
+        index: usize,
+        /// Its payload size in bytes.
+        len: usize,
+    },
+    /// The payloads of one append sum to more than [`MAX_APPEND_BYTES`].
+    AppendTooLarge {
+        /// Total payload bytes of the append.
+        len: usize,
+    },
+    /// Metadata has more than [`MAX_METADATA_ENTRIES`] extra entries.
+    TooManyMetadataEntries {
+        /// Extra entries present.
+        count: usize,
+    },
+    /// Metadata is larger than [`MAX_METADATA_BYTES`].
+    MetadataTooLarge {
+        /// Its size in bytes.
+        len: usize,
+    },
+    /// An idempotency key is empty or longer than [`MAX_IDEMPOTENCY_KEY_BYTES`].
+    InvalidIdempotencyKey {
+        /// The key's length in bytes.
+        len: usize,
+    },
+    /// A tombstone or archive reason is longer than [`MAX_REASON_BYTES`].
+    ReasonTooLong {
+        /// The reason's length in bytes.
+        len: usize,
+    },
+    /// A read limit is zero or larger than [`MAX_READ_LIMIT`].
+    InvalidLimit {
+        /// The rejected limit.
+        limit: usize,
+    },
+    /// A filter names more than [`MAX_FILTER_TYPES`] event types.
+    TooManyFilterTypes {
+        /// Types named.
+        count: usize,
+    },
+    /// A version range whose end is before its start.
+    InvalidVersionRange {
+        /// First version wanted.
+        from: Version,
+        /// Last version wanted.
+        to: Version,
+    },
+    /// A schema version of zero; schema versions start at 1.
+    ZeroSchemaVersion,
+    /// An encoded snapshot is larger than [`MAX_SNAPSHOT_BYTES`].
+    SnapshotTooLarge {
+        /// Its size in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(e) => e.fmt(f),
+            Self::NoEvents => f.write_str("an append needs at least one event"),
+            Self::TooManyEvents { count } => write!(
+                f,
+                "an append carries {count} events, the maximum is {MAX_EVENTS_PER_APPEND}"
+            ),
+            Self::PayloadTooLarge { index, len } => write!(
+                f,
+                "payload of event {index} is {len} bytes, the maximum is {MAX_PAYLOAD_BYTES}"
+            ),
+            Self::AppendTooLarge { len } => write!(
+                f,
+                "payloads of one append sum to {len} bytes, the maximum is {MAX_APPEND_BYTES}"
+            ),
+            Self::TooManyMetadataEntries { count } => write!(
+                f,
+                "metadata has {count} extra entries, the maximum is {MAX_METADATA_ENTRIES}"
+            ),
+            Self::MetadataTooLarge { len } => write!(
+                f,
+                "metadata is {len} bytes, the maximum is {MAX_METADATA_BYTES}"
+            ),
+            Self::InvalidIdempotencyKey { len } => write!(
+                f,
+                "idempotency key is {len} bytes, it must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES}"
+            ),
+            Self::ReasonTooLong { len } => write!(
+                f,
+                "reason is {len} bytes, the maximum is {MAX_REASON_BYTES}"
+            ),
+            Self::InvalidLimit { limit } => {
+                write!(f, "read limit {limit} is not within 1..={MAX_READ_LIMIT}")
+            }
+            Self::TooManyFilterTypes { count } => write!(
+                f,
+                "filter names {count} event types, the maximum is {MAX_FILTER_TYPES}"
+            ),
+            Self::InvalidVersionRange { from, to } => {
+                write!(f, "version range {from}..={to} is empty")
+            }
+            Self::ZeroSchemaVersion => f.write_str("schema versions start at 1"),
+            Self::SnapshotTooLarge { len } => write!(
+                f,
+                "snapshot is {len} bytes, the maximum is {MAX_SNAPSHOT_BYTES}"
+            ),
+        }
+    }
+}
+
+impl StdError for ValidationError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Name(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvalidName> for ValidationError {
+    fn from(e: InvalidName) -> Self {
+        Self::Name(e)
+    }
+}
+
+/// Turning values into bytes or bytes into values failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The event type is not registered, so it cannot be decoded.
+    UnknownEventType {
+        /// The stored event type name.
+        event_type: String,
+    },
+    /// The event was written with a codec this reader does not know.
+    UnknownCodec {
+        /// The stored codec name.
+        codec: String,
+    },
+    /// Encoding a value failed.
+    Encode {
+        /// The event type, when known.
+        event_type: Option<String>,
+        /// What the codec reported.
+        source: BoxError,
+    },
+    /// Decoding bytes failed; the bytes are malformed or of another shape.
+    Decode {
+        /// The event type, when known.
+        event_type: Option<String>,
+        /// What the codec reported.
+        source: BoxError,
+    },
+    /// The event was stored with a newer schema version than this code knows.
+    NewerSchema {
+        /// The event type.
+        event_type: String,
+        /// The stored schema version.
+        stored: u32,
+        /// The newest schema version this code knows.
+        known: u32,
+    },
+    /// No upcaster covers a step needed to reach the current schema version.
+    MissingUpcaster {
+        /// The event type.
+        event_type: String,
+        /// The schema version without an upcaster.
+        from: u32,
+        /// The schema version being upcast to.
+        target: u32,
+    },
+    /// An upcaster failed.
+    Upcast {
+        /// The event type.
+        event_type: String,
+        /// The schema version the failing step started from.
+        from: u32,
+        /// What the upcaster reported.
+        source: BoxError,
+    },
+}
+
+impl CodecError {
+    /// A decode failure with its cause.
+    pub fn decode(event_type: Option<&str>, source: impl Into<BoxError>) -> Self {
+        Self::Decode {
+            event_type: event_type.map(str::to_owned),
+            source: source.into(),
+        }
+    }
+
+    /// An encode failure with its cause.
+    pub fn encode(event_type: Option<&str>, source: impl Into<BoxError>) -> Self {
+        Self::Encode {
+            event_type: event_type.map(str::to_owned),
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownEventType { event_type } => {
+                write!(f, "unknown event type `{event_type}`")
+            }
+            Self::UnknownCodec { codec } => write!(f, "unknown codec `{codec}`"),
+            Self::Encode {
+                event_type: Some(t),
+                ..
+            } => write!(f, "failed to encode event `{t}`"),
+            Self::Encode { .. } => f.write_str("failed to encode value"),
+            Self::Decode {
+                event_type: Some(t),
+                ..
+            } => write!(f, "failed to decode event `{t}`"),
+            Self::Decode { .. } => f.write_str("failed to decode value"),
+            Self::NewerSchema {
+                event_type,
+                stored,
+                known,
+            } => write!(
+                f,
+                "event `{event_type}` has schema version {stored}, newer than the known {known}"
+            ),
+            Self::MissingUpcaster {
+                event_type,
+                from,
+                target,
+            } => write!(
+                f,
+                "no upcaster for event `{event_type}` from schema version {from} (target {target})"
+            ),
+            Self::Upcast {
+                event_type, from, ..
+            } => write!(
+                f,
+                "upcaster for event `{event_type}` from schema version {from} failed"
+            ),
+        }
+    }
+}
+
+impl StdError for CodecError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Encode { source, .. }
+            | Self::Decode { source, .. }
+            | Self::Upcast { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Which lifecycle operation was refused in [`StoreError::InvalidLifecycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LifecycleOp {
+    /// Tombstoning a stream.
+    Tombstone,
+    /// Archiving a stream.
+    Archive,
+    /// Restoring an archived stream.
+    Restore,
+    /// Hard-deleting a stream.
+    Delete,
+}
+
+impl fmt::Display for LifecycleOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tombstone => "tombstone",
+            Self::Archive => "archive",
+            Self::Restore => "restore",
+            Self::Delete => "delete",
+        })
+    }
+}
+
+/// A store operation failed. Backends map their failures onto these meanings;
+/// anything else keeps the original error as [`StoreError::Backend`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Optimistic concurrency conflict: the stream is not at the expected version.
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: Stream,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's actual last version ([`Version::ZERO`] when it has no events).
+        actual: Version,
+    },
+    /// The stream is tombstoned or hard-deleted and accepts no appends.
+    StreamDeleted {
+        /// The stream.
+        stream: Stream,
+    },
+    /// The stream is archived and accepts no appends until restored.
+    StreamArchived {
+        /// The stream.
+        stream: Stream,
+    },
+    /// The stream does not exist.
+    StreamNotFound {
+        /// The stream.
+        stream: Stream,
+    },
+    /// A lifecycle operation does not apply to the stream's current state.
+    InvalidLifecycle {
+        /// The stream.
+        stream: Stream,
+        /// Its current state.
+        state: StreamState,
+        /// The refused operation.
+        operation: LifecycleOp,
+    },
+    /// The idempotency key was used before on this stream with different events.
+    IdempotencyConflict {
+        /// The stream.
+        stream: Stream,
+        /// The reused key.
+        key: String,
+    },
+    /// An input broke a bound or rule.
+    Validation(ValidationError),
+    /// Encoding or decoding a value failed.
+    Codec(CodecError),
+    /// Stored data is damaged: it fails its checks or cannot be read back.
+    Corrupt {
+        /// What was found.
+        detail: String,
+    },
+    /// The backend failed for another reason; the source says why.
+    Backend(BoxError),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        Self::Backend(e.into())
+    }
+
+    /// Whether this is an optimistic concurrency conflict worth retrying
+    /// after reloading the stream.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::WrongExpectedVersion { .. })
+    }
+
+    /// Whether the stream refuses appends because of its lifecycle state.
+    pub fn is_stream_closed(&self) -> bool {
+        matches!(
+            self,
+            Self::StreamDeleted { .. } | Self::StreamArchived { .. }
+        )
+    }
+
+    /// Whether the stream was not found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::StreamNotFound { .. })
+    }
+
+    /// Whether the input was rejected by validation.
+    pub fn is_validation(&self) -> bool {
+        matches!(self, Self::Validation(_))
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "concurrency conflict on stream {stream}: expected {expected}, actual version {actual}"
+            ),
+            Self::StreamDeleted { stream } => write!(f, "stream {stream} is deleted"),
+            Self::StreamArchived { stream } => write!(f, "stream {stream} is archived"),
+            Self::StreamNotFound { stream } => write!(f, "stream {stream} not found"),
+            Self::InvalidLifecycle {
+                stream,
+                state,
+                operation,
+            } => write!(f, "cannot {operation} stream {stream}: it is {state}"),
+            Self::IdempotencyConflict { stream, key } => write!(
+                f,
+                "idempotency key `{key}` was used on stream {stream} with different events"
+            ),
+            Self::Validation(_) => f.write_str("invalid input"),
+            Self::Codec(_) => f.write_str("codec failure"),
+            Self::Corrupt { detail } => write!(f, "stored data is corrupt: {detail}"),
+            Self::Backend(_) => f.write_str("backend failure"),
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Validation(e) => Some(e),
+            Self::Codec(e) => Some(e),
+            Self::Backend(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl From<ValidationError> for StoreError {
+    fn from(e: ValidationError) -> Self {
+        Self::Validation(e)
+    }
+}
+
+impl From<InvalidName> for StoreError {
+    fn from(e: InvalidName) -> Self {
+        Self::Validation(ValidationError::Name(e))
+    }
+}
+
+impl From<CodecError> for StoreError {
+    fn from(e: CodecError) -> Self {
+        Self::Codec(e)
+    }
+}
+
+/// Formats an error with all its sources, `outer: inner: root`.
+///
+/// Display messages in this project never repeat their source's text, so
+/// this is how to show a complete message in one line.
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! Event envelopes: what an append carries ([`NewEvent`]), what a backend
+//! stores and returns ([`RawEvent`]), and the typed view ([`RecordedEvent`]).
+
+use std::borrow::Cow;
+
+use crate::id::EventId;
+use crate::metadata::Metadata;
+use crate::name::{EventType, Stream};
+use crate::time::Timestamp;
+use crate::version::{Position, Version};
+
+/// One event to append, already encoded: the bytes-level input of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    id: EventId,
+    event_type: EventType,
+    schema_version: u32,
+    codec: Cow<'static, str>,
+    payload: Vec<u8>,
+}
+
+impl NewEvent {
+    /// An event with a fresh id, schema version 1 and codec name `raw`.
+    pub fn new(event_type: EventType, payload: Vec<u8>) -> Self {
+        Self {
+            id: EventId::new(),
+            event_type,
+            schema_version: 1,
+            codec: Cow::Borrowed("raw"),
+            payload,
+        }
+    }
+
+    /// Sets the event id (for imports and migrations that keep ids).
+    #[must_use]
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the schema version of the payload (1 or more).
+    #[must_use]
+    pub fn with_schema_version(mut self, v: u32) -> Self {
+        self.schema_version = v;
+        self
+    }
+
+    /// Sets the name of the codec that produced the payload.
+    #[must_use]
+    pub fn with_codec(mut self, codec: impl Into<Cow<'static, str>>) -> Self {
+        self.codec = codec.into();
+        self
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The event's wire type name.
+    pub fn event_type(&self) -> &EventType {
+        &self.event_type
+    }
+
+    /// The payload's schema version.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// The codec name.
+    pub fn codec(&self) -> &str {
+        &self.codec
+    }
+
+    /// The encoded payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Whether two events carry the same content (type, schema, codec, payload),
+    /// ignoring ids. Idempotent appends compare retries with this.
+    pub fn same_content(&self, other: &Self) -> bool {
+        self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.codec == other.codec
+            && self.payload == other.payload
+    }
+}
+
+/// A stored event as bytes: the output of every backend read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Unique id of the event.
+    pub id: EventId,
+    /// The stream it belongs to.
+    pub stream: Stream,
+    /// Its version within the stream, from 1.
+    pub version: Version,
+    /// Its global position.
+    pub position: Position,
+    /// Its wire type name.
+    pub event_type: EventType,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// When it was recorded (or the custom timestamp it was appended with).
+    pub timestamp: Timestamp,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Name of the codec that produced the payload.
+    pub codec: String,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+}
+
+impl RawEvent {
+    /// Builds a stored event from an appended one and what the store assigned.
+    pub fn from_new(
+        event: NewEvent,
+        stream: Stream,
+        version: Version,
+        position: Position,
+        timestamp: Timestamp,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            id: event.id,
+            stream,
+            version,
+            position,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            timestamp,
+            metadata,
+            codec: event.codec.into_owned(),
+            payload: event.payload,
+        }
+    }
+
+    /// The header of this event (everything but the payload).
+    pub fn record(&self) -> EventRecord {
+        EventRecord {
+            id: self.id,
+            version: self.version,
+            position: self.position,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// What a store assigned to one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventRecord {
+    /// The event's id.
+    pub id: EventId,
+    /// Its version in the stream.
+    pub version: Version,
+    /// Its global position.
+    pub position: Position,
+    /// Its recorded timestamp.
+    pub timestamp: Timestamp,
+}
+
+/// The outcome of a successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// One record per appended event, in order.
+    pub records: Vec<EventRecord>,
+    /// `true` when an idempotency key matched an earlier append: nothing was
+    /// written and `records` describe the original events.
+    pub deduplicated: bool,
+}
+
+impl AppendResult {
+    /// The stream's version after the append.
+    pub fn last_version(&self) -> Version {
+        self.records.last().map_or(Version::ZERO, |r| r.version)
+    }
+
+    /// The global position of the last appended event.
+    pub fn last_position(&self) -> Position {
+        self.records.last().map_or(Position::ZERO, |r| r.position)
+    }
+}
+
+/// A stored event with its payload decoded into `E`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent<E> {
+    /// Unique id of the event.
+    pub id: EventId,
+    /// The stream it belongs to.
+    pub stream: Stream,
+    /// Its version within the stream, from 1.
+    pub version: Version,
+    /// Its global position.
+    pub position: Position,
+    /// Its wire type name (the canonical name, after alias resolution).
+    pub event_type: EventType,
+    /// Schema version of the stored payload, before upcasting.
+    pub schema_version: u32,
+    /// When it was recorded.
+    pub timestamp: Timestamp,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// The decoded event.
+    pub data: E,
+}
+
+impl<E> RecordedEvent<E> {
+    /// Replaces the data, keeping the envelope.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> RecordedEvent<F> {
+        RecordedEvent {
+            id: self.id,
+            stream: self.stream,
+            version: self.version,
+            position: self.position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            timestamp: self.timestamp,
+            metadata: self.metadata,
+            data: f(self.data),
+        }
+    }
+}

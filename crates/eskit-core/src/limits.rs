@@ -1,0 +1,51 @@
+//! Every bound the core enforces, as named constants.
+//!
+//! Backends and higher layers use the same constants so that a value accepted
+//! by one backend is accepted by all of them.
+
+/// Largest stream type, stream id, event type or other name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Most events one append may carry.
+pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+
+/// Largest single event payload, in bytes (512 KiB).
+///
+/// Chosen so that one event, its metadata and its headers fit in one NATS
+/// message under the server's default `max_payload` of 1 MiB.
+pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+
+/// Largest sum of payload sizes in one append, in bytes (16 MiB).
+pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most entries in [`Metadata::extra`](crate::Metadata::extra).
+pub const MAX_METADATA_ENTRIES: usize = 100;
+
+/// Largest encoded size of one event's metadata, in bytes (64 KiB).
+///
+/// Counted as the sum of the lengths of every string the metadata holds.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Largest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// Largest tombstone or archive reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Most events one global read may return.
+pub const MAX_READ_LIMIT: usize = 10_000;
+
+/// Most event types one load or read filter may name.
+pub const MAX_FILTER_TYPES: usize = 256;
+
+/// Largest encoded snapshot state, in bytes (16 MiB).
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most upcasting steps applied to one event.
+pub const MAX_UPCAST_STEPS: usize = 64;
+
+/// Most middleware layers one command handler may hold.
+pub const MAX_MIDDLEWARE: usize = 32;
+
+/// Most conflict retries a command handler may be configured with.
+pub const MAX_CONFLICT_RETRIES: u32 = 1_000;

@@ -1,0 +1,8 @@
+//! In-memory backends for every store trait: for tests, prototypes and as the
+//! model the conformance suite and property tests compare other backends with.
+
+mod lock;
+mod store;
+
+pub use lock::MemoryLockRegistry;
+pub use store::{MemoryCheckpointStore, MemorySnapshotStore, MemoryStore};

@@ -1,0 +1,392 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::error::{LifecycleOp, StoreError};
+use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
+use crate::name::{NameKind, Stream, validate_name};
+use crate::store::{
+    AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, ReadOptions, Snapshot,
+    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_reason,
+};
+use crate::time::Timestamp;
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// An event store kept in memory. Cloning shares the same data.
+///
+/// Implements [`EventStore`], [`GlobalReader`] and [`StreamLifecycle`] with
+/// the same semantics as the durable backends, including idempotency keys and
+/// a global sequence that is never reused.
+///
+/// ```
+/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, Stream, block_on};
+/// let store = MemoryStore::new();
+/// let stream = Stream::new("account", "a-1")?;
+/// let event = NewEvent::new(EventType::new("Opened")?, b"{}".to_vec());
+/// block_on(store.append(&stream, ExpectedVersion::NoStream, vec![event], AppendOptions::new()))?;
+/// let events = block_on(store.load(&stream, LoadOptions::new()))?;
+/// assert_eq!(events.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_position: u64,
+    log: Vec<Arc<RawEvent>>,
+    streams: HashMap<Stream, StreamData>,
+}
+
+#[derive(Debug)]
+struct StreamData {
+    events: Vec<Arc<RawEvent>>,
+    version: Version,
+    state: StreamState,
+    reason: Option<String>,
+    changed_at: Option<Timestamp>,
+    idempotency: HashMap<String, (Vec<NewEvent>, Vec<EventRecord>)>,
+}
+
+impl StreamData {
+    fn new() -> Self {
+        Self {
+            events: Vec::new(),
+            version: Version::ZERO,
+            state: StreamState::Active,
+            reason: None,
+            changed_at: None,
+            idempotency: HashMap::new(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the data half-written: every
+    // mutation below is completed before anything that could panic runs.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn append_sync(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(&events, &options)?;
+        let mut inner = lock(&self.inner);
+        let Inner {
+            last_position,
+            log,
+            streams,
+        } = &mut *inner;
+        let data = streams
+            .entry(stream.clone())
+            .or_insert_with(StreamData::new);
+        let key = options.idempotency_key().map(str::to_owned);
+        if let Some(key) = &key
+            && let Some((previous, records)) = data.idempotency.get(key)
+        {
+            let same = previous.len() == events.len()
+                && previous.iter().zip(&events).all(|(a, b)| a.same_content(b));
+            return if same {
+                Ok(AppendResult {
+                    records: records.clone(),
+                    deduplicated: true,
+                })
+            } else {
+                Err(StoreError::IdempotencyConflict {
+                    stream: stream.clone(),
+                    key: key.clone(),
+                })
+            };
+        }
+        match data.state {
+            StreamState::Archived => {
+                return Err(StoreError::StreamArchived {
+                    stream: stream.clone(),
+                });
+            }
+            StreamState::Tombstoned | StreamState::Deleted => {
+                return Err(StoreError::StreamDeleted {
+                    stream: stream.clone(),
+                });
+            }
+            _ => {}
+        }
+        if !expected.matches(data.version) {
+            let actual = data.version;
+            if data.events.is_empty() && data.version == Version::ZERO {
+                streams.remove(stream);
+            }
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        let count = events.len() as u64;
+        let overflow = || StoreError::Corrupt {
+            detail: "version or position overflow".to_owned(),
+        };
+        data.version.add(count).ok_or_else(overflow)?;
+        last_position.checked_add(count).ok_or_else(overflow)?;
+        let timestamp = options.timestamp().unwrap_or_else(Timestamp::now);
+        let metadata = options.stored_metadata();
+        let kept = key.as_ref().map(|_| events.clone());
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            data.version = Version::new(data.version.get() + 1);
+            *last_position += 1;
+            let raw = Arc::new(RawEvent::from_new(
+                event,
+                stream.clone(),
+                data.version,
+                Position::new(*last_position),
+                timestamp,
+                metadata.clone(),
+            ));
+            records.push(raw.record());
+            data.events.push(Arc::clone(&raw));
+            log.push(raw);
+        }
+        if let (Some(key), Some(kept)) = (key, kept) {
+            data.idempotency.insert(key, (kept, records.clone()));
+        }
+        Ok(AppendResult {
+            records,
+            deduplicated: false,
+        })
+    }
+
+    fn transition(
+        &self,
+        stream: &Stream,
+        op: LifecycleOp,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(r) = reason {
+            validate_reason(r)?;
+        }
+        let mut inner = lock(&self.inner);
+        let Some(data) = inner.streams.get_mut(stream) else {
+            return Err(StoreError::StreamNotFound {
+                stream: stream.clone(),
+            });
+        };
+        let allowed = match op {
+            LifecycleOp::Tombstone => {
+                matches!(data.state, StreamState::Active | StreamState::Archived)
+            }
+            LifecycleOp::Archive => data.state == StreamState::Active,
+            LifecycleOp::Restore => data.state == StreamState::Archived,
+            LifecycleOp::Delete => data.state != StreamState::Deleted,
+        };
+        if !allowed {
+            return Err(StoreError::InvalidLifecycle {
+                stream: stream.clone(),
+                state: data.state,
+                operation: op,
+            });
+        }
+        let now = Timestamp::now();
+        match op {
+            LifecycleOp::Tombstone | LifecycleOp::Archive => {
+                data.state = if op == LifecycleOp::Archive {
+                    StreamState::Archived
+                } else {
+                    StreamState::Tombstoned
+                };
+                data.reason = reason.map(str::to_owned);
+                data.changed_at = Some(now);
+            }
+            LifecycleOp::Restore => {
+                data.state = StreamState::Active;
+                data.reason = None;
+                data.changed_at = Some(now);
+            }
+            LifecycleOp::Delete => {
+                data.state = StreamState::Deleted;
+                data.changed_at = Some(now);
+                data.events.clear();
+                data.idempotency.clear();
+                inner.log.retain(|e| &e.stream != stream);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        self.append_sync(stream, expected, events, options)
+    }
+
+    async fn load(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        options.validate()?;
+        let inner = lock(&self.inner);
+        let Some(data) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = options
+            .from()
+            .map_or(0, |v| v.get().saturating_sub(1))
+            .min(data.events.len() as u64) as usize;
+        Ok(data.events[start..]
+            .iter()
+            .filter(|e| options.matches(e.version, &e.event_type))
+            .take(options.max_events().unwrap_or(usize::MAX))
+            .map(|e| RawEvent::clone(e))
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .streams
+            .get(stream)
+            .filter(|d| d.state != StreamState::Deleted)
+            .map_or(Version::ZERO, |d| d.version))
+    }
+}
+
+impl GlobalReader for MemoryStore {
+    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+        options.validate()?;
+        let inner = lock(&self.inner);
+        let start = inner.log.partition_point(|e| e.position < options.from());
+        Ok(inner.log[start..]
+            .iter()
+            .filter(|e| options.matches(&e.stream, &e.event_type))
+            .take(options.limit())
+            .map(|e| RawEvent::clone(e))
+            .collect())
+    }
+
+    async fn latest_position(&self) -> Result<Position, StoreError> {
+        Ok(lock(&self.inner)
+            .log
+            .last()
+            .map_or(Position::ZERO, |e| e.position))
+    }
+}
+
+impl StreamLifecycle for MemoryStore {
+    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Tombstone, Some(reason))
+    }
+
+    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Archive, Some(reason))
+    }
+
+    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Restore, None)
+    }
+
+    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Delete, None)
+    }
+
+    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .streams
+            .get(stream)
+            .map_or_else(StreamStatus::not_found, |d| StreamStatus {
+                state: d.state,
+                version: d.version,
+                reason: d.reason.clone(),
+                changed_at: d.changed_at,
+            }))
+    }
+}
+
+/// A snapshot store kept in memory. Cloning shares the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySnapshotStore {
+    inner: Arc<Mutex<HashMap<Stream, Snapshot>>>,
+}
+
+impl MemorySnapshotStore {
+    /// An empty snapshot store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many snapshots are stored.
+    pub fn len(&self) -> usize {
+        lock(&self.inner).len()
+    }
+
+    /// Whether no snapshot is stored.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.inner).is_empty()
+    }
+}
+
+impl SnapshotStore for MemorySnapshotStore {
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        snapshot.validate()?;
+        lock(&self.inner).insert(snapshot.stream.clone(), snapshot);
+        Ok(())
+    }
+
+    async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+        Ok(lock(&self.inner).get(stream).cloned())
+    }
+
+    async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+        lock(&self.inner).remove(stream);
+        Ok(())
+    }
+
+    async fn invalidate_all(&self) -> Result<(), StoreError> {
+        lock(&self.inner).clear();
+        Ok(())
+    }
+}
+
+/// A checkpoint store kept in memory. Cloning shares the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryCheckpointStore {
+    inner: Arc<Mutex<HashMap<String, Position>>>,
+}
+
+impl MemoryCheckpointStore {
+    /// An empty checkpoint store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl CheckpointStore for MemoryCheckpointStore {
+    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        validate_name(NameKind::Checkpoint, name)?;
+        Ok(lock(&self.inner).get(name).copied())
+    }
+
+    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        validate_name(NameKind::Checkpoint, name)?;
+        lock(&self.inner).insert(name.to_owned(), position);
+        Ok(())
+    }
+}

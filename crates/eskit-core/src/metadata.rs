@@ -1,0 +1,340 @@
+//! Event metadata: correlation, causation, principals, idempotency key and a bounded extra map.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::ValidationError;
+use crate::id::EventId;
+use crate::limits::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
+use crate::name::{NameKind, validate_name};
+
+/// The kind of actor behind an action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PrincipalKind {
+    /// A human user.
+    User,
+    /// An automation or reactive processor.
+    Automation,
+    /// Another service.
+    Service,
+    /// The system itself (migrations, maintenance).
+    System,
+    /// A scheduled job.
+    Scheduler,
+    /// An API client.
+    Api,
+    /// Any other kind, by name.
+    Other(String),
+}
+
+impl PrincipalKind {
+    /// The kind's stable string form, as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User => "user",
+            Self::Automation => "automation",
+            Self::Service => "service",
+            Self::System => "system",
+            Self::Scheduler => "scheduler",
+            Self::Api => "api",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Parses the stored string form; unknown names become [`PrincipalKind::Other`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "user" => Self::User,
+            "automation" => Self::Automation,
+            "service" => Self::Service,
+            "system" => Self::System,
+            "scheduler" => Self::Scheduler,
+            "api" => Self::Api,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for PrincipalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who performed an action: a kind and an id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal {
+    kind: PrincipalKind,
+    id: String,
+}
+
+impl Principal {
+    /// A principal of any kind.
+    pub fn new(kind: PrincipalKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// A human user.
+    pub fn user(id: impl Into<String>) -> Self {
+        Self::new(PrincipalKind::User, id)
+    }
+
+    /// An automation, such as a reactive processor.
+    pub fn automation(id: impl Into<String>) -> Self {
+        Self::new(PrincipalKind::Automation, id)
+    }
+
+    /// Another service.
+    pub fn service(id: impl Into<String>) -> Self {
+        Self::new(PrincipalKind::Service, id)
+    }
+
+    /// The system itself.
+    pub fn system(id: impl Into<String>) -> Self {
+        Self::new(PrincipalKind::System, id)
+    }
+
+    /// The principal's kind.
+    pub fn kind(&self) -> &PrincipalKind {
+        &self.kind
+    }
+
+    /// The principal's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.id)
+    }
+}
+
+/// Context stored with every event: who, why, and as part of which flow.
+///
+/// Build with the chainable `with_*` methods; [`Metadata::validate`] checks the
+/// bounds ([`MAX_METADATA_ENTRIES`], [`MAX_METADATA_BYTES`]) and every store
+/// calls it before an append.
+///
+/// ```
+/// use eskit_core::{Metadata, Principal};
+/// let first = Metadata::new_chain(Principal::user("alice"));
+/// let next = first.continue_from(eskit_core::EventId::new(), Principal::automation("mailer"));
+/// assert_eq!(next.correlation_id(), first.correlation_id());
+/// assert_eq!(next.originator(), Some(&Principal::user("alice")));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Metadata {
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    initiator: Option<Principal>,
+    originator: Option<Principal>,
+    idempotency_key: Option<String>,
+    extra: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a new causal chain: a fresh correlation id, with `principal` as
+    /// both initiator and originator.
+    pub fn new_chain(principal: Principal) -> Self {
+        Self {
+            correlation_id: Some(EventId::new().to_string()),
+            initiator: Some(principal.clone()),
+            originator: Some(principal),
+            ..Self::default()
+        }
+    }
+
+    /// Continues the chain of an event with this metadata: the correlation id
+    /// and originator carry over, the causation id becomes `source_event`, and
+    /// `principal` becomes the initiator. Extra entries are not carried over.
+    pub fn continue_from(&self, source_event: EventId, principal: Principal) -> Self {
+        let source = source_event.to_string();
+        Self {
+            correlation_id: Some(
+                self.correlation_id
+                    .clone()
+                    .unwrap_or_else(|| source.clone()),
+            ),
+            causation_id: Some(source),
+            originator: self
+                .originator
+                .clone()
+                .or_else(|| self.initiator.clone())
+                .or_else(|| Some(principal.clone())),
+            initiator: Some(principal),
+            idempotency_key: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    #[must_use]
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the initiator (who directly caused the event).
+    #[must_use]
+    pub fn with_initiator(mut self, p: Principal) -> Self {
+        self.initiator = Some(p);
+        self
+    }
+
+    /// Sets the originator (who started the causal chain).
+    #[must_use]
+    pub fn with_originator(mut self, p: Principal) -> Self {
+        self.originator = Some(p);
+        self
+    }
+
+    /// Sets the idempotency key recorded with the events.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Adds one extra entry; bounds are checked by [`Metadata::validate`] or,
+    /// eagerly, by [`Metadata::set_extra`].
+    #[must_use]
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+
+    /// Inserts one extra entry, enforcing the bounds now.
+    ///
+    /// # Errors
+    /// [`ValidationError`] when the key is not a valid name or the entry
+    /// would exceed [`MAX_METADATA_ENTRIES`] or [`MAX_METADATA_BYTES`]; the
+    /// metadata is then unchanged.
+    pub fn set_extra(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), ValidationError> {
+        let key = key.into();
+        validate_name(NameKind::MetadataKey, &key)?;
+        let value = value.into();
+        let previous = self.extra.insert(key.clone(), value);
+        if let Err(e) = self.validate() {
+            match previous {
+                Some(p) => self.extra.insert(key, p),
+                None => self.extra.remove(&key),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The correlation id, grouping related events across streams and services.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The causation id: the event or command that caused this event.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+
+    /// Who directly caused the event.
+    pub fn initiator(&self) -> Option<&Principal> {
+        self.initiator.as_ref()
+    }
+
+    /// Who started the causal chain.
+    pub fn originator(&self) -> Option<&Principal> {
+        self.originator.as_ref()
+    }
+
+    /// The idempotency key the events were appended with.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// Extra entries, sorted by key.
+    pub fn extra(&self) -> &BTreeMap<String, String> {
+        &self.extra
+    }
+
+    /// One extra entry.
+    pub fn extra_value(&self, key: &str) -> Option<&str> {
+        self.extra.get(key).map(String::as_str)
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The size counted against [`MAX_METADATA_BYTES`]: the sum of the
+    /// lengths of every string held.
+    pub fn size_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let principal =
+            |p: &Option<Principal>| p.as_ref().map_or(0, |p| p.kind.as_str().len() + p.id.len());
+        opt(&self.correlation_id)
+            + opt(&self.causation_id)
+            + opt(&self.idempotency_key)
+            + principal(&self.initiator)
+            + principal(&self.originator)
+            + self
+                .extra
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// Checks every bound: entry count, total size, key names, idempotency key length.
+    ///
+    /// # Errors
+    /// The first [`ValidationError`] found.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.extra.len() > MAX_METADATA_ENTRIES {
+            return Err(ValidationError::TooManyMetadataEntries {
+                count: self.extra.len(),
+            });
+        }
+        for key in self.extra.keys() {
+            validate_name(NameKind::MetadataKey, key)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        let size = self.size_bytes();
+        if size > MAX_METADATA_BYTES {
+            return Err(ValidationError::MetadataTooLarge { len: size });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an idempotency key: non-empty and at most [`MAX_IDEMPOTENCY_KEY_BYTES`].
+///
+/// # Errors
+/// [`ValidationError::InvalidIdempotencyKey`] with the key's length.
+pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(ValidationError::InvalidIdempotencyKey { len: key.len() });
+    }
+    Ok(())
+}

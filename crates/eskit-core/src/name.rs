@@ -1,0 +1,264 @@
+//! Validated names: stream types, stream ids, event types, and the [`Stream`] pair.
+
+use std::borrow::{Borrow, Cow};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::limits::MAX_NAME_BYTES;
+
+/// What a name names; carried by [`InvalidName`] so errors say which value was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameKind {
+    /// A [`StreamType`].
+    StreamType,
+    /// A [`StreamId`].
+    StreamId,
+    /// An [`EventType`].
+    EventType,
+    /// A codec name.
+    Codec,
+    /// A checkpoint or subscription name.
+    Checkpoint,
+    /// A lock key.
+    Lock,
+    /// A metadata key.
+    MetadataKey,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::StreamType => "stream type",
+            Self::StreamId => "stream id",
+            Self::EventType => "event type",
+            Self::Codec => "codec name",
+            Self::Checkpoint => "checkpoint name",
+            Self::Lock => "lock key",
+            Self::MetadataKey => "metadata key",
+        })
+    }
+}
+
+/// Why a name was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidNameReason {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`MAX_NAME_BYTES`].
+    TooLong {
+        /// Length of the rejected name in bytes.
+        len: usize,
+    },
+    /// The name contains a NUL byte, which several backends cannot store.
+    ContainsNul,
+}
+
+/// A name that failed validation: empty, longer than [`MAX_NAME_BYTES`], or containing NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InvalidName {
+    kind: NameKind,
+    reason: InvalidNameReason,
+}
+
+impl InvalidName {
+    /// Which kind of name was rejected.
+    pub fn kind(&self) -> NameKind {
+        self.kind
+    }
+
+    /// Why it was rejected.
+    pub fn reason(&self) -> InvalidNameReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            InvalidNameReason::Empty => write!(f, "{} is empty", self.kind),
+            InvalidNameReason::TooLong { len } => write!(
+                f,
+                "{} is {len} bytes long, the maximum is {MAX_NAME_BYTES}",
+                self.kind
+            ),
+            InvalidNameReason::ContainsNul => write!(f, "{} contains a NUL byte", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for InvalidName {}
+
+/// Checks a name against the shared rules: non-empty, at most [`MAX_NAME_BYTES`], no NUL.
+///
+/// # Errors
+/// Returns [`InvalidName`] naming `kind` and the broken rule.
+pub fn validate_name(kind: NameKind, name: &str) -> Result<(), InvalidName> {
+    let reason = if name.is_empty() {
+        InvalidNameReason::Empty
+    } else if name.len() > MAX_NAME_BYTES {
+        InvalidNameReason::TooLong { len: name.len() }
+    } else if name.as_bytes().contains(&0) {
+        InvalidNameReason::ContainsNul
+    } else {
+        return Ok(());
+    };
+    Err(InvalidName { kind, reason })
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Cow<'static, str>);
+
+        impl $name {
+            /// Validates and wraps a name.
+            ///
+            /// # Errors
+            /// Returns [`InvalidName`] when the name is empty, longer than
+            /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES) or contains NUL.
+            pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
+                let name = name.into();
+                validate_name($kind, &name)?;
+                Ok(Self(Cow::Owned(name)))
+            }
+
+            /// Validates and wraps a static name without allocating.
+            ///
+            /// # Errors
+            /// As [`Self::new`].
+            pub fn from_static(name: &'static str) -> Result<Self, InvalidName> {
+                validate_name($kind, name)?;
+                Ok(Self(Cow::Borrowed(name)))
+            }
+
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = InvalidName;
+            fn try_from(s: &str) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidName;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The category of a stream, such as `account` or `order`.
+    StreamType,
+    NameKind::StreamType
+);
+name_type!(
+    /// The business identifier of a stream within its type, such as `acc-42`.
+    StreamId,
+    NameKind::StreamId
+);
+name_type!(
+    /// The stable wire name of an event, stored beside its payload.
+    EventType,
+    NameKind::EventType
+);
+
+/// One stream: its type and its id. Streams of different types never share events.
+///
+/// ```
+/// use eskit_core::Stream;
+/// let s = Stream::new("account", "acc-1")?;
+/// assert_eq!(s.to_string(), "account/acc-1");
+/// # Ok::<(), eskit_core::InvalidName>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stream {
+    stream_type: StreamType,
+    stream_id: StreamId,
+}
+
+impl Stream {
+    /// Validates both parts and builds a stream reference.
+    ///
+    /// # Errors
+    /// Returns [`InvalidName`] for the first part that is invalid.
+    pub fn new(
+        stream_type: impl Into<String>,
+        stream_id: impl Into<String>,
+    ) -> Result<Self, InvalidName> {
+        Ok(Self {
+            stream_type: StreamType::new(stream_type)?,
+            stream_id: StreamId::new(stream_id)?,
+        })
+    }
+
+    /// Builds a stream reference from already validated parts.
+    pub fn from_parts(stream_type: StreamType, stream_id: StreamId) -> Self {
+        Self {
+            stream_type,
+            stream_id,
+        }
+    }
+
+    /// The stream's type.
+    pub fn stream_type(&self) -> &StreamType {
+        &self.stream_type
+    }
+
+    /// The stream's id within its type.
+    pub fn stream_id(&self) -> &StreamId {
+        &self.stream_id
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.stream_type, self.stream_id)
+    }
+}

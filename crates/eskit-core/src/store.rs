@@ -1,0 +1,646 @@
+//! The backend traits: bytes-level event store, global reader, stream
+//! lifecycle, snapshots, checkpoints and locks, with their options.
+//!
+//! Every trait uses static dispatch with `Send` futures; [`crate::dyn_store`]
+//! has object-safe twins for runtime-chosen backends.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::{StoreError, ValidationError};
+use crate::event::{AppendResult, NewEvent, RawEvent};
+use crate::limits::{
+    MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT,
+    MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
+};
+use crate::metadata::{Metadata, validate_idempotency_key};
+use crate::name::{EventType, NameKind, Stream, StreamType, validate_name};
+use crate::time::Timestamp;
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// Options of one append. The default appends with the current time, no
+/// metadata and no idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppendOptions {
+    idempotency_key: Option<String>,
+    timestamp: Option<Timestamp>,
+    metadata: Metadata,
+}
+
+impl AppendOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Deduplicates retries: a later append to the same stream with the same
+    /// key and the same events writes nothing and returns the original
+    /// records; with different events it fails with
+    /// [`StoreError::IdempotencyConflict`]. The key is also stored in the
+    /// events' metadata.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Records the events with this timestamp instead of the current time
+    /// (imports, migrations).
+    #[must_use]
+    pub fn with_timestamp(mut self, t: Timestamp) -> Self {
+        self.timestamp = Some(t);
+        self
+    }
+
+    /// Metadata applied to every event of the append.
+    #[must_use]
+    pub fn with_metadata(mut self, m: Metadata) -> Self {
+        self.metadata = m;
+        self
+    }
+
+    /// The idempotency key, from the options or else from the metadata.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key
+            .as_deref()
+            .or_else(|| self.metadata.idempotency_key())
+    }
+
+    /// The custom timestamp, if any.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.timestamp
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The metadata to store with each event: the given metadata with the
+    /// idempotency key filled in.
+    pub fn stored_metadata(&self) -> Metadata {
+        match (&self.idempotency_key, self.metadata.idempotency_key()) {
+            (Some(k), None) => self.metadata.clone().with_idempotency_key(k.clone()),
+            _ => self.metadata.clone(),
+        }
+    }
+}
+
+/// Which events of one stream a load returns. The default returns all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    from: Option<Version>,
+    to: Option<Version>,
+    event_types: Vec<EventType>,
+    limit: Option<usize>,
+}
+
+impl LoadOptions {
+    /// All events.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only events with version `>= v`.
+    #[must_use]
+    pub fn from_version(mut self, v: Version) -> Self {
+        self.from = Some(v);
+        self
+    }
+
+    /// Only events with version `<= v`.
+    #[must_use]
+    pub fn to_version(mut self, v: Version) -> Self {
+        self.to = Some(v);
+        self
+    }
+
+    /// Only events of these types.
+    #[must_use]
+    pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+        self.event_types = types.into_iter().collect();
+        self
+    }
+
+    /// At most `n` events (after the other filters).
+    #[must_use]
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// The first version wanted, if bounded.
+    pub fn from(&self) -> Option<Version> {
+        self.from
+    }
+
+    /// The last version wanted, if bounded.
+    pub fn to(&self) -> Option<Version> {
+        self.to
+    }
+
+    /// The event types wanted; empty means all.
+    pub fn types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    /// The limit, if any.
+    pub fn max_events(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Whether an event passes the version range and type filter (not the limit).
+    pub fn matches(&self, version: Version, event_type: &EventType) -> bool {
+        self.from.is_none_or(|f| version >= f)
+            && self.to.is_none_or(|t| version <= t)
+            && (self.event_types.is_empty() || self.event_types.contains(event_type))
+    }
+
+    /// Checks the options' bounds.
+    ///
+    /// # Errors
+    /// [`ValidationError`] for an empty range, a zero limit or too many types.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && to < from
+        {
+            return Err(ValidationError::InvalidVersionRange { from, to });
+        }
+        if self.limit == Some(0) {
+            return Err(ValidationError::InvalidLimit { limit: 0 });
+        }
+        if self.event_types.len() > MAX_FILTER_TYPES {
+            return Err(ValidationError::TooManyFilterTypes {
+                count: self.event_types.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Which events a global read returns: from a position, at most `limit`,
+/// optionally only some event types or one stream type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    from: Position,
+    limit: usize,
+    event_types: Vec<EventType>,
+    stream_type: Option<StreamType>,
+}
+
+impl ReadOptions {
+    /// Events at positions `>= from`, at most `limit` of them.
+    pub fn new(from: Position, limit: usize) -> Self {
+        Self {
+            from,
+            limit,
+            event_types: Vec::new(),
+            stream_type: None,
+        }
+    }
+
+    /// Only events of these types.
+    #[must_use]
+    pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+        self.event_types = types.into_iter().collect();
+        self
+    }
+
+    /// Only events of streams of this type.
+    #[must_use]
+    pub fn stream_type(mut self, t: StreamType) -> Self {
+        self.stream_type = Some(t);
+        self
+    }
+
+    /// The first position wanted (inclusive).
+    pub fn from(&self) -> Position {
+        self.from
+    }
+
+    /// The most events returned.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Event types wanted; empty means all.
+    pub fn types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    /// The stream type wanted, if any.
+    pub fn only_stream_type(&self) -> Option<&StreamType> {
+        self.stream_type.as_ref()
+    }
+
+    /// Whether an event passes the filters (not the position or limit).
+    pub fn matches(&self, stream: &Stream, event_type: &EventType) -> bool {
+        self.stream_type
+            .as_ref()
+            .is_none_or(|t| stream.stream_type() == t)
+            && (self.event_types.is_empty() || self.event_types.contains(event_type))
+    }
+
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    /// [`ValidationError::InvalidLimit`] unless `1 <= limit <= MAX_READ_LIMIT`;
+    /// [`ValidationError::TooManyFilterTypes`] for an oversized filter.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.limit == 0 || self.limit > MAX_READ_LIMIT {
+            return Err(ValidationError::InvalidLimit { limit: self.limit });
+        }
+        if self.event_types.len() > MAX_FILTER_TYPES {
+            return Err(ValidationError::TooManyFilterTypes {
+                count: self.event_types.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an append against every bound before a backend touches storage.
+/// Every backend calls this first, so all reject the same inputs.
+///
+/// # Errors
+/// The first [`ValidationError`] found.
+pub fn validate_append(
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<(), ValidationError> {
+    if events.is_empty() {
+        return Err(ValidationError::NoEvents);
+    }
+    if events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(ValidationError::TooManyEvents {
+            count: events.len(),
+        });
+    }
+    let mut total = 0usize;
+    for (index, e) in events.iter().enumerate() {
+        let len = e.payload().len();
+        if len > MAX_PAYLOAD_BYTES {
+            return Err(ValidationError::PayloadTooLarge { index, len });
+        }
+        if e.schema_version() == 0 {
+            return Err(ValidationError::ZeroSchemaVersion);
+        }
+        validate_name(NameKind::Codec, e.codec())?;
+        total = total.saturating_add(len);
+    }
+    if total > MAX_APPEND_BYTES {
+        return Err(ValidationError::AppendTooLarge { len: total });
+    }
+    if let Some(key) = options.idempotency_key() {
+        validate_idempotency_key(key)?;
+    }
+    options.stored_metadata().validate()
+}
+
+/// Checks a tombstone or archive reason against [`MAX_REASON_BYTES`].
+///
+/// # Errors
+/// [`ValidationError::ReasonTooLong`].
+pub fn validate_reason(reason: &str) -> Result<(), ValidationError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(ValidationError::ReasonTooLong { len: reason.len() });
+    }
+    Ok(())
+}
+
+/// The bytes-level event store every backend implements.
+///
+/// # Cancel safety
+/// A dropped `append` future has either committed all of its events or none;
+/// a backend documents how a caller finds out which (an idempotency key makes
+/// the retry safe either way).
+pub trait EventStore: Send + Sync {
+    /// Appends events to one stream atomically, checking `expected` first.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongExpectedVersion`] on a conflict,
+    /// [`StoreError::StreamDeleted`] / [`StoreError::StreamArchived`] for a
+    /// closed stream, [`StoreError::IdempotencyConflict`] for a reused key,
+    /// [`StoreError::Validation`] for inputs out of bounds.
+    fn append(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Loads a stream's events in version order; a missing stream gives an
+    /// empty list, not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for invalid options, or a backend failure.
+    fn load(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+
+    /// The stream's last version, [`Version::ZERO`] when it has no events.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn stream_version(
+        &self,
+        stream: &Stream,
+    ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+}
+
+/// Reads across all streams in global order.
+pub trait GlobalReader: Send + Sync {
+    /// Events at positions `>= options.from()`, in position order, at most
+    /// `options.limit()`, passing the filters.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for invalid options, or a backend failure.
+    fn read_all(
+        &self,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+
+    /// The position of the newest event, [`Position::ZERO`] for an empty store.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn latest_position(&self) -> impl Future<Output = Result<Position, StoreError>> + Send;
+}
+
+/// The lifecycle state of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamState {
+    /// The stream has never had events.
+    NotFound,
+    /// The stream accepts appends.
+    Active,
+    /// The stream is read-only until restored.
+    Archived,
+    /// The stream is closed for good; its events stay readable for audit.
+    Tombstoned,
+    /// The stream's events were removed; the stream stays closed.
+    Deleted,
+}
+
+impl fmt::Display for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotFound => "not found",
+            Self::Active => "active",
+            Self::Archived => "archived",
+            Self::Tombstoned => "tombstoned",
+            Self::Deleted => "deleted",
+        })
+    }
+}
+
+/// A stream's lifecycle state, its last version and why it last changed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStatus {
+    /// The state.
+    pub state: StreamState,
+    /// The last version the stream reached (kept after deletion).
+    pub version: Version,
+    /// The reason given with the last tombstone or archive.
+    pub reason: Option<String>,
+    /// When the state last changed away from active.
+    pub changed_at: Option<Timestamp>,
+}
+
+impl StreamStatus {
+    /// The status of a stream that never existed.
+    pub fn not_found() -> Self {
+        Self {
+            state: StreamState::NotFound,
+            version: Version::ZERO,
+            reason: None,
+            changed_at: None,
+        }
+    }
+}
+
+/// Stream lifecycle management. Transitions:
+/// active -> archived -> active (restore); active or archived -> tombstoned;
+/// any existing state -> deleted. Closed streams reject appends.
+pub trait StreamLifecycle: Send + Sync {
+    /// Closes the stream for good; its events stay readable.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
+    /// when already tombstoned or deleted.
+    fn tombstone(
+        &self,
+        stream: &Stream,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes the stream read-only until [`restore`](Self::restore).
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
+    /// unless the stream is active.
+    fn archive(
+        &self,
+        stream: &Stream,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Re-opens an archived stream.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
+    /// unless the stream is archived.
+    fn restore(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the stream's events for good (and its snapshots where the
+    /// backend keeps them). Global positions are never reused.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
+    /// when already deleted.
+    fn delete(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stream's lifecycle status.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn status(
+        &self,
+        stream: &Stream,
+    ) -> impl Future<Output = Result<StreamStatus, StoreError>> + Send;
+}
+
+/// A stored snapshot of a stream's state, encoded as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: Stream,
+    /// The stream version the state includes.
+    pub version: Version,
+    /// Schema version of the state; a mismatch invalidates the snapshot.
+    pub schema_version: u32,
+    /// Name of the codec that encoded the state.
+    pub codec: String,
+    /// The encoded state.
+    pub state: Vec<u8>,
+    /// When it was taken.
+    pub created_at: Timestamp,
+}
+
+impl Snapshot {
+    /// Checks the snapshot's bounds.
+    ///
+    /// # Errors
+    /// [`ValidationError`] for an oversized state, a zero schema version or a
+    /// bad codec name.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.state.len() > MAX_SNAPSHOT_BYTES {
+            return Err(ValidationError::SnapshotTooLarge {
+                len: self.state.len(),
+            });
+        }
+        if self.schema_version == 0 {
+            return Err(ValidationError::ZeroSchemaVersion);
+        }
+        validate_name(NameKind::Codec, &self.codec)?;
+        Ok(())
+    }
+}
+
+/// Stores one snapshot per stream.
+pub trait SnapshotStore: Send + Sync {
+    /// Saves a snapshot, replacing the stream's previous one.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`], or a backend failure.
+    fn save(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stream's snapshot, if any.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn load(
+        &self,
+        stream: &Stream,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Removes the stream's snapshot; a missing one is not an error.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn invalidate(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes every snapshot (after a change to the state's shape or to `evolve`).
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn invalidate_all(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Stores the position a named subscription has processed up to.
+pub trait CheckpointStore: Send + Sync {
+    /// The saved position, `None` when the subscription never saved one.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for a bad name, or a backend failure.
+    fn load(&self, name: &str)
+    -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
+    /// Saves the position.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for a bad name, or a backend failure.
+    fn save(
+        &self,
+        name: &str,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Proof of a held lock; dropping it releases the lock.
+pub struct LockGuard {
+    _release: Box<dyn Send + Sync>,
+}
+
+impl LockGuard {
+    /// Wraps a value whose `Drop` releases the lock.
+    pub fn new(release: impl Send + Sync + 'static) -> Self {
+        Self {
+            _release: Box::new(release),
+        }
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Named mutual exclusion: per-stream single-writer locks and leader election
+/// (one holder of `processor:<name>` runs the processor).
+pub trait LockRegistry: Send + Sync {
+    /// Waits until the lock is held.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes never leaves the lock held.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for a bad key, or a backend failure.
+    fn acquire(&self, key: &str) -> impl Future<Output = Result<LockGuard, StoreError>> + Send;
+
+    /// Takes the lock if free; `None` when another holder has it.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for a bad key, or a backend failure.
+    fn try_acquire(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<LockGuard>, StoreError>> + Send;
+}
+
+macro_rules! forward_arc {
+    ($trait:ident { $(fn $m:ident(&self $(, $a:ident: $t:ty)*) -> $r:ty;)* }) => {
+        impl<T: $trait> $trait for Arc<T> {
+            $(fn $m(&self $(, $a: $t)*) -> impl Future<Output = $r> + Send {
+                (**self).$m($($a),*)
+            })*
+        }
+    };
+}
+
+forward_arc!(EventStore {
+    fn append(&self, stream: &Stream, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
+    fn load(&self, stream: &Stream, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
+    fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError>;
+});
+forward_arc!(GlobalReader {
+    fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError>;
+    fn latest_position(&self) -> Result<Position, StoreError>;
+});
+forward_arc!(StreamLifecycle {
+    fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError>;
+    fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError>;
+    fn restore(&self, stream: &Stream) -> Result<(), StoreError>;
+    fn delete(&self, stream: &Stream) -> Result<(), StoreError>;
+    fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError>;
+});
+forward_arc!(SnapshotStore {
+    fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError>;
+    fn invalidate(&self, stream: &Stream) -> Result<(), StoreError>;
+    fn invalidate_all(&self) -> Result<(), StoreError>;
+});
+forward_arc!(CheckpointStore {
+    fn load(&self, name: &str) -> Result<Option<Position>, StoreError>;
+    fn save(&self, name: &str, position: Position) -> Result<(), StoreError>;
+});
+forward_arc!(LockRegistry {
+    fn acquire(&self, key: &str) -> Result<LockGuard, StoreError>;
+    fn try_acquire(&self, key: &str) -> Result<Option<LockGuard>, StoreError>;
+});

@@ -1,0 +1,346 @@
+//! The typed layer: [`EventSchema`] turns domain events into [`NewEvent`]s and
+//! [`RawEvent`]s back into [`RecordedEvent`]s (codecs, registry, upcasting),
+//! and [`TypedStore`] puts it in front of any bytes-level backend.
+//!
+//! This is the one place where typing happens (design rule 2): backends only
+//! ever see bytes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::codec::{DomainEvent, EventCodec};
+use crate::error::{CodecError, StoreError};
+use crate::event::{NewEvent, RawEvent, RecordedEvent};
+use crate::name::{EventType, Stream};
+use crate::registry::EventRegistry;
+use crate::store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions};
+use crate::upcast::UpcasterRegistry;
+use crate::version::{ExpectedVersion, Version};
+
+/// How events of type `E` become bytes and back: one writer codec, any number
+/// of reader codecs (selected by the codec name stored with each event), an
+/// [`EventRegistry`] and an [`UpcasterRegistry`].
+pub struct EventSchema<E> {
+    writer: Arc<dyn EventCodec<E>>,
+    readers: HashMap<&'static str, Arc<dyn EventCodec<E>>>,
+    registry: EventRegistry,
+    upcasters: UpcasterRegistry,
+}
+
+impl<E: 'static> fmt::Debug for EventSchema<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut readers: Vec<_> = self.readers.keys().collect();
+        readers.sort();
+        f.debug_struct("EventSchema")
+            .field("writer", &self.writer.name())
+            .field("readers", &readers)
+            .field("registry", &self.registry)
+            .field("upcasters", &self.upcasters)
+            .finish()
+    }
+}
+
+impl<E: DomainEvent> EventSchema<E> {
+    /// A schema that writes and reads with `codec`.
+    pub fn new(codec: impl EventCodec<E>) -> Self {
+        let writer: Arc<dyn EventCodec<E>> = Arc::new(codec);
+        let mut readers = HashMap::new();
+        readers.insert(writer.name(), Arc::clone(&writer));
+        Self {
+            writer,
+            readers,
+            registry: EventRegistry::new(),
+            upcasters: UpcasterRegistry::new(),
+        }
+    }
+
+    /// Also reads events written with `codec` (multi-codec migration: keep the
+    /// old codec as a reader, write with the new one).
+    #[must_use]
+    pub fn with_reader(mut self, codec: impl EventCodec<E>) -> Self {
+        let codec: Arc<dyn EventCodec<E>> = Arc::new(codec);
+        self.readers.insert(codec.name(), codec);
+        self
+    }
+
+    /// Uses `registry` for names, aliases and schema versions.
+    #[must_use]
+    pub fn with_registry(mut self, registry: EventRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Uses `upcasters` to bring old payloads to the current schema version.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: UpcasterRegistry) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &EventRegistry {
+        &self.registry
+    }
+
+    /// The name of the codec new events are written with.
+    pub fn writer_codec(&self) -> &'static str {
+        self.writer.name()
+    }
+
+    /// Encodes one event with the writer codec.
+    ///
+    /// # Errors
+    /// [`CodecError::UnknownEventType`] when a non-empty registry does not
+    /// know the event's name (or knows it only as a legacy alias), or the
+    /// codec's error.
+    pub fn encode(&self, event: &E) -> Result<NewEvent, CodecError> {
+        let name = event.event_type();
+        let unknown = || CodecError::UnknownEventType {
+            event_type: name.to_owned(),
+        };
+        if !self.registry.is_empty() && self.registry.resolve(name).is_none_or(|c| c != name) {
+            return Err(unknown());
+        }
+        let ty = EventType::from_static(name).map_err(|_| unknown())?;
+        let mut payload = Vec::new();
+        self.writer.encode(event, &mut payload)?;
+        Ok(NewEvent::new(ty, payload)
+            .with_schema_version(self.registry.schema_version(name))
+            .with_codec(self.writer.name()))
+    }
+
+    /// Decodes a stored event: resolves aliases, picks the codec by the stored
+    /// codec name, upcasts to the current schema version, decodes.
+    ///
+    /// # Errors
+    /// [`CodecError`] for an unknown type or codec, a missing upcaster, or
+    /// malformed bytes.
+    pub fn decode(&self, raw: RawEvent) -> Result<RecordedEvent<E>, CodecError> {
+        let canonical = self
+            .registry
+            .resolve(raw.event_type.as_str())
+            .ok_or_else(|| CodecError::UnknownEventType {
+                event_type: raw.event_type.to_string(),
+            })?;
+        let codec =
+            self.readers
+                .get(raw.codec.as_str())
+                .ok_or_else(|| CodecError::UnknownCodec {
+                    codec: raw.codec.clone(),
+                })?;
+        let target = self.registry.schema_version(canonical.as_str());
+        let payload =
+            self.upcasters
+                .upcast(canonical.as_str(), &raw.payload, raw.schema_version, target)?;
+        let data = codec.decode(canonical.as_str(), &payload)?;
+        Ok(RecordedEvent {
+            id: raw.id,
+            stream: raw.stream,
+            version: raw.version,
+            position: raw.position,
+            event_type: canonical,
+            schema_version: raw.schema_version,
+            timestamp: raw.timestamp,
+            metadata: raw.metadata,
+            data,
+        })
+    }
+}
+
+/// A typed event store: a bytes-level backend `B` plus an [`EventSchema`].
+///
+/// ```
+/// # use eskit_core::*;
+/// # #[derive(Debug, PartialEq)] struct Pinged(u8);
+/// # impl DomainEvent for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
+/// # struct ByteCodec;
+/// # impl EventCodec<Pinged> for ByteCodec {
+/// #     fn name(&self) -> &'static str { "byte" }
+/// #     fn encode(&self, e: &Pinged, out: &mut Vec<u8>) -> Result<(), CodecError> { out.push(e.0); Ok(()) }
+/// #     fn decode(&self, _: &str, b: &[u8]) -> Result<Pinged, CodecError> {
+/// #         b.first().map(|b| Pinged(*b)).ok_or_else(|| CodecError::decode(Some("Pinged"), "empty"))
+/// #     }
+/// # }
+/// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(ByteCodec));
+/// let stream = Stream::new("pinger", "p-1")?;
+/// block_on(store.append(&stream, ExpectedVersion::NoStream, vec![Pinged(7)]))?;
+/// let events = block_on(store.load(&stream))?;
+/// assert_eq!(events[0].data, Pinged(7));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TypedStore<B, E> {
+    backend: B,
+    schema: Arc<EventSchema<E>>,
+}
+
+impl<B: Clone, E> Clone for TypedStore<B, E> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            schema: Arc::clone(&self.schema),
+        }
+    }
+}
+
+impl<B: fmt::Debug, E: 'static> fmt::Debug for TypedStore<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedStore")
+            .field("backend", &self.backend)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
+    /// Puts `schema` in front of `backend`.
+    pub fn new(backend: B, schema: EventSchema<E>) -> Self {
+        Self {
+            backend,
+            schema: Arc::new(schema),
+        }
+    }
+
+    /// The bytes-level backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &EventSchema<E> {
+        &self.schema
+    }
+
+    /// Appends events with default options.
+    ///
+    /// # Errors
+    /// As [`EventStore::append`], plus [`StoreError::Codec`] when encoding fails.
+    pub async fn append(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<E>,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        self.append_with(stream, expected, events, AppendOptions::new())
+            .await
+    }
+
+    /// Appends events with options, returning them as recorded.
+    ///
+    /// # Errors
+    /// As [`EventStore::append`], plus [`StoreError::Codec`] when encoding fails.
+    ///
+    /// # Cancel safety
+    /// As the backend's `append`.
+    pub async fn append_with(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<E>,
+        options: AppendOptions,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        let encoded = events
+            .iter()
+            .map(|e| self.schema.encode(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let heads: Vec<(EventType, u32)> = encoded
+            .iter()
+            .map(|e| (e.event_type().clone(), e.schema_version()))
+            .collect();
+        let metadata = options.stored_metadata();
+        let result = self
+            .backend
+            .append(stream, expected, encoded, options)
+            .await?;
+        Ok(events
+            .into_iter()
+            .zip(heads)
+            .zip(result.records)
+            .map(|((data, (event_type, schema_version)), r)| RecordedEvent {
+                id: r.id,
+                stream: stream.clone(),
+                version: r.version,
+                position: r.position,
+                event_type,
+                schema_version,
+                timestamp: r.timestamp,
+                metadata: metadata.clone(),
+                data,
+            })
+            .collect())
+    }
+
+    /// Loads and decodes a whole stream.
+    ///
+    /// # Errors
+    /// As [`EventStore::load`], plus [`StoreError::Codec`] when decoding fails.
+    pub async fn load(&self, stream: &Stream) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        self.load_with(stream, LoadOptions::new()).await
+    }
+
+    /// Loads and decodes events with version `>= from`.
+    ///
+    /// # Errors
+    /// As [`TypedStore::load`].
+    pub async fn load_from(
+        &self,
+        stream: &Stream,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        self.load_with(stream, LoadOptions::new().from_version(from))
+            .await
+    }
+
+    /// Loads and decodes events passing `options`.
+    ///
+    /// # Errors
+    /// As [`TypedStore::load`].
+    pub async fn load_with(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        let raw = self.backend.load(stream, options).await?;
+        self.decode_all(raw)
+    }
+
+    /// Loads events without decoding them.
+    ///
+    /// # Errors
+    /// As [`EventStore::load`].
+    pub async fn load_raw(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        self.backend.load(stream, options).await
+    }
+
+    /// The stream's last version.
+    ///
+    /// # Errors
+    /// As [`EventStore::stream_version`].
+    pub async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        self.backend.stream_version(stream).await
+    }
+
+    fn decode_all(&self, raw: Vec<RawEvent>) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        raw.into_iter()
+            .map(|r| self.schema.decode(r).map_err(StoreError::from))
+            .collect()
+    }
+}
+
+impl<B: EventStore + GlobalReader, E: DomainEvent> TypedStore<B, E> {
+    /// Reads and decodes events across streams in global order.
+    ///
+    /// # Errors
+    /// As [`GlobalReader::read_all`], plus [`StoreError::Codec`].
+    pub async fn read_all(
+        &self,
+        options: ReadOptions,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        let raw = self.backend.read_all(options).await?;
+        self.decode_all(raw)
+    }
+}
