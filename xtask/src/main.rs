@@ -1,1 +1,53 @@
-fn main() {}
+//! The workspace's own tool: `cargo xtask <command>`.
+//!
+//! - `test`: the whole gate (fmt, clippy, tests against real servers, docs, cargo-deny).
+//! - `conformance --backend <memory|sqlite|postgres|nats>`: the store conformance suite.
+//! - `bench [--backend B] [--workload W] [--json FILE]`: cross-backend benchmarks.
+//! - `codegen [--check]`: regenerate committed generated code.
+//! - `servers`: start throw-away PostgreSQL and NATS servers and wait (for local work).
+//!
+//! xtask depends on nothing but std so that it compiles in seconds.
+
+mod bench;
+mod codegen;
+mod conformance;
+mod servers;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match cmd {
+        "test" => test::run(rest),
+        "conformance" => conformance::run(rest),
+        "bench" => bench::run(rest),
+        "codegen" => codegen::run(rest),
+        "servers" => servers::run(rest),
+        "help" | "--help" | "-h" => {
+            util::say(HELP);
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            util::say(&format!("xtask: error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const HELP: &str = "usage: cargo xtask <command>
+  test                         fmt, clippy, all tests against real servers, docs, cargo-deny
+  conformance --backend B      run the store conformance suite (memory|sqlite|postgres|nats)
+  bench [--backend B] [--workload W] [--json FILE]
+                               run benchmark workloads and print a comparison table
+  codegen [--check]            regenerate generated code (or check it is current)
+  servers                      start throw-away PostgreSQL and NATS and wait for Ctrl-C";
