@@ -1,0 +1,307 @@
+//! Every bound and every `ExpectedVersion` case, each with its error.
+
+use eskit_core::limits::*;
+use eskit_core::{
+    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalReader, InvalidNameReason,
+    LoadOptions, MemoryStore, Metadata, NameKind, NewEvent, Position, ReadOptions, Snapshot,
+    SnapshotStore, StoreError, Stream, StreamLifecycle, Timestamp, ValidationError, Version,
+    block_on, validate_name,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn ev(payload: &[u8]) -> NewEvent {
+    NewEvent::new(EventType::new("E").expect("valid"), payload.to_vec())
+}
+
+fn stream() -> Stream {
+    Stream::new("t", "s").expect("valid")
+}
+
+/// Appends and returns the validation error, if any.
+fn append_err(events: Vec<NewEvent>, options: AppendOptions) -> Option<ValidationError> {
+    let store = MemoryStore::new();
+    match block_on(store.append(&stream(), ExpectedVersion::Any, events, options)) {
+        Err(StoreError::Validation(v)) => Some(v),
+        Err(other) => panic!("expected a validation error, got {other:?}"),
+        Ok(_) => None,
+    }
+}
+
+fn check(name: &str, got: Option<ValidationError>, expect: Option<ValidationError>) {
+    assert_eq!(got, expect, "case: {name}");
+}
+
+#[test]
+fn name_bounds() {
+    let long = "x".repeat(MAX_NAME_BYTES);
+    let too_long = "x".repeat(MAX_NAME_BYTES + 1);
+    let cases: &[(&str, Option<InvalidNameReason>)] = &[
+        ("a", None),
+        (&long, None),
+        ("", Some(InvalidNameReason::Empty)),
+        (&too_long, Some(InvalidNameReason::TooLong { len: MAX_NAME_BYTES + 1 })),
+        ("x\0y", Some(InvalidNameReason::ContainsNul)),
+        ("ünï/cödé.-_ \u{202e}", None),
+    ];
+    for kind in [NameKind::StreamType, NameKind::StreamId, NameKind::EventType] {
+        for (input, expect) in cases {
+            let got = validate_name(kind, input).err().map(|e| {
+                assert_eq!(e.kind(), kind);
+                e.reason()
+            });
+            assert_eq!(&got, expect, "{kind} {input:?}");
+        }
+    }
+    // The constructors enforce the same rules.
+    assert!(Stream::new("", "x").is_err());
+    assert!(Stream::new("x", &*too_long).is_err());
+    assert!(EventType::new("a\0").is_err());
+    // A multi-byte name is measured in bytes, not characters.
+    let multibyte = "é".repeat(MAX_NAME_BYTES / 2 + 1);
+    assert!(validate_name(NameKind::StreamId, &multibyte).is_err());
+}
+
+#[test]
+fn append_bounds() {
+    let o = AppendOptions::new;
+    check("no events", append_err(vec![], o()), Some(ValidationError::NoEvents));
+    check(
+        "max events",
+        append_err(vec![ev(b""); MAX_EVENTS_PER_APPEND], o()),
+        None,
+    );
+    check(
+        "too many events",
+        append_err(vec![ev(b""); MAX_EVENTS_PER_APPEND + 1], o()),
+        Some(ValidationError::TooManyEvents {
+            count: MAX_EVENTS_PER_APPEND + 1,
+        }),
+    );
+    check(
+        "payload at max",
+        append_err(vec![ev(&vec![7; MAX_PAYLOAD_BYTES])], o()),
+        None,
+    );
+    check(
+        "payload over max",
+        append_err(vec![ev(b"ok"), ev(&vec![7; MAX_PAYLOAD_BYTES + 1])], o()),
+        Some(ValidationError::PayloadTooLarge {
+            index: 1,
+            len: MAX_PAYLOAD_BYTES + 1,
+        }),
+    );
+    let n = MAX_APPEND_BYTES / MAX_PAYLOAD_BYTES + 1;
+    check(
+        "append over total",
+        append_err(vec![ev(&vec![1; MAX_PAYLOAD_BYTES]); n], o()),
+        Some(ValidationError::AppendTooLarge {
+            len: n * MAX_PAYLOAD_BYTES,
+        }),
+    );
+    check(
+        "schema version zero",
+        append_err(vec![ev(b"").with_schema_version(0)], o()),
+        Some(ValidationError::ZeroSchemaVersion),
+    );
+    check(
+        "empty codec name",
+        append_err(vec![ev(b"").with_codec("")], o()),
+        validate_name(NameKind::Codec, "").err().map(ValidationError::Name),
+    );
+}
+
+#[test]
+fn metadata_bounds() {
+    let o = AppendOptions::new;
+    let full = (0..MAX_METADATA_ENTRIES).fold(Metadata::new(), |m, i| m.with_extra(format!("k{i}"), "v"));
+    check("max entries", append_err(vec![ev(b"")], o().with_metadata(full.clone())), None);
+    check(
+        "too many entries",
+        append_err(vec![ev(b"")], o().with_metadata(full.with_extra("one-more", "v"))),
+        Some(ValidationError::TooManyMetadataEntries {
+            count: MAX_METADATA_ENTRIES + 1,
+        }),
+    );
+    let big = Metadata::new().with_extra("k", "v".repeat(MAX_METADATA_BYTES));
+    check(
+        "too large",
+        append_err(vec![ev(b"")], o().with_metadata(big)),
+        Some(ValidationError::MetadataTooLarge {
+            len: MAX_METADATA_BYTES + 1,
+        }),
+    );
+    let at_max = Metadata::new().with_extra("k", "v".repeat(MAX_METADATA_BYTES - 1));
+    check("at max size", append_err(vec![ev(b"")], o().with_metadata(at_max)), None);
+    check(
+        "empty metadata key",
+        append_err(vec![ev(b"")], o().with_metadata(Metadata::new().with_extra("", "v"))),
+        validate_name(NameKind::MetadataKey, "").err().map(ValidationError::Name),
+    );
+    check(
+        "empty idempotency key",
+        append_err(vec![ev(b"")], o().with_idempotency_key("")),
+        Some(ValidationError::InvalidIdempotencyKey { len: 0 }),
+    );
+    check(
+        "long idempotency key",
+        append_err(
+            vec![ev(b"")],
+            o().with_idempotency_key("k".repeat(MAX_IDEMPOTENCY_KEY_BYTES + 1)),
+        ),
+        Some(ValidationError::InvalidIdempotencyKey {
+            len: MAX_IDEMPOTENCY_KEY_BYTES + 1,
+        }),
+    );
+    check(
+        "idempotency key in metadata",
+        append_err(
+            vec![ev(b"")],
+            o().with_metadata(Metadata::new().with_idempotency_key("")),
+        ),
+        Some(ValidationError::InvalidIdempotencyKey { len: 0 }),
+    );
+
+    // set_extra enforces the bounds eagerly and leaves the metadata unchanged on error.
+    let mut m = Metadata::new();
+    for i in 0..MAX_METADATA_ENTRIES {
+        m.set_extra(format!("k{i}"), "v").expect("within bounds");
+    }
+    let before = m.clone();
+    assert_eq!(
+        m.set_extra("over", "v"),
+        Err(ValidationError::TooManyMetadataEntries {
+            count: MAX_METADATA_ENTRIES + 1
+        })
+    );
+    assert_eq!(m, before);
+}
+
+#[test]
+fn read_and_lifecycle_bounds() -> TestResult {
+    let store = MemoryStore::new();
+    let s = stream();
+    block_on(store.append(&s, ExpectedVersion::Any, vec![ev(b"")], AppendOptions::new()))?;
+    let read = |limit| block_on(store.read_all(ReadOptions::new(Position::ZERO, limit)));
+    assert!(matches!(
+        read(0),
+        Err(StoreError::Validation(ValidationError::InvalidLimit { limit: 0 }))
+    ));
+    assert!(matches!(
+        read(MAX_READ_LIMIT + 1),
+        Err(StoreError::Validation(ValidationError::InvalidLimit { .. }))
+    ));
+    assert_eq!(read(MAX_READ_LIMIT)?.len(), 1);
+    let types = (0..=MAX_FILTER_TYPES).map(|i| EventType::new(format!("T{i}")).expect("valid"));
+    assert!(matches!(
+        block_on(store.read_all(ReadOptions::new(Position::ZERO, 10).event_types(types.clone()))),
+        Err(StoreError::Validation(ValidationError::TooManyFilterTypes { .. }))
+    ));
+    assert!(matches!(
+        block_on(store.load(&s, LoadOptions::new().event_types(types))),
+        Err(StoreError::Validation(ValidationError::TooManyFilterTypes { .. }))
+    ));
+    assert!(matches!(
+        block_on(store.load(&s, LoadOptions::new().limit(0))),
+        Err(StoreError::Validation(ValidationError::InvalidLimit { limit: 0 }))
+    ));
+    assert!(matches!(
+        block_on(store.load(
+            &s,
+            LoadOptions::new()
+                .from_version(Version::new(5))
+                .to_version(Version::new(4))
+        )),
+        Err(StoreError::Validation(ValidationError::InvalidVersionRange { .. }))
+    ));
+    assert!(matches!(
+        block_on(store.tombstone(&s, &"r".repeat(MAX_REASON_BYTES + 1))),
+        Err(StoreError::Validation(ValidationError::ReasonTooLong { .. }))
+    ));
+    assert!(matches!(
+        block_on(store.archive(&s, &"r".repeat(MAX_REASON_BYTES + 1))),
+        Err(StoreError::Validation(ValidationError::ReasonTooLong { .. }))
+    ));
+    block_on(store.tombstone(&s, &"r".repeat(MAX_REASON_BYTES)))?;
+    Ok(())
+}
+
+#[test]
+fn snapshot_bounds() {
+    let snaps = eskit_core::MemorySnapshotStore::new();
+    let snap = |state: Vec<u8>, schema_version| Snapshot {
+        stream: stream(),
+        version: Version::new(1),
+        schema_version,
+        codec: "c".into(),
+        state,
+        created_at: Timestamp::now(),
+    };
+    assert!(matches!(
+        block_on(snaps.save(snap(vec![0; MAX_SNAPSHOT_BYTES + 1], 1))),
+        Err(StoreError::Validation(ValidationError::SnapshotTooLarge { .. }))
+    ));
+    assert!(matches!(
+        block_on(snaps.save(snap(vec![], 0))),
+        Err(StoreError::Validation(ValidationError::ZeroSchemaVersion))
+    ));
+    assert!(block_on(snaps.save(snap(vec![0; MAX_SNAPSHOT_BYTES], 1))).is_ok());
+}
+
+#[test]
+fn expected_version_cases() -> TestResult {
+    use ExpectedVersion::*;
+    let v = Version::new;
+    // (stream length before, expectation, succeeds)
+    let cases = [
+        (0, Any, true),
+        (2, Any, true),
+        (0, NoStream, true),
+        (2, NoStream, false),
+        (0, StreamExists, false),
+        (2, StreamExists, true),
+        (0, Exact(v(0)), true),
+        (0, Exact(v(1)), false),
+        (2, Exact(v(2)), true),
+        (2, Exact(v(1)), false),
+        (2, Exact(v(3)), false),
+        (2, Exact(v(0)), false),
+    ];
+    for (len, expected, ok) in cases {
+        let store = MemoryStore::new();
+        let s = stream();
+        if len > 0 {
+            block_on(store.append(&s, Any, vec![ev(b""); len], AppendOptions::new()))?;
+        }
+        let result = block_on(store.append(&s, expected, vec![ev(b"x")], AppendOptions::new()));
+        match (result, ok) {
+            (Ok(r), true) => {
+                assert_eq!(r.last_version(), v(len as u64 + 1), "{len} {expected}");
+            }
+            (Err(StoreError::WrongExpectedVersion { stream: es, expected: e, actual }), false) => {
+                assert_eq!((es, e, actual), (s.clone(), expected, v(len as u64)), "{len} {expected}");
+                // Nothing was written.
+                assert_eq!(block_on(store.stream_version(&s))?, v(len as u64));
+            }
+            (other, _) => panic!("len {len}, {expected}: unexpected {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn errors_are_matchable_and_readable() {
+    let e = StoreError::WrongExpectedVersion {
+        stream: stream(),
+        expected: ExpectedVersion::Exact(Version::new(3)),
+        actual: Version::new(5),
+    };
+    assert!(e.is_conflict());
+    assert_eq!(
+        e.to_string(),
+        "concurrency conflict on stream t/s: expected version 3, actual version 5"
+    );
+    let v: StoreError = ValidationError::NoEvents.into();
+    assert!(v.is_validation());
+    assert_eq!(eskit_core::error_chain(&v), "invalid input: an append needs at least one event");
+}

@@ -1,0 +1,57 @@
+//! Public futures are `Send`, so they run on multi-threaded executors.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Counter, CounterCommand, TextCodec};
+use eskit_core::*;
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryStore::new();
+    let stream = Stream::new("t", "1")?;
+    let ev = || vec![NewEvent::new(EventType::new("E").expect("valid"), vec![])];
+
+    assert_send(&store.append(&stream, ExpectedVersion::Any, ev(), AppendOptions::new()));
+    assert_send(&store.load(&stream, LoadOptions::new()));
+    assert_send(&store.stream_version(&stream));
+    assert_send(&store.read_all(ReadOptions::new(Position::ZERO, 1)));
+    assert_send(&store.latest_position());
+    assert_send(&store.tombstone(&stream, ""));
+    assert_send(&store.archive(&stream, ""));
+    assert_send(&store.restore(&stream));
+    assert_send(&store.delete(&stream));
+    assert_send(&store.status(&stream));
+
+    let snaps = MemorySnapshotStore::new();
+    assert_send(&SnapshotStore::load(&snaps, &stream));
+    assert_send(&snaps.invalidate_all());
+    let cps = MemoryCheckpointStore::new();
+    assert_send(&CheckpointStore::load(&cps, "x"));
+    assert_send(&cps.save("x", Position::ZERO));
+    let locks = MemoryLockRegistry::new();
+    assert_send(&locks.acquire("k"));
+    assert_send(&locks.try_acquire("k"));
+
+    let dyn_store: Arc<dyn DynEventStore> = Arc::new(store.clone());
+    assert_send(&dyn_store.append(&stream, ExpectedVersion::Any, ev(), AppendOptions::new()));
+    assert_send(&dyn_store.dyn_load(&stream, LoadOptions::new()));
+    let arc_store = Arc::new(store.clone());
+    assert_send(&arc_store.load(&stream, LoadOptions::new()));
+
+    let typed = TypedStore::new(store.clone(), EventSchema::new(TextCodec));
+    assert_send(&typed.append(&stream, ExpectedVersion::Any, vec![]));
+    assert_send(&typed.load(&stream));
+    assert_send(&typed.read_all(ReadOptions::new(Position::ZERO, 1)));
+
+    let handler = CommandHandler::new(Counter, typed);
+    let cmd = CounterCommand::Add(1);
+    assert_send(&handler.handle(&stream, &cmd));
+    assert_send(&handler.load_state(&stream));
+    assert_send(&handler.rebuild_snapshot(&stream));
+    assert_send(&sleep(std::time::Duration::ZERO));
+    Ok(())
+}
