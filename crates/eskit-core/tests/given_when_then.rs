@@ -36,8 +36,14 @@ fn mismatches_are_explained() {
         .then_expect([CounterEvent::Added(4)])
         .expect_err("must fail");
     let text = wrong.to_string();
-    assert!(text.starts_with("events differ (- expected, + actual):"), "{text}");
-    assert!(text.contains("-         4,") && text.contains("+         3,"), "{text}");
+    assert!(
+        text.starts_with("events differ (- expected, + actual):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-         4,") && text.contains("+         3,"),
+        "{text}"
+    );
 
     let rejected = DeciderTest::new(&Counter)
         .given([CounterEvent::Added(u64::MAX)])
@@ -52,7 +58,9 @@ fn mismatches_are_explained() {
         .expect_err("must fail");
     assert!(no_error.to_string().contains("got events"));
 
-    let no_command = DeciderTest::new(&Counter).then_no_events().expect_err("must fail");
+    let no_command = DeciderTest::new(&Counter)
+        .then_no_events()
+        .expect_err("must fail");
     assert!(no_command.to_string().contains("no command"));
 }
 
@@ -60,15 +68,28 @@ fn mismatches_are_explained() {
 fn projection_specs() {
     // State: (events seen, last version seen, Added events).
     let count_added = |(seen, _, added): (u64, u64, u64), e: &RecordedEvent<CounterEvent>| {
-        (seen + 1, e.version.get(), added + u64::from(matches!(e.data, CounterEvent::Added(_))))
+        (
+            seen + 1,
+            e.version.get(),
+            added + u64::from(matches!(e.data, CounterEvent::Added(_))),
+        )
     };
-    assert!(ProjectionTest::new((0, 0, 0), count_added)
-        .given([CounterEvent::Added(1), CounterEvent::Reset, CounterEvent::Added(2)])
-        .then_expect((3, 3, 2))
-        .is_ok());
+    assert!(
+        ProjectionTest::new((0, 0, 0), count_added)
+            .given([
+                CounterEvent::Added(1),
+                CounterEvent::Reset,
+                CounterEvent::Added(2)
+            ])
+            .then_expect((3, 3, 2))
+            .is_ok()
+    );
     let failure = ProjectionTest::new((0, 0, 0), count_added)
         .given([CounterEvent::Added(1)])
         .then_expect((1, 1, 5))
         .expect_err("must fail");
-    assert!(failure.to_string().contains("-     5,\n+     1,"), "{failure}");
+    assert!(
+        failure.to_string().contains("-     5,\n+     1,"),
+        "{failure}"
+    );
 }

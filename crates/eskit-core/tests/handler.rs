@@ -1,5 +1,6 @@
 //! The command handler: concurrency with conflict retry, snapshots,
 //! middleware, idempotent commands.
+#![allow(clippy::expect_used, clippy::panic)] // test fixtures
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, CounterEvent, TextCodec, U64Codec};
 use eskit_core::{
-    AppendOptions, CommandHandler, CommandOptions, ConfigError, EventSchema, EventStore,
-    EventType, ExpectedVersion, HandleError, LoadOptions, LoggingMiddleware, MemoryLockRegistry,
+    AppendOptions, CommandHandler, CommandOptions, ConfigError, EventSchema, EventStore, EventType,
+    ExpectedVersion, HandleError, LoadOptions, LoggingMiddleware, MemoryLockRegistry,
     MemorySnapshotStore, MemoryStore, Metadata, NewEvent, Principal, RetryPolicy, SingleWriter,
     Snapshot, SnapshotPolicy, SnapshotStore, StoreError, Stream, Timestamp, TypedStore, Version,
     block_on,
@@ -63,7 +64,10 @@ fn concurrent_commands_with_conflict_retry_lose_nothing() -> TestResult {
     for t in threads {
         t.join().map_err(|_| "worker panicked")??;
     }
-    assert!(conflicts.load(Ordering::Relaxed) > 0, "the writers did contend");
+    assert!(
+        conflicts.load(Ordering::Relaxed) > 0,
+        "the writers did contend"
+    );
 
     let events = block_on(store.load(&counter(), LoadOptions::new()))?;
     assert_eq!(events.len(), TASKS * COMMANDS);
@@ -141,13 +145,19 @@ fn snapshots_are_taken_used_invalidated_and_rebuilt() -> TestResult {
     let mut doctored = snap.clone();
     doctored.state = 100u64.to_le_bytes().to_vec();
     block_on(snaps.save(doctored))?;
-    assert_eq!(block_on(handler.load_state(&counter()))?, (102, Version::new(7)));
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (102, Version::new(7))
+    );
 
     // A snapshot with another schema version is ignored and removed.
     let mut old = snap.clone();
     old.schema_version = 1;
     block_on(snaps.save(old))?;
-    assert_eq!(block_on(handler.load_state(&counter()))?, (14, Version::new(7)));
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (14, Version::new(7))
+    );
     assert!(block_on(SnapshotStore::load(&snaps, &counter()))?.is_none());
 
     // An undecodable snapshot is ignored and removed, never an error.
@@ -155,11 +165,17 @@ fn snapshots_are_taken_used_invalidated_and_rebuilt() -> TestResult {
         state: vec![1, 2, 3],
         ..snap.clone()
     }))?;
-    assert_eq!(block_on(handler.load_state(&counter()))?, (14, Version::new(7)));
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (14, Version::new(7))
+    );
     assert!(block_on(SnapshotStore::load(&snaps, &counter()))?.is_none());
 
     // Rebuild writes a fresh snapshot at the current version.
-    assert_eq!(block_on(handler.rebuild_snapshot(&counter()))?, Some(Version::new(7)));
+    assert_eq!(
+        block_on(handler.rebuild_snapshot(&counter()))?,
+        Some(Version::new(7))
+    );
     let rebuilt = block_on(SnapshotStore::load(&snaps, &counter()))?.ok_or("no snapshot")?;
     assert_eq!(U64Codec.decode_u64(&rebuilt.state), 14);
     Ok(())
@@ -169,8 +185,11 @@ fn snapshots_are_taken_used_invalidated_and_rebuilt() -> TestResult {
 fn snapshot_ahead_of_the_stream_is_dropped_after_a_conflict() -> TestResult {
     let store = MemoryStore::new();
     let snaps = MemorySnapshotStore::new();
-    let handler = CommandHandler::new(Counter, typed(store.clone()))
-        .with_snapshots(snaps.clone(), U64Codec, SnapshotPolicy::every(1)?);
+    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
+        snaps.clone(),
+        U64Codec,
+        SnapshotPolicy::every(1)?,
+    );
     let other = Stream::new("counter", "fresh")?;
     // A snapshot claims version 5 for a stream that has no events.
     block_on(snaps.save(Snapshot {
@@ -198,7 +217,10 @@ fn idempotent_commands_and_metadata() -> TestResult {
         .with_idempotency_key("cmd-1");
     let first = block_on(handler.handle_with(&counter(), &CounterCommand::Add(5), &opts))?;
     let again = block_on(handler.handle_with(&counter(), &CounterCommand::Add(5), &opts))?;
-    assert_eq!(first.events[0].id, again.events[0].id, "the original event is returned");
+    assert_eq!(
+        first.events[0].id, again.events[0].id,
+        "the original event is returned"
+    );
     assert_eq!(block_on(store.stream_version(&counter()))?, Version::new(1));
     let loaded = block_on(handler.store().load(&counter()))?;
     assert_eq!(loaded[0].metadata.correlation_id(), meta.correlation_id());
@@ -213,9 +235,11 @@ fn logging_middleware_reports_every_command() -> TestResult {
     let sink = Arc::clone(&seen);
     let handler = CommandHandler::new(Counter, typed(MemoryStore::new())).with_middleware(
         LoggingMiddleware::new(move |log| {
-            sink.lock()
-                .expect("not poisoned")
-                .push((log.stream.to_string(), log.command, log.outcome.clone()));
+            sink.lock().expect("not poisoned").push((
+                log.stream.to_string(),
+                log.command,
+                log.outcome.clone(),
+            ));
         }),
     )?;
     block_on(handler.handle(&counter(), &CounterCommand::Add(1)))?;
@@ -225,7 +249,10 @@ fn logging_middleware_reports_every_command() -> TestResult {
     assert_eq!(seen[0].0, "counter/c-1");
     assert!(seen[0].1.ends_with("CounterCommand"));
     assert_eq!(seen[0].2, Ok((1, Version::new(1))));
-    assert_eq!(seen[1].2, Err("rejected: counter would overflow".to_owned()));
+    assert_eq!(
+        seen[1].2,
+        Err("rejected: counter would overflow".to_owned())
+    );
     Ok(())
 }
 
@@ -252,13 +279,19 @@ fn single_writer_serializes_commands_without_conflicts() -> TestResult {
         // No retry is configured: any conflict would surface here.
         t.join().map_err(|_| "worker panicked")??;
     }
-    assert_eq!(block_on(store.stream_version(&counter()))?, Version::new(800));
+    assert_eq!(
+        block_on(store.stream_version(&counter()))?,
+        Version::new(800)
+    );
     Ok(())
 }
 
 #[test]
 fn configuration_mistakes_are_errors() {
-    assert_eq!(SnapshotPolicy::every(0), Err(ConfigError::ZeroSnapshotInterval));
+    assert_eq!(
+        SnapshotPolicy::every(0),
+        Err(ConfigError::ZeroSnapshotInterval)
+    );
     assert!(matches!(
         SnapshotPolicy::every(1).and_then(|p| p.with_schema_version(0)),
         Err(ConfigError::ZeroSchemaVersion)
@@ -284,7 +317,10 @@ fn retry_delays_grow_and_stay_capped() -> TestResult {
     for attempt in 0..10 {
         let full = Duration::from_millis(2 * (1 << attempt)).min(Duration::from_millis(50));
         let d = p.delay(attempt);
-        assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
+        assert!(
+            d >= full / 2 && d <= full,
+            "attempt {attempt}: {d:?} vs {full:?}"
+        );
     }
     assert!(p.delay(u32::MAX) <= Duration::from_millis(50));
     Ok(())
@@ -297,11 +333,18 @@ fn conflict_is_returned_after_retries_run_out() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(Counter, TypedStore::new(racing, EventSchema::new(TextCodec)))
-        .with_conflict_retry(RetryPolicy::new(3)?.with_base_delay(Duration::ZERO))?;
+    let handler = CommandHandler::new(
+        Counter,
+        TypedStore::new(racing, EventSchema::new(TextCodec)),
+    )
+    .with_conflict_retry(RetryPolicy::new(3)?.with_base_delay(Duration::ZERO))?;
     let r = block_on(handler.handle(&counter(), &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
-    assert_eq!(attempts.load(Ordering::SeqCst), 4, "one try and three retries");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        4,
+        "one try and three retries"
+    );
     Ok(())
 }
 
@@ -323,7 +366,12 @@ impl EventStore for RacingStore {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
         self.inner
-            .append(stream, ExpectedVersion::Any, vec![foreign], AppendOptions::new())
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![foreign],
+                AppendOptions::new(),
+            )
             .await?;
         self.inner.append(stream, expected, events, options).await
     }

@@ -12,13 +12,20 @@ use eskit_core::{LockRegistry, MemoryLockRegistry, StoreError, block_on};
 #[test]
 fn try_acquire_is_exclusive_and_drop_releases() -> Result<(), StoreError> {
     let locks = MemoryLockRegistry::new();
-    let g = block_on(locks.try_acquire("a"))?.ok_or_else(|| StoreError::backend("free lock refused"))?;
+    let g = block_on(locks.try_acquire("a"))?
+        .ok_or_else(|| StoreError::backend("free lock refused"))?;
     assert!(block_on(locks.try_acquire("a"))?.is_none());
-    assert!(block_on(locks.try_acquire("b"))?.is_some(), "other keys are independent");
+    assert!(
+        block_on(locks.try_acquire("b"))?.is_some(),
+        "other keys are independent"
+    );
     drop(g);
     assert!(!locks.is_held("a"));
     assert!(block_on(locks.try_acquire("a"))?.is_some());
-    assert!(matches!(block_on(locks.acquire("")), Err(StoreError::Validation(_))));
+    assert!(matches!(
+        block_on(locks.acquire("")),
+        Err(StoreError::Validation(_))
+    ));
     Ok(())
 }
 
@@ -75,7 +82,8 @@ fn acquire_gives_mutual_exclusion_across_threads() -> Result<(), StoreError> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| StoreError::backend("worker panicked"))??;
+        t.join()
+            .map_err(|_| StoreError::backend("worker panicked"))??;
     }
     assert_eq!(max_seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(!locks.is_held("shared"));

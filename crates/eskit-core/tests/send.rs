@@ -1,4 +1,5 @@
 //! Public futures are `Send`, so they run on multi-threaded executors.
+#![allow(clippy::expect_used, clippy::panic)] // test fixtures
 
 mod common;
 

@@ -29,10 +29,11 @@ fn normal_dependencies(manifest: &str) -> Vec<String> {
             }
             continue;
         }
-        if in_deps && !line.is_empty() && !line.starts_with('#') {
-            if let Some((name, _)) = line.split_once('=') {
-                deps.push(name.trim().trim_matches('"').to_owned());
-            }
+        if in_deps
+            && !line.starts_with('#')
+            && let Some((name, _)) = line.split_once('=')
+        {
+            deps.push(name.trim().trim_matches('"').to_owned());
         }
     }
     deps
@@ -54,7 +55,10 @@ fn backends_do_not_depend_on_each_other() -> Result<(), std::io::Error> {
         };
         let deps = normal_dependencies(&manifest);
         for other in BACKENDS.iter().filter(|b| *b != backend) {
-            assert!(!deps.iter().any(|d| d == other), "{backend} depends on {other}");
+            assert!(
+                !deps.iter().any(|d| d == other),
+                "{backend} depends on {other}"
+            );
         }
     }
     Ok(())

@@ -1,13 +1,14 @@
 //! The typed layer: codecs chosen per stored event, registry aliases,
 //! upcasting, and errors for what cannot be decoded.
+#![allow(clippy::expect_used, clippy::panic)] // test fixtures
 
 mod common;
 
 use common::{BinCodec, CounterEvent, TextCodec};
 use eskit_core::{
     AppendOptions, CodecError, EventRegistry, EventSchema, EventStore, EventType, ExpectedVersion,
-    MemoryStore, NewEvent, Position, ReadOptions, StoreError, Stream, TypedStore,
-    UpcasterRegistry, block_on,
+    MemoryStore, NewEvent, Position, ReadOptions, StoreError, Stream, TypedStore, UpcasterRegistry,
+    block_on,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -20,9 +21,20 @@ fn s() -> Stream {
 fn events_written_with_one_codec_read_after_switching_writers() -> TestResult {
     let backend = MemoryStore::new();
     let old = TypedStore::new(backend.clone(), EventSchema::new(TextCodec));
-    block_on(old.append(&s(), ExpectedVersion::NoStream, vec![CounterEvent::Added(7)]))?;
-    let new = TypedStore::new(backend.clone(), EventSchema::new(BinCodec).with_reader(TextCodec));
-    block_on(new.append(&s(), ExpectedVersion::Exact(1.into()), vec![CounterEvent::Added(9)]))?;
+    block_on(old.append(
+        &s(),
+        ExpectedVersion::NoStream,
+        vec![CounterEvent::Added(7)],
+    ))?;
+    let new = TypedStore::new(
+        backend.clone(),
+        EventSchema::new(BinCodec).with_reader(TextCodec),
+    );
+    block_on(new.append(
+        &s(),
+        ExpectedVersion::Exact(1.into()),
+        vec![CounterEvent::Added(9)],
+    ))?;
     let raw = block_on(backend.load(&s(), Default::default()))?;
     assert_eq!(
         raw.iter().map(|e| e.codec.as_str()).collect::<Vec<_>>(),
@@ -35,7 +47,9 @@ fn events_written_with_one_codec_read_after_switching_writers() -> TestResult {
     );
     // The old reader alone cannot read the new codec, and says which codec.
     let err = block_on(old.load(&s())).err().ok_or("expected an error")?;
-    assert!(matches!(err, StoreError::Codec(CodecError::UnknownCodec { ref codec }) if codec == "bin"));
+    assert!(
+        matches!(err, StoreError::Codec(CodecError::UnknownCodec { ref codec }) if codec == "bin")
+    );
     Ok(())
 }
 
@@ -46,7 +60,9 @@ fn legacy_names_resolve_and_old_schemas_upcast() -> TestResult {
     block_on(backend.append(
         &s(),
         ExpectedVersion::Any,
-        vec![NewEvent::new(EventType::new("Incremented")?, b"amount=3".to_vec()).with_codec("text")],
+        vec![
+            NewEvent::new(EventType::new("Incremented")?, b"amount=3".to_vec()).with_codec("text"),
+        ],
         AppendOptions::new(),
     ))?;
     let mut registry = EventRegistry::new();
@@ -54,7 +70,9 @@ fn legacy_names_resolve_and_old_schemas_upcast() -> TestResult {
     registry.alias("Incremented", "Added")?;
     let mut upcasters = UpcasterRegistry::new();
     upcasters.register("Added", 1, 2, |b| {
-        Ok(b.strip_prefix(b"amount=").ok_or("no amount= prefix")?.to_vec())
+        Ok(b.strip_prefix(b"amount=")
+            .ok_or("no amount= prefix")?
+            .to_vec())
     })?;
     upcasters.register("Added", 2, 3, |b| {
         let n: u64 = std::str::from_utf8(b)?.parse()?;
@@ -66,13 +84,23 @@ fn legacy_names_resolve_and_old_schemas_upcast() -> TestResult {
             .with_registry(registry.clone())
             .with_upcasters(upcasters),
     );
-    block_on(store.append(&s(), ExpectedVersion::Exact(1.into()), vec![CounterEvent::Added(5)]))?;
+    block_on(store.append(
+        &s(),
+        ExpectedVersion::Exact(1.into()),
+        vec![CounterEvent::Added(5)],
+    ))?;
     let events = block_on(store.load(&s()))?;
     assert_eq!(events[0].data, CounterEvent::Added(30));
     assert_eq!(events[0].event_type, "Added");
-    assert_eq!(events[0].schema_version, 1, "the stored version is reported");
+    assert_eq!(
+        events[0].schema_version, 1,
+        "the stored version is reported"
+    );
     assert_eq!(events[1].data, CounterEvent::Added(5));
-    assert_eq!(events[1].schema_version, 3, "new events are written at the current version");
+    assert_eq!(
+        events[1].schema_version, 3,
+        "new events are written at the current version"
+    );
     let global = block_on(store.read_all(ReadOptions::new(Position::ZERO, 10)))?;
     assert_eq!(global.len(), 2);
 
@@ -88,7 +116,11 @@ fn legacy_names_resolve_and_old_schemas_upcast() -> TestResult {
     let err = block_on(gap.load(&s())).err().ok_or("expected an error")?;
     assert!(matches!(
         err,
-        StoreError::Codec(CodecError::MissingUpcaster { from: 2, target: 3, .. })
+        StoreError::Codec(CodecError::MissingUpcaster {
+            from: 2,
+            target: 3,
+            ..
+        })
     ));
     Ok(())
 }
@@ -114,7 +146,9 @@ fn unregistered_types_are_refused_both_ways() -> TestResult {
         vec![NewEvent::new(EventType::new("Mystery")?, vec![]).with_codec("text")],
         AppendOptions::new(),
     ))?;
-    let err = block_on(store.load(&s())).err().ok_or("expected an error")?;
+    let err = block_on(store.load(&s()))
+        .err()
+        .ok_or("expected an error")?;
     assert!(matches!(
         err,
         StoreError::Codec(CodecError::UnknownEventType { ref event_type }) if event_type == "Mystery"
@@ -131,7 +165,9 @@ fn malformed_payloads_are_codec_errors() -> TestResult {
         vec![NewEvent::new(EventType::new("Added")?, vec![0xff, 0xfe]).with_codec("text")],
         AppendOptions::new(),
     ))?;
-    let err = block_on(store.load(&s())).err().ok_or("expected an error")?;
+    let err = block_on(store.load(&s()))
+        .err()
+        .ok_or("expected an error")?;
     assert!(matches!(err, StoreError::Codec(CodecError::Decode { .. })));
     assert_eq!(
         eskit_core::error_chain(&err),
