@@ -4,8 +4,8 @@
 #![allow(clippy::print_stdout)] // an example talks to its user
 
 use eskit_core::{
-    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, MemoryStore,
-    Stream, TypedStore, block_on,
+    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, MemoryStore, Stream,
+    TypedStore, block_on,
 };
 
 /// Events carry no data: the event type name says everything.

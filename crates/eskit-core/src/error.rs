@@ -200,6 +200,12 @@ pub enum CodecError {
         /// The schema version being upcast to.
         target: u32,
     },
+    /// Reaching the current schema version would take more than
+    /// [`MAX_UPCAST_STEPS`](crate::limits::MAX_UPCAST_STEPS) steps.
+    TooManyUpcastSteps {
+        /// The event type.
+        event_type: String,
+    },
     /// An upcaster failed.
     Upcast {
         /// The event type.
@@ -261,6 +267,11 @@ impl fmt::Display for CodecError {
             } => write!(
                 f,
                 "no upcaster for event `{event_type}` from schema version {from} (target {target})"
+            ),
+            Self::TooManyUpcastSteps { event_type } => write!(
+                f,
+                "upcasting event `{event_type}` takes more than {} steps",
+                crate::limits::MAX_UPCAST_STEPS
             ),
             Self::Upcast {
                 event_type, from, ..

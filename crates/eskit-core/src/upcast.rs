@@ -147,10 +147,8 @@ impl UpcasterRegistry {
         if version == target {
             Ok(data)
         } else {
-            Err(CodecError::MissingUpcaster {
+            Err(CodecError::TooManyUpcastSteps {
                 event_type: event_type.to_owned(),
-                from: version,
-                target,
             })
         }
     }
@@ -192,6 +190,27 @@ mod tests {
             Err(RegistryError::InvalidVersion { .. })
         ));
         assert_eq!(up.latest_version("E"), Some(4));
+        Ok(())
+    }
+
+    #[test]
+    fn chains_are_bounded() -> Result<(), Box<dyn std::error::Error>> {
+        let mut up = UpcasterRegistry::new();
+        let steps = MAX_UPCAST_STEPS as u32 + 1;
+        for v in 1..=steps {
+            up.register("Long", v, v + 1, |b| Ok([b, b"+"].concat()))?;
+        }
+        let max = MAX_UPCAST_STEPS as u32;
+        let out = up.upcast("Long", b"", 1, 1 + max)?;
+        assert_eq!(
+            out.len(),
+            MAX_UPCAST_STEPS,
+            "the longest allowed chain runs"
+        );
+        assert!(matches!(
+            up.upcast("Long", b"", 1, 2 + max),
+            Err(CodecError::TooManyUpcastSteps { .. })
+        ));
         Ok(())
     }
 }
