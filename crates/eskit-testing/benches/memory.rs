@@ -1,0 +1,2 @@
+//! Memory backend benchmarks.
+fn main() {}
