@@ -98,12 +98,32 @@ where
 }
 
 /// Why a CBOR decode failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 enum CborError {
-    #[error(transparent)]
-    Format(#[from] ciborium::de::Error<std::io::Error>),
-    #[error(transparent)]
-    Limit(#[from] LimitError),
+    Format(ciborium::de::Error<std::io::Error>),
+    Limit(LimitError),
+}
+
+impl From<ciborium::de::Error<std::io::Error>> for CborError {
+    fn from(e: ciborium::de::Error<std::io::Error>) -> Self {
+        Self::Format(e)
+    }
+}
+
+impl From<LimitError> for CborError {
+    fn from(e: LimitError) -> Self {
+        Self::Limit(e)
+    }
+}
+
+impl From<CborError> for eskit_core::BoxError {
+    /// The cause itself, so callers can downcast to [`LimitError`].
+    fn from(e: CborError) -> Self {
+        match e {
+            CborError::Format(e) => Box::new(e),
+            CborError::Limit(e) => Box::new(e),
+        }
+    }
 }
 
 /// Decodes one value that must span all of `bytes`, nested at most

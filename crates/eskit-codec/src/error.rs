@@ -26,6 +26,7 @@ pub enum LimitError {
     },
 }
 
+#[cfg(any(feature = "json", feature = "cbor", feature = "protobuf"))]
 /// Fails with [`LimitError::TooLarge`] when `bytes` is longer than `max`.
 pub(crate) fn check_len(bytes: &[u8], max: usize) -> Result<(), LimitError> {
     if bytes.len() > max {

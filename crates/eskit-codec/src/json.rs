@@ -114,8 +114,7 @@ fn decode_event<E: DeserializeOwned>(event_type: &str, payload: &[u8]) -> Result
 /// count proves in a few nanoseconds; only the rest get the exact scan, which
 /// skips brackets inside strings. Malformed JSON is left to serde_json.
 fn check_depth(bytes: &[u8]) -> Result<(), LimitError> {
-    let opens = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if opens <= MAX_DEPTH {
+    if count_opens(bytes) <= MAX_DEPTH {
         return Ok(());
     }
     let mut depth = 0usize;
@@ -147,9 +146,33 @@ fn check_depth(bytes: &[u8]) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// How many `[` and `{` bytes `bytes` holds, strings included.
+///
+/// `[` is 0x5B and `{` 0x7B: one compare after setting bit 5 finds both.
+/// Counting into `u8` lanes over chunks of 255 bytes lets the loop run 16 or
+/// 32 bytes per instruction.
+fn count_opens(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(255)
+        .map(|chunk| {
+            let n = chunk
+                .iter()
+                .fold(0u8, |n, &b| n.wrapping_add(u8::from(b | 0x20 == b'{')));
+            usize::from(n)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_open_brackets_in_long_input() {
+        let input = "[{x".repeat(1000);
+        assert_eq!(count_opens(input.as_bytes()), 2000);
+        assert_eq!(count_opens(b"]}[{ab"), 2);
+    }
 
     #[test]
     fn depth_check_counts_only_structure() {

@@ -68,6 +68,7 @@
 //!
 //! [`TypedUpcasters`], [`event_type_of`] and [`limits`] are always there.
 
+#[cfg(any(feature = "json", feature = "cbor"))]
 mod adapter;
 #[cfg(feature = "cbor")]
 mod cbor;
