@@ -114,9 +114,34 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The event type name as a hand-written `DomainEvent` impl returns it.
+fn hand_written_event_type(e: &BankEvent) -> &'static str {
+    match e {
+        BankEvent::AccountOpened { .. } => "AccountOpened",
+        BankEvent::Deposited { .. } => "MoneyDeposited",
+        BankEvent::Withdrawn(_) => "Withdrawn",
+        BankEvent::Flagged(..) => "Flagged",
+        BankEvent::Closed => "Closed",
+    }
+}
+
 #[allow(unused_mut, clippy::vec_init_then_push)]
 fn workloads() -> Vec<Workload> {
     let mut w: Vec<Workload> = Vec::new();
+    {
+        use eskit_core::DomainEvent as _;
+        let event = reference_event();
+        let event2 = reference_event();
+        w.push(Workload {
+            name: "event-type-name",
+            eskit: Box::new(move || {
+                black_box(black_box(&event).event_type());
+            }),
+            direct: Box::new(move || {
+                black_box(hand_written_event_type(black_box(&event2)));
+            }),
+        });
+    }
     #[cfg(feature = "json")]
     {
         use eskit_codec::JsonCodec;

@@ -66,7 +66,8 @@
 //! | `cbor` | no | [`CborCodec`] through ciborium |
 //! | `protobuf` | no | [`ProstCodec`] and [`ProstEvent`] through prost |
 //!
-//! [`TypedUpcasters`], [`event_type_of`] and [`limits`] are always there.
+//! [`TypedUpcasters`], [`event_type_of`] and [`limits`] are always there;
+//! [`serde_schema`] needs `json` or `cbor`.
 
 #[cfg(any(feature = "json", feature = "cbor"))]
 mod adapter;
@@ -93,3 +94,41 @@ pub use name::event_type_of;
 #[cfg(feature = "protobuf")]
 pub use protobuf::{ProstCodec, ProstEvent};
 pub use upcast::TypedUpcasters;
+
+/// A schema that writes with `writer` and reads every serde codec this build
+/// enables (`json`, `cbor`), whichever codec wrote an event.
+///
+/// Switching the writer is then a one-line change that never breaks reads
+/// of older events.
+///
+/// ```
+/// # #[cfg(feature = "json")] {
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// enum Account { Opened { owner: String } }
+/// eskit_codec::serde_domain_event!(Account);
+///
+/// let schema = eskit_codec::serde_schema::<Account>(eskit_codec::JsonCodec);
+/// assert_eq!(schema.writer_codec(), "json");
+/// # }
+/// ```
+#[cfg(any(feature = "json", feature = "cbor"))]
+pub fn serde_schema<E>(writer: impl eskit_core::EventCodec<E>) -> eskit_core::EventSchema<E>
+where
+    E: eskit_core::DomainEvent + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let writer_name = writer.name();
+    let schema = eskit_core::EventSchema::new(writer);
+    #[cfg(feature = "json")]
+    let schema = if writer_name == JsonCodec::NAME {
+        schema
+    } else {
+        schema.with_reader(JsonCodec)
+    };
+    #[cfg(feature = "cbor")]
+    let schema = if writer_name == CborCodec::NAME {
+        schema
+    } else {
+        schema.with_reader(CborCodec)
+    };
+    schema
+}

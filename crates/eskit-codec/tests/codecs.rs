@@ -214,10 +214,7 @@ fn json_store_reads_back_after_switching_writer_to_cbor() -> TestResult {
     let first = every_shape();
     block_on(old.append(&acc, ExpectedVersion::NoStream, first.clone()))?;
 
-    let new = TypedStore::new(
-        backend.clone(),
-        EventSchema::new(CborCodec).with_reader(JsonCodec),
-    );
+    let new = TypedStore::new(backend.clone(), eskit_codec::serde_schema(CborCodec));
     let later = vec![BankEvent::Flagged("late".into(), 1), BankEvent::Closed];
     block_on(new.append(&acc, ExpectedVersion::Any, later.clone()))?;
 
