@@ -245,7 +245,20 @@ impl fmt::Display for Capability {
     }
 }
 
-type Factory = Arc<dyn Fn() -> BoxFuture<'static, Result<Fixture, BoxError>> + Send + Sync>;
+pub(crate) type Factory =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Fixture, BoxError>> + Send + Sync>;
+
+pub(crate) fn boxed_factory<F, Fut, E>(factory: F) -> Factory
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Fixture, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    Arc::new(move || {
+        let fut = factory();
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    })
+}
 
 /// Sizes of the concurrent and stress scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,10 +311,7 @@ impl Suite {
         Fut: Future<Output = Result<Fixture, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let factory: Factory = Arc::new(move || {
-            let fut = factory();
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        });
+        let factory = boxed_factory(factory);
         Self {
             backend: backend.into(),
             factory,
@@ -826,6 +836,14 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
+    /// A gate for `n` tasks.
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            arrived: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            n,
+        }
+    }
+
     /// Waits until `n` tasks have called this.
     pub(crate) async fn wait(&self) {
         use std::sync::atomic::Ordering;
