@@ -78,10 +78,12 @@ impl AppendOptions {
     }
 
     /// The metadata to store with each event: the given metadata with the
-    /// idempotency key filled in.
+    /// idempotency key of the options (which wins over one in the metadata).
     pub fn stored_metadata(&self) -> Metadata {
-        match (&self.idempotency_key, self.metadata.idempotency_key()) {
-            (Some(k), None) => self.metadata.clone().with_idempotency_key(k.clone()),
+        match &self.idempotency_key {
+            Some(k) if self.metadata.idempotency_key() != Some(k) => {
+                self.metadata.clone().with_idempotency_key(k.clone())
+            }
             _ => self.metadata.clone(),
         }
     }

@@ -252,6 +252,15 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             .backend
             .append(stream, expected, encoded, options)
             .await?;
+        if result.records.len() != events.len() {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "backend returned {} records for an append of {} events",
+                    result.records.len(),
+                    events.len()
+                ),
+            });
+        }
         Ok(events
             .into_iter()
             .zip(heads)

@@ -375,3 +375,24 @@ fn errors_are_matchable_and_readable() {
         "invalid input: an append needs at least one event"
     );
 }
+
+#[test]
+fn the_options_idempotency_key_wins_and_is_stored() -> TestResult {
+    let store = MemoryStore::new();
+    let opts = AppendOptions::new()
+        .with_metadata(Metadata::new().with_idempotency_key("from-metadata"))
+        .with_idempotency_key("from-options");
+    assert_eq!(opts.idempotency_key(), Some("from-options"));
+    block_on(store.append(
+        &stream(),
+        ExpectedVersion::Any,
+        vec![ev(b"1")],
+        opts.clone(),
+    ))?;
+    let again = block_on(store.append(&stream(), ExpectedVersion::Any, vec![ev(b"1")], opts))?;
+    assert!(again.deduplicated);
+    let events = block_on(store.load(&stream(), LoadOptions::new()))?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].metadata.idempotency_key(), Some("from-options"));
+    Ok(())
+}
