@@ -1,0 +1,337 @@
+//! Appends on the writer thread: group commit with one savepoint per append.
+//!
+//! **Invariant**: an append's events are written in one transaction together
+//! with the stream's new version and its idempotency entry; an append that
+//! fails is rolled back to its savepoint, so its batch-mates commit unharmed.
+
+use eskit_core::{
+    AppendResult, EventRecord, Position, RawEvent, StoreError, Stream, StreamState, Timestamp,
+    Version,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{corrupt, store_error};
+use crate::notify::Notifier;
+use crate::row::{EVENT_COLUMNS, StoredMetadata, decode_event, event_checksum, same_content};
+use crate::worker::{AppendJob, rollback_if_open};
+
+pub(crate) const STATE_ACTIVE: i64 = 1;
+pub(crate) const STATE_ARCHIVED: i64 = 2;
+pub(crate) const STATE_TOMBSTONED: i64 = 3;
+pub(crate) const STATE_DELETED: i64 = 4;
+
+pub(crate) fn state_of(code: i64) -> Result<StreamState, StoreError> {
+    match code {
+        STATE_ACTIVE => Ok(StreamState::Active),
+        STATE_ARCHIVED => Ok(StreamState::Archived),
+        STATE_TOMBSTONED => Ok(StreamState::Tombstoned),
+        STATE_DELETED => Ok(StreamState::Deleted),
+        other => Err(corrupt(format!("unknown stream state {other}"))),
+    }
+}
+
+pub(crate) fn to_version(v: i64) -> Result<Version, StoreError> {
+    u64::try_from(v)
+        .map(Version::new)
+        .map_err(|_| corrupt(format!("negative stream version {v}")))
+}
+
+/// A stream's row: its key, last version and lifecycle state code.
+pub(crate) fn stream_row(
+    conn: &Connection,
+    stream: &Stream,
+) -> Result<Option<(i64, i64, i64)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT sid, version, state FROM eskit_streams WHERE stream_type = ?1 AND stream_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            (stream.stream_type().as_str(), stream.stream_id().as_str()),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+    })
+    .map_err(store_error)
+}
+
+/// The events of stream `sid` with versions in `first..=last`.
+fn load_versions(
+    conn: &Connection,
+    stream: &Stream,
+    sid: i64,
+    first: i64,
+    last: i64,
+) -> Result<Vec<RawEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM eskit_events e \
+         WHERE e.stream = ?1 AND e.version BETWEEN ?2 AND ?3 ORDER BY e.version"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
+    let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(store_error)? {
+        out.push(decode_event(row, stream)?);
+    }
+    Ok(out)
+}
+
+/// The next global position: one past the highest ever assigned, also when
+/// the newest events were deleted since.
+fn next_position(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'eskit_events'), 0), \
+                    coalesce((SELECT max(position) FROM eskit_events), 0)) + 1",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .map_err(store_error)
+}
+
+/// Commits a batch of appends and answers each. Called on the writer thread.
+pub(crate) fn commit_appends(conn: &mut Connection, jobs: Vec<AppendJob>, notifier: &Notifier) {
+    let results = match run_batch(conn, &jobs) {
+        Ok(results) => results,
+        Err(_) if jobs.len() > 1 => {
+            // The transaction itself failed (BEGIN or COMMIT). Retry each
+            // append alone so every caller gets its own outcome.
+            rollback_if_open(conn);
+            jobs.iter()
+                .map(|job| match run_batch(conn, std::slice::from_ref(job)) {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| Err(corrupt("empty batch"))),
+                    Err(e) => {
+                        rollback_if_open(conn);
+                        Err(e)
+                    }
+                })
+                .collect()
+        }
+        Err(e) => {
+            rollback_if_open(conn);
+            vec![Err(e)]
+        }
+    };
+    let newest = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|r| !r.deduplicated)
+        .map(AppendResult::last_position)
+        .max();
+    // Subscribers hear about the commit before any appender's future
+    // completes, so "append returned" implies "notifier signalled".
+    if let Some(p) = newest {
+        notifier.notify(p);
+    }
+    for (job, result) in jobs.into_iter().zip(results) {
+        job.reply.send(result);
+    }
+}
+
+/// Runs the batch in one IMMEDIATE transaction. `Ok` carries each append's
+/// own outcome (all committed); `Err` means nothing was committed.
+fn run_batch(
+    conn: &mut Connection,
+    jobs: &[AppendJob],
+) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
+    let mut next = next_position(conn)?;
+    let mut results = Vec::with_capacity(jobs.len());
+    if let [job] = jobs {
+        // One append alone needs no savepoint: on failure the whole
+        // transaction is rolled back.
+        let r = append_one(conn, job, &mut next);
+        if r.is_err() {
+            conn.execute_batch("ROLLBACK").map_err(store_error)?;
+            return Ok(vec![r]);
+        }
+        results.push(r);
+    } else {
+        for job in jobs {
+            conn.execute_batch("SAVEPOINT eskit_append")
+                .map_err(store_error)?;
+            let before = next;
+            let r = append_one(conn, job, &mut next);
+            if r.is_err() {
+                conn.execute_batch("ROLLBACK TO eskit_append; RELEASE eskit_append")
+                    .map_err(store_error)?;
+                next = before;
+            } else {
+                conn.execute_batch("RELEASE eskit_append")
+                    .map_err(store_error)?;
+            }
+            results.push(r);
+        }
+    }
+    conn.execute_batch("COMMIT").map_err(store_error)?;
+    Ok(results)
+}
+
+fn append_one(
+    conn: &Connection,
+    job: &AppendJob,
+    next_position: &mut i64,
+) -> Result<AppendResult, StoreError> {
+    let stream = &job.stream;
+    let row = stream_row(conn, stream)?;
+    let key = job.options.idempotency_key();
+    if let (Some(key), Some((sid, _, _))) = (key, row) {
+        let previous: Option<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT first_version, event_count FROM eskit_idempotency \
+                 WHERE stream = ?1 AND key = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row((sid, key), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(store_error)?;
+        if let Some((first, count)) = previous {
+            let last = first.saturating_add(count).saturating_sub(1);
+            let stored = load_versions(conn, stream, sid, first, last)?;
+            if i64::try_from(stored.len()).ok() != Some(count) {
+                return Err(corrupt(format!(
+                    "idempotency entry of stream {stream} names missing events"
+                )));
+            }
+            let same = stored.len() == job.events.len()
+                && stored
+                    .iter()
+                    .zip(&job.events)
+                    .all(|(a, b)| same_content(a, b));
+            return if same {
+                Ok(AppendResult {
+                    records: stored.iter().map(RawEvent::record).collect(),
+                    deduplicated: true,
+                })
+            } else {
+                Err(StoreError::IdempotencyConflict {
+                    stream: stream.clone(),
+                    key: key.to_owned(),
+                })
+            };
+        }
+    }
+    let (sid, version) = match row {
+        Some((sid, version, state)) => {
+            match state_of(state)? {
+                StreamState::Archived => {
+                    return Err(StoreError::StreamArchived {
+                        stream: stream.clone(),
+                    });
+                }
+                StreamState::Tombstoned | StreamState::Deleted => {
+                    return Err(StoreError::StreamDeleted {
+                        stream: stream.clone(),
+                    });
+                }
+                _ => {}
+            }
+            (Some(sid), version)
+        }
+        None => (None, 0),
+    };
+    let current = to_version(version)?;
+    if !job.expected.matches(current) {
+        return Err(StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected: job.expected,
+            actual: current,
+        });
+    }
+    let count = i64::try_from(job.events.len()).map_err(|_| corrupt("append too long"))?;
+    let overflow = || corrupt("version or position overflow");
+    let new_version = version.checked_add(count).ok_or_else(overflow)?;
+    next_position.checked_add(count).ok_or_else(overflow)?;
+    let sid = match sid {
+        Some(sid) => sid,
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO eskit_streams (stream_type, stream_id, version, state) \
+                 VALUES (?1, ?2, 0, 1)",
+            )
+            .and_then(|mut s| {
+                s.execute((stream.stream_type().as_str(), stream.stream_id().as_str()))
+            })
+            .map_err(store_error)?;
+            conn.last_insert_rowid()
+        }
+    };
+    let timestamp = job
+        .options
+        .timestamp()
+        .unwrap_or_else(Timestamp::now)
+        .as_unix_micros();
+    let metadata = job.options.stored_metadata();
+    let meta = StoredMetadata::of(&metadata)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO eskit_events (position, stream, version, event_id, event_type, \
+             schema_version, codec, payload, timestamp, correlation_id, causation_id, \
+             initiator_kind, initiator_id, originator_kind, originator_id, idempotency_key, \
+             extra, checksum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )
+        .map_err(store_error)?;
+    let mut records = Vec::with_capacity(job.events.len());
+    let mut v = version;
+    for event in &job.events {
+        v += 1;
+        let position = *next_position;
+        *next_position += 1;
+        let event_id = event.id().to_string();
+        let schema_version = i64::from(event.schema_version());
+        let checksum = event_checksum(
+            position,
+            stream,
+            v,
+            &event_id,
+            event.event_type().as_str(),
+            schema_version,
+            event.codec(),
+            event.payload(),
+            timestamp,
+            &meta,
+        );
+        insert
+            .execute(params![
+                position,
+                sid,
+                v,
+                event_id,
+                event.event_type().as_str(),
+                schema_version,
+                event.codec(),
+                event.payload(),
+                timestamp,
+                meta.correlation_id,
+                meta.causation_id,
+                meta.initiator_kind,
+                meta.initiator_id,
+                meta.originator_kind,
+                meta.originator_id,
+                meta.idempotency_key,
+                meta.extra,
+                checksum,
+            ])
+            .map_err(store_error)?;
+        records.push(EventRecord {
+            id: event.id(),
+            version: to_version(v)?,
+            position: Position::new(u64::try_from(position).map_err(|_| overflow())?),
+            timestamp: Timestamp::from_unix_micros(timestamp),
+        });
+    }
+    conn.prepare_cached("UPDATE eskit_streams SET version = ?1 WHERE sid = ?2")
+        .and_then(|mut s| s.execute((new_version, sid)))
+        .map_err(store_error)?;
+    if let Some(key) = key {
+        conn.prepare_cached(
+            "INSERT INTO eskit_idempotency (stream, key, first_version, event_count) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute((sid, key, version + 1, count)))
+        .map_err(store_error)?;
+    }
+    Ok(AppendResult {
+        records,
+        deduplicated: false,
+    })
+}

@@ -1,0 +1,109 @@
+//! The embedded SQLite backend for eskit-rs: an event store, snapshots,
+//! checkpoints, a commit notifier and a cross-process change relay in one
+//! database file, through rusqlite with SQLite bundled.
+//!
+//! [`SqliteStore`] implements the core's bytes-level traits
+//! ([`EventStore`](eskit_core::EventStore),
+//! [`GlobalReader`](eskit_core::GlobalReader),
+//! [`StreamLifecycle`](eskit_core::StreamLifecycle)) with the same semantics
+//! as the memory backend; [`SqliteStore::snapshots`] and
+//! [`SqliteStore::checkpoints`] give the
+//! [`SnapshotStore`](eskit_core::SnapshotStore) and
+//! [`CheckpointStore`](eskit_core::CheckpointStore). It needs no async
+//! runtime: futures complete from the store's own threads through wakers.
+//!
+//! # Example
+//! ```
+//! use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, NewEvent, Stream, block_on};
+//! use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+//!
+//! let dir = std::env::temp_dir().join(format!("eskit-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let store = SqliteStore::open_with(
+//!     SqliteOptions::file(dir.join("events.db")).with_synchronous(Synchronous::Full),
+//! )?;
+//! let account = Stream::new("account", "acc-1")?;
+//! let opened = NewEvent::new(EventType::new("Opened")?, br#"{"owner":"ada"}"#.to_vec())
+//!     .with_codec("json");
+//! let result = block_on(store.append(&account, ExpectedVersion::NoStream, vec![opened], AppendOptions::new()))?;
+//! assert_eq!(result.last_version().get(), 1);
+//!
+//! let events = block_on(store.load(&account, LoadOptions::new()))?;
+//! assert_eq!(events[0].event_type.as_str(), "Opened");
+//! assert_eq!(events[0].payload, br#"{"owner":"ada"}"#);
+//! block_on(store.close());
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Storage
+//! Each event is one row of `eskit_events` with its event type, schema
+//! version, codec name, payload and metadata in their own columns, so the
+//! data is readable with the `sqlite3` shell. The `position` column is an
+//! `AUTOINCREMENT` key: positions strictly increase in commit order and are
+//! never reused, also after a stream is deleted. Every row carries a CRC-32
+//! checksum over all its fields; a row that fails it, or whose fields do not
+//! parse, is reported as [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt)
+//! and never returned. The schema version is kept in `eskit_schema` and the
+//! file is marked with `PRAGMA application_id` ([`APPLICATION_ID`]).
+//!
+//! # Durability
+//! The database runs in WAL mode. [`Synchronous`] picks how commits reach
+//! the disk:
+//!
+//! - [`Synchronous::Normal`] (default): an acknowledged append survives an
+//!   application crash (`kill -9`); after a power loss or OS crash the
+//!   appends since the last WAL checkpoint may be lost, but the database
+//!   stays consistent (no torn append).
+//! - [`Synchronous::Full`]: the WAL is synced before each commit returns, so
+//!   every acknowledged append also survives a power loss.
+//! - `OFF` is refused with [`OpenError::SynchronousOff`].
+//!
+//! # Concurrency and group commit
+//! One writer thread owns the write connection. Appends that arrive while a
+//! commit is running are committed together in the next `BEGIN IMMEDIATE`
+//! transaction (up to [`MAX_GROUP_COMMIT`]), each under its own savepoint: a
+//! conflict rolls back only that append. Loads and reads run on reader
+//! threads with their own connections and see every commit whose append has
+//! returned.
+//!
+//! # Cancel safety
+//! A dropped append future never leaves a partial append: the writer commits
+//! an append whole or not at all. Once polled, an append is queued and goes
+//! ahead even if its future is dropped; retrying with the same idempotency
+//! key tells (the retry returns `deduplicated: true` when the first one
+//! committed). Reads are cancel safe.
+//!
+//! # Notifications
+//! [`SqliteStore::notifier`] is signalled right after each commit, before the
+//! append returns. [`SqliteStore::watch_external_writes`] polls
+//! `PRAGMA data_version` to hear about commits by other processes, and
+//! [`ChangeRelay`] carries projection changes between processes.
+
+mod append;
+mod checkpoint;
+mod error;
+mod notify;
+mod oneshot;
+mod options;
+mod relay;
+mod row;
+mod schema;
+mod snapshot;
+mod store;
+mod worker;
+
+pub use checkpoint::SqliteCheckpointStore;
+pub use error::{OpenError, SqliteError};
+pub use notify::{
+    Changed, ExternalWatcher, MAX_SUBSCRIBERS, MIN_POLL_INTERVAL, Notifier, Subscription,
+    TooManySubscribers,
+};
+pub use options::{
+    DEFAULT_BUSY_TIMEOUT, MAX_GROUP_COMMIT, MAX_READERS, SqliteOptions, Synchronous,
+};
+pub use relay::{ChangeRelay, RelayedChange};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use snapshot::SqliteSnapshotStore;
+pub use store::SqliteStore;
+pub use worker::MAX_QUEUED_REQUESTS;

@@ -1,0 +1,231 @@
+//! Connection setup, the schema and its migrations.
+//!
+//! **Invariant**: every eskit database carries `PRAGMA application_id =
+//! APPLICATION_ID` and a row per applied migration in `eskit_schema`; a file
+//! without the id but with tables belongs to someone else and is never touched.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::OpenError;
+use crate::options::{Location, SqliteOptions};
+
+/// `PRAGMA application_id` of an eskit store: the bytes `eskt`.
+pub const APPLICATION_ID: i32 = 0x6573_6b74;
+
+/// The newest schema version this crate writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
+/// Later versions add the claim store and the command queue.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE eskit_schema (
+    version     INTEGER PRIMARY KEY,
+    applied_at  INTEGER NOT NULL
+);
+CREATE TABLE eskit_streams (
+    sid          INTEGER PRIMARY KEY,
+    stream_type  TEXT NOT NULL,
+    stream_id    TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    state        INTEGER NOT NULL,
+    reason       TEXT,
+    changed_at   INTEGER,
+    UNIQUE (stream_type, stream_id)
+);
+CREATE TABLE eskit_events (
+    position        INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream          INTEGER NOT NULL,
+    version         INTEGER NOT NULL,
+    event_id        TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    codec           TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    correlation_id  TEXT,
+    causation_id    TEXT,
+    initiator_kind  TEXT,
+    initiator_id    TEXT,
+    originator_kind TEXT,
+    originator_id   TEXT,
+    idempotency_key TEXT,
+    extra           TEXT,
+    checksum        INTEGER NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TABLE eskit_idempotency (
+    stream         INTEGER NOT NULL,
+    key            TEXT NOT NULL,
+    first_version  INTEGER NOT NULL,
+    event_count    INTEGER NOT NULL,
+    PRIMARY KEY (stream, key)
+) WITHOUT ROWID;
+CREATE TABLE eskit_snapshots (
+    stream_type     TEXT NOT NULL,
+    stream_id       TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    codec           TEXT NOT NULL,
+    state           BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    checksum        INTEGER NOT NULL,
+    PRIMARY KEY (stream_type, stream_id)
+) WITHOUT ROWID;
+CREATE TABLE eskit_checkpoints (
+    name        TEXT PRIMARY KEY,
+    position    INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE eskit_changes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin      TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    key         TEXT,
+    created_at  INTEGER NOT NULL
+);
+"];
+
+fn path_of(options: &SqliteOptions) -> &Path {
+    options.path().unwrap_or(Path::new(":memory:"))
+}
+
+fn open_conn(options: &SqliteOptions, read_only: bool) -> Result<Connection, OpenError> {
+    let path = path_of(options);
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    flags |= if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let conn = match options.location() {
+        Location::Memory => Connection::open_in_memory_with_flags(flags),
+        Location::File(p) => Connection::open_with_flags(p, flags),
+    }
+    .map_err(|e| OpenError::from_sqlite(path, e))?;
+    conn.busy_timeout(options.busy_timeout())
+        .map_err(|e| OpenError::from_sqlite(path, e))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens the writer connection: checks the file is an eskit store (or empty),
+/// switches to WAL, sets the durability mode and applies migrations.
+pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    let path = path_of(options);
+    let err = |e| OpenError::from_sqlite(path, e);
+    let mut conn = open_conn(options, false)?;
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+        return Err(OpenError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    // Reading the header first tells a foreign or damaged file apart before
+    // anything is written to it.
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(err)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(err)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || objects != 0) {
+        return Err(OpenError::NotEskit {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Location::File(_) = options.location() {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::WalUnavailable {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    conn.pragma_update(None, "synchronous", options.synchronous().as_str())
+        .map_err(err)?;
+    let level: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .map_err(err)?;
+    if level != options.synchronous().level() {
+        return Err(OpenError::InvalidOption {
+            name: "synchronous",
+            reason: "sqlite did not accept the mode",
+        });
+    }
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let err = |e| OpenError::from_sqlite(path, e);
+    // IMMEDIATE so that two processes opening a fresh file do not both
+    // create the schema.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let app_id: i32 = tx
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(err)?;
+    let current: i64 = if app_id == APPLICATION_ID {
+        tx.query_row("SELECT max(version) FROM eskit_schema", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map_err(|e| match e.sqlite_error_code() {
+            // The id is set but the table is missing: not a store we wrote.
+            None | Some(rusqlite::ErrorCode::Unknown) => OpenError::NotEskit {
+                path: path.to_path_buf(),
+            },
+            _ => err(e),
+        })?
+        .unwrap_or(0)
+    } else {
+        let objects: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(err)?;
+        if app_id != 0 || objects != 0 {
+            return Err(OpenError::NotEskit {
+                path: path.to_path_buf(),
+            });
+        }
+        0
+    };
+    if current > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let now = eskit_core::Timestamp::now().as_unix_micros();
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO eskit_schema (version, applied_at) VALUES (?1, ?2)",
+            (i as i64 + 1, now),
+        )
+        .map_err(err)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+/// Opens a reader connection to an already migrated file database.
+pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    let path = path_of(options);
+    let conn = open_conn(options, false)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| OpenError::from_sqlite(path, e))?;
+    Ok(conn)
+}
+
+/// Opens a connection for polling `PRAGMA data_version`.
+pub(crate) fn open_watcher(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    open_reader(options)
+}

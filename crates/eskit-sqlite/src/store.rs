@@ -1,0 +1,573 @@
+//! The store handle and its event store, global reader and lifecycle traits.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use eskit_core::limits::MAX_READ_LIMIT;
+use eskit_core::{
+    AppendOptions, AppendResult, EventStore, ExpectedVersion, GlobalReader, LifecycleOp,
+    LoadOptions, NewEvent, Position, RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle,
+    StreamState, StreamStatus, Timestamp, Version, validate_append, validate_reason,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::append::{
+    STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, state_of, stream_row, to_version,
+};
+use crate::checkpoint::SqliteCheckpointStore;
+use crate::error::{OpenError, corrupt, store_error};
+use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
+use crate::oneshot;
+use crate::options::{Location, SqliteOptions};
+use crate::relay::ChangeRelay;
+use crate::row::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, decode_event};
+use crate::schema;
+use crate::snapshot::SqliteSnapshotStore;
+use crate::worker::Workers;
+
+/// An event store in one SQLite database file (or in memory).
+///
+/// Cloning is cheap and shares the connections. Implements
+/// [`EventStore`], [`GlobalReader`] and [`StreamLifecycle`];
+/// [`snapshots`](Self::snapshots) and [`checkpoints`](Self::checkpoints) give
+/// the snapshot and checkpoint stores on the same database.
+///
+/// # Threads
+/// One writer thread owns the write connection and commits appends that
+/// arrive together in one transaction (group commit), each append under its
+/// own savepoint so that one conflict does not fail the others. Loads and
+/// reads run on reader threads, each with its own connection. No method
+/// blocks the calling thread except the `open*` constructors.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    workers: Workers,
+    notifier: Notifier,
+    options: SqliteOptions,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in a file with default options.
+    /// Blocks while it opens: call it before starting work, or use
+    /// [`connect`](Self::connect) from async code.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, OpenError> {
+        Self::open_with(SqliteOptions::file(path))
+    }
+
+    /// Opens a private in-memory store.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    pub fn open_in_memory() -> Result<Self, OpenError> {
+        Self::open_with(SqliteOptions::in_memory())
+    }
+
+    /// Opens (or creates) a store: checks the file, switches it to WAL mode,
+    /// sets the durability mode, creates or migrates the schema, and starts
+    /// the writer and reader threads. Blocks while it opens.
+    ///
+    /// # Errors
+    /// [`OpenError::NotADatabase`] for a file that is not SQLite,
+    /// [`OpenError::NotEskit`] for another application's database,
+    /// [`OpenError::NewerSchema`] for a store written by a newer version,
+    /// [`OpenError::ReadOnly`], [`OpenError::Corrupt`],
+    /// [`OpenError::InvalidOption`] for options out of range, or another
+    /// SQLite failure.
+    pub fn open_with(options: SqliteOptions) -> Result<Self, OpenError> {
+        options.validate()?;
+        let writer = schema::open_writer(&options)?;
+        let readers = match options.location() {
+            Location::Memory => Vec::new(),
+            Location::File(_) => (0..options.readers())
+                .map(|_| schema::open_reader(&options))
+                .collect::<Result<_, _>>()?,
+        };
+        let notifier = Notifier::new();
+        let latest: i64 = writer
+            .query_row(
+                "SELECT coalesce(max(position), 0) FROM eskit_events",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| {
+                OpenError::from_sqlite(options.path().unwrap_or(":memory:".as_ref()), e)
+            })?;
+        notifier.notify(Position::new(u64::try_from(latest).unwrap_or(0)));
+        let workers =
+            Workers::start(writer, readers, notifier.clone()).map_err(OpenError::Thread)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                workers,
+                notifier,
+                options,
+            }),
+        })
+    }
+
+    /// Opens a store like [`open_with`](Self::open_with), doing the blocking
+    /// work on a new thread so an async caller is never blocked.
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    ///
+    /// # Cancel safety
+    /// Dropping the future lets the open finish in the background; the store
+    /// is then closed again.
+    pub async fn connect(options: SqliteOptions) -> Result<Self, OpenError> {
+        let (tx, rx) = oneshot::channel();
+        thread::Builder::new()
+            .name("eskit-sqlite-open".into())
+            .spawn(move || tx.send(Self::open_with(options)))
+            .map_err(OpenError::Thread)?;
+        rx.await
+            .map_err(|_| OpenError::Thread(std::io::Error::other("the opening thread stopped")))?
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SqliteOptions {
+        &self.inner.options
+    }
+
+    /// The in-process notifier, signalled after every commit of an append.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    /// The snapshot store on this database.
+    pub fn snapshots(&self) -> SqliteSnapshotStore {
+        SqliteSnapshotStore::new(self.clone())
+    }
+
+    /// The checkpoint store on this database.
+    pub fn checkpoints(&self) -> SqliteCheckpointStore {
+        SqliteCheckpointStore::new(self.clone())
+    }
+
+    /// A change relay on this database with a fresh origin id.
+    pub fn change_relay(&self) -> ChangeRelay {
+        ChangeRelay::new(self.clone())
+    }
+
+    /// Starts polling `PRAGMA data_version` every `interval` so that commits
+    /// by other processes to the same file signal [`notifier`](Self::notifier).
+    /// For an in-memory store no other process can write: the watcher is idle.
+    ///
+    /// # Errors
+    /// [`OpenError::InvalidOption`] for an interval below
+    /// [`MIN_POLL_INTERVAL`]; a failure to open the polling connection or to
+    /// start its thread.
+    pub fn watch_external_writes(&self, interval: Duration) -> Result<ExternalWatcher, OpenError> {
+        if interval < MIN_POLL_INTERVAL {
+            return Err(OpenError::InvalidOption {
+                name: "poll interval",
+                reason: "must be at least MIN_POLL_INTERVAL",
+            });
+        }
+        match self.inner.options.location() {
+            Location::Memory => Ok(ExternalWatcher::idle()),
+            Location::File(_) => {
+                let conn = schema::open_watcher(&self.inner.options)?;
+                ExternalWatcher::start(conn, interval, self.inner.notifier.clone())
+                    .map_err(OpenError::Thread)
+            }
+        }
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its findings; empty means
+    /// the database is intact.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when SQLite cannot even read the file, or
+    /// another backend failure.
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .workers
+            .read(|c| {
+                let mut stmt = c.prepare("PRAGMA integrity_check").map_err(store_error)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(store_error)?;
+                let mut out = Vec::new();
+                for r in rows {
+                    let r = r.map_err(store_error)?;
+                    if r != "ok" {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Closes this handle. When it is the last one, waits until the writer
+    /// thread has committed everything queued and closed its connection
+    /// (which checkpoints the WAL); otherwise the store stays open for the
+    /// other handles.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the store closes in the background either way.
+    pub async fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let exit = inner.workers.take_exit();
+            drop(inner);
+            if let Some(exit) = exit {
+                // An error means the thread ended without signalling: closed too.
+                let _ = exit.await;
+            }
+        }
+    }
+
+    pub(crate) fn workers(&self) -> &Workers {
+        &self.inner.workers
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the writer thread.
+    pub(crate) async fn write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner
+            .workers
+            .write(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(store_error)?;
+                let out = f(&tx)?;
+                tx.commit().map_err(store_error)?;
+                Ok(out)
+            })
+            .await
+    }
+
+    pub(crate) fn signal(&self) {
+        let n = &self.inner.notifier;
+        n.notify(n.latest());
+    }
+}
+
+/// Clamps a `u64` to SQLite's `i64` range; values above it match nothing.
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, Vec<Value>) {
+    if types.is_empty() {
+        return (String::new(), Vec::new());
+    }
+    let placeholders: Vec<String> = (0..types.len())
+        .map(|i| format!("?{}", first_param + i))
+        .collect();
+    (
+        format!(" AND e.event_type IN ({})", placeholders.join(", ")),
+        types
+            .iter()
+            .map(|t| Value::Text(t.as_str().to_owned()))
+            .collect(),
+    )
+}
+
+fn load_sync(
+    c: &Connection,
+    stream: &Stream,
+    options: &LoadOptions,
+) -> Result<Vec<RawEvent>, StoreError> {
+    let (filter, type_params) = type_filter(options.types(), 6);
+    // CROSS JOIN fixes the loop order: find the stream, then walk its
+    // (stream, version) index.
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM eskit_streams s CROSS JOIN eskit_events e \
+         WHERE s.stream_type = ?1 AND s.stream_id = ?2 AND e.stream = s.sid \
+         AND e.version >= ?3 AND e.version <= ?4{filter} ORDER BY e.version LIMIT ?5"
+    );
+    let limit = options
+        .max_events()
+        .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let mut params: Vec<Value> = vec![
+        Value::Text(stream.stream_type().as_str().to_owned()),
+        Value::Text(stream.stream_id().as_str().to_owned()),
+        Value::Integer(options.from().map_or(0, |v| clamp(v.get()))),
+        Value::Integer(options.to().map_or(i64::MAX, |v| clamp(v.get()))),
+        Value::Integer(limit),
+    ];
+    params.extend(type_params);
+    let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(store_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(store_error)? {
+        out.push(decode_event(row, stream)?);
+    }
+    Ok(out)
+}
+
+fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+    let (type_sql, type_params) = type_filter(options.types(), 4);
+    let stream_type_sql = if options.only_stream_type().is_some() {
+        " AND s.stream_type = ?3"
+    } else {
+        " AND ?3 IS NULL"
+    };
+    // CROSS JOIN keeps the scan in position order so LIMIT stops it early.
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS}, s.stream_type, s.stream_id \
+         FROM eskit_events e CROSS JOIN eskit_streams s \
+         WHERE e.position >= ?1 AND s.sid = e.stream{stream_type_sql}{type_sql} \
+         ORDER BY e.position LIMIT ?2"
+    );
+    let mut params: Vec<Value> = vec![
+        Value::Integer(clamp(options.from().get())),
+        Value::Integer(i64::try_from(options.limit().min(MAX_READ_LIMIT)).unwrap_or(0)),
+        options
+            .only_stream_type()
+            .map_or(Value::Null, |t| Value::Text(t.as_str().to_owned())),
+    ];
+    params.extend(type_params);
+    let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(store_error)?;
+    let mut out = Vec::new();
+    let mut last: Option<Stream> = None;
+    while let Some(row) = rows.next().map_err(store_error)? {
+        let st = row
+            .get_ref(EVENT_COLUMN_COUNT)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let id = row
+            .get_ref(EVENT_COLUMN_COUNT + 1)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let stream = match last.take() {
+            Some(s) if s.stream_type().as_str() == st && s.stream_id().as_str() == id => s,
+            _ => Stream::new(st, id).map_err(|e| corrupt(format!("stored stream name: {e}")))?,
+        };
+        out.push(decode_event(row, &stream)?);
+        last = Some(stream);
+    }
+    Ok(out)
+}
+
+impl EventStore for SqliteStore {
+    /// Appends through the writer thread's group commit.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe in the sense of "nothing happens": once the future has
+    /// been polled, the append is queued and the writer commits it (or fails
+    /// it) whole, whether or not the future is still alive; a future dropped
+    /// before its first poll writes nothing. No append is ever partially
+    /// written. To learn the outcome of a dropped append, retry it with the
+    /// same idempotency key: `deduplicated: true` says the first one committed.
+    async fn append(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(&events, &options)?;
+        self.inner
+            .workers
+            .append(stream.clone(), expected, events, options)
+            .await
+    }
+
+    async fn load(
+        &self,
+        stream: &Stream,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        options.validate()?;
+        let stream = stream.clone();
+        self.inner
+            .workers
+            .read(move |c| load_sync(c, &stream, &options))
+            .await
+    }
+
+    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        let stream = stream.clone();
+        self.inner
+            .workers
+            .read(move |c| match stream_row(c, &stream)? {
+                None => Ok(Version::ZERO),
+                Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
+                Some((_, v, _)) => to_version(v),
+            })
+            .await
+    }
+}
+
+impl GlobalReader for SqliteStore {
+    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+        options.validate()?;
+        self.inner
+            .workers
+            .read(move |c| read_all_sync(c, &options))
+            .await
+    }
+
+    async fn latest_position(&self) -> Result<Position, StoreError> {
+        self.inner
+            .workers
+            .read(|c| {
+                let p: i64 = c
+                    .prepare_cached("SELECT coalesce(max(position), 0) FROM eskit_events")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(store_error)?;
+                u64::try_from(p)
+                    .map(Position::new)
+                    .map_err(|_| corrupt("negative position"))
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    async fn transition(
+        &self,
+        stream: &Stream,
+        op: LifecycleOp,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(r) = reason {
+            validate_reason(r)?;
+        }
+        let stream = stream.clone();
+        let reason = reason.map(str::to_owned);
+        self.write_tx(move |tx| {
+            let Some((sid, _, code)) = stream_row(tx, &stream)? else {
+                return Err(StoreError::StreamNotFound { stream });
+            };
+            let state = state_of(code)?;
+            let allowed = match op {
+                LifecycleOp::Tombstone => {
+                    matches!(state, StreamState::Active | StreamState::Archived)
+                }
+                LifecycleOp::Archive => state == StreamState::Active,
+                LifecycleOp::Restore => state == StreamState::Archived,
+                LifecycleOp::Delete => state != StreamState::Deleted,
+                _ => false,
+            };
+            if !allowed {
+                return Err(StoreError::InvalidLifecycle {
+                    stream,
+                    state,
+                    operation: op,
+                });
+            }
+            let now = Timestamp::now().as_unix_micros();
+            let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
+                tx.prepare_cached(sql)
+                    .and_then(|mut s| s.execute(p))
+                    .map_err(store_error)
+            };
+            match op {
+                LifecycleOp::Tombstone | LifecycleOp::Archive => {
+                    let code = if op == LifecycleOp::Archive {
+                        STATE_ARCHIVED
+                    } else {
+                        STATE_TOMBSTONED
+                    };
+                    run(
+                        "UPDATE eskit_streams SET state = ?1, reason = ?2, changed_at = ?3 \
+                         WHERE sid = ?4",
+                        &[&code, &reason, &now, &sid],
+                    )?;
+                }
+                LifecycleOp::Restore => {
+                    run(
+                        "UPDATE eskit_streams SET state = ?1, reason = NULL, changed_at = ?2 \
+                         WHERE sid = ?3",
+                        &[&STATE_ACTIVE, &now, &sid],
+                    )?;
+                }
+                _ => {
+                    run("DELETE FROM eskit_events WHERE stream = ?1", &[&sid])?;
+                    run("DELETE FROM eskit_idempotency WHERE stream = ?1", &[&sid])?;
+                    run(
+                        "DELETE FROM eskit_snapshots WHERE stream_type = ?1 AND stream_id = ?2",
+                        &[&stream.stream_type().as_str(), &stream.stream_id().as_str()],
+                    )?;
+                    run(
+                        "UPDATE eskit_streams SET state = ?1, changed_at = ?2 WHERE sid = ?3",
+                        &[&STATE_DELETED, &now, &sid],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl StreamLifecycle for SqliteStore {
+    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Tombstone, Some(reason))
+            .await
+    }
+
+    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Archive, Some(reason))
+            .await
+    }
+
+    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Restore, None).await
+    }
+
+    /// Removes the stream's events, idempotency keys and snapshot in one
+    /// transaction; the stream stays as `Deleted` so appends are refused.
+    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Delete, None).await
+    }
+
+    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+        let stream = stream.clone();
+        self.inner
+            .workers
+            .read(move |c| {
+                let row: Option<(i64, i64, Option<String>, Option<i64>)> = c
+                    .prepare_cached(
+                        "SELECT version, state, reason, changed_at FROM eskit_streams \
+                         WHERE stream_type = ?1 AND stream_id = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(
+                            (stream.stream_type().as_str(), stream.stream_id().as_str()),
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .optional()
+                    })
+                    .map_err(store_error)?;
+                let Some((version, state, reason, changed_at)) = row else {
+                    return Ok(StreamStatus::not_found());
+                };
+                Ok(StreamStatus {
+                    state: state_of(state)?,
+                    version: to_version(version)?,
+                    reason,
+                    changed_at: changed_at.map(Timestamp::from_unix_micros),
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,244 @@
+//! The threads that own the connections, and the requests sent to them.
+//!
+//! **Invariant**: no SQLite call ever runs on a caller's thread after open.
+//! One writer thread owns the only write connection; reader threads each own
+//! a read connection. Requests travel over channels and answer through a
+//! [`oneshot`] whose receiver is the caller's future (sqlx's SQLite driver
+//! pattern), so no async runtime is assumed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread;
+
+use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreError, Stream};
+use rusqlite::Connection;
+
+use crate::append::commit_appends;
+use crate::error::{SqliteError, stopped};
+use crate::notify::Notifier;
+use crate::oneshot;
+use crate::options::MAX_GROUP_COMMIT;
+
+/// Most requests queued for the writer, and separately for the readers,
+/// before new ones are refused with [`SqliteError::Overloaded`].
+pub const MAX_QUEUED_REQUESTS: usize = 65_536;
+
+pub(crate) type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+pub(crate) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
+
+pub(crate) struct AppendJob {
+    pub(crate) stream: Stream,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) options: AppendOptions,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+pub(crate) enum WriteJob {
+    Append(Box<AppendJob>),
+    Write(WriteFn),
+    Read(ReadFn),
+}
+
+/// A bounded queue in front of a worker: the counter is raised on send and
+/// lowered when a worker takes the request.
+struct Queue<T> {
+    tx: mpsc::Sender<T>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<T> Queue<T> {
+    fn send(&self, job: T) -> Result<(), StoreError> {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_REQUESTS {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::backend(SqliteError::Overloaded {
+                limit: MAX_QUEUED_REQUESTS,
+            }));
+        }
+        self.tx.send(job).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            stopped()
+        })
+    }
+}
+
+/// What every handle of one store shares. Dropping the last one closes the
+/// queues; the threads finish what is queued and exit.
+pub(crate) struct Workers {
+    writer: Queue<WriteJob>,
+    readers: Option<Queue<ReadFn>>,
+    writer_exit: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Workers {
+    pub(crate) fn start(
+        writer_conn: Connection,
+        reader_conns: Vec<Connection>,
+        notifier: Notifier,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (exit_tx, exit_rx) = oneshot::channel();
+        {
+            let pending = Arc::clone(&pending);
+            thread::Builder::new()
+                .name("eskit-sqlite-writer".into())
+                .spawn(move || {
+                    run_writer(writer_conn, &rx, &pending, &notifier);
+                    exit_tx.send(());
+                })?;
+        }
+        let writer = Queue { tx, pending };
+        let readers = if reader_conns.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel::<ReadFn>();
+            let rx = Arc::new(Mutex::new(rx));
+            let pending = Arc::new(AtomicUsize::new(0));
+            for (i, conn) in reader_conns.into_iter().enumerate() {
+                let rx = Arc::clone(&rx);
+                let pending = Arc::clone(&pending);
+                thread::Builder::new()
+                    .name(format!("eskit-sqlite-reader-{i}"))
+                    .spawn(move || run_reader(&conn, &rx, &pending))?;
+            }
+            Some(Queue { tx, pending })
+        };
+        Ok(Self {
+            writer,
+            readers,
+            writer_exit: Mutex::new(Some(exit_rx)),
+        })
+    }
+
+    /// Runs `f` on a reader connection (the writer's for in-memory stores).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadFn = Box::new(move |c| tx.send(f(c)));
+        match &self.readers {
+            Some(q) => q.send(job)?,
+            None => self.writer.send(WriteJob::Read(job))?,
+        }
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the writer connection, between group commits.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteJob::Write(Box::new(move |c| tx.send(f(c)))))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn append(
+        &self,
+        stream: Stream,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(WriteJob::Append(Box::new(AppendJob {
+            stream,
+            expected,
+            events,
+            options,
+            reply,
+        })))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) fn take_exit(&self) -> Option<oneshot::Receiver<()>> {
+        self.writer_exit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadFn>>, pending: &AtomicUsize) {
+    loop {
+        // Holding the lock while blocked in `recv` makes the shared receiver
+        // a multi-consumer queue: the next idle reader takes the next job.
+        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        pending.fetch_sub(1, Ordering::AcqRel);
+        // A panicking job drops its reply sender, so its caller gets an error;
+        // the thread keeps serving.
+        let _ = catch_unwind(AssertUnwindSafe(|| job(conn)));
+    }
+}
+
+fn run_writer(
+    mut conn: Connection,
+    rx: &mpsc::Receiver<WriteJob>,
+    pending: &AtomicUsize,
+    notifier: &Notifier,
+) {
+    let mut batch: Vec<AppendJob> = Vec::new();
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => {
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                    j
+                }
+                Err(_) => return,
+            },
+        };
+        match job {
+            WriteJob::Append(a) => {
+                batch.push(*a);
+                // Group commit: every append that queued up while the last
+                // commit was running goes into this transaction.
+                while batch.len() < MAX_GROUP_COMMIT {
+                    match rx.try_recv() {
+                        Ok(WriteJob::Append(a)) => {
+                            pending.fetch_sub(1, Ordering::AcqRel);
+                            batch.push(*a);
+                        }
+                        Ok(other) => {
+                            pending.fetch_sub(1, Ordering::AcqRel);
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let jobs = std::mem::take(&mut batch);
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    commit_appends(&mut conn, jobs, notifier);
+                }));
+                rollback_if_open(&conn);
+            }
+            WriteJob::Write(f) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| f(&mut conn)));
+                rollback_if_open(&conn);
+            }
+            WriteJob::Read(f) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+            }
+        }
+    }
+}
+
+/// Leaves the connection outside any transaction after a job, whatever the
+/// job did, so the next job starts clean.
+pub(crate) fn rollback_if_open(conn: &Connection) {
+    if !conn.is_autocommit() {
+        // If even the rollback fails the connection is unusable and the next
+        // BEGIN reports it.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}

@@ -1,0 +1,91 @@
+//! The store conformance suite on SQLite, on a file database and on
+//! `:memory:`. Prints one line per scenario and ends with
+//! `conformance sqlite: N passed, M failed`; exits non-zero on a failure.
+//!
+//! A name filter can be given as the first argument or in
+//! `ESKIT_CONFORMANCE_FILTER`.
+
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::TempDir;
+use eskit_core::BoxError;
+use eskit_sqlite::{SqliteOptions, SqliteStore};
+use eskit_testing::conformance::{Fixture, Suite};
+
+fn fixture(store: SqliteStore) -> Fixture {
+    Fixture::store(store.clone())
+        .with_snapshots(store.snapshots())
+        .with_checkpoints(store.checkpoints())
+}
+
+fn suite(name: &str, dir: Option<Arc<PathBuf>>) -> Suite {
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut suite = Suite::new(name, move || {
+        let options = match &dir {
+            Some(dir) => SqliteOptions::file(
+                dir.join(format!("c-{}.db", counter.fetch_add(1, Ordering::Relaxed))),
+            ),
+            None => SqliteOptions::in_memory(),
+        };
+        async move { Ok::<_, BoxError>(fixture(SqliteStore::connect(options).await?)) }
+    });
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for a in args {
+        suite = suite.filter(a);
+    }
+    if let Ok(f) = std::env::var("ESKIT_CONFORMANCE_FILTER")
+        && !f.is_empty()
+    {
+        suite = suite.filter(f);
+    }
+    suite
+}
+
+fn main() -> ExitCode {
+    let dir = match TempDir::new("conformance") {
+        Ok(d) => d,
+        Err(e) => {
+            println!("conformance sqlite: cannot create a temporary directory: {e}");
+            println!("conformance sqlite: 0 passed, 1 failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed, mut not_run) = (0, 0, 0);
+    let mut out = std::io::stdout();
+    for (name, dir) in [
+        ("sqlite-file", Some(Arc::new(dir.path().to_path_buf()))),
+        ("sqlite-memory", None),
+    ] {
+        let report = suite(name, dir).run_with(|r| {
+            let _ = writeln!(out, "{}", r.line(name));
+            let _ = out.flush();
+        });
+        let _ = writeln!(out, "{}", report.summary());
+        passed += report.passed();
+        failed += report.failed();
+        not_run += report.not_run();
+    }
+    // The lock registry scenarios do not run: this crate offers no
+    // cross-process lock registry yet.
+    let _ = writeln!(
+        out,
+        "conformance sqlite: {not_run} scenarios not run (no lock registry)"
+    );
+    let _ = writeln!(out, "conformance sqlite: {passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

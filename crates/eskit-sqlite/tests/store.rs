@@ -1,0 +1,789 @@
+//! Direct tests of the SQLite store's semantics, each run on a file and on
+//! `:memory:`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TempDir, TestResult, event, stream};
+use eskit_core::{
+    AppendOptions, CheckpointStore, EventStore, EventType, ExpectedVersion, GlobalReader,
+    LifecycleOp, LoadOptions, Metadata, Position, Principal, ReadOptions, Snapshot, SnapshotStore,
+    StoreError, StreamLifecycle, StreamState, StreamType, Timestamp, ValidationError, Version,
+    block_on,
+};
+use eskit_sqlite::{OpenError, SqliteOptions, SqliteStore, Synchronous};
+
+/// Runs `f` on a fresh file store and on a fresh in-memory store.
+fn both(f: impl Fn(&SqliteStore) -> TestResult) -> TestResult {
+    let dir = TempDir::new("store")?;
+    let file = SqliteStore::open(dir.file("events.db"))?;
+    f(&file).map_err(|e| format!("file store: {e}"))?;
+    block_on(file.close());
+    let mem = SqliteStore::open_in_memory()?;
+    f(&mem).map_err(|e| format!("memory store: {e}"))?;
+    Ok(())
+}
+
+fn append(
+    s: &SqliteStore,
+    st: &eskit_core::Stream,
+    expected: ExpectedVersion,
+    payloads: &[&str],
+) -> Result<eskit_core::AppendResult, StoreError> {
+    let events = payloads
+        .iter()
+        .map(|p| {
+            eskit_core::NewEvent::new(
+                EventType::from_static("E").map_err(StoreError::from)?,
+                p.as_bytes().to_vec(),
+            )
+            .with_codec("json")
+            .pipe(Ok)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    block_on(s.append(st, expected, events, AppendOptions::new()))
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[test]
+fn append_then_load_round_trips() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let r = append(s, &a, ExpectedVersion::NoStream, &["1", "2", "3"])?;
+        assert!(!r.deduplicated);
+        assert_eq!(r.last_version(), Version::new(3));
+        let loaded = block_on(s.load(&a, LoadOptions::new()))?;
+        assert_eq!(loaded.len(), 3);
+        for (rec, ev) in r.records.iter().zip(&loaded) {
+            assert_eq!(rec, &ev.record());
+            assert_eq!(ev.stream, a);
+            assert_eq!(ev.codec, "json");
+            assert_eq!(ev.schema_version, 1);
+        }
+        assert_eq!(loaded[2].payload, b"3");
+        assert_eq!(block_on(s.stream_version(&a))?, Version::new(3));
+        let missing = stream("account", "none")?;
+        assert!(block_on(s.load(&missing, LoadOptions::new()))?.is_empty());
+        assert_eq!(block_on(s.stream_version(&missing))?, Version::ZERO);
+        Ok(())
+    })
+}
+
+#[test]
+fn expected_versions_are_checked() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let e = append(s, &a, ExpectedVersion::StreamExists, &["x"]).err();
+        assert!(
+            matches!(e, Some(StoreError::WrongExpectedVersion { actual, .. }) if actual == Version::ZERO)
+        );
+        // A refused first append leaves no stream behind.
+        assert_eq!(block_on(s.status(&a))?.state, StreamState::NotFound);
+        append(s, &a, ExpectedVersion::Exact(Version::ZERO), &["1"])?;
+        let e = append(s, &a, ExpectedVersion::NoStream, &["x"]).err();
+        assert!(
+            matches!(e, Some(StoreError::WrongExpectedVersion { actual, .. }) if actual == Version::new(1))
+        );
+        let e = append(s, &a, ExpectedVersion::Exact(Version::new(5)), &["x"]).err();
+        assert!(e.is_some_and(|e| e.is_conflict()));
+        append(s, &a, ExpectedVersion::Exact(Version::new(1)), &["2"])?;
+        append(s, &a, ExpectedVersion::StreamExists, &["3"])?;
+        append(s, &a, ExpectedVersion::Any, &["4"])?;
+        let e = append(
+            s,
+            &a,
+            ExpectedVersion::Exact(Version::new(u64::MAX)),
+            &["x"],
+        )
+        .err();
+        assert!(e.is_some_and(|e| e.is_conflict()));
+        assert_eq!(block_on(s.stream_version(&a))?, Version::new(4));
+        Ok(())
+    })
+}
+
+#[test]
+fn idempotency_keys_deduplicate_before_the_version_check() -> TestResult {
+    both(|s| {
+        let a = stream("order", "o-1")?;
+        let evs = || -> Result<Vec<_>, Box<dyn std::error::Error>> {
+            Ok(vec![event("Placed", "{}")?, event("Paid", "{\"n\":1}")?])
+        };
+        let opts = AppendOptions::new().with_idempotency_key("k-1");
+        let first = block_on(s.append(&a, ExpectedVersion::NoStream, evs()?, opts.clone()))?;
+        // Same key, same content, a stale expected version: deduplicated.
+        let again = block_on(s.append(&a, ExpectedVersion::NoStream, evs()?, opts.clone()))?;
+        assert!(again.deduplicated);
+        assert_eq!(again.records, first.records);
+        // Same key, other content: conflict.
+        let other = vec![
+            event("Placed", "{\"other\":true}")?,
+            event("Paid", "{\"n\":1}")?,
+        ];
+        let e = block_on(s.append(&a, ExpectedVersion::Any, other, opts.clone())).err();
+        assert!(matches!(e, Some(StoreError::IdempotencyConflict { ref key, .. }) if key == "k-1"));
+        let fewer = vec![event("Placed", "{}")?];
+        let e = block_on(s.append(&a, ExpectedVersion::Any, fewer, opts.clone())).err();
+        assert!(matches!(e, Some(StoreError::IdempotencyConflict { .. })));
+        // The key is recorded in the metadata of each event.
+        let loaded = block_on(s.load(&a, LoadOptions::new()))?;
+        assert_eq!(loaded.len(), 2);
+        assert!(
+            loaded
+                .iter()
+                .all(|e| e.metadata.idempotency_key() == Some("k-1"))
+        );
+        // Keys are per stream.
+        let b = stream("order", "o-2")?;
+        let r = block_on(s.append(&b, ExpectedVersion::Any, evs()?, opts))?;
+        assert!(!r.deduplicated);
+        Ok(())
+    })
+}
+
+#[test]
+fn load_options_filter() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let evs = vec![
+            event("A", "1")?,
+            event("B", "2")?,
+            event("A", "3")?,
+            event("C", "4")?,
+            event("A", "5")?,
+        ];
+        block_on(s.append(&a, ExpectedVersion::Any, evs, AppendOptions::new()))?;
+        let versions = |o: LoadOptions| -> Result<Vec<u64>, StoreError> {
+            Ok(block_on(s.load(&a, o))?
+                .iter()
+                .map(|e| e.version.get())
+                .collect())
+        };
+        assert_eq!(
+            versions(LoadOptions::new().from_version(Version::new(3)))?,
+            [3, 4, 5]
+        );
+        assert_eq!(
+            versions(LoadOptions::new().to_version(Version::new(2)))?,
+            [1, 2]
+        );
+        let a_type = EventType::new("A")?;
+        assert_eq!(
+            versions(LoadOptions::new().event_types([a_type.clone()]))?,
+            [1, 3, 5]
+        );
+        assert_eq!(
+            versions(
+                LoadOptions::new()
+                    .event_types([a_type])
+                    .limit(2)
+                    .from_version(Version::new(2))
+            )?,
+            [3, 5]
+        );
+        assert_eq!(
+            versions(LoadOptions::new().from_version(Version::new(u64::MAX)))?,
+            Vec::<u64>::new()
+        );
+        let e = block_on(s.load(&a, LoadOptions::new().limit(0))).err();
+        assert!(matches!(
+            e,
+            Some(StoreError::Validation(ValidationError::InvalidLimit { .. }))
+        ));
+        let e = block_on(
+            s.load(
+                &a,
+                LoadOptions::new()
+                    .from_version(Version::new(4))
+                    .to_version(Version::new(2)),
+            ),
+        )
+        .err();
+        assert!(e.is_some_and(|e| e.is_validation()));
+        Ok(())
+    })
+}
+
+#[test]
+fn global_reads_are_ordered_and_filtered() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let o = stream("order", "o-1")?;
+        block_on(s.append(
+            &a,
+            ExpectedVersion::Any,
+            vec![event("Opened", "1")?],
+            AppendOptions::new(),
+        ))?;
+        block_on(s.append(
+            &o,
+            ExpectedVersion::Any,
+            vec![event("Placed", "2")?, event("Paid", "3")?],
+            AppendOptions::new(),
+        ))?;
+        block_on(s.append(
+            &a,
+            ExpectedVersion::Any,
+            vec![event("Closed", "4")?],
+            AppendOptions::new(),
+        ))?;
+        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 100)))?;
+        let positions: Vec<u64> = all.iter().map(|e| e.position.get()).collect();
+        assert_eq!(positions, [1, 2, 3, 4]);
+        assert_eq!(all[1].stream, o);
+        // `from` is inclusive.
+        let from3 = block_on(s.read_all(ReadOptions::new(Position::new(3), 100)))?;
+        assert_eq!(from3.first().map(|e| e.position.get()), Some(3));
+        let two = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2)))?;
+        assert_eq!(two.len(), 2);
+        let orders = block_on(s.read_all(
+            ReadOptions::new(Position::ZERO, 100).stream_type(StreamType::new("order")?),
+        ))?;
+        assert_eq!(orders.len(), 2);
+        let paid = block_on(
+            s.read_all(
+                ReadOptions::new(Position::ZERO, 100)
+                    .event_types([EventType::new("Paid")?, EventType::new("Closed")?]),
+            ),
+        )?;
+        assert_eq!(
+            paid.iter().map(|e| e.position.get()).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(block_on(s.latest_position())?, Position::new(4));
+        let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 0))).err();
+        assert!(e.is_some_and(|e| e.is_validation()));
+        let none = block_on(s.read_all(ReadOptions::new(Position::new(u64::MAX), 10)))?;
+        assert!(none.is_empty());
+        Ok(())
+    })
+}
+
+#[test]
+fn lifecycle_matches_the_memory_backend() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let missing = stream("account", "missing")?;
+        assert!(block_on(s.archive(&missing, "x")).is_err_and(|e| e.is_not_found()));
+        assert_eq!(block_on(s.status(&missing))?.state, StreamState::NotFound);
+        append(s, &a, ExpectedVersion::Any, &["1", "2"])?;
+        block_on(s.archive(&a, "cold"))?;
+        let st = block_on(s.status(&a))?;
+        assert_eq!(
+            (st.state, st.reason.as_deref()),
+            (StreamState::Archived, Some("cold"))
+        );
+        assert!(st.changed_at.is_some());
+        assert!(matches!(
+            append(s, &a, ExpectedVersion::Any, &["x"]),
+            Err(StoreError::StreamArchived { .. })
+        ));
+        assert!(matches!(
+            block_on(s.archive(&a, "again")),
+            Err(StoreError::InvalidLifecycle {
+                state: StreamState::Archived,
+                operation: LifecycleOp::Archive,
+                ..
+            })
+        ));
+        block_on(s.restore(&a))?;
+        let st = block_on(s.status(&a))?;
+        assert_eq!((st.state, st.reason), (StreamState::Active, None));
+        append(s, &a, ExpectedVersion::Exact(Version::new(2)), &["3"])?;
+        block_on(s.tombstone(&a, "closed"))?;
+        assert!(matches!(
+            append(s, &a, ExpectedVersion::Any, &["x"]),
+            Err(StoreError::StreamDeleted { .. })
+        ));
+        assert_eq!(
+            block_on(s.load(&a, LoadOptions::new()))?.len(),
+            3,
+            "tombstoned streams stay readable"
+        );
+        assert!(matches!(
+            block_on(s.restore(&a)),
+            Err(StoreError::InvalidLifecycle { .. })
+        ));
+        assert!(matches!(
+            block_on(s.tombstone(&a, "")),
+            Err(StoreError::InvalidLifecycle { .. })
+        ));
+        let long = "x".repeat(eskit_core::limits::MAX_REASON_BYTES + 1);
+        assert!(block_on(s.archive(&a, &long)).is_err_and(|e| e.is_validation()));
+
+        let b = stream("account", "b-1")?;
+        append(s, &b, ExpectedVersion::Any, &["1", "2"])?;
+        let before = block_on(s.latest_position())?;
+        block_on(s.snapshots().save(Snapshot {
+            stream: b.clone(),
+            version: Version::new(2),
+            schema_version: 1,
+            codec: "json".into(),
+            state: b"{}".to_vec(),
+            created_at: Timestamp::now(),
+        }))?;
+        block_on(s.delete(&b))?;
+        let st = block_on(s.status(&b))?;
+        assert_eq!(
+            (st.state, st.version),
+            (StreamState::Deleted, Version::new(2))
+        );
+        assert_eq!(block_on(s.stream_version(&b))?, Version::ZERO);
+        assert!(block_on(s.load(&b, LoadOptions::new()))?.is_empty());
+        assert!(
+            block_on(s.snapshots().load(&b))?.is_none(),
+            "delete removes snapshots"
+        );
+        assert!(matches!(
+            append(s, &b, ExpectedVersion::Any, &["x"]),
+            Err(StoreError::StreamDeleted { .. })
+        ));
+        assert!(matches!(
+            block_on(s.delete(&b)),
+            Err(StoreError::InvalidLifecycle {
+                state: StreamState::Deleted,
+                ..
+            })
+        ));
+        // Deleting the newest events never lets their positions be reused.
+        let c = stream("account", "c-1")?;
+        let r = append(s, &c, ExpectedVersion::Any, &["1"])?;
+        assert!(r.last_position() > before);
+        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 100)))?;
+        assert!(all.iter().all(|e| e.stream != b));
+        Ok(())
+    })
+}
+
+#[test]
+fn delete_of_the_newest_stream_keeps_positions_unique_after_reopen() -> TestResult {
+    let dir = TempDir::new("reuse")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("t", "a")?;
+    let r = append(&s, &a, ExpectedVersion::Any, &["1", "2"])?;
+    block_on(s.delete(&a))?;
+    block_on(s.close());
+    let s = SqliteStore::open(&path)?;
+    let b = stream("t", "b")?;
+    let r2 = append(&s, &b, ExpectedVersion::Any, &["3"])?;
+    assert!(r2.last_position() > r.last_position());
+    Ok(())
+}
+
+#[test]
+fn metadata_and_timestamps_round_trip() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let meta = Metadata::new_chain(Principal::user("alice"))
+            .with_causation_id("cause-1")
+            .with_extra("tenant", "t-1")
+            .with_extra("quote", "a \"quoted\" \u{1F600} value\n");
+        let ts = Timestamp::from_unix_micros(1_700_000_000_123_456);
+        let opts = AppendOptions::new()
+            .with_metadata(meta.clone())
+            .with_timestamp(ts);
+        let r = block_on(s.append(
+            &a,
+            ExpectedVersion::Any,
+            vec![event("E", "{}")?.with_schema_version(3)],
+            opts,
+        ))?;
+        assert_eq!(r.records[0].timestamp, ts);
+        let loaded = block_on(s.load(&a, LoadOptions::new()))?;
+        assert_eq!(loaded[0].metadata, meta);
+        assert_eq!(loaded[0].timestamp, ts);
+        assert_eq!(loaded[0].schema_version, 3);
+        let global = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10)))?;
+        assert_eq!(global, loaded);
+        Ok(())
+    })
+}
+
+#[test]
+fn invalid_appends_are_rejected_before_storage() -> TestResult {
+    both(|s| {
+        let a = stream("account", "a-1")?;
+        let e =
+            block_on(s.append(&a, ExpectedVersion::Any, Vec::new(), AppendOptions::new())).err();
+        assert!(matches!(
+            e,
+            Some(StoreError::Validation(ValidationError::NoEvents))
+        ));
+        let big = eskit_core::NewEvent::new(
+            EventType::new("E")?,
+            vec![0; eskit_core::limits::MAX_PAYLOAD_BYTES + 1],
+        );
+        let e = block_on(s.append(&a, ExpectedVersion::Any, vec![big], AppendOptions::new())).err();
+        assert!(matches!(
+            e,
+            Some(StoreError::Validation(
+                ValidationError::PayloadTooLarge { .. }
+            ))
+        ));
+        let at_cap = eskit_core::NewEvent::new(
+            EventType::new("E")?,
+            vec![7; eskit_core::limits::MAX_PAYLOAD_BYTES],
+        );
+        block_on(s.append(&a, ExpectedVersion::Any, vec![at_cap], AppendOptions::new()))?;
+        assert_eq!(
+            block_on(s.load(&a, LoadOptions::new()))?[0].payload.len(),
+            eskit_core::limits::MAX_PAYLOAD_BYTES
+        );
+        let e = block_on(s.append(
+            &a,
+            ExpectedVersion::Any,
+            vec![event("E", "x")?],
+            AppendOptions::new().with_idempotency_key(""),
+        ))
+        .err();
+        assert!(e.is_some_and(|e| e.is_validation()));
+        Ok(())
+    })
+}
+
+#[test]
+fn hostile_names_are_stored_verbatim() -> TestResult {
+    both(|s| {
+        for id in [
+            "'; DROP TABLE eskit_events;--",
+            "a/b",
+            "../x",
+            "*",
+            ">",
+            "\u{202E}rtl",
+            "CON",
+            " ",
+        ] {
+            let st = stream("t", id)?;
+            append(s, &st, ExpectedVersion::NoStream, &["1"])?;
+            let loaded = block_on(s.load(&st, LoadOptions::new()))?;
+            assert_eq!(loaded.len(), 1);
+            assert_eq!(loaded[0].stream.stream_id().as_str(), id);
+        }
+        // NFC and NFD spellings are different streams.
+        let nfc = stream("t", "\u{e9}")?;
+        let nfd = stream("t", "e\u{301}")?;
+        append(s, &nfc, ExpectedVersion::NoStream, &["1"])?;
+        append(s, &nfd, ExpectedVersion::NoStream, &["1"])?;
+        Ok(())
+    })
+}
+
+#[test]
+fn snapshots_and_checkpoints() -> TestResult {
+    both(|s| {
+        let snaps = s.snapshots();
+        let a = stream("account", "a-1")?;
+        assert!(block_on(snaps.load(&a))?.is_none());
+        let snap = Snapshot {
+            stream: a.clone(),
+            version: Version::new(7),
+            schema_version: 2,
+            codec: "json".into(),
+            state: b"{\"balance\":1}".to_vec(),
+            created_at: Timestamp::from_unix_micros(5),
+        };
+        block_on(snaps.save(snap.clone()))?;
+        assert_eq!(block_on(snaps.load(&a))?, Some(snap.clone()));
+        let newer = Snapshot {
+            version: Version::new(9),
+            ..snap.clone()
+        };
+        block_on(snaps.save(newer.clone()))?;
+        assert_eq!(block_on(snaps.load(&a))?, Some(newer));
+        block_on(snaps.invalidate(&a))?;
+        assert!(block_on(snaps.load(&a))?.is_none());
+        block_on(snaps.save(snap.clone()))?;
+        block_on(snaps.invalidate_all())?;
+        assert!(block_on(snaps.load(&a))?.is_none());
+        let bad = Snapshot {
+            schema_version: 0,
+            ..snap
+        };
+        assert!(block_on(snaps.save(bad)).is_err_and(|e| e.is_validation()));
+
+        let cps = s.checkpoints();
+        assert_eq!(block_on(cps.load("proj"))?, None);
+        block_on(cps.save("proj", Position::new(5)))?;
+        block_on(cps.save("proj", Position::new(9)))?;
+        assert_eq!(block_on(cps.load("proj"))?, Some(Position::new(9)));
+        block_on(cps.save("max", Position::new(u64::MAX)))?;
+        assert_eq!(block_on(cps.load("max"))?, Some(Position::new(u64::MAX)));
+        assert!(block_on(cps.save("", Position::ZERO)).is_err_and(|e| e.is_validation()));
+        assert!(block_on(cps.load("a\0b")).is_err_and(|e| e.is_validation()));
+        Ok(())
+    })
+}
+
+#[test]
+fn concurrent_writers_keep_their_own_outcomes() -> TestResult {
+    both(|s| {
+        let hot = stream("counter", "hot")?;
+        let threads = 8usize;
+        let per = 40u64;
+        let conflicts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let s = s.clone();
+                let hot = hot.clone();
+                let conflicts = Arc::clone(&conflicts);
+                std::thread::spawn(move || -> Result<(), String> {
+                    let own = stream("own", &format!("w-{t}")).map_err(|e| e.to_string())?;
+                    let mut done = 0;
+                    while done < per {
+                        // Distinct streams: never conflict.
+                        append(
+                            &s,
+                            &own,
+                            ExpectedVersion::Exact(Version::new(done)),
+                            &["own"],
+                        )
+                        .map_err(|e| e.to_string())?;
+                        // The shared stream: exact versions, retried on conflict.
+                        loop {
+                            let v = block_on(s.stream_version(&hot)).map_err(|e| e.to_string())?;
+                            match append(&s, &hot, ExpectedVersion::Exact(v), &["hot"]) {
+                                Ok(_) => break,
+                                Err(e) if e.is_conflict() => {
+                                    conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                        done += 1;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "writer panicked")??;
+        }
+        let events = block_on(s.load(&hot, LoadOptions::new()))?;
+        let versions: Vec<u64> = events.iter().map(|e| e.version.get()).collect();
+        assert_eq!(versions, (1..=threads as u64 * per).collect::<Vec<_>>());
+        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10_000)))?;
+        assert_eq!(all.len() as u64, 2 * threads as u64 * per);
+        assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+        Ok(())
+    })
+}
+
+#[test]
+fn notifier_wakes_after_commit() -> TestResult {
+    both(|s| {
+        let mut sub = s.notifier().subscribe()?;
+        let a = stream("account", "a-1")?;
+        let s2 = s.clone();
+        let a2 = a.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            append(&s2, &a2, ExpectedVersion::Any, &["1"]).map(|r| r.last_position())
+        });
+        let seen = block_on(sub.changed());
+        let written = writer.join().map_err(|_| "writer panicked")??;
+        assert!(seen >= written);
+        assert_eq!(s.notifier().latest(), written);
+        Ok(())
+    })
+}
+
+#[test]
+fn other_processes_are_heard_through_data_version() -> TestResult {
+    let dir = TempDir::new("watch")?;
+    let path = dir.file("events.db");
+    let listener = SqliteStore::open(&path)?;
+    let watcher = listener.watch_external_writes(Duration::from_millis(5))?;
+    let mut sub = listener.notifier().subscribe()?;
+    // A second store on the same file stands in for another process.
+    let other = SqliteStore::open(&path)?;
+    let a = stream("account", "a-1")?;
+    let r = append(&other, &a, ExpectedVersion::Any, &["1"])?;
+    let seen = block_on(sub.changed());
+    assert_eq!(seen, r.last_position());
+
+    let relay_a = other.change_relay();
+    let relay_b = listener.change_relay();
+    let id = block_on(relay_a.broadcast("orders", Some("o-1")))?;
+    block_on(sub.changed());
+    let changes = block_on(relay_b.changes_after(0, 100))?;
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].id, changes[0].topic.as_str()), (id, "orders"));
+    assert_eq!(changes[0].origin, relay_a.origin());
+    block_on(relay_a.broadcast("orders", None))?;
+    block_on(relay_a.broadcast("orders", None))?;
+    assert_eq!(block_on(relay_b.prune(1))?, 2);
+    assert_eq!(block_on(relay_b.changes_after(0, 100))?.len(), 1);
+    assert!(block_on(relay_b.changes_after(0, 0)).is_err_and(|e| e.is_validation()));
+    block_on(watcher.shutdown());
+    Ok(())
+}
+
+#[test]
+fn foreign_and_newer_files_are_refused() -> TestResult {
+    let dir = TempDir::new("foreign")?;
+    // Random bytes.
+    let junk = dir.file("junk.db");
+    std::fs::write(
+        &junk,
+        (0..8192u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )?;
+    assert!(matches!(
+        SqliteStore::open(&junk),
+        Err(OpenError::NotADatabase { .. })
+    ));
+    // Another application's database.
+    let foreign = dir.file("foreign.db");
+    {
+        let c = rusqlite::Connection::open(&foreign)?;
+        c.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")?;
+    }
+    assert!(matches!(
+        SqliteStore::open(&foreign),
+        Err(OpenError::NotEskit { .. })
+    ));
+    // A newer schema.
+    let newer = dir.file("newer.db");
+    block_on(SqliteStore::open(&newer)?.close());
+    {
+        let c = rusqlite::Connection::open(&newer)?;
+        c.execute(
+            "INSERT INTO eskit_schema (version, applied_at) VALUES (?1, 0)",
+            [eskit_sqlite::SCHEMA_VERSION + 1],
+        )?;
+    }
+    match SqliteStore::open(&newer) {
+        Err(OpenError::NewerSchema { found, supported }) => {
+            assert_eq!(
+                (found, supported),
+                (
+                    eskit_sqlite::SCHEMA_VERSION + 1,
+                    eskit_sqlite::SCHEMA_VERSION
+                )
+            );
+        }
+        other => return Err(format!("expected NewerSchema, got {other:?}").into()),
+    }
+    // An empty file is a fresh store.
+    let empty = dir.file("empty.db");
+    std::fs::write(&empty, b"")?;
+    block_on(SqliteStore::open(&empty)?.close());
+    Ok(())
+}
+
+#[test]
+fn options_are_checked_at_construction() -> TestResult {
+    assert!(matches!(
+        "off".parse::<Synchronous>(),
+        Err(OpenError::SynchronousOff)
+    ));
+    assert!(matches!(
+        "OFF".parse::<Synchronous>(),
+        Err(OpenError::SynchronousOff)
+    ));
+    assert!(matches!(
+        "0".parse::<Synchronous>(),
+        Err(OpenError::SynchronousOff)
+    ));
+    assert!(matches!(
+        "fast".parse::<Synchronous>(),
+        Err(OpenError::UnknownSynchronous(_))
+    ));
+    assert_eq!("Full".parse::<Synchronous>()?, Synchronous::Full);
+    assert!(matches!(
+        SqliteStore::open_with(SqliteOptions::in_memory().with_readers(0)),
+        Err(OpenError::InvalidOption {
+            name: "readers",
+            ..
+        })
+    ));
+    let s = SqliteStore::open_in_memory()?;
+    assert!(s.watch_external_writes(Duration::ZERO).is_err());
+    Ok(())
+}
+
+#[test]
+fn stored_data_is_reopened_intact() -> TestResult {
+    let dir = TempDir::new("reopen")?;
+    let path = dir.file("events.db");
+    for sync in [Synchronous::Normal, Synchronous::Full] {
+        let s = SqliteStore::open_with(SqliteOptions::file(&path).with_synchronous(sync))?;
+        let a = stream("account", &format!("{sync}"))?;
+        append(&s, &a, ExpectedVersion::NoStream, &["1", "2"])?;
+        block_on(s.close());
+        let s = block_on(SqliteStore::connect(SqliteOptions::file(&path)))?;
+        assert_eq!(block_on(s.load(&a, LoadOptions::new()))?.len(), 2);
+        assert!(block_on(s.integrity_check())?.is_empty());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_damaged_row_is_reported_not_returned() -> TestResult {
+    let dir = TempDir::new("damaged")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("account", "a-1")?;
+    append(
+        &s,
+        &a,
+        ExpectedVersion::Any,
+        &["{\"amount\":100}", "{\"amount\":5}"],
+    )?;
+    block_on(s.snapshots().save(Snapshot {
+        stream: a.clone(),
+        version: Version::new(1),
+        schema_version: 1,
+        codec: "json".into(),
+        state: b"1".to_vec(),
+        created_at: Timestamp::now(),
+    }))?;
+    {
+        let c = rusqlite::Connection::open(&path)?;
+        c.execute(
+            "UPDATE eskit_events SET payload = X'7B22616D6F756E74223A3930307D' WHERE version = 1",
+            [],
+        )?;
+        c.execute(
+            "UPDATE eskit_events SET extra = '{not json' WHERE version = 2",
+            [],
+        )?;
+        c.execute("UPDATE eskit_snapshots SET state = X'32'", [])?;
+    }
+    let e = block_on(s.load(&a, LoadOptions::new())).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    let e = block_on(s.load(&a, LoadOptions::new().from_version(Version::new(2)))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    let e = block_on(s.snapshots().load(&a)).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    Ok(())
+}
+
+#[test]
+fn public_futures_are_send() -> TestResult {
+    fn assert_send<T: Send>(_: &T) {}
+    let s = SqliteStore::open_in_memory()?;
+    let a = stream("t", "a")?;
+    assert_send(&s.append(&a, ExpectedVersion::Any, Vec::new(), AppendOptions::new()));
+    assert_send(&s.load(&a, LoadOptions::new()));
+    assert_send(&s.read_all(ReadOptions::new(Position::ZERO, 1)));
+    assert_send(&s.status(&a));
+    assert_send(&s.snapshots().load(&a));
+    assert_send(&s.checkpoints().save("x", Position::ZERO));
+    assert_send(&s.change_relay().broadcast("x", None));
+    assert_send(&SqliteStore::connect(SqliteOptions::in_memory()));
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Snapshot store and checkpoint store contracts.
+
+use eskit_core::limits::{MAX_NAME_BYTES, MAX_SNAPSHOT_BYTES};
+use eskit_core::{Position, Snapshot, StoreError, Stream, Timestamp, ValidationError, Version};
+
+use super::{
+    Capability, Ctx, Failure, Outcome, Scenario, ensure, ensure_eq, expect_err, scenario_list,
+};
+
+const SNAPSHOTS: &[Capability] = &[Capability::Snapshots];
+const CHECKPOINTS: &[Capability] = &[Capability::Checkpoints];
+
+pub(crate) fn scenarios() -> Vec<Scenario> {
+    let mut v = scenario_list![SNAPSHOTS;
+        "snapshot.missing_is_none" => snap_missing,
+        "snapshot.save_load_round_trip" => snap_round_trip,
+        "snapshot.save_replaces_previous" => snap_replace,
+        "snapshot.empty_and_binary_state" => snap_binary,
+        "snapshot.isolated_per_stream" => snap_isolated,
+        "snapshot.invalidate" => snap_invalidate,
+        "snapshot.invalidate_all" => snap_invalidate_all,
+        "snapshot.invalid_snapshot_rejected" => snap_invalid,
+    ];
+    v.extend(scenario_list![CHECKPOINTS;
+        "checkpoint.missing_is_none" => cp_missing,
+        "checkpoint.save_load" => cp_save_load,
+        "checkpoint.overwrite" => cp_overwrite,
+        "checkpoint.zero_and_max_positions" => cp_extremes,
+        "checkpoint.names_isolated" => cp_isolated,
+        "checkpoint.special_names" => cp_special,
+        "checkpoint.invalid_name_rejected" => cp_invalid,
+        "checkpoint.concurrent_saves" => cp_concurrent,
+    ]);
+    v
+}
+
+fn snap(s: &Stream, version: u64, state: &[u8]) -> Snapshot {
+    Snapshot {
+        stream: s.clone(),
+        version: Version::new(version),
+        schema_version: 2,
+        codec: "json".into(),
+        state: state.to_vec(),
+        created_at: Timestamp::from_unix_micros(1_700_000_000_654_321),
+    }
+}
+
+async fn load(c: &Ctx, s: &Stream) -> Result<Option<Snapshot>, Failure> {
+    Ok(c.snapshots()?.dyn_load(s).await?)
+}
+
+async fn snap_missing(c: Ctx) -> Outcome {
+    ensure_eq!(
+        load(&c, &Stream::new("snap", "none")?).await?,
+        None,
+        "snapshot of a stream without one"
+    );
+    Ok(())
+}
+
+async fn snap_round_trip(c: Ctx) -> Outcome {
+    let s = Stream::new("snap", "rt")?;
+    let mut sn = snap(&s, 42, b"{\"balance\":100}");
+    sn.schema_version = 7;
+    sn.codec = "cbor".into();
+    c.snapshots()?.dyn_save(sn.clone()).await?;
+    ensure_eq!(load(&c, &s).await?, Some(sn), "snapshot loaded back");
+    Ok(())
+}
+
+async fn snap_replace(c: Ctx) -> Outcome {
+    let s = Stream::new("snap", "replace")?;
+    c.snapshots()?.dyn_save(snap(&s, 10, b"old")).await?;
+    let newer = snap(&s, 20, b"new");
+    c.snapshots()?.dyn_save(newer.clone()).await?;
+    ensure_eq!(
+        load(&c, &s).await?,
+        Some(newer),
+        "snapshot after a second save"
+    );
+    Ok(())
+}
+
+async fn snap_binary(c: Ctx) -> Outcome {
+    let a = Stream::new("snap", "empty")?;
+    let b = Stream::new("snap", "binary")?;
+    let bytes: Vec<u8> = (0..=255u8).chain([0, 0, 0xFF, 0xC3, 0x28]).collect();
+    c.snapshots()?.dyn_save(snap(&a, 1, b"")).await?;
+    c.snapshots()?.dyn_save(snap(&b, 1, &bytes)).await?;
+    ensure_eq!(
+        load(&c, &a).await?.map(|s| s.state),
+        Some(Vec::new()),
+        "empty state"
+    );
+    ensure_eq!(
+        load(&c, &b).await?.map(|s| s.state),
+        Some(bytes),
+        "binary state"
+    );
+    Ok(())
+}
+
+async fn snap_isolated(c: Ctx) -> Outcome {
+    let streams = [
+        Stream::new("snap", "a")?,
+        Stream::new("snap", "b")?,
+        Stream::new("other", "a")?,
+    ];
+    for (i, s) in streams.iter().enumerate() {
+        c.snapshots()?
+            .dyn_save(snap(s, i as u64 + 1, format!("{i}").as_bytes()))
+            .await?;
+    }
+    for (i, s) in streams.iter().enumerate() {
+        let got = load(&c, s).await?;
+        ensure_eq!(
+            got.map(|g| (g.stream, g.version.get())),
+            Some((s.clone(), i as u64 + 1)),
+            "snapshot of {s}"
+        );
+    }
+    Ok(())
+}
+
+async fn snap_invalidate(c: Ctx) -> Outcome {
+    let a = Stream::new("snap", "inv-a")?;
+    let b = Stream::new("snap", "inv-b")?;
+    c.snapshots()?.dyn_save(snap(&a, 1, b"a")).await?;
+    c.snapshots()?.dyn_save(snap(&b, 1, b"b")).await?;
+    c.snapshots()?.dyn_invalidate(&a).await?;
+    ensure_eq!(load(&c, &a).await?, None, "snapshot after invalidate");
+    ensure!(
+        load(&c, &b).await?.is_some(),
+        "invalidate removed another stream's snapshot"
+    );
+    c.snapshots()?
+        .dyn_invalidate(&Stream::new("snap", "never")?)
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "invalidate of a missing snapshot: {}",
+                eskit_core::error_chain(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+async fn snap_invalidate_all(c: Ctx) -> Outcome {
+    let streams = [
+        Stream::new("snap", "all-a")?,
+        Stream::new("other", "all-b")?,
+    ];
+    for s in &streams {
+        c.snapshots()?.dyn_save(snap(s, 1, b"x")).await?;
+    }
+    c.snapshots()?.dyn_invalidate_all().await?;
+    for s in &streams {
+        ensure_eq!(
+            load(&c, s).await?,
+            None,
+            "snapshot of {s} after invalidate_all"
+        );
+    }
+    c.snapshots()?.dyn_save(snap(&streams[0], 2, b"y")).await?;
+    ensure!(
+        load(&c, &streams[0]).await?.is_some(),
+        "save after invalidate_all did not stick"
+    );
+    Ok(())
+}
+
+async fn snap_invalid(c: Ctx) -> Outcome {
+    let s = Stream::new("snap", "invalid")?;
+    let mut zero = snap(&s, 1, b"x");
+    zero.schema_version = 0;
+    expect_err!(
+        c.snapshots()?.dyn_save(zero).await,
+        StoreError::Validation(ValidationError::ZeroSchemaVersion),
+        "snapshot with schema version 0"
+    );
+    let mut codec = snap(&s, 1, b"x");
+    codec.codec = String::new();
+    expect_err!(
+        c.snapshots()?.dyn_save(codec).await,
+        StoreError::Validation(ValidationError::Name(_)),
+        "snapshot with an empty codec name"
+    );
+    let big = snap(&s, 1, &vec![0u8; MAX_SNAPSHOT_BYTES + 1]);
+    expect_err!(
+        c.snapshots()?.dyn_save(big).await,
+        StoreError::Validation(ValidationError::SnapshotTooLarge { .. }),
+        "snapshot of {} bytes",
+        MAX_SNAPSHOT_BYTES + 1
+    );
+    ensure_eq!(load(&c, &s).await?, None, "snapshot after rejected saves");
+    Ok(())
+}
+
+async fn cp_load(c: &Ctx, name: &str) -> Result<Option<Position>, Failure> {
+    Ok(c.checkpoints()?.dyn_load(name).await?)
+}
+
+async fn cp_save(c: &Ctx, name: &str, p: u64) -> Outcome {
+    Ok(c.checkpoints()?.dyn_save(name, Position::new(p)).await?)
+}
+
+async fn cp_missing(c: Ctx) -> Outcome {
+    ensure_eq!(
+        cp_load(&c, "never-saved").await?,
+        None,
+        "checkpoint never saved"
+    );
+    Ok(())
+}
+
+async fn cp_save_load(c: Ctx) -> Outcome {
+    cp_save(&c, "projection-a", 42).await?;
+    ensure_eq!(
+        cp_load(&c, "projection-a").await?,
+        Some(Position::new(42)),
+        "saved checkpoint"
+    );
+    Ok(())
+}
+
+async fn cp_overwrite(c: Ctx) -> Outcome {
+    for p in [10, 20, 15] {
+        cp_save(&c, "overwrite", p).await?;
+        ensure_eq!(
+            cp_load(&c, "overwrite").await?,
+            Some(Position::new(p)),
+            "checkpoint after saving {p}"
+        );
+    }
+    Ok(())
+}
+
+async fn cp_extremes(c: Ctx) -> Outcome {
+    cp_save(&c, "zero", 0).await?;
+    ensure_eq!(
+        cp_load(&c, "zero").await?,
+        Some(Position::ZERO),
+        "a saved zero position (not None)"
+    );
+    // i64::MAX is the largest position every backend can hold (PostgreSQL BIGINT).
+    let max = i64::MAX as u64;
+    cp_save(&c, "max", max).await?;
+    ensure_eq!(
+        cp_load(&c, "max").await?,
+        Some(Position::new(max)),
+        "position i64::MAX"
+    );
+    Ok(())
+}
+
+async fn cp_isolated(c: Ctx) -> Outcome {
+    for (i, n) in ["a", "b", "a-b", "A"].iter().enumerate() {
+        cp_save(&c, n, i as u64 + 1).await?;
+    }
+    for (i, n) in ["a", "b", "a-b", "A"].iter().enumerate() {
+        ensure_eq!(
+            cp_load(&c, n).await?,
+            Some(Position::new(i as u64 + 1)),
+            "checkpoint {n}"
+        );
+    }
+    Ok(())
+}
+
+async fn cp_special(c: Ctx) -> Outcome {
+    let long = "n".repeat(MAX_NAME_BYTES);
+    let names = [
+        "proj/orders.v2",
+        "proj:é🎉",
+        "'; DROP TABLE checkpoints;--",
+        "*",
+        ">",
+        long.as_str(),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        cp_save(&c, n, i as u64 + 100).await?;
+    }
+    for (i, n) in names.iter().enumerate() {
+        ensure_eq!(
+            cp_load(&c, n).await?,
+            Some(Position::new(i as u64 + 100)),
+            "checkpoint {}",
+            super::short(n)
+        );
+    }
+    Ok(())
+}
+
+async fn cp_invalid(c: Ctx) -> Outcome {
+    let long = "n".repeat(MAX_NAME_BYTES + 1);
+    for name in ["", "a\0b", long.as_str()] {
+        expect_err!(
+            c.checkpoints()?.dyn_save(name, Position::new(1)).await,
+            StoreError::Validation(ValidationError::Name(_)),
+            "save checkpoint {}",
+            super::short(&name)
+        );
+        expect_err!(
+            c.checkpoints()?.dyn_load(name).await,
+            StoreError::Validation(ValidationError::Name(_)),
+            "load checkpoint {}",
+            super::short(&name)
+        );
+    }
+    Ok(())
+}
+
+async fn cp_concurrent(c: Ctx) -> Outcome {
+    let writers = c.stress().writers.max(2) as u64;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let c2 = c.clone();
+            c.spawn(async move {
+                for i in 0..50u64 {
+                    cp_save(&c2, "contended", w * 1000 + i).await?;
+                    cp_save(&c2, &format!("own-{w}"), i).await?;
+                }
+                Ok::<_, Failure>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let last = cp_load(&c, "contended").await?.map(Position::get);
+    ensure!(
+        last.is_some_and(|p| p % 1000 == 49 && p / 1000 < writers),
+        "contended checkpoint is {last:?}, not the last save of one writer"
+    );
+    for w in 0..writers {
+        ensure_eq!(
+            cp_load(&c, &format!("own-{w}")).await?,
+            Some(Position::new(49)),
+            "checkpoint own-{w}"
+        );
+    }
+    Ok(())
+}
