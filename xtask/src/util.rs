@@ -55,3 +55,29 @@ pub(crate) fn flag(args: &[String], name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
 }
+
+/// Prints a line to stdout (a command's result, such as a summary or table).
+pub(crate) fn out(msg: &str) {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{msg}");
+    }
+}
+
+/// Whether the workspace has a package named `name` under `crates/`.
+pub(crate) fn package_exists(name: &str) -> bool {
+    package_dir(name).is_some()
+}
+
+/// The directory of the workspace package named `name`, if any.
+pub(crate) fn package_dir(name: &str) -> Option<PathBuf> {
+    let wanted = format!("name = \"{name}\"");
+    std::fs::read_dir(workspace_root().join("crates"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path())
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|toml| toml.lines().any(|l| l.trim() == wanted))
+        })
+}

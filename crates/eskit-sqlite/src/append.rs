@@ -69,8 +69,9 @@ fn load_versions(
     let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
     let mut out = Vec::new();
+    let mut scratch = Vec::new();
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(row, stream)?);
+        out.push(decode_event(row, stream, &mut scratch)?);
     }
     Ok(out)
 }
@@ -271,6 +272,7 @@ fn append_one(
         )
         .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
+    let mut scratch = Vec::new();
     let mut v = version;
     for event in &job.events {
         v += 1;
@@ -279,6 +281,7 @@ fn append_one(
         let event_id = event.id().to_string();
         let schema_version = i64::from(event.schema_version());
         let checksum = event_checksum(
+            &mut scratch,
             position,
             stream,
             v,

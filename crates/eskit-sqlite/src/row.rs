@@ -23,41 +23,75 @@ pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.eve
 pub(crate) const EVENT_COLUMN_COUNT: usize = 17;
 
 /// A CRC-32 over a length-prefixed encoding of every field, so that a value
-/// moved between fields changes the sum too.
-pub(crate) struct Checksum(crc32fast::Hasher);
+/// moved between fields changes the sum too. The small fields are gathered
+/// in a reused buffer and hashed in one call; the large one (payload or
+/// snapshot state) is hashed last, without copying.
+pub(crate) struct Checksum<'a> {
+    buf: &'a mut Vec<u8>,
+}
 
-impl Checksum {
-    pub(crate) fn new() -> Self {
-        Self(crc32fast::Hasher::new())
+impl<'a> Checksum<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        buf.clear();
+        Self { buf }
     }
 
     pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.0.update(&(b.len() as u64).to_le_bytes());
-        self.0.update(b);
+        self.buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(b);
         self
     }
 
     pub(crate) fn int(&mut self, v: i64) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
+        self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
     pub(crate) fn opt(&mut self, s: Option<&str>) -> &mut Self {
         match s {
-            None => {
-                self.0.update(&[0]);
-            }
+            None => self.buf.push(0),
             Some(s) => {
-                self.0.update(&[1]);
+                self.buf.push(1);
                 self.bytes(s.as_bytes());
             }
         }
         self
     }
 
-    pub(crate) fn finish(&self) -> i64 {
-        i64::from(self.0.clone().finalize())
+    /// The sum over the gathered fields followed by `tail` with its length.
+    pub(crate) fn finish(&mut self, tail: &[u8]) -> i64 {
+        self.buf
+            .extend_from_slice(&(tail.len() as u64).to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(self.buf);
+        h.update(tail);
+        i64::from(h.finalize())
     }
+}
+
+/// Parses the hyphenated form this crate stores, without allocating.
+fn parse_event_id(s: &str) -> Option<EventId> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(d);
+    }
+    Some(EventId::from_u128(v))
 }
 
 /// The stored form of one event's metadata.
@@ -91,7 +125,7 @@ impl<'a> StoredMetadata<'a> {
         })
     }
 
-    fn hash(&self, c: &mut Checksum) {
+    fn hash(&self, c: &mut Checksum<'_>) {
         c.opt(self.correlation_id)
             .opt(self.causation_id)
             .opt(self.initiator_kind)
@@ -106,6 +140,7 @@ impl<'a> StoredMetadata<'a> {
 /// The checksum of an event row.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn event_checksum(
+    scratch: &mut Vec<u8>,
     position: i64,
     stream: &Stream,
     version: i64,
@@ -117,7 +152,7 @@ pub(crate) fn event_checksum(
     timestamp: i64,
     meta: &StoredMetadata<'_>,
 ) -> i64 {
-    let mut c = Checksum::new();
+    let mut c = Checksum::new(scratch);
     c.int(position)
         .bytes(stream.stream_type().as_str().as_bytes())
         .bytes(stream.stream_id().as_str().as_bytes())
@@ -126,10 +161,9 @@ pub(crate) fn event_checksum(
         .bytes(event_type.as_bytes())
         .int(schema_version)
         .bytes(codec.as_bytes())
-        .bytes(payload)
         .int(timestamp);
     meta.hash(&mut c);
-    c.finish()
+    c.finish(payload)
 }
 
 fn principal(kind: Option<&str>, id: Option<&str>) -> Result<Option<Principal>, StoreError> {
@@ -141,7 +175,12 @@ fn principal(kind: Option<&str>, id: Option<&str>) -> Result<Option<Principal>, 
 }
 
 /// Decodes one row selected with [`EVENT_COLUMNS`] belonging to `stream`.
-pub(crate) fn decode_event(row: &Row<'_>, stream: &Stream) -> Result<RawEvent, StoreError> {
+/// `scratch` is a buffer reused across rows for the checksum.
+pub(crate) fn decode_event(
+    row: &Row<'_>,
+    stream: &Stream,
+    scratch: &mut Vec<u8>,
+) -> Result<RawEvent, StoreError> {
     let position: i64 = row.get(0).map_err(store_error)?;
     let version: i64 = row.get(1).map_err(store_error)?;
     let event_id: &str = row
@@ -179,6 +218,7 @@ pub(crate) fn decode_event(row: &Row<'_>, stream: &Stream) -> Result<RawEvent, S
     };
     let checksum: i64 = row.get(16).map_err(store_error)?;
     let expected = event_checksum(
+        scratch,
         position,
         stream,
         version,
@@ -221,7 +261,7 @@ pub(crate) fn decode_event(row: &Row<'_>, stream: &Stream) -> Result<RawEvent, S
     }
     let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
     Ok(RawEvent {
-        id: event_id.parse::<EventId>().map_err(|_| bad("event id"))?,
+        id: parse_event_id(event_id).ok_or_else(|| bad("event id"))?,
         stream: stream.clone(),
         version: Version::new(to_u64(version, "version")?),
         position: Position::new(to_u64(position, "position")?),
@@ -243,4 +283,28 @@ pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
         && stored.schema_version == new.schema_version()
         && stored.codec == new.codec()
         && stored.payload == new.payload()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_parse_like_the_core() {
+        for _ in 0..1000 {
+            let id = EventId::new();
+            assert_eq!(parse_event_id(&id.to_string()), Some(id));
+        }
+        let upper = "0192F4E1-7A00-7000-8000-00000000000A";
+        assert_eq!(parse_event_id(upper), upper.parse().ok());
+        for bad in [
+            "",
+            "0192f4e1-7a00-7000-8000-00000000000",
+            "0192f4e1x7a00-7000-8000-000000000001",
+            "0192f4e1-7a00-7000-8000-00000000000g",
+            "0192f4e1-7a00-7000-8000-0000000000\u{e9}",
+        ] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+    }
 }

@@ -24,15 +24,15 @@ fn checksum(
     state: &[u8],
     created_at: i64,
 ) -> i64 {
-    let mut c = Checksum::new();
+    let mut scratch = Vec::new();
+    let mut c = Checksum::new(&mut scratch);
     c.bytes(stream.stream_type().as_str().as_bytes())
         .bytes(stream.stream_id().as_str().as_bytes())
         .int(version)
         .int(schema_version)
         .bytes(codec.as_bytes())
-        .bytes(state)
         .int(created_at);
-    c.finish()
+    c.finish(state)
 }
 
 impl SqliteSnapshotStore {

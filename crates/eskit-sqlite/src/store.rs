@@ -313,8 +313,9 @@ fn load_sync(
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::new();
+    let mut scratch = Vec::new();
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(row, stream)?);
+        out.push(decode_event(row, stream, &mut scratch)?);
     }
     Ok(out)
 }
@@ -346,6 +347,7 @@ fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>,
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::new();
+    let mut scratch = Vec::new();
     let mut last: Option<Stream> = None;
     while let Some(row) = rows.next().map_err(store_error)? {
         let st = row
@@ -360,7 +362,7 @@ fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>,
             Some(s) if s.stream_type().as_str() == st && s.stream_id().as_str() == id => s,
             _ => Stream::new(st, id).map_err(|e| corrupt(format!("stored stream name: {e}")))?,
         };
-        out.push(decode_event(row, &stream)?);
+        out.push(decode_event(row, &stream, &mut scratch)?);
         last = Some(stream);
     }
     Ok(out)
