@@ -286,6 +286,7 @@ pub struct Suite {
     executor: Arc<dyn Executor>,
     require_all: bool,
     filter: Vec<String>,
+    exact: bool,
     timeout: Duration,
     stress: StressSize,
 }
@@ -318,6 +319,7 @@ impl Suite {
             executor: Arc::new(ThreadExecutor::new()),
             require_all: false,
             filter: Vec::new(),
+            exact: false,
             timeout: Duration::from_secs(120),
             stress: StressSize::default(),
         }
@@ -389,21 +391,47 @@ impl Suite {
     }
 
     /// Runs the suite as the `main` of a `harness = false` test target:
-    /// reads a name filter from the command line (the first argument not
-    /// starting with `-`) or from `ESKIT_CONFORMANCE_FILTER`, prints one line
-    /// per scenario and then the summary line
-    /// `conformance <backend>: N passed, M failed` to stdout, and returns a
-    /// failing exit code when a scenario failed or none ran.
+    /// reads name filters from the command line (arguments not starting with
+    /// `-`; `--exact` makes them match whole names) or from
+    /// `ESKIT_CONFORMANCE_FILTER`, prints one line per scenario and then the
+    /// summary line `conformance <backend>: N passed, M failed` to stdout,
+    /// and returns a failing exit code when a scenario failed or none ran.
+    ///
+    /// It also answers libtest's `--list` (one `name: test` line per
+    /// scenario), so runners such as cargo-nextest can run scenarios one by
+    /// one.
     pub fn main(mut self) -> ExitCode {
-        for a in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
-            self.filter.push(a);
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut out = std::io::stdout();
+        let mut list = false;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--list" => list = true,
+                "--exact" => self.exact = true,
+                // libtest options that take a value: skip the value too.
+                "--test-threads" | "--skip" | "--format" | "--color" | "--logfile" | "-Z"
+                | "--shuffle-seed" => {
+                    it.next();
+                }
+                f if !f.starts_with('-') => self.filter.push(f.to_owned()),
+                _ => {}
+            }
         }
         if let Ok(f) = std::env::var("ESKIT_CONFORMANCE_FILTER")
             && !f.is_empty()
         {
             self.filter.push(f);
         }
-        let mut out = std::io::stdout();
+        if list {
+            // Nothing is #[ignore]d, so `--list --ignored` lists nothing.
+            if !args.iter().any(|a| a == "--ignored") {
+                for name in scenario_names().into_iter().filter(|n| self.selected(n)) {
+                    let _ = writeln!(out, "{name}: test");
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
         let report = self.run_with(|r| {
             let _ = writeln!(out, "{}", r.line(&self.backend));
             let _ = out.flush();
@@ -418,7 +446,14 @@ impl Suite {
     }
 
     fn selected(&self, name: &str) -> bool {
-        self.filter.is_empty() || self.filter.iter().any(|f| name.contains(f.as_str()))
+        self.filter.is_empty()
+            || self.filter.iter().any(|f| {
+                if self.exact {
+                    name == f
+                } else {
+                    name.contains(f.as_str())
+                }
+            })
     }
 
     fn run_one(&self, s: &Scenario) -> ScenarioResult {
