@@ -1,2 +1,365 @@
-//! Placeholder, replaced by the real benchmark below.
-fn main() {}
+//! SQLite backend benchmarks: the shared workloads of `eskit-testing`, each
+//! next to a raw rusqlite baseline doing the same durable work in the same
+//! run (same WAL and synchronous settings, one transaction per append with
+//! the version check, the event rows and the stream's new version).
+//!
+//! Runs every workload with `synchronous = NORMAL` (backend `sqlite`) and the
+//! append workloads W1 and W2 again with `FULL` (backend `sqlite-full`), then
+//! prints W2's speed-up over W1 per mode, which is what group commit buys.
+//! `--workload W` selects workloads; sizes come from the `ESKIT_BENCH_*`
+//! variables described in `eskit_testing::bench`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use eskit_core::{BoxError, BoxFuture};
+use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use eskit_testing::bench::{Baseline, Bench, BenchRow, Impl, Workload, markdown_table};
+use eskit_testing::conformance::Fixture;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+/// Plain rusqlite on the calling thread, one connection per concurrent
+/// caller, with the same table shape as the store.
+struct RusqliteBaseline {
+    path: PathBuf,
+    sync: Synchronous,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl RusqliteBaseline {
+    fn create(path: PathBuf, sync: Synchronous) -> Result<Self, BoxError> {
+        let c = Self::connect(&path, sync)?;
+        c.execute_batch(
+            "CREATE TABLE IF NOT EXISTS streams (sid INTEGER PRIMARY KEY, stream_id TEXT NOT NULL UNIQUE,
+                 version INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (position INTEGER PRIMARY KEY AUTOINCREMENT,
+                 stream INTEGER NOT NULL, version INTEGER NOT NULL, event_id TEXT NOT NULL,
+                 event_type TEXT NOT NULL, schema_version INTEGER NOT NULL, codec TEXT NOT NULL,
+                 payload BLOB NOT NULL, timestamp INTEGER NOT NULL, UNIQUE (stream, version));
+             CREATE TABLE IF NOT EXISTS snapshots (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                 state BLOB NOT NULL) WITHOUT ROWID;",
+        )?;
+        Ok(Self {
+            path,
+            sync,
+            pool: Mutex::new(vec![c]),
+        })
+    }
+
+    fn connect(path: &Path, sync: Synchronous) -> Result<Connection, BoxError> {
+        let c = Connection::open(path)?;
+        c.busy_timeout(Duration::from_secs(60))?;
+        c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        c.pragma_update(None, "synchronous", sync.as_str())?;
+        Ok(c)
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, BoxError>,
+    ) -> Result<R, BoxError> {
+        let taken = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut c = match taken {
+            Some(c) => c,
+            None => Self::connect(&self.path, self.sync)?,
+        };
+        let r = f(&mut c);
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(c);
+        r
+    }
+}
+
+fn append_sync(
+    c: &mut Connection,
+    stream: &str,
+    expected: Option<u64>,
+    payloads: &[Vec<u8>],
+) -> Result<bool, BoxError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT sid, version FROM streams WHERE stream_id = ?1")?
+        .query_row([stream], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (sid, version) = match row {
+        Some(r) => r,
+        None => {
+            if expected.is_some_and(|v| v != 0) {
+                return Ok(false);
+            }
+            tx.prepare_cached("INSERT INTO streams (stream_id, version) VALUES (?1, 0)")?
+                .execute([stream])?;
+            (tx.last_insert_rowid(), 0)
+        }
+    };
+    if expected.is_some_and(|v| i64::try_from(v).ok() != Some(version)) {
+        return Ok(false);
+    }
+    let now = eskit_core::Timestamp::now().as_unix_micros();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (stream, version, event_id, event_type, schema_version, codec, payload, timestamp)
+             VALUES (?1, ?2, ?3, 'Deposited', 1, 'json', ?4, ?5)",
+        )?;
+        for (i, p) in payloads.iter().enumerate() {
+            let id = eskit_core::EventId::new().to_string();
+            insert.execute(rusqlite::params![sid, version + 1 + i as i64, id, p, now])?;
+        }
+    }
+    tx.prepare_cached("UPDATE streams SET version = ?1 WHERE sid = ?2")?
+        .execute((version + payloads.len() as i64, sid))?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// What the baseline builds per loaded event: the same owned fields a
+/// store read returns.
+#[allow(dead_code)]
+struct LoadedEvent {
+    position: i64,
+    version: i64,
+    event_id: String,
+    event_type: String,
+    schema_version: i64,
+    codec: String,
+    payload: Vec<u8>,
+    timestamp: i64,
+}
+
+fn loaded(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadedEvent> {
+    Ok(LoadedEvent {
+        position: r.get(0)?,
+        version: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: r.get(3)?,
+        schema_version: r.get(4)?,
+        codec: r.get(5)?,
+        payload: r.get(6)?,
+        timestamp: r.get(7)?,
+    })
+}
+
+impl Baseline for RusqliteBaseline {
+    fn append<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: Option<u64>,
+        payloads: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<bool, BoxError>> {
+        Box::pin(async move { self.with(|c| append_sync(c, stream, expected, payloads)) })
+    }
+
+    fn version<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<u64, BoxError>> {
+        Box::pin(async move {
+            self.with(|c| {
+                let v: Option<i64> = c
+                    .prepare_cached("SELECT version FROM streams WHERE stream_id = ?1")?
+                    .query_row([stream], |r| r.get(0))
+                    .optional()?;
+                Ok(u64::try_from(v.unwrap_or(0))?)
+            })
+        })
+    }
+
+    fn load<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<usize, BoxError>> {
+        Box::pin(async move {
+            self.with(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT e.position, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, e.timestamp
+                     FROM streams s CROSS JOIN events e WHERE s.stream_id = ?1 AND e.stream = s.sid ORDER BY e.version",
+                )?;
+                let events: Vec<LoadedEvent> = stmt.query_map([stream], loaded)?.collect::<Result<_, _>>()?;
+                Ok(std::hint::black_box(events).len())
+            })
+        })
+    }
+
+    fn read_all(&self, from: u64, limit: usize) -> BoxFuture<'_, Result<Vec<u64>, BoxError>> {
+        Box::pin(async move {
+            self.with(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT e.position, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, e.timestamp, s.stream_id
+                     FROM events e CROSS JOIN streams s WHERE e.position >= ?1 AND s.sid = e.stream ORDER BY e.position LIMIT ?2",
+                )?;
+                let rows = stmt.query_map((i64::try_from(from)?, i64::try_from(limit)?), |r| {
+                    Ok((loaded(r)?, r.get::<_, String>(8)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (e, s) = row?;
+                    std::hint::black_box(&s);
+                    out.push(u64::try_from(e.position)?);
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        version: u64,
+        state: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            self.with(|c| {
+                c.prepare_cached("INSERT OR REPLACE INTO snapshots (stream_id, version, state) VALUES (?1, ?2, ?3)")?
+                    .execute((stream, i64::try_from(version)?, state))?;
+                Ok(())
+            })
+        })
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BoxError>> {
+        Box::pin(async move {
+            self.with(|c| {
+                Ok(
+                    c.prepare_cached("SELECT state FROM snapshots WHERE stream_id = ?1")?
+                        .query_row([stream], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+        })
+    }
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bench(name: &str, dir: &Arc<PathBuf>, sync: Synchronous, workloads: Vec<Workload>) -> Bench {
+    let n = Arc::new(AtomicU64::new(0));
+    let (d1, n1) = (Arc::clone(dir), Arc::clone(&n));
+    let (d2, n2) = (Arc::clone(dir), n);
+    Bench::new(name, move || {
+        let path = d1.join(format!("eskit-{}.db", n1.fetch_add(1, Ordering::Relaxed)));
+        async move {
+            let store =
+                SqliteStore::connect(SqliteOptions::file(path).with_synchronous(sync)).await?;
+            Ok::<_, BoxError>(Fixture::store(store.clone()).with_snapshots(store.snapshots()))
+        }
+    })
+    .baseline(move || {
+        let path = d2.join(format!(
+            "baseline-{}.db",
+            n2.fetch_add(1, Ordering::Relaxed)
+        ));
+        async move {
+            Ok::<_, BoxError>(Arc::new(RusqliteBaseline::create(path, sync)?) as Arc<dyn Baseline>)
+        }
+    })
+    .workloads(workloads)
+}
+
+fn eps(rows: &[BenchRow], backend: &str, w: Workload) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.backend == backend && r.workload == w && r.implementation == Impl::Eskit)
+        .map(|r| r.events_per_sec)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut picked: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--workload")
+        .map(|w| w[1].clone())
+        .collect();
+    if let Ok(w) = std::env::var("ESKIT_BENCH_WORKLOAD") {
+        picked.extend(w.split(',').map(str::to_owned));
+    }
+    let mut selected = Vec::new();
+    for p in picked
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        match Workload::parse(p) {
+            Some(w) => selected.push(w),
+            None => {
+                eprintln!("bench sqlite: unknown workload `{p}`");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if selected.is_empty() {
+        selected = Workload::ALL
+            .iter()
+            .copied()
+            .filter(|w| *w != Workload::W8)
+            .collect();
+    }
+    let dir = std::env::temp_dir().join(format!("eskit-sqlite-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("bench sqlite: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _scratch = Scratch(dir.clone());
+    let dir = Arc::new(dir);
+    let full: Vec<Workload> = selected
+        .iter()
+        .copied()
+        .filter(|w| matches!(w, Workload::W1 | Workload::W2))
+        .collect();
+    let mut rows = Vec::new();
+    for (name, sync, ws) in [
+        ("sqlite", Synchronous::Normal, selected),
+        ("sqlite-full", Synchronous::Full, full),
+    ] {
+        if ws.is_empty() {
+            continue;
+        }
+        match bench(name, &dir, sync, ws).run() {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                eprintln!("bench {name}: {}", eskit_core::error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print!("{}", markdown_table(&rows));
+    for name in ["sqlite", "sqlite-full"] {
+        if let (Some(w1), Some(w2)) = (
+            eps(&rows, name, Workload::W1),
+            eps(&rows, name, Workload::W2),
+        ) {
+            println!(
+                "\n{name}: W2 (8 writers, group commit) = {:.2}x W1 events/s",
+                w2 / w1
+            );
+        }
+    }
+    if let Ok(path) = std::env::var("ESKIT_BENCH_JSON")
+        && !path.is_empty()
+    {
+        let lines: String = rows.iter().map(|r| r.to_json() + "\n").collect();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(lines.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("bench sqlite: cannot append to {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
