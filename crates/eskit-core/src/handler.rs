@@ -115,6 +115,10 @@ pub struct Handled<D: Decider> {
     pub events: Vec<RecordedEvent<D::Event>>,
     /// The stream's version after the command.
     pub version: Version,
+    /// `true` when the command's idempotency key matched an earlier append:
+    /// nothing was written, `events` are the original ones, and `state` and
+    /// `version` are the stream's current ones.
+    pub deduplicated: bool,
 }
 
 /// What a command handler returns.
@@ -542,6 +546,7 @@ where
                 state,
                 events: Vec::new(),
                 version,
+                deduplicated: false,
             });
         }
         let state = self.decider.fold_from(state, events.iter());
@@ -551,9 +556,9 @@ where
         }
         let appended = self
             .store
-            .append_with(ctx.stream, ExpectedVersion::Exact(version), events, options)
+            .append_detailed(ctx.stream, ExpectedVersion::Exact(version), events, options)
             .await;
-        let recorded = match appended {
+        let appended = match appended {
             Ok(r) => r,
             Err(e) => {
                 // A snapshot ahead of the stream (the stream was deleted and
@@ -567,6 +572,18 @@ where
                 return Err(e.into());
             }
         };
+        if appended.deduplicated {
+            // An earlier attempt with this idempotency key already wrote the
+            // events: report the stream as it is, not as if they were new.
+            let (state, version, _) = self.load_state(ctx.stream).await?;
+            return Ok(Handled {
+                state,
+                events: appended.events,
+                version,
+                deduplicated: true,
+            });
+        }
+        let recorded = appended.events;
         let new_version = recorded.last().map_or(version, |e| e.version);
         if let Some(snaps) = &self.snapshots {
             let every = snaps.policy.every;
@@ -582,6 +599,7 @@ where
             state,
             events: recorded,
             version: new_version,
+            deduplicated: false,
         })
     }
 }

@@ -132,6 +132,6 @@ pub use store::{
 };
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
-pub use typed::{EventSchema, TypedStore};
+pub use typed::{Appended, EventSchema, TypedStore};
 pub use upcast::UpcasterRegistry;
 pub use version::{ExpectedVersion, Position, Version};

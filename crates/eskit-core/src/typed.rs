@@ -148,6 +148,16 @@ impl<E: DomainEvent> EventSchema<E> {
     }
 }
 
+/// The outcome of [`TypedStore::append_detailed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended<E> {
+    /// The events as recorded.
+    pub events: Vec<RecordedEvent<E>>,
+    /// `true` when an idempotency key matched an earlier append: nothing was
+    /// written, and `events` carry the original records.
+    pub deduplicated: bool,
+}
+
 /// A typed event store: a bytes-level backend `B` plus an [`EventSchema`].
 ///
 /// ```
@@ -239,6 +249,28 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         events: Vec<E>,
         options: AppendOptions,
     ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        Ok(self
+            .append_detailed(stream, expected, events, options)
+            .await?
+            .events)
+    }
+
+    /// Appends events with options and says whether an idempotency key
+    /// matched an earlier append (then nothing was written and the events
+    /// carry the original records).
+    ///
+    /// # Errors
+    /// As [`TypedStore::append_with`].
+    ///
+    /// # Cancel safety
+    /// As the backend's `append`.
+    pub async fn append_detailed(
+        &self,
+        stream: &Stream,
+        expected: ExpectedVersion,
+        events: Vec<E>,
+        options: AppendOptions,
+    ) -> Result<Appended<E>, StoreError> {
         let encoded = events
             .iter()
             .map(|e| self.schema.encode(e))
@@ -261,7 +293,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                 ),
             });
         }
-        Ok(events
+        let recorded = events
             .into_iter()
             .zip(heads)
             .zip(result.records)
@@ -276,7 +308,11 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                 metadata: metadata.clone(),
                 data,
             })
-            .collect())
+            .collect();
+        Ok(Appended {
+            events: recorded,
+            deduplicated: result.deduplicated,
+        })
     }
 
     /// Loads and decodes a whole stream.

@@ -221,7 +221,15 @@ fn idempotent_commands_and_metadata() -> TestResult {
         first.events[0].id, again.events[0].id,
         "the original event is returned"
     );
+    assert!(again.deduplicated && !first.deduplicated);
     assert_eq!(block_on(store.stream_version(&counter()))?, Version::new(1));
+    // Another command moves the stream on; a late retry still reports the
+    // stream as it is, not as if the command were applied twice.
+    block_on(handler.handle(&counter(), &CounterCommand::Add(1)))?;
+    let late = block_on(handler.handle_with(&counter(), &CounterCommand::Add(5), &opts))?;
+    assert!(late.deduplicated);
+    assert_eq!((late.state, late.version), (6, Version::new(2)));
+    assert_eq!(late.events[0].version, Version::new(1));
     let loaded = block_on(handler.store().load(&counter()))?;
     assert_eq!(loaded[0].metadata.correlation_id(), meta.correlation_id());
     assert_eq!(loaded[0].metadata.idempotency_key(), Some("cmd-1"));
