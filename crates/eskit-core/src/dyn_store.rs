@@ -295,3 +295,36 @@ impl<T: LockRegistry> DynLockRegistry for T {
         Box::pin(self.try_acquire(key))
     }
 }
+
+impl SnapshotStore for Arc<dyn DynSnapshotStore> {
+    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        (**self).dyn_save(snapshot).await
+    }
+    async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+        (**self).dyn_load(stream).await
+    }
+    async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+        (**self).dyn_invalidate(stream).await
+    }
+    async fn invalidate_all(&self) -> Result<(), StoreError> {
+        (**self).dyn_invalidate_all().await
+    }
+}
+
+impl CheckpointStore for Arc<dyn DynCheckpointStore> {
+    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        (**self).dyn_load(name).await
+    }
+    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        (**self).dyn_save(name, position).await
+    }
+}
+
+impl LockRegistry for Arc<dyn DynLockRegistry> {
+    async fn acquire(&self, key: &str) -> Result<LockGuard, StoreError> {
+        (**self).dyn_acquire(key).await
+    }
+    async fn try_acquire(&self, key: &str) -> Result<Option<LockGuard>, StoreError> {
+        (**self).dyn_try_acquire(key).await
+    }
+}

@@ -51,6 +51,14 @@ pub enum ValidationError {
         /// Its size in bytes.
         len: usize,
     },
+    /// A metadata value contains a NUL character, which several backends
+    /// cannot store (PostgreSQL `jsonb`).
+    MetadataContainsNul,
+    /// A position or version is above [`MAX_POSITION`](crate::limits::MAX_POSITION).
+    OutOfRange {
+        /// The rejected value.
+        value: u64,
+    },
     /// An idempotency key is empty or longer than [`MAX_IDEMPOTENCY_KEY_BYTES`].
     InvalidIdempotencyKey {
         /// The key's length in bytes.
@@ -111,6 +119,12 @@ impl fmt::Display for ValidationError {
             Self::MetadataTooLarge { len } => write!(
                 f,
                 "metadata is {len} bytes, the maximum is {MAX_METADATA_BYTES}"
+            ),
+            Self::MetadataContainsNul => f.write_str("metadata value contains a NUL character"),
+            Self::OutOfRange { value } => write!(
+                f,
+                "position or version {value} is above the maximum {}",
+                crate::limits::MAX_POSITION
             ),
             Self::InvalidIdempotencyKey { len } => write!(
                 f,

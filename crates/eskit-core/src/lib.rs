@@ -128,7 +128,7 @@ pub use rt::{Sleep, block_on, sleep};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, LockGuard, LockRegistry,
     ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
-    validate_append, validate_reason,
+    validate_append, validate_in_range, validate_reason,
 };
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;

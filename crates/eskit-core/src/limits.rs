@@ -32,6 +32,10 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 /// Largest tombstone or archive reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// Largest global position or stream version a store accepts (`i64::MAX`),
+/// so that every backend can hold it (PostgreSQL `BIGINT`).
+pub const MAX_POSITION: u64 = i64::MAX as u64;
+
 /// Most events one global read may return.
 pub const MAX_READ_LIMIT: usize = 10_000;
 

@@ -304,7 +304,29 @@ impl Metadata {
                 .sum::<usize>()
     }
 
-    /// Checks every bound: entry count, total size, key names, idempotency key length.
+    /// Every string held, keys included.
+    fn strings(&self) -> impl Iterator<Item = &str> {
+        let principals = [&self.initiator, &self.originator]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| [p.kind.as_str(), p.id.as_str()]);
+        [
+            &self.correlation_id,
+            &self.causation_id,
+            &self.idempotency_key,
+        ]
+        .into_iter()
+        .filter_map(|s| s.as_deref())
+        .chain(principals)
+        .chain(
+            self.extra
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        )
+    }
+
+    /// Checks every bound: entry count, total size, key names, idempotency
+    /// key length, and no NUL characters in any value.
     ///
     /// # Errors
     /// The first [`ValidationError`] found.
@@ -319,6 +341,9 @@ impl Metadata {
         }
         if let Some(key) = &self.idempotency_key {
             validate_idempotency_key(key)?;
+        }
+        if self.strings().any(|s| s.contains('\0')) {
+            return Err(ValidationError::MetadataContainsNul);
         }
         let size = self.size_bytes();
         if size > MAX_METADATA_BYTES {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use crate::error::{StoreError, ValidationError};
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::limits::{
-    MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT,
-    MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
+    MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_POSITION,
+    MAX_READ_LIMIT, MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
 };
 use crate::metadata::{Metadata, validate_idempotency_key};
 use crate::name::{EventType, NameKind, Stream, StreamType, validate_name};
@@ -300,6 +300,17 @@ pub fn validate_append(
     options.stored_metadata().validate()
 }
 
+/// Checks a position or version against [`MAX_POSITION`].
+///
+/// # Errors
+/// [`ValidationError::OutOfRange`].
+pub fn validate_in_range(value: u64) -> Result<(), ValidationError> {
+    if value > MAX_POSITION {
+        return Err(ValidationError::OutOfRange { value });
+    }
+    Ok(())
+}
+
 /// Checks a tombstone or archive reason against [`MAX_REASON_BYTES`].
 ///
 /// # Errors
@@ -344,7 +355,9 @@ pub trait EventStore: Send + Sync {
         options: LoadOptions,
     ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
-    /// The stream's last version, [`Version::ZERO`] when it has no events.
+    /// The version of the stream's last stored event, [`Version::ZERO`] when
+    /// it has none (also after a hard delete, while
+    /// [`StreamLifecycle::status`] keeps the last version the stream reached).
     ///
     /// # Errors
     /// A backend failure.
@@ -509,6 +522,7 @@ impl Snapshot {
         if self.schema_version == 0 {
             return Err(ValidationError::ZeroSchemaVersion);
         }
+        validate_in_range(self.version.get())?;
         validate_name(NameKind::Codec, &self.codec)?;
         Ok(())
     }
@@ -556,7 +570,8 @@ pub trait CheckpointStore: Send + Sync {
     /// Saves the position.
     ///
     /// # Errors
-    /// [`StoreError::Validation`] for a bad name, or a backend failure.
+    /// [`StoreError::Validation`] for a bad name or a position above
+    /// [`MAX_POSITION`], or a backend failure.
     fn save(
         &self,
         name: &str,

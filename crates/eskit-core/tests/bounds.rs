@@ -396,3 +396,57 @@ fn the_options_idempotency_key_wins_and_is_stored() -> TestResult {
     assert_eq!(events[0].metadata.idempotency_key(), Some("from-options"));
     Ok(())
 }
+
+#[test]
+fn nul_in_metadata_values_is_refused() {
+    let o = AppendOptions::new;
+    for (label, md) in [
+        ("correlation", Metadata::new().with_correlation_id("a\0b")),
+        ("causation", Metadata::new().with_causation_id("\0")),
+        ("extra value", Metadata::new().with_extra("k", "v\0")),
+        (
+            "principal",
+            Metadata::new().with_initiator(eskit_core::Principal::user("x\0")),
+        ),
+    ] {
+        check(
+            label,
+            append_err(vec![ev(b"")], o().with_metadata(md)),
+            Some(ValidationError::MetadataContainsNul),
+        );
+    }
+}
+
+fn out_of_range<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Validation(ValidationError::OutOfRange { value })) if value == MAX_POSITION + 1)
+}
+
+#[test]
+fn positions_and_versions_stay_within_max_position() -> TestResult {
+    // Reads beyond MAX_POSITION are not errors, just empty.
+    let store = MemoryStore::new();
+    assert!(block_on(store.read_all(ReadOptions::new(Position::new(u64::MAX), 1)))?.is_empty());
+    let over = MAX_POSITION + 1;
+    let cps = eskit_core::MemoryCheckpointStore::new();
+    assert!(out_of_range(block_on(eskit_core::CheckpointStore::save(
+        &cps,
+        "cp",
+        Position::new(over)
+    ))));
+    block_on(eskit_core::CheckpointStore::save(
+        &cps,
+        "cp",
+        Position::new(MAX_POSITION),
+    ))?;
+    let snaps = eskit_core::MemorySnapshotStore::new();
+    let snap = Snapshot {
+        stream: stream(),
+        version: Version::new(over),
+        schema_version: 1,
+        codec: "c".into(),
+        state: vec![],
+        created_at: Timestamp::now(),
+    };
+    assert!(out_of_range(block_on(snaps.save(snap))));
+    Ok(())
+}

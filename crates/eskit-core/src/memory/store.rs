@@ -6,7 +6,8 @@ use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::name::{NameKind, Stream, validate_name};
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, ReadOptions, Snapshot,
-    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_reason,
+    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_in_range,
+    validate_reason,
 };
 use crate::time::Timestamp;
 use crate::version::{ExpectedVersion, Position, Version};
@@ -386,6 +387,7 @@ impl CheckpointStore for MemoryCheckpointStore {
 
     async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
+        validate_in_range(position.get())?;
         lock(&self.inner).insert(name.to_owned(), position);
         Ok(())
     }

@@ -127,12 +127,23 @@ async fn special_values(c: Ctx) -> Outcome {
 }
 
 async fn nul_values(c: Ctx) -> Outcome {
-    // The core accepts NUL inside metadata values (only names reject it), so
-    // every backend must store it; PostgreSQL jsonb cannot hold \u0000 text.
-    let md = Metadata::new()
-        .with_correlation_id("corr\0id")
-        .with_extra("nul", "a\0b");
-    check_round_trip(&c, "md-nul", md).await
+    // NUL is refused in every metadata value (PostgreSQL jsonb cannot hold
+    // \u0000 text), so every backend rejects it the same way.
+    for (label, md) in [
+        (
+            "correlation",
+            Metadata::new().with_correlation_id("corr\0id"),
+        ),
+        ("extra-value", Metadata::new().with_extra("nul", "a\0b")),
+    ] {
+        let e = rejected(&c, &format!("md-nul-{label}"), md).await?;
+        expect_err!(
+            Err::<(), _>(e),
+            StoreError::Validation(ValidationError::MetadataContainsNul),
+            "append with NUL in the {label}"
+        );
+    }
+    Ok(())
 }
 
 async fn special_keys(c: Ctx) -> Outcome {

@@ -242,13 +242,24 @@ async fn cp_extremes(c: Ctx) -> Outcome {
         Some(Position::ZERO),
         "a saved zero position (not None)"
     );
-    // i64::MAX is the largest position every backend can hold (PostgreSQL BIGINT).
-    let max = i64::MAX as u64;
+    // MAX_POSITION (i64::MAX) is the largest position every backend can hold.
+    let max = eskit_core::limits::MAX_POSITION;
     cp_save(&c, "max", max).await?;
     ensure_eq!(
         cp_load(&c, "max").await?,
         Some(Position::new(max)),
-        "position i64::MAX"
+        "position MAX_POSITION"
+    );
+    let over = c
+        .checkpoints()?
+        .dyn_save("over", Position::new(max + 1))
+        .await;
+    ensure!(
+        matches!(
+            over,
+            Err(StoreError::Validation(ValidationError::OutOfRange { .. }))
+        ),
+        "saving MAX_POSITION + 1: expected an out-of-range error, got {over:?}"
     );
     Ok(())
 }
