@@ -26,8 +26,8 @@ pub const MAX_VALUE_BYTES: usize = eskit_core::limits::MAX_SNAPSHOT_BYTES;
 /// ciborium's default 256).
 pub const MAX_DEPTH: usize = 32;
 
-/// Deepest nesting of messages the Protobuf decoder accepts: prost's fixed
-/// recursion limit. Protobuf nesting is bounded by the message types
+/// Most levels of messages nested inside the top-level message that the
+/// Protobuf decoder accepts (101 is an error): prost's fixed recursion limit. Protobuf nesting is bounded by the message types
 /// themselves unless a message is recursive, and prost cannot be given a
 /// lower limit.
 pub const MAX_PROTOBUF_DEPTH: usize = 100;

@@ -294,3 +294,100 @@ fn trailing_bytes_are_errors() -> TestResult {
     assert!(Codec::<u64>::decode(&JsonCodec, b"7 8").is_err());
     Ok(())
 }
+
+/// A recursive message: prost bounds its nesting at `MAX_PROTOBUF_DEPTH`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Node {
+    #[prost(message, optional, boxed, tag = "1")]
+    child: Option<Box<Node>>,
+}
+
+/// A `Node` with `nested` levels of children below it.
+fn nested_nodes(nested: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for _ in 0..nested {
+        let mut outer = Vec::new();
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut outer);
+        prost::encoding::encode_varint(bytes.len() as u64, &mut outer);
+        outer.extend_from_slice(&bytes);
+        bytes = outer;
+    }
+    bytes
+}
+
+#[test]
+fn protobuf_nesting_past_the_limit_is_an_error() -> TestResult {
+    use eskit_codec::limits::MAX_PROTOBUF_DEPTH;
+    let ok = Codec::<Node>::decode(&ProstCodec, &nested_nodes(MAX_PROTOBUF_DEPTH))?;
+    assert!(ok.child.is_some());
+    let err = Codec::<Node>::decode(&ProstCodec, &nested_nodes(MAX_PROTOBUF_DEPTH + 1));
+    assert!(
+        err.is_err(),
+        "{} nested levels decoded",
+        MAX_PROTOBUF_DEPTH + 1
+    );
+    Ok(())
+}
+
+#[test]
+fn duplicate_fields_are_errors_and_unknown_fields_are_ignored() -> TestResult {
+    let dup = br#"{"account_id":"a","amount_cents":1,"amount_cents":2,"note":null}"#;
+    assert!(EventCodec::<BankEvent>::decode(&JsonCodec, "Withdrawn", dup).is_err());
+    // {"note": null, "note": null} plus the required fields, in CBOR.
+    let value = ciborium::Value::Map(vec![
+        ("account_id".into(), "a".into()),
+        ("amount_cents".into(), 1.into()),
+        ("note".into(), ciborium::Value::Null),
+        ("note".into(), ciborium::Value::Null),
+    ]);
+    let mut cbor = Vec::new();
+    Codec::encode(&CborCodec, &value, &mut cbor)?;
+    assert!(EventCodec::<BankEvent>::decode(&CborCodec, "Withdrawn", &cbor).is_err());
+
+    // Fields added by a newer writer are skipped (forward compatibility).
+    let newer = br#"{"account_id":"a","amount_cents":1,"note":null,"channel":{"atm":[1,2]}}"#;
+    let event = EventCodec::<BankEvent>::decode(&JsonCodec, "Withdrawn", newer)?;
+    assert!(matches!(event, BankEvent::Withdrawn(ref w) if w.amount_cents == 1));
+    Ok(())
+}
+
+#[test]
+fn integer_edge_cases() -> TestResult {
+    let max = EventCodec::<BankEvent>::decode(
+        &JsonCodec,
+        "Flagged",
+        format!("[\"x\",{}]", u32::MAX).as_bytes(),
+    )?;
+    assert_eq!(max, BankEvent::Flagged("x".into(), u32::MAX));
+    let over = format!("[\"x\",{}]", u64::from(u32::MAX) + 1);
+    assert!(EventCodec::<BankEvent>::decode(&JsonCodec, "Flagged", over.as_bytes()).is_err());
+    // CBOR major type 1 (negative) where an unsigned value is expected.
+    assert!(Codec::<u64>::decode(&CborCodec, &[0x20]).is_err());
+    // Above i64::MAX where a signed value is expected.
+    assert!(Codec::<i64>::decode(&CborCodec, &[0x1B, 0x80, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    let mut bytes = Vec::new();
+    Codec::encode(&CborCodec, &u64::MAX, &mut bytes)?;
+    assert_eq!(Codec::<u64>::decode(&CborCodec, &bytes)?, u64::MAX);
+    // JSON has no NaN or Infinity.
+    assert!(Codec::<f64>::decode(&JsonCodec, b"NaN").is_err());
+    assert!(Codec::<f64>::decode(&JsonCodec, b"Infinity").is_err());
+    // NUL is a valid character inside a string.
+    assert_eq!(
+        Codec::<String>::decode(&JsonCodec, br#""a\u0000b""#)?,
+        "a\0b"
+    );
+    Ok(())
+}
+
+#[test]
+fn payload_at_the_cap_decodes_and_one_byte_more_does_not() -> TestResult {
+    let body = format!("[\"{}\",1]", "a".repeat(1000));
+    let mut at_cap = body.into_bytes();
+    at_cap.resize(MAX_EVENT_BYTES, b' ');
+    let event = EventCodec::<BankEvent>::decode(&JsonCodec, "Flagged", &at_cap)?;
+    assert!(matches!(event, BankEvent::Flagged(_, 1)));
+    at_cap.push(b' ');
+    let err = EventCodec::<BankEvent>::decode(&JsonCodec, "Flagged", &at_cap);
+    assert!(limit_error(&err).is_some(), "{err:?}");
+    Ok(())
+}
