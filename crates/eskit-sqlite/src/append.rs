@@ -265,10 +265,8 @@ fn append_one(
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO eskit_events (position, stream, version, event_id, event_type, \
-             schema_version, codec, payload, timestamp, correlation_id, causation_id, \
-             initiator_kind, initiator_id, originator_kind, originator_id, idempotency_key, \
-             extra, checksum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             schema_version, codec, payload, timestamp, metadata, checksum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
@@ -304,14 +302,7 @@ fn append_one(
                 event.codec(),
                 event.payload(),
                 timestamp,
-                meta.correlation_id,
-                meta.causation_id,
-                meta.initiator_kind,
-                meta.initiator_id,
-                meta.originator_kind,
-                meta.originator_id,
-                meta.idempotency_key,
-                meta.extra,
+                meta.0,
                 checksum,
             ])
             .map_err(store_error)?;

@@ -3,8 +3,6 @@
 //! **Invariant**: no event leaves this module unless its checksum matches and
 //! every field parses; anything else is [`StoreError::Corrupt`].
 
-use std::collections::BTreeMap;
-
 use eskit_core::{
     EventId, EventType, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent,
     StoreError, Stream, Timestamp, Version,
@@ -15,12 +13,10 @@ use crate::error::{corrupt, store_error};
 
 /// The event columns, in the order [`decode_event`] reads them (from index 0).
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.event_type, \
-    e.schema_version, e.codec, e.payload, e.timestamp, e.correlation_id, e.causation_id, \
-    e.initiator_kind, e.initiator_id, e.originator_kind, e.originator_id, e.idempotency_key, \
-    e.extra, e.checksum";
+    e.schema_version, e.codec, e.payload, e.timestamp, e.metadata, e.checksum";
 
 /// Number of columns in [`EVENT_COLUMNS`].
-pub(crate) const EVENT_COLUMN_COUNT: usize = 17;
+pub(crate) const EVENT_COLUMN_COUNT: usize = 10;
 
 /// A CRC-32 over a length-prefixed encoding of every field, so that a value
 /// moved between fields changes the sum too. The small fields are gathered
@@ -94,47 +90,89 @@ fn parse_event_id(s: &str) -> Option<EventId> {
     Some(EventId::from_u128(v))
 }
 
-/// The stored form of one event's metadata.
-pub(crate) struct StoredMetadata<'a> {
-    pub(crate) correlation_id: Option<&'a str>,
-    pub(crate) causation_id: Option<&'a str>,
-    pub(crate) initiator_kind: Option<&'a str>,
-    pub(crate) initiator_id: Option<&'a str>,
-    pub(crate) originator_kind: Option<&'a str>,
-    pub(crate) originator_id: Option<&'a str>,
-    pub(crate) idempotency_key: Option<&'a str>,
-    pub(crate) extra: Option<String>,
+/// The stored form of one event's metadata: a JSON object in one `TEXT`
+/// column (queryable with SQLite's `json_extract`), `NULL` when empty.
+pub(crate) struct StoredMetadata(pub(crate) Option<String>);
+
+fn principal_json(p: &Principal) -> serde_json::Value {
+    serde_json::json!({ "kind": p.kind().as_str(), "id": p.id() })
 }
 
-impl<'a> StoredMetadata<'a> {
-    pub(crate) fn of(m: &'a Metadata) -> Result<Self, StoreError> {
-        let extra = if m.extra().is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(m.extra()).map_err(StoreError::backend)?)
+impl StoredMetadata {
+    pub(crate) fn of(m: &Metadata) -> Result<Self, StoreError> {
+        if m.is_empty() {
+            return Ok(Self(None));
+        }
+        let mut o = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                o.insert(k.to_owned(), v.into());
+            }
         };
-        Ok(Self {
-            correlation_id: m.correlation_id(),
-            causation_id: m.causation_id(),
-            initiator_kind: m.initiator().map(|p| p.kind().as_str()),
-            initiator_id: m.initiator().map(Principal::id),
-            originator_kind: m.originator().map(|p| p.kind().as_str()),
-            originator_id: m.originator().map(Principal::id),
-            idempotency_key: m.idempotency_key(),
-            extra,
-        })
+        put("correlation_id", m.correlation_id());
+        put("causation_id", m.causation_id());
+        put("idempotency_key", m.idempotency_key());
+        if let Some(p) = m.initiator() {
+            o.insert("initiator".into(), principal_json(p));
+        }
+        if let Some(p) = m.originator() {
+            o.insert("originator".into(), principal_json(p));
+        }
+        if !m.extra().is_empty() {
+            let extra = m
+                .extra()
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            o.insert("extra".into(), serde_json::Value::Object(extra));
+        }
+        serde_json::to_string(&o)
+            .map(|s| Self(Some(s)))
+            .map_err(StoreError::backend)
     }
 
     fn hash(&self, c: &mut Checksum<'_>) {
-        c.opt(self.correlation_id)
-            .opt(self.causation_id)
-            .opt(self.initiator_kind)
-            .opt(self.initiator_id)
-            .opt(self.originator_kind)
-            .opt(self.originator_id)
-            .opt(self.idempotency_key)
-            .opt(self.extra.as_deref());
+        c.opt(self.0.as_deref());
     }
+}
+
+/// Parses stored metadata; anything but the shape [`StoredMetadata::of`]
+/// writes is `None`.
+fn parse_metadata(text: &str) -> Option<Metadata> {
+    use serde_json::Value;
+    let Value::Object(o) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    let principal = |v: &Value| -> Option<Principal> {
+        let Value::Object(p) = v else { return None };
+        if p.len() != 2 {
+            return None;
+        }
+        Some(Principal::new(
+            PrincipalKind::parse(p.get("kind")?.as_str()?),
+            p.get("id")?.as_str()?,
+        ))
+    };
+    let mut m = Metadata::new();
+    for (k, v) in &o {
+        m = match k.as_str() {
+            "correlation_id" => m.with_correlation_id(v.as_str()?),
+            "causation_id" => m.with_causation_id(v.as_str()?),
+            "idempotency_key" => m.with_idempotency_key(v.as_str()?),
+            "initiator" => m.with_initiator(principal(v)?),
+            "originator" => m.with_originator(principal(v)?),
+            "extra" => {
+                let Value::Object(extra) = v else { return None };
+                let mut m = m;
+                for (k, v) in extra {
+                    m = m.with_extra(k.clone(), v.as_str()?);
+                }
+                m
+            }
+            _ => return None,
+        };
+    }
+    Some(m)
 }
 
 /// The checksum of an event row.
@@ -150,7 +188,7 @@ pub(crate) fn event_checksum(
     codec: &str,
     payload: &[u8],
     timestamp: i64,
-    meta: &StoredMetadata<'_>,
+    meta: &StoredMetadata,
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
@@ -164,14 +202,6 @@ pub(crate) fn event_checksum(
         .int(timestamp);
     meta.hash(&mut c);
     c.finish(payload)
-}
-
-fn principal(kind: Option<&str>, id: Option<&str>) -> Result<Option<Principal>, StoreError> {
-    match (kind, id) {
-        (None, None) => Ok(None),
-        (Some(k), Some(i)) => Ok(Some(Principal::new(PrincipalKind::parse(k), i))),
-        _ => Err(corrupt("principal kind without id")),
-    }
 }
 
 /// Decodes one row selected with [`EVENT_COLUMNS`] belonging to `stream`.
@@ -201,22 +231,12 @@ pub(crate) fn decode_event(
         .and_then(|v| Ok(v.as_blob()?))
         .map_err(store_error)?;
     let timestamp: i64 = row.get(7).map_err(store_error)?;
-    let opt = |i: usize| -> Result<Option<&str>, StoreError> {
-        row.get_ref(i)
-            .and_then(|v| Ok(v.as_str_or_null()?))
-            .map_err(store_error)
-    };
-    let meta = StoredMetadata {
-        correlation_id: opt(8)?,
-        causation_id: opt(9)?,
-        initiator_kind: opt(10)?,
-        initiator_id: opt(11)?,
-        originator_kind: opt(12)?,
-        originator_id: opt(13)?,
-        idempotency_key: opt(14)?,
-        extra: opt(15)?.map(str::to_owned),
-    };
-    let checksum: i64 = row.get(16).map_err(store_error)?;
+    let metadata_text: Option<&str> = row
+        .get_ref(8)
+        .and_then(|v| Ok(v.as_str_or_null()?))
+        .map_err(store_error)?;
+    let meta = StoredMetadata(metadata_text.map(str::to_owned));
+    let checksum: i64 = row.get(9).map_err(store_error)?;
     let expected = event_checksum(
         scratch,
         position,
@@ -236,29 +256,10 @@ pub(crate) fn decode_event(
         )));
     }
     let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
-    let mut metadata = Metadata::new();
-    if let Some(v) = meta.correlation_id {
-        metadata = metadata.with_correlation_id(v);
-    }
-    if let Some(v) = meta.causation_id {
-        metadata = metadata.with_causation_id(v);
-    }
-    if let Some(p) = principal(meta.initiator_kind, meta.initiator_id)? {
-        metadata = metadata.with_initiator(p);
-    }
-    if let Some(p) = principal(meta.originator_kind, meta.originator_id)? {
-        metadata = metadata.with_originator(p);
-    }
-    if let Some(v) = meta.idempotency_key {
-        metadata = metadata.with_idempotency_key(v);
-    }
-    if let Some(extra) = &meta.extra {
-        let map: BTreeMap<String, String> =
-            serde_json::from_str(extra).map_err(|_| bad("metadata"))?;
-        for (k, v) in map {
-            metadata = metadata.with_extra(k, v);
-        }
-    }
+    let metadata = match metadata_text {
+        None => Metadata::new(),
+        Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
+    };
     let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
     Ok(RawEvent {
         id: parse_event_id(event_id).ok_or_else(|| bad("event id"))?,
@@ -288,6 +289,37 @@ pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_garbage_is_refused() -> Result<(), StoreError> {
+        let m = Metadata::new_chain(Principal::user("ada"))
+            .with_causation_id("c")
+            .with_idempotency_key("k")
+            .with_extra("a", "\"quoted\"\n\u{0}");
+        let text = StoredMetadata::of(&m)?.0.unwrap_or_default();
+        assert_eq!(parse_metadata(&text), Some(m));
+        assert!(StoredMetadata::of(&Metadata::new())?.0.is_none());
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "null",
+            "1e999",
+            "{\"correlation_id\":1}",
+            "{\"unknown\":\"x\"}",
+            "{\"initiator\":{\"kind\":\"user\"}}",
+            "{\"initiator\":{\"kind\":\"user\",\"id\":\"a\",\"x\":1}}",
+            "{\"extra\":{\"a\":NaN}}",
+            "{\"extra\":[1]}",
+            "{\"extra\":{\"a\":{}}}",
+            "\u{0}",
+        ] {
+            assert_eq!(parse_metadata(bad), None, "{bad}");
+        }
+        let deep = "[".repeat(100_000);
+        assert_eq!(parse_metadata(&deep), None);
+        Ok(())
+    }
 
     #[test]
     fn event_ids_parse_like_the_core() {

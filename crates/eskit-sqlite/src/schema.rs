@@ -44,14 +44,7 @@ CREATE TABLE eskit_events (
     codec           TEXT NOT NULL,
     payload         BLOB NOT NULL,
     timestamp       INTEGER NOT NULL,
-    correlation_id  TEXT,
-    causation_id    TEXT,
-    initiator_kind  TEXT,
-    initiator_id    TEXT,
-    originator_kind TEXT,
-    originator_id   TEXT,
-    idempotency_key TEXT,
-    extra           TEXT,
+    metadata        TEXT,
     checksum        INTEGER NOT NULL,
     UNIQUE (stream, version)
 );

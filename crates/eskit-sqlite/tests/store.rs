@@ -756,7 +756,7 @@ fn a_damaged_row_is_reported_not_returned() -> TestResult {
             [],
         )?;
         c.execute(
-            "UPDATE eskit_events SET extra = '{not json' WHERE version = 2",
+            "UPDATE eskit_events SET metadata = '{not json' WHERE version = 2",
             [],
         )?;
         c.execute("UPDATE eskit_snapshots SET state = X'32'", [])?;
