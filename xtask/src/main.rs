@@ -4,6 +4,7 @@
 //! - `conformance --backend <memory|sqlite|postgres|nats>`: the store conformance suite.
 //! - `bench [--backend B] [--workload W] [--json FILE]`: cross-backend benchmarks.
 //! - `codegen [--check]`: regenerate committed generated code.
+//! - `parity [--check]`: render STORE_PARITY.md from the conformance reports.
 //! - `servers`: start throw-away PostgreSQL and NATS servers and wait (for local work).
 //!
 //! xtask depends on nothing but std so that it compiles in seconds.
@@ -11,6 +12,7 @@
 mod bench;
 mod codegen;
 mod conformance;
+mod parity;
 mod servers;
 mod test;
 mod util;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "codegen" => codegen::run(rest),
         "servers" => servers::run(rest),
+        "parity" => parity::run(rest),
         "help" | "--help" | "-h" => {
             util::say(HELP);
             Ok(())
@@ -50,4 +53,5 @@ const HELP: &str = "usage: cargo xtask <command>
   bench [--backend B] [--workload W] [--json FILE]
                                run benchmark workloads and print a comparison table
   codegen [--check]            regenerate generated code (or check it is current)
+  parity [--check]             render STORE_PARITY.md from the conformance reports
   servers                      start throw-away PostgreSQL and NATS and wait for Ctrl-C";

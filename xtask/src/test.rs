@@ -41,11 +41,18 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         };
         let mut cmd = cargo();
         cmd.args(["test", "--workspace", "--all-features", "--locked"]);
+        // Every conformance target writes its report for the parity step.
+        let reports = crate::parity::report_dir();
+        let _ = std::fs::remove_dir_all(&reports);
+        cmd.env("ESKIT_CONFORMANCE_REPORT_DIR", &reports);
         if let Some(s) = &servers {
             s.apply(&mut cmd);
         }
         run_cmd(&mut cmd)
         // `servers` drops here: both servers stop and their data goes away.
+    })?;
+    step("store parity", || {
+        crate::parity::run(&["--check".to_owned()])
     })?;
     step("docs", || {
         run_cmd(

@@ -438,6 +438,12 @@ impl Suite {
         });
         let _ = writeln!(out, "{}", report.summary());
         let _ = out.flush();
+        if self.filter.is_empty()
+            && let Err(e) = report.write_requested()
+        {
+            let _ = writeln!(out, "cannot write the conformance report: {e}");
+            return ExitCode::FAILURE;
+        }
         if report.is_success() && report.passed() > 0 {
             ExitCode::SUCCESS
         } else {
@@ -631,6 +637,43 @@ impl Report {
     /// Whether no scenario failed.
     pub fn is_success(&self) -> bool {
         self.failed() == 0
+    }
+
+    /// Writes `<dir>/<backend>.tsv`, one `scenario<TAB>passed|failed|not-run`
+    /// line per scenario; `cargo xtask parity` renders STORE_PARITY.md from
+    /// these files. [`Suite::main`] writes it after a full (unfiltered) run
+    /// when `ESKIT_CONFORMANCE_REPORT_DIR` is set.
+    ///
+    /// # Errors
+    /// The I/O error when the directory or file cannot be written.
+    pub fn write_tsv(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut text = String::new();
+        for r in &self.results {
+            let status = match r.status {
+                Status::Passed => "passed",
+                Status::Failed(_) => "failed",
+                Status::NotRun(_) => "not-run",
+            };
+            text.push_str(r.name);
+            text.push('\t');
+            text.push_str(status);
+            text.push('\n');
+        }
+        std::fs::write(dir.join(format!("{}.tsv", self.backend)), text)
+    }
+
+    /// Writes the report with [`Report::write_tsv`] into the directory named
+    /// by `ESKIT_CONFORMANCE_REPORT_DIR`, when that is set. Runners with
+    /// their own `main` call this after a full run.
+    ///
+    /// # Errors
+    /// The I/O error when the report cannot be written.
+    pub fn write_requested(&self) -> std::io::Result<()> {
+        match std::env::var("ESKIT_CONFORMANCE_REPORT_DIR") {
+            Ok(dir) if !dir.is_empty() => self.write_tsv(std::path::Path::new(&dir)),
+            _ => Ok(()),
+        }
     }
 
     /// `conformance <backend>: N passed, M failed`.
