@@ -2,7 +2,8 @@
 //!
 //! fmt check, clippy with `-D warnings`, the dependency rule for eskit-core,
 //! every test and doctest against real PostgreSQL and NATS servers
-//! (provisioned unless `ESKIT_PG_URL` / `ESKIT_NATS_URL` are set), docs with
+//! (provisioned unless `ESKIT_PG_URL` / `ESKIT_NATS_URL` are set), the demo
+//! examples, STORE_PARITY.md against the conformance results, docs with
 //! `-D warnings`, and cargo-deny (bans, licenses, sources).
 
 use std::process::Command;
@@ -50,6 +51,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         }
         run_cmd(&mut cmd)
         // `servers` drops here: both servers stop and their data goes away.
+    })?;
+    step("demo (the README's first command)", || {
+        run_cmd(cargo().args(["run", "--locked", "--example", "bank"]))?;
+        run_cmd(cargo().args(["run", "--locked", "--example", "counter"]))
     })?;
     step("store parity", || {
         crate::parity::run(&["--check".to_owned()])

@@ -8,7 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::error::{StoreError, ValidationError};
+use crate::error::{LifecycleOp, StoreError, ValidationError};
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_POSITION,
@@ -411,6 +411,62 @@ impl fmt::Display for StreamState {
             Self::Tombstoned => "tombstoned",
             Self::Deleted => "deleted",
         })
+    }
+}
+
+impl StreamState {
+    /// Whether a stream in this state accepts appends (active, or not yet created).
+    pub fn accepts_appends(self) -> bool {
+        matches!(self, Self::Active | Self::NotFound)
+    }
+
+    /// The error an append to a stream in this state gets, if any. Every
+    /// backend uses this so closed streams fail the same way everywhere.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamArchived`] or [`StoreError::StreamDeleted`].
+    pub fn check_append(self, stream: &Stream) -> Result<(), StoreError> {
+        match self {
+            Self::Archived => Err(StoreError::StreamArchived {
+                stream: stream.clone(),
+            }),
+            Self::Tombstoned | Self::Deleted => Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+            }),
+            Self::Active | Self::NotFound => Ok(()),
+        }
+    }
+
+    /// The state a lifecycle operation leads to from this state. The one
+    /// table of allowed transitions every backend follows: active ->
+    /// archived -> active (restore); active or archived -> tombstoned; any
+    /// existing state -> deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::StreamNotFound`] for a stream that never existed,
+    /// [`StoreError::InvalidLifecycle`] for a transition the table refuses.
+    pub fn transition(self, stream: &Stream, op: LifecycleOp) -> Result<StreamState, StoreError> {
+        let next = match (self, op) {
+            (Self::NotFound, _) => {
+                return Err(StoreError::StreamNotFound {
+                    stream: stream.clone(),
+                });
+            }
+            (Self::Active | Self::Archived, LifecycleOp::Tombstone) => Self::Tombstoned,
+            (Self::Active, LifecycleOp::Archive) => Self::Archived,
+            (Self::Archived, LifecycleOp::Restore) => Self::Active,
+            (Self::Active | Self::Archived | Self::Tombstoned, LifecycleOp::Delete) => {
+                Self::Deleted
+            }
+            (state, operation) => {
+                return Err(StoreError::InvalidLifecycle {
+                    stream: stream.clone(),
+                    state,
+                    operation,
+                });
+            }
+        };
+        Ok(next)
     }
 }
 

@@ -110,19 +110,7 @@ impl MemoryStore {
                 })
             };
         }
-        match data.state {
-            StreamState::Archived => {
-                return Err(StoreError::StreamArchived {
-                    stream: stream.clone(),
-                });
-            }
-            StreamState::Tombstoned | StreamState::Deleted => {
-                return Err(StoreError::StreamDeleted {
-                    stream: stream.clone(),
-                });
-            }
-            _ => {}
-        }
+        data.state.check_append(stream)?;
         if !expected.matches(data.version) {
             let actual = data.version;
             if data.events.is_empty() && data.version == Version::ZERO {
@@ -179,44 +167,16 @@ impl MemoryStore {
         }
         let mut inner = lock(&self.inner);
         let Some(data) = inner.streams.get_mut(stream) else {
-            return Err(StoreError::StreamNotFound {
-                stream: stream.clone(),
-            });
+            return StreamState::NotFound.transition(stream, op).map(|_| ());
         };
-        let allowed = match op {
-            LifecycleOp::Tombstone => {
-                matches!(data.state, StreamState::Active | StreamState::Archived)
-            }
-            LifecycleOp::Archive => data.state == StreamState::Active,
-            LifecycleOp::Restore => data.state == StreamState::Archived,
-            LifecycleOp::Delete => data.state != StreamState::Deleted,
-        };
-        if !allowed {
-            return Err(StoreError::InvalidLifecycle {
-                stream: stream.clone(),
-                state: data.state,
-                operation: op,
-            });
-        }
-        let now = Timestamp::now();
+        data.state = data.state.transition(stream, op)?;
+        data.changed_at = Some(Timestamp::now());
         match op {
             LifecycleOp::Tombstone | LifecycleOp::Archive => {
-                data.state = if op == LifecycleOp::Archive {
-                    StreamState::Archived
-                } else {
-                    StreamState::Tombstoned
-                };
                 data.reason = reason.map(str::to_owned);
-                data.changed_at = Some(now);
             }
-            LifecycleOp::Restore => {
-                data.state = StreamState::Active;
-                data.reason = None;
-                data.changed_at = Some(now);
-            }
+            LifecycleOp::Restore => data.reason = None,
             LifecycleOp::Delete => {
-                data.state = StreamState::Deleted;
-                data.changed_at = Some(now);
                 data.events.clear();
                 data.idempotency.clear();
                 inner.log.retain(|e| &e.stream != stream);
