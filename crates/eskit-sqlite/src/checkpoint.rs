@@ -1,6 +1,8 @@
 //! Subscription checkpoints in the store's database.
 
-use eskit_core::{CheckpointStore, NameKind, Position, StoreError, Timestamp, validate_name};
+use eskit_core::{
+    CheckpointStore, NameKind, Position, StoreError, Timestamp, validate_in_range, validate_name,
+};
 use rusqlite::OptionalExtension;
 
 use crate::error::store_error;
@@ -19,14 +21,17 @@ impl SqliteCheckpointStore {
     }
 }
 
-// Positions are stored as the same 64 bits in SQLite's signed integer, so
-// every `u64` round-trips; checkpoints are never compared in SQL.
+// Positions above MAX_POSITION are refused before storage, so every stored
+// one fits SQLite's signed 64-bit integer; a negative one was not written by
+// this crate.
 fn to_sql(p: Position) -> i64 {
-    i64::from_ne_bytes(p.get().to_ne_bytes())
+    i64::try_from(p.get()).unwrap_or(i64::MAX)
 }
 
-fn from_sql(v: i64) -> Position {
-    Position::new(u64::from_ne_bytes(v.to_ne_bytes()))
+fn from_sql(v: i64) -> Result<Position, StoreError> {
+    u64::try_from(v)
+        .map(Position::new)
+        .map_err(|_| crate::error::corrupt(format!("negative checkpoint position {v}")))
 }
 
 impl CheckpointStore for SqliteCheckpointStore {
@@ -38,14 +43,16 @@ impl CheckpointStore for SqliteCheckpointStore {
             .read(move |c| {
                 c.prepare_cached("SELECT position FROM eskit_checkpoints WHERE name = ?1")
                     .and_then(|mut s| s.query_row([&name], |r| r.get(0)).optional())
-                    .map(|p| p.map(from_sql))
-                    .map_err(store_error)
+                    .map_err(store_error)?
+                    .map(from_sql)
+                    .transpose()
             })
             .await
     }
 
     async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
+        validate_in_range(position.get())?;
         let name = name.to_owned();
         self.store
             .write_tx(move |tx| {

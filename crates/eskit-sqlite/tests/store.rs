@@ -516,8 +516,14 @@ fn snapshots_and_checkpoints() -> TestResult {
         block_on(cps.save("proj", Position::new(5)))?;
         block_on(cps.save("proj", Position::new(9)))?;
         assert_eq!(block_on(cps.load("proj"))?, Some(Position::new(9)));
-        block_on(cps.save("max", Position::new(u64::MAX)))?;
-        assert_eq!(block_on(cps.load("max"))?, Some(Position::new(u64::MAX)));
+        let max = Position::new(eskit_core::limits::MAX_POSITION);
+        block_on(cps.save("max", max))?;
+        assert_eq!(block_on(cps.load("max"))?, Some(max));
+        let over = block_on(cps.save("over", Position::new(u64::MAX))).err();
+        assert!(matches!(
+            over,
+            Some(StoreError::Validation(ValidationError::OutOfRange { .. }))
+        ));
         assert!(block_on(cps.save("", Position::ZERO)).is_err_and(|e| e.is_validation()));
         assert!(block_on(cps.load("a\0b")).is_err_and(|e| e.is_validation()));
         Ok(())
