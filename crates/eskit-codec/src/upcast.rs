@@ -6,7 +6,9 @@ use eskit_core::{BoxError, Codec, RegistryError, UpcasterRegistry};
 /// Registers typed upcasting steps on an [`UpcasterRegistry`].
 ///
 /// A typed step decodes the stored payload as the old type with a codec,
-/// converts it, and encodes the new type with the same codec. The old type
+/// converts it, and encodes the new type with the same codec. It applies
+/// only to events written by that codec, so a store mixing codecs registers
+/// one step per codec. The old type
 /// only has to exist in the code that registers the step; the core chains
 /// steps v1 -> v2 -> v3 and reports a gap as
 /// [`CodecError::MissingUpcaster`](eskit_core::CodecError::MissingUpcaster)
@@ -30,7 +32,7 @@ use eskit_core::{BoxError, Codec, RegistryError, UpcasterRegistry};
 ///     cents: old.cents,
 ///     currency: "EUR".into(),
 /// })?;
-/// let v2 = up.upcast("Deposited", br#"{"cents":5}"#, 1, 2)?;
+/// let v2 = up.upcast("Deposited", "json", br#"{"cents":5}"#, 1, 2)?;
 /// assert_eq!(&*v2, br#"{"cents":5,"currency":"EUR"}"#);
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -108,7 +110,8 @@ impl TypedUpcasters for UpcasterRegistry {
         New: 'static,
         Err: Into<BoxError>,
     {
-        self.register(event_type, from, to, move |bytes| {
+        let codec_name = Codec::<Old>::name(&codec);
+        self.register_for_codec(event_type, codec_name, from, to, move |bytes| {
             let old = Codec::<Old>::decode(&codec, bytes)?;
             let new = f(old).map_err(Into::into)?;
             let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4);

@@ -148,7 +148,7 @@ fn a_gap_in_the_chain_names_the_missing_step() -> TestResult {
             currency: "EUR".into(),
         }
     })?;
-    let err = up.upcast("Deposited", br#"{"cents":1}"#, 1, 3);
+    let err = up.upcast("Deposited", "json", br#"{"cents":1}"#, 1, 3);
     let Err(e) = err else {
         panic!("a gap must fail");
     };
@@ -175,12 +175,12 @@ fn failing_steps_and_undecodable_payloads_are_upcast_errors() -> TestResult {
         },
         &mut v2,
     )?;
-    let err = up.upcast("Deposited", &v2, 2, 3);
+    let err = up.upcast("Deposited", "cbor", &v2, 2, 3);
     assert!(
         matches!(err, Err(CodecError::Upcast { from: 2, .. })),
         "{err:?}"
     );
-    let err = up.upcast("Deposited", b"\xff", 1, 3);
+    let err = up.upcast("Deposited", "cbor", b"\xff", 1, 3);
     assert!(
         matches!(err, Err(CodecError::Upcast { from: 1, .. })),
         "{err:?}"
@@ -287,5 +287,57 @@ fn protobuf_chain_upcasts_v1_to_v3() -> TestResult {
         })) => {}
         other => panic!("expected MissingUpcaster from 2, got {other:?}"),
     }
+    Ok(())
+}
+
+/// A store holding v1 events written by JSON and by CBOR upcasts both, each
+/// with its own codec's steps.
+#[test]
+fn mixed_codec_store_upcasts_each_event_with_its_codecs_steps() -> TestResult {
+    let backend = MemoryStore::new();
+    let stream = Stream::new("account", "mixed")?;
+    let mut json_v1 = Vec::new();
+    Codec::<DepositedV1>::encode(&JsonCodec, &DepositedV1 { cents: 1 }, &mut json_v1)?;
+    let mut cbor_v1 = Vec::new();
+    Codec::<DepositedV1>::encode(&CborCodec, &DepositedV1 { cents: 2 }, &mut cbor_v1)?;
+    let ty = EventType::new("Deposited")?;
+    block_on(backend.append(
+        &stream,
+        ExpectedVersion::NoStream,
+        vec![
+            NewEvent::new(ty.clone(), json_v1).with_codec("json"),
+            NewEvent::new(ty, cbor_v1).with_codec("cbor"),
+        ],
+        AppendOptions::new(),
+    ))?;
+    let mut up = chain(JsonCodec)?;
+    // CBOR's steps beside JSON's on the same registry.
+    up.register_typed(CborCodec, "Deposited", 1, 2, |v1: DepositedV1| {
+        DepositedV2 {
+            cents: u64::from(v1.cents),
+            currency: "EUR".into(),
+        }
+    })?;
+    up.register_typed(CborCodec, "Deposited", 2, 3, |v2: DepositedV2| {
+        DepositedV3 {
+            amount: Money {
+                cents: v2.cents,
+                currency: v2.currency,
+            },
+            reference: None,
+        }
+    })?;
+    let schema = EventSchema::new(CborCodec)
+        .with_reader(JsonCodec)
+        .with_registry(registry()?)
+        .with_upcasters(up);
+    let events = block_on(TypedStore::new(backend, schema).load(&stream))?;
+    let cents: Vec<u64> = events
+        .iter()
+        .map(|e| match &e.data {
+            Event::Deposited(d) => d.amount.cents,
+        })
+        .collect();
+    assert_eq!(cents, [1, 2]);
     Ok(())
 }

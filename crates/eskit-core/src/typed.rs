@@ -130,9 +130,13 @@ impl<E: DomainEvent> EventSchema<E> {
                     codec: raw.codec.clone(),
                 })?;
         let target = self.registry.schema_version(canonical.as_str());
-        let payload =
-            self.upcasters
-                .upcast(canonical.as_str(), &raw.payload, raw.schema_version, target)?;
+        let payload = self.upcasters.upcast(
+            canonical.as_str(),
+            &raw.codec,
+            &raw.payload,
+            raw.schema_version,
+            target,
+        )?;
         let data = codec.decode(canonical.as_str(), &payload)?;
         Ok(RecordedEvent {
             id: raw.id,
