@@ -90,7 +90,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     };
     for (_, package, bench) in &runnable {
         let mut cmd = cargo();
-        cmd.args(["bench", "-p", package, "--bench", bench])
+        // All features, so the codec bench measures every codec.
+        cmd.args(["bench", "-p", package, "--all-features", "--bench", bench])
             .env("ESKIT_BENCH_JSON", &json);
         if let Some(w) = &workload {
             cmd.env("ESKIT_BENCH_WORKLOAD", w);
