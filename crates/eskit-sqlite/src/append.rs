@@ -212,19 +212,7 @@ fn append_one(
     }
     let (sid, version) = match row {
         Some((sid, version, state)) => {
-            match state_of(state)? {
-                StreamState::Archived => {
-                    return Err(StoreError::StreamArchived {
-                        stream: stream.clone(),
-                    });
-                }
-                StreamState::Tombstoned | StreamState::Deleted => {
-                    return Err(StoreError::StreamDeleted {
-                        stream: stream.clone(),
-                    });
-                }
-                _ => {}
-            }
+            state_of(state)?.check_append(stream)?;
             (Some(sid), version)
         }
         None => (None, 0),

@@ -457,25 +457,10 @@ impl SqliteStore {
         let reason = reason.map(str::to_owned);
         self.write_tx(move |tx| {
             let Some((sid, _, code)) = stream_row(tx, &stream)? else {
-                return Err(StoreError::StreamNotFound { stream });
+                return StreamState::NotFound.transition(&stream, op).map(|_| ());
             };
-            let state = state_of(code)?;
-            let allowed = match op {
-                LifecycleOp::Tombstone => {
-                    matches!(state, StreamState::Active | StreamState::Archived)
-                }
-                LifecycleOp::Archive => state == StreamState::Active,
-                LifecycleOp::Restore => state == StreamState::Archived,
-                LifecycleOp::Delete => state != StreamState::Deleted,
-                _ => false,
-            };
-            if !allowed {
-                return Err(StoreError::InvalidLifecycle {
-                    stream,
-                    state,
-                    operation: op,
-                });
-            }
+            // The one transition table all backends share.
+            state_of(code)?.transition(&stream, op)?;
             let now = Timestamp::now().as_unix_micros();
             let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
                 tx.prepare_cached(sql)

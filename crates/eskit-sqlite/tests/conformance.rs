@@ -72,6 +72,10 @@ fn main() -> ExitCode {
             let _ = out.flush();
         });
         let _ = writeln!(out, "{}", report.summary());
+        if let Err(e) = report.write_requested() {
+            let _ = writeln!(out, "cannot write the conformance report: {e}");
+            failed += 1;
+        }
         passed += report.passed();
         failed += report.failed();
         not_run += report.not_run();
