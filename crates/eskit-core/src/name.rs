@@ -1,8 +1,11 @@
 //! Validated names: stream types, stream ids, event types, and the [`Stream`] pair.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::limits::MAX_NAME_BYTES;
 
@@ -107,11 +110,30 @@ pub fn validate_name(kind: NameKind, name: &str) -> Result<(), InvalidName> {
     Err(InvalidName { kind, reason })
 }
 
+/// Storage of a validated name: a static string, or a shared one so that
+/// clones (one per loaded event for its stream and type) never allocate.
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Repr {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Shared(s) => s,
+        }
+    }
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Cow<'static, str>);
+        ///
+        /// Cloning never allocates: the text is static or shared.
+        #[derive(Clone)]
+        pub struct $name(Repr);
 
         impl $name {
             /// Validates and wraps a name.
@@ -119,10 +141,10 @@ macro_rules! name_type {
             /// # Errors
             /// Returns [`InvalidName`] when the name is empty, longer than
             /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES) or contains NUL.
-            pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
-                let name = name.into();
-                validate_name($kind, &name)?;
-                Ok(Self(Cow::Owned(name)))
+            pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidName> {
+                let name = name.as_ref();
+                validate_name($kind, name)?;
+                Ok(Self(Repr::Shared(Arc::from(name))))
             }
 
             /// Validates and wraps a static name without allocating.
@@ -131,18 +153,52 @@ macro_rules! name_type {
             /// As [`Self::new`].
             pub fn from_static(name: &'static str) -> Result<Self, InvalidName> {
                 validate_name($kind, name)?;
-                Ok(Self(Cow::Borrowed(name)))
+                Ok(Self(Repr::Static(name)))
             }
 
             /// The name as a string slice.
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.as_str()).finish()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl Hash for $name {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                // Must hash like `str`, because `Borrow<str>` lets maps look
+                // names up by `&str`.
+                self.as_str().hash(state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.as_str().cmp(other.as_str())
             }
         }
 
@@ -169,25 +225,25 @@ macro_rules! name_type {
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
         impl Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                &*self.0 == other
+                self.as_str() == other
             }
         }
 
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                &*self.0 == *other
+                self.as_str() == *other
             }
         }
     };
@@ -229,8 +285,8 @@ impl Stream {
     /// # Errors
     /// Returns [`InvalidName`] for the first part that is invalid.
     pub fn new(
-        stream_type: impl Into<String>,
-        stream_id: impl Into<String>,
+        stream_type: impl AsRef<str>,
+        stream_id: impl AsRef<str>,
     ) -> Result<Self, InvalidName> {
         Ok(Self {
             stream_type: StreamType::new(stream_type)?,

@@ -12,7 +12,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{corrupt, store_error};
 use crate::notify::Notifier;
-use crate::row::{EVENT_COLUMNS, StoredMetadata, decode_event, event_checksum, same_content};
+use crate::row::{
+    EVENT_COLUMNS, Scratch, StoredMetadata, decode_event, event_checksum, same_content,
+};
 use crate::worker::{AppendJob, rollback_if_open};
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
@@ -69,7 +71,7 @@ fn load_versions(
     let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
     let mut out = Vec::new();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     while let Some(row) = rows.next().map_err(store_error)? {
         out.push(decode_event(row, stream, &mut scratch)?);
     }
@@ -277,7 +279,7 @@ fn append_one(
             event.codec(),
             event.payload(),
             timestamp,
-            &meta,
+            meta.text(),
         );
         insert
             .execute(params![

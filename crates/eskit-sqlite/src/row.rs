@@ -65,29 +65,48 @@ impl<'a> Checksum<'a> {
     }
 }
 
-/// Parses the hyphenated form this crate stores, without allocating.
+/// Hex digit values, `0xFF` for anything that is not a hex digit.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF_u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Parses the hyphenated form this crate stores, without allocating: two
+/// table lookups per byte of the id, on the read path of every event.
 fn parse_event_id(s: &str) -> Option<EventId> {
     let b = s.as_bytes();
-    if b.len() != 36 {
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let mut v: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
+    let mut out = [0u8; 16];
+    let mut o = 0;
+    let mut i = 0;
+    while i < 36 {
         if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
+            i += 1;
             continue;
         }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
+        let hi = HEX[b[i] as usize];
+        let lo = HEX[b[i + 1] as usize];
+        if (hi | lo) == 0xFF || hi > 15 || lo > 15 {
+            return None;
+        }
+        out[o] = (hi << 4) | lo;
+        o += 1;
+        i += 2;
     }
-    Some(EventId::from_u128(v))
+    Some(EventId::from_bytes(out))
 }
 
 /// The stored form of one event's metadata: a JSON object in one `TEXT`
@@ -131,8 +150,30 @@ impl StoredMetadata {
             .map_err(StoreError::backend)
     }
 
-    fn hash(&self, c: &mut Checksum<'_>) {
-        c.opt(self.0.as_deref());
+    /// The stored text, as the checksum sees it.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// Buffers reused across the rows of one read: the checksum scratch, and
+/// the last event type seen, so runs of one type share one allocation.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    buf: Vec<u8>,
+    last_type: Option<EventType>,
+}
+
+impl Scratch {
+    fn event_type(&mut self, name: &str) -> Option<EventType> {
+        match &self.last_type {
+            Some(t) if t.as_str() == name => Some(t.clone()),
+            _ => {
+                let t = EventType::new(name).ok()?;
+                self.last_type = Some(t.clone());
+                Some(t)
+            }
+        }
     }
 }
 
@@ -188,7 +229,7 @@ pub(crate) fn event_checksum(
     codec: &str,
     payload: &[u8],
     timestamp: i64,
-    meta: &StoredMetadata,
+    meta: Option<&str>,
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
@@ -200,7 +241,7 @@ pub(crate) fn event_checksum(
         .int(schema_version)
         .bytes(codec.as_bytes())
         .int(timestamp);
-    meta.hash(&mut c);
+    c.opt(meta);
     c.finish(payload)
 }
 
@@ -209,7 +250,7 @@ pub(crate) fn event_checksum(
 pub(crate) fn decode_event(
     row: &Row<'_>,
     stream: &Stream,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<RawEvent, StoreError> {
     let position: i64 = row.get(0).map_err(store_error)?;
     let version: i64 = row.get(1).map_err(store_error)?;
@@ -235,10 +276,9 @@ pub(crate) fn decode_event(
         .get_ref(8)
         .and_then(|v| Ok(v.as_str_or_null()?))
         .map_err(store_error)?;
-    let meta = StoredMetadata(metadata_text.map(str::to_owned));
     let checksum: i64 = row.get(9).map_err(store_error)?;
     let expected = event_checksum(
-        scratch,
+        &mut scratch.buf,
         position,
         stream,
         version,
@@ -248,7 +288,7 @@ pub(crate) fn decode_event(
         codec,
         payload,
         timestamp,
-        &meta,
+        metadata_text,
     );
     if checksum != expected {
         return Err(corrupt(format!(
@@ -266,7 +306,9 @@ pub(crate) fn decode_event(
         stream: stream.clone(),
         version: Version::new(to_u64(version, "version")?),
         position: Position::new(to_u64(position, "position")?),
-        event_type: EventType::new(event_type).map_err(|_| bad("event type"))?,
+        event_type: scratch
+            .event_type(event_type)
+            .ok_or_else(|| bad("event type"))?,
         schema_version: u32::try_from(schema_version)
             .ok()
             .filter(|v| *v > 0)
@@ -289,6 +331,24 @@ pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_parse_back_and_garbage_is_refused() {
+        for _ in 0..1000 {
+            let id = EventId::new();
+            assert_eq!(parse_event_id(&id.to_string()), Some(id));
+            assert_eq!(parse_event_id(&id.to_string().to_uppercase()), Some(id));
+        }
+        for bad in [
+            "",
+            "0192f4e1-7a00-7000-8000-00000000000g",
+            "0192f4e1x7a00-7000-8000-000000000001",
+            "0192f4e1-7a00-7000-8000-0000000000011",
+            "0192f4e1-7a00-7000-8000-00000000000\u{e9}",
+        ] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn metadata_round_trips_and_garbage_is_refused() -> Result<(), StoreError> {

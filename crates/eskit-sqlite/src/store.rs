@@ -23,7 +23,7 @@ use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions};
 use crate::relay::ChangeRelay;
-use crate::row::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, decode_event};
+use crate::row::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, Scratch, decode_event};
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
 use crate::worker::Workers;
@@ -313,7 +313,7 @@ fn load_sync(
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::new();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     while let Some(row) = rows.next().map_err(store_error)? {
         out.push(decode_event(row, stream, &mut scratch)?);
     }
@@ -347,7 +347,7 @@ fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>,
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::new();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     let mut last: Option<Stream> = None;
     while let Some(row) = rows.next().map_err(store_error)? {
         let st = row
