@@ -152,8 +152,13 @@ fn table(rows: &[BTreeMap<String, Value>]) -> String {
             Some(Value::Str(n)) => format!("{} {n}", get(r, "workload")),
             _ => get(r, "workload"),
         };
-        let notes = match r.get("conflict_rate") {
-            Some(Value::Num(c)) => format!("conflict rate {:.1}%", c * 100.0),
+        let notes = match (r.get("conflict_rate"), r.get("ns_per_event")) {
+            (Some(Value::Num(c)), _) => format!("conflict rate {:.1}%", c * 100.0),
+            // Codec rows measure time per event against the direct library call.
+            (_, Some(Value::Num(ns))) => format!(
+                "{ns:.0} ns/event, direct call {} ns/event",
+                get(r, "baseline_ns_per_event")
+            ),
             _ => String::new(),
         };
         t.push_str(&format!(
