@@ -11,7 +11,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -347,19 +346,9 @@ fn main() -> ExitCode {
             );
         }
     }
-    if let Ok(path) = std::env::var("ESKIT_BENCH_JSON")
-        && !path.is_empty()
-    {
-        let lines: String = rows.iter().map(|r| r.to_json() + "\n").collect();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(lines.as_bytes()));
-        if let Err(e) = written {
-            eprintln!("bench sqlite: cannot append to {path}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = eskit_testing::bench::append_json_lines(&rows) {
+        eprintln!("bench sqlite: cannot write the JSON rows: {e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

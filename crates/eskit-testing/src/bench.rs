@@ -643,19 +643,9 @@ impl Bench {
         };
         let mut out = std::io::stdout();
         let _ = write!(out, "{}", markdown_table(&rows));
-        if let Ok(path) = std::env::var("ESKIT_BENCH_JSON")
-            && !path.is_empty()
-        {
-            let lines: String = rows.iter().map(|r| r.to_json() + "\n").collect();
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(lines.as_bytes()));
-            if let Err(e) = written {
-                let _ = writeln!(err, "bench: cannot append to {path}: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = append_json_lines(&rows) {
+            let _ = writeln!(err, "bench: cannot write the JSON rows: {e}");
+            return ExitCode::FAILURE;
         }
         ExitCode::SUCCESS
     }
@@ -1046,6 +1036,27 @@ impl Run {
         })
         .await
     }
+}
+
+/// Appends one JSON object per row to the file named by `ESKIT_BENCH_JSON`,
+/// when it is set: the line protocol `cargo xtask bench` collects from every
+/// bench target.
+///
+/// # Errors
+/// The I/O error when the file cannot be opened or written.
+pub fn append_json_lines(rows: &[BenchRow]) -> std::io::Result<()> {
+    let Ok(path) = std::env::var("ESKIT_BENCH_JSON") else {
+        return Ok(());
+    };
+    if path.is_empty() {
+        return Ok(());
+    }
+    let lines: String = rows.iter().map(|r| r.to_json() + "\n").collect();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
 }
 
 #[cfg(test)]
