@@ -1,12 +1,14 @@
-//! The smallest eskit program: a counter decider, a command handler and the
-//! in-memory store. Run with `cargo run --example counter`.
+//! The smallest eskit program: a counter decider and a command handler on
+//! the embedded SQLite store (in memory here; pass a path to `SqliteStore::open`
+//! for a file). Run with `cargo run --example counter`.
 
 #![allow(clippy::print_stdout)] // an example talks to its user
 
 use eskit_core::{
-    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, MemoryStore, Stream,
-    TypedStore, block_on,
+    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, Stream, TypedStore,
+    block_on,
 };
+use eskit_sqlite::SqliteStore;
 
 /// Events carry no data: the event type name says everything.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +94,7 @@ impl EventCodec<Event> for NameOnly {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = TypedStore::new(MemoryStore::new(), EventSchema::new(NameOnly));
+    let store = TypedStore::new(SqliteStore::open_in_memory()?, EventSchema::new(NameOnly));
     let handler = CommandHandler::new(Counter, store);
     let counter = Stream::new("counter", "1")?;
 
