@@ -106,4 +106,4 @@ pub use relay::{ChangeRelay, RelayedChange};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;
-pub use worker::MAX_QUEUED_REQUESTS;
+pub use worker::{GROUP_COMMIT_LINGER, MAX_QUEUED_REQUESTS};

@@ -21,12 +21,12 @@ use crate::checkpoint::SqliteCheckpointStore;
 use crate::error::{OpenError, corrupt, store_error};
 use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
 use crate::oneshot;
-use crate::options::{Location, SqliteOptions};
+use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
 use crate::row::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, Scratch, decode_event};
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
-use crate::worker::Workers;
+use crate::worker::{GROUP_COMMIT_LINGER, Workers};
 
 /// An event store in one SQLite database file (or in memory).
 ///
@@ -110,8 +110,14 @@ impl SqliteStore {
                 OpenError::from_sqlite(options.path().unwrap_or(":memory:".as_ref()), e)
             })?;
         notifier.notify(Position::new(u64::try_from(latest).unwrap_or(0)));
+        // With an fsync per commit, waiting a moment for more appends pays;
+        // without one it only adds latency.
+        let linger = match options.synchronous() {
+            Synchronous::Normal => Duration::ZERO,
+            _ => GROUP_COMMIT_LINGER,
+        };
         let workers =
-            Workers::start(writer, readers, notifier.clone()).map_err(OpenError::Thread)?;
+            Workers::start(writer, readers, notifier.clone(), linger).map_err(OpenError::Thread)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 workers,

@@ -77,6 +77,7 @@ impl Workers {
         writer_conn: Connection,
         reader_conns: Vec<Connection>,
         notifier: Notifier,
+        linger: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
@@ -86,7 +87,7 @@ impl Workers {
             thread::Builder::new()
                 .name("eskit-sqlite-writer".into())
                 .spawn(move || {
-                    run_writer(writer_conn, &rx, &pending, &notifier);
+                    run_writer(writer_conn, &rx, &pending, &notifier, linger);
                     exit_tx.send(());
                 })?;
         }
@@ -184,9 +185,12 @@ fn run_writer(
     rx: &mpsc::Receiver<WriteJob>,
     pending: &AtomicUsize,
     notifier: &Notifier,
+    linger: Duration,
 ) {
     let mut batch: Vec<AppendJob> = Vec::new();
     let mut next = None;
+    // Appends in the previous group commit: the concurrency to expect.
+    let mut last_batch = 1usize;
     loop {
         let job = match next.take() {
             Some(j) => j,
@@ -202,21 +206,37 @@ fn run_writer(
             WriteJob::Append(a) => {
                 batch.push(*a);
                 // Group commit: every append that queued up while the last
-                // commit was running goes into this transaction.
-                while batch.len() < MAX_GROUP_COMMIT {
-                    match rx.try_recv() {
-                        Ok(WriteJob::Append(a)) => {
-                            pending.fetch_sub(1, Ordering::AcqRel);
-                            batch.push(*a);
+                // commit was running goes into this transaction. When the
+                // last commit carried several appends (concurrent writers)
+                // and commits cost an fsync, wait up to `linger` for as many
+                // again: their writers are waking up from the last reply.
+                let deadline = Instant::now() + linger;
+                let want = last_batch.min(MAX_GROUP_COMMIT);
+                loop {
+                    while batch.len() < MAX_GROUP_COMMIT {
+                        match rx.try_recv() {
+                            Ok(WriteJob::Append(a)) => {
+                                pending.fetch_sub(1, Ordering::AcqRel);
+                                batch.push(*a);
+                            }
+                            Ok(other) => {
+                                pending.fetch_sub(1, Ordering::AcqRel);
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        Ok(other) => {
-                            pending.fetch_sub(1, Ordering::AcqRel);
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
                     }
+                    if next.is_some()
+                        || want <= 1
+                        || batch.len() >= want
+                        || Instant::now() >= deadline
+                    {
+                        break;
+                    }
+                    thread::yield_now();
                 }
+                last_batch = batch.len();
                 let jobs = std::mem::take(&mut batch);
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     commit_appends(&mut conn, jobs, notifier);
@@ -233,6 +253,12 @@ fn run_writer(
         }
     }
 }
+
+/// Longest wait for more appends before a group commit, used only when
+/// commits fsync (synchronous FULL or EXTRA) and the previous commit showed
+/// concurrent writers. An fsync here takes hundreds of microseconds, so
+/// waiting this long to share one is cheap.
+pub const GROUP_COMMIT_LINGER: Duration = Duration::from_micros(200);
 
 /// How long the writer keeps looking for the next request before it sleeps.
 /// A caller appending in a loop sends its next request within microseconds
