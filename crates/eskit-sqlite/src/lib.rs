@@ -63,7 +63,10 @@
 //! One writer thread owns the write connection. Appends that arrive while a
 //! commit is running are committed together in the next `BEGIN IMMEDIATE`
 //! transaction (up to [`MAX_GROUP_COMMIT`]), each under its own savepoint: a
-//! conflict rolls back only that append. Loads and reads run on reader
+//! conflict rolls back only that append. With `FULL` or `EXTRA`, when the
+//! previous commit carried several appends, the writer waits up to
+//! [`GROUP_COMMIT_LINGER`] for as many again so they share one fsync; a lone
+//! writer never waits. Loads and reads run on reader
 //! threads with their own connections and see every commit whose append has
 //! returned.
 //!
