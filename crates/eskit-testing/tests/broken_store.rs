@@ -303,3 +303,23 @@ fn scenario_names_are_unique_and_many() -> Result<(), String> {
     }
     Ok(())
 }
+
+#[test]
+fn the_model_check_catches_each_defect() -> Result<(), String> {
+    let filter = ["model."];
+    let healthy = healthy(&filter);
+    for defect in [Defect::SkipVersionCheck, Defect::IgnoreIdempotencyKey] {
+        let broken = run(defect, &filter);
+        assert_caught(
+            &broken,
+            &healthy,
+            &[
+                "model.random_operations_seed_1",
+                "model.random_operations_seed_2",
+                "model.random_operations_seed_3",
+                "model.random_operations_chosen_seed",
+            ],
+        )?;
+    }
+    Ok(())
+}

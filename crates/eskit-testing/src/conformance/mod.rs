@@ -44,6 +44,7 @@ mod lifecycle;
 mod load;
 mod locks;
 mod metadata;
+mod model;
 mod names;
 mod snapshots;
 mod stress;
@@ -1025,5 +1026,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(snapshots::scenarios());
     all.extend(locks::scenarios());
     all.extend(stress::scenarios());
+    all.extend(model::scenarios());
     all
 }
