@@ -65,6 +65,10 @@ const GROUPS: &[(&str, &str)] = &[
         "stress",
         "concurrent writers and readers checked by the history checker",
     ),
+    (
+        "model",
+        "seeded random operations give the same outcomes as the memory model",
+    ),
 ];
 
 /// Column order; backends without a report are left out.
