@@ -128,8 +128,15 @@ impl fmt::Display for Principal {
 /// assert_eq!(next.correlation_id(), first.correlation_id());
 /// assert_eq!(next.originator(), Some(&Principal::user("alice")));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Default)]
 pub struct Metadata {
+    // Boxed so that events without metadata (most of them) carry one word
+    // instead of the whole record: every loaded event has a `Metadata`.
+    fields: Option<Box<Fields>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+struct Fields {
     correlation_id: Option<String>,
     causation_id: Option<String>,
     initiator: Option<Principal>,
@@ -138,7 +145,58 @@ pub struct Metadata {
     extra: BTreeMap<String, String>,
 }
 
+static NO_FIELDS: Fields = Fields {
+    correlation_id: None,
+    causation_id: None,
+    initiator: None,
+    originator: None,
+    idempotency_key: None,
+    extra: BTreeMap::new(),
+};
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.f() == other.f()
+    }
+}
+
+impl Eq for Metadata {}
+
+impl std::hash::Hash for Metadata {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.f().hash(state);
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.f();
+        f.debug_struct("Metadata")
+            .field("correlation_id", &m.correlation_id)
+            .field("causation_id", &m.causation_id)
+            .field("initiator", &m.initiator)
+            .field("originator", &m.originator)
+            .field("idempotency_key", &m.idempotency_key)
+            .field("extra", &m.extra)
+            .finish()
+    }
+}
+
 impl Metadata {
+    fn from_fields(fields: Fields) -> Self {
+        Self {
+            fields: Some(Box::new(fields)),
+        }
+    }
+
+    fn f(&self) -> &Fields {
+        self.fields.as_deref().unwrap_or(&NO_FIELDS)
+    }
+
+    fn f_mut(&mut self) -> &mut Fields {
+        self.fields.get_or_insert_with(Box::default)
+    }
+
     /// Empty metadata.
     pub fn new() -> Self {
         Self::default()
@@ -147,12 +205,12 @@ impl Metadata {
     /// Starts a new causal chain: a fresh correlation id, with `principal` as
     /// both initiator and originator.
     pub fn new_chain(principal: Principal) -> Self {
-        Self {
+        Self::from_fields(Fields {
             correlation_id: Some(EventId::new().to_string()),
             initiator: Some(principal.clone()),
             originator: Some(principal),
-            ..Self::default()
-        }
+            ..Fields::default()
+        })
     }
 
     /// Continues the chain of an event with this metadata: the correlation id
@@ -160,56 +218,58 @@ impl Metadata {
     /// `principal` becomes the initiator. Extra entries are not carried over.
     pub fn continue_from(&self, source_event: EventId, principal: Principal) -> Self {
         let source = source_event.to_string();
-        Self {
+        Self::from_fields(Fields {
             correlation_id: Some(
-                self.correlation_id
+                self.f()
+                    .correlation_id
                     .clone()
                     .unwrap_or_else(|| source.clone()),
             ),
             causation_id: Some(source),
             originator: self
+                .f()
                 .originator
                 .clone()
-                .or_else(|| self.initiator.clone())
+                .or_else(|| self.f().initiator.clone())
                 .or_else(|| Some(principal.clone())),
             initiator: Some(principal),
             idempotency_key: None,
             extra: BTreeMap::new(),
-        }
+        })
     }
 
     /// Sets the correlation id.
     #[must_use]
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.correlation_id = Some(id.into());
+        self.f_mut().correlation_id = Some(id.into());
         self
     }
 
     /// Sets the causation id.
     #[must_use]
     pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
-        self.causation_id = Some(id.into());
+        self.f_mut().causation_id = Some(id.into());
         self
     }
 
     /// Sets the initiator (who directly caused the event).
     #[must_use]
     pub fn with_initiator(mut self, p: Principal) -> Self {
-        self.initiator = Some(p);
+        self.f_mut().initiator = Some(p);
         self
     }
 
     /// Sets the originator (who started the causal chain).
     #[must_use]
     pub fn with_originator(mut self, p: Principal) -> Self {
-        self.originator = Some(p);
+        self.f_mut().originator = Some(p);
         self
     }
 
     /// Sets the idempotency key recorded with the events.
     #[must_use]
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.idempotency_key = Some(key.into());
+        self.f_mut().idempotency_key = Some(key.into());
         self
     }
 
@@ -217,7 +277,7 @@ impl Metadata {
     /// eagerly, by [`Metadata::set_extra`].
     #[must_use]
     pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra.insert(key.into(), value.into());
+        self.f_mut().extra.insert(key.into(), value.into());
         self
     }
 
@@ -235,11 +295,11 @@ impl Metadata {
         let key = key.into();
         validate_name(NameKind::MetadataKey, &key)?;
         let value = value.into();
-        let previous = self.extra.insert(key.clone(), value);
+        let previous = self.f_mut().extra.insert(key.clone(), value);
         if let Err(e) = self.validate() {
             match previous {
-                Some(p) => self.extra.insert(key, p),
-                None => self.extra.remove(&key),
+                Some(p) => self.f_mut().extra.insert(key, p),
+                None => self.f_mut().extra.remove(&key),
             };
             return Err(e);
         }
@@ -248,42 +308,42 @@ impl Metadata {
 
     /// The correlation id, grouping related events across streams and services.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        self.f().correlation_id.as_deref()
     }
 
     /// The causation id: the event or command that caused this event.
     pub fn causation_id(&self) -> Option<&str> {
-        self.causation_id.as_deref()
+        self.f().causation_id.as_deref()
     }
 
     /// Who directly caused the event.
     pub fn initiator(&self) -> Option<&Principal> {
-        self.initiator.as_ref()
+        self.f().initiator.as_ref()
     }
 
     /// Who started the causal chain.
     pub fn originator(&self) -> Option<&Principal> {
-        self.originator.as_ref()
+        self.f().originator.as_ref()
     }
 
     /// The idempotency key the events were appended with.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.idempotency_key.as_deref()
+        self.f().idempotency_key.as_deref()
     }
 
     /// Extra entries, sorted by key.
     pub fn extra(&self) -> &BTreeMap<String, String> {
-        &self.extra
+        &self.f().extra
     }
 
     /// One extra entry.
     pub fn extra_value(&self, key: &str) -> Option<&str> {
-        self.extra.get(key).map(String::as_str)
+        self.f().extra.get(key).map(String::as_str)
     }
 
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        *self.f() == NO_FIELDS
     }
 
     /// The size counted against [`MAX_METADATA_BYTES`]: the sum of the
@@ -292,12 +352,13 @@ impl Metadata {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let principal =
             |p: &Option<Principal>| p.as_ref().map_or(0, |p| p.kind.as_str().len() + p.id.len());
-        opt(&self.correlation_id)
-            + opt(&self.causation_id)
-            + opt(&self.idempotency_key)
-            + principal(&self.initiator)
-            + principal(&self.originator)
+        opt(&self.f().correlation_id)
+            + opt(&self.f().causation_id)
+            + opt(&self.f().idempotency_key)
+            + principal(&self.f().initiator)
+            + principal(&self.f().originator)
             + self
+                .f()
                 .extra
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
@@ -306,20 +367,21 @@ impl Metadata {
 
     /// Every string held, keys included.
     fn strings(&self) -> impl Iterator<Item = &str> {
-        let principals = [&self.initiator, &self.originator]
+        let principals = [&self.f().initiator, &self.f().originator]
             .into_iter()
             .flatten()
             .flat_map(|p| [p.kind.as_str(), p.id.as_str()]);
         [
-            &self.correlation_id,
-            &self.causation_id,
-            &self.idempotency_key,
+            &self.f().correlation_id,
+            &self.f().causation_id,
+            &self.f().idempotency_key,
         ]
         .into_iter()
         .filter_map(|s| s.as_deref())
         .chain(principals)
         .chain(
-            self.extra
+            self.f()
+                .extra
                 .iter()
                 .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
         )
@@ -331,15 +393,15 @@ impl Metadata {
     /// # Errors
     /// The first [`ValidationError`] found.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.extra.len() > MAX_METADATA_ENTRIES {
+        if self.f().extra.len() > MAX_METADATA_ENTRIES {
             return Err(ValidationError::TooManyMetadataEntries {
-                count: self.extra.len(),
+                count: self.f().extra.len(),
             });
         }
-        for key in self.extra.keys() {
+        for key in self.f().extra.keys() {
             validate_name(NameKind::MetadataKey, key)?;
         }
-        if let Some(key) = &self.idempotency_key {
+        if let Some(key) = &self.f().idempotency_key {
             validate_idempotency_key(key)?;
         }
         if self.strings().any(|s| s.contains('\0')) {
@@ -363,3 +425,6 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
     }
     Ok(())
 }
+
+// Every loaded event carries a `Metadata`; keep it one pointer wide.
+const _: () = assert!(std::mem::size_of::<Metadata>() == std::mem::size_of::<usize>());

@@ -314,17 +314,33 @@ fn load_sync(
         Value::Integer(limit),
     ];
     params.extend(type_params);
+    // Size the result from the stream's version: growing a vector of
+    // events page by page copies them again and again.
+    let capacity = match stream_row(c, stream)? {
+        None => return Ok(Vec::new()),
+        Some((_, version, _)) => {
+            let from = options.from().map_or(1, |v| clamp(v.get()).max(1));
+            let to = options
+                .to()
+                .map_or(version, |v| clamp(v.get()).min(version));
+            usize::try_from((to - from + 1).clamp(0, limit.min(LOAD_CAPACITY_HINT_MAX)))
+                .unwrap_or(0)
+        }
+    };
     let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(capacity);
     let mut scratch = Scratch::default();
     while let Some(row) = rows.next().map_err(store_error)? {
         out.push(decode_event(row, stream, &mut scratch)?);
     }
     Ok(out)
 }
+
+/// Most events a load reserves room for up front; longer loads grow.
+const LOAD_CAPACITY_HINT_MAX: i64 = 16_384;
 
 fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
     let (type_sql, type_params) = type_filter(options.types(), 4);
