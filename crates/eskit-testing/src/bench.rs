@@ -37,8 +37,10 @@
 //! # Sizes
 //! Each workload runs until its operation count is reached or its time
 //! budget is spent, whichever comes first, so slow backends stay short.
-//! Environment variables: `ESKIT_BENCH_SECONDS` (budget per workload and
-//! implementation, default 3), `ESKIT_BENCH_OPS` (operations for W1 and W2,
+//! Each workload runs in rounds (`ESKIT_BENCH_ROUNDS`, default 3) that
+//! alternate eskit and the baseline; each side reports its median round.
+//! Environment variables: `ESKIT_BENCH_SECONDS` (budget per round, workload
+//! and implementation, default 1), `ESKIT_BENCH_OPS` (operations for W1 and W2,
 //! default 20,000; the other workloads scale from it), `ESKIT_BENCH_W6_EVENTS`
 //! (events W6 reads, default 100,000) and `ESKIT_BENCH_WORKLOAD` (like
 //! `--workload`).
@@ -434,21 +436,25 @@ pub struct Sizes {
     pub ops: u64,
     /// Events W6 seeds and reads back.
     pub w6_events: u64,
+    /// Rounds per workload: eskit and the baseline alternate, and each
+    /// reports its median round, so drift on a shared machine hits both.
+    pub rounds: u32,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
         Self {
-            budget: Duration::from_secs(3),
+            budget: Duration::from_secs(1),
             ops: 20_000,
             w6_events: 100_000,
+            rounds: 3,
         }
     }
 }
 
 impl Sizes {
-    /// The defaults, overridden by `ESKIT_BENCH_SECONDS`, `ESKIT_BENCH_OPS`
-    /// and `ESKIT_BENCH_W6_EVENTS` where set to a number.
+    /// The defaults, overridden by `ESKIT_BENCH_SECONDS`, `ESKIT_BENCH_OPS`,
+    /// `ESKIT_BENCH_W6_EVENTS` and `ESKIT_BENCH_ROUNDS` where set to a number.
     pub fn from_env() -> Self {
         let d = Self::default();
         let var = |name: &str| {
@@ -462,9 +468,13 @@ impl Sizes {
                 .map_or(d.budget, Duration::from_secs_f64),
             ops: var("ESKIT_BENCH_OPS").map_or(d.ops, |v| (v as u64).max(8)),
             w6_events: var("ESKIT_BENCH_W6_EVENTS").map_or(d.w6_events, |v| (v as u64).max(1)),
+            rounds: var("ESKIT_BENCH_ROUNDS").map_or(d.rounds, |v| (v as u32).clamp(1, MAX_ROUNDS)),
         }
     }
 }
+
+/// Most rounds `ESKIT_BENCH_ROUNDS` may ask for.
+pub const MAX_ROUNDS: u32 = 15;
 
 /// A benchmark failed: the store or the baseline returned an error.
 #[derive(Debug)]
@@ -585,12 +595,22 @@ impl Bench {
             if w == Workload::W8 {
                 continue;
             }
-            let store = self.measure(w, Impl::Eskit)?;
-            let base = match &self.baseline {
-                Some(_) => Some(self.measure(w, Impl::Baseline)?),
-                None => None,
-            };
-            let mut store = store;
+            // Alternate eskit and baseline rounds and keep each one's median
+            // round: a slow patch of the shared machine then hits both.
+            let mut stores = Vec::new();
+            let mut bases = Vec::new();
+            for _ in 0..self.sizes.rounds.max(1) {
+                stores.push(self.measure(w, Impl::Eskit)?);
+                if self.baseline.is_some() {
+                    bases.push(self.measure(w, Impl::Baseline)?);
+                }
+            }
+            let mut store = median_round(stores).ok_or_else(|| BenchError {
+                workload: w,
+                implementation: Impl::Eskit,
+                source: "no round ran".into(),
+            })?;
+            let base = median_round(bases);
             if let Some(mut b) = base {
                 store.ratio = Some(store.events_per_sec / b.events_per_sec);
                 b.ratio = Some(1.0);
@@ -677,6 +697,13 @@ impl Bench {
             .map_err(fail)?;
         Ok(m.into_row(&self.backend, w, which))
     }
+}
+
+/// The round with the median events/s.
+fn median_round(mut rounds: Vec<BenchRow>) -> Option<BenchRow> {
+    rounds.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
+    let mid = rounds.len() / 2;
+    (!rounds.is_empty()).then(|| rounds.swap_remove(mid))
 }
 
 enum Target {
@@ -1078,6 +1105,7 @@ mod tests {
             budget: Duration::from_secs(1),
             ops: 80,
             w6_events: 2_500,
+            rounds: 1,
         })
         .run()?;
         assert_eq!(rows.len(), 14, "7 workloads x 2 implementations");
