@@ -49,7 +49,6 @@ pub(crate) fn describe(cmd: &Command) -> String {
 }
 
 /// Value of `--name value` in `args`.
-#[allow(dead_code)] // for the conformance and bench commands
 pub(crate) fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)

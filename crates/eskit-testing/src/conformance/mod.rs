@@ -467,7 +467,6 @@ impl Suite {
         let start = Instant::now();
         let factory = Arc::clone(&self.factory);
         let executor = Arc::clone(&self.executor);
-        let backend = self.backend.clone();
         let require_all = self.require_all;
         let stress = self.stress;
         let needs = s.needs;
@@ -493,7 +492,6 @@ impl Suite {
             let ctx = Ctx {
                 fixture,
                 executor,
-                backend,
                 stress,
             };
             match with_timeout(body(ctx), timeout).await {
@@ -814,8 +812,6 @@ pub(crate) use {ensure, ensure_eq, expect_err};
 pub(crate) struct Ctx {
     fixture: Fixture,
     executor: Arc<dyn Executor>,
-    #[allow(dead_code)]
-    backend: String,
     stress: StressSize,
 }
 
