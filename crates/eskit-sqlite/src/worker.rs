@@ -169,9 +169,11 @@ impl Workers {
 
 fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadFn>>, pending: &AtomicUsize) {
     loop {
-        // Holding the lock while blocked in `recv` makes the shared receiver
-        // a multi-consumer queue: the next idle reader takes the next job.
-        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        // Holding the lock while waiting in `recv` makes the shared receiver
+        // a multi-consumer queue: the next idle reader takes the next job. A
+        // reader that just finished watches briefly for the next job, which
+        // a caller reading in a loop sends right after its reply.
+        let job = recv_soon(&rx.lock().unwrap_or_else(PoisonError::into_inner));
         let Ok(job) = job else { return };
         pending.fetch_sub(1, Ordering::AcqRel);
         // A panicking job drops its reply sender, so its caller gets an error;
@@ -265,7 +267,7 @@ pub const GROUP_COMMIT_LINGER: Duration = Duration::from_micros(200);
 /// of its reply; catching it here saves a thread wake-up per append.
 const SPIN: Duration = Duration::from_micros(50);
 
-fn recv_soon(rx: &mpsc::Receiver<WriteJob>) -> Result<WriteJob, mpsc::RecvError> {
+fn recv_soon<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
     let until = Instant::now() + SPIN;
     loop {
         match rx.try_recv() {
