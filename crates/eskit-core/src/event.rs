@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::id::EventId;
 use crate::metadata::Metadata;
-use crate::name::{EventType, Stream};
+use crate::name::{CodecName, EventType, Stream};
 use crate::time::Timestamp;
 use crate::version::{Position, Version};
 
@@ -107,7 +107,7 @@ pub struct RawEvent {
     /// Its metadata.
     pub metadata: Metadata,
     /// Name of the codec that produced the payload.
-    pub codec: String,
+    pub codec: CodecName,
     /// The encoded payload.
     pub payload: Vec<u8>,
 }
@@ -131,7 +131,7 @@ impl RawEvent {
             schema_version: event.schema_version,
             timestamp,
             metadata,
-            codec: event.codec.into_owned(),
+            codec: CodecName::from_cow_unchecked(event.codec),
             payload: event.payload,
         }
     }

@@ -120,7 +120,7 @@ pub use id::{EventId, InvalidEventId};
 pub use memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
 pub use metadata::{Metadata, Principal, PrincipalKind, validate_idempotency_key};
 pub use name::{
-    EventType, InvalidName, InvalidNameReason, NameKind, Stream, StreamId, StreamType,
+    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, Stream, StreamId, StreamType,
     validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};

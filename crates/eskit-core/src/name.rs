@@ -264,6 +264,22 @@ name_type!(
     EventType,
     NameKind::EventType
 );
+name_type!(
+    /// The name of the codec that encoded a stored payload, such as `json`.
+    CodecName,
+    NameKind::Codec
+);
+
+impl CodecName {
+    /// Wraps a codec name taken from a [`NewEvent`](crate::NewEvent), whose
+    /// name the append validated: static names stay static.
+    pub(crate) fn from_cow_unchecked(name: std::borrow::Cow<'static, str>) -> Self {
+        match name {
+            std::borrow::Cow::Borrowed(s) => Self(Repr::Static(s)),
+            std::borrow::Cow::Owned(s) => Self(Repr::Shared(Arc::from(s))),
+        }
+    }
+}
 
 /// One stream: its type and its id. Streams of different types never share events.
 ///

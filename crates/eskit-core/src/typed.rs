@@ -127,12 +127,12 @@ impl<E: DomainEvent> EventSchema<E> {
             self.readers
                 .get(raw.codec.as_str())
                 .ok_or_else(|| CodecError::UnknownCodec {
-                    codec: raw.codec.clone(),
+                    codec: raw.codec.to_string(),
                 })?;
         let target = self.registry.schema_version(canonical.as_str());
         let payload = self.upcasters.upcast(
             canonical.as_str(),
-            &raw.codec,
+            raw.codec.as_str(),
             &raw.payload,
             raw.schema_version,
             target,

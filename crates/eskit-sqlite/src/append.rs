@@ -11,6 +11,7 @@ use eskit_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{corrupt, store_error};
+use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::notify::Notifier;
 use crate::row::{
     EVENT_COLUMNS, Scratch, StoredMetadata, decode_event, event_checksum, same_content,
@@ -71,9 +72,10 @@ fn load_versions(
     let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
     let mut out = Vec::new();
-    let mut scratch = Scratch::default();
+    // Inside the writer's transaction: kinds read here may not be committed.
+    let mut scratch = Scratch::new(KindReader::uncommitted());
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(row, stream, &mut scratch)?);
+        out.push(decode_event(conn, row, stream, &mut scratch)?);
     }
     Ok(out)
 }
@@ -90,21 +92,28 @@ fn next_position(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// Commits a batch of appends and answers each. Called on the writer thread.
-pub(crate) fn commit_appends(conn: &mut Connection, jobs: Vec<AppendJob>, notifier: &Notifier) {
-    let results = match run_batch(conn, &jobs) {
+pub(crate) fn commit_appends(
+    conn: &mut Connection,
+    kinds: &mut KindKeys,
+    jobs: Vec<AppendJob>,
+    notifier: &Notifier,
+) {
+    let results = match run_batch(conn, kinds, &jobs) {
         Ok(results) => results,
         Err(_) if jobs.len() > 1 => {
             // The transaction itself failed (BEGIN or COMMIT). Retry each
             // append alone so every caller gets its own outcome.
             rollback_if_open(conn);
             jobs.iter()
-                .map(|job| match run_batch(conn, std::slice::from_ref(job)) {
-                    Ok(mut r) => r.pop().unwrap_or_else(|| Err(corrupt("empty batch"))),
-                    Err(e) => {
-                        rollback_if_open(conn);
-                        Err(e)
-                    }
-                })
+                .map(
+                    |job| match run_batch(conn, kinds, std::slice::from_ref(job)) {
+                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(corrupt("empty batch"))),
+                        Err(e) => {
+                            rollback_if_open(conn);
+                            Err(e)
+                        }
+                    },
+                )
                 .collect()
         }
         Err(e) => {
@@ -129,18 +138,22 @@ pub(crate) fn commit_appends(conn: &mut Connection, jobs: Vec<AppendJob>, notifi
 }
 
 /// Runs the batch in one IMMEDIATE transaction. `Ok` carries each append's
-/// own outcome (all committed); `Err` means nothing was committed.
+/// own outcome (all committed); `Err` means nothing was committed. Kinds
+/// first written by the batch's successful appends are remembered only
+/// after the commit.
 fn run_batch(
     conn: &mut Connection,
+    kinds: &mut KindKeys,
     jobs: &[AppendJob],
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
     let mut next = next_position(conn)?;
     let mut results = Vec::with_capacity(jobs.len());
+    let mut fresh = FreshKinds::new();
     if let [job] = jobs {
         // One append alone needs no savepoint: on failure the whole
         // transaction is rolled back.
-        let r = append_one(conn, job, &mut next);
+        let r = append_one(conn, kinds, job, &mut next, &mut fresh);
         if r.is_err() {
             conn.execute_batch("ROLLBACK").map_err(store_error)?;
             return Ok(vec![r]);
@@ -151,11 +164,14 @@ fn run_batch(
             conn.execute_batch("SAVEPOINT eskit_append")
                 .map_err(store_error)?;
             let before = next;
-            let r = append_one(conn, job, &mut next);
+            let kept = fresh.len();
+            let r = append_one(conn, kinds, job, &mut next, &mut fresh);
             if r.is_err() {
                 conn.execute_batch("ROLLBACK TO eskit_append; RELEASE eskit_append")
                     .map_err(store_error)?;
                 next = before;
+                // Kinds this append inserted are gone with its savepoint.
+                fresh.truncate(kept);
             } else {
                 conn.execute_batch("RELEASE eskit_append")
                     .map_err(store_error)?;
@@ -164,13 +180,16 @@ fn run_batch(
         }
     }
     conn.execute_batch("COMMIT").map_err(store_error)?;
+    kinds.committed(fresh);
     Ok(results)
 }
 
 fn append_one(
     conn: &Connection,
+    kinds: &KindKeys,
     job: &AppendJob,
     next_position: &mut i64,
+    fresh: &mut FreshKinds,
 ) -> Result<AppendResult, StoreError> {
     let stream = &job.stream;
     let row = stream_row(conn, stream)?;
@@ -254,9 +273,9 @@ fn append_one(
     let meta = StoredMetadata::of(&metadata)?;
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO eskit_events (position, stream, version, event_id, event_type, \
-             schema_version, codec, payload, timestamp, metadata, checksum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO eskit_events (position, stream, version, event_id, kind, \
+             payload, timestamp, metadata, checksum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
@@ -266,8 +285,8 @@ fn append_one(
         v += 1;
         let position = *next_position;
         *next_position += 1;
-        let event_id = event.id().to_string();
-        let schema_version = i64::from(event.schema_version());
+        let event_id = event.id().to_bytes();
+        let kind = kinds.key_for(conn, event, fresh)?;
         let checksum = event_checksum(
             &mut scratch,
             position,
@@ -275,7 +294,7 @@ fn append_one(
             v,
             &event_id,
             event.event_type().as_str(),
-            schema_version,
+            event.schema_version(),
             event.codec(),
             event.payload(),
             timestamp,
@@ -286,10 +305,8 @@ fn append_one(
                 position,
                 sid,
                 v,
-                event_id,
-                event.event_type().as_str(),
-                schema_version,
-                event.codec(),
+                &event_id[..],
+                kind,
                 event.payload(),
                 timestamp,
                 meta.0,

@@ -37,15 +37,20 @@
 //! ```
 //!
 //! # Storage
-//! Each event is one row of `eskit_events` with its event type, schema
-//! version, codec name, payload and metadata in their own columns, so the
-//! data is readable with the `sqlite3` shell. The `position` column is an
-//! `AUTOINCREMENT` key: positions strictly increase in commit order and are
-//! never reused, also after a stream is deleted. Every row carries a CRC-32
-//! checksum over all its fields; a row that fails it, or whose fields do not
-//! parse, is reported as [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt)
-//! and never returned. The schema version is kept in `eskit_schema` and the
-//! file is marked with `PRAGMA application_id` ([`APPLICATION_ID`]).
+//! Each event is one row of `eskit_events`: its stream key, version, id
+//! (16 bytes), payload, timestamp, metadata (JSON text) and a *kind* key.
+//! A kind is one (event type, schema version, codec name) triple, stored
+//! once in `eskit_event_kinds`, so a load reads one integer per event
+//! instead of three fields and hands out shared names. The view
+//! `eskit_event_log` joins it all back into readable rows for the `sqlite3`
+//! shell. The `position` column is an `AUTOINCREMENT` key: positions
+//! strictly increase in commit order and are never reused, also after a
+//! stream is deleted. Every row carries an XXH3-64 checksum over all its
+//! fields, including the names its kind stands for; a row that fails it, or
+//! whose fields do not parse, is reported as
+//! [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt) and never
+//! returned. The schema version is kept in `eskit_schema` and the file is
+//! marked with `PRAGMA application_id` ([`APPLICATION_ID`]).
 //!
 //! # Durability
 //! The database runs in WAL mode. [`Synchronous`] picks how commits reach
@@ -86,6 +91,7 @@
 mod append;
 mod checkpoint;
 mod error;
+mod kinds;
 mod notify;
 mod oneshot;
 mod options;
@@ -98,6 +104,7 @@ mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
 pub use error::{OpenError, SqliteError};
+pub use kinds::MAX_CACHED_KINDS;
 pub use notify::{
     Changed, ExternalWatcher, MAX_SUBSCRIBERS, MIN_POLL_INTERVAL, Notifier, Subscription,
     TooManySubscribers,

@@ -4,24 +4,30 @@
 //! every field parses; anything else is [`StoreError::Corrupt`].
 
 use eskit_core::{
-    EventId, EventType, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent,
-    StoreError, Stream, Timestamp, Version,
+    EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError, Stream,
+    Timestamp, Version,
 };
-use rusqlite::Row;
+use rusqlite::{Connection, Row};
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use crate::error::{corrupt, store_error};
+use crate::kinds::KindReader;
 
 /// The event columns, in the order [`decode_event`] reads them (from index 0).
-pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.event_type, \
-    e.schema_version, e.codec, e.payload, e.timestamp, e.metadata, e.checksum";
+pub(crate) const EVENT_COLUMNS: &str =
+    "e.position, e.version, e.event_id, e.kind, e.payload, e.timestamp, e.metadata, e.checksum";
 
 /// Number of columns in [`EVENT_COLUMNS`].
-pub(crate) const EVENT_COLUMN_COUNT: usize = 10;
+pub(crate) const EVENT_COLUMN_COUNT: usize = 8;
 
-/// A CRC-32 over a length-prefixed encoding of every field, so that a value
-/// moved between fields changes the sum too. The small fields are gathered
-/// in a reused buffer and hashed in one call; the large one (payload or
-/// snapshot state) is hashed last, without copying.
+/// Tails up to this size are copied next to the small fields and hashed in
+/// one call; longer ones are streamed, without a copy. Both give the same sum.
+const INLINE_TAIL: usize = 4096;
+
+/// An XXH3-64 over a length-prefixed encoding of every field, so that a
+/// value moved between fields changes the sum too. The small fields are
+/// gathered in a reused buffer; the large one (payload or snapshot state)
+/// comes last.
 pub(crate) struct Checksum<'a> {
     buf: &'a mut Vec<u8>,
 }
@@ -54,59 +60,22 @@ impl<'a> Checksum<'a> {
         self
     }
 
-    /// The sum over the gathered fields followed by `tail` with its length.
+    /// The sum over the gathered fields followed by `tail` with its length,
+    /// as the bits of an SQLite integer.
     pub(crate) fn finish(&mut self, tail: &[u8]) -> i64 {
         self.buf
             .extend_from_slice(&(tail.len() as u64).to_le_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(self.buf);
-        h.update(tail);
-        i64::from(h.finalize())
+        let sum = if tail.len() <= INLINE_TAIL {
+            self.buf.extend_from_slice(tail);
+            xxh3_64(self.buf)
+        } else {
+            let mut h = Xxh3Default::new();
+            h.update(self.buf);
+            h.update(tail);
+            h.digest()
+        };
+        i64::from_le_bytes(sum.to_le_bytes())
     }
-}
-
-/// Hex digit values, `0xFF` for anything that is not a hex digit.
-const HEX: [u8; 256] = {
-    let mut t = [0xFF_u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Parses the hyphenated form this crate stores, without allocating: two
-/// table lookups per byte of the id, on the read path of every event.
-fn parse_event_id(s: &str) -> Option<EventId> {
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    let mut o = 0;
-    let mut i = 0;
-    while i < 36 {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            i += 1;
-            continue;
-        }
-        let hi = HEX[b[i] as usize];
-        let lo = HEX[b[i + 1] as usize];
-        if (hi | lo) == 0xFF || hi > 15 || lo > 15 {
-            return None;
-        }
-        out[o] = (hi << 4) | lo;
-        o += 1;
-        i += 2;
-    }
-    Some(EventId::from_bytes(out))
 }
 
 /// The stored form of one event's metadata: a JSON object in one `TEXT`
@@ -156,23 +125,18 @@ impl StoredMetadata {
     }
 }
 
-/// Buffers reused across the rows of one read: the checksum scratch, and
-/// the last event type seen, so runs of one type share one allocation.
-#[derive(Default)]
-pub(crate) struct Scratch {
+/// What one read reuses across its rows: the checksum buffer and the kinds
+/// it has met.
+pub(crate) struct Scratch<'a> {
     buf: Vec<u8>,
-    last_type: Option<EventType>,
+    kinds: KindReader<'a>,
 }
 
-impl Scratch {
-    fn event_type(&mut self, name: &str) -> Option<EventType> {
-        match &self.last_type {
-            Some(t) if t.as_str() == name => Some(t.clone()),
-            _ => {
-                let t = EventType::new(name).ok()?;
-                self.last_type = Some(t.clone());
-                Some(t)
-            }
+impl<'a> Scratch<'a> {
+    pub(crate) fn new(kinds: KindReader<'a>) -> Self {
+        Self {
+            buf: Vec::new(),
+            kinds,
         }
     }
 }
@@ -223,9 +187,9 @@ pub(crate) fn event_checksum(
     position: i64,
     stream: &Stream,
     version: i64,
-    event_id: &str,
+    event_id: &[u8; 16],
     event_type: &str,
-    schema_version: i64,
+    schema_version: u32,
     codec: &str,
     payload: &[u8],
     timestamp: i64,
@@ -236,56 +200,52 @@ pub(crate) fn event_checksum(
         .bytes(stream.stream_type().as_str().as_bytes())
         .bytes(stream.stream_id().as_str().as_bytes())
         .int(version)
-        .bytes(event_id.as_bytes())
+        .bytes(event_id)
         .bytes(event_type.as_bytes())
-        .int(schema_version)
+        .int(i64::from(schema_version))
         .bytes(codec.as_bytes())
         .int(timestamp);
     c.opt(meta);
     c.finish(payload)
 }
 
-/// Decodes one row selected with [`EVENT_COLUMNS`] belonging to `stream`.
-/// `scratch` is a buffer reused across rows for the checksum.
+/// Decodes one row selected with [`EVENT_COLUMNS`] belonging to `stream`,
+/// read through `conn` (which resolves kinds the scratch has not met).
 pub(crate) fn decode_event(
+    conn: &Connection,
     row: &Row<'_>,
     stream: &Stream,
-    scratch: &mut Scratch,
+    scratch: &mut Scratch<'_>,
 ) -> Result<RawEvent, StoreError> {
     let position: i64 = row.get(0).map_err(store_error)?;
     let version: i64 = row.get(1).map_err(store_error)?;
-    let event_id: &str = row
+    let event_id: &[u8] = row
         .get_ref(2)
-        .and_then(|v| Ok(v.as_str()?))
-        .map_err(store_error)?;
-    let event_type: &str = row
-        .get_ref(3)
-        .and_then(|v| Ok(v.as_str()?))
-        .map_err(store_error)?;
-    let schema_version: i64 = row.get(4).map_err(store_error)?;
-    let codec: &str = row
-        .get_ref(5)
-        .and_then(|v| Ok(v.as_str()?))
-        .map_err(store_error)?;
-    let payload: &[u8] = row
-        .get_ref(6)
         .and_then(|v| Ok(v.as_blob()?))
         .map_err(store_error)?;
-    let timestamp: i64 = row.get(7).map_err(store_error)?;
+    let kind: i64 = row.get(3).map_err(store_error)?;
+    let payload: &[u8] = row
+        .get_ref(4)
+        .and_then(|v| Ok(v.as_blob()?))
+        .map_err(store_error)?;
+    let timestamp: i64 = row.get(5).map_err(store_error)?;
     let metadata_text: Option<&str> = row
-        .get_ref(8)
+        .get_ref(6)
         .and_then(|v| Ok(v.as_str_or_null()?))
         .map_err(store_error)?;
-    let checksum: i64 = row.get(9).map_err(store_error)?;
+    let checksum: i64 = row.get(7).map_err(store_error)?;
+    let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
+    let event_id: [u8; 16] = event_id.try_into().map_err(|_| bad("event id"))?;
+    let kind = scratch.kinds.resolve(conn, kind)?;
     let expected = event_checksum(
         &mut scratch.buf,
         position,
         stream,
         version,
-        event_id,
-        event_type,
-        schema_version,
-        codec,
+        &event_id,
+        kind.event_type.as_str(),
+        kind.schema_version,
+        kind.codec.as_str(),
         payload,
         timestamp,
         metadata_text,
@@ -295,27 +255,21 @@ pub(crate) fn decode_event(
             "checksum mismatch for the event at position {position}"
         )));
     }
-    let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
     let metadata = match metadata_text {
         None => Metadata::new(),
         Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
     };
     let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
     Ok(RawEvent {
-        id: parse_event_id(event_id).ok_or_else(|| bad("event id"))?,
+        id: EventId::from_bytes(event_id),
         stream: stream.clone(),
         version: Version::new(to_u64(version, "version")?),
         position: Position::new(to_u64(position, "position")?),
-        event_type: scratch
-            .event_type(event_type)
-            .ok_or_else(|| bad("event type"))?,
-        schema_version: u32::try_from(schema_version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| bad("schema version"))?,
+        event_type: kind.event_type.clone(),
+        schema_version: kind.schema_version,
         timestamp: Timestamp::from_unix_micros(timestamp),
         metadata,
-        codec: codec.to_owned(),
+        codec: kind.codec.clone(),
         payload: payload.to_vec(),
     })
 }
@@ -324,31 +278,13 @@ pub(crate) fn decode_event(
 pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
     stored.event_type == *new.event_type()
         && stored.schema_version == new.schema_version()
-        && stored.codec == new.codec()
+        && stored.codec.as_str() == new.codec()
         && stored.payload == new.payload()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_ids_parse_back_and_garbage_is_refused() {
-        for _ in 0..1000 {
-            let id = EventId::new();
-            assert_eq!(parse_event_id(&id.to_string()), Some(id));
-            assert_eq!(parse_event_id(&id.to_string().to_uppercase()), Some(id));
-        }
-        for bad in [
-            "",
-            "0192f4e1-7a00-7000-8000-00000000000g",
-            "0192f4e1x7a00-7000-8000-000000000001",
-            "0192f4e1-7a00-7000-8000-0000000000011",
-            "0192f4e1-7a00-7000-8000-00000000000\u{e9}",
-        ] {
-            assert_eq!(parse_event_id(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn metadata_round_trips_and_garbage_is_refused() -> Result<(), StoreError> {
@@ -379,24 +315,5 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert_eq!(parse_metadata(&deep), None);
         Ok(())
-    }
-
-    #[test]
-    fn event_ids_parse_like_the_core() {
-        for _ in 0..1000 {
-            let id = EventId::new();
-            assert_eq!(parse_event_id(&id.to_string()), Some(id));
-        }
-        let upper = "0192F4E1-7A00-7000-8000-00000000000A";
-        assert_eq!(parse_event_id(upper), upper.parse().ok());
-        for bad in [
-            "",
-            "0192f4e1-7a00-7000-8000-00000000000",
-            "0192f4e1x7a00-7000-8000-000000000001",
-            "0192f4e1-7a00-7000-8000-00000000000g",
-            "0192f4e1-7a00-7000-8000-0000000000\u{e9}",
-        ] {
-            assert_eq!(parse_event_id(bad), None, "{bad}");
-        }
     }
 }

@@ -34,18 +34,23 @@ CREATE TABLE eskit_streams (
     changed_at   INTEGER,
     UNIQUE (stream_type, stream_id)
 );
-CREATE TABLE eskit_events (
-    position        INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream          INTEGER NOT NULL,
-    version         INTEGER NOT NULL,
-    event_id        TEXT NOT NULL,
+CREATE TABLE eskit_event_kinds (
+    kind            INTEGER PRIMARY KEY,
     event_type      TEXT NOT NULL,
     schema_version  INTEGER NOT NULL,
     codec           TEXT NOT NULL,
-    payload         BLOB NOT NULL,
-    timestamp       INTEGER NOT NULL,
-    metadata        TEXT,
-    checksum        INTEGER NOT NULL,
+    UNIQUE (event_type, schema_version, codec)
+);
+CREATE TABLE eskit_events (
+    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream     INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    event_id   BLOB NOT NULL,
+    kind       INTEGER NOT NULL,
+    payload    BLOB NOT NULL,
+    timestamp  INTEGER NOT NULL,
+    metadata   TEXT,
+    checksum   INTEGER NOT NULL,
     UNIQUE (stream, version)
 );
 CREATE TABLE eskit_idempotency (
@@ -78,6 +83,12 @@ CREATE TABLE eskit_changes (
     key         TEXT,
     created_at  INTEGER NOT NULL
 );
+CREATE VIEW eskit_event_log AS
+SELECT e.position, s.stream_type, s.stream_id, e.version, lower(hex(e.event_id)) AS event_id,
+       k.event_type, k.schema_version, k.codec, e.payload, e.timestamp, e.metadata
+FROM eskit_events e
+JOIN eskit_streams s ON s.sid = e.stream
+JOIN eskit_event_kinds k ON k.kind = e.kind;
 "];
 
 fn path_of(options: &SqliteOptions) -> &Path {

@@ -19,6 +19,7 @@ use crate::append::{
 };
 use crate::checkpoint::SqliteCheckpointStore;
 use crate::error::{OpenError, corrupt, store_error};
+use crate::kinds::{KindCache, KindReader};
 use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
@@ -50,6 +51,7 @@ struct Inner {
     workers: Workers,
     notifier: Notifier,
     options: SqliteOptions,
+    kinds: Arc<KindCache>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -123,6 +125,7 @@ impl SqliteStore {
                 workers,
                 notifier,
                 options,
+                kinds: Arc::default(),
             }),
         })
     }
@@ -274,6 +277,8 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// ` AND e.kind IN (...)` for the kinds of `types`, with their parameters
+/// numbered from `first_param`; nothing when `types` is empty.
 fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, Vec<Value>) {
     if types.is_empty() {
         return (String::new(), Vec::new());
@@ -282,7 +287,10 @@ fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, 
         .map(|i| format!("?{}", first_param + i))
         .collect();
     (
-        format!(" AND e.event_type IN ({})", placeholders.join(", ")),
+        format!(
+            " AND e.kind IN (SELECT kind FROM eskit_event_kinds WHERE event_type IN ({}))",
+            placeholders.join(", ")
+        ),
         types
             .iter()
             .map(|t| Value::Text(t.as_str().to_owned()))
@@ -292,49 +300,45 @@ fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, 
 
 fn load_sync(
     c: &Connection,
+    kinds: &KindCache,
     stream: &Stream,
     options: &LoadOptions,
 ) -> Result<Vec<RawEvent>, StoreError> {
-    let (filter, type_params) = type_filter(options.types(), 6);
-    // CROSS JOIN fixes the loop order: find the stream, then walk its
-    // (stream, version) index.
+    // The stream's row gives its key, and its version sizes the result:
+    // growing a vector of events page by page copies them again and again.
+    let Some((sid, version, _)) = stream_row(c, stream)? else {
+        return Ok(Vec::new());
+    };
+    let (filter, type_params) = type_filter(options.types(), 5);
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM eskit_streams s CROSS JOIN eskit_events e \
-         WHERE s.stream_type = ?1 AND s.stream_id = ?2 AND e.stream = s.sid \
-         AND e.version >= ?3 AND e.version <= ?4{filter} ORDER BY e.version LIMIT ?5"
+        "SELECT {EVENT_COLUMNS} FROM eskit_events e \
+         WHERE e.stream = ?1 AND e.version >= ?2 AND e.version <= ?3{filter} \
+         ORDER BY e.version LIMIT ?4"
     );
     let limit = options
         .max_events()
         .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let from = options.from().map_or(0, |v| clamp(v.get()));
+    let to = options.to().map_or(i64::MAX, |v| clamp(v.get()));
+    let capacity = usize::try_from(
+        (to.min(version) - from.max(1) + 1).clamp(0, limit.min(LOAD_CAPACITY_HINT_MAX)),
+    )
+    .unwrap_or(0);
     let mut params: Vec<Value> = vec![
-        Value::Text(stream.stream_type().as_str().to_owned()),
-        Value::Text(stream.stream_id().as_str().to_owned()),
-        Value::Integer(options.from().map_or(0, |v| clamp(v.get()))),
-        Value::Integer(options.to().map_or(i64::MAX, |v| clamp(v.get()))),
+        Value::Integer(sid),
+        Value::Integer(from),
+        Value::Integer(to),
         Value::Integer(limit),
     ];
     params.extend(type_params);
-    // Size the result from the stream's version: growing a vector of
-    // events page by page copies them again and again.
-    let capacity = match stream_row(c, stream)? {
-        None => return Ok(Vec::new()),
-        Some((_, version, _)) => {
-            let from = options.from().map_or(1, |v| clamp(v.get()).max(1));
-            let to = options
-                .to()
-                .map_or(version, |v| clamp(v.get()).min(version));
-            usize::try_from((to - from + 1).clamp(0, limit.min(LOAD_CAPACITY_HINT_MAX)))
-                .unwrap_or(0)
-        }
-    };
     let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::with_capacity(capacity);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::new(KindReader::committed(kinds));
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(row, stream, &mut scratch)?);
+        out.push(decode_event(c, row, stream, &mut scratch)?);
     }
     Ok(out)
 }
@@ -342,7 +346,11 @@ fn load_sync(
 /// Most events a load reserves room for up front; longer loads grow.
 const LOAD_CAPACITY_HINT_MAX: i64 = 16_384;
 
-fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+fn read_all_sync(
+    c: &Connection,
+    kinds: &KindCache,
+    options: &ReadOptions,
+) -> Result<Vec<RawEvent>, StoreError> {
     let (type_sql, type_params) = type_filter(options.types(), 4);
     let stream_type_sql = if options.only_stream_type().is_some() {
         " AND s.stream_type = ?3"
@@ -369,7 +377,7 @@ fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>,
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut out = Vec::new();
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::new(KindReader::committed(kinds));
     let mut last: Option<Stream> = None;
     while let Some(row) = rows.next().map_err(store_error)? {
         let st = row
@@ -384,7 +392,7 @@ fn read_all_sync(c: &Connection, options: &ReadOptions) -> Result<Vec<RawEvent>,
             Some(s) if s.stream_type().as_str() == st && s.stream_id().as_str() == id => s,
             _ => Stream::new(st, id).map_err(|e| corrupt(format!("stored stream name: {e}")))?,
         };
-        out.push(decode_event(row, &stream, &mut scratch)?);
+        out.push(decode_event(c, row, &stream, &mut scratch)?);
         last = Some(stream);
     }
     Ok(out)
@@ -421,9 +429,10 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
         let stream = stream.clone();
+        let kinds = Arc::clone(&self.inner.kinds);
         self.inner
             .workers
-            .read(move |c| load_sync(c, &stream, &options))
+            .read(move |c| load_sync(c, &kinds, &stream, &options))
             .await
     }
 
@@ -443,9 +452,10 @@ impl EventStore for SqliteStore {
 impl GlobalReader for SqliteStore {
     async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
+        let kinds = Arc::clone(&self.inner.kinds);
         self.inner
             .workers
-            .read(move |c| read_all_sync(c, &options))
+            .read(move |c| read_all_sync(c, &kinds, &options))
             .await
     }
 

@@ -17,6 +17,7 @@ use rusqlite::Connection;
 
 use crate::append::commit_appends;
 use crate::error::{SqliteError, stopped};
+use crate::kinds::KindKeys;
 use crate::notify::Notifier;
 use crate::oneshot;
 use crate::options::MAX_GROUP_COMMIT;
@@ -190,6 +191,7 @@ fn run_writer(
     linger: Duration,
 ) {
     let mut batch: Vec<AppendJob> = Vec::new();
+    let mut kinds = KindKeys::default();
     let mut next = None;
     // Appends in the previous group commit: the concurrency to expect.
     let mut last_batch = 1usize;
@@ -241,7 +243,7 @@ fn run_writer(
                 last_batch = batch.len();
                 let jobs = std::mem::take(&mut batch);
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    commit_appends(&mut conn, jobs, notifier);
+                    commit_appends(&mut conn, &mut kinds, jobs, notifier);
                 }));
                 rollback_if_open(&conn);
             }

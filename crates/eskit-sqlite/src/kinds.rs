@@ -1,0 +1,217 @@
+//! Event kinds: each distinct (event type, schema version, codec) is stored
+//! once in `eskit_event_kinds`, and event rows carry its integer key.
+//!
+//! A load then reads one integer per event instead of two strings and a
+//! number, and hands out shared names instead of fresh allocations.
+//!
+//! **Invariant**: a kind row is never changed or deleted once committed, so
+//! a cached `kind -> names` entry stays true for the life of the file. Only
+//! committed kinds enter a cache: readers see nothing else, and the writer
+//! adds a batch's new kinds only after that batch's transaction commits.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use eskit_core::{CodecName, EventType, NewEvent, StoreError};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{corrupt, store_error};
+
+/// Most kinds a cache keeps. Past it, further kinds are looked up in the
+/// database on every read that meets them; nothing fails.
+pub const MAX_CACHED_KINDS: usize = 65_536;
+
+/// Most kinds one read keeps at hand before asking the shared cache.
+const LOCAL_KINDS: usize = 16;
+
+/// The names behind one kind key.
+#[derive(Clone)]
+pub(crate) struct Kind {
+    pub(crate) event_type: EventType,
+    pub(crate) schema_version: u32,
+    pub(crate) codec: CodecName,
+}
+
+/// Committed kinds, shared by every connection that reads events.
+#[derive(Default)]
+pub(crate) struct KindCache {
+    map: RwLock<HashMap<i64, Kind>>,
+}
+
+impl KindCache {
+    fn get(&self, key: i64) -> Option<Kind> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned()
+    }
+
+    fn put(&self, key: i64, kind: &Kind) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() < MAX_CACHED_KINDS {
+            map.insert(key, kind.clone());
+        }
+    }
+}
+
+/// Resolves kind keys during one read: a few recent kinds locally, then the
+/// shared cache (when the read sees only committed rows), then the table.
+pub(crate) struct KindReader<'a> {
+    shared: Option<&'a KindCache>,
+    local: Vec<(i64, Kind)>,
+}
+
+impl<'a> KindReader<'a> {
+    /// A resolver for a read outside any write transaction: what it looks
+    /// up is committed, so it may fill the shared cache.
+    pub(crate) fn committed(cache: &'a KindCache) -> Self {
+        Self {
+            shared: Some(cache),
+            local: Vec::new(),
+        }
+    }
+
+    /// A resolver for a read inside the writer's open transaction, which may
+    /// see kinds that are not committed yet: it never touches a shared cache.
+    pub(crate) fn uncommitted() -> Self {
+        Self {
+            shared: None,
+            local: Vec::new(),
+        }
+    }
+
+    pub(crate) fn resolve(&mut self, conn: &Connection, key: i64) -> Result<&Kind, StoreError> {
+        let found = self.local.iter().position(|(k, _)| *k == key);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let kind = match self.shared.and_then(|c| c.get(key)) {
+                    Some(kind) => kind,
+                    None => {
+                        let kind = read_kind(conn, key)?;
+                        if let Some(cache) = self.shared {
+                            cache.put(key, &kind);
+                        }
+                        kind
+                    }
+                };
+                if self.local.len() >= LOCAL_KINDS {
+                    self.local.remove(0);
+                }
+                self.local.push((key, kind));
+                self.local.len() - 1
+            }
+        };
+        Ok(&self.local[i].1)
+    }
+}
+
+fn read_kind(conn: &Connection, key: i64) -> Result<Kind, StoreError> {
+    let row: Option<(String, i64, String)> = conn
+        .prepare_cached(
+            "SELECT event_type, schema_version, codec FROM eskit_event_kinds WHERE kind = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(store_error)?;
+    let Some((event_type, schema_version, codec)) = row else {
+        return Err(corrupt(format!("an event names the unknown kind {key}")));
+    };
+    let bad = |what: &str| corrupt(format!("invalid {what} in event kind {key}"));
+    Ok(Kind {
+        event_type: EventType::new(event_type).map_err(|_| bad("event type"))?,
+        schema_version: u32::try_from(schema_version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| bad("schema version"))?,
+        codec: CodecName::new(codec).map_err(|_| bad("codec name"))?,
+    })
+}
+
+/// The writer's map from names to committed kind keys.
+#[derive(Default)]
+pub(crate) struct KindKeys {
+    by_type: HashMap<EventType, Vec<(u32, CodecName, i64)>>,
+    len: usize,
+}
+
+/// Kinds an append resolved that are not known committed yet.
+pub(crate) type FreshKinds = Vec<(Kind, i64)>;
+
+impl KindKeys {
+    fn get(&self, event: &NewEvent) -> Option<i64> {
+        self.by_type
+            .get(event.event_type().as_str())?
+            .iter()
+            .find(|(v, c, _)| *v == event.schema_version() && c.as_str() == event.codec())
+            .map(|(_, _, key)| *key)
+    }
+
+    /// The key of `event`'s kind inside the writer's open transaction,
+    /// inserting the kind when it is new. Kinds not yet known committed are
+    /// pushed to `fresh`, for [`Self::committed`] once the batch commits.
+    pub(crate) fn key_for(
+        &self,
+        conn: &Connection,
+        event: &NewEvent,
+        fresh: &mut FreshKinds,
+    ) -> Result<i64, StoreError> {
+        if let Some(key) = self.get(event) {
+            return Ok(key);
+        }
+        let (ty, version, codec) = (
+            event.event_type().as_str(),
+            i64::from(event.schema_version()),
+            event.codec(),
+        );
+        let found: Option<i64> = conn
+            .prepare_cached(
+                "SELECT kind FROM eskit_event_kinds \
+                 WHERE event_type = ?1 AND schema_version = ?2 AND codec = ?3",
+            )
+            .and_then(|mut s| s.query_row((ty, version, codec), |r| r.get(0)).optional())
+            .map_err(store_error)?;
+        let key = match found {
+            Some(key) => key,
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO eskit_event_kinds (event_type, schema_version, codec) \
+                     VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute((ty, version, codec)))
+                .map_err(store_error)?;
+                conn.last_insert_rowid()
+            }
+        };
+        let codec = CodecName::new(codec).map_err(StoreError::from)?;
+        fresh.push((
+            Kind {
+                event_type: event.event_type().clone(),
+                schema_version: event.schema_version(),
+                codec,
+            },
+            key,
+        ));
+        Ok(key)
+    }
+
+    /// Remembers kinds whose rows are now committed.
+    pub(crate) fn committed(&mut self, fresh: FreshKinds) {
+        for (kind, key) in fresh {
+            if self.len >= MAX_CACHED_KINDS {
+                return;
+            }
+            let entries = self.by_type.entry(kind.event_type).or_default();
+            if !entries
+                .iter()
+                .any(|(v, c, _)| *v == kind.schema_version && *c == kind.codec)
+            {
+                entries.push((kind.schema_version, kind.codec, key));
+                self.len += 1;
+            }
+        }
+    }
+}
