@@ -13,9 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::notify::Notifier;
-use crate::row::{
-    EVENT_COLUMNS, Scratch, StoredMetadata, decode_event, event_checksum, same_content,
-};
+use crate::row::{BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content};
 use crate::worker::{AppendJob, rollback_if_open};
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
@@ -71,13 +69,13 @@ fn load_versions(
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
-    let mut out = Vec::new();
     // Inside the writer's transaction: kinds read here may not be committed.
-    let mut scratch = Scratch::new(KindReader::uncommitted());
+    let mut batch = BatchBuilder::new(KindReader::uncommitted(), 0);
+    let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(conn, row, stream, &mut scratch)?);
+        batch.push(conn, row, owner)?;
     }
-    Ok(out)
+    batch.finish().into_events()
 }
 
 /// The next global position: one past the highest ever assigned, also when

@@ -55,34 +55,50 @@ impl KindCache {
     }
 }
 
-/// Resolves kind keys during one read: a few recent kinds locally, then the
-/// shared cache (when the read sees only committed rows), then the table.
+/// Resolves kind keys during one read, numbering the kinds it meets: the
+/// last one met, then those met before, then the shared cache (when the read
+/// sees only committed rows), then the table.
 pub(crate) struct KindReader<'a> {
     shared: Option<&'a KindCache>,
-    local: Vec<(i64, Kind)>,
+    keys: Vec<i64>,
+    met: Vec<Kind>,
+    index: HashMap<i64, u32>,
+    last: usize,
 }
 
 impl<'a> KindReader<'a> {
     /// A resolver for a read outside any write transaction: what it looks
     /// up is committed, so it may fill the shared cache.
     pub(crate) fn committed(cache: &'a KindCache) -> Self {
-        Self {
-            shared: Some(cache),
-            local: Vec::new(),
-        }
+        Self::with(Some(cache))
     }
 
     /// A resolver for a read inside the writer's open transaction, which may
     /// see kinds that are not committed yet: it never touches a shared cache.
     pub(crate) fn uncommitted() -> Self {
+        Self::with(None)
+    }
+
+    fn with(shared: Option<&'a KindCache>) -> Self {
         Self {
-            shared: None,
-            local: Vec::new(),
+            shared,
+            keys: Vec::new(),
+            met: Vec::new(),
+            index: HashMap::new(),
+            last: 0,
         }
     }
 
-    pub(crate) fn resolve(&mut self, conn: &Connection, key: i64) -> Result<&Kind, StoreError> {
-        let found = self.local.iter().position(|(k, _)| *k == key);
+    /// The number of `key`'s kind among those this read has met.
+    pub(crate) fn resolve(&mut self, conn: &Connection, key: i64) -> Result<u32, StoreError> {
+        if self.keys.get(self.last) == Some(&key) {
+            return Ok(self.last as u32);
+        }
+        let found = if self.keys.len() <= LOCAL_KINDS {
+            self.keys.iter().position(|k| *k == key)
+        } else {
+            self.index.get(&key).map(|i| *i as usize)
+        };
         let i = match found {
             Some(i) => i,
             None => {
@@ -96,14 +112,36 @@ impl<'a> KindReader<'a> {
                         kind
                     }
                 };
-                if self.local.len() >= LOCAL_KINDS {
-                    self.local.remove(0);
+                let i = self.keys.len();
+                let number = u32::try_from(i)
+                    .map_err(|_| corrupt("more kinds in one read than fit in u32"))?;
+                if i == LOCAL_KINDS {
+                    self.index
+                        .extend(self.keys.iter().enumerate().map(|(n, k)| (*k, n as u32)));
                 }
-                self.local.push((key, kind));
-                self.local.len() - 1
+                if i >= LOCAL_KINDS {
+                    self.index.insert(key, number);
+                }
+                self.keys.push(key);
+                self.met.push(kind);
+                i
             }
         };
-        Ok(&self.local[i].1)
+        self.last = i;
+        Ok(i as u32)
+    }
+
+    /// The kind numbered `i` by [`Self::resolve`].
+    pub(crate) fn kind(&self, i: u32) -> Option<&Kind> {
+        self.met.get(i as usize)
+    }
+
+    /// Copies of the kinds met from number `first` on.
+    pub(crate) fn met_since(&self, first: usize) -> Vec<Kind> {
+        self.met
+            .get(first..)
+            .map(<[Kind]>::to_vec)
+            .unwrap_or_default()
     }
 }
 

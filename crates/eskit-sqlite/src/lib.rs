@@ -90,6 +90,7 @@
 
 mod append;
 mod checkpoint;
+mod chunks;
 mod error;
 mod kinds;
 mod notify;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use crate::error::{corrupt, store_error};
-use crate::kinds::KindReader;
+use crate::kinds::{Kind, KindReader};
 
 /// The event columns, in the order [`decode_event`] reads them (from index 0).
 pub(crate) const EVENT_COLUMNS: &str =
@@ -125,22 +125,6 @@ impl StoredMetadata {
     }
 }
 
-/// What one read reuses across its rows: the checksum buffer and the kinds
-/// it has met.
-pub(crate) struct Scratch<'a> {
-    buf: Vec<u8>,
-    kinds: KindReader<'a>,
-}
-
-impl<'a> Scratch<'a> {
-    pub(crate) fn new(kinds: KindReader<'a>) -> Self {
-        Self {
-            buf: Vec::new(),
-            kinds,
-        }
-    }
-}
-
 /// Parses stored metadata; anything but the shape [`StoredMetadata::of`]
 /// writes is `None`.
 fn parse_metadata(text: &str) -> Option<Metadata> {
@@ -209,69 +193,249 @@ pub(crate) fn event_checksum(
     c.finish(payload)
 }
 
-/// Decodes one row selected with [`EVENT_COLUMNS`] belonging to `stream`,
-/// read through `conn` (which resolves kinds the scratch has not met).
-pub(crate) fn decode_event(
-    conn: &Connection,
-    row: &Row<'_>,
-    stream: &Stream,
-    scratch: &mut Scratch<'_>,
-) -> Result<RawEvent, StoreError> {
-    let position: i64 = row.get(0).map_err(store_error)?;
-    let version: i64 = row.get(1).map_err(store_error)?;
-    let event_id: &[u8] = row
-        .get_ref(2)
-        .and_then(|v| Ok(v.as_blob()?))
-        .map_err(store_error)?;
-    let kind: i64 = row.get(3).map_err(store_error)?;
-    let payload: &[u8] = row
-        .get_ref(4)
-        .and_then(|v| Ok(v.as_blob()?))
-        .map_err(store_error)?;
-    let timestamp: i64 = row.get(5).map_err(store_error)?;
-    let metadata_text: Option<&str> = row
-        .get_ref(6)
-        .and_then(|v| Ok(v.as_str_or_null()?))
-        .map_err(store_error)?;
-    let checksum: i64 = row.get(7).map_err(store_error)?;
-    let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
-    let event_id: [u8; 16] = event_id.try_into().map_err(|_| bad("event id"))?;
-    let kind = scratch.kinds.resolve(conn, kind)?;
-    let expected = event_checksum(
-        &mut scratch.buf,
-        position,
-        stream,
-        version,
-        &event_id,
-        kind.event_type.as_str(),
-        kind.schema_version,
-        kind.codec.as_str(),
-        payload,
-        timestamp,
-        metadata_text,
-    );
-    if checksum != expected {
-        return Err(corrupt(format!(
-            "checksum mismatch for the event at position {position}"
-        )));
+/// Most rows a reader puts in one [`EventBatch`] before handing it over and
+/// reading on: the caller builds events from one batch while the reader
+/// fills the next, so a long load keeps both threads busy.
+pub(crate) const BATCH_ROWS: usize = 128;
+
+/// Events read and verified on a reader thread, in a compact form that
+/// crosses to the caller's thread in one move; an [`Assembler`] then builds
+/// the [`RawEvent`]s there. Allocating the events on the thread that uses
+/// and frees them keeps their memory on one core.
+pub(crate) struct EventBatch {
+    heads: Vec<Head>,
+    /// Payloads back to back, in row order.
+    bytes: Vec<u8>,
+    /// Kinds first met in this batch; numbers continue across batches.
+    kinds: Vec<Kind>,
+    /// Streams first met in this batch; numbers continue across batches.
+    streams: Vec<Stream>,
+    /// How many events the whole read expects, when known (first batch).
+    expected: usize,
+}
+
+impl EventBatch {
+    /// The events of this batch alone (a read that fits in one batch).
+    pub(crate) fn into_events(self) -> Result<Vec<RawEvent>, StoreError> {
+        let mut a = Assembler::default();
+        a.add(self)?;
+        Ok(a.finish())
     }
-    let metadata = match metadata_text {
-        None => Metadata::new(),
-        Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
-    };
-    let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
-    Ok(RawEvent {
-        id: EventId::from_bytes(event_id),
-        stream: stream.clone(),
-        version: Version::new(to_u64(version, "version")?),
-        position: Position::new(to_u64(position, "position")?),
-        event_type: kind.event_type.clone(),
-        schema_version: kind.schema_version,
-        timestamp: Timestamp::from_unix_micros(timestamp),
-        metadata,
-        codec: kind.codec.clone(),
-        payload: payload.to_vec(),
-    })
+}
+
+/// One verified row; its payload ends at `payload_end` in the batch's bytes
+/// and starts where the previous one ended.
+struct Head {
+    id: EventId,
+    version: Version,
+    position: Position,
+    timestamp: Timestamp,
+    metadata: Metadata,
+    payload_end: usize,
+    kind: u32,
+    stream: u32,
+}
+
+/// Builds the events of a read from its batches, on the caller's thread.
+#[derive(Default)]
+pub(crate) struct Assembler {
+    events: Vec<RawEvent>,
+    kinds: Vec<Kind>,
+    streams: Vec<Stream>,
+}
+
+impl Assembler {
+    /// Adds the events of the next batch.
+    pub(crate) fn add(&mut self, batch: EventBatch) -> Result<(), StoreError> {
+        let lost = || corrupt("an event batch refers to a kind or stream it lacks");
+        self.kinds.extend(batch.kinds);
+        self.streams.extend(batch.streams);
+        // `expected` is capped by the reader (`LOAD_CAPACITY_HINT_MAX`).
+        self.events.reserve(batch.expected.max(batch.heads.len()));
+        let mut start = 0;
+        for h in batch.heads {
+            let kind = self.kinds.get(h.kind as usize).ok_or_else(lost)?;
+            let stream = self.streams.get(h.stream as usize).ok_or_else(lost)?;
+            let payload = batch.bytes.get(start..h.payload_end).ok_or_else(lost)?;
+            start = h.payload_end;
+            self.events.push(RawEvent {
+                id: h.id,
+                stream: stream.clone(),
+                version: h.version,
+                position: h.position,
+                event_type: kind.event_type.clone(),
+                schema_version: kind.schema_version,
+                timestamp: h.timestamp,
+                metadata: h.metadata,
+                codec: kind.codec.clone(),
+                payload: payload.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The events of every batch added, in order.
+    pub(crate) fn finish(self) -> Vec<RawEvent> {
+        self.events
+    }
+}
+
+/// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`],
+/// checking each row's checksum and fields first.
+pub(crate) struct BatchBuilder<'a> {
+    heads: Vec<Head>,
+    bytes: Vec<u8>,
+    streams: Vec<Stream>,
+    kinds: KindReader<'a>,
+    scratch: Vec<u8>,
+    /// Kinds and streams already handed over in earlier batches.
+    kinds_sent: usize,
+    streams_sent: usize,
+    expected: usize,
+}
+
+impl<'a> BatchBuilder<'a> {
+    /// A builder for a read expected to return `expected` rows (0: unknown).
+    pub(crate) fn new(kinds: KindReader<'a>, expected: usize) -> Self {
+        Self {
+            heads: Vec::with_capacity(expected.clamp(1, BATCH_ROWS)),
+            bytes: Vec::new(),
+            streams: Vec::new(),
+            kinds,
+            scratch: Vec::new(),
+            kinds_sent: 0,
+            streams_sent: 0,
+            expected,
+        }
+    }
+
+    /// Whether the current batch is full and should be handed over.
+    pub(crate) fn is_full(&self) -> bool {
+        self.heads.len() >= BATCH_ROWS
+    }
+
+    /// Hands over the rows gathered since the last batch, with the kinds
+    /// and streams they are the first to use.
+    pub(crate) fn take(&mut self) -> EventBatch {
+        let kinds = self.kinds.met_since(self.kinds_sent);
+        self.kinds_sent += kinds.len();
+        let streams = self
+            .streams
+            .get(self.streams_sent..)
+            .map(<[Stream]>::to_vec)
+            .unwrap_or_default();
+        self.streams_sent = self.streams.len();
+        let bytes_hint = self.bytes.len();
+        EventBatch {
+            heads: std::mem::replace(&mut self.heads, Vec::with_capacity(BATCH_ROWS)),
+            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(bytes_hint)),
+            kinds,
+            streams,
+            expected: std::mem::take(&mut self.expected),
+        }
+    }
+
+    /// The number of the stream named by `stream_type` and `stream_id`,
+    /// adding it when it differs from the last one added.
+    pub(crate) fn stream(&mut self, stream_type: &str, stream_id: &str) -> Result<u32, StoreError> {
+        if let Some(last) = self.streams.last()
+            && last.stream_type().as_str() == stream_type
+            && last.stream_id().as_str() == stream_id
+        {
+            return Ok(self.last_stream());
+        }
+        let s = Stream::new(stream_type, stream_id)
+            .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
+        Ok(self.add_stream(s))
+    }
+
+    /// Adds `stream` and returns its number.
+    pub(crate) fn add_stream(&mut self, stream: Stream) -> u32 {
+        self.streams.push(stream);
+        self.last_stream()
+    }
+
+    fn last_stream(&self) -> u32 {
+        // A read holds at most `MAX_READ_LIMIT` rows, or one stream.
+        u32::try_from(self.streams.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Verifies one row of stream number `stream` and adds it.
+    pub(crate) fn push(
+        &mut self,
+        conn: &Connection,
+        row: &Row<'_>,
+        stream: u32,
+    ) -> Result<(), StoreError> {
+        let position: i64 = row.get(0).map_err(store_error)?;
+        let version: i64 = row.get(1).map_err(store_error)?;
+        let event_id: &[u8] = row
+            .get_ref(2)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(store_error)?;
+        let kind: i64 = row.get(3).map_err(store_error)?;
+        let payload: &[u8] = row
+            .get_ref(4)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(store_error)?;
+        let timestamp: i64 = row.get(5).map_err(store_error)?;
+        let metadata_text: Option<&str> = row
+            .get_ref(6)
+            .and_then(|v| Ok(v.as_str_or_null()?))
+            .map_err(store_error)?;
+        let checksum: i64 = row.get(7).map_err(store_error)?;
+        let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
+        let event_id: [u8; 16] = event_id.try_into().map_err(|_| bad("event id"))?;
+        let kind_number = self.kinds.resolve(conn, kind)?;
+        let (kind, owner) = match (
+            self.kinds.kind(kind_number),
+            self.streams.get(stream as usize),
+        ) {
+            (Some(k), Some(s)) => (k, s),
+            _ => return Err(corrupt("a row refers to a kind or stream not read")),
+        };
+        let expected = event_checksum(
+            &mut self.scratch,
+            position,
+            owner,
+            version,
+            &event_id,
+            kind.event_type.as_str(),
+            kind.schema_version,
+            kind.codec.as_str(),
+            payload,
+            timestamp,
+            metadata_text,
+        );
+        if checksum != expected {
+            return Err(corrupt(format!(
+                "checksum mismatch for the event at position {position}"
+            )));
+        }
+        let metadata = match metadata_text {
+            None => Metadata::new(),
+            Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
+        };
+        let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
+        let head = Head {
+            id: EventId::from_bytes(event_id),
+            version: Version::new(to_u64(version, "version")?),
+            position: Position::new(to_u64(position, "position")?),
+            timestamp: Timestamp::from_unix_micros(timestamp),
+            metadata,
+            payload_end: self.bytes.len() + payload.len(),
+            kind: kind_number,
+            stream,
+        };
+        self.bytes.extend_from_slice(payload);
+        self.heads.push(head);
+        Ok(())
+    }
+
+    /// The last batch, ready to cross threads.
+    pub(crate) fn finish(mut self) -> EventBatch {
+        self.take()
+    }
 }
 
 /// Whether a stored event carries the same content as a retried one.
@@ -315,5 +479,25 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert_eq!(parse_metadata(&deep), None);
         Ok(())
+    }
+
+    #[test]
+    fn long_and_short_tails_hash_as_one_sequence() {
+        for len in [0, 1, INLINE_TAIL - 1, INLINE_TAIL, INLINE_TAIL + 1, 100_000] {
+            let tail: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut buf = Vec::new();
+            let sum = Checksum::new(&mut buf).int(7).bytes(b"abc").finish(&tail);
+            let mut whole = Vec::new();
+            whole.extend_from_slice(&7_i64.to_le_bytes());
+            whole.extend_from_slice(&3_u64.to_le_bytes());
+            whole.extend_from_slice(b"abc");
+            whole.extend_from_slice(&(len as u64).to_le_bytes());
+            whole.extend_from_slice(&tail);
+            assert_eq!(
+                sum,
+                i64::from_le_bytes(xxh3_64(&whole).to_le_bytes()),
+                "{len}"
+            );
+        }
     }
 }

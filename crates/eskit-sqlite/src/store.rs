@@ -18,16 +18,17 @@ use crate::append::{
     STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, state_of, stream_row, to_version,
 };
 use crate::checkpoint::SqliteCheckpointStore;
-use crate::error::{OpenError, corrupt, store_error};
+use crate::chunks;
+use crate::error::{OpenError, corrupt, stopped, store_error};
 use crate::kinds::{KindCache, KindReader};
 use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
-use crate::row::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, Scratch, decode_event};
+use crate::row::{Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch};
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
-use crate::worker::{GROUP_COMMIT_LINGER, Workers};
+use crate::worker::{GROUP_COMMIT_LINGER, Part, PartSender, Workers};
 
 /// An event store in one SQLite database file (or in memory).
 ///
@@ -40,8 +41,11 @@ use crate::worker::{GROUP_COMMIT_LINGER, Workers};
 /// One writer thread owns the write connection and commits appends that
 /// arrive together in one transaction (group commit), each append under its
 /// own savepoint so that one conflict does not fail the others. Loads and
-/// reads run on reader threads, each with its own connection. No method
-/// blocks the calling thread except the `open*` constructors.
+/// reads run on reader threads, each with its own connection; a reader
+/// checks each row and hands the rows over in batches of 128, and the
+/// caller's task builds the events of one batch while the reader fills the
+/// next (no SQLite call, only copying, runs on the caller's thread). No
+/// method blocks the calling thread except the `open*` constructors.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -303,11 +307,12 @@ fn load_sync(
     kinds: &KindCache,
     stream: &Stream,
     options: &LoadOptions,
-) -> Result<Vec<RawEvent>, StoreError> {
+    tx: &PartSender<EventBatch>,
+) -> Result<(), StoreError> {
     // The stream's row gives its key, and its version sizes the result:
     // growing a vector of events page by page copies them again and again.
     let Some((sid, version, _)) = stream_row(c, stream)? else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let (filter, type_params) = type_filter(options.types(), 5);
     let sql = format!(
@@ -335,12 +340,31 @@ fn load_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut out = Vec::with_capacity(capacity);
-    let mut scratch = Scratch::new(KindReader::committed(kinds));
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), capacity);
+    let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
-        out.push(decode_event(c, row, stream, &mut scratch)?);
+        batch.push(c, row, owner)?;
+        if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
+            return Ok(());
+        }
     }
-    Ok(out)
+    tx.send(Ok(Part::Chunk(batch.finish())));
+    Ok(())
+}
+
+/// Builds the events a reader hands over in batches, on the caller's thread.
+async fn collect_events(
+    mut parts: chunks::Receiver<Result<Part<EventBatch>, StoreError>>,
+) -> Result<Vec<RawEvent>, StoreError> {
+    let mut events = Assembler::default();
+    loop {
+        match parts.next().await {
+            Some(Ok(Part::Chunk(batch))) => events.add(batch)?,
+            Some(Ok(Part::Done)) => return Ok(events.finish()),
+            Some(Err(e)) => return Err(e),
+            None => return Err(stopped()),
+        }
+    }
 }
 
 /// Most events a load reserves room for up front; longer loads grow.
@@ -350,7 +374,8 @@ fn read_all_sync(
     c: &Connection,
     kinds: &KindCache,
     options: &ReadOptions,
-) -> Result<Vec<RawEvent>, StoreError> {
+    tx: &PartSender<EventBatch>,
+) -> Result<(), StoreError> {
     let (type_sql, type_params) = type_filter(options.types(), 4);
     let stream_type_sql = if options.only_stream_type().is_some() {
         " AND s.stream_type = ?3"
@@ -376,9 +401,7 @@ fn read_all_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut out = Vec::new();
-    let mut scratch = Scratch::new(KindReader::committed(kinds));
-    let mut last: Option<Stream> = None;
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
     while let Some(row) = rows.next().map_err(store_error)? {
         let st = row
             .get_ref(EVENT_COLUMN_COUNT)
@@ -388,14 +411,14 @@ fn read_all_sync(
             .get_ref(EVENT_COLUMN_COUNT + 1)
             .and_then(|v| Ok(v.as_str()?))
             .map_err(store_error)?;
-        let stream = match last.take() {
-            Some(s) if s.stream_type().as_str() == st && s.stream_id().as_str() == id => s,
-            _ => Stream::new(st, id).map_err(|e| corrupt(format!("stored stream name: {e}")))?,
-        };
-        out.push(decode_event(c, row, &stream, &mut scratch)?);
-        last = Some(stream);
+        let stream = batch.stream(st, id)?;
+        batch.push(c, row, stream)?;
+        if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
+            return Ok(());
+        }
     }
-    Ok(out)
+    tx.send(Ok(Part::Chunk(batch.finish())));
+    Ok(())
 }
 
 impl EventStore for SqliteStore {
@@ -430,10 +453,11 @@ impl EventStore for SqliteStore {
         options.validate()?;
         let stream = stream.clone();
         let kinds = Arc::clone(&self.inner.kinds);
-        self.inner
+        let parts = self
+            .inner
             .workers
-            .read(move |c| load_sync(c, &kinds, &stream, &options))
-            .await
+            .read_parts(move |c, tx| load_sync(c, &kinds, &stream, &options, tx))?;
+        collect_events(parts).await
     }
 
     async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
@@ -453,10 +477,11 @@ impl GlobalReader for SqliteStore {
     async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
-        self.inner
+        let parts = self
+            .inner
             .workers
-            .read(move |c| read_all_sync(c, &kinds, &options))
-            .await
+            .read_parts(move |c, tx| read_all_sync(c, &kinds, &options, tx))?;
+        collect_events(parts).await
     }
 
     async fn latest_position(&self) -> Result<Position, StoreError> {

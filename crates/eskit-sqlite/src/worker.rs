@@ -16,6 +16,7 @@ use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreEr
 use rusqlite::Connection;
 
 use crate::append::commit_appends;
+use crate::chunks;
 use crate::error::{SqliteError, stopped};
 use crate::kinds::KindKeys;
 use crate::notify::Notifier;
@@ -27,6 +28,17 @@ use crate::options::MAX_GROUP_COMMIT;
 pub const MAX_QUEUED_REQUESTS: usize = 65_536;
 
 pub(crate) type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+
+/// One part of a result handed over in parts by [`Workers::read_parts`].
+pub(crate) enum Part<T> {
+    /// The next part.
+    Chunk(T),
+    /// Every part was sent.
+    Done,
+}
+
+/// Where a reader sends the parts of its result.
+pub(crate) type PartSender<T> = chunks::Sender<Result<Part<T>, StoreError>>;
 pub(crate) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub(crate) struct AppendJob {
@@ -128,6 +140,31 @@ impl Workers {
             None => self.writer.send(WriteJob::Read(job))?,
         }
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on a reader connection like [`Self::read`], letting it hand
+    /// over its result in parts through the sender it is given; the
+    /// receiver yields them as they come, then [`Part::Done`] when `f`
+    /// returned `Ok`, or the error it returned. A receiver that is dropped
+    /// makes the sender refuse further parts, so `f` can stop early.
+    pub(crate) fn read_parts<T, F>(
+        &self,
+        f: F,
+    ) -> Result<chunks::Receiver<Result<Part<T>, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &PartSender<T>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (tx, rx) = chunks::channel();
+        let job: ReadFn = Box::new(move |c| {
+            let end = f(c, &tx).map(|()| Part::Done);
+            tx.send(end);
+        });
+        match &self.readers {
+            Some(q) => q.send(job)?,
+            None => self.writer.send(WriteJob::Read(job))?,
+        }
+        Ok(rx)
     }
 
     /// Runs `f` on the writer connection, between group commits.

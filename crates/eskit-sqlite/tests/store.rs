@@ -793,3 +793,165 @@ fn public_futures_are_send() -> TestResult {
     assert_send(&SqliteStore::connect(SqliteOptions::in_memory()));
     Ok(())
 }
+
+/// Appends `n` events cycling through three kinds (two types, one of them
+/// at two schema versions, two codecs), every seventh with metadata.
+fn append_mixed(s: &SqliteStore, st: &eskit_core::Stream, n: u64) -> TestResult {
+    let kinds = [
+        ("Opened", 1, "json"),
+        ("Moved", 1, "cbor"),
+        ("Moved", 2, "json"),
+    ];
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(250) {
+        let events = chunk
+            .iter()
+            .map(|i| {
+                let (ty, v, codec) = kinds[(*i % 3) as usize];
+                Ok(
+                    eskit_core::NewEvent::new(EventType::new(ty)?, i.to_string().into_bytes())
+                        .with_schema_version(v)
+                        .with_codec(codec),
+                )
+            })
+            .collect::<Result<Vec<_>, eskit_core::InvalidName>>()?;
+        block_on(s.append(st, ExpectedVersion::Any, events, AppendOptions::new()))?;
+        let meta = Metadata::new_chain(Principal::user("ada")).with_extra("k", "v");
+        block_on(s.append(
+            st,
+            ExpectedVersion::Any,
+            vec![event("Opened", "{}")?],
+            AppendOptions::new().with_metadata(meta),
+        ))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn long_loads_and_reads_cross_batches_intact() -> TestResult {
+    both(|s| {
+        let a = stream("account", "long")?;
+        append_mixed(s, &a, 1000)?;
+        let all = block_on(s.load(&a, LoadOptions::new()))?;
+        assert_eq!(all.len(), 1004);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.version.get(), i as u64 + 1);
+            assert_eq!(e.stream, a);
+        }
+        let plain: Vec<_> = all.iter().filter(|e| e.metadata.is_empty()).collect();
+        assert_eq!(plain.len(), 1000);
+        for e in &plain {
+            let i: u64 = std::str::from_utf8(&e.payload)?.parse()?;
+            let want = [
+                ("Opened", 1, "json"),
+                ("Moved", 1, "cbor"),
+                ("Moved", 2, "json"),
+            ][(i % 3) as usize];
+            assert_eq!(
+                (e.event_type.as_str(), e.schema_version, e.codec.as_str()),
+                want,
+                "event {i}"
+            );
+        }
+        assert!(
+            all.iter()
+                .filter(|e| !e.metadata.is_empty())
+                .all(|e| { e.metadata.extra().get("k").map(String::as_str) == Some("v") })
+        );
+        let moved = block_on(s.load(
+            &a,
+            LoadOptions::new().event_types([EventType::new("Moved")?]),
+        ))?;
+        assert_eq!(moved.len(), 667);
+        assert!(moved.iter().all(|e| e.event_type.as_str() == "Moved"));
+        let global = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2000)))?;
+        assert_eq!(global.len(), all.len());
+        assert!(
+            global
+                .iter()
+                .zip(&all)
+                .all(|(g, l)| g.id == l.id && g.payload == l.payload)
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn a_damaged_row_deep_in_a_long_load_fails_the_whole_load() -> TestResult {
+    let dir = TempDir::new("damaged-long")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("account", "long")?;
+    append_mixed(&s, &a, 1000)?;
+    {
+        let c = rusqlite::Connection::open(&path)?;
+        c.execute(
+            "UPDATE eskit_events SET payload = X'3939' WHERE version = 900",
+            [],
+        )?;
+    }
+    let e = block_on(s.load(&a, LoadOptions::new())).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2000))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    let head = block_on(s.load(&a, LoadOptions::new().to_version(Version::new(899))))?;
+    assert_eq!(head.len(), 899);
+    Ok(())
+}
+
+#[test]
+fn kinds_written_by_another_handle_are_read_back() -> TestResult {
+    let dir = TempDir::new("kinds")?;
+    let path = dir.file("events.db");
+    let first = SqliteStore::open(&path)?;
+    let second = SqliteStore::open(&path)?;
+    let a = stream("account", "a")?;
+    append(&first, &a, ExpectedVersion::NoStream, &["1"])?;
+    assert_eq!(block_on(second.load(&a, LoadOptions::new()))?.len(), 1);
+    // A kind new to `first`'s caches, written through `second`.
+    block_on(second.append(
+        &a,
+        ExpectedVersion::Exact(Version::new(1)),
+        vec![
+            eskit_core::NewEvent::new(EventType::new("Renamed")?, b"2".to_vec())
+                .with_schema_version(3)
+                .with_codec("cbor"),
+        ],
+        AppendOptions::new(),
+    ))?;
+    let got = block_on(first.load(&a, LoadOptions::new()))?;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (
+            got[1].event_type.as_str(),
+            got[1].schema_version,
+            got[1].codec.as_str()
+        ),
+        ("Renamed", 3, "cbor")
+    );
+    // And `first`'s writer finds it instead of inserting it twice.
+    block_on(first.append(
+        &a,
+        ExpectedVersion::Any,
+        vec![
+            eskit_core::NewEvent::new(EventType::new("Renamed")?, b"3".to_vec())
+                .with_schema_version(3)
+                .with_codec("cbor"),
+        ],
+        AppendOptions::new(),
+    ))?;
+    block_on(first.close());
+    block_on(second.close());
+    let c = rusqlite::Connection::open(&path)?;
+    let kinds: i64 = c.query_row("SELECT count(*) FROM eskit_event_kinds", [], |r| r.get(0))?;
+    assert_eq!(kinds, 2);
+    let readable: Vec<(String, String, i64, String)> = c
+        .prepare("SELECT stream_id, event_type, schema_version, codec FROM eskit_event_log ORDER BY position")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    assert_eq!(readable.len(), 3);
+    assert_eq!(
+        readable[2],
+        ("a".into(), "Renamed".into(), 3, "cbor".into())
+    );
+    Ok(())
+}

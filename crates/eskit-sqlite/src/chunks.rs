@@ -1,0 +1,147 @@
+//! A channel of several values whose receiver is polled like a stream, with
+//! no executor assumed: a reader thread sends a long read in chunks, so the
+//! caller builds events from one chunk while the next is being read.
+//!
+//! Unbounded on purpose: a read's chunks add up to the read's result, which
+//! the caller holds in full at the end anyway.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+struct State<T> {
+    queue: VecDeque<T>,
+    waker: Option<Waker>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+struct Inner<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Critical sections only move plain values: a poisoned lock still
+        // guards consistent data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending half. Dropping it ends the stream.
+pub(crate) struct Sender<T> {
+    inner: Arc<Inner<T>>,
+}
+
+/// The receiving half. Dropping it tells the sender to stop.
+pub(crate) struct Receiver<T> {
+    inner: Arc<Inner<T>>,
+}
+
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let inner = Arc::new(Inner {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            waker: None,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+    });
+    (
+        Sender {
+            inner: Arc::clone(&inner),
+        },
+        Receiver { inner },
+    )
+}
+
+impl<T> Sender<T> {
+    /// Queues a value; `false` when the receiver is gone and more work
+    /// would be wasted.
+    pub(crate) fn send(&self, value: T) -> bool {
+        let waker = {
+            let mut s = self.inner.lock();
+            if s.receiver_gone {
+                return false;
+            }
+            s.queue.push_back(value);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = self.inner.lock();
+            s.sender_gone = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next value, or `None` once the sender is gone and all values
+    /// were taken.
+    pub(crate) async fn next(&mut self) -> Option<T> {
+        poll_fn(|cx| {
+            let mut s = self.inner.lock();
+            if let Some(v) = s.queue.pop_front() {
+                return Poll::Ready(Some(v));
+            }
+            if s.sender_gone {
+                return Poll::Ready(None);
+            }
+            match &mut s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut s = self.inner.lock();
+        s.receiver_gone = true;
+        s.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_values_in_order_then_ends() {
+        let (tx, mut rx) = channel();
+        let t = std::thread::spawn(move || (0..1000).all(|i| tx.send(i)));
+        let got = eskit_core::block_on(async {
+            let mut got = Vec::new();
+            while let Some(v) = rx.next().await {
+                got.push(v);
+            }
+            got
+        });
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        assert!(matches!(t.join(), Ok(true)));
+    }
+
+    #[test]
+    fn a_dropped_receiver_stops_the_sender() {
+        let (tx, rx) = channel();
+        assert!(tx.send(1));
+        drop(rx);
+        assert!(!tx.send(2));
+    }
+}
