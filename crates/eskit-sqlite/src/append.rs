@@ -89,14 +89,37 @@ fn next_position(conn: &Connection) -> Result<i64, StoreError> {
     .map_err(store_error)
 }
 
+/// What the writer thread remembers between batches.
+#[derive(Default)]
+pub(crate) struct WriterState {
+    kinds: KindKeys,
+    /// The next global position after the writer's last commit, with the
+    /// connection's `PRAGMA data_version` then. While that number stays the
+    /// same no other connection has committed, so the position still holds
+    /// and the query for it can be skipped.
+    next: Option<(i64, i64)>,
+}
+
+/// The next global position inside the writer's open transaction.
+fn batch_start(conn: &Connection, state: &WriterState) -> Result<(i64, i64), StoreError> {
+    let data_version: i64 = conn
+        .prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(store_error)?;
+    match state.next {
+        Some((seen, next)) if seen == data_version => Ok((data_version, next)),
+        _ => Ok((data_version, next_position(conn)?)),
+    }
+}
+
 /// Commits a batch of appends and answers each. Called on the writer thread.
 pub(crate) fn commit_appends(
     conn: &mut Connection,
-    kinds: &mut KindKeys,
+    state: &mut WriterState,
     jobs: Vec<AppendJob>,
     notifier: &Notifier,
 ) {
-    let results = match run_batch(conn, kinds, &jobs) {
+    let results = match run_batch(conn, state, &jobs) {
         Ok(results) => results,
         Err(_) if jobs.len() > 1 => {
             // The transaction itself failed (BEGIN or COMMIT). Retry each
@@ -104,7 +127,7 @@ pub(crate) fn commit_appends(
             rollback_if_open(conn);
             jobs.iter()
                 .map(
-                    |job| match run_batch(conn, kinds, std::slice::from_ref(job)) {
+                    |job| match run_batch(conn, state, std::slice::from_ref(job)) {
                         Ok(mut r) => r.pop().unwrap_or_else(|| Err(corrupt("empty batch"))),
                         Err(e) => {
                             rollback_if_open(conn);
@@ -135,17 +158,29 @@ pub(crate) fn commit_appends(
     }
 }
 
+/// Runs one transaction-control statement, prepared once per connection:
+/// parsing `BEGIN` and `COMMIT` again for every append is measurable.
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(store_error)
+}
+
 /// Runs the batch in one IMMEDIATE transaction. `Ok` carries each append's
 /// own outcome (all committed); `Err` means nothing was committed. Kinds
 /// first written by the batch's successful appends are remembered only
 /// after the commit.
 fn run_batch(
     conn: &mut Connection,
-    kinds: &mut KindKeys,
+    state: &mut WriterState,
     jobs: &[AppendJob],
 ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
-    let mut next = next_position(conn)?;
+    exec(conn, "BEGIN IMMEDIATE")?;
+    // Until this batch commits, the remembered position is in doubt.
+    let (data_version, mut next) = batch_start(conn, state)?;
+    state.next = None;
+    let kinds = &mut state.kinds;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fresh = FreshKinds::new();
     if let [job] = jobs {
@@ -153,32 +188,31 @@ fn run_batch(
         // transaction is rolled back.
         let r = append_one(conn, kinds, job, &mut next, &mut fresh);
         if r.is_err() {
-            conn.execute_batch("ROLLBACK").map_err(store_error)?;
+            exec(conn, "ROLLBACK")?;
             return Ok(vec![r]);
         }
         results.push(r);
     } else {
         for job in jobs {
-            conn.execute_batch("SAVEPOINT eskit_append")
-                .map_err(store_error)?;
+            exec(conn, "SAVEPOINT eskit_append")?;
             let before = next;
             let kept = fresh.len();
             let r = append_one(conn, kinds, job, &mut next, &mut fresh);
             if r.is_err() {
-                conn.execute_batch("ROLLBACK TO eskit_append; RELEASE eskit_append")
-                    .map_err(store_error)?;
+                exec(conn, "ROLLBACK TO eskit_append")?;
+                exec(conn, "RELEASE eskit_append")?;
                 next = before;
                 // Kinds this append inserted are gone with its savepoint.
                 fresh.truncate(kept);
             } else {
-                conn.execute_batch("RELEASE eskit_append")
-                    .map_err(store_error)?;
+                exec(conn, "RELEASE eskit_append")?;
             }
             results.push(r);
         }
     }
-    conn.execute_batch("COMMIT").map_err(store_error)?;
+    exec(conn, "COMMIT")?;
     kinds.committed(fresh);
+    state.next = Some((data_version, next));
     Ok(results)
 }
 

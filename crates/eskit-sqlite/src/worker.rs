@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreError, Stream};
 use rusqlite::Connection;
 
-use crate::append::commit_appends;
+use crate::append::{WriterState, commit_appends};
 use crate::chunks;
 use crate::error::{SqliteError, stopped};
-use crate::kinds::KindKeys;
 use crate::notify::Notifier;
 use crate::oneshot;
 use crate::options::MAX_GROUP_COMMIT;
@@ -228,7 +227,7 @@ fn run_writer(
     linger: Duration,
 ) {
     let mut batch: Vec<AppendJob> = Vec::new();
-    let mut kinds = KindKeys::default();
+    let mut state = WriterState::default();
     let mut next = None;
     // Appends in the previous group commit: the concurrency to expect.
     let mut last_batch = 1usize;
@@ -280,7 +279,7 @@ fn run_writer(
                 last_batch = batch.len();
                 let jobs = std::mem::take(&mut batch);
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    commit_appends(&mut conn, &mut kinds, jobs, notifier);
+                    commit_appends(&mut conn, &mut state, jobs, notifier);
                 }));
                 rollback_if_open(&conn);
             }
@@ -306,14 +305,27 @@ pub const GROUP_COMMIT_LINGER: Duration = Duration::from_micros(200);
 /// of its reply; catching it here saves a thread wake-up per append.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// The first part of [`SPIN`], spent without giving up the core: a caller
+/// appending in a loop answers within a few microseconds, and a `sched_yield`
+/// round trip costs about as much.
+const SPIN_HOT: Duration = Duration::from_micros(5);
+
 fn recv_soon<T>(rx: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
-    let until = Instant::now() + SPIN;
+    let start = Instant::now();
     loop {
         match rx.try_recv() {
             Ok(j) => return Ok(j),
             Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
-            Err(mpsc::TryRecvError::Empty) if Instant::now() < until => thread::yield_now(),
-            Err(mpsc::TryRecvError::Empty) => return rx.recv(),
+            Err(mpsc::TryRecvError::Empty) => {
+                let waited = start.elapsed();
+                if waited < SPIN_HOT {
+                    std::hint::spin_loop();
+                } else if waited < SPIN {
+                    thread::yield_now();
+                } else {
+                    return rx.recv();
+                }
+            }
         }
     }
 }
