@@ -79,13 +79,28 @@ fn load_versions(
 }
 
 /// The next global position: one past the highest ever assigned, also when
-/// the newest events were deleted since.
+/// the newest events were deleted since (a hard delete records the highest
+/// position in `eskit_sequence` before it removes events). Unlike an
+/// `AUTOINCREMENT` key, this writes no sequence row on every commit.
 fn next_position(conn: &Connection) -> Result<i64, StoreError> {
     conn.prepare_cached(
-        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'eskit_events'), 0), \
+        "SELECT max(coalesce((SELECT high_water FROM eskit_sequence WHERE name = 'events'), 0), \
                     coalesce((SELECT max(position) FROM eskit_events), 0)) + 1",
     )
     .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .map_err(store_error)
+}
+
+/// Records the highest position ever assigned, before events are deleted,
+/// so that [`next_position`] never hands out a deleted event's position.
+pub(crate) fn keep_high_water(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO eskit_sequence (name, high_water) \
+         SELECT 'events', coalesce(max(position), 0) FROM eskit_events WHERE true \
+         ON CONFLICT (name) DO UPDATE SET high_water = max(high_water, excluded.high_water)",
+    )
+    .and_then(|mut s| s.execute([]))
+    .map(drop)
     .map_err(store_error)
 }
 

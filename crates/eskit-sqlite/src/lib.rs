@@ -43,9 +43,12 @@
 //! once in `eskit_event_kinds`, so a load reads one integer per event
 //! instead of three fields and hands out shared names. The view
 //! `eskit_event_log` joins it all back into readable rows for the `sqlite3`
-//! shell. The `position` column is an `AUTOINCREMENT` key: positions
-//! strictly increase in commit order and are never reused, also after a
-//! stream is deleted. Every row carries an XXH3-64 checksum over all its
+//! shell. The writer assigns each `position` one past the highest
+//! ever assigned, and a hard delete records that high-water mark in
+//! `eskit_sequence` before it removes events: positions strictly increase in
+//! commit order and are never reused, also after a stream is deleted. (An
+//! `AUTOINCREMENT` key gives the same guarantee by rewriting
+//! `sqlite_sequence` on every commit, one more page written per append.) Every row carries an XXH3-64 checksum over all its
 //! fields, including the names its kind stands for; a row that fails it, or
 //! whose fields do not parse, is reported as
 //! [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt) and never

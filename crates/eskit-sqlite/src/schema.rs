@@ -42,7 +42,7 @@ CREATE TABLE eskit_event_kinds (
     UNIQUE (event_type, schema_version, codec)
 );
 CREATE TABLE eskit_events (
-    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    position   INTEGER PRIMARY KEY,
     stream     INTEGER NOT NULL,
     version    INTEGER NOT NULL,
     event_id   BLOB NOT NULL,
@@ -53,6 +53,10 @@ CREATE TABLE eskit_events (
     checksum   INTEGER NOT NULL,
     UNIQUE (stream, version)
 );
+CREATE TABLE eskit_sequence (
+    name        TEXT PRIMARY KEY,
+    high_water  INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE eskit_idempotency (
     stream         INTEGER NOT NULL,
     key            TEXT NOT NULL,

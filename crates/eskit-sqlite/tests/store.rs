@@ -981,3 +981,30 @@ fn two_handles_on_one_file_interleave_appends_without_reusing_positions() -> Tes
     }
     Ok(())
 }
+
+#[test]
+fn positions_of_deleted_newest_events_are_not_reused_after_reopen() -> TestResult {
+    let dir = TempDir::new("high-water")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let (a, b) = (stream("account", "a")?, stream("account", "b")?);
+    append(&s, &a, ExpectedVersion::NoStream, &["1", "2", "3"])?;
+    let latest = block_on(s.latest_position())?;
+    block_on(s.delete(&a))?;
+    block_on(s.close());
+    // A fresh handle knows nothing but the file; so does another handle
+    // whose writer saw the positions before the delete.
+    let s = SqliteStore::open(&path)?;
+    let other = SqliteStore::open(&path)?;
+    let r = append(&s, &b, ExpectedVersion::NoStream, &["x"])?;
+    assert!(
+        r.records[0].position > latest,
+        "{:?} <= {latest:?}",
+        r.records[0].position
+    );
+    let r2 = append(&other, &b, ExpectedVersion::Any, &["y"])?;
+    assert!(r2.records[0].position > r.records[0].position);
+    block_on(other.close());
+    block_on(s.close());
+    Ok(())
+}
