@@ -211,10 +211,9 @@ fn render(dir: &Path) -> Result<String, String> {
         out.push_str(&format!(" {passed}/{ran} |"));
     }
     out.push_str(
-        "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-memory` on `:memory:`. The SQLite \
-         backend has no lock registry yet (a cross-process lease table is planned with the \
-         processors). PostgreSQL and NATS JetStream columns appear once their backends \
-         exist.\n",
+        "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-memory` on `:memory:`. \
+         \"not offered\" means the backend lacks that capability. PostgreSQL and NATS JetStream \
+         columns appear once their backends exist.\n",
     );
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! The embedded SQLite backend for eskit-rs: an event store, snapshots,
-//! checkpoints, a commit notifier and a cross-process change relay in one
-//! database file, through rusqlite with SQLite bundled.
+//! checkpoints, locks, a commit notifier and a cross-process change relay in
+//! one database file, through rusqlite with SQLite bundled.
 //!
 //! [`SqliteStore`] implements the core's bytes-level traits
 //! ([`EventStore`](eskit_core::EventStore),
@@ -9,7 +9,10 @@
 //! as the memory backend; [`SqliteStore::snapshots`] and
 //! [`SqliteStore::checkpoints`] give the
 //! [`SnapshotStore`](eskit_core::SnapshotStore) and
-//! [`CheckpointStore`](eskit_core::CheckpointStore). It needs no async
+//! [`CheckpointStore`](eskit_core::CheckpointStore), and
+//! [`SqliteStore::locks`] a [`LockRegistry`](eskit_core::LockRegistry) whose
+//! locks hold across every process that opens the file (leases in the
+//! `eskit_locks` table, see [`SqliteLockRegistry`]). It needs no async
 //! runtime: futures complete from the store's own threads through wakers.
 //!
 //! # Example
@@ -76,7 +79,9 @@
 //! [`GROUP_COMMIT_LINGER`] for as many again so they share one fsync; a lone
 //! writer never waits. Loads and reads run on reader
 //! threads with their own connections and see every commit whose append has
-//! returned.
+//! returned. A reader verifies each row and hands rows over in batches; the
+//! caller's task builds the events of one batch while the reader fills the
+//! next.
 //!
 //! # Cancel safety
 //! A dropped append future never leaves a partial append: the writer commits
@@ -96,6 +101,7 @@ mod checkpoint;
 mod chunks;
 mod error;
 mod kinds;
+mod locks;
 mod notify;
 mod oneshot;
 mod options;
@@ -109,6 +115,9 @@ mod worker;
 pub use checkpoint::SqliteCheckpointStore;
 pub use error::{OpenError, SqliteError};
 pub use kinds::MAX_CACHED_KINDS;
+pub use locks::{
+    LOCK_LEASE, LOCK_POLL_INTERVAL, MAX_LOCK_LEASE, MIN_LOCK_LEASE, SqliteLockRegistry,
+};
 pub use notify::{
     Changed, ExternalWatcher, MAX_SUBSCRIBERS, MIN_POLL_INTERVAL, Notifier, Subscription,
     TooManySubscribers,

@@ -80,6 +80,11 @@ CREATE TABLE eskit_checkpoints (
     position    INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE eskit_locks (
+    key         TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE eskit_changes (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     origin      TEXT NOT NULL,

@@ -22,6 +22,7 @@ use crate::checkpoint::SqliteCheckpointStore;
 use crate::chunks;
 use crate::error::{OpenError, corrupt, stopped, store_error};
 use crate::kinds::{KindCache, KindReader};
+use crate::locks::SqliteLockRegistry;
 use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
@@ -172,6 +173,25 @@ impl SqliteStore {
     /// The checkpoint store on this database.
     pub fn checkpoints(&self) -> SqliteCheckpointStore {
         SqliteCheckpointStore::new(self.clone())
+    }
+
+    /// A lock registry on this database, shared with every process that
+    /// opens the same file, with leases of [`LOCK_LEASE`](crate::LOCK_LEASE).
+    /// Each registry is its own owner. It keeps the store open while it or
+    /// a lock it handed out is alive.
+    pub fn locks(&self) -> SqliteLockRegistry {
+        SqliteLockRegistry::with_default_lease(self.clone())
+    }
+
+    /// A lock registry like [`locks`](Self::locks) with leases of `lease`:
+    /// shorter leases hand a dead holder's locks over sooner and cost more
+    /// renewals.
+    ///
+    /// # Errors
+    /// [`OpenError::InvalidOption`] when `lease` is outside
+    /// [`MIN_LOCK_LEASE`](crate::MIN_LOCK_LEASE)..=[`MAX_LOCK_LEASE`](crate::MAX_LOCK_LEASE).
+    pub fn locks_with_lease(&self, lease: Duration) -> Result<SqliteLockRegistry, OpenError> {
+        SqliteLockRegistry::new(self.clone(), lease)
     }
 
     /// A change relay on this database with a fresh origin id.

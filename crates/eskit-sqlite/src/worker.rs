@@ -166,6 +166,15 @@ impl Workers {
         Ok(rx)
     }
 
+    /// Queues `f` for the writer connection without waiting for it; for
+    /// work started where nothing can wait, such as a guard's `Drop`.
+    pub(crate) fn submit(
+        &self,
+        f: impl FnOnce(&mut Connection) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.writer.send(WriteJob::Write(Box::new(f)))
+    }
+
     /// Runs `f` on the writer connection, between group commits.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -1008,3 +1008,90 @@ fn positions_of_deleted_newest_events_are_not_reused_after_reopen() -> TestResul
     block_on(s.close());
     Ok(())
 }
+
+#[test]
+fn locks_exclude_across_handles_on_one_file_and_hand_over_on_release() -> TestResult {
+    use eskit_core::LockRegistry;
+    let dir = TempDir::new("locks")?;
+    let path = dir.file("events.db");
+    // Two handles stand for two processes: neither sees the other's memory.
+    let (one, two) = (SqliteStore::open(&path)?, SqliteStore::open(&path)?);
+    let (a, b) = (one.locks(), two.locks());
+    let held = block_on(a.acquire("processor:mail"))?;
+    assert!(block_on(b.try_acquire("processor:mail"))?.is_none());
+    assert!(block_on(b.try_acquire("processor:other"))?.is_some());
+    let waiter = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        block_on(b.acquire("processor:mail")).map(|g| (g, started.elapsed()))
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        !waiter.is_finished(),
+        "acquired a lock another handle holds"
+    );
+    drop(held);
+    let (guard, waited) = waiter.join().map_err(|_| "waiter panicked")??;
+    assert!(waited >= Duration::from_millis(150));
+    assert!(block_on(a.try_acquire("processor:mail"))?.is_none());
+    drop(guard);
+    // The waiter polls other handles every LOCK_POLL_INTERVAL; give it a
+    // few rounds.
+    let mut free = false;
+    for _ in 0..50 {
+        if block_on(a.try_acquire("processor:mail"))?.is_some() {
+            free = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(free, "a released lock stayed taken");
+    Ok(())
+}
+
+#[test]
+fn an_expired_lease_is_taken_over_and_the_old_guard_does_not_release_it() -> TestResult {
+    use eskit_core::LockRegistry;
+    let dir = TempDir::new("lease")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let (dead, live, third) = (s.locks(), s.locks(), s.locks());
+    let stale = block_on(dead.acquire("leader"))?;
+    // The holder "dies": its lease runs out without renewal.
+    rusqlite::Connection::open(&path)?.execute("UPDATE eskit_locks SET expires_at = 0", [])?;
+    let taken = block_on(live.try_acquire("leader"))?;
+    assert!(taken.is_some(), "an expired lease was not taken over");
+    drop(stale);
+    assert!(
+        block_on(third.try_acquire("leader"))?.is_none(),
+        "the expired holder released the new holder's lock"
+    );
+    drop(taken);
+    assert!(block_on(third.try_acquire("leader"))?.is_some());
+    Ok(())
+}
+
+#[test]
+fn held_leases_are_renewed_and_bad_leases_refused() -> TestResult {
+    use eskit_core::LockRegistry;
+    let dir = TempDir::new("renew")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    // Renewed every third of a second; two late renewals still keep it.
+    let short = s.locks_with_lease(Duration::from_secs(1))?;
+    let other = s.locks();
+    let held = block_on(short.acquire("k"))?;
+    // Several leases long: only renewal keeps it held.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        block_on(other.try_acquire("k"))?.is_none(),
+        "a held lease ran out"
+    );
+    drop(held);
+    for bad in [Duration::ZERO, eskit_sqlite::MAX_LOCK_LEASE * 2] {
+        assert!(matches!(
+            s.locks_with_lease(bad),
+            Err(OpenError::InvalidOption { .. })
+        ));
+    }
+    Ok(())
+}
