@@ -251,17 +251,18 @@ impl SqliteStore {
     }
 
     /// Closes this handle. When it is the last one, waits until the writer
-    /// thread has committed everything queued and closed its connection
-    /// (which checkpoints the WAL); otherwise the store stays open for the
-    /// other handles.
+    /// thread has committed everything queued and every thread has closed
+    /// its connection (the writer's close checkpoints the WAL), so the files
+    /// can be removed or copied right after; otherwise the store stays open
+    /// for the other handles.
     ///
     /// # Cancel safety
     /// Cancel safe: the store closes in the background either way.
     pub async fn close(self) {
         if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            let exit = inner.workers.take_exit();
+            let exits = inner.workers.take_exits();
             drop(inner);
-            if let Some(exit) = exit {
+            for exit in exits {
                 // An error means the thread ended without signalling: closed too.
                 let _ = exit.await;
             }

@@ -81,7 +81,9 @@ impl<T> Queue<T> {
 pub(crate) struct Workers {
     writer: Queue<WriteJob>,
     readers: Option<Queue<ReadFn>>,
-    writer_exit: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Signalled by each thread (writer and readers) once it has closed its
+    /// connection.
+    exits: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
 impl Workers {
@@ -104,6 +106,7 @@ impl Workers {
                 })?;
         }
         let writer = Queue { tx, pending };
+        let mut exits = vec![exit_rx];
         let readers = if reader_conns.is_empty() {
             None
         } else {
@@ -113,16 +116,22 @@ impl Workers {
             for (i, conn) in reader_conns.into_iter().enumerate() {
                 let rx = Arc::clone(&rx);
                 let pending = Arc::clone(&pending);
+                let (exit_tx, exit_rx) = oneshot::channel();
                 thread::Builder::new()
                     .name(format!("eskit-sqlite-reader-{i}"))
-                    .spawn(move || run_reader(&conn, &rx, &pending))?;
+                    .spawn(move || {
+                        run_reader(&conn, &rx, &pending);
+                        drop(conn);
+                        exit_tx.send(());
+                    })?;
+                exits.push(exit_rx);
             }
             Some(Queue { tx, pending })
         };
         Ok(Self {
             writer,
             readers,
-            writer_exit: Mutex::new(Some(exit_rx)),
+            exits: Mutex::new(exits),
         })
     }
 
@@ -205,11 +214,9 @@ impl Workers {
         rx.await.map_err(|_| stopped())?
     }
 
-    pub(crate) fn take_exit(&self) -> Option<oneshot::Receiver<()>> {
-        self.writer_exit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    /// The exit signals of every thread, once.
+    pub(crate) fn take_exits(&self) -> Vec<oneshot::Receiver<()>> {
+        std::mem::take(&mut *self.exits.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 

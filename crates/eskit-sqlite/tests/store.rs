@@ -1095,3 +1095,29 @@ fn held_leases_are_renewed_and_bad_leases_refused() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn close_returns_after_every_connection_to_the_file_is_closed() -> TestResult {
+    fn open_handles(path: &std::path::Path) -> std::io::Result<usize> {
+        let mut n = 0;
+        for fd in std::fs::read_dir("/proc/self/fd")? {
+            if let Ok(target) = std::fs::read_link(fd?.path())
+                && target.starts_with(path)
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    let dir = TempDir::new("close")?;
+    let path = dir.file("events.db");
+    for _ in 0..5 {
+        let s = SqliteStore::open(&path)?;
+        append(&s, &stream("t", "a")?, ExpectedVersion::Any, &["{}"])?;
+        block_on(s.load(&stream("t", "a")?, LoadOptions::new()))?;
+        assert!(open_handles(&path)? > 0);
+        block_on(s.close());
+        assert_eq!(open_handles(&path)?, 0, "a connection outlived close()");
+    }
+    Ok(())
+}
