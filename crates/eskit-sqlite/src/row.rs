@@ -7,7 +7,9 @@ use eskit_core::{
     EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError, Stream,
     Timestamp, Version,
 };
-use rusqlite::{Connection, Row};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use crate::error::{corrupt, store_error};
@@ -288,6 +290,10 @@ pub(crate) struct BatchBuilder<'a> {
     streams: Vec<Stream>,
     kinds: KindReader<'a>,
     scratch: Vec<u8>,
+    /// Stream keys met, by number, for reads across streams.
+    sids: HashMap<i64, u32>,
+    last_sid: Option<i64>,
+    last_stream_number: u32,
     /// Kinds and streams already handed over in earlier batches.
     kinds_sent: usize,
     streams_sent: usize,
@@ -303,6 +309,9 @@ impl<'a> BatchBuilder<'a> {
             streams: Vec::new(),
             kinds,
             scratch: Vec::new(),
+            sids: HashMap::new(),
+            last_sid: None,
+            last_stream_number: 0,
             kinds_sent: 0,
             streams_sent: 0,
             expected,
@@ -335,18 +344,36 @@ impl<'a> BatchBuilder<'a> {
         }
     }
 
-    /// The number of the stream named by `stream_type` and `stream_id`,
-    /// adding it when it differs from the last one added.
-    pub(crate) fn stream(&mut self, stream_type: &str, stream_id: &str) -> Result<u32, StoreError> {
-        if let Some(last) = self.streams.last()
-            && last.stream_type().as_str() == stream_type
-            && last.stream_id().as_str() == stream_id
-        {
-            return Ok(self.last_stream());
+    /// The number of the stream with key `sid`, reading its names the
+    /// first time this read meets it.
+    pub(crate) fn stream(&mut self, conn: &Connection, sid: i64) -> Result<u32, StoreError> {
+        if self.last_sid == Some(sid) {
+            return Ok(self.last_stream_number);
         }
-        let s = Stream::new(stream_type, stream_id)
-            .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
-        Ok(self.add_stream(s))
+        let number = match self.sids.get(&sid) {
+            Some(n) => *n,
+            None => {
+                let names: Option<(String, String)> = conn
+                    .prepare_cached(
+                        "SELECT stream_type, stream_id FROM eskit_streams WHERE sid = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(store_error)?;
+                let (stream_type, stream_id) = names
+                    .ok_or_else(|| corrupt(format!("an event names the unknown stream {sid}")))?;
+                let s = Stream::new(stream_type, stream_id)
+                    .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
+                let n = self.add_stream(s);
+                self.sids.insert(sid, n);
+                n
+            }
+        };
+        self.last_sid = Some(sid);
+        self.last_stream_number = number;
+        Ok(number)
     }
 
     /// Adds `stream` and returns its number.

@@ -400,15 +400,14 @@ fn read_all_sync(
 ) -> Result<(), StoreError> {
     let (type_sql, type_params) = type_filter(options.types(), 4);
     let stream_type_sql = if options.only_stream_type().is_some() {
-        " AND s.stream_type = ?3"
+        " AND e.stream IN (SELECT sid FROM eskit_streams WHERE stream_type = ?3)"
     } else {
         " AND ?3 IS NULL"
     };
-    // CROSS JOIN keeps the scan in position order so LIMIT stops it early.
+    // Stream names are looked up once per stream (by key), not per row.
     let sql = format!(
-        "SELECT {EVENT_COLUMNS}, s.stream_type, s.stream_id \
-         FROM eskit_events e CROSS JOIN eskit_streams s \
-         WHERE e.position >= ?1 AND s.sid = e.stream{stream_type_sql}{type_sql} \
+        "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
+         WHERE e.position >= ?1{stream_type_sql}{type_sql} \
          ORDER BY e.position LIMIT ?2"
     );
     let mut params: Vec<Value> = vec![
@@ -425,15 +424,8 @@ fn read_all_sync(
         .map_err(store_error)?;
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
     while let Some(row) = rows.next().map_err(store_error)? {
-        let st = row
-            .get_ref(EVENT_COLUMN_COUNT)
-            .and_then(|v| Ok(v.as_str()?))
-            .map_err(store_error)?;
-        let id = row
-            .get_ref(EVENT_COLUMN_COUNT + 1)
-            .and_then(|v| Ok(v.as_str()?))
-            .map_err(store_error)?;
-        let stream = batch.stream(st, id)?;
+        let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
+        let stream = batch.stream(c, sid)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());

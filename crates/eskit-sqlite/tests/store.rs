@@ -1121,3 +1121,18 @@ fn close_returns_after_every_connection_to_the_file_is_closed() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_global_read_reports_an_event_whose_stream_row_is_gone() -> TestResult {
+    let dir = TempDir::new("orphan")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    append(&s, &stream("t", "kept")?, ExpectedVersion::Any, &["{}"])?;
+    append(&s, &stream("t", "orphan")?, ExpectedVersion::Any, &["{}"])?;
+    rusqlite::Connection::open(&path)?
+        .execute("DELETE FROM eskit_streams WHERE stream_id = 'orphan'", [])?;
+    // Skipping the event would make a catching-up projection miss it silently.
+    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    Ok(())
+}
