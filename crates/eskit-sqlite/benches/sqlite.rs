@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use eskit_core::{BoxError, BoxFuture};
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use eskit_testing::bench::{Baseline, Bench, BenchRow, Impl, Workload, markdown_table};
+use eskit_testing::bench::{
+    Baseline, Bench, BenchRow, Impl, Workload, markdown_table, median_ratio,
+};
 use eskit_testing::conformance::Fixture;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -272,10 +274,9 @@ fn bench(name: &str, dir: &Arc<PathBuf>, sync: Synchronous, workloads: Vec<Workl
     .workloads(workloads)
 }
 
-fn eps(rows: &[BenchRow], backend: &str, w: Workload) -> Option<f64> {
+fn eskit_row<'a>(rows: &'a [BenchRow], backend: &str, w: Workload) -> Option<&'a BenchRow> {
     rows.iter()
         .find(|r| r.backend == backend && r.workload == w && r.implementation == Impl::Eskit)
-        .map(|r| r.events_per_sec)
 }
 
 fn main() -> ExitCode {
@@ -340,12 +341,14 @@ fn main() -> ExitCode {
     print!("{}", markdown_table(&rows));
     for name in ["sqlite", "sqlite-full"] {
         if let (Some(w1), Some(w2)) = (
-            eps(&rows, name, Workload::W1),
-            eps(&rows, name, Workload::W2),
-        ) {
+            eskit_row(&rows, name, Workload::W1),
+            eskit_row(&rows, name, Workload::W2),
+        ) && let Some(ratio) = median_ratio(w2, w1)
+        {
             println!(
-                "\n{name}: W2 (8 writers, group commit) = {:.2}x W1 events/s",
-                w2 / w1
+                "\n{name}: W2 (8 writers, group commit) = {ratio:.2}x W1 events/s \
+                 (median of the per-round ratios over {} rounds)",
+                w1.rounds.len().min(w2.rounds.len())
             );
         }
     }

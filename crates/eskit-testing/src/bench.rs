@@ -37,8 +37,11 @@
 //! # Sizes
 //! Each workload runs until its operation count is reached or its time
 //! budget is spent, whichever comes first, so slow backends stay short.
-//! Each workload runs in rounds (`ESKIT_BENCH_ROUNDS`, default 3) that
-//! alternate eskit and the baseline; each side reports its median round.
+//! A run is made of rounds (`ESKIT_BENCH_ROUNDS`, default 5); each round
+//! runs every selected workload, eskit then the baseline, so a slow patch of
+//! the shared machine hits every side of every comparison alike. Each side
+//! reports its median round, and [`median_ratio`] compares two workloads
+//! round by round.
 //! Environment variables: `ESKIT_BENCH_SECONDS` (budget per round, workload
 //! and implementation, default 1), `ESKIT_BENCH_OPS` (operations for W1 and W2,
 //! default 20,000; the other workloads scale from it), `ESKIT_BENCH_W6_EVENTS`
@@ -347,6 +350,27 @@ pub struct BenchRow {
     pub ratio: Option<f64>,
     /// Share of attempts that hit a conflict (W5).
     pub conflict_rate: Option<f64>,
+    /// Events per second of every round, in the order they ran; the row's
+    /// other figures come from the median round. Round `i` of every
+    /// workload of one [`Bench::run`] ran close together in time, so ratios
+    /// between workloads are best taken round by round
+    /// (see [`median_ratio`]).
+    pub rounds: Vec<f64>,
+}
+
+/// The median over rounds of `a`'s events/s divided by `b`'s in the same
+/// round: a slow patch of a shared machine then hits both sides of each
+/// ratio. `None` when the rows have no rounds in common.
+pub fn median_ratio(a: &BenchRow, b: &BenchRow) -> Option<f64> {
+    let mut ratios: Vec<f64> = a
+        .rounds
+        .iter()
+        .zip(&b.rounds)
+        .filter(|(_, y)| **y > 0.0)
+        .map(|(x, y)| x / y)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied()
 }
 
 impl BenchRow {
@@ -363,7 +387,7 @@ impl BenchRow {
         format!(
             "{{\"backend\":{},\"workload\":\"{}\",\"name\":{},\"impl\":\"{}\",\"events_per_sec\":{},\
              \"p50_us\":{},\"p99_us\":{},\"ratio\":{},\"ops\":{},\"events\":{},\"elapsed_ms\":{},\
-             \"conflict_rate\":{}}}",
+             \"conflict_rate\":{},\"rounds\":[{}]}}",
             json_string(&self.backend),
             self.workload.id(),
             json_string(self.workload.description()),
@@ -376,6 +400,11 @@ impl BenchRow {
             self.events,
             self.elapsed.as_millis(),
             opt(self.conflict_rate),
+            self.rounds
+                .iter()
+                .map(|r| num(*r))
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -436,8 +465,9 @@ pub struct Sizes {
     pub ops: u64,
     /// Events W6 seeds and reads back.
     pub w6_events: u64,
-    /// Rounds per workload: eskit and the baseline alternate, and each
-    /// reports its median round, so drift on a shared machine hits both.
+    /// Rounds: each runs every workload, eskit and the baseline in turn;
+    /// each side reports its median round, so drift on a shared machine
+    /// hits all of them.
     pub rounds: u32,
 }
 
@@ -447,7 +477,7 @@ impl Default for Sizes {
             budget: Duration::from_secs(1),
             ops: 20_000,
             w6_events: 100_000,
-            rounds: 3,
+            rounds: 5,
         }
     }
 }
@@ -590,28 +620,33 @@ impl Bench {
     /// # Errors
     /// [`BenchError`] for the first workload whose store or baseline failed.
     pub fn run(&self) -> Result<Vec<BenchRow>, BenchError> {
-        let mut rows = Vec::new();
-        for &w in &self.workloads {
-            if w == Workload::W8 {
-                continue;
-            }
-            // Alternate eskit and baseline rounds and keep each one's median
-            // round: a slow patch of the shared machine then hits both.
-            let mut stores = Vec::new();
-            let mut bases = Vec::new();
-            for _ in 0..self.sizes.rounds.max(1) {
-                stores.push(self.measure(w, Impl::Eskit)?);
+        let workloads: Vec<Workload> = self
+            .workloads
+            .iter()
+            .copied()
+            .filter(|w| *w != Workload::W8)
+            .collect();
+        // Rounds outside, workloads inside, eskit and baseline alternating:
+        // a slow patch of the shared machine then hits every side of every
+        // comparison alike. Each side keeps its median round.
+        let mut stores: Vec<Vec<BenchRow>> = vec![Vec::new(); workloads.len()];
+        let mut bases: Vec<Vec<BenchRow>> = vec![Vec::new(); workloads.len()];
+        for _ in 0..self.sizes.rounds.max(1) {
+            for (i, &w) in workloads.iter().enumerate() {
+                stores[i].push(self.measure(w, Impl::Eskit)?);
                 if self.baseline.is_some() {
-                    bases.push(self.measure(w, Impl::Baseline)?);
+                    bases[i].push(self.measure(w, Impl::Baseline)?);
                 }
             }
-            let mut store = median_round(stores).ok_or_else(|| BenchError {
+        }
+        let mut rows = Vec::new();
+        for ((w, store_rounds), base_rounds) in workloads.into_iter().zip(stores).zip(bases) {
+            let mut store = median_round(store_rounds).ok_or_else(|| BenchError {
                 workload: w,
                 implementation: Impl::Eskit,
                 source: "no round ran".into(),
             })?;
-            let base = median_round(bases);
-            if let Some(mut b) = base {
+            if let Some(mut b) = median_round(base_rounds) {
                 store.ratio = Some(store.events_per_sec / b.events_per_sec);
                 b.ratio = Some(1.0);
                 rows.push(store);
@@ -700,10 +735,17 @@ impl Bench {
 }
 
 /// The round with the median events/s.
-fn median_round(mut rounds: Vec<BenchRow>) -> Option<BenchRow> {
+/// The median round, carrying every round's events/s in run order.
+fn median_round(rounds: Vec<BenchRow>) -> Option<BenchRow> {
+    let in_order: Vec<f64> = rounds.iter().map(|r| r.events_per_sec).collect();
+    let mut rounds = rounds;
     rounds.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
     let mid = rounds.len() / 2;
-    (!rounds.is_empty()).then(|| rounds.swap_remove(mid))
+    (!rounds.is_empty()).then(|| {
+        let mut row = rounds.swap_remove(mid);
+        row.rounds = in_order;
+        row
+    })
 }
 
 enum Target {
@@ -744,6 +786,7 @@ impl Measured {
             conflict_rate: self
                 .conflicts
                 .map(|(c, attempts)| c as f64 / attempts.max(1) as f64),
+            rounds: Vec::new(),
         }
     }
 }
@@ -1105,12 +1148,14 @@ mod tests {
             budget: Duration::from_secs(1),
             ops: 80,
             w6_events: 2_500,
-            rounds: 1,
+            rounds: 3,
         })
         .run()?;
         assert_eq!(rows.len(), 14, "7 workloads x 2 implementations");
         for r in &rows {
             assert!(r.events > 0, "{r:?}");
+            assert_eq!(r.rounds.len(), 3, "{r:?}");
+            assert!(r.rounds.contains(&r.events_per_sec), "median round: {r:?}");
             assert!(r.ratio.is_some(), "{r:?}");
             let json = r.to_json();
             assert!(
@@ -1138,5 +1183,30 @@ mod tests {
         assert_eq!(Workload::parse("w3"), Some(Workload::W3));
         assert_eq!(Workload::parse("W9"), None);
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn median_ratio_pairs_rounds() {
+        let row = |rounds: Vec<f64>| BenchRow {
+            backend: "b".into(),
+            workload: Workload::W1,
+            implementation: Impl::Eskit,
+            ops: 1,
+            events: 1,
+            elapsed: Duration::from_secs(1),
+            events_per_sec: 1.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            ratio: None,
+            conflict_rate: None,
+            rounds,
+        };
+        // Round by round the ratio is 2, 2 and 4; the medians of each side
+        // alone would give 30/10 = 3.
+        let a = row(vec![20.0, 60.0, 30.0]);
+        let b = row(vec![10.0, 30.0, 7.5]);
+        assert_eq!(median_ratio(&a, &b), Some(2.0));
+        assert_eq!(median_ratio(&a, &row(Vec::new())), None);
+        assert_eq!(median_ratio(&a, &row(vec![0.0])), None);
     }
 }
