@@ -1,8 +1,12 @@
-//! Appends on the writer thread: group commit with one savepoint per append.
+//! Appends on the writer thread: group commit, each append checked before
+//! it writes.
 //!
 //! **Invariant**: an append's events are written in one transaction together
-//! with the stream's new version and its idempotency entry; an append that
-//! fails is rolled back to its savepoint, so its batch-mates commit unharmed.
+//! with the stream's new version and its idempotency entry. Every refusal
+//! (version conflict, lifecycle state, idempotency) is decided before the
+//! append writes anything, so a refused append leaves its batch-mates
+//! unharmed without a savepoint; a failure while writing rolls the whole
+//! batch back, and each append is then retried alone for its own outcome.
 
 use eskit_core::{
     AppendResult, EventRecord, Position, RawEvent, StoreError, Stream, StreamState, Timestamp,
@@ -198,32 +202,26 @@ fn run_batch(
     let kinds = &mut state.kinds;
     let mut results = Vec::with_capacity(jobs.len());
     let mut fresh = FreshKinds::new();
-    if let [job] = jobs {
-        // One append alone needs no savepoint: on failure the whole
-        // transaction is rolled back.
-        let r = append_one(conn, kinds, job, &mut next, &mut fresh);
-        if r.is_err() {
-            exec(conn, "ROLLBACK")?;
-            return Ok(vec![r]);
-        }
-        results.push(r);
-    } else {
-        for job in jobs {
-            exec(conn, "SAVEPOINT eskit_append")?;
-            let before = next;
-            let kept = fresh.len();
-            let r = append_one(conn, kinds, job, &mut next, &mut fresh);
-            if r.is_err() {
-                exec(conn, "ROLLBACK TO eskit_append")?;
-                exec(conn, "RELEASE eskit_append")?;
-                next = before;
-                // Kinds this append inserted are gone with its savepoint.
-                fresh.truncate(kept);
-            } else {
-                exec(conn, "RELEASE eskit_append")?;
+    for job in jobs {
+        // Every refusal (conflict, lifecycle, idempotency) is decided
+        // before the append writes anything, so a refused append needs no
+        // savepoint to undo. A failure while writing fails the whole
+        // transaction; the caller then runs each append alone.
+        let r = match check_append(conn, job, next) {
+            Err(e) => Err(e),
+            Ok(Checked::Deduplicated(r)) => Ok(r),
+            Ok(Checked::Write(plan)) => {
+                match write_append(conn, kinds, job, plan, &mut next, &mut fresh) {
+                    Ok(r) => Ok(r),
+                    Err(e) if jobs.len() == 1 => {
+                        exec(conn, "ROLLBACK")?;
+                        return Ok(vec![Err(e)]);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            results.push(r);
-        }
+        };
+        results.push(r);
     }
     exec(conn, "COMMIT")?;
     kinds.committed(fresh);
@@ -231,13 +229,31 @@ fn run_batch(
     Ok(results)
 }
 
-fn append_one(
+/// What checking an append decided, before anything is written.
+enum Checked {
+    /// A retry of a committed append: its original records.
+    Deduplicated(AppendResult),
+    /// The append may go ahead as planned.
+    Write(Plan),
+}
+
+/// What [`write_append`] needs from the check.
+struct Plan {
+    sid: Option<i64>,
+    version: i64,
+    new_version: i64,
+    count: i64,
+    meta: StoredMetadata,
+}
+
+/// Decides an append without writing: idempotent retry, lifecycle state,
+/// expected version, bounds. An `Err` is this append's own outcome and
+/// leaves the transaction untouched.
+fn check_append(
     conn: &Connection,
-    kinds: &KindKeys,
     job: &AppendJob,
-    next_position: &mut i64,
-    fresh: &mut FreshKinds,
-) -> Result<AppendResult, StoreError> {
+    next_position: i64,
+) -> Result<Checked, StoreError> {
     let stream = &job.stream;
     let row = stream_row(conn, stream)?;
     let key = job.options.idempotency_key();
@@ -266,10 +282,10 @@ fn append_one(
                     .zip(&job.events)
                     .all(|(a, b)| same_content(a, b));
             return if same {
-                Ok(AppendResult {
+                Ok(Checked::Deduplicated(AppendResult {
                     records: stored.iter().map(RawEvent::record).collect(),
                     deduplicated: true,
-                })
+                }))
             } else {
                 Err(StoreError::IdempotencyConflict {
                     stream: stream.clone(),
@@ -297,6 +313,37 @@ fn append_one(
     let overflow = || corrupt("version or position overflow");
     let new_version = version.checked_add(count).ok_or_else(overflow)?;
     next_position.checked_add(count).ok_or_else(overflow)?;
+    let metadata = job.options.stored_metadata();
+    let meta = StoredMetadata::of(&metadata)?;
+    Ok(Checked::Write(Plan {
+        sid,
+        version,
+        new_version,
+        count,
+        meta,
+    }))
+}
+
+/// Writes a checked append. An `Err` may leave part of it written: the
+/// caller must roll the transaction back.
+fn write_append(
+    conn: &Connection,
+    kinds: &KindKeys,
+    job: &AppendJob,
+    plan: Plan,
+    next_position: &mut i64,
+    fresh: &mut FreshKinds,
+) -> Result<AppendResult, StoreError> {
+    let Plan {
+        sid,
+        version,
+        new_version,
+        count,
+        meta,
+    } = plan;
+    let stream = &job.stream;
+    let key = job.options.idempotency_key();
+    let overflow = || corrupt("version or position overflow");
     let sid = match sid {
         Some(sid) => sid,
         None => {
@@ -316,8 +363,6 @@ fn append_one(
         .timestamp()
         .unwrap_or_else(Timestamp::now)
         .as_unix_micros();
-    let metadata = job.options.stored_metadata();
-    let meta = StoredMetadata::of(&metadata)?;
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO eskit_events (position, stream, version, event_id, kind, \

@@ -73,8 +73,10 @@
 //! # Concurrency and group commit
 //! One writer thread owns the write connection. Appends that arrive while a
 //! commit is running are committed together in the next `BEGIN IMMEDIATE`
-//! transaction (up to [`MAX_GROUP_COMMIT`]), each under its own savepoint: a
-//! conflict rolls back only that append. With `FULL` or `EXTRA`, when the
+//! transaction (up to [`MAX_GROUP_COMMIT`]). Each append is checked (expected
+//! version, lifecycle, idempotency) before it writes, so a conflict fails only
+//! that append; a storage failure while writing rolls the batch back and each
+//! append is retried alone, so every caller gets its own outcome. With `FULL` or `EXTRA`, when the
 //! previous commit carried several appends, the writer waits up to
 //! [`GROUP_COMMIT_LINGER`] for as many again so they share one fsync; a lone
 //! writer never waits. Loads and reads run on reader

@@ -41,8 +41,8 @@ use crate::worker::{GROUP_COMMIT_LINGER, Part, PartSender, Workers};
 ///
 /// # Threads
 /// One writer thread owns the write connection and commits appends that
-/// arrive together in one transaction (group commit), each append under its
-/// own savepoint so that one conflict does not fail the others. Loads and
+/// arrive together in one transaction (group commit); each append is checked
+/// before it writes, so that one conflict does not fail the others. Loads and
 /// reads run on reader threads, each with its own connection; a reader
 /// checks each row and hands the rows over in batches of 128, and the
 /// caller's task builds the events of one batch while the reader fills the

@@ -22,6 +22,11 @@ use eskit_sqlite::{SqliteError, SqliteOptions, SqliteStore, Synchronous};
 const TMPFS_SIZE: &str = "4m";
 /// Payload bytes per event: the disk fills after a few hundred appends.
 const PAYLOAD_BYTES: usize = 8 * 1024;
+/// One writer's acknowledged payloads and its storage-full errors.
+type Outcome = (Vec<Vec<u8>>, usize);
+
+/// Concurrent writers, one stream each.
+const WRITERS: usize = 4;
 /// Space held by a file that is deleted to free room again.
 const BALLAST_BYTES: usize = 1024 * 1024;
 
@@ -92,37 +97,65 @@ fn a_full_disk_gives_a_typed_error_and_loses_no_acknowledged_append() -> TestRes
 fn run(path: &Path, ballast: &Path, sync: Synchronous, rng: &mut Rng) -> TestResult {
     let store = SqliteStore::open_with(SqliteOptions::file(path).with_synchronous(sync))?;
     let ty = EventType::new("Filled")?;
-    let streams = [stream("disk", "a")?, stream("disk", "b")?];
-    let mut acknowledged: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
-    let mut full_errors = 0;
-    for i in 0..10_000_usize {
-        let which = i % 2;
-        let payload: Vec<u8> = (0..PAYLOAD_BYTES)
-            .map(|_| rng.range(0, 256) as u8)
+    // Concurrent writers, so appends share group commits when the disk
+    // fills up: a failed batch must still answer each append on its own.
+    let streams: Vec<_> = (0..WRITERS)
+        .map(|i| stream("disk", &format!("w{i}")))
+        .collect::<Result<_, _>>()?;
+    let seeds: Vec<u64> = (0..WRITERS).map(|_| rng.range(0, u64::MAX)).collect();
+    let results: Vec<Result<Outcome, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .iter()
+            .zip(&seeds)
+            .map(|(st, seed)| {
+                let (store, ty) = (&store, &ty);
+                scope.spawn(move || {
+                    let mut rng = Rng::new(*seed);
+                    let mut acknowledged = Vec::new();
+                    let mut full_errors = 0;
+                    for i in 0..10_000_usize {
+                        let payload: Vec<u8> = (0..PAYLOAD_BYTES)
+                            .map(|_| rng.range(0, 256) as u8)
+                            .collect();
+                        let event = NewEvent::new(ty.clone(), payload.clone());
+                        match block_on(store.append(
+                            st,
+                            ExpectedVersion::Any,
+                            vec![event],
+                            AppendOptions::new(),
+                        )) {
+                            Ok(_) => acknowledged.push(payload),
+                            Err(e) => {
+                                if !SqliteError::of(&e).is_some_and(SqliteError::is_storage_full) {
+                                    return Err(format!("{st}: append {i} failed otherwise: {e}"));
+                                }
+                                full_errors += 1;
+                                if full_errors == 5 {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok((acknowledged, full_errors))
+                })
+            })
             .collect();
-        let event = NewEvent::new(ty.clone(), payload.clone());
-        match block_on(store.append(
-            &streams[which],
-            ExpectedVersion::Any,
-            vec![event],
-            AppendOptions::new(),
-        )) {
-            Ok(_) => acknowledged[which].push(payload),
-            Err(e) => {
-                let full = SqliteError::of(&e).is_some_and(SqliteError::is_storage_full);
-                if !full {
-                    return Err(format!("append {i} failed with another error: {e}").into());
-                }
-                full_errors += 1;
-                if full_errors == 20 {
-                    break;
-                }
-            }
-        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a writer panicked".into())))
+            .collect()
+    });
+    let mut acknowledged = Vec::new();
+    let mut full_errors = 0;
+    for r in results {
+        let (acks, fulls) = r?;
+        acknowledged.push(acks);
+        full_errors += fulls;
     }
     let written: usize = acknowledged.iter().map(Vec::len).sum();
     println!(
-        "disk full ({sync:?}): {written} appends acknowledged, then {full_errors} storage-full errors"
+        "disk full ({sync:?}): {written} appends acknowledged by {WRITERS} writers, \
+         then {full_errors} storage-full errors"
     );
     if full_errors == 0 {
         return Err("the disk never filled up".into());

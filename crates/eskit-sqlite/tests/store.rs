@@ -364,22 +364,6 @@ fn lifecycle_matches_the_memory_backend() -> TestResult {
 }
 
 #[test]
-fn delete_of_the_newest_stream_keeps_positions_unique_after_reopen() -> TestResult {
-    let dir = TempDir::new("reuse")?;
-    let path = dir.file("events.db");
-    let s = SqliteStore::open(&path)?;
-    let a = stream("t", "a")?;
-    let r = append(&s, &a, ExpectedVersion::Any, &["1", "2"])?;
-    block_on(s.delete(&a))?;
-    block_on(s.close());
-    let s = SqliteStore::open(&path)?;
-    let b = stream("t", "b")?;
-    let r2 = append(&s, &b, ExpectedVersion::Any, &["3"])?;
-    assert!(r2.last_position() > r.last_position());
-    Ok(())
-}
-
-#[test]
 fn metadata_and_timestamps_round_trip() -> TestResult {
     both(|s| {
         let a = stream("account", "a-1")?;
