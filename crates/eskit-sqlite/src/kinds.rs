@@ -131,11 +131,6 @@ impl<'a> KindReader<'a> {
         Ok(i as u32)
     }
 
-    /// The kind numbered `i` by [`Self::resolve`].
-    pub(crate) fn kind(&self, i: u32) -> Option<&Kind> {
-        self.met.get(i as usize)
-    }
-
     /// Copies of the kinds met from number `first` on.
     pub(crate) fn met_since(&self, first: usize) -> Vec<Kind> {
         self.met

@@ -81,9 +81,9 @@
 //! [`GROUP_COMMIT_LINGER`] for as many again so they share one fsync; a lone
 //! writer never waits. Loads and reads run on reader
 //! threads with their own connections and see every commit whose append has
-//! returned. A reader verifies each row and hands rows over in batches; the
-//! caller's task builds the events of one batch while the reader fills the
-//! next.
+//! returned. A reader hands rows over in batches of raw fields; the
+//! caller's task checks each row (checksum, fields) and builds the events of
+//! one batch while the reader fills the next.
 //!
 //! # Cancel safety
 //! A dropped append future never leaves a partial append: the writer commits

@@ -200,8 +200,8 @@ pub(crate) fn event_checksum(
 /// fills the next, so a long load keeps both threads busy.
 pub(crate) const BATCH_ROWS: usize = 128;
 
-/// Events read and verified on a reader thread, in a compact form that
-/// crosses to the caller's thread in one move; an [`Assembler`] then builds
+/// Rows read on a reader thread, in a compact form that crosses to the
+/// caller's thread in one move; an [`Assembler`] then checks them and builds
 /// the [`RawEvent`]s there. Allocating the events on the thread that uses
 /// and frees them keeps their memory on one core.
 pub(crate) struct EventBatch {
@@ -225,29 +225,37 @@ impl EventBatch {
     }
 }
 
-/// One verified row; its payload ends at `payload_end` in the batch's bytes
-/// and starts where the previous one ended.
+/// One row as read; its payload ends at `payload_end` in the batch's bytes
+/// and starts where the previous row's bytes ended, and its metadata text
+/// (when `has_meta`) follows up to `meta_end`. The caller's side checks it
+/// before it becomes an event.
 struct Head {
-    id: EventId,
-    version: Version,
-    position: Position,
-    timestamp: Timestamp,
-    metadata: Metadata,
+    position: i64,
+    version: i64,
+    id: [u8; 16],
+    timestamp: i64,
+    checksum: i64,
     payload_end: usize,
+    meta_end: usize,
+    has_meta: bool,
     kind: u32,
     stream: u32,
 }
 
-/// Builds the events of a read from its batches, on the caller's thread.
+/// Builds the events of a read from its batches, on the caller's thread:
+/// checks each row's checksum and fields, then allocates the event. Doing
+/// the checks here, while the reader fills the next batch, keeps the
+/// reader (the slower side) to SQLite work and copying.
 #[derive(Default)]
 pub(crate) struct Assembler {
     events: Vec<RawEvent>,
     kinds: Vec<Kind>,
     streams: Vec<Stream>,
+    scratch: Vec<u8>,
 }
 
 impl Assembler {
-    /// Adds the events of the next batch.
+    /// Checks and adds the events of the next batch.
     pub(crate) fn add(&mut self, batch: EventBatch) -> Result<(), StoreError> {
         let lost = || corrupt("an event batch refers to a kind or stream it lacks");
         self.kinds.extend(batch.kinds);
@@ -259,16 +267,50 @@ impl Assembler {
             let kind = self.kinds.get(h.kind as usize).ok_or_else(lost)?;
             let stream = self.streams.get(h.stream as usize).ok_or_else(lost)?;
             let payload = batch.bytes.get(start..h.payload_end).ok_or_else(lost)?;
-            start = h.payload_end;
+            let position = h.position;
+            let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
+            let meta_text = if h.has_meta {
+                let raw = batch
+                    .bytes
+                    .get(h.payload_end..h.meta_end)
+                    .ok_or_else(lost)?;
+                Some(std::str::from_utf8(raw).map_err(|_| bad("metadata"))?)
+            } else {
+                None
+            };
+            start = h.meta_end;
+            let expected = event_checksum(
+                &mut self.scratch,
+                h.position,
+                stream,
+                h.version,
+                &h.id,
+                kind.event_type.as_str(),
+                kind.schema_version,
+                kind.codec.as_str(),
+                payload,
+                h.timestamp,
+                meta_text,
+            );
+            if h.checksum != expected {
+                return Err(corrupt(format!(
+                    "checksum mismatch for the event at position {position}"
+                )));
+            }
+            let metadata = match meta_text {
+                None => Metadata::new(),
+                Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
+            };
+            let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {
-                id: h.id,
+                id: EventId::from_bytes(h.id),
                 stream: stream.clone(),
-                version: h.version,
-                position: h.position,
+                version: Version::new(to_u64(h.version, "version")?),
+                position: Position::new(to_u64(h.position, "position")?),
                 event_type: kind.event_type.clone(),
                 schema_version: kind.schema_version,
-                timestamp: h.timestamp,
-                metadata: h.metadata,
+                timestamp: Timestamp::from_unix_micros(h.timestamp),
+                metadata,
                 codec: kind.codec.clone(),
                 payload: payload.to_vec(),
             });
@@ -282,14 +324,13 @@ impl Assembler {
     }
 }
 
-/// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`],
-/// checking each row's checksum and fields first.
+/// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
+/// reader's side, kept to SQLite calls and copying.
 pub(crate) struct BatchBuilder<'a> {
     heads: Vec<Head>,
     bytes: Vec<u8>,
     streams: Vec<Stream>,
     kinds: KindReader<'a>,
-    scratch: Vec<u8>,
     /// Stream keys met, by number, for reads across streams.
     sids: HashMap<i64, u32>,
     last_sid: Option<i64>,
@@ -308,7 +349,6 @@ impl<'a> BatchBuilder<'a> {
             bytes: Vec::new(),
             streams: Vec::new(),
             kinds,
-            scratch: Vec::new(),
             sids: HashMap::new(),
             last_sid: None,
             last_stream_number: 0,
@@ -387,7 +427,7 @@ impl<'a> BatchBuilder<'a> {
         u32::try_from(self.streams.len().saturating_sub(1)).unwrap_or(u32::MAX)
     }
 
-    /// Verifies one row of stream number `stream` and adds it.
+    /// Adds one row of stream number `stream`; the [`Assembler`] checks it.
     pub(crate) fn push(
         &mut self,
         conn: &Connection,
@@ -411,51 +451,27 @@ impl<'a> BatchBuilder<'a> {
             .and_then(|v| Ok(v.as_str_or_null()?))
             .map_err(store_error)?;
         let checksum: i64 = row.get(7).map_err(store_error)?;
-        let bad = |what: &str| corrupt(format!("invalid {what} at position {position}"));
-        let event_id: [u8; 16] = event_id.try_into().map_err(|_| bad("event id"))?;
-        let kind_number = self.kinds.resolve(conn, kind)?;
-        let (kind, owner) = match (
-            self.kinds.kind(kind_number),
-            self.streams.get(stream as usize),
-        ) {
-            (Some(k), Some(s)) => (k, s),
-            _ => return Err(corrupt("a row refers to a kind or stream not read")),
-        };
-        let expected = event_checksum(
-            &mut self.scratch,
-            position,
-            owner,
-            version,
-            &event_id,
-            kind.event_type.as_str(),
-            kind.schema_version,
-            kind.codec.as_str(),
-            payload,
-            timestamp,
-            metadata_text,
-        );
-        if checksum != expected {
-            return Err(corrupt(format!(
-                "checksum mismatch for the event at position {position}"
-            )));
-        }
-        let metadata = match metadata_text {
-            None => Metadata::new(),
-            Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
-        };
-        let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
-        let head = Head {
-            id: EventId::from_bytes(event_id),
-            version: Version::new(to_u64(version, "version")?),
-            position: Position::new(to_u64(position, "position")?),
-            timestamp: Timestamp::from_unix_micros(timestamp),
-            metadata,
-            payload_end: self.bytes.len() + payload.len(),
-            kind: kind_number,
-            stream,
-        };
+        let id: [u8; 16] = event_id
+            .try_into()
+            .map_err(|_| corrupt(format!("invalid event id at position {position}")))?;
+        let kind = self.kinds.resolve(conn, kind)?;
+        let payload_end = self.bytes.len() + payload.len();
         self.bytes.extend_from_slice(payload);
-        self.heads.push(head);
+        if let Some(t) = metadata_text {
+            self.bytes.extend_from_slice(t.as_bytes());
+        }
+        self.heads.push(Head {
+            position,
+            version,
+            id,
+            timestamp,
+            checksum,
+            payload_end,
+            meta_end: self.bytes.len(),
+            has_meta: metadata_text.is_some(),
+            kind,
+            stream,
+        });
         Ok(())
     }
 

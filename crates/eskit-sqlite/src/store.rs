@@ -44,9 +44,10 @@ use crate::worker::{GROUP_COMMIT_LINGER, Part, PartSender, Workers};
 /// arrive together in one transaction (group commit); each append is checked
 /// before it writes, so that one conflict does not fail the others. Loads and
 /// reads run on reader threads, each with its own connection; a reader
-/// checks each row and hands the rows over in batches of 128, and the
-/// caller's task builds the events of one batch while the reader fills the
-/// next (no SQLite call, only copying, runs on the caller's thread). No
+/// hands the rows over in batches of 128, and the caller's task checks them
+/// (checksums, fields) and builds the events of one batch while the reader
+/// fills the next (no SQLite call runs on the caller's thread, only checks
+/// and copying). No
 /// method blocks the calling thread except the `open*` constructors.
 #[derive(Clone)]
 pub struct SqliteStore {
