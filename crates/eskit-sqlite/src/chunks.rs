@@ -1,6 +1,7 @@
 //! A channel of several values whose receiver is polled like a stream, with
 //! no executor assumed: a reader thread sends a long read in chunks, so the
-//! caller builds events from one chunk while the next is being read.
+//! caller builds events from one chunk while the next is being read. The
+//! [`oneshot`](crate::oneshot) replies are this channel carrying one value.
 //!
 //! Unbounded on purpose: a read's chunks add up to the read's result, which
 //! the caller holds in full at the end anyway.
@@ -8,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 struct State<T> {
     queue: VecDeque<T>,
@@ -89,24 +90,27 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// Polls for the next value: `Ready(None)` once the sender is gone and
+    /// all values were taken.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut s = self.inner.lock();
+        if let Some(v) = s.queue.pop_front() {
+            return Poll::Ready(Some(v));
+        }
+        if s.sender_gone {
+            return Poll::Ready(None);
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// The next value, or `None` once the sender is gone and all values
     /// were taken.
     pub(crate) async fn next(&mut self) -> Option<T> {
-        poll_fn(|cx| {
-            let mut s = self.inner.lock();
-            if let Some(v) = s.queue.pop_front() {
-                return Poll::Ready(Some(v));
-            }
-            if s.sender_gone {
-                return Poll::Ready(None);
-            }
-            match &mut s.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 }
 

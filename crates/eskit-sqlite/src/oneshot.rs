@@ -1,105 +1,47 @@
-//! A single-value channel whose receiver is a runtime-agnostic future.
+//! A single-value channel whose receiver is a runtime-agnostic future: a
+//! [`chunks`](crate::chunks) channel that carries one value.
 //!
 //! The SQLite threads answer each request through one of these; the caller's
-//! task is woken through its [`Waker`], so no executor is assumed.
+//! task is woken through its [`Waker`](std::task::Waker), so no executor is
+//! assumed. A value sent after the receiver is gone is dropped at once, on
+//! the sending thread (a lock guard in a reply to a dropped request is
+//! released right away).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-struct State<T> {
-    value: Option<T>,
-    waker: Option<Waker>,
-    sender_gone: bool,
-}
-
-struct Inner<T> {
-    state: Mutex<State<T>>,
-}
-
-impl<T> Inner<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // Every critical section only moves plain values, so a poisoned lock
-        // still guards consistent data.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::chunks;
 
 /// The sending half; dropping it without sending wakes the receiver with
 /// [`Canceled`].
-pub(crate) struct Sender<T> {
-    inner: Arc<Inner<T>>,
-}
+pub(crate) struct Sender<T>(chunks::Sender<T>);
 
 /// The receiving half, a future of the sent value.
-pub(crate) struct Receiver<T> {
-    inner: Arc<Inner<T>>,
-}
+pub(crate) struct Receiver<T>(chunks::Receiver<T>);
 
 /// The sender was dropped without sending: the worker thread stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Canceled;
 
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let inner = Arc::new(Inner {
-        state: Mutex::new(State {
-            value: None,
-            waker: None,
-            sender_gone: false,
-        }),
-    });
-    (
-        Sender {
-            inner: Arc::clone(&inner),
-        },
-        Receiver { inner },
-    )
+    let (tx, rx) = chunks::channel();
+    (Sender(tx), Receiver(rx))
 }
 
 impl<T> Sender<T> {
-    /// Delivers the value; a receiver that is gone simply never reads it.
+    /// Delivers the value; when the receiver is gone it is dropped here.
     pub(crate) fn send(self, value: T) {
-        let waker = {
-            let mut s = self.inner.lock();
-            s.value = Some(value);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        let waker = {
-            let mut s = self.inner.lock();
-            s.sender_gone = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        // `false` (receiver gone) needs nothing more: the value is dropped.
+        let _ = self.0.send(value);
     }
 }
 
 impl<T> Future for Receiver<T> {
     type Output = Result<T, Canceled>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.inner.lock();
-        if let Some(v) = s.value.take() {
-            return Poll::Ready(Ok(v));
-        }
-        if s.sender_gone {
-            return Poll::Ready(Err(Canceled));
-        }
-        match &mut s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_next(cx).map(|v| v.ok_or(Canceled))
     }
 }
 
@@ -122,5 +64,20 @@ mod tests {
         let (tx, rx) = channel::<u8>();
         drop(tx);
         assert_eq!(eskit_core::block_on(rx), Err(Canceled));
+    }
+
+    #[test]
+    fn a_value_for_a_dropped_receiver_is_dropped_by_the_sender() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = channel();
+        drop(rx);
+        tx.send(Flag(std::sync::Arc::clone(&dropped)));
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 }
