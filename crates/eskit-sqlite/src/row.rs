@@ -206,7 +206,7 @@ pub(crate) const BATCH_ROWS: usize = 128;
 /// and frees them keeps their memory on one core.
 pub(crate) struct EventBatch {
     heads: Vec<Head>,
-    /// Payloads back to back, in row order.
+    /// Each row's payload and metadata text, back to back, in row order.
     bytes: Vec<u8>,
     /// Kinds first met in this batch; numbers continue across batches.
     kinds: Vec<Kind>,
@@ -217,7 +217,8 @@ pub(crate) struct EventBatch {
 }
 
 impl EventBatch {
-    /// The events of this batch alone (a read that fits in one batch).
+    /// The events of this batch alone, for a read built as one batch (the
+    /// writer's reads inside its transaction).
     pub(crate) fn into_events(self) -> Result<Vec<RawEvent>, StoreError> {
         let mut a = Assembler::default();
         a.add(self)?;
