@@ -59,6 +59,21 @@ pub const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Acquiring and releasing are writes on the store's writer thread, queued
 /// with appends; a waiter retries when a lock of the same registry is
 /// released, and every [`LOCK_POLL_INTERVAL`] for other processes' locks.
+///
+/// ```
+/// use eskit_core::{LockRegistry, block_on};
+/// use eskit_sqlite::SqliteStore;
+///
+/// let store = SqliteStore::open_in_memory()?;
+/// let (this_node, other_node) = (store.locks(), store.locks());
+/// let leader = block_on(this_node.acquire("processor:send-emails"))?;
+/// // Another owner cannot take it while it is held...
+/// assert!(block_on(other_node.try_acquire("processor:send-emails"))?.is_none());
+/// drop(leader);
+/// // ...and can once it is released.
+/// assert!(block_on(other_node.try_acquire("processor:send-emails"))?.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct SqliteLockRegistry {
     shared: Arc<Shared>,
