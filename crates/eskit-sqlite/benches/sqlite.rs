@@ -280,36 +280,18 @@ fn eskit_row<'a>(rows: &'a [BenchRow], backend: &str, w: Workload) -> Option<&'a
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut picked: Vec<String> = args
-        .windows(2)
-        .filter(|w| w[0] == "--workload")
-        .map(|w| w[1].clone())
-        .collect();
-    if let Ok(w) = std::env::var("ESKIT_BENCH_WORKLOAD") {
-        picked.extend(w.split(',').map(str::to_owned));
-    }
-    let mut selected = Vec::new();
-    for p in picked
-        .iter()
-        .flat_map(|p| p.split(','))
-        .filter(|p| !p.is_empty())
-    {
-        match Workload::parse(p) {
-            Some(w) => selected.push(w),
-            None => {
-                eprintln!("bench sqlite: unknown workload `{p}`");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if selected.is_empty() {
-        selected = Workload::ALL
+    let selected = match eskit_testing::bench::workloads_from_args() {
+        Ok(Some(ws)) => ws,
+        Ok(None) => Workload::ALL
             .iter()
             .copied()
             .filter(|w| *w != Workload::W8)
-            .collect();
-    }
+            .collect(),
+        Err(e) => {
+            eprintln!("bench sqlite: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dir = std::env::temp_dir().join(format!("eskit-sqlite-bench-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("bench sqlite: {e}");

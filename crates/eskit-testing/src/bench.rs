@@ -358,6 +358,33 @@ pub struct BenchRow {
     pub rounds: Vec<f64>,
 }
 
+/// The workloads a bench binary was asked for: every `--workload W` argument
+/// (comma lists allowed) and `ESKIT_BENCH_WORKLOAD`; `None` when neither
+/// names any.
+///
+/// # Errors
+/// A message naming a workload that is not W1 to W8.
+pub fn workloads_from_args() -> Result<Option<Vec<Workload>>, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut picked: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--workload")
+        .map(|w| w[1].clone())
+        .collect();
+    if let Ok(w) = std::env::var("ESKIT_BENCH_WORKLOAD") {
+        picked.push(w);
+    }
+    let mut out = Vec::new();
+    for p in picked
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|p| !p.trim().is_empty())
+    {
+        out.push(Workload::parse(p).ok_or_else(|| format!("unknown workload `{p}` (W1 to W8)"))?);
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
 /// The median over rounds of `a`'s events/s divided by `b`'s in the same
 /// round: a slow patch of a shared machine then hits both sides of each
 /// ratio. `None` when the rows have no rounds in common.
@@ -663,28 +690,14 @@ impl Bench {
     /// markdown table to stdout and appends JSON lines to the file named by
     /// `ESKIT_BENCH_JSON`. Other arguments (cargo passes `--bench`) are ignored.
     pub fn main(mut self) -> ExitCode {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut picked: Vec<String> = args
-            .windows(2)
-            .filter(|w| w[0] == "--workload")
-            .map(|w| w[1].clone())
-            .collect();
-        if let Ok(w) = std::env::var("ESKIT_BENCH_WORKLOAD") {
-            picked.extend(w.split(',').map(str::to_owned));
-        }
         let mut err = std::io::stderr();
-        if !picked.is_empty() {
-            let mut ws = Vec::new();
-            for p in picked.iter().flat_map(|p| p.split(',')) {
-                match Workload::parse(p) {
-                    Some(w) => ws.push(w),
-                    None => {
-                        let _ = writeln!(err, "bench: unknown workload `{p}` (W1 to W8)");
-                        return ExitCode::FAILURE;
-                    }
-                }
+        match workloads_from_args() {
+            Ok(Some(ws)) => self.workloads = ws,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = writeln!(err, "bench: {e}");
+                return ExitCode::FAILURE;
             }
-            self.workloads = ws;
         }
         if self.workloads.contains(&Workload::W8) {
             let _ = writeln!(err, "bench: W8 (subscription latency) is not available yet");
