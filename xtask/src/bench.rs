@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::conformance::needs_servers;
 use crate::servers::Servers;
-use crate::util::{cargo, flag, out, package_dir, run_cmd, say, workspace_root};
+use crate::util::{cargo, flag, out, package_dir, run_cmd, say};
 
 /// Backend name, package and bench target, in table order.
 const TARGETS: &[(&str, &str, &str)] = &[
@@ -44,7 +44,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                     .join(p)
             }
         }
-        None => workspace_root().join("target").join("bench.json"),
+        None => crate::util::target_dir().join("bench.json"),
     };
 
     let selected: Vec<&(&str, &str, &str)> = match &backend {

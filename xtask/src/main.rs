@@ -1,6 +1,7 @@
 //! The workspace's own tool: `cargo xtask <command>`.
 //!
-//! - `test`: the whole gate (fmt, clippy, tests against real servers, docs, cargo-deny).
+//! - `test [--fresh]`: the whole gate (fetch, fmt, clippy, tests against real servers, docs,
+//!   cargo-deny); `--fresh` runs it under an empty `CARGO_HOME` and target dir.
 //! - `conformance --backend <memory|sqlite|postgres|nats>`: the store conformance suite.
 //! - `bench [--backend B] [--workload W] [--json FILE]`: cross-backend benchmarks.
 //! - `codegen [--check]`: regenerate committed generated code.
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
 }
 
 const HELP: &str = "usage: cargo xtask <command>
-  test                         fmt, clippy, all tests against real servers, docs, cargo-deny
+  test [--fresh [--keep]]      fetch, fmt, clippy, all tests against real servers, docs, cargo-deny
+                               (--fresh: under an empty CARGO_HOME and target dir, as on a new machine)
   conformance --backend B      run the store conformance suite (memory|sqlite|postgres|nats)
   bench [--backend B] [--workload W] [--json FILE]
                                run benchmark workloads and print a comparison table

@@ -75,7 +75,7 @@ const GROUPS: &[(&str, &str)] = &[
 const BACKEND_ORDER: &[&str] = &["memory", "sqlite-file", "sqlite-memory", "postgres", "nats"];
 
 pub(crate) fn report_dir() -> PathBuf {
-    workspace_root().join("target").join("conformance")
+    crate::util::target_dir().join("conformance")
 }
 
 fn parity_file() -> PathBuf {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{say, workspace_root};
+use crate::util::say;
 
 /// Oldest nats-server we accept: atomic batch publish arrived in 2.12.
 const MIN_NATS: (u32, u32) = (2, 12);
@@ -338,7 +338,7 @@ fn nats_binary() -> Result<PathBuf, String> {
             v.0, v.1, MIN_NATS.0, MIN_NATS.1
         ));
     }
-    let tools = workspace_root().join("target").join("tools").join("nats");
+    let tools = crate::util::target_dir().join("tools").join("nats");
     let bin = tools.join("bin").join("nats-server");
     if nats_version(&bin).is_some_and(|v| v >= MIN_NATS) {
         return Ok(bin);

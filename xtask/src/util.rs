@@ -19,6 +19,17 @@ pub(crate) fn cargo() -> Command {
     c
 }
 
+/// The cargo target directory: `CARGO_TARGET_DIR` when set (relative to the
+/// workspace root), else `<root>/target`. Everything xtask caches (installed
+/// tools, conformance reports, bench output) lives here, so a run with its own
+/// target directory (`cargo xtask test --fresh`) starts from nothing.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// The workspace root (xtask's manifest dir is `<root>/xtask`).
 pub(crate) fn workspace_root() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
