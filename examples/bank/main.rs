@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    CommandHandler, CommandOptions, Decider, EventSchema, HandleError, Metadata, Position,
-    Principal, ReadOptions, RetryPolicy, Stream, TypedStore, block_on,
+    CommandHandler, CommandOptions, Decider, EventSchema, GlobalCursor, GlobalPager, HandleError,
+    Metadata, Principal, ReadOptions, RetryPolicy, Stream, TypedStore, block_on,
 };
 use eskit_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
@@ -154,11 +154,13 @@ fn to_i64(n: u64) -> i64 {
 }
 
 /// The balance read model: owner and balance per account, built by reading
-/// every event in global order (what a subscription does continuously).
+/// every event in global order (what a subscription does continuously), and
+/// the cursor it has read up to (what a checkpoint stores).
 #[derive(Debug, Default, PartialEq)]
 struct Balances {
     accounts: BTreeMap<String, (String, i64)>,
-    position: Position,
+    applied: u64,
+    cursor: GlobalCursor,
 }
 
 impl Balances {
@@ -172,7 +174,7 @@ impl Balances {
             AccountEvent::Deposited { amount } => entry.1 += to_i64(*amount),
             AccountEvent::Withdrawn { amount } => entry.1 -= to_i64(*amount),
         }
-        self.position = e.position;
+        self.applied += 1;
     }
 }
 
@@ -235,16 +237,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // Catch up with the log page by page, from the cursor the model holds,
+    // asking the backend for the account events only.
     let mut balances = Balances::default();
-    loop {
-        let from = balances.position.next().unwrap_or(Position::ZERO);
-        let batch = block_on(store.read_all(ReadOptions::new(from, 100)))?;
-        if batch.is_empty() {
-            break;
+    let schema = store.schema();
+    let options = ReadOptions::new(balances.cursor, 100).event_types(schema.wire_names());
+    let mut pager = GlobalPager::new(store.backend(), options);
+    while let Some(page) = block_on(pager.next_page())? {
+        for raw in page.events {
+            if let Some(e) = schema.decode_if_mine(raw)? {
+                balances.apply(&e);
+            }
         }
-        batch.iter().for_each(|e| balances.apply(e));
+        balances.cursor = page.next;
     }
-    println!("\nbalances after {} events:", balances.position);
+    println!(
+        "\nbalances after {} events (cursor {}):",
+        balances.applied, balances.cursor
+    );
     for (id, (owner, balance)) in &balances.accounts {
         println!("  {id:<8} {owner:<8} {balance:>6}");
     }
@@ -315,7 +325,7 @@ mod tests {
         };
         let mut expected = Balances::default();
         expected.accounts.insert("1".into(), ("A".into(), 30));
-        expected.position = Position::new(3);
+        expected.applied = 3;
         assert_eq!(
             ProjectionTest::new(Balances::default(), apply)
                 .given([

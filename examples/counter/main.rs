@@ -24,6 +24,10 @@ impl DomainEvent for Event {
             Event::Decremented => "Decremented",
         }
     }
+
+    fn event_types() -> &'static [&'static str] {
+        &["Incremented", "Decremented"]
+    }
 }
 
 enum Command {

@@ -90,7 +90,7 @@ pub use cbor::CborCodec;
 pub use error::LimitError;
 #[cfg(feature = "json")]
 pub use json::JsonCodec;
-pub use name::event_type_of;
+pub use name::{event_type_of, event_types_of};
 #[cfg(feature = "protobuf")]
 pub use protobuf::{ProstCodec, ProstEvent};
 pub use upcast::TypedUpcasters;

@@ -1,8 +1,10 @@
 //! Event type names taken from serde: the variant name of an enum (honouring
 //! `#[serde(rename)]`), or the name of a struct.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::ser::{self, Impossible, Serialize, Serializer};
 
 /// The serde name of `value`: the variant's name for an externally tagged
@@ -37,19 +39,51 @@ pub fn event_type_of<T: Serialize + ?Sized>(value: &T) -> Option<&'static str> {
     }
 }
 
+/// Every serde name a value of `T` can carry, without a value: the variant
+/// names of an externally tagged enum (after `#[serde(rename)]`), or the
+/// one name of a struct, unit struct or newtype struct. Empty for anything
+/// serde gives no name (see [`event_type_of`]).
+///
+/// It runs `T`'s `Deserialize` impl against a deserializer that stops at the
+/// first call naming the type, so no input is read.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// enum Account {
+///     Opened { owner: String },
+///     #[serde(rename = "AccountClosed")]
+///     Closed,
+/// }
+/// #[derive(serde::Deserialize)]
+/// struct Pinged { at: u64 }
+///
+/// assert_eq!(&*eskit_codec::event_types_of::<Account>(), ["Opened", "AccountClosed"]);
+/// assert_eq!(&*eskit_codec::event_types_of::<Pinged>(), ["Pinged"]);
+/// assert!(eskit_codec::event_types_of::<u8>().is_empty());
+/// ```
+pub fn event_types_of<T: DeserializeOwned>() -> Cow<'static, [&'static str]> {
+    match T::deserialize(NamesOf) {
+        Ok(_) | Err(Named::Nothing) => Cow::Borrowed(&[]),
+        Err(Named::Variants(v)) => Cow::Borrowed(v),
+        Err(Named::One(n)) => Cow::Owned(vec![n]),
+    }
+}
+
 /// Implements [`eskit_core::DomainEvent`] for serde types through
-/// [`event_type_of`]: the event type is the serde variant name of an enum, or
-/// the serde name of a struct. Types serde gives no name fall back to the
-/// last segment of the Rust type name.
+/// [`event_type_of`] and [`event_types_of`]: the event type is the serde
+/// variant name of an enum, or the serde name of a struct. Types serde gives
+/// no name fall back to the last segment of the Rust type name. The type
+/// must implement `Serialize` and `DeserializeOwned`.
 ///
 /// ```
 /// use eskit_core::DomainEvent;
 ///
-/// #[derive(serde::Serialize)]
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// enum Account { Opened { owner: String }, Closed }
 /// eskit_codec::serde_domain_event!(Account);
 ///
 /// assert_eq!(Account::Closed.event_type(), "Closed");
+/// assert_eq!(Account::event_types(), ["Opened", "Closed"]);
 /// ```
 #[macro_export]
 macro_rules! serde_domain_event {
@@ -60,9 +94,104 @@ macro_rules! serde_domain_event {
                     $crate::event_type_of(self)
                         .unwrap_or_else($crate::eskit_core::derive_type_name::<$ty>)
                 }
+
+                fn event_types() -> &'static [&'static str] {
+                    static NAMES: ::std::sync::OnceLock<&'static [&'static str]> =
+                        ::std::sync::OnceLock::new();
+                    NAMES.get_or_init(|| {
+                        let names = $crate::event_types_of::<$ty>();
+                        match names {
+                            ::std::borrow::Cow::Borrowed(v) if !v.is_empty() => v,
+                            ::std::borrow::Cow::Owned(v) if !v.is_empty() => v.leak(),
+                            // Once per type: the fallback name, as `event_type`.
+                            _ => ::std::vec![$crate::eskit_core::derive_type_name::<$ty>()].leak(),
+                        }
+                    })
+                }
             }
         )+
     };
+}
+
+/// Ends deserialization early, carrying the names found.
+#[derive(Debug)]
+enum Named {
+    Nothing,
+    Variants(&'static [&'static str]),
+    One(&'static str),
+}
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("event type names captured")
+    }
+}
+
+impl std::error::Error for Named {}
+
+impl de::Error for Named {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        Self::Nothing
+    }
+}
+
+/// A deserializer that only reports the names serde hands it.
+struct NamesOf;
+
+impl<'de> Deserializer<'de> for NamesOf {
+    type Error = Named;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Named> {
+        Err(Named::Nothing)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        variants: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Named> {
+        Err(Named::Variants(variants))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Named> {
+        Err(Named::One(name))
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _visitor: V,
+    ) -> Result<V::Value, Named> {
+        Err(Named::One(name))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _visitor: V,
+    ) -> Result<V::Value, Named> {
+        Err(Named::One(name))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _len: usize,
+        _visitor: V,
+    ) -> Result<V::Value, Named> {
+        Err(Named::One(name))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit seq tuple map identifier ignored_any
+    }
 }
 
 /// Ends serialization early, carrying the name found (if any).

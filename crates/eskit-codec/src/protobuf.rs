@@ -76,6 +76,7 @@ impl<M: Message + Default + DomainEvent> ProstEvent for M {
 /// }
 /// impl DomainEvent for MoneyDeposited {
 ///     fn event_type(&self) -> &'static str { "MoneyDeposited" }
+///     fn event_types() -> &'static [&'static str] { &["MoneyDeposited"] }
 /// }
 ///
 /// let mut payload = Vec::new();

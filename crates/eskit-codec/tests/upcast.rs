@@ -220,6 +220,9 @@ mod pb {
         fn event_type(&self) -> &'static str {
             "Deposited"
         }
+        fn event_types() -> &'static [&'static str] {
+            &["Deposited"]
+        }
     }
 }
 

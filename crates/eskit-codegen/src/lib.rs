@@ -188,9 +188,11 @@ fn event_impls(
     for (variant, ty) in &variants {
         let _ = writeln!(s, "            Self::{variant}(_) => \"{ty}\",");
     }
+    let names: Vec<String> = variants.iter().map(|(_, ty)| format!("\"{ty}\"")).collect();
     let _ = writeln!(
         s,
-        "        }}\n    }}\n}}\n\nimpl ::eskit_codec::ProstEvent for {enum_path} {{\n    fn encode_content(&self, out: &mut ::prost::alloc::vec::Vec<u8>) {{\n        match self {{"
+        "        }}\n    }}\n\n    fn event_types() -> &'static [&'static str] {{\n        &[{}]\n    }}\n}}\n\nimpl ::eskit_codec::ProstEvent for {enum_path} {{\n    fn encode_content(&self, out: &mut ::prost::alloc::vec::Vec<u8>) {{\n        match self {{",
+        names.join(", ")
     );
     for (variant, _) in &variants {
         let _ = writeln!(

@@ -3,11 +3,16 @@
 
 use crate::error::CodecError;
 
-/// A domain event that knows its stable wire name.
+/// A domain event that knows its stable wire names.
 ///
 /// For an enum of events, return the variant's name; for a plain struct, a
 /// constant. The name is stored beside the payload, so it must not change when
 /// the Rust type is renamed (register a legacy alias instead).
+///
+/// [`event_types`](Self::event_types) lists every name without a value, so a
+/// subscription can ask the backend for these types only, and a global read
+/// can tell "not mine" from "broken". Encoding an event whose name is not in
+/// the list fails with [`CodecError::UnknownEventType`].
 ///
 /// ```
 /// use eskit_core::DomainEvent;
@@ -16,12 +21,21 @@ use crate::error::CodecError;
 ///     fn event_type(&self) -> &'static str {
 ///         match self { Self::Opened { .. } => "AccountOpened", Self::Closed => "AccountClosed" }
 ///     }
+///     fn event_types() -> &'static [&'static str] {
+///         &["AccountOpened", "AccountClosed"]
+///     }
 /// }
 /// assert_eq!(Account::Closed.event_type(), "AccountClosed");
+/// assert_eq!(Account::event_types().len(), 2);
 /// ```
 pub trait DomainEvent: Send + Sync + 'static {
     /// The wire name of this event value.
     fn event_type(&self) -> &'static str;
+
+    /// Every wire name a value of this type can have.
+    fn event_types() -> &'static [&'static str]
+    where
+        Self: Sized;
 }
 
 /// Encodes events of type `E` to payload bytes and decodes them back, given

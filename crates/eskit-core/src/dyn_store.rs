@@ -23,10 +23,10 @@ use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::name::Stream;
 use crate::store::{
-    AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, LockGuard, LockRegistry,
-    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
+    AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions, LockGuard,
+    LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
 };
-use crate::version::{ExpectedVersion, Position, Version};
+use crate::version::{ExpectedVersion, GlobalCursor, Version};
 
 /// A boxed, `Send` future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -109,33 +109,27 @@ impl EventStore for Arc<dyn DynEventStore> {
 
 /// Object-safe [`GlobalReader`].
 pub trait DynGlobalReader: Send + Sync {
-    /// See [`GlobalReader::read_all`].
-    fn dyn_read_all(
-        &self,
-        options: ReadOptions,
-    ) -> BoxFuture<'_, Result<Vec<RawEvent>, StoreError>>;
-    /// See [`GlobalReader::latest_position`].
-    fn dyn_latest_position(&self) -> BoxFuture<'_, Result<Position, StoreError>>;
+    /// See [`GlobalReader::read`].
+    fn dyn_read(&self, options: ReadOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>>;
+    /// See [`GlobalReader::head`].
+    fn dyn_head(&self) -> BoxFuture<'_, Result<GlobalCursor, StoreError>>;
 }
 
 impl<T: GlobalReader> DynGlobalReader for T {
-    fn dyn_read_all(
-        &self,
-        options: ReadOptions,
-    ) -> BoxFuture<'_, Result<Vec<RawEvent>, StoreError>> {
-        Box::pin(self.read_all(options))
+    fn dyn_read(&self, options: ReadOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>> {
+        Box::pin(self.read(options))
     }
-    fn dyn_latest_position(&self) -> BoxFuture<'_, Result<Position, StoreError>> {
-        Box::pin(self.latest_position())
+    fn dyn_head(&self) -> BoxFuture<'_, Result<GlobalCursor, StoreError>> {
+        Box::pin(self.head())
     }
 }
 
-impl GlobalReader for Arc<dyn DynGlobalReader> {
-    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
-        (**self).dyn_read_all(options).await
+impl GlobalReader for Arc<dyn DynGlobalReader + '_> {
+    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
+        (**self).dyn_read(options).await
     }
-    async fn latest_position(&self) -> Result<Position, StoreError> {
-        (**self).dyn_latest_position().await
+    async fn head(&self) -> Result<GlobalCursor, StoreError> {
+        (**self).dyn_head().await
     }
 }
 
@@ -247,13 +241,15 @@ impl<T: SnapshotStore> DynSnapshotStore for T {
 /// Object-safe [`CheckpointStore`].
 pub trait DynCheckpointStore: Send + Sync {
     /// See [`CheckpointStore::load`].
-    fn dyn_load<'a>(&'a self, name: &'a str)
-    -> BoxFuture<'a, Result<Option<Position>, StoreError>>;
+    fn dyn_load<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GlobalCursor>, StoreError>>;
     /// See [`CheckpointStore::save`].
     fn dyn_save<'a>(
         &'a self,
         name: &'a str,
-        position: Position,
+        cursor: GlobalCursor,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
@@ -261,15 +257,15 @@ impl<T: CheckpointStore> DynCheckpointStore for T {
     fn dyn_load<'a>(
         &'a self,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Position>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<GlobalCursor>, StoreError>> {
         Box::pin(CheckpointStore::load(self, name))
     }
     fn dyn_save<'a>(
         &'a self,
         name: &'a str,
-        position: Position,
+        cursor: GlobalCursor,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(CheckpointStore::save(self, name, position))
+        Box::pin(CheckpointStore::save(self, name, cursor))
     }
 }
 
@@ -312,11 +308,11 @@ impl SnapshotStore for Arc<dyn DynSnapshotStore> {
 }
 
 impl CheckpointStore for Arc<dyn DynCheckpointStore> {
-    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+    async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         (**self).dyn_load(name).await
     }
-    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        (**self).dyn_save(name, position).await
+    async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
+        (**self).dyn_save(name, cursor).await
     }
 }
 

@@ -7,7 +7,7 @@ use crate::id::EventId;
 use crate::metadata::Metadata;
 use crate::name::{CodecName, EventType, Stream};
 use crate::time::Timestamp;
-use crate::version::{Position, Version};
+use crate::version::{GlobalCursor, Position, Version};
 
 /// One event to append, already encoded: the bytes-level input of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +98,9 @@ pub struct RawEvent {
     pub version: Version,
     /// Its global position.
     pub position: Position,
+    /// The backend's transaction key, the first part of the event's
+    /// [`GlobalCursor`]; 0 on backends ordered by position alone.
+    pub tx: u64,
     /// Its wire type name.
     pub event_type: EventType,
     /// Schema version of the payload.
@@ -113,7 +116,13 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
-    /// Builds a stored event from an appended one and what the store assigned.
+    /// Where this event stands in the global delivery order.
+    pub fn cursor(&self) -> GlobalCursor {
+        GlobalCursor::new(self.tx, self.position)
+    }
+
+    /// Builds a stored event from an appended one and what the store assigned
+    /// (transaction key 0: see [`with_tx`](Self::with_tx)).
     pub fn from_new(
         event: NewEvent,
         stream: Stream,
@@ -127,6 +136,7 @@ impl RawEvent {
             stream,
             version,
             position,
+            tx: 0,
             event_type: event.event_type,
             schema_version: event.schema_version,
             timestamp,
@@ -136,12 +146,20 @@ impl RawEvent {
         }
     }
 
-    /// The header of this event (everything but the payload).
+    /// Sets the transaction key (backends that order by transaction).
+    #[must_use]
+    pub fn with_tx(mut self, tx: u64) -> Self {
+        self.tx = tx;
+        self
+    }
+
+    /// What the store assigned to this event.
     pub fn record(&self) -> EventRecord {
         EventRecord {
             id: self.id,
             version: self.version,
             position: self.position,
+            tx: self.tx,
             timestamp: self.timestamp,
         }
     }
@@ -156,8 +174,17 @@ pub struct EventRecord {
     pub version: Version,
     /// Its global position.
     pub position: Position,
+    /// The backend's transaction key (0 on backends ordered by position alone).
+    pub tx: u64,
     /// Its recorded timestamp.
     pub timestamp: Timestamp,
+}
+
+impl EventRecord {
+    /// Where the event stands in the global delivery order.
+    pub fn cursor(&self) -> GlobalCursor {
+        GlobalCursor::new(self.tx, self.position)
+    }
 }
 
 /// The outcome of a successful append.
@@ -180,6 +207,14 @@ impl AppendResult {
     pub fn last_position(&self) -> Position {
         self.records.last().map_or(Position::ZERO, |r| r.position)
     }
+
+    /// The cursor of the last appended event: a reader that has reached it
+    /// has seen the append (read your own writes).
+    pub fn last_cursor(&self) -> GlobalCursor {
+        self.records
+            .last()
+            .map_or(GlobalCursor::START, EventRecord::cursor)
+    }
 }
 
 /// A stored event with its payload decoded into `E`.
@@ -193,6 +228,8 @@ pub struct RecordedEvent<E> {
     pub version: Version,
     /// Its global position.
     pub position: Position,
+    /// The backend's transaction key (0 on backends ordered by position alone).
+    pub tx: u64,
     /// Its wire type name (the canonical name, after alias resolution).
     pub event_type: EventType,
     /// Schema version of the stored payload, before upcasting.
@@ -213,11 +250,17 @@ impl<E> RecordedEvent<E> {
             stream: self.stream,
             version: self.version,
             position: self.position,
+            tx: self.tx,
             event_type: self.event_type,
             schema_version: self.schema_version,
             timestamp: self.timestamp,
             metadata: self.metadata,
             data: f(self.data),
         }
+    }
+
+    /// Where the event stands in the global delivery order.
+    pub fn cursor(&self) -> GlobalCursor {
+        GlobalCursor::new(self.tx, self.position)
     }
 }

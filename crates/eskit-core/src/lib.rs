@@ -26,6 +26,7 @@
 //!     fn event_type(&self) -> &'static str {
 //!         match self { Event::Deposited(_) => "Deposited", Event::Withdrawn(_) => "Withdrawn" }
 //!     }
+//!     fn event_types() -> &'static [&'static str] { &["Deposited", "Withdrawn"] }
 //! }
 //!
 //! /// Payload: the amount as 8 little-endian bytes; the variant is the event type.
@@ -88,6 +89,7 @@ mod decider;
 pub mod dyn_store;
 mod error;
 mod event;
+mod feed;
 mod handler;
 mod id;
 pub mod limits;
@@ -111,6 +113,7 @@ pub use dyn_store::{
 };
 pub use error::{BoxError, CodecError, LifecycleOp, StoreError, ValidationError, error_chain};
 pub use event::{AppendResult, EventRecord, NewEvent, RawEvent, RecordedEvent};
+pub use feed::{Changed, CommitFeed, CommitNotifier, FeedError, Listener};
 pub use handler::{
     CommandContext, CommandHandler, CommandLog, CommandOptions, ConfigError, ConflictRetry,
     HandleError, HandleResult, Handled, LoggingMiddleware, Middleware, Next, RetryPolicy,
@@ -126,12 +129,13 @@ pub use name::{
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
 pub use rt::{Sleep, block_on, sleep};
 pub use store::{
-    AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, LockGuard, LockRegistry,
-    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
-    validate_append, validate_in_range, validate_reason,
+    AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
+    LoadOptions, LockGuard, LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,
+    StreamState, StreamStatus, validate_append, validate_cursor, validate_in_range,
+    validate_reason,
 };
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
 pub use typed::{Appended, EventSchema, TypedStore};
 pub use upcast::UpcasterRegistry;
-pub use version::{ExpectedVersion, Position, Version};
+pub use version::{ExpectedVersion, GlobalCursor, InvalidCursor, Position, Version};

@@ -53,3 +53,7 @@ pub const MAX_MIDDLEWARE: usize = 32;
 
 /// Most conflict retries a command handler may be configured with.
 pub const MAX_CONFLICT_RETRIES: u32 = 1_000;
+
+/// Most live listeners one commit feed serves
+/// ([`FeedError::TooManyListeners`](crate::FeedError::TooManyListeners) past it).
+pub const MAX_LISTENERS: usize = 1024;

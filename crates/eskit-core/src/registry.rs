@@ -240,6 +240,13 @@ impl EventRegistry {
         v
     }
 
+    /// Every legacy alias with the name it resolves to.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &EventType)> {
+        self.aliases
+            .iter()
+            .map(|(legacy, target)| (legacy.as_str(), target))
+    }
+
     /// Whether nothing is registered.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()

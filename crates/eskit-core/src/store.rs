@@ -17,7 +17,7 @@ use crate::limits::{
 use crate::metadata::{Metadata, validate_idempotency_key};
 use crate::name::{EventType, NameKind, Stream, StreamType, validate_name};
 use crate::time::Timestamp;
-use crate::version::{ExpectedVersion, Position, Version};
+use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 
 /// Options of one append. The default appends with the current time, no
 /// metadata and no idempotency key.
@@ -181,28 +181,33 @@ impl LoadOptions {
     }
 }
 
-/// Which events a global read returns: from a position, at most `limit`,
-/// optionally only some event types or one stream type.
+/// Which events a global read returns: those strictly after a cursor, at
+/// most `limit`, optionally only some event types or one stream type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOptions {
-    from: Position,
+    after: GlobalCursor,
     limit: usize,
     event_types: Vec<EventType>,
     stream_type: Option<StreamType>,
 }
 
 impl ReadOptions {
-    /// Events at positions `>= from`, at most `limit` of them.
-    pub fn new(from: Position, limit: usize) -> Self {
+    /// Events strictly after `after` in cursor order, at most `limit` of them.
+    pub fn new(after: GlobalCursor, limit: usize) -> Self {
         Self {
-            from,
+            after,
             limit,
             event_types: Vec::new(),
             stream_type: None,
         }
     }
 
-    /// Only events of these types.
+    /// Events from the start of the log, at most `limit` of them.
+    pub fn from_start(limit: usize) -> Self {
+        Self::new(GlobalCursor::START, limit)
+    }
+
+    /// Only events of these types (the filter runs in the backend).
     #[must_use]
     pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
         self.event_types = types.into_iter().collect();
@@ -216,9 +221,16 @@ impl ReadOptions {
         self
     }
 
-    /// The first position wanted (inclusive).
-    pub fn from(&self) -> Position {
-        self.from
+    /// The same filters, after another cursor.
+    #[must_use]
+    pub fn resume_after(mut self, after: GlobalCursor) -> Self {
+        self.after = after;
+        self
+    }
+
+    /// The cursor the read starts after (exclusive).
+    pub fn after(&self) -> GlobalCursor {
+        self.after
     }
 
     /// The most events returned.
@@ -236,7 +248,7 @@ impl ReadOptions {
         self.stream_type.as_ref()
     }
 
-    /// Whether an event passes the filters (not the position or limit).
+    /// Whether an event passes the filters (not the cursor or limit).
     pub fn matches(&self, stream: &Stream, event_type: &EventType) -> bool {
         self.stream_type
             .as_ref()
@@ -259,6 +271,156 @@ impl ReadOptions {
             });
         }
         Ok(())
+    }
+}
+
+/// One page of a global read: the events, where to resume, and the head.
+///
+/// # The read contract
+/// - `events` are in strictly increasing cursor order, all after the read's
+///   cursor, and pass its filters.
+/// - **Gap safety**: no event at or before [`next`](Self::next) can still
+///   appear. A backend never returns an event while an event before it in
+///   cursor order can still commit, and `next` moves past everything it
+///   scanned: filtered-out events, holes left by deletes and rollbacks. A
+///   subscriber resumes from `next` and never waits on a hole.
+/// - `next` is at least the read's cursor and at least every returned
+///   event's cursor.
+/// - [`head`](Self::head) is the newest cursor the backend had committed
+///   when it read; `next >= head` means the reader had caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalBatch<T = RawEvent> {
+    /// The events, in cursor order.
+    pub events: Vec<T>,
+    /// Where the next read resumes (exclusive); store it as the checkpoint
+    /// once the events are processed.
+    pub next: GlobalCursor,
+    /// The newest committed cursor the backend saw.
+    pub head: GlobalCursor,
+}
+
+impl<T> GlobalBatch<T> {
+    /// Whether the reader had caught up with the head when it read.
+    pub fn is_caught_up(&self) -> bool {
+        self.next >= self.head
+    }
+
+    /// The same page with its events mapped (decoded, filtered).
+    pub fn map_events<U>(self, f: impl FnOnce(Vec<T>) -> Vec<U>) -> GlobalBatch<U> {
+        GlobalBatch {
+            events: f(self.events),
+            next: self.next,
+            head: self.head,
+        }
+    }
+}
+
+impl GlobalBatch {
+    /// A page built by a backend ordered by position alone, from the events
+    /// that passed the filters and the highest position it could see (its
+    /// horizon: everything at or below it has committed, nothing more will
+    /// commit there). Applies the contract: when the page is full, `next` is
+    /// its last event; otherwise the read scanned up to the horizon.
+    pub fn by_position(options: &ReadOptions, events: Vec<RawEvent>, horizon: Position) -> Self {
+        let head = GlobalCursor::at(horizon);
+        let scanned = match events.last() {
+            Some(last) if events.len() >= options.limit() => last.cursor(),
+            _ => head,
+        };
+        Self {
+            next: scanned.max(options.after()),
+            head,
+            events,
+        }
+    }
+}
+
+/// Pages through a global read with one [`GlobalReader::read`] per page,
+/// resuming each from the previous page's `next`: the one paging loop.
+///
+/// [`next_page`](Self::next_page) returns `None` once a page came back empty
+/// without moving the cursor or the reader had caught up with the head, so
+/// a loop over it ends at the end of the log (as seen then).
+///
+/// ```
+/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager,
+///     MemoryStore, NewEvent, ReadOptions, Stream, block_on};
+/// let store = MemoryStore::new();
+/// let s = Stream::new("counter", "c-1")?;
+/// let events = (0..5).map(|_| NewEvent::new(EventType::new("Ticked").unwrap(), vec![])).collect();
+/// block_on(store.append(&s, ExpectedVersion::Any, events, AppendOptions::new()))?;
+/// let mut pager = GlobalPager::new(&store, ReadOptions::from_start(2));
+/// let mut seen = 0;
+/// while let Some(page) = block_on(pager.next_page())? {
+///     seen += page.events.len();
+/// }
+/// assert_eq!(seen, 5);
+/// assert_eq!(pager.cursor().position().get(), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct GlobalPager<'a, R: ?Sized> {
+    reader: &'a R,
+    options: ReadOptions,
+    done: bool,
+}
+
+impl<'a, R: GlobalReader + ?Sized> GlobalPager<'a, R> {
+    /// Pages through `reader` from `options`' cursor, with its limit and filters.
+    pub fn new(reader: &'a R, options: ReadOptions) -> Self {
+        Self {
+            reader,
+            options,
+            done: false,
+        }
+    }
+
+    /// Where the next page resumes: the last page's `next`.
+    pub fn cursor(&self) -> GlobalCursor {
+        self.options.after()
+    }
+
+    /// The next page, or `None` at the end of the log. A page may hold no
+    /// events yet move the cursor (a filtered read that matched nothing).
+    ///
+    /// # Errors
+    /// The reader's error; the pager stays where it was, so the call can be
+    /// repeated.
+    pub async fn next_page(&mut self) -> Result<Option<GlobalBatch>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let before = self.options.after();
+        let page = self.reader.read(self.options.clone()).await?;
+        if page.next < before {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "a global read moved its cursor back from {before} to {}",
+                    page.next
+                ),
+            });
+        }
+        self.options = self.options.clone().resume_after(page.next);
+        let partial = page.events.len() < self.options.limit();
+        if (page.events.is_empty() && page.next == before) || (partial && page.is_caught_up()) {
+            self.done = true;
+            if page.events.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(page))
+    }
+
+    /// Every remaining event, in cursor order.
+    ///
+    /// # Errors
+    /// The reader's error.
+    pub async fn collect(mut self) -> Result<Vec<RawEvent>, StoreError> {
+        let mut all = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            all.extend(page.events);
+        }
+        Ok(all)
     }
 }
 
@@ -367,23 +529,28 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Version, StoreError>> + Send;
 }
 
-/// Reads across all streams in global order.
+/// Reads across all streams in global (cursor) order.
+///
+/// The contract subscriptions build on is [`GlobalBatch`]'s: events in cursor
+/// order, and a resume cursor before which nothing can still appear. A
+/// subscriber that stores `next` and resumes from it sees every event once,
+/// also when writers commit concurrently and out of position order.
 pub trait GlobalReader: Send + Sync {
-    /// Events at positions `>= options.from()`, in position order, at most
-    /// `options.limit()`, passing the filters.
+    /// Events strictly after `options.after()`, in cursor order, at most
+    /// `options.limit()`, passing the filters; with the resume cursor and head.
     ///
     /// # Errors
     /// [`StoreError::Validation`] for invalid options, or a backend failure.
-    fn read_all(
+    fn read(
         &self,
         options: ReadOptions,
-    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send;
 
-    /// The position of the newest event, [`Position::ZERO`] for an empty store.
+    /// The newest committed cursor, [`GlobalCursor::START`] for an empty store.
     ///
     /// # Errors
     /// A backend failure.
-    fn latest_position(&self) -> impl Future<Output = Result<Position, StoreError>> + Send;
+    fn head(&self) -> impl Future<Output = Result<GlobalCursor, StoreError>> + Send;
 }
 
 /// The lifecycle state of a stream.
@@ -614,25 +781,38 @@ pub trait SnapshotStore: Send + Sync {
     fn invalidate_all(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Stores the position a named subscription has processed up to.
+/// Stores the cursor a named subscription has processed up to.
 pub trait CheckpointStore: Send + Sync {
-    /// The saved position, `None` when the subscription never saved one.
+    /// The saved cursor, `None` when the subscription never saved one.
     ///
     /// # Errors
     /// [`StoreError::Validation`] for a bad name, or a backend failure.
-    fn load(&self, name: &str)
-    -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+    fn load(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GlobalCursor>, StoreError>> + Send;
 
-    /// Saves the position.
+    /// Saves the cursor (a [`GlobalBatch::next`] the subscription has
+    /// processed up to).
     ///
     /// # Errors
-    /// [`StoreError::Validation`] for a bad name or a position above
+    /// [`StoreError::Validation`] for a bad name or a cursor part above
     /// [`MAX_POSITION`], or a backend failure.
     fn save(
         &self,
         name: &str,
-        position: Position,
+        cursor: GlobalCursor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Checks a cursor's parts against [`MAX_POSITION`] (backends store them as
+/// signed 64-bit integers).
+///
+/// # Errors
+/// [`ValidationError::OutOfRange`].
+pub fn validate_cursor(cursor: GlobalCursor) -> Result<(), ValidationError> {
+    validate_in_range(cursor.tx())?;
+    validate_in_range(cursor.position().get())
 }
 
 /// Proof of a held lock; dropping it releases the lock.
@@ -693,8 +873,8 @@ forward_arc!(EventStore {
     fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError>;
 });
 forward_arc!(GlobalReader {
-    fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError>;
-    fn latest_position(&self) -> Result<Position, StoreError>;
+    fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;
+    fn head(&self) -> Result<GlobalCursor, StoreError>;
 });
 forward_arc!(StreamLifecycle {
     fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError>;
@@ -710,8 +890,8 @@ forward_arc!(SnapshotStore {
     fn invalidate_all(&self) -> Result<(), StoreError>;
 });
 forward_arc!(CheckpointStore {
-    fn load(&self, name: &str) -> Result<Option<Position>, StoreError>;
-    fn save(&self, name: &str, position: Position) -> Result<(), StoreError>;
+    fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError>;
+    fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError>;
 });
 forward_arc!(LockRegistry {
     fn acquire(&self, key: &str) -> Result<LockGuard, StoreError>;

@@ -298,6 +298,7 @@ where
                 stream: stream.clone(),
                 version: Version::new(n),
                 position: Position::new(n),
+                tx: 0,
                 event_type: event_type.clone(),
                 schema_version: 1,
                 timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),

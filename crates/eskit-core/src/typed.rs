@@ -5,16 +5,19 @@
 //! This is the one place where typing happens (design rule 2): backends only
 //! ever see bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use crate::codec::{DomainEvent, EventCodec};
 use crate::error::{CodecError, StoreError};
 use crate::event::{NewEvent, RawEvent, RecordedEvent};
+use crate::limits::MAX_FILTER_TYPES;
 use crate::name::{EventType, Stream};
 use crate::registry::EventRegistry;
-use crate::store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions};
+use crate::store::{
+    AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
+};
 use crate::upcast::UpcasterRegistry;
 use crate::version::{ExpectedVersion, Version};
 
@@ -26,6 +29,8 @@ pub struct EventSchema<E> {
     readers: HashMap<&'static str, Arc<dyn EventCodec<E>>>,
     registry: EventRegistry,
     upcasters: UpcasterRegistry,
+    /// `E::event_types()`, for O(1) "is this mine" checks.
+    own: HashSet<&'static str>,
 }
 
 impl<E: 'static> fmt::Debug for EventSchema<E> {
@@ -52,7 +57,49 @@ impl<E: DomainEvent> EventSchema<E> {
             readers,
             registry: EventRegistry::new(),
             upcasters: UpcasterRegistry::new(),
+            own: E::event_types().iter().copied().collect(),
         }
+    }
+
+    /// Every stored name that decodes into `E`: `E`'s wire names
+    /// ([`DomainEvent::event_types`]) and the registry's legacy aliases of
+    /// them, sorted. A subscription filters the backend by these.
+    pub fn wire_names(&self) -> Vec<EventType> {
+        let mut names: Vec<EventType> = E::event_types()
+            .iter()
+            .filter_map(|n| EventType::from_static(n).ok())
+            .collect();
+        for (legacy, target) in self.registry.aliases() {
+            if self.own.contains(target.as_str())
+                && let Ok(t) = EventType::new(legacy)
+            {
+                names.push(t);
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Whether an event stored under `event_type` is one of `E`'s (directly
+    /// or through a legacy alias).
+    pub fn is_mine(&self, event_type: &str) -> bool {
+        self.registry
+            .resolve(event_type)
+            .is_some_and(|c| self.own.contains(c.as_str()))
+    }
+
+    /// Decodes a stored event if it is one of `E`'s; `Ok(None)` ("not mine")
+    /// for any other type, so a global read over many event types can skip
+    /// what it does not handle.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode), for an event of one of `E`'s types.
+    pub fn decode_if_mine(&self, raw: RawEvent) -> Result<Option<RecordedEvent<E>>, CodecError> {
+        if !self.is_mine(raw.event_type.as_str()) {
+            return Ok(None);
+        }
+        self.decode(raw).map(Some)
     }
 
     /// Also reads events written with `codec` (multi-codec migration: keep the
@@ -99,6 +146,11 @@ impl<E: DomainEvent> EventSchema<E> {
         let unknown = || CodecError::UnknownEventType {
             event_type: name.to_owned(),
         };
+        // A name missing from `E::event_types()` would be stored but skipped
+        // by every typed subscription filtering on that list.
+        if !self.own.contains(name) {
+            return Err(unknown());
+        }
         if !self.registry.is_empty() && self.registry.resolve(name).is_none_or(|c| c != name) {
             return Err(unknown());
         }
@@ -143,6 +195,7 @@ impl<E: DomainEvent> EventSchema<E> {
             stream: raw.stream,
             version: raw.version,
             position: raw.position,
+            tx: raw.tx,
             event_type: canonical,
             schema_version: raw.schema_version,
             timestamp: raw.timestamp,
@@ -167,7 +220,10 @@ pub struct Appended<E> {
 /// ```
 /// # use eskit_core::*;
 /// # #[derive(Debug, PartialEq)] struct Pinged(u8);
-/// # impl DomainEvent for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
+/// # impl DomainEvent for Pinged {
+/// #     fn event_type(&self) -> &'static str { "Pinged" }
+/// #     fn event_types() -> &'static [&'static str] { &["Pinged"] }
+/// # }
 /// # struct ByteCodec;
 /// # impl EventCodec<Pinged> for ByteCodec {
 /// #     fn name(&self) -> &'static str { "byte" }
@@ -306,6 +362,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                 stream: stream.clone(),
                 version: r.version,
                 position: r.position,
+                tx: r.tx,
                 event_type,
                 schema_version,
                 timestamp: r.timestamp,
@@ -381,15 +438,37 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
 }
 
 impl<B: EventStore + GlobalReader, E: DomainEvent> TypedStore<B, E> {
-    /// Reads and decodes events across streams in global order.
+    /// Reads the global log and decodes the events that are `E`'s, in cursor
+    /// order; events of other types are "not mine" and skipped, never an
+    /// error. Without a type filter in `options`, the read asks the backend
+    /// for `E`'s wire names only ([`EventSchema::wire_names`]). The page's
+    /// `next` moves past skipped events too.
     ///
     /// # Errors
-    /// As [`GlobalReader::read_all`], plus [`StoreError::Codec`].
-    pub async fn read_all(
+    /// As [`GlobalReader::read`], plus [`StoreError::Codec`] for an event of
+    /// one of `E`'s types that does not decode.
+    pub async fn read(
         &self,
         options: ReadOptions,
-    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
-        let raw = self.backend.read_all(options).await?;
-        self.decode_all(raw)
+    ) -> Result<GlobalBatch<RecordedEvent<E>>, StoreError> {
+        let options = if options.types().is_empty() {
+            let names = self.schema.wire_names();
+            if names.len() <= MAX_FILTER_TYPES {
+                options.event_types(names)
+            } else {
+                options
+            }
+        } else {
+            options
+        };
+        let page = self.backend.read(options).await?;
+        let mut events = Vec::with_capacity(page.events.len());
+        let (next, head) = (page.next, page.head);
+        for raw in page.events {
+            if let Some(e) = self.schema.decode_if_mine(raw)? {
+                events.push(e);
+            }
+        }
+        Ok(GlobalBatch { events, next, head })
     }
 }

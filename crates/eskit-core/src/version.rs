@@ -59,11 +59,13 @@ impl From<u64> for Version {
     }
 }
 
-/// The position of an event in the store's global order (the global sequence).
+/// The position of an event in the store's global sequence.
 ///
-/// Positions start at 1, are unique, strictly increase in commit order, and are
-/// never reused, also after a stream is deleted. [`Position::ZERO`] means
-/// "before the first event", the natural start for a subscription.
+/// Positions start at 1, are unique and are never reused, also after a stream
+/// is deleted. Holes are normal (deleted streams, rolled-back transactions).
+/// On backends that order the log by position alone (memory, SQLite) they
+/// increase in commit order; on others the delivery order is the
+/// [`GlobalCursor`]'s. [`Position::ZERO`] means "before the first event".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Position(u64);
 
@@ -106,6 +108,100 @@ impl FromStr for Position {
 impl From<u64> for Position {
     fn from(v: u64) -> Self {
         Self(v)
+    }
+}
+
+/// A point in a backend's global delivery order: a transaction key and a
+/// position, compared in that order.
+///
+/// Backends that order the log by position alone (memory, SQLite) always use
+/// transaction key 0, so their cursors compare as positions do. A backend
+/// whose positions are taken before commit (PostgreSQL) orders by the
+/// transaction that wrote each event first. Either way the cursor is what a
+/// subscriber resumes from and what a checkpoint stores: a global read
+/// returns events strictly after a cursor, and its [`GlobalBatch::next`]
+/// is a cursor at or before which nothing can still appear.
+///
+/// [`GlobalCursor::START`] lies before every event. The text form is
+/// `<tx>:<position>` (`0:42`); [`FromStr`] also takes a bare position (`42`).
+///
+/// [`GlobalBatch::next`]: crate::GlobalBatch::next
+///
+/// ```
+/// use eskit_core::{GlobalCursor, Position};
+/// let a = GlobalCursor::at(Position::new(7));
+/// let b = GlobalCursor::new(1, Position::new(3));
+/// assert!(GlobalCursor::START < a && a < b);
+/// assert_eq!(a.to_string(), "0:7");
+/// assert_eq!("0:7".parse::<GlobalCursor>()?, a);
+/// assert_eq!("7".parse::<GlobalCursor>()?, a);
+/// # Ok::<(), eskit_core::InvalidCursor>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct GlobalCursor {
+    tx: u64,
+    position: Position,
+}
+
+impl GlobalCursor {
+    /// Before every event: where a subscription with no checkpoint starts.
+    pub const START: Self = Self {
+        tx: 0,
+        position: Position::ZERO,
+    };
+
+    /// A cursor of a backend with transaction keys.
+    pub const fn new(tx: u64, position: Position) -> Self {
+        Self { tx, position }
+    }
+
+    /// The cursor of `position` on a backend ordered by position alone.
+    pub const fn at(position: Position) -> Self {
+        Self { tx: 0, position }
+    }
+
+    /// The transaction key (0 on backends ordered by position alone).
+    pub const fn tx(self) -> u64 {
+        self.tx
+    }
+
+    /// The position.
+    pub const fn position(self) -> Position {
+        self.position
+    }
+}
+
+impl fmt::Display for GlobalCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tx, self.position)
+    }
+}
+
+/// A string that is not a [`GlobalCursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidCursor;
+
+impl fmt::Display for InvalidCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a cursor: expected `<tx>:<position>` or `<position>`")
+    }
+}
+
+impl std::error::Error for InvalidCursor {}
+
+impl FromStr for GlobalCursor {
+    type Err = InvalidCursor;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let num = |t: &str| {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(InvalidCursor);
+            }
+            t.parse::<u64>().map_err(|_| InvalidCursor)
+        };
+        match s.split_once(':') {
+            Some((tx, p)) => Ok(Self::new(num(tx)?, Position::new(num(p)?))),
+            None => Ok(Self::at(Position::new(num(s)?))),
+        }
     }
 }
 

@@ -220,7 +220,7 @@ fn read_and_lifecycle_bounds() -> TestResult {
         vec![ev(b"")],
         AppendOptions::new(),
     ))?;
-    let read = |limit| block_on(store.read_all(ReadOptions::new(Position::ZERO, limit)));
+    let read = |limit| block_on(store.read(ReadOptions::from_start(limit)));
     assert!(matches!(
         read(0),
         Err(StoreError::Validation(ValidationError::InvalidLimit {
@@ -231,10 +231,10 @@ fn read_and_lifecycle_bounds() -> TestResult {
         read(MAX_READ_LIMIT + 1),
         Err(StoreError::Validation(ValidationError::InvalidLimit { .. }))
     ));
-    assert_eq!(read(MAX_READ_LIMIT)?.len(), 1);
+    assert_eq!(read(MAX_READ_LIMIT)?.events.len(), 1);
     let types = (0..=MAX_FILTER_TYPES).map(|i| EventType::new(format!("T{i}")).expect("valid"));
     assert!(matches!(
-        block_on(store.read_all(ReadOptions::new(Position::ZERO, 10).event_types(types.clone()))),
+        block_on(store.read(ReadOptions::from_start(10).event_types(types.clone()))),
         Err(StoreError::Validation(
             ValidationError::TooManyFilterTypes { .. }
         ))
@@ -425,18 +425,30 @@ fn out_of_range<T>(r: Result<T, StoreError>) -> bool {
 fn positions_and_versions_stay_within_max_position() -> TestResult {
     // Reads beyond MAX_POSITION are not errors, just empty.
     let store = MemoryStore::new();
-    assert!(block_on(store.read_all(ReadOptions::new(Position::new(u64::MAX), 1)))?.is_empty());
+    assert!(
+        block_on(store.read(ReadOptions::new(
+            eskit_core::GlobalCursor::new(u64::MAX, Position::new(u64::MAX)),
+            1
+        )))?
+        .events
+        .is_empty()
+    );
     let over = MAX_POSITION + 1;
     let cps = eskit_core::MemoryCheckpointStore::new();
     assert!(out_of_range(block_on(eskit_core::CheckpointStore::save(
         &cps,
         "cp",
-        Position::new(over)
+        eskit_core::GlobalCursor::at(Position::new(over))
+    ))));
+    assert!(out_of_range(block_on(eskit_core::CheckpointStore::save(
+        &cps,
+        "cp",
+        eskit_core::GlobalCursor::new(over, Position::ZERO)
     ))));
     block_on(eskit_core::CheckpointStore::save(
         &cps,
         "cp",
-        Position::new(MAX_POSITION),
+        eskit_core::GlobalCursor::new(MAX_POSITION, Position::new(MAX_POSITION)),
     ))?;
     let snaps = eskit_core::MemorySnapshotStore::new();
     let snap = Snapshot {

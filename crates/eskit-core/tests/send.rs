@@ -19,8 +19,8 @@ fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     assert_send(&store.append(&stream, ExpectedVersion::Any, ev(), AppendOptions::new()));
     assert_send(&store.load(&stream, LoadOptions::new()));
     assert_send(&store.stream_version(&stream));
-    assert_send(&store.read_all(ReadOptions::new(Position::ZERO, 1)));
-    assert_send(&store.latest_position());
+    assert_send(&store.read(ReadOptions::from_start(1)));
+    assert_send(&store.head());
     assert_send(&store.tombstone(&stream, ""));
     assert_send(&store.archive(&stream, ""));
     assert_send(&store.restore(&stream));
@@ -32,7 +32,7 @@ fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     assert_send(&snaps.invalidate_all());
     let cps = MemoryCheckpointStore::new();
     assert_send(&CheckpointStore::load(&cps, "x"));
-    assert_send(&cps.save("x", Position::ZERO));
+    assert_send(&cps.save("x", eskit_core::GlobalCursor::START));
     let locks = MemoryLockRegistry::new();
     assert_send(&locks.acquire("k"));
     assert_send(&locks.try_acquire("k"));
@@ -46,7 +46,7 @@ fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     let typed = TypedStore::new(store.clone(), EventSchema::new(TextCodec));
     assert_send(&typed.append(&stream, ExpectedVersion::Any, vec![]));
     assert_send(&typed.load(&stream));
-    assert_send(&typed.read_all(ReadOptions::new(Position::ZERO, 1)));
+    assert_send(&typed.read(ReadOptions::from_start(1)));
 
     let handler = CommandHandler::new(Counter, typed);
     let cmd = CounterCommand::Add(1);

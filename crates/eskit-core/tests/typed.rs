@@ -7,8 +7,7 @@ mod common;
 use common::{BinCodec, CounterEvent, TextCodec};
 use eskit_core::{
     AppendOptions, CodecError, EventRegistry, EventSchema, EventStore, EventType, ExpectedVersion,
-    MemoryStore, NewEvent, Position, ReadOptions, StoreError, Stream, TypedStore, UpcasterRegistry,
-    block_on,
+    MemoryStore, NewEvent, ReadOptions, StoreError, Stream, TypedStore, UpcasterRegistry, block_on,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -101,8 +100,8 @@ fn legacy_names_resolve_and_old_schemas_upcast() -> TestResult {
         events[1].schema_version, 3,
         "new events are written at the current version"
     );
-    let global = block_on(store.read_all(ReadOptions::new(Position::ZERO, 10)))?;
-    assert_eq!(global.len(), 2);
+    let global = block_on(store.read(ReadOptions::from_start(10)))?;
+    assert_eq!(global.events.len(), 2);
 
     // Without the 2 -> 3 step, decoding names the gap.
     let mut partial = UpcasterRegistry::new();

@@ -16,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
-use crate::notify::Notifier;
 use crate::row::{BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content};
 use crate::worker::{AppendJob, rollback_if_open};
+use eskit_core::CommitNotifier;
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
 pub(crate) const STATE_ARCHIVED: i64 = 2;
@@ -136,7 +136,7 @@ pub(crate) fn commit_appends(
     conn: &mut Connection,
     state: &mut WriterState,
     jobs: Vec<AppendJob>,
-    notifier: &Notifier,
+    notifier: &CommitNotifier,
 ) {
     let results = match run_batch(conn, state, &jobs) {
         Ok(results) => results,
@@ -408,6 +408,7 @@ fn write_append(
         records.push(EventRecord {
             id: event.id(),
             version: to_version(v)?,
+            tx: 0,
             position: Position::new(u64::try_from(position).map_err(|_| overflow())?),
             timestamp: Timestamp::from_unix_micros(timestamp),
         });

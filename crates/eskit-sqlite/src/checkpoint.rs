@@ -1,14 +1,15 @@
 //! Subscription checkpoints in the store's database.
 
 use eskit_core::{
-    CheckpointStore, NameKind, Position, StoreError, Timestamp, validate_in_range, validate_name,
+    CheckpointStore, GlobalCursor, NameKind, Position, StoreError, Timestamp, validate_cursor,
+    validate_name,
 };
 use rusqlite::OptionalExtension;
 
 use crate::error::store_error;
 use crate::store::SqliteStore;
 
-/// Named positions in the `eskit_checkpoints` table of the store's database.
+/// Named cursors in the `eskit_checkpoints` table of the store's database.
 /// Get one with [`SqliteStore::checkpoints`].
 #[derive(Debug, Clone)]
 pub struct SqliteCheckpointStore {
@@ -21,28 +22,34 @@ impl SqliteCheckpointStore {
     }
 }
 
-// Positions above MAX_POSITION are refused before storage, so every stored
-// one fits SQLite's signed 64-bit integer; a negative one was not written by
-// this crate.
-fn to_sql(p: Position) -> i64 {
-    i64::try_from(p.get()).unwrap_or(i64::MAX)
+// Cursor parts above MAX_POSITION are refused before storage, so every
+// stored one fits SQLite's signed 64-bit integer; a negative one was not
+// written by this crate.
+fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn from_sql(v: i64) -> Result<Position, StoreError> {
-    u64::try_from(v)
-        .map(Position::new)
-        .map_err(|_| crate::error::corrupt(format!("negative checkpoint position {v}")))
+fn from_sql((tx, position): (i64, i64)) -> Result<GlobalCursor, StoreError> {
+    match (u64::try_from(tx), u64::try_from(position)) {
+        (Ok(tx), Ok(p)) => Ok(GlobalCursor::new(tx, Position::new(p))),
+        _ => Err(crate::error::corrupt(format!(
+            "negative checkpoint cursor {tx}:{position}"
+        ))),
+    }
 }
 
 impl CheckpointStore for SqliteCheckpointStore {
-    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+    async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
         self.store
             .workers()
             .read(move |c| {
-                c.prepare_cached("SELECT position FROM eskit_checkpoints WHERE name = ?1")
-                    .and_then(|mut s| s.query_row([&name], |r| r.get(0)).optional())
+                c.prepare_cached("SELECT tx, position FROM eskit_checkpoints WHERE name = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
                     .map_err(store_error)?
                     .map(from_sql)
                     .transpose()
@@ -50,19 +57,24 @@ impl CheckpointStore for SqliteCheckpointStore {
             .await
     }
 
-    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+    async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
-        validate_in_range(position.get())?;
+        validate_cursor(cursor)?;
         let name = name.to_owned();
         self.store
             .write_tx(move |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO eskit_checkpoints (name, position, updated_at) \
-                     VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (name) DO UPDATE SET position = ?2, updated_at = ?3",
+                    "INSERT INTO eskit_checkpoints (name, tx, position, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET tx = ?2, position = ?3, updated_at = ?4",
                 )
                 .and_then(|mut s| {
-                    s.execute((&name, to_sql(position), Timestamp::now().as_unix_micros()))
+                    s.execute((
+                        &name,
+                        to_sql(cursor.tx()),
+                        to_sql(cursor.position().get()),
+                        Timestamp::now().as_unix_micros(),
+                    ))
                 })
                 .map_err(store_error)?;
                 Ok(())

@@ -120,10 +120,7 @@ pub use kinds::MAX_CACHED_KINDS;
 pub use locks::{
     LOCK_LEASE, LOCK_POLL_INTERVAL, MAX_LOCK_LEASE, MIN_LOCK_LEASE, SqliteLockRegistry,
 };
-pub use notify::{
-    Changed, ExternalWatcher, MAX_SUBSCRIBERS, MIN_POLL_INTERVAL, Notifier, Subscription,
-    TooManySubscribers,
-};
+pub use notify::{ExternalWatcher, MIN_POLL_INTERVAL};
 pub use options::{
     DEFAULT_BUSY_TIMEOUT, MAX_GROUP_COMMIT, MAX_READERS, SqliteOptions, Synchronous,
 };

@@ -1,167 +1,22 @@
-//! Change notification: an in-process signal raised right after each commit,
-//! and a watcher that polls `PRAGMA data_version` for commits made by other
-//! processes to the same file.
+//! Change notification beyond the process: a watcher that polls `PRAGMA
+//! data_version` for commits made by other processes to the same file and
+//! signals the store's commit feed (core's [`CommitNotifier`], raised in
+//! process right after each commit).
 
-use std::collections::HashMap;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::Duration;
 
-use eskit_core::Position;
+use eskit_core::{CommitNotifier, Position};
 use rusqlite::Connection;
 
 use crate::oneshot;
 
-/// Most live [`Subscription`]s one notifier serves.
-pub const MAX_SUBSCRIBERS: usize = 1024;
-
 /// Shortest poll interval [`SqliteStore::watch_external_writes`](crate::SqliteStore::watch_external_writes) accepts.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Wakes subscribers when the store changes. Cloning shares the notifier.
-///
-/// Every commit through the store signals it with the newest position before
-/// the append's future completes, so a subscriber never polls in the common
-/// case. A wake-up is a hint: read from your checkpoint to see what changed.
-#[derive(Clone, Default)]
-pub struct Notifier {
-    inner: Arc<Mutex<State>>,
-}
-
-#[derive(Default)]
-struct State {
-    position: Position,
-    generation: u64,
-    next_id: u64,
-    wakers: HashMap<u64, Option<Waker>>,
-}
-
-impl fmt::Debug for Notifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.lock();
-        f.debug_struct("Notifier")
-            .field("position", &s.position)
-            .field("generation", &s.generation)
-            .field("subscribers", &s.wakers.len())
-            .finish()
-    }
-}
-
-/// [`Notifier::subscribe`] was refused: [`MAX_SUBSCRIBERS`] are live.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the notifier already serves {MAX_SUBSCRIBERS} subscribers")]
-pub struct TooManySubscribers;
-
-impl Notifier {
-    /// A notifier with no subscribers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Critical sections only assign plain values; a poisoned lock still
-        // guards consistent data.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The newest position signalled so far.
-    pub fn latest(&self) -> Position {
-        self.lock().position
-    }
-
-    /// Signals a change: the newest position is now at least `position`.
-    /// Every subscriber wakes, also when the position did not move (a change
-    /// relay entry, a write seen from another process).
-    pub fn notify(&self, position: Position) {
-        let wakers: Vec<Waker> = {
-            let mut s = self.lock();
-            s.position = s.position.max(position);
-            s.generation = s.generation.wrapping_add(1);
-            s.wakers.values_mut().filter_map(Option::take).collect()
-        };
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    /// A new subscriber; its first [`Subscription::changed`] waits for the
-    /// next signal.
-    ///
-    /// # Errors
-    /// [`TooManySubscribers`] when [`MAX_SUBSCRIBERS`] are live.
-    pub fn subscribe(&self) -> Result<Subscription, TooManySubscribers> {
-        let mut s = self.lock();
-        if s.wakers.len() >= MAX_SUBSCRIBERS {
-            return Err(TooManySubscribers);
-        }
-        let id = s.next_id;
-        s.next_id += 1;
-        s.wakers.insert(id, None);
-        Ok(Subscription {
-            notifier: self.clone(),
-            id,
-            seen: s.generation,
-        })
-    }
-}
-
-/// One subscriber of a [`Notifier`]; dropping it frees its slot.
-#[derive(Debug)]
-pub struct Subscription {
-    notifier: Notifier,
-    id: u64,
-    seen: u64,
-}
-
-impl Subscription {
-    /// Waits for the next signal after the last one this subscription saw
-    /// and returns the newest position. Signals that arrive while nobody
-    /// waits are coalesced into one wake-up.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: dropping the future loses no signal; the next call
-    /// returns at once if a signal arrived meanwhile.
-    pub fn changed(&mut self) -> Changed<'_> {
-        Changed { sub: self }
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.notifier.lock().wakers.remove(&self.id);
-    }
-}
-
-/// The future of [`Subscription::changed`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct Changed<'a> {
-    sub: &'a mut Subscription,
-}
-
-impl Future for Changed<'_> {
-    type Output = Position;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Position> {
-        let this = self.get_mut();
-        let notifier = this.sub.notifier.clone();
-        let mut s = notifier.lock();
-        if s.generation != this.sub.seen {
-            this.sub.seen = s.generation;
-            return Poll::Ready(s.position);
-        }
-        s.wakers.insert(this.sub.id, Some(cx.waker().clone()));
-        Poll::Pending
-    }
-}
-
 /// Polls `PRAGMA data_version` on its own connection and signals the store's
-/// [`Notifier`] when another process committed to the same file. Dropping it
+/// commit feed when another process committed to the same file. Dropping it
 /// stops the thread without waiting; [`ExternalWatcher::shutdown`] waits.
 #[derive(Debug)]
 pub struct ExternalWatcher {
@@ -180,7 +35,7 @@ impl ExternalWatcher {
     pub(crate) fn start(
         conn: Connection,
         interval: Duration,
-        notifier: Notifier,
+        notifier: CommitNotifier,
     ) -> std::io::Result<Self> {
         let (stop, stop_rx) = mpsc::channel::<()>();
         let (exit_tx, exited) = oneshot::channel();
@@ -210,7 +65,12 @@ impl ExternalWatcher {
     }
 }
 
-fn watch(conn: &Connection, interval: Duration, notifier: &Notifier, stop: &mpsc::Receiver<()>) {
+fn watch(
+    conn: &Connection,
+    interval: Duration,
+    notifier: &CommitNotifier,
+    stop: &mpsc::Receiver<()>,
+) {
     let probe = |conn: &Connection| -> rusqlite::Result<(i64, i64, i64)> {
         let dv: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let (pos, change): (i64, i64) = conn.query_row(

@@ -27,7 +27,7 @@ pub struct RelayedChange {
 /// `eskit_changes` table.
 ///
 /// A writer calls [`broadcast`](Self::broadcast); the store's
-/// [`Notifier`](crate::Notifier) wakes local subscribers at once, and other
+/// commit feed ([`SqliteStore::notifier`](crate::SqliteStore::notifier)) wakes local listeners at once, and other
 /// processes that run
 /// [`watch_external_writes`](SqliteStore::watch_external_writes) wake within
 /// one poll interval and call [`changes_after`](Self::changes_after) with

@@ -308,6 +308,7 @@ impl Assembler {
                 stream: stream.clone(),
                 version: Version::new(to_u64(h.version, "version")?),
                 position: Position::new(to_u64(h.position, "position")?),
+                tx: 0,
                 event_type: kind.event_type.clone(),
                 schema_version: kind.schema_version,
                 timestamp: Timestamp::from_unix_micros(h.timestamp),

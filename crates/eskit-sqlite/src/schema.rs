@@ -77,6 +77,7 @@ CREATE TABLE eskit_snapshots (
 ) WITHOUT ROWID;
 CREATE TABLE eskit_checkpoints (
     name        TEXT PRIMARY KEY,
+    tx          INTEGER NOT NULL DEFAULT 0,
     position    INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;

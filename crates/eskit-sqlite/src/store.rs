@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    AppendOptions, AppendResult, EventStore, ExpectedVersion, GlobalReader, LifecycleOp,
-    LoadOptions, NewEvent, Position, RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle,
-    StreamState, StreamStatus, Timestamp, Version, validate_append, validate_reason,
+    AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventStore, ExpectedVersion,
+    GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent, Position,
+    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamState, StreamStatus,
+    Timestamp, Version, validate_append, validate_reason,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -23,7 +24,7 @@ use crate::chunks;
 use crate::error::{OpenError, corrupt, stopped, store_error};
 use crate::kinds::{KindCache, KindReader};
 use crate::locks::SqliteLockRegistry;
-use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL, Notifier};
+use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
@@ -56,9 +57,16 @@ pub struct SqliteStore {
 
 struct Inner {
     workers: Workers,
-    notifier: Notifier,
+    notifier: CommitNotifier,
     options: SqliteOptions,
     kinds: Arc<KindCache>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: listeners learn that no commit will come.
+    fn drop(&mut self) {
+        self.notifier.close();
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -108,7 +116,7 @@ impl SqliteStore {
                 .map(|_| schema::open_reader(&options))
                 .collect::<Result<_, _>>()?,
         };
-        let notifier = Notifier::new();
+        let notifier = CommitNotifier::new();
         let latest: i64 = writer
             .query_row(
                 "SELECT coalesce(max(position), 0) FROM eskit_events",
@@ -162,7 +170,7 @@ impl SqliteStore {
     }
 
     /// The in-process notifier, signalled after every commit of an append.
-    pub fn notifier(&self) -> &Notifier {
+    pub fn notifier(&self) -> &CommitNotifier {
         &self.inner.notifier
     }
 
@@ -375,31 +383,63 @@ fn load_sync(
     Ok(())
 }
 
-/// Builds the events a reader hands over in batches, on the caller's thread.
+/// Builds the events a reader hands over in batches, on the caller's thread,
+/// with the horizon a global read sent.
 async fn collect_events(
     mut parts: chunks::Receiver<Result<Part<EventBatch>, StoreError>>,
-) -> Result<Vec<RawEvent>, StoreError> {
+) -> Result<(Vec<RawEvent>, Option<Position>), StoreError> {
     let mut events = Assembler::default();
+    let mut horizon = None;
     loop {
         match parts.next().await {
             Some(Ok(Part::Chunk(batch))) => events.add(batch)?,
-            Some(Ok(Part::Done)) => return Ok(events.finish()),
+            Some(Ok(Part::Horizon(h))) => horizon = Some(Position::new(h)),
+            Some(Ok(Part::Done)) => return Ok((events.finish(), horizon)),
             Some(Err(e)) => return Err(e),
             None => return Err(stopped()),
         }
     }
 }
 
+/// The highest position ever assigned, as the last commit left it: the
+/// newest event's, or the high-water mark a hard delete kept. Every position
+/// at or below it has committed or will never exist; the next commit takes a
+/// higher one.
+const HORIZON_SQL: &str = "SELECT max(coalesce((SELECT max(position) FROM eskit_events), 0), \
+     coalesce((SELECT high_water FROM eskit_sequence WHERE name = 'events'), 0))";
+
+fn horizon(c: &Connection) -> Result<u64, StoreError> {
+    let h: i64 = c
+        .prepare_cached(HORIZON_SQL)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(store_error)?;
+    u64::try_from(h).map_err(|_| corrupt("negative position"))
+}
+
 /// Most events a load reserves room for up front; longer loads grow.
 const LOAD_CAPACITY_HINT_MAX: i64 = 16_384;
 
-fn read_all_sync(
+/// A global read: the horizon first, then the events after the cursor up to
+/// it. Reading the horizon first and bounding the events by it keeps the two
+/// consistent without a read transaction: commits after the horizon was read
+/// hold only higher positions, which this read leaves to the next.
+fn read_sync(
     c: &Connection,
     kinds: &KindCache,
     options: &ReadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
-    let (type_sql, type_params) = type_filter(options.types(), 4);
+    let horizon = horizon(c)?;
+    if !tx.send(Ok(Part::Horizon(horizon))) {
+        return Ok(());
+    }
+    // This store's cursors have transaction key 0; one with a larger key lies
+    // past every event.
+    let after = options.after();
+    if after.tx() > 0 || after.position().get() >= horizon {
+        return Ok(());
+    }
+    let (type_sql, type_params) = type_filter(options.types(), 5);
     let stream_type_sql = if options.only_stream_type().is_some() {
         " AND e.stream IN (SELECT sid FROM eskit_streams WHERE stream_type = ?3)"
     } else {
@@ -408,15 +448,16 @@ fn read_all_sync(
     // Stream names are looked up once per stream (by key), not per row.
     let sql = format!(
         "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
-         WHERE e.position >= ?1{stream_type_sql}{type_sql} \
+         WHERE e.position > ?1 AND e.position <= ?4{stream_type_sql}{type_sql} \
          ORDER BY e.position LIMIT ?2"
     );
     let mut params: Vec<Value> = vec![
-        Value::Integer(clamp(options.from().get())),
+        Value::Integer(clamp(after.position().get())),
         Value::Integer(i64::try_from(options.limit().min(MAX_READ_LIMIT)).unwrap_or(0)),
         options
             .only_stream_type()
             .map_or(Value::Null, |t| Value::Text(t.as_str().to_owned())),
+        Value::Integer(clamp(horizon)),
     ];
     params.extend(type_params);
     let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
@@ -472,7 +513,7 @@ impl EventStore for SqliteStore {
             .inner
             .workers
             .read_parts(move |c, tx| load_sync(c, &kinds, &stream, &options, tx))?;
-        collect_events(parts).await
+        Ok(collect_events(parts).await?.0)
     }
 
     async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
@@ -489,28 +530,26 @@ impl EventStore for SqliteStore {
 }
 
 impl GlobalReader for SqliteStore {
-    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+    /// Reads in position order: one writer assigns positions inside its
+    /// commit, so every position at or below the highest one visible has
+    /// committed, and that position is the read's horizon.
+    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
+        let read_options = options.clone();
         let parts = self
             .inner
             .workers
-            .read_parts(move |c, tx| read_all_sync(c, &kinds, &options, tx))?;
-        collect_events(parts).await
+            .read_parts(move |c, tx| read_sync(c, &kinds, &read_options, tx))?;
+        let (events, horizon) = collect_events(parts).await?;
+        let horizon = horizon.ok_or_else(|| corrupt("a global read sent no horizon"))?;
+        Ok(GlobalBatch::by_position(&options, events, horizon))
     }
 
-    async fn latest_position(&self) -> Result<Position, StoreError> {
+    async fn head(&self) -> Result<GlobalCursor, StoreError> {
         self.inner
             .workers
-            .read(|c| {
-                let p: i64 = c
-                    .prepare_cached("SELECT coalesce(max(position), 0) FROM eskit_events")
-                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                    .map_err(store_error)?;
-                u64::try_from(p)
-                    .map(Position::new)
-                    .map_err(|_| corrupt("negative position"))
-            })
+            .read(|c| horizon(c).map(|h| GlobalCursor::at(Position::new(h))))
             .await
     }
 }
@@ -575,7 +614,20 @@ impl SqliteStore {
             }
             Ok(())
         })
-        .await
+        .await?;
+        // Lifecycle changes wake listeners too (a deleted stream's events
+        // are gone from the next read).
+        self.signal();
+        Ok(())
+    }
+}
+
+impl CommitFeed for SqliteStore {
+    /// Listens to this process's commits; add
+    /// [`watch_external_writes`](Self::watch_external_writes) to hear other
+    /// processes' too.
+    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
+        self.inner.notifier.listen()
     }
 }
 

@@ -18,9 +18,9 @@ use rusqlite::Connection;
 use crate::append::{WriterState, commit_appends};
 use crate::chunks;
 use crate::error::{SqliteError, stopped};
-use crate::notify::Notifier;
 use crate::oneshot;
 use crate::options::MAX_GROUP_COMMIT;
+use eskit_core::CommitNotifier;
 
 /// Most requests queued for the writer, and separately for the readers,
 /// before new ones are refused with [`SqliteError::Overloaded`].
@@ -32,6 +32,9 @@ pub(crate) type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
 pub(crate) enum Part<T> {
     /// The next part.
     Chunk(T),
+    /// A global read's horizon: the highest position it could see, sent
+    /// before its events. Everything at or below it had committed.
+    Horizon(u64),
     /// Every part was sent.
     Done,
 }
@@ -90,7 +93,7 @@ impl Workers {
     pub(crate) fn start(
         writer_conn: Connection,
         reader_conns: Vec<Connection>,
-        notifier: Notifier,
+        notifier: CommitNotifier,
         linger: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
@@ -239,7 +242,7 @@ fn run_writer(
     mut conn: Connection,
     rx: &mpsc::Receiver<WriteJob>,
     pending: &AtomicUsize,
-    notifier: &Notifier,
+    notifier: &CommitNotifier,
     linger: Duration,
 ) {
     let mut batch: Vec<AppendJob> = Vec::new();

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use common::{Rng, TempDir, TestResult, env_usize, event, stream};
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, Metadata, Position,
-    RawEvent, ReadOptions, StoreError, block_on,
+    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, Metadata, RawEvent,
+    ReadOptions, StoreError, block_on,
 };
 use eskit_sqlite::{OpenError, SqliteOptions, SqliteStore};
 
@@ -38,7 +38,7 @@ fn seed(store: &SqliteStore) -> Result<HashMap<u64, RawEvent>, Box<dyn std::erro
             .collect::<Result<Vec<_>, _>>()?;
         block_on(store.append(&s, ExpectedVersion::Any, events, opts))?;
     }
-    let all = block_on(store.read_all(ReadOptions::new(Position::ZERO, 10_000)))?;
+    let all = block_on(store.read(ReadOptions::from_start(10_000)))?.events;
     Ok(all.into_iter().map(|e| (e.position.get(), e)).collect())
 }
 
@@ -84,8 +84,8 @@ fn probe(
         Ok(())
     };
     let mut failed = false;
-    match block_on(store.read_all(ReadOptions::new(Position::ZERO, 10_000))) {
-        Ok(events) => check(events, &mut seen)?,
+    match block_on(store.read(ReadOptions::from_start(10_000))) {
+        Ok(page) => check(page.events, &mut seen)?,
         Err(StoreError::Corrupt { .. } | StoreError::Backend(_)) => failed = true,
         Err(e) => return Err(format!("unexpected read error: {e}")),
     }

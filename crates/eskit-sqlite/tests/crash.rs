@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, TempDir, env_usize};
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalReader, NewEvent, Position,
-    ReadOptions, Stream, block_on,
+    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager, NewEvent, ReadOptions,
+    Stream, block_on,
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -210,14 +210,7 @@ fn verify(
         totals.integrity += 1;
         problems += 1;
     }
-    let mut events = Vec::new();
-    let mut from = Position::ZERO;
-    loop {
-        let page = block_on(store.read_all(ReadOptions::new(from, 10_000)))?;
-        let Some(last) = page.last() else { break };
-        from = Position::new(last.position.get() + 1);
-        events.extend(page);
-    }
+    let events = block_on(GlobalPager::new(&store, ReadOptions::from_start(10_000)).collect())?;
     // Global order: strictly increasing positions.
     for w in events.windows(2) {
         if w[0].position >= w[1].position {

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, CheckpointStore, EventStore, EventType, ExpectedVersion, GlobalReader,
-    LifecycleOp, LoadOptions, Metadata, Position, Principal, ReadOptions, Snapshot, SnapshotStore,
-    StoreError, StreamLifecycle, StreamState, StreamType, Timestamp, ValidationError, Version,
-    block_on,
+    AppendOptions, CheckpointStore, CommitFeed, EventStore, EventType, ExpectedVersion,
+    GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, Metadata, Position, Principal,
+    ReadOptions, Snapshot, SnapshotStore, StoreError, StreamLifecycle, StreamState, StreamType,
+    Timestamp, ValidationError, Version, block_on,
 };
 use eskit_sqlite::{OpenError, SqliteOptions, SqliteStore, Synchronous};
 
@@ -235,33 +235,38 @@ fn global_reads_are_ordered_and_filtered() -> TestResult {
             vec![event("Closed", "4")?],
             AppendOptions::new(),
         ))?;
-        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 100)))?;
+        let all = block_on(s.read(ReadOptions::from_start(100)))?.events;
         let positions: Vec<u64> = all.iter().map(|e| e.position.get()).collect();
         assert_eq!(positions, [1, 2, 3, 4]);
         assert_eq!(all[1].stream, o);
-        // `from` is inclusive.
-        let from3 = block_on(s.read_all(ReadOptions::new(Position::new(3), 100)))?;
-        assert_eq!(from3.first().map(|e| e.position.get()), Some(3));
-        let two = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2)))?;
+        // The cursor is exclusive.
+        let after2 = block_on(s.read(ReadOptions::new(all[1].cursor(), 100)))?.events;
+        assert_eq!(after2.first().map(|e| e.position.get()), Some(3));
+        let two = block_on(s.read(ReadOptions::from_start(2)))?.events;
         assert_eq!(two.len(), 2);
-        let orders = block_on(s.read_all(
-            ReadOptions::new(Position::ZERO, 100).stream_type(StreamType::new("order")?),
-        ))?;
+        let orders =
+            block_on(s.read(ReadOptions::from_start(100).stream_type(StreamType::new("order")?)))?
+                .events;
         assert_eq!(orders.len(), 2);
         let paid = block_on(
-            s.read_all(
-                ReadOptions::new(Position::ZERO, 100)
+            s.read(
+                ReadOptions::from_start(100)
                     .event_types([EventType::new("Paid")?, EventType::new("Closed")?]),
             ),
-        )?;
+        )?
+        .events;
         assert_eq!(
             paid.iter().map(|e| e.position.get()).collect::<Vec<_>>(),
             [3, 4]
         );
-        assert_eq!(block_on(s.latest_position())?, Position::new(4));
-        let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 0))).err();
+        assert_eq!(block_on(s.head())?, GlobalCursor::at(Position::new(4)));
+        let e = block_on(s.read(ReadOptions::from_start(0))).err();
         assert!(e.is_some_and(|e| e.is_validation()));
-        let none = block_on(s.read_all(ReadOptions::new(Position::new(u64::MAX), 10)))?;
+        let none = block_on(s.read(ReadOptions::new(
+            GlobalCursor::at(Position::new(u64::MAX)),
+            10,
+        )))?
+        .events;
         assert!(none.is_empty());
         Ok(())
     })
@@ -321,7 +326,7 @@ fn lifecycle_matches_the_memory_backend() -> TestResult {
 
         let b = stream("account", "b-1")?;
         append(s, &b, ExpectedVersion::Any, &["1", "2"])?;
-        let before = block_on(s.latest_position())?;
+        let before = block_on(s.head())?;
         block_on(s.snapshots().save(Snapshot {
             stream: b.clone(),
             version: Version::new(2),
@@ -356,8 +361,8 @@ fn lifecycle_matches_the_memory_backend() -> TestResult {
         // Deleting the newest events never lets their positions be reused.
         let c = stream("account", "c-1")?;
         let r = append(s, &c, ExpectedVersion::Any, &["1"])?;
-        assert!(r.last_position() > before);
-        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 100)))?;
+        assert!(r.last_cursor() > before);
+        let all = block_on(s.read(ReadOptions::from_start(100)))?.events;
         assert!(all.iter().all(|e| e.stream != b));
         Ok(())
     })
@@ -386,7 +391,7 @@ fn metadata_and_timestamps_round_trip() -> TestResult {
         assert_eq!(loaded[0].metadata, meta);
         assert_eq!(loaded[0].timestamp, ts);
         assert_eq!(loaded[0].schema_version, 3);
-        let global = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10)))?;
+        let global = block_on(s.read(ReadOptions::from_start(10)))?.events;
         assert_eq!(global, loaded);
         Ok(())
     })
@@ -497,18 +502,21 @@ fn snapshots_and_checkpoints() -> TestResult {
 
         let cps = s.checkpoints();
         assert_eq!(block_on(cps.load("proj"))?, None);
-        block_on(cps.save("proj", Position::new(5)))?;
-        block_on(cps.save("proj", Position::new(9)))?;
-        assert_eq!(block_on(cps.load("proj"))?, Some(Position::new(9)));
-        let max = Position::new(eskit_core::limits::MAX_POSITION);
+        block_on(cps.save("proj", GlobalCursor::at(Position::new(5))))?;
+        block_on(cps.save("proj", GlobalCursor::new(2, Position::new(9))))?;
+        assert_eq!(
+            block_on(cps.load("proj"))?,
+            Some(GlobalCursor::new(2, Position::new(9)))
+        );
+        let max = GlobalCursor::at(Position::new(eskit_core::limits::MAX_POSITION));
         block_on(cps.save("max", max))?;
         assert_eq!(block_on(cps.load("max"))?, Some(max));
-        let over = block_on(cps.save("over", Position::new(u64::MAX))).err();
+        let over = block_on(cps.save("over", GlobalCursor::at(Position::new(u64::MAX)))).err();
         assert!(matches!(
             over,
             Some(StoreError::Validation(ValidationError::OutOfRange { .. }))
         ));
-        assert!(block_on(cps.save("", Position::ZERO)).is_err_and(|e| e.is_validation()));
+        assert!(block_on(cps.save("", GlobalCursor::START)).is_err_and(|e| e.is_validation()));
         assert!(block_on(cps.load("a\0b")).is_err_and(|e| e.is_validation()));
         Ok(())
     })
@@ -561,7 +569,7 @@ fn concurrent_writers_keep_their_own_outcomes() -> TestResult {
         let events = block_on(s.load(&hot, LoadOptions::new()))?;
         let versions: Vec<u64> = events.iter().map(|e| e.version.get()).collect();
         assert_eq!(versions, (1..=threads as u64 * per).collect::<Vec<_>>());
-        let all = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10_000)))?;
+        let all = block_on(s.read(ReadOptions::from_start(10_000)))?.events;
         assert_eq!(all.len() as u64, 2 * threads as u64 * per);
         assert!(all.windows(2).all(|w| w[0].position < w[1].position));
         Ok(())
@@ -571,7 +579,7 @@ fn concurrent_writers_keep_their_own_outcomes() -> TestResult {
 #[test]
 fn notifier_wakes_after_commit() -> TestResult {
     both(|s| {
-        let mut sub = s.notifier().subscribe()?;
+        let mut sub = s.listen()?;
         let a = stream("account", "a-1")?;
         let s2 = s.clone();
         let a2 = a.clone();
@@ -579,7 +587,7 @@ fn notifier_wakes_after_commit() -> TestResult {
             std::thread::sleep(Duration::from_millis(20));
             append(&s2, &a2, ExpectedVersion::Any, &["1"]).map(|r| r.last_position())
         });
-        let seen = block_on(sub.changed());
+        let seen = block_on(sub.changed())?;
         let written = writer.join().map_err(|_| "writer panicked")??;
         assert!(seen >= written);
         assert_eq!(s.notifier().latest(), written);
@@ -593,18 +601,18 @@ fn other_processes_are_heard_through_data_version() -> TestResult {
     let path = dir.file("events.db");
     let listener = SqliteStore::open(&path)?;
     let watcher = listener.watch_external_writes(Duration::from_millis(5))?;
-    let mut sub = listener.notifier().subscribe()?;
+    let mut sub = listener.listen()?;
     // A second store on the same file stands in for another process.
     let other = SqliteStore::open(&path)?;
     let a = stream("account", "a-1")?;
     let r = append(&other, &a, ExpectedVersion::Any, &["1"])?;
-    let seen = block_on(sub.changed());
+    let seen = block_on(sub.changed())?;
     assert_eq!(seen, r.last_position());
 
     let relay_a = other.change_relay();
     let relay_b = listener.change_relay();
     let id = block_on(relay_a.broadcast("orders", Some("o-1")))?;
-    block_on(sub.changed());
+    block_on(sub.changed())?;
     let changes = block_on(relay_b.changes_after(0, 100))?;
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].id, changes[0].topic.as_str()), (id, "orders"));
@@ -755,7 +763,7 @@ fn a_damaged_row_is_reported_not_returned() -> TestResult {
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     let e = block_on(s.load(&a, LoadOptions::new().from_version(Version::new(2)))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
-    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10))).err();
+    let e = block_on(s.read(ReadOptions::from_start(10))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     let e = block_on(s.snapshots().load(&a)).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
@@ -769,10 +777,10 @@ fn public_futures_are_send() -> TestResult {
     let a = stream("t", "a")?;
     assert_send(&s.append(&a, ExpectedVersion::Any, Vec::new(), AppendOptions::new()));
     assert_send(&s.load(&a, LoadOptions::new()));
-    assert_send(&s.read_all(ReadOptions::new(Position::ZERO, 1)));
+    assert_send(&s.read(ReadOptions::from_start(1)));
     assert_send(&s.status(&a));
     assert_send(&s.snapshots().load(&a));
-    assert_send(&s.checkpoints().save("x", Position::ZERO));
+    assert_send(&s.checkpoints().save("x", GlobalCursor::START));
     assert_send(&s.change_relay().broadcast("x", None));
     assert_send(&SqliteStore::connect(SqliteOptions::in_memory()));
     Ok(())
@@ -847,7 +855,7 @@ fn long_loads_and_reads_cross_batches_intact() -> TestResult {
         ))?;
         assert_eq!(moved.len(), 667);
         assert!(moved.iter().all(|e| e.event_type.as_str() == "Moved"));
-        let global = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2000)))?;
+        let global = block_on(s.read(ReadOptions::from_start(2000)))?.events;
         assert_eq!(global.len(), all.len());
         assert!(
             global
@@ -875,7 +883,7 @@ fn a_damaged_row_deep_in_a_long_load_fails_the_whole_load() -> TestResult {
     }
     let e = block_on(s.load(&a, LoadOptions::new())).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
-    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 2000))).err();
+    let e = block_on(s.read(ReadOptions::from_start(2000))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     let head = block_on(s.load(&a, LoadOptions::new().to_version(Version::new(899))))?;
     assert_eq!(head.len(), 899);
@@ -957,7 +965,7 @@ fn two_handles_on_one_file_interleave_appends_without_reusing_positions() -> Tes
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 120, "a position was handed out twice");
-    let all = block_on(handles[0].read_all(ReadOptions::new(Position::ZERO, 1000)))?;
+    let all = block_on(handles[0].read(ReadOptions::from_start(1000)))?.events;
     let read: Vec<Position> = all.iter().map(|e| e.position).collect();
     assert_eq!(read, sorted);
     for h in handles {
@@ -973,7 +981,7 @@ fn positions_of_deleted_newest_events_are_not_reused_after_reopen() -> TestResul
     let s = SqliteStore::open(&path)?;
     let (a, b) = (stream("account", "a")?, stream("account", "b")?);
     append(&s, &a, ExpectedVersion::NoStream, &["1", "2", "3"])?;
-    let latest = block_on(s.latest_position())?;
+    let latest = block_on(s.head())?;
     block_on(s.delete(&a))?;
     block_on(s.close());
     // A fresh handle knows nothing but the file; so does another handle
@@ -982,7 +990,7 @@ fn positions_of_deleted_newest_events_are_not_reused_after_reopen() -> TestResul
     let other = SqliteStore::open(&path)?;
     let r = append(&s, &b, ExpectedVersion::NoStream, &["x"])?;
     assert!(
-        r.records[0].position > latest,
+        r.records[0].cursor() > latest,
         "{:?} <= {latest:?}",
         r.records[0].position
     );
@@ -1116,7 +1124,7 @@ fn a_global_read_reports_an_event_whose_stream_row_is_gone() -> TestResult {
     rusqlite::Connection::open(&path)?
         .execute("DELETE FROM eskit_streams WHERE stream_id = 'orphan'", [])?;
     // Skipping the event would make a catching-up projection miss it silently.
-    let e = block_on(s.read_all(ReadOptions::new(Position::ZERO, 10))).err();
+    let e = block_on(s.read(ReadOptions::from_start(10))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     Ok(())
 }

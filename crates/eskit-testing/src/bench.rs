@@ -58,9 +58,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, BoxError, BoxFuture, EventStore, EventType, ExpectedVersion, GlobalReader,
-    LoadOptions, NewEvent, Position, ReadOptions, Snapshot, Stream, Timestamp, Version,
-    error_chain,
+    AppendOptions, BoxError, BoxFuture, EventStore, EventType, ExpectedVersion, GlobalPager,
+    LoadOptions, NewEvent, ReadOptions, Snapshot, Stream, Timestamp, Version, error_chain,
 };
 
 use crate::conformance::{Factory, Fixture, Gate, boxed_factory};
@@ -1042,30 +1041,34 @@ impl Run {
             written += n;
         }
         let page = 1000usize;
-        let mut from = 0u64;
         let mut read = 0u64;
         let start = Instant::now();
         let mut latencies_us = Vec::new();
-        loop {
-            let t = Instant::now();
-            let (n, last) = match &*self.target {
-                Target::Store(f) => {
-                    let g = f.global().ok_or("W6 needs a global reader")?;
-                    let events = g
-                        .read_all(ReadOptions::new(Position::new(from), page))
-                        .await?;
-                    (events.len(), events.last().map(|e| e.position.get()))
+        match &*self.target {
+            Target::Store(f) => {
+                let g = f.global().ok_or("W6 needs a global reader")?;
+                let mut pager = GlobalPager::new(g, ReadOptions::from_start(page));
+                loop {
+                    let t = Instant::now();
+                    let Some(batch) = pager.next_page().await? else {
+                        break;
+                    };
+                    latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
+                    read += batch.events.len() as u64;
                 }
-                Target::Baseline(b) => {
+            }
+            Target::Baseline(b) => {
+                let mut from = 0u64;
+                loop {
+                    let t = Instant::now();
                     let positions = b.read_all(from, page).await?;
-                    (positions.len(), positions.last().copied())
+                    latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
+                    read += positions.len() as u64;
+                    match positions.last() {
+                        Some(p) if positions.len() == page => from = p + 1,
+                        _ => break,
+                    }
                 }
-            };
-            latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
-            read += n as u64;
-            match last {
-                Some(p) if n == page => from = p + 1,
-                _ => break,
             }
         }
         if read != total {

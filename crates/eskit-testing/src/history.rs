@@ -19,7 +19,7 @@
 //! let op = recorder.invoke(1, &stream, ExpectedVersion::NoStream, &events);
 //! let result = block_on(store.append(&stream, ExpectedVersion::NoStream, events, AppendOptions::new()));
 //! recorder.complete(op, &result);
-//! let all = block_on(store.read_all(ReadOptions::new(Position::ZERO, 100)))?;
+//! let all = block_on(store.read(ReadOptions::from_start(100)))?.events;
 //! let report = check(&recorder.history(), &all);
 //! assert!(report.is_valid(), "{report}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

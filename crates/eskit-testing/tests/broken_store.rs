@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, EventStore, ExpectedVersion, GlobalReader, LoadOptions,
-    MemoryStore, NewEvent, Position, RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle,
-    StreamStatus, Version,
+    AppendOptions, AppendResult, BoxError, CommitFeed, EventStore, ExpectedVersion, FeedError,
+    GlobalBatch, GlobalCursor, GlobalReader, Listener, LoadOptions, MemoryStore, NewEvent,
+    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamStatus, Version,
 };
 use eskit_testing::conformance::{Fixture, Report, Status, Suite};
 
@@ -19,6 +19,11 @@ enum Defect {
     RacyVersionCheck,
     /// Idempotency keys are dropped before the append.
     IgnoreIdempotencyKey,
+    /// Reads make an earlier event visible after later ones: every fifth
+    /// position stays hidden until three newer positions exist, as an
+    /// uncommitted transaction holding a low position would, while `next`
+    /// moves past it.
+    LateCommit,
 }
 
 struct Broken {
@@ -56,6 +61,7 @@ impl EventStore for Broken {
                     .append(stream, ExpectedVersion::Any, events, options)
                     .await
             }
+            Defect::LateCommit => self.inner.append(stream, expected, events, options).await,
             Defect::IgnoreIdempotencyKey => {
                 let stripped = AppendOptions::new()
                     .with_metadata(options.metadata().clone().with_extra("note", "key dropped"));
@@ -82,12 +88,24 @@ impl EventStore for Broken {
 }
 
 impl GlobalReader for Broken {
-    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
-        self.inner.read_all(options).await
+    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
+        let mut page = self.inner.read(options).await?;
+        if let Defect::LateCommit = self.defect {
+            let head = page.head.position().get();
+            page.events
+                .retain(|e| !(e.position.get() % 5 == 0 && head - e.position.get() < 3));
+        }
+        Ok(page)
     }
 
-    async fn latest_position(&self) -> Result<Position, StoreError> {
-        self.inner.latest_position().await
+    async fn head(&self) -> Result<GlobalCursor, StoreError> {
+        self.inner.head().await
+    }
+}
+
+impl CommitFeed for Broken {
+    fn listen(&self) -> Result<Listener, FeedError> {
+        self.inner.listen()
     }
 }
 
@@ -254,6 +272,18 @@ fn ignored_idempotency_key_is_caught() -> Result<(), String> {
             "idempotency.key_stored_in_metadata",
             "idempotency.concurrent_duplicates_write_once",
         ],
+    )
+}
+
+#[test]
+fn late_commit_is_caught() -> Result<(), String> {
+    let filter = ["follow."];
+    let broken = run(Defect::LateCommit, &filter);
+    let healthy = healthy(&filter);
+    assert_caught(
+        &broken,
+        &healthy,
+        &["follow.tail_followers_see_the_final_log"],
     )
 }
 

@@ -72,6 +72,10 @@ impl ::eskit_codec::eskit_core::DomainEvent for bank_event::Event {
             Self::AccountClosed(_) => "AccountClosed",
         }
     }
+
+    fn event_types() -> &'static [&'static str] {
+        &["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed"]
+    }
 }
 
 impl ::eskit_codec::ProstEvent for bank_event::Event {

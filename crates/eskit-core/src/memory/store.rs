@@ -3,14 +3,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
+use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
 use crate::name::{NameKind, Stream, validate_name};
 use crate::store::{
-    AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, ReadOptions, Snapshot,
-    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_in_range,
-    validate_reason,
+    AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions,
+    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
+    validate_append, validate_cursor, validate_reason,
 };
 use crate::time::Timestamp;
-use crate::version::{ExpectedVersion, Position, Version};
+use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 
 /// An event store kept in memory. Cloning shares the same data.
 ///
@@ -30,7 +31,20 @@ use crate::version::{ExpectedVersion, Position, Version};
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    data: Mutex<Inner>,
+    feed: CommitNotifier,
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: listeners learn that no commit will come.
+    fn drop(&mut self) {
+        self.feed.close();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +97,7 @@ impl MemoryStore {
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
         validate_append(&events, &options)?;
-        let mut inner = lock(&self.inner);
+        let mut inner = lock(&self.shared.data);
         let Inner {
             last_position,
             log,
@@ -165,7 +179,7 @@ impl MemoryStore {
         if let Some(r) = reason {
             validate_reason(r)?;
         }
-        let mut inner = lock(&self.inner);
+        let mut inner = lock(&self.shared.data);
         let Some(data) = inner.streams.get_mut(stream) else {
             return StreamState::NotFound.transition(stream, op).map(|_| ());
         };
@@ -182,6 +196,9 @@ impl MemoryStore {
                 inner.log.retain(|e| &e.stream != stream);
             }
         }
+        let latest = Position::new(inner.last_position);
+        drop(inner);
+        self.shared.feed.notify(latest);
         Ok(())
     }
 }
@@ -194,7 +211,11 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
-        self.append_sync(stream, expected, events, options)
+        let result = self.append_sync(stream, expected, events, options)?;
+        if !result.deduplicated {
+            self.shared.feed.notify(result.last_position());
+        }
+        Ok(result)
     }
 
     async fn load(
@@ -203,7 +224,7 @@ impl EventStore for MemoryStore {
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
-        let inner = lock(&self.inner);
+        let inner = lock(&self.shared.data);
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
@@ -220,7 +241,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
-        let inner = lock(&self.inner);
+        let inner = lock(&self.shared.data);
         Ok(inner
             .streams
             .get(stream)
@@ -230,23 +251,44 @@ impl EventStore for MemoryStore {
 }
 
 impl GlobalReader for MemoryStore {
-    async fn read_all(&self, options: ReadOptions) -> Result<Vec<RawEvent>, StoreError> {
+    /// Reads under the store's lock, so everything up to the newest assigned
+    /// position has committed: the horizon is that position.
+    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
-        let inner = lock(&self.inner);
-        let start = inner.log.partition_point(|e| e.position < options.from());
-        Ok(inner.log[start..]
+        let inner = lock(&self.shared.data);
+        let after = options.after();
+        // Cursors of this store have transaction key 0; one with a larger key
+        // lies past every event.
+        let start = if after.tx() > 0 {
+            inner.log.len()
+        } else {
+            inner
+                .log
+                .partition_point(|e| e.position <= after.position())
+        };
+        let events = inner.log[start..]
             .iter()
             .filter(|e| options.matches(&e.stream, &e.event_type))
             .take(options.limit())
             .map(|e| RawEvent::clone(e))
-            .collect())
+            .collect();
+        Ok(GlobalBatch::by_position(
+            &options,
+            events,
+            Position::new(inner.last_position),
+        ))
     }
 
-    async fn latest_position(&self) -> Result<Position, StoreError> {
-        Ok(lock(&self.inner)
-            .log
-            .last()
-            .map_or(Position::ZERO, |e| e.position))
+    async fn head(&self) -> Result<GlobalCursor, StoreError> {
+        Ok(GlobalCursor::at(Position::new(
+            lock(&self.shared.data).last_position,
+        )))
+    }
+}
+
+impl CommitFeed for MemoryStore {
+    fn listen(&self) -> Result<Listener, FeedError> {
+        self.shared.feed.listen()
     }
 }
 
@@ -268,7 +310,7 @@ impl StreamLifecycle for MemoryStore {
     }
 
     async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
-        let inner = lock(&self.inner);
+        let inner = lock(&self.shared.data);
         Ok(inner
             .streams
             .get(stream)
@@ -329,7 +371,7 @@ impl SnapshotStore for MemorySnapshotStore {
 /// A checkpoint store kept in memory. Cloning shares the same data.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryCheckpointStore {
-    inner: Arc<Mutex<HashMap<String, Position>>>,
+    inner: Arc<Mutex<HashMap<String, GlobalCursor>>>,
 }
 
 impl MemoryCheckpointStore {
@@ -340,15 +382,15 @@ impl MemoryCheckpointStore {
 }
 
 impl CheckpointStore for MemoryCheckpointStore {
-    async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+    async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         Ok(lock(&self.inner).get(name).copied())
     }
 
-    async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+    async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
-        validate_in_range(position.get())?;
-        lock(&self.inner).insert(name.to_owned(), position);
+        validate_cursor(cursor)?;
+        lock(&self.inner).insert(name.to_owned(), cursor);
         Ok(())
     }
 }

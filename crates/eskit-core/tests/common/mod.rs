@@ -17,6 +17,9 @@ impl DomainEvent for CounterEvent {
             Self::Reset => "Reset",
         }
     }
+    fn event_types() -> &'static [&'static str] {
+        &["Added", "Reset"]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

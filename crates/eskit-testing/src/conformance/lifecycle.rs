@@ -409,7 +409,7 @@ async fn others_unaffected(c: Ctx) -> Outcome {
 async fn positions_not_reused(c: Ctx) -> Outcome {
     let a = setup(&c, "lc-pos-a", 5).await?;
     let g = c.global()?.clone();
-    let latest = g.latest_position().await?;
+    let latest = g.head().await?.position();
     c.lifecycle()?.delete(&a).await?;
     let b = stream("lc-pos-b")?;
     let r = c
@@ -424,8 +424,8 @@ async fn positions_not_reused(c: Ctx) -> Outcome {
             .collect::<Vec<_>>()
     );
     ensure!(
-        g.latest_position().await? >= r.last_position(),
-        "latest position behind the last append"
+        g.head().await? >= r.last_cursor(),
+        "head behind the last append"
     );
     Ok(())
 }

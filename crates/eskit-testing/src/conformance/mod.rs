@@ -38,6 +38,8 @@
 
 mod basic;
 mod edge;
+mod feed;
+mod follow;
 mod global;
 mod idempotency;
 mod lifecycle;
@@ -60,11 +62,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, DynCheckpointStore,
-    DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
-    EventStore, EventType, ExpectedVersion, GlobalReader, InvalidName, LockRegistry, NewEvent,
-    Position, RawEvent, ReadOptions, SnapshotStore, StoreError, Stream, StreamLifecycle,
-    error_chain,
+    AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, CommitFeed,
+    DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
+    DynStreamLifecycle, EventStore, EventType, ExpectedVersion, GlobalPager, GlobalReader,
+    InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions, SnapshotStore, StoreError, Stream,
+    StreamLifecycle, error_chain,
 };
 
 use crate::executor::{Executor, Task, TaskError, ThreadExecutor};
@@ -79,6 +81,7 @@ pub struct Fixture {
     snapshots: Option<Arc<dyn DynSnapshotStore>>,
     checkpoints: Option<Arc<dyn DynCheckpointStore>>,
     locks: Option<Arc<dyn DynLockRegistry>>,
+    feed: Option<Arc<dyn CommitFeed>>,
 }
 
 impl fmt::Debug for Fixture {
@@ -90,19 +93,21 @@ impl fmt::Debug for Fixture {
 }
 
 impl Fixture {
-    /// A full event store: appends and loads, global reads and lifecycle.
+    /// A full event store: appends and loads, global reads, lifecycle and
+    /// the commit feed.
     pub fn store<S>(store: S) -> Self
     where
-        S: EventStore + GlobalReader + StreamLifecycle + 'static,
+        S: EventStore + GlobalReader + StreamLifecycle + CommitFeed + 'static,
     {
         let s = Arc::new(store);
         Self {
             events: s.clone(),
             global: Some(s.clone()),
-            lifecycle: Some(s),
+            lifecycle: Some(s.clone()),
             snapshots: None,
             checkpoints: None,
             locks: None,
+            feed: Some(s),
         }
     }
 
@@ -115,7 +120,15 @@ impl Fixture {
             snapshots: None,
             checkpoints: None,
             locks: None,
+            feed: None,
         }
+    }
+
+    /// Adds the commit feed of the same store.
+    #[must_use]
+    pub fn with_feed<F: CommitFeed + 'static>(mut self, feed: F) -> Self {
+        self.feed = Some(Arc::new(feed));
+        self
     }
 
     /// Adds a global reader over the same data as the event store.
@@ -183,6 +196,11 @@ impl Fixture {
         self.locks.as_ref()
     }
 
+    /// The commit feed, if given.
+    pub fn feed(&self) -> Option<&Arc<dyn CommitFeed>> {
+        self.feed.as_ref()
+    }
+
     /// Which capabilities this fixture has.
     pub fn capabilities(&self) -> Vec<Capability> {
         Capability::ALL
@@ -200,6 +218,7 @@ impl Fixture {
             Capability::Snapshots => self.snapshots.is_some(),
             Capability::Checkpoints => self.checkpoints.is_some(),
             Capability::Locks => self.locks.is_some(),
+            Capability::Feed => self.feed.is_some(),
         }
     }
 }
@@ -220,16 +239,19 @@ pub enum Capability {
     Checkpoints,
     /// [`LockRegistry`].
     Locks,
+    /// [`CommitFeed`].
+    Feed,
 }
 
 impl Capability {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
         Self::Snapshots,
         Self::Checkpoints,
         Self::Locks,
+        Self::Feed,
     ];
 }
 
@@ -242,6 +264,7 @@ impl fmt::Display for Capability {
             Self::Snapshots => "snapshot store",
             Self::Checkpoints => "checkpoint store",
             Self::Locks => "lock registry",
+            Self::Feed => "commit feed",
         })
     }
 }
@@ -848,6 +871,13 @@ impl Ctx {
             .ok_or_else(|| Failure("no checkpoint store".into()))
     }
 
+    pub(crate) fn feed(&self) -> Result<&Arc<dyn CommitFeed>, Failure> {
+        self.fixture
+            .feed
+            .as_ref()
+            .ok_or_else(|| Failure("no commit feed".into()))
+    }
+
     pub(crate) fn locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         self.fixture
             .locks
@@ -899,7 +929,7 @@ impl Ctx {
 
     /// Reads the whole global log, page by page.
     pub(crate) async fn read_everything(&self) -> Result<Vec<RawEvent>, Failure> {
-        read_everything(&**self.global()?).await
+        read_everything(self.global()?).await
     }
 }
 
@@ -930,34 +960,18 @@ impl Gate {
     }
 }
 
-/// Reads every event of a store in global order, in pages of 1,000.
+/// Reads every event of a store in cursor order, in pages of 1,000, through
+/// the one paging helper.
 ///
 /// # Errors
-/// The first read error, or a failure when a page does not advance.
+/// The first read error (a page whose `next` goes back is one).
 pub(crate) async fn read_everything(
-    global: &dyn DynGlobalReader,
+    global: &Arc<dyn DynGlobalReader>,
 ) -> Result<Vec<RawEvent>, Failure> {
-    let mut all: Vec<RawEvent> = Vec::new();
-    let mut from = Position::ZERO;
-    loop {
-        let page = global
-            .dyn_read_all(ReadOptions::new(from, 1000))
-            .await
-            .ctx("reading all events")?;
-        let Some(last) = page.last() else { break };
-        ensure!(
-            last.position >= from,
-            "read_all from {from} returned position {}",
-            last.position
-        );
-        from = Position::new(last.position.get() + 1);
-        let n = page.len();
-        all.extend(page);
-        if n < 1000 {
-            break;
-        }
-    }
-    Ok(all)
+    GlobalPager::new(global, ReadOptions::from_start(1000))
+        .collect()
+        .await
+        .ctx("reading all events")
 }
 
 pub(crate) fn ty(name: &str) -> Result<EventType, Failure> {
@@ -1003,6 +1017,9 @@ pub(crate) use scenario_list;
 pub(crate) const EVENTS: &[Capability] = &[Capability::Events];
 pub(crate) const GLOBAL: &[Capability] = &[Capability::Events, Capability::GlobalReads];
 pub(crate) const LIFECYCLE: &[Capability] = &[Capability::Events, Capability::Lifecycle];
+pub(crate) const FEED: &[Capability] = &[Capability::Events, Capability::Feed];
+pub(crate) const FEED_LIFECYCLE: &[Capability] =
+    &[Capability::Events, Capability::Lifecycle, Capability::Feed];
 pub(crate) const LIFECYCLE_GLOBAL: &[Capability] = &[
     Capability::Events,
     Capability::Lifecycle,
@@ -1019,6 +1036,8 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(edge::scenarios());
     all.extend(lifecycle::scenarios());
     all.extend(global::scenarios());
+    all.extend(feed::scenarios());
+    all.extend(follow::scenarios());
     all.extend(snapshots::scenarios());
     all.extend(locks::scenarios());
     all.extend(stress::scenarios());

@@ -7,9 +7,10 @@
 //! and `ESKIT_MODEL_OPS` sets the operations per seed.
 
 use eskit_core::{
-    AppendOptions, AppendResult, EventId, EventStore, EventType, ExpectedVersion, GlobalReader,
-    LoadOptions, MemoryStore, NewEvent, Position, RawEvent, ReadOptions, StoreError, Stream,
-    StreamLifecycle, StreamStatus, StreamType, Timestamp, Version,
+    AppendOptions, AppendResult, EventId, EventStore, EventType, ExpectedVersion, GlobalBatch,
+    GlobalCursor, GlobalPager, GlobalReader, LoadOptions, MemoryStore, NewEvent, Position,
+    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamStatus, StreamType,
+    Timestamp, Version,
 };
 
 use super::{Ctx, Failure, LIFECYCLE_GLOBAL, Outcome, Scenario, scenario_list};
@@ -113,23 +114,14 @@ fn same<T: PartialEq>(a: &Result<T, StoreError>, b: &Result<T, StoreError>) -> b
     }
 }
 
-/// Every event at positions `>= from`, page by page.
-async fn read_from(
-    global: &dyn eskit_core::DynGlobalReader,
-    mut from: Position,
+/// Every event after `after`, page by page.
+async fn read_from<R: GlobalReader>(
+    global: &R,
+    after: Position,
 ) -> Result<Vec<RawEvent>, StoreError> {
-    let mut all = Vec::new();
-    loop {
-        let page = global.dyn_read_all(ReadOptions::new(from, 1000)).await?;
-        let Some(last) = page.last() else { break };
-        from = Position::new(last.position.get() + 1);
-        let n = page.len();
-        all.extend(page);
-        if n < 1000 {
-            break;
-        }
-    }
-    Ok(all)
+    GlobalPager::new(global, ReadOptions::new(GlobalCursor::at(after), 1000))
+        .collect()
+        .await
 }
 
 fn outcome<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> String {
@@ -155,6 +147,19 @@ fn shift_result(
             rec.position = Position::new(rec.position.get() + offset);
         }
         a
+    })
+}
+
+/// A model page with positions (events, next, head) moved by `offset`.
+fn shift_page(r: Result<GlobalBatch, StoreError>, offset: u64) -> Result<GlobalBatch, StoreError> {
+    let shift = |c: GlobalCursor| GlobalCursor::at(Position::new(c.position().get() + offset));
+    r.map(|mut p| {
+        for e in &mut p.events {
+            e.position = Position::new(e.position.get() + offset);
+        }
+        p.next = shift(p.next);
+        p.head = shift(p.head);
+        p
     })
 }
 
@@ -185,9 +190,10 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
     let model = MemoryStore::new();
     let mut rng = Rng(seed);
     let offset = global
-        .dyn_latest_position()
+        .dyn_head()
         .await
-        .map_err(|e| Failure(format!("latest position: {}", eskit_core::error_chain(&e))))?
+        .map_err(|e| Failure(format!("head: {}", eskit_core::error_chain(&e))))?
+        .position()
         .get();
     let streams: Vec<Stream> = (0..STREAMS)
         .map(|i| {
@@ -301,12 +307,16 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
             }
         } else if what < 77 {
             let latest = model
-                .latest_position()
+                .head()
                 .await
                 .map_err(|e| Failure(sig(&e)))?
+                .position()
                 .get();
             let from = rng.below(latest + 3);
-            let mut o = ReadOptions::new(Position::new(from), 1 + rng.below(12) as usize);
+            let mut o = ReadOptions::new(
+                GlobalCursor::at(Position::new(from)),
+                1 + rng.below(12) as usize,
+            );
             if rng.chance(25) {
                 o = o.event_types([types[rng.below(3) as usize].clone()]);
             }
@@ -317,19 +327,19 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                     "model-b"
                 })?);
             }
-            // Model position p is backend position p + offset; reading from
-            // 0 means from 1.
-            let mut shifted = ReadOptions::new(Position::new(from.max(1) + offset), o.limit())
-                .event_types(o.types().iter().cloned());
+            // Model position p is backend position p + offset.
+            let mut shifted =
+                ReadOptions::new(GlobalCursor::at(Position::new(from + offset)), o.limit())
+                    .event_types(o.types().iter().cloned());
             if let Some(t) = o.only_stream_type() {
                 shifted = shifted.stream_type(t.clone());
             }
-            let want = shift_events(model.read_all(o).await, offset);
-            let got = global.dyn_read_all(shifted).await;
+            let want = shift_page(model.read(o).await, offset);
+            let got = global.dyn_read(shifted).await;
             if !same(&want, &got) {
                 return Err(Failure(format!(
-                    "{}: read_all from {from}: expected {} (the model), got {}",
-                    here("read_all"),
+                    "{}: read after {from}: expected {} (the model), got {}",
+                    here("read"),
                     super::short(&want),
                     super::short(&got)
                 )));
@@ -390,14 +400,16 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                 .await
                 .map_err(|e| Failure(sig(&e)))?;
             let want_latest = model
-                .latest_position()
+                .head()
                 .await
                 .map_err(|e| Failure(sig(&e)))?
+                .position()
                 .get();
             let got_latest = global
-                .dyn_latest_position()
+                .dyn_head()
                 .await
                 .map_err(|e| Failure(sig(&e)))?
+                .position()
                 .get();
             // The newest stored event; with nothing of ours stored, nothing
             // newer than what the fixture held before.
@@ -417,7 +429,7 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
     // Finally everything stored must be the same.
     let want = shift_events(read_from(&model, Position::ZERO).await, offset)
         .map_err(|e| Failure(format!("final model read: {}", sig(&e))))?;
-    let got = read_from(global.as_ref(), Position::new(offset + 1))
+    let got = read_from(global, Position::new(offset))
         .await
         .map_err(|e| Failure(format!("final backend read: {}", sig(&e))))?;
     if want != got {

@@ -1,7 +1,9 @@
 //! Snapshot store and checkpoint store contracts.
 
 use eskit_core::limits::{MAX_NAME_BYTES, MAX_SNAPSHOT_BYTES};
-use eskit_core::{Position, Snapshot, StoreError, Stream, Timestamp, ValidationError, Version};
+use eskit_core::{
+    GlobalCursor, Position, Snapshot, StoreError, Stream, Timestamp, ValidationError, Version,
+};
 
 use super::{
     Capability, Ctx, Failure, Outcome, Scenario, ensure, ensure_eq, expect_err, scenario_list,
@@ -30,6 +32,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "checkpoint.special_names" => cp_special,
         "checkpoint.invalid_name_rejected" => cp_invalid,
         "checkpoint.concurrent_saves" => cp_concurrent,
+        "checkpoint.cursor_round_trip" => cp_cursor,
     ]);
     v
 }
@@ -196,12 +199,55 @@ async fn snap_invalid(c: Ctx) -> Outcome {
     Ok(())
 }
 
+/// The cursor the helpers store for position `p`: a transaction key derived
+/// from `p`, so every scenario also checks that both parts round-trip.
+fn cursor_of(p: u64) -> GlobalCursor {
+    GlobalCursor::new(p ^ 5, Position::new(p))
+}
+
 async fn cp_load(c: &Ctx, name: &str) -> Result<Option<Position>, Failure> {
-    Ok(c.checkpoints()?.dyn_load(name).await?)
+    match c.checkpoints()?.dyn_load(name).await? {
+        None => Ok(None),
+        Some(cur) => {
+            let p = cur.position();
+            ensure_eq!(
+                cur,
+                cursor_of(p.get()),
+                "checkpoint {} as loaded",
+                super::short(&name)
+            );
+            Ok(Some(p))
+        }
+    }
 }
 
 async fn cp_save(c: &Ctx, name: &str, p: u64) -> Outcome {
-    Ok(c.checkpoints()?.dyn_save(name, Position::new(p)).await?)
+    Ok(c.checkpoints()?.dyn_save(name, cursor_of(p)).await?)
+}
+
+async fn cp_cursor(c: Ctx) -> Outcome {
+    let max = eskit_core::limits::MAX_POSITION;
+    for cur in [
+        GlobalCursor::START,
+        GlobalCursor::new(7, Position::new(3)),
+        GlobalCursor::new(max, Position::ZERO),
+        GlobalCursor::new(max, Position::new(max)),
+    ] {
+        c.checkpoints()?.dyn_save("cursor", cur).await?;
+        ensure_eq!(
+            c.checkpoints()?.dyn_load("cursor").await?,
+            Some(cur),
+            "checkpoint cursor {cur}"
+        );
+    }
+    expect_err!(
+        c.checkpoints()?
+            .dyn_save("cursor", GlobalCursor::new(max + 1, Position::ZERO))
+            .await,
+        StoreError::Validation(ValidationError::OutOfRange { .. }),
+        "a transaction key above MAX_POSITION"
+    );
+    Ok(())
 }
 
 async fn cp_missing(c: Ctx) -> Outcome {
@@ -252,7 +298,7 @@ async fn cp_extremes(c: Ctx) -> Outcome {
     );
     let over = c
         .checkpoints()?
-        .dyn_save("over", Position::new(max + 1))
+        .dyn_save("over", GlobalCursor::at(Position::new(max + 1)))
         .await;
     ensure!(
         matches!(
@@ -306,7 +352,7 @@ async fn cp_invalid(c: Ctx) -> Outcome {
     let long = "n".repeat(MAX_NAME_BYTES + 1);
     for name in ["", "a\0b", long.as_str()] {
         expect_err!(
-            c.checkpoints()?.dyn_save(name, Position::new(1)).await,
+            c.checkpoints()?.dyn_save(name, cursor_of(1)).await,
             StoreError::Validation(ValidationError::Name(_)),
             "save checkpoint {}",
             super::short(&name)

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, NewEvent, Position,
-    ReadOptions, Stream, Version, error_chain,
+    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, NewEvent, ReadOptions,
+    Stream, Version, error_chain,
 };
 
 use super::{
@@ -326,8 +326,9 @@ async fn readers_during_writes(c: Ctx) -> Outcome {
                     }
                     let all = c2
                         .global()?
-                        .read_all(ReadOptions::new(Position::ZERO, 10_000))
-                        .await?;
+                        .read(ReadOptions::from_start(10_000))
+                        .await?
+                        .events;
                     if !crate::history::strictly_increasing(&all) {
                         return Err(Failure(format!(
                             "reader {r} saw global positions out of order"
