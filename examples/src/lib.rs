@@ -1,5 +1,6 @@
 //! Runnable examples for eskit-rs: `cargo run --example counter`,
-//! `cargo run --example bank`. This library only hosts the README's doctests.
+//! `cargo run --example bank`, `cargo run --example inventory` (on tokio).
+//! This library only hosts the README's doctests.
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

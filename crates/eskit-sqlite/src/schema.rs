@@ -5,8 +5,9 @@
 //! without the id but with tables belongs to someone else and is never touched.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use crate::error::OpenError;
 use crate::options::{Location, SqliteOptions};
@@ -136,22 +137,32 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenErr
         });
     }
     // Reading the header first tells a foreign or damaged file apart before
-    // anything is written to it.
-    let app_id: i32 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(err)?;
-    let objects: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
-        .map_err(err)?;
+    // anything is written to it. Both values come from one read
+    // transaction: read apart, another process's schema committed in
+    // between would pair an unset id with its tables and make a new store
+    // look foreign. `migrate` checks again under the write lock.
+    let (app_id, objects) = retry_busy(options, || {
+        let tx = conn.transaction()?;
+        let app_id: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let objects: i64 = tx.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        tx.commit()?;
+        Ok((app_id, objects))
+    })
+    .map_err(err)?;
     if app_id != APPLICATION_ID && (app_id != 0 || objects != 0) {
         return Err(OpenError::NotEskit {
             path: path.to_path_buf(),
         });
     }
     if let Location::File(_) = options.location() {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(err)?;
+        // While another process holds a lock on the file (a second process
+        // opening the new file at the same moment), SQLite fails this
+        // pragma with busy at once, without waiting in its busy handler:
+        // retry the whole statement within the busy timeout.
+        let mode: String = retry_busy(options, || {
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        })
+        .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(OpenError::WalUnavailable {
                 path: path.to_path_buf(),
@@ -172,6 +183,43 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenErr
     }
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// The first pause before [`retry_busy`] tries again.
+const BUSY_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(1);
+
+/// The longest pause between two tries of [`retry_busy`]; pauses double up
+/// to it.
+const BUSY_RETRY_MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs `f` until it does not fail with SQLite's busy or locked error, for
+/// at most the busy timeout of `options`, pausing between tries; the last
+/// error is returned when the time is up. For statements where SQLite
+/// returns busy without calling its busy handler.
+fn retry_busy<T>(
+    options: &SqliteOptions,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let deadline = Instant::now() + options.busy_timeout();
+    let mut pause = BUSY_RETRY_FIRST_PAUSE;
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(e);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(BUSY_RETRY_MAX_PAUSE);
+            }
+            other => return other,
+        }
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {

@@ -342,7 +342,7 @@ fn load_sync(
 ) -> Result<(), StoreError> {
     // The stream's row gives its key, and its version sizes the result:
     // growing a vector of events page by page copies them again and again.
-    let Some((sid, version, _)) = stream_row(c, stream)? else {
+    let Some((sid, version, state)) = stream_row(c, stream)? else {
         return Ok(());
     };
     let (filter, type_params) = type_filter(options.types(), 5);
@@ -371,16 +371,92 @@ fn load_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
+    let mut holes = HoleCheck::new(options, state, from, to.min(version), limit);
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), capacity);
     let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
+        holes.row(stream, row.get(1).map_err(store_error)?)?;
         batch.push(c, row, owner)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());
         }
     }
+    if let Some(missing) = holes.missing_at_end() {
+        // The stream row and the events were read in two statements: a
+        // stream deleted in between has no events left and is no hole.
+        // Deletion is final, so a stream not deleted now was not deleted
+        // when its events were read.
+        let deleted_since = holes.saw_none()
+            && !matches!(stream_row(c, stream)?, Some((_, _, s)) if s != STATE_DELETED);
+        if !deleted_since {
+            return Err(missing_version(stream, missing));
+        }
+    }
     tx.send(Ok(Part::Chunk(batch.finish())));
     Ok(())
+}
+
+/// Finds versions missing from a load: versions are read in order, so a
+/// row missing inside a stream costs one comparison per row to notice.
+///
+/// Only a load that reads consecutive versions can see a hole, one without
+/// a type filter: a type filter skips versions by design, so a missing row
+/// looks like an event of another type and is not checked. A load reads
+/// versions from `max(from, 1)`; every row from there on must follow the
+/// previous one, and unless the limit cut the load short, the rows must go
+/// on up to `min(to, version)`, the stream row's version. Rows above that
+/// version are not a hole: an append may commit between the two reads.
+struct HoleCheck {
+    /// The version the next row must have; `None` when nothing is checked.
+    next: Option<i64>,
+    /// The last version the rows must reach.
+    last: i64,
+    rows: i64,
+    limit: i64,
+}
+
+impl HoleCheck {
+    fn new(options: &LoadOptions, state: i64, from: i64, last: i64, limit: i64) -> Self {
+        // A deleted stream keeps its version but none of its events.
+        let checked = options.types().is_empty() && state != STATE_DELETED;
+        Self {
+            next: checked.then_some(from.max(1)),
+            last,
+            rows: 0,
+            limit,
+        }
+    }
+
+    /// Checks the next row's version.
+    fn row(&mut self, stream: &Stream, version: i64) -> Result<(), StoreError> {
+        self.rows += 1;
+        match self.next {
+            Some(want) if version != want => Err(missing_version(stream, want)),
+            Some(want) => {
+                // `None` past `i64::MAX`: no row can follow.
+                self.next = want.checked_add(1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The first version missing after the last row, when the rows stopped
+    /// short of the stream's version.
+    fn missing_at_end(&self) -> Option<i64> {
+        self.next
+            .filter(|want| self.rows < self.limit && *want <= self.last)
+    }
+
+    fn saw_none(&self) -> bool {
+        self.rows == 0
+    }
+}
+
+fn missing_version(stream: &Stream, version: i64) -> StoreError {
+    corrupt(format!(
+        "the event at version {version} of stream {stream} is missing"
+    ))
 }
 
 /// Builds the events a reader hands over in batches, on the caller's thread,
@@ -501,6 +577,10 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    /// Loads on a reader thread. A version missing inside the stream (a
+    /// row lost from the file) fails the load with
+    /// [`StoreError::Corrupt`] instead of returning the events around it;
+    /// a load filtered by event type cannot notice one.
     async fn load(
         &self,
         stream: &Stream,

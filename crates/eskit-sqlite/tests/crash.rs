@@ -16,10 +16,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rng, TempDir, env_usize};
+use common::{Rng, TempDir, child_command, env_usize};
 use eskit_core::{
     AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager, NewEvent, ReadOptions,
     Stream, block_on,
@@ -137,8 +137,7 @@ fn parse_ack(line: &str) -> Option<Ack> {
 /// Runs one child until it is killed and returns the acknowledgements it
 /// printed in full (a line cut by the kill is not an acknowledgement).
 fn run_child(db: &std::path::Path, sync: Synchronous, kill_after: Duration) -> BoxResult<Vec<Ack>> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .env("ESKIT_CRASH_CHILD_DB", db)
+    let mut child = child_command("ESKIT_CRASH_CHILD_DB", db)?
         .env("ESKIT_CRASH_SYNC", sync.as_str())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

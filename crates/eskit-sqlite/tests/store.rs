@@ -1128,3 +1128,125 @@ fn a_global_read_reports_an_event_whose_stream_row_is_gone() -> TestResult {
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     Ok(())
 }
+
+/// What a load should give: these versions, or `StoreError::Corrupt`.
+#[derive(Debug)]
+enum Loaded {
+    Versions(Vec<u64>),
+    Corrupt,
+}
+
+/// Loads `st` with `options` and compares the outcome with `expect`.
+fn check_load(
+    s: &SqliteStore,
+    st: &eskit_core::Stream,
+    options: LoadOptions,
+    expect: Loaded,
+) -> TestResult {
+    let what = format!("{st} {options:?}");
+    let got = block_on(s.load(st, options))
+        .map(|events| events.iter().map(|e| e.version.get()).collect::<Vec<u64>>());
+    match (got, expect) {
+        (Ok(got), Loaded::Versions(want)) if got == want => Ok(()),
+        (Err(StoreError::Corrupt { .. }), Loaded::Corrupt) => Ok(()),
+        (got, expect) => Err(format!("{what}: {got:?}, expected {expect:?}").into()),
+    }
+}
+
+#[test]
+fn a_row_missing_inside_a_stream_makes_its_loads_corrupt() -> TestResult {
+    use Loaded::{Corrupt, Versions};
+    let dir = TempDir::new("holes")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let middle = stream("account", "middle")?;
+    let last = stream("account", "last")?;
+    let first = stream("account", "first")?;
+    let intact = stream("account", "intact")?;
+    let gone = stream("account", "gone")?;
+    for st in [&middle, &last, &first, &intact, &gone] {
+        append(
+            &s,
+            st,
+            ExpectedVersion::NoStream,
+            &["1", "2", "3", "4", "5"],
+        )?;
+    }
+    let long = stream("account", "long")?;
+    append_mixed(&s, &long, 1000)?;
+    block_on(s.delete(&gone))?;
+    {
+        // Rows removed by hand, the way a damaged file or a careless script
+        // loses them; the stream rows still say how far each stream got.
+        let c = rusqlite::Connection::open(&path)?;
+        for (id, version) in [("middle", 3), ("last", 5), ("first", 1), ("long", 129)] {
+            let n = c.execute(
+                "DELETE FROM eskit_events WHERE version = ?2 AND stream = \
+                 (SELECT sid FROM eskit_streams WHERE stream_id = ?1)",
+                (id, version),
+            )?;
+            assert_eq!(n, 1, "{id} {version}");
+        }
+    }
+    let v = Version::new;
+    let all = LoadOptions::new;
+    let e = || EventType::from_static("E");
+    // Version 3 is missing.
+    check_load(&s, &middle, all(), Corrupt)?;
+    check_load(&s, &middle, all().from_version(v(2)), Corrupt)?;
+    check_load(&s, &middle, all().from_version(v(3)), Corrupt)?;
+    check_load(&s, &middle, all().to_version(v(3)), Corrupt)?;
+    check_load(&s, &middle, all().limit(3), Corrupt)?;
+    check_load(&s, &middle, all().from_version(v(4)), Versions(vec![4, 5]))?;
+    check_load(&s, &middle, all().to_version(v(2)), Versions(vec![1, 2]))?;
+    check_load(&s, &middle, all().limit(2), Versions(vec![1, 2]))?;
+    check_load(
+        &s,
+        &middle,
+        all().from_version(v(2)).to_version(v(2)),
+        Versions(vec![2]),
+    )?;
+    // A type filter skips versions by design, so it cannot tell a missing
+    // row from an event of another type.
+    check_load(
+        &s,
+        &middle,
+        all().event_types([e()?]),
+        Versions(vec![1, 2, 4, 5]),
+    )?;
+    // The newest version is missing: the stream row says 5.
+    check_load(&s, &last, all(), Corrupt)?;
+    check_load(&s, &last, all().from_version(v(5)), Corrupt)?;
+    check_load(
+        &s,
+        &last,
+        all().to_version(v(4)),
+        Versions(vec![1, 2, 3, 4]),
+    )?;
+    check_load(&s, &last, all().limit(4), Versions(vec![1, 2, 3, 4]))?;
+    check_load(&s, &last, all().from_version(v(6)), Versions(vec![]))?;
+    // The first version is missing.
+    check_load(&s, &first, all(), Corrupt)?;
+    check_load(
+        &s,
+        &first,
+        all().from_version(v(2)),
+        Versions(vec![2, 3, 4, 5]),
+    )?;
+    // Intact, deleted and unknown streams load as before.
+    check_load(&s, &intact, all(), Versions(vec![1, 2, 3, 4, 5]))?;
+    check_load(&s, &intact, all().from_version(v(5)), Versions(vec![5]))?;
+    check_load(&s, &gone, all(), Versions(vec![]))?;
+    check_load(&s, &stream("account", "never")?, all(), Versions(vec![]))?;
+    // A hole right after the first batch of rows a reader hands over.
+    check_load(&s, &long, all(), Corrupt)?;
+    check_load(&s, &long, all().from_version(v(100)), Corrupt)?;
+    check_load(
+        &s,
+        &long,
+        all().from_version(v(130)).limit(3),
+        Versions(vec![130, 131, 132]),
+    )?;
+    block_on(s.close());
+    Ok(())
+}

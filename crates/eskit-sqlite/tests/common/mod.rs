@@ -88,3 +88,14 @@ pub fn env_usize(var: &str, default: usize) -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// A command that runs this test binary again as a child, with `var` set to
+/// `value` to pick the child's part (`main` checks it first).
+pub fn child_command(
+    var: &str,
+    value: impl AsRef<std::ffi::OsStr>,
+) -> std::io::Result<std::process::Command> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.env(var, value);
+    Ok(cmd)
+}
