@@ -53,7 +53,15 @@ const GROUPS: &[(&str, &str)] = &[
     ),
     (
         "global",
-        "global reads: from position, limits, type and stream-type filters",
+        "global reads: cursor order, resume cursor past filters and deletes, limits, filters",
+    ),
+    (
+        "feed",
+        "commit feed: wake after commit, coalescing, cancel safety, 1,000 listeners, cap",
+    ),
+    (
+        "follow",
+        "tail followers during 8 writers see the final log: 0 skipped, duplicated, reordered",
     ),
     ("snapshot", "snapshot store contract"),
     ("checkpoint", "checkpoint store contract"),

@@ -23,7 +23,7 @@ use std::process::{Child, ExitCode, Stdio};
 
 use common::{TempDir, child_command, env_usize, event, stream};
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, Position, ReadOptions, block_on,
+    AppendOptions, EventStore, ExpectedVersion, GlobalReader, ReadOptions, block_on,
 };
 use eskit_sqlite::SqliteStore;
 
@@ -160,7 +160,7 @@ fn kill_half_open(path: &Path, wal: bool) -> BoxResult<()> {
 /// The store at `path` holds one event from each of the two openers.
 fn check_store(path: &Path) -> BoxResult<()> {
     let store = SqliteStore::open(path)?;
-    let events = block_on(store.read_all(ReadOptions::new(Position::ZERO, 10)))?;
+    let events = block_on(store.read(ReadOptions::from_start(10)))?.events;
     block_on(store.close());
     if events.len() != 2 {
         return Err(format!("{} events, expected 2", events.len()).into());
