@@ -124,7 +124,7 @@ pub use name::{
     validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
-pub use rt::{Sleep, block_on, sleep};
+pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, LockGuard, LockRegistry,
     ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
