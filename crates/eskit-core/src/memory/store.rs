@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::name::{NameKind, Stream, validate_name};
+use crate::rt::yield_now;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalReader, LoadOptions, ReadOptions, Snapshot,
     SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_in_range,
@@ -17,6 +18,10 @@ use crate::version::{ExpectedVersion, Position, Version};
 /// Implements [`EventStore`], [`GlobalReader`] and [`StreamLifecycle`] with
 /// the same semantics as the durable backends, including idempotency keys and
 /// a global sequence that is never reused.
+///
+/// Every operation yields to the executor once before it runs (see
+/// [`yield_now`](crate::yield_now)), so that concurrent tasks on one thread
+/// interleave between operations as they would against a real backend.
 ///
 /// ```
 /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, Stream, block_on};
@@ -194,6 +199,7 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
+        yield_now().await;
         self.append_sync(stream, expected, events, options)
     }
 
@@ -202,6 +208,7 @@ impl EventStore for MemoryStore {
         stream: &Stream,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
+        yield_now().await;
         options.validate()?;
         let inner = lock(&self.inner);
         let Some(data) = inner.streams.get(stream) else {
@@ -220,6 +227,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        yield_now().await;
         let inner = lock(&self.inner);
         Ok(inner
             .streams
@@ -252,22 +260,27 @@ impl GlobalReader for MemoryStore {
 
 impl StreamLifecycle for MemoryStore {
     async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Tombstone, Some(reason))
     }
 
     async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Archive, Some(reason))
     }
 
     async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Restore, None)
     }
 
     async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Delete, None)
     }
 
     async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+        yield_now().await;
         let inner = lock(&self.inner);
         Ok(inner
             .streams
@@ -306,21 +319,25 @@ impl MemorySnapshotStore {
 
 impl SnapshotStore for MemorySnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        yield_now().await;
         snapshot.validate()?;
         lock(&self.inner).insert(snapshot.stream.clone(), snapshot);
         Ok(())
     }
 
     async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+        yield_now().await;
         Ok(lock(&self.inner).get(stream).cloned())
     }
 
     async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         lock(&self.inner).remove(stream);
         Ok(())
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
+        yield_now().await;
         lock(&self.inner).clear();
         Ok(())
     }
@@ -341,11 +358,13 @@ impl MemoryCheckpointStore {
 
 impl CheckpointStore for MemoryCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
         Ok(lock(&self.inner).get(name).copied())
     }
 
     async fn save(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
         validate_in_range(position.get())?;
         lock(&self.inner).insert(name.to_owned(), position);
