@@ -1,4 +1,15 @@
 //! Error types: validation of inputs, codec failures and store failures.
+//!
+//! Every error follows one rule, so that [`error_chain`] prints each message
+//! once: a variant that wraps another error either
+//! - says only its own part (`invalid input`) and returns the inner error
+//!   from [`source`](StdError::source), or
+//! - includes the inner error's message in its own (possibly after a
+//!   prefix, as [`HandleError`](crate::HandleError) does) and returns the
+//!   inner error's source instead, skipping the inner error.
+//!
+//! Messages quote user-supplied names through [`quote_name`] and
+//! [`Stream::quoted`], escaped and cut to a bounded length.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -8,7 +19,7 @@ use crate::limits::{
     MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
     MAX_SNAPSHOT_BYTES,
 };
-use crate::name::{InvalidName, Stream};
+use crate::name::{InvalidName, Stream, quote_name};
 use crate::store::StreamState;
 use crate::version::{ExpectedVersion, Version};
 
@@ -156,7 +167,8 @@ impl fmt::Display for ValidationError {
 impl StdError for ValidationError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::Name(e) => Some(e),
+            // The message is the name error's own: continue below it.
+            Self::Name(e) => e.source(),
             _ => None,
         }
     }
@@ -253,18 +265,18 @@ impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownEventType { event_type } => {
-                write!(f, "unknown event type `{event_type}`")
+                write!(f, "unknown event type {}", quote_name(event_type))
             }
-            Self::UnknownCodec { codec } => write!(f, "unknown codec `{codec}`"),
+            Self::UnknownCodec { codec } => write!(f, "unknown codec {}", quote_name(codec)),
             Self::Encode {
                 event_type: Some(t),
                 ..
-            } => write!(f, "failed to encode event `{t}`"),
+            } => write!(f, "failed to encode event {}", quote_name(t)),
             Self::Encode { .. } => f.write_str("failed to encode value"),
             Self::Decode {
                 event_type: Some(t),
                 ..
-            } => write!(f, "failed to decode event `{t}`"),
+            } => write!(f, "failed to decode event {}", quote_name(t)),
             Self::Decode { .. } => f.write_str("failed to decode value"),
             Self::NewerSchema {
                 event_type,
@@ -272,7 +284,8 @@ impl fmt::Display for CodecError {
                 known,
             } => write!(
                 f,
-                "event `{event_type}` has schema version {stored}, newer than the known {known}"
+                "event {} has schema version {stored}, newer than the known {known}",
+                quote_name(event_type)
             ),
             Self::MissingUpcaster {
                 event_type,
@@ -280,18 +293,21 @@ impl fmt::Display for CodecError {
                 target,
             } => write!(
                 f,
-                "no upcaster for event `{event_type}` from schema version {from} (target {target})"
+                "no upcaster for event {} from schema version {from} (target {target})",
+                quote_name(event_type)
             ),
             Self::TooManyUpcastSteps { event_type } => write!(
                 f,
-                "upcasting event `{event_type}` takes more than {} steps",
+                "upcasting event {} takes more than {} steps",
+                quote_name(event_type),
                 crate::limits::MAX_UPCAST_STEPS
             ),
             Self::Upcast {
                 event_type, from, ..
             } => write!(
                 f,
-                "upcaster for event `{event_type}` from schema version {from} failed"
+                "upcaster for event {} from schema version {from} failed",
+                quote_name(event_type)
             ),
         }
     }
@@ -431,19 +447,28 @@ impl fmt::Display for StoreError {
                 actual,
             } => write!(
                 f,
-                "concurrency conflict on stream {stream}: expected {expected}, actual version {actual}"
+                "concurrency conflict on stream {}: expected {expected}, actual version {actual}",
+                stream.quoted()
             ),
-            Self::StreamDeleted { stream } => write!(f, "stream {stream} is deleted"),
-            Self::StreamArchived { stream } => write!(f, "stream {stream} is archived"),
-            Self::StreamNotFound { stream } => write!(f, "stream {stream} not found"),
+            Self::StreamDeleted { stream } => write!(f, "stream {} is deleted", stream.quoted()),
+            Self::StreamArchived { stream } => {
+                write!(f, "stream {} is archived", stream.quoted())
+            }
+            Self::StreamNotFound { stream } => write!(f, "stream {} not found", stream.quoted()),
             Self::InvalidLifecycle {
                 stream,
                 state,
                 operation,
-            } => write!(f, "cannot {operation} stream {stream}: it is {state}"),
+            } => write!(
+                f,
+                "cannot {operation} stream {}: it is {state}",
+                stream.quoted()
+            ),
             Self::IdempotencyConflict { stream, key } => write!(
                 f,
-                "idempotency key `{key}` was used on stream {stream} with different events"
+                "idempotency key {} was used on stream {} with different events",
+                quote_name(key),
+                stream.quoted()
             ),
             Self::Validation(_) => f.write_str("invalid input"),
             Self::Codec(_) => f.write_str("codec failure"),
@@ -484,8 +509,9 @@ impl From<CodecError> for StoreError {
 
 /// Formats an error with all its sources, `outer: inner: root`.
 ///
-/// Display messages in this project never repeat their source's text, so
-/// this is how to show a complete message in one line.
+/// Display messages in this project never repeat their source's text (see
+/// the rule in this module's docs), so this is how to show a complete
+/// message in one line.
 pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();

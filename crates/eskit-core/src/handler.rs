@@ -2,9 +2,10 @@
 //! append with the expected version; plus its middleware chain.
 
 use std::any::type_name;
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,13 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Why handling a command failed.
+///
+/// The message says what failed and why, with the inner error's message:
+/// `command rejected: <the decider's error>` or `event store failure: <the
+/// store error>`. Because the message already holds the inner error's text,
+/// [`source`](std::error::Error::source) skips the inner error and returns
+/// its source, so [`error_chain`](crate::error_chain) prints each message
+/// once. Match on the variants to reach the inner error itself.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HandleError<E> {
@@ -82,20 +90,21 @@ impl<E> HandleError<E> {
     }
 }
 
-impl<E> fmt::Display for HandleError<E> {
+impl<E: fmt::Display> fmt::Display for HandleError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Rejected(_) => f.write_str("command rejected"),
-            Self::Store(_) => f.write_str("event store failure"),
+            Self::Rejected(e) => write!(f, "command rejected: {e}"),
+            Self::Store(e) => write!(f, "event store failure: {e}"),
         }
     }
 }
 
 impl<E: std::error::Error + 'static> std::error::Error for HandleError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The message includes the inner error's; continue below it.
         match self {
-            Self::Rejected(e) => Some(e),
-            Self::Store(e) => Some(e),
+            Self::Rejected(e) => e.source(),
+            Self::Store(e) => e.source(),
         }
     }
 }
@@ -124,15 +133,17 @@ pub struct Handled<D: Decider> {
 /// What a command handler returns.
 pub type HandleResult<D> = Result<Handled<D>, HandleError<<D as Decider>::Error>>;
 
-/// Per-command options: metadata for the produced events and an idempotency key.
+/// Per-command options: metadata for the produced events, an idempotency
+/// key and a custom timestamp.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOptions {
     metadata: Metadata,
     idempotency_key: Option<String>,
+    timestamp: Option<Timestamp>,
 }
 
 impl CommandOptions {
-    /// No metadata, no idempotency key.
+    /// No metadata, no idempotency key, the current time.
     pub fn new() -> Self {
         Self::default()
     }
@@ -151,6 +162,15 @@ impl CommandOptions {
         self
     }
 
+    /// Records the produced events with this timestamp instead of the
+    /// current time, as [`AppendOptions::with_timestamp`] does; for imports
+    /// that keep the original times.
+    #[must_use]
+    pub fn with_timestamp(mut self, t: Timestamp) -> Self {
+        self.timestamp = Some(t);
+        self
+    }
+
     /// The metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
@@ -159,6 +179,11 @@ impl CommandOptions {
     /// The idempotency key.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_deref()
+    }
+
+    /// The custom timestamp, if any.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.timestamp
     }
 }
 
@@ -394,7 +419,10 @@ where
     }
 
     /// Retries commands that hit a concurrency conflict: reload, decide again,
-    /// append again, with exponential backoff. Off unless called.
+    /// append again, with exponential backoff on the core's timer. Off unless
+    /// called. To wait on another runtime's timer, add
+    /// [`ConflictRetry::with_sleep`] with [`CommandHandler::with_middleware`]
+    /// instead.
     ///
     /// # Errors
     /// [`ConfigError::TooManyMiddleware`] beyond [`MAX_MIDDLEWARE`].
@@ -427,7 +455,7 @@ where
             .await
     }
 
-    /// Handles a command with options (metadata, idempotency key).
+    /// Handles a command with options (metadata, idempotency key, timestamp).
     ///
     /// # Errors
     /// As [`CommandHandler::handle`].
@@ -557,6 +585,9 @@ where
         if let Some(key) = ctx.options.idempotency_key() {
             options = options.with_idempotency_key(key);
         }
+        if let Some(t) = ctx.options.timestamp() {
+            options = options.with_timestamp(t);
+        }
         let appended = self
             .store
             .append_detailed(ctx.stream, ExpectedVersion::Exact(version), events, options)
@@ -681,17 +712,97 @@ impl RetryPolicy {
     }
 }
 
+type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
+
 /// Middleware that retries on concurrency conflicts; installed by
 /// [`CommandHandler::with_conflict_retry`].
-#[derive(Debug, Clone)]
+///
+/// It waits between attempts on the core's own timer ([`sleep`]) unless
+/// given another sleep function with [`ConflictRetry::with_sleep`]: pass
+/// your runtime's, such as `tokio::time::sleep`, so that backoff follows
+/// that runtime's clock (and `tokio::time::pause` in tests).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use eskit_core::*;
+/// # struct Counter;
+/// # #[derive(Debug, PartialEq)] struct Added(u32);
+/// # impl DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+/// # #[derive(Debug)] struct Never;
+/// # impl std::fmt::Display for Never { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("never") } }
+/// # impl std::error::Error for Never {}
+/// # impl Decider for Counter {
+/// #     type State = u32; type Command = u32; type Event = Added; type Error = Never;
+/// #     fn initial_state(&self) -> u32 { 0 }
+/// #     fn decide(&self, _: &u32, n: &u32) -> Result<Vec<Added>, Never> { Ok(vec![Added(*n)]) }
+/// #     fn evolve(&self, s: u32, e: &Added) -> u32 { s + e.0 }
+/// # }
+/// # struct Le;
+/// # impl EventCodec<Added> for Le {
+/// #     fn name(&self) -> &'static str { "le32" }
+/// #     fn encode(&self, e: &Added, out: &mut Vec<u8>) -> Result<(), CodecError> { out.extend(e.0.to_le_bytes()); Ok(()) }
+/// #     fn decode(&self, _: &str, b: &[u8]) -> Result<Added, CodecError> {
+/// #         Ok(Added(u32::from_le_bytes(b.try_into().map_err(|e| CodecError::decode(Some("Added"), e))?)))
+/// #     }
+/// # }
+/// // Record the delays instead of waiting; with tokio, pass
+/// // `tokio::time::sleep` instead.
+/// let waited = Arc::new(Mutex::new(Vec::new()));
+/// let log = Arc::clone(&waited);
+/// let retry = ConflictRetry::new(RetryPolicy::new(5)?).with_sleep(move |d: Duration| {
+///     if let Ok(mut log) = log.lock() {
+///         log.push(d);
+///     }
+///     std::future::ready(())
+/// });
+/// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
+/// let handler = CommandHandler::new(Counter, store).with_middleware(retry)?;
+/// let done = block_on(handler.handle(&Stream::new("counter", "c-1")?, &2))?;
+/// assert_eq!(done.state, 2);
+/// assert!(waited.lock().map_err(|_| "poisoned")?.is_empty(), "no conflict, no wait");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
 pub struct ConflictRetry {
     policy: RetryPolicy,
+    sleep: Arc<SleepFn>,
+}
+
+impl fmt::Debug for ConflictRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConflictRetry")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConflictRetry {
-    /// Retries as `policy` says.
+    /// Retries as `policy` says, waiting on the core's timer.
     pub fn new(policy: RetryPolicy) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            sleep: Arc::new(|d| Box::pin(sleep(d))),
+        }
+    }
+
+    /// Waits between attempts with `sleep` instead of the core's timer.
+    ///
+    /// `sleep(d)` is called with each backoff delay (never with a zero
+    /// delay: those retry at once) and its future awaited before the next
+    /// attempt.
+    #[must_use]
+    pub fn with_sleep<F>(mut self, sleep: impl Fn(Duration) -> F + Send + Sync + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.sleep = Arc::new(move |d| Box::pin(sleep(d)));
+        self
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
 }
 
@@ -708,7 +819,7 @@ impl<D: Decider> Middleware<D> for ConflictRetry {
                     Err(e) if e.is_conflict() && attempt < self.policy.max_retries => {
                         let d = self.policy.delay(attempt);
                         if !d.is_zero() {
-                            sleep(d).await;
+                            (self.sleep)(d).await;
                         }
                         attempt += 1;
                     }
@@ -801,21 +912,78 @@ impl SingleWriter {
         }
     }
 
-    /// The lock key for a stream: `stream:<type>/<id>`, shortened with a hash
-    /// when longer than [`MAX_NAME_BYTES`].
+    /// The lock key for a stream.
+    ///
+    /// Normally `stream:<type>/<id>`, with `%` and `/` in the type written
+    /// as `%25` and `%2F`, so that no two streams share a key (`a/b` + `c`
+    /// and `a` + `b/c` differ) while usual names stay readable
+    /// (`stream:account/acc-1`).
+    ///
+    /// A key longer than [`MAX_NAME_BYTES`] is shortened to
+    /// `stream#<hash>:<its first bytes>`: `<hash>` is the 64-bit FNV-1a hash
+    /// of the whole key as 16 lowercase hex digits, followed by up to 200
+    /// bytes of the key after `stream:`. The `#` keeps shortened keys apart
+    /// from every unshortened one. Two long keys share a lock only if both
+    /// their first bytes and their hashes match; that costs concurrency,
+    /// never correctness, as appends still check versions.
+    ///
+    /// The format and the hash are fixed (not Rust's `DefaultHasher`), so
+    /// every process and every release derives the same key for a stream.
+    ///
+    /// ```
+    /// use eskit_core::{SingleWriter, Stream};
+    /// let key = SingleWriter::lock_key(&Stream::new("account", "acc-1")?);
+    /// assert_eq!(key, "stream:account/acc-1");
+    /// # Ok::<(), eskit_core::InvalidName>(())
+    /// ```
     pub fn lock_key(stream: &Stream) -> String {
-        let key = format!("stream:{stream}");
+        let mut key = String::with_capacity(MAX_NAME_BYTES);
+        key.push_str(LOCK_KEY_PREFIX);
+        for c in stream.stream_type().as_str().chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                '/' => key.push_str("%2F"),
+                c => key.push(c),
+            }
+        }
+        key.push('/');
+        key.push_str(stream.stream_id().as_str());
         if key.len() <= MAX_NAME_BYTES {
             return key;
         }
-        let mut cut = 200;
-        while !key.is_char_boundary(cut) {
+        let rest = &key[LOCK_KEY_PREFIX.len()..];
+        let mut cut = LOCK_KEY_KEPT_BYTES.min(rest.len());
+        while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        format!("{}#{:016x}", &key[..cut], h.finish())
+        format!("stream#{:016x}:{}", fnv1a_64(key.as_bytes()), &rest[..cut])
     }
+}
+
+/// How every unshortened lock key of [`SingleWriter`] starts.
+const LOCK_KEY_PREFIX: &str = "stream:";
+
+/// How many bytes of a long lock key a shortened key keeps (at most; less
+/// when a character would be split), so that `stream#`, the 16-digit hash,
+/// `:` and the kept bytes stay within [`MAX_NAME_BYTES`].
+const LOCK_KEY_KEPT_BYTES: usize = 200;
+
+const _: () = assert!("stream#".len() + 16 + 1 + LOCK_KEY_KEPT_BYTES <= MAX_NAME_BYTES);
+
+/// The 64-bit FNV-1a hash (offset basis `0xcbf29ce484222325`, prime
+/// `0x100000001b3`): fixed by its definition, so lock keys derived from it
+/// are the same in every process and release.
+const fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET_BASIS;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(PRIME);
+        i += 1;
+    }
+    hash
 }
 
 impl<D: Decider> Middleware<D> for SingleWriter {
@@ -829,5 +997,21 @@ impl<D: Decider> Middleware<D> for SingleWriter {
             let _guard = self.locks.dyn_acquire(&key).await?;
             next.run(ctx).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a_64;
+
+    #[test]
+    fn fnv1a_64_matches_the_published_test_vectors() {
+        for (input, hash) in [
+            ("", 0xcbf2_9ce4_8422_2325),
+            ("a", 0xaf63_dc4c_8601_ec8c),
+            ("foobar", 0x8594_4171_f739_67e8),
+        ] {
+            assert_eq!(fnv1a_64(input.as_bytes()), hash, "{input:?}");
+        }
     }
 }

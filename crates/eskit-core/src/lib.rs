@@ -123,11 +123,11 @@ pub use id::{EventId, InvalidEventId};
 pub use memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
 pub use metadata::{Metadata, Principal, PrincipalKind, validate_idempotency_key};
 pub use name::{
-    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, Stream, StreamId, StreamType,
-    validate_name,
+    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, QuotedName, Stream, StreamId,
+    StreamType, quote_name, validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
-pub use rt::{Sleep, block_on, sleep};
+pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
     LoadOptions, LockGuard, LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,

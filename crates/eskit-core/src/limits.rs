@@ -6,6 +6,10 @@
 /// Largest stream type, stream id, event type or other name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
+/// Most characters of a user-supplied name that an error message quotes;
+/// longer names are cut (see [`quote_name`](crate::quote_name)).
+pub const MAX_QUOTED_NAME_CHARS: usize = 128;
+
 /// Most events one append may carry.
 pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
 

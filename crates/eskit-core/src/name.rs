@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::limits::MAX_NAME_BYTES;
+use crate::limits::{MAX_NAME_BYTES, MAX_QUOTED_NAME_CHARS};
 
 /// What a name names; carried by [`InvalidName`] so errors say which value was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -333,4 +333,127 @@ impl fmt::Display for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.stream_type, self.stream_id)
     }
+}
+
+impl Stream {
+    /// The stream as error messages show it: `` `type/id` ``, escaped and
+    /// cut like [`quote_name`].
+    ///
+    /// ```
+    /// use eskit_core::Stream;
+    /// let s = Stream::new("account", "acc\n1")?;
+    /// assert_eq!(s.quoted().to_string(), "`account/acc\\n1`");
+    /// # Ok::<(), eskit_core::InvalidName>(())
+    /// ```
+    pub fn quoted(&self) -> QuotedName<'_> {
+        QuotedName {
+            first: self.stream_type.as_str(),
+            second: Some(self.stream_id.as_str()),
+        }
+    }
+}
+
+/// Quotes a user-supplied name for an error message: in backticks, with
+/// backslashes, backticks and invisible or control characters escaped (a
+/// NUL becomes `\0`), and cut after [`MAX_QUOTED_NAME_CHARS`] characters,
+/// with the whole name's length in bytes after a cut.
+///
+/// Every error message of the core that quotes a name goes through this,
+/// so a message stays one readable line of bounded length whatever the
+/// name holds.
+///
+/// ```
+/// use eskit_core::quote_name;
+/// assert_eq!(quote_name("Deposited").to_string(), "`Deposited`");
+/// assert_eq!(quote_name("a\0b`c").to_string(), "`a\\0b\\`c`");
+/// let long = quote_name(&"x".repeat(1000)).to_string();
+/// assert!(long.ends_with("x...` (1000 bytes)"));
+/// ```
+pub fn quote_name(name: &str) -> QuotedName<'_> {
+    QuotedName {
+        first: name,
+        second: None,
+    }
+}
+
+/// A name formatted for an error message; made by [`quote_name`] and
+/// [`Stream::quoted`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuotedName<'a> {
+    first: &'a str,
+    /// A stream's id, written after the type and a `/`.
+    second: Option<&'a str>,
+}
+
+impl fmt::Display for QuotedName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        f.write_char('`')?;
+        let mut budget = MAX_QUOTED_NAME_CHARS;
+        let mut cut = write_escaped(f, self.first, &mut budget)?;
+        if let Some(second) = self.second
+            && !cut
+        {
+            // The `/` counts against the budget like any other character.
+            if budget == 0 {
+                cut = true;
+            } else {
+                budget -= 1;
+                f.write_char('/')?;
+                cut = write_escaped(f, second, &mut budget)?;
+            }
+        }
+        if cut {
+            f.write_str("...`")?;
+            let len = self.first.len() + self.second.map_or(0, |s| s.len() + 1);
+            write!(f, " ({len} bytes)")
+        } else {
+            f.write_char('`')
+        }
+    }
+}
+
+/// Writes `s` escaped, at most `budget` characters of it; returns whether
+/// it had to stop early.
+fn write_escaped(
+    f: &mut fmt::Formatter<'_>,
+    s: &str,
+    budget: &mut usize,
+) -> Result<bool, fmt::Error> {
+    use fmt::Write;
+    for c in s.chars() {
+        if *budget == 0 {
+            return Ok(true);
+        }
+        *budget -= 1;
+        match c {
+            '\\' | '`' => {
+                f.write_char('\\')?;
+                f.write_char(c)?;
+            }
+            '\0' => f.write_str("\\0")?,
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            c if is_hidden(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            c => f.write_char(c)?,
+        }
+    }
+    Ok(false)
+}
+
+/// Characters that would make a message lie about its text: controls, and
+/// invisible or direction-changing format characters.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+        )
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::codec::DomainEvent;
-use crate::name::{EventType, InvalidName};
+use crate::name::{EventType, InvalidName, quote_name};
 
 /// A registration that cannot be honoured; returned when the registry is
 /// built, so configuration mistakes surface at startup.
@@ -42,10 +42,14 @@ impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidName(e) => e.fmt(f),
-            Self::Duplicate { name } => write!(f, "event type `{name}` is registered twice"),
+            Self::Duplicate { name } => {
+                write!(f, "event type {} is registered twice", quote_name(name))
+            }
             Self::UnknownTarget { alias, target } => write!(
                 f,
-                "alias `{alias}` points at unregistered event type `{target}`"
+                "alias {} points at unregistered event type {}",
+                quote_name(alias),
+                quote_name(target)
             ),
             Self::InvalidVersion {
                 event_type,
@@ -53,7 +57,8 @@ impl fmt::Display for RegistryError {
                 to,
             } => write!(
                 f,
-                "invalid schema versions for `{event_type}`: {from} -> {to}"
+                "invalid schema versions for {}: {from} -> {to}",
+                quote_name(event_type)
             ),
         }
     }

@@ -138,23 +138,27 @@ impl<E: DomainEvent> EventSchema<E> {
     /// Encodes one event with the writer codec.
     ///
     /// # Errors
+    /// [`CodecError::Encode`] whose source is the [`InvalidName`](crate::InvalidName)
+    /// when the event's name is not a valid event type,
     /// [`CodecError::UnknownEventType`] when a non-empty registry does not
-    /// know the event's name (or knows it only as a legacy alias), or the
-    /// codec's error.
+    /// know it (or knows it only as a legacy alias), or the codec's error.
     pub fn encode(&self, event: &E) -> Result<NewEvent, CodecError> {
         let name = event.event_type();
-        let unknown = || CodecError::UnknownEventType {
-            event_type: name.to_owned(),
-        };
+        // Validate first: an invalid name is a bug in the event type, not
+        // an unknown name, and must not be copied into the error.
+        let ty = EventType::from_static(name).map_err(|e| CodecError::encode(None, e))?;
         // A name missing from `E::event_types()` would be stored but skipped
         // by every typed subscription filtering on that list.
         if !self.own.contains(name) {
-            return Err(unknown());
+            return Err(CodecError::UnknownEventType {
+                event_type: name.to_owned(),
+            });
         }
         if !self.registry.is_empty() && self.registry.resolve(name).is_none_or(|c| c != name) {
-            return Err(unknown());
+            return Err(CodecError::UnknownEventType {
+                event_type: name.to_owned(),
+            });
         }
-        let ty = EventType::from_static(name).map_err(|_| unknown())?;
         let mut payload = Vec::new();
         self.writer.encode(event, &mut payload)?;
         Ok(NewEvent::new(ty, payload)

@@ -366,7 +366,7 @@ fn errors_are_matchable_and_readable() {
     assert!(e.is_conflict());
     assert_eq!(
         e.to_string(),
-        "concurrency conflict on stream t/s: expected version 3, actual version 5"
+        "concurrency conflict on stream `t/s`: expected version 3, actual version 5"
     );
     let v: StoreError = ValidationError::NoEvents.into();
     assert!(v.is_validation());

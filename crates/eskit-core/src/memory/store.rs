@@ -5,6 +5,7 @@ use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
 use crate::name::{NameKind, Stream, validate_name};
+use crate::rt::yield_now;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions,
     ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
@@ -18,6 +19,10 @@ use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 /// Implements [`EventStore`], [`GlobalReader`] and [`StreamLifecycle`] with
 /// the same semantics as the durable backends, including idempotency keys and
 /// a global sequence that is never reused.
+///
+/// Every operation yields to the executor once before it runs (see
+/// [`yield_now`](crate::yield_now)), so that concurrent tasks on one thread
+/// interleave between operations as they would against a real backend.
 ///
 /// ```
 /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, Stream, block_on};
@@ -211,6 +216,7 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
+        yield_now().await;
         let result = self.append_sync(stream, expected, events, options)?;
         if !result.deduplicated {
             self.shared.feed.notify(result.last_position());
@@ -223,6 +229,7 @@ impl EventStore for MemoryStore {
         stream: &Stream,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
+        yield_now().await;
         options.validate()?;
         let inner = lock(&self.shared.data);
         let Some(data) = inner.streams.get(stream) else {
@@ -241,6 +248,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+        yield_now().await;
         let inner = lock(&self.shared.data);
         Ok(inner
             .streams
@@ -254,6 +262,7 @@ impl GlobalReader for MemoryStore {
     /// Reads under the store's lock, so everything up to the newest assigned
     /// position has committed: the horizon is that position.
     async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
+        yield_now().await;
         options.validate()?;
         let inner = lock(&self.shared.data);
         let after = options.after();
@@ -280,6 +289,7 @@ impl GlobalReader for MemoryStore {
     }
 
     async fn head(&self) -> Result<GlobalCursor, StoreError> {
+        yield_now().await;
         Ok(GlobalCursor::at(Position::new(
             lock(&self.shared.data).last_position,
         )))
@@ -294,22 +304,27 @@ impl CommitFeed for MemoryStore {
 
 impl StreamLifecycle for MemoryStore {
     async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Tombstone, Some(reason))
     }
 
     async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Archive, Some(reason))
     }
 
     async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Restore, None)
     }
 
     async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         self.transition(stream, LifecycleOp::Delete, None)
     }
 
     async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+        yield_now().await;
         let inner = lock(&self.shared.data);
         Ok(inner
             .streams
@@ -348,21 +363,25 @@ impl MemorySnapshotStore {
 
 impl SnapshotStore for MemorySnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        yield_now().await;
         snapshot.validate()?;
         lock(&self.inner).insert(snapshot.stream.clone(), snapshot);
         Ok(())
     }
 
     async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+        yield_now().await;
         Ok(lock(&self.inner).get(stream).cloned())
     }
 
     async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+        yield_now().await;
         lock(&self.inner).remove(stream);
         Ok(())
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
+        yield_now().await;
         lock(&self.inner).clear();
         Ok(())
     }
@@ -383,11 +402,13 @@ impl MemoryCheckpointStore {
 
 impl CheckpointStore for MemoryCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
+        yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
         Ok(lock(&self.inner).get(name).copied())
     }
 
     async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
+        yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
         lock(&self.inner).insert(name.to_owned(), cursor);
