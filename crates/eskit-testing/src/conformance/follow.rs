@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use eskit_core::{ExpectedVersion, GlobalCursor, GlobalReader, RawEvent, ReadOptions, error_chain};
+use eskit_core::{
+    ExpectedVersion, GlobalCursor, GlobalPager, GlobalReader, RawEvent, ReadOptions, error_chain,
+};
 
 use super::{Ctx, Failure, GLOBAL, Outcome, Scenario, ensure, ev, scenario_list, stream};
 use crate::executor::yield_now;
@@ -13,6 +15,7 @@ use crate::executor::yield_now;
 pub(crate) fn scenarios() -> Vec<Scenario> {
     scenario_list![GLOBAL;
         "follow.tail_followers_see_the_final_log" => tail_followers,
+        "follow.a_follower_at_the_head_sees_each_commit" => step_follower,
     ]
 }
 
@@ -144,5 +147,47 @@ async fn tail_followers(c: Ctx) -> Outcome {
             ensure!(*v > prev, "follower {i} saw {s} version {v} after {prev}");
         }
     }
+    Ok(())
+}
+
+/// A follower that reads after every single commit (always at the head, where
+/// a late commit would slip past it) sees exactly the final log.
+async fn step_follower(c: Ctx) -> Outcome {
+    let global = c.global()?.clone();
+    let mut cursor = GlobalCursor::START;
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        let s = stream(&format!("step-{}", i % 3))?;
+        c.append(&s, ExpectedVersion::Any, vec![ev("Even", format!("{i}"))?])
+            .await?;
+        let page = global.read(ReadOptions::new(cursor, PAGE)).await?;
+        ensure!(
+            page.next >= cursor,
+            "next {} went back from {cursor}",
+            page.next
+        );
+        seen.extend(page.events.iter().map(key));
+        cursor = page.next;
+    }
+    seen.extend(
+        GlobalPager::new(&global, ReadOptions::new(cursor, PAGE))
+            .collect()
+            .await?
+            .iter()
+            .map(key),
+    );
+    let all: Vec<Seen> = c.read_everything().await?.iter().map(key).collect();
+    let missing: Vec<&Seen> = all.iter().filter(|e| !seen.contains(e)).collect();
+    ensure!(
+        seen == all,
+        "expected the final log's {} events, the follower saw {} ({} skipped: {:?})",
+        all.len(),
+        seen.len(),
+        missing.len(),
+        missing
+            .iter()
+            .map(|(c, _, _)| c.to_string())
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
