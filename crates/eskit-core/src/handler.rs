@@ -728,7 +728,10 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 /// use eskit_core::*;
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
-/// # impl DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+/// # impl DomainEvent for Added {
+/// #     fn event_type(&self) -> &'static str { "Added" }
+/// #     fn event_types() -> &'static [&'static str] { &["Added"] }
+/// # }
 /// # #[derive(Debug)] struct Never;
 /// # impl std::fmt::Display for Never { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("never") } }
 /// # impl std::error::Error for Never {}
