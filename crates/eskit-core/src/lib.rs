@@ -130,6 +130,7 @@ pub use store::{
     ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
     validate_append, validate_in_range, validate_reason,
 };
+pub use store::{FencingToken, Lease, LeaseLost, LockLost};
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
 pub use typed::{Appended, EventSchema, TypedStore};
