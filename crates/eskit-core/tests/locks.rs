@@ -123,7 +123,9 @@ fn fencing_tokens_grow_with_every_acquisition_of_a_key() -> Result<(), StoreErro
     assert!(waiter.as_mut().poll(&mut cx).is_pending());
     drop(held);
     let Poll::Ready(next) = waiter.as_mut().poll(&mut cx) else {
-        return Err(StoreError::backend("the waiter did not get the released lock"));
+        return Err(StoreError::backend(
+            "the waiter did not get the released lock",
+        ));
     };
     assert!(next?.fencing_token() > before);
     Ok(())
@@ -164,9 +166,15 @@ fn closing_the_registry_ends_leases_wakes_watchers_and_refuses_acquisitions()
     let reason = watcher
         .join()
         .map_err(|_| StoreError::backend("watcher panicked"))?;
-    assert!(matches!(reason, eskit_core::LeaseLost::Closed), "{reason:?}");
+    assert!(
+        matches!(reason, eskit_core::LeaseLost::Closed),
+        "{reason:?}"
+    );
     assert!(!g.is_held());
-    assert!(matches!(g.lost_reason(), Some(eskit_core::LeaseLost::Closed)));
+    assert!(matches!(
+        g.lost_reason(),
+        Some(eskit_core::LeaseLost::Closed)
+    ));
     // A lost future made after the loss completes at once.
     assert!(matches!(block_on(g.lost()), eskit_core::LeaseLost::Closed));
     assert!(matches!(
@@ -209,7 +217,10 @@ fn a_lease_keeps_its_first_loss_reason() {
     let watcher = lease.clone();
     assert!(!watcher.is_lost() && watcher.lost_reason().is_none());
     assert!(lease.lose(LeaseLost::Expired));
-    assert!(!lease.lose(LeaseLost::TakenOver), "a second loss replaced the first");
+    assert!(
+        !lease.lose(LeaseLost::TakenOver),
+        "a second loss replaced the first"
+    );
     assert!(watcher.is_lost());
     assert!(matches!(watcher.lost_reason(), Some(LeaseLost::Expired)));
     assert!(matches!(block_on(watcher.lost()), LeaseLost::Expired));

@@ -79,6 +79,7 @@ pub struct Fixture {
     snapshots: Option<Arc<dyn DynSnapshotStore>>,
     checkpoints: Option<Arc<dyn DynCheckpointStore>>,
     locks: Option<Arc<dyn DynLockRegistry>>,
+    other_locks: Option<Arc<dyn DynLockRegistry>>,
 }
 
 impl fmt::Debug for Fixture {
@@ -103,6 +104,7 @@ impl Fixture {
             snapshots: None,
             checkpoints: None,
             locks: None,
+            other_locks: None,
         }
     }
 
@@ -115,6 +117,7 @@ impl Fixture {
             snapshots: None,
             checkpoints: None,
             locks: None,
+            other_locks: None,
         }
     }
 
@@ -150,6 +153,17 @@ impl Fixture {
     #[must_use]
     pub fn with_locks<L: LockRegistry + 'static>(mut self, locks: L) -> Self {
         self.locks = Some(Arc::new(locks));
+        self
+    }
+
+    /// Adds a second lock registry over the same locks as
+    /// [`with_locks`](Self::with_locks), as another process would open it
+    /// (for the memory registry, a clone). The lock scenarios check
+    /// exclusion and fencing tokens across the two; without it they use the
+    /// one registry twice, which checks less.
+    #[must_use]
+    pub fn with_other_locks<L: LockRegistry + 'static>(mut self, locks: L) -> Self {
+        self.other_locks = Some(Arc::new(locks));
         self
     }
 
@@ -853,6 +867,14 @@ impl Ctx {
             .locks
             .as_ref()
             .ok_or_else(|| Failure("no lock registry".into()))
+    }
+
+    /// The second lock registry, or the first when the fixture has none.
+    pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
+        match &self.fixture.other_locks {
+            Some(l) => Ok(l),
+            None => self.locks(),
+        }
     }
 
     pub(crate) fn stress(&self) -> StressSize {
