@@ -293,6 +293,29 @@ fn a_lapsed_guard_of_the_same_registry_does_not_release_its_successor() -> TestR
 }
 
 #[test]
+fn a_lapsed_lease_is_not_revived_by_the_next_renewal() -> TestResult {
+    let dir = TempDir::new("lapsed")?;
+    let path = dir.file("events.db");
+    let store = SqliteStore::open(&path)?;
+    let (locks, other) = (
+        store.locks_with_lease(Duration::from_secs(1))?,
+        store.locks(),
+    );
+    let guard = block_on(locks.acquire("leader"))?;
+    // The lease runs out in the database (as after a pause longer than the
+    // lease); the renewals that follow must not bring it back.
+    rusqlite::Connection::open(&path)?.execute("UPDATE eskit_locks SET expires_at = 0", [])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        block_on(other.try_acquire("leader"))?.is_some(),
+        "a renewal revived a lapsed lease"
+    );
+    let reason = wait_lost(&guard, PATIENCE);
+    assert!(matches!(reason, Some(LeaseLost::Expired)), "{reason:?}");
+    Ok(())
+}
+
+#[test]
 fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     let dir = TempDir::new("migrate")?;
     let path = dir.file("events.db");
