@@ -378,7 +378,12 @@ impl Shared {
 
     /// One round of the keeper: reports leases that ran out, queues a
     /// renewal when one is due, and returns how long to sleep.
-    fn tick(this: &Arc<Self>, now: Instant, next_renewal: &mut Instant, every: Duration) -> Duration {
+    fn tick(
+        this: &Arc<Self>,
+        now: Instant,
+        next_renewal: &mut Instant,
+        every: Duration,
+    ) -> Duration {
         let mut lost = Vec::new();
         let (renew, earliest) = {
             let mut kept = this.kept();
@@ -460,7 +465,11 @@ impl Shared {
                     }
                 }
                 Err(e) if matches!(SqliteError::of(&e), Some(SqliteError::Stopped)) => {
-                    lost.extend(kept.leases.drain().map(|(_, k)| (k.lease, LeaseLost::Closed)));
+                    lost.extend(
+                        kept.leases
+                            .drain()
+                            .map(|(_, k)| (k.lease, LeaseLost::Closed)),
+                    );
                 }
                 Err(e) => {
                     // The leases last until they run out; the keeper reports
