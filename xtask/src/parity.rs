@@ -67,7 +67,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("checkpoint", "checkpoint store contract"),
     (
         "lock",
-        "lock registry: exclusion, release, cancelled waiters",
+        "lock registry: exclusion, release, cancelled waiters, fencing tokens, held leases",
     ),
     (
         "stress",

@@ -134,6 +134,7 @@ pub use store::{
     StreamState, StreamStatus, validate_append, validate_cursor, validate_in_range,
     validate_reason,
 };
+pub use store::{FencingToken, Lease, LeaseLost, LockLost};
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
 pub use typed::{Appended, EventSchema, TypedStore};

@@ -815,28 +815,332 @@ pub fn validate_cursor(cursor: GlobalCursor) -> Result<(), ValidationError> {
     validate_in_range(cursor.position().get())
 }
 
+// Locks: guards, leases and fencing tokens. Their imports stay here, with the
+// section they serve.
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+/// A number handed out with every acquisition of a lock: each acquisition of
+/// a key gets a larger token than every earlier acquisition of that key, by
+/// any handle or process sharing the locks, also after the lock was released
+/// or its holder died.
+///
+/// A holder passes its token with every write it makes under the lock, and
+/// the resource written to refuses a token smaller than the largest it has
+/// seen: a holder that lost its lease without noticing yet (a paused
+/// process, a clock jump) is then fenced off by the next holder's first
+/// write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    /// The largest token a backend hands out (it fits a signed 64-bit
+    /// column). A backend whose counter reached it refuses further
+    /// acquisitions with an error rather than reuse a token.
+    pub const MAX: Self = Self(i64::MAX as u64);
+
+    /// Wraps a raw token.
+    pub const fn new(token: u64) -> Self {
+        Self(token)
+    }
+
+    /// The raw token.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for FencingToken {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
+/// Why a lock's lease ended while its [`LockGuard`] was still alive.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum LeaseLost {
+    /// The lease ran out before a renewal extended it: the holder's
+    /// renewals did not reach the store in time.
+    Expired,
+    /// The stored lease no longer names this guard: another holder took the
+    /// key (after the lease looked expired to it, for instance because of a
+    /// clock jump) or the lease was removed.
+    TakenOver,
+    /// The registry or its store was closed; nothing renews the lease.
+    Closed,
+    /// Renewing failed with this error, and the lease ran out before a
+    /// later renewal succeeded.
+    RenewalFailed(Arc<StoreError>),
+}
+
+impl fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Expired => "the lock's lease expired",
+            Self::TakenOver => "another holder took the lock",
+            Self::Closed => "the lock registry is closed",
+            Self::RenewalFailed(_) => "renewing the lock's lease failed",
+        })
+    }
+}
+
+impl std::error::Error for LeaseLost {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::RenewalFailed(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// The backend's side of one acquisition's lease: a backend makes one per
+/// acquisition, gives a clone to [`LockGuard::new`], and calls
+/// [`Lease::lose`] when the lock is lost. Clones share the same state.
+#[derive(Clone, Default)]
+pub struct Lease {
+    state: Arc<LeaseState>,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    /// Set once, together with `inner.reason`; read without the mutex.
+    lost: AtomicBool,
+    inner: Mutex<LeaseInner>,
+}
+
+#[derive(Default)]
+struct LeaseInner {
+    reason: Option<LeaseLost>,
+    next_waiter: u64,
+    waiters: Vec<(u64, Waker)>,
+}
+
+impl LeaseState {
+    fn inner(&self) -> MutexGuard<'_, LeaseInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Lease {
+    /// A lease that is held.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the lease lost and wakes every [`LockLost`] future. The first
+    /// reason stays; returns whether this call ended the lease.
+    pub fn lose(&self, reason: LeaseLost) -> bool {
+        let waiters = {
+            let mut inner = self.state.inner();
+            if inner.reason.is_some() {
+                return false;
+            }
+            inner.reason = Some(reason);
+            self.state.lost.store(true, Ordering::Release);
+            std::mem::take(&mut inner.waiters)
+        };
+        // Woken outside the mutex: a waker may run code that looks at the lease.
+        for (_, w) in waiters {
+            w.wake();
+        }
+        true
+    }
+
+    /// Whether [`lose`](Self::lose) was called.
+    pub fn is_lost(&self) -> bool {
+        self.state.lost.load(Ordering::Acquire)
+    }
+
+    /// Why the lease was lost, `None` while it is held.
+    pub fn lost_reason(&self) -> Option<LeaseLost> {
+        if !self.is_lost() {
+            return None;
+        }
+        self.state.inner().reason.clone()
+    }
+
+    /// A future that completes when the lease is lost.
+    pub fn lost(&self) -> LockLost {
+        LockLost {
+            state: Arc::clone(&self.state),
+            waiter: None,
+        }
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("lost", &self.lost_reason())
+            .finish()
+    }
+}
+
+/// Completes with the reason when a lock's lease is lost; from
+/// [`LockGuard::lost`]. It owns what it needs, so it can be moved into
+/// another task, and it never completes while the lease is held.
+///
+/// # Cancel safety
+/// Cancel safe: dropping it only stops watching, and a new one can be made
+/// at any time (inside `select!` in a loop, for instance).
+#[must_use = "futures do nothing unless polled"]
+pub struct LockLost {
+    state: Arc<LeaseState>,
+    /// Our entry in the lease's waiter list once we waited.
+    waiter: Option<u64>,
+}
+
+impl Future for LockLost {
+    type Output = LeaseLost;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LeaseLost> {
+        let this = &mut *self;
+        let mut inner = this.state.inner();
+        if let Some(reason) = &inner.reason {
+            return Poll::Ready(reason.clone());
+        }
+        match this.waiter {
+            Some(id) => {
+                if let Some((_, w)) = inner.waiters.iter_mut().find(|(i, _)| *i == id) {
+                    w.clone_from(cx.waker());
+                }
+            }
+            None => {
+                let id = inner.next_waiter;
+                inner.next_waiter = inner.next_waiter.wrapping_add(1);
+                inner.waiters.push((id, cx.waker().clone()));
+                this.waiter = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for LockLost {
+    fn drop(&mut self) {
+        if let Some(id) = self.waiter {
+            self.state.inner().waiters.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+impl fmt::Debug for LockLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockLost")
+            .field("lost", &self.state.lost.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Proof of a held lock; dropping it releases the lock.
+///
+/// A guard carries the acquisition's [`FencingToken`] and reports when its
+/// lease is lost ([`is_held`](Self::is_held), [`lost`](Self::lost)). A
+/// leader stops its work when [`lost`](Self::lost) completes and passes
+/// [`fencing_token`](Self::fencing_token) with every write it makes as
+/// leader.
+///
+/// # Clocks
+/// Loss is reported when the holder's side notices it, which is not the
+/// same instant everywhere: a backend whose leases expire by time (the
+/// SQLite one compares wall-clock time across processes) hands the key to
+/// the next holder once the lease looks expired to *that* holder. A paused
+/// process, or a wall clock set forward, can make another holder take the
+/// key before this guard reports the loss (each backend documents the
+/// bound); a wall clock set back makes a dead holder's lease last longer.
+/// [`is_held`](Self::is_held) is therefore the holder's belief, and the
+/// fencing token is what keeps two holders' writes apart.
 pub struct LockGuard {
+    token: FencingToken,
+    lease: Lease,
     _release: Box<dyn Send + Sync>,
 }
 
 impl LockGuard {
-    /// Wraps a value whose `Drop` releases the lock.
-    pub fn new(release: impl Send + Sync + 'static) -> Self {
+    /// A guard for an acquisition with this token, whose loss is reported
+    /// through `lease`, holding a value whose `Drop` releases the lock.
+    pub fn new(token: FencingToken, lease: Lease, release: impl Send + Sync + 'static) -> Self {
         Self {
+            token,
+            lease,
             _release: Box::new(release),
         }
+    }
+
+    /// This acquisition's fencing token.
+    pub fn fencing_token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// Whether the lease is still held, as far as this process knows (see
+    /// [Clocks](Self#clocks)).
+    pub fn is_held(&self) -> bool {
+        !self.lease.is_lost()
+    }
+
+    /// Why the lease was lost, `None` while it is held.
+    pub fn lost_reason(&self) -> Option<LeaseLost> {
+        self.lease.lost_reason()
+    }
+
+    /// A future that completes when the lease is lost; it never completes
+    /// while the lock is held.
+    ///
+    /// ```
+    /// use eskit_core::{LockRegistry, MemoryLockRegistry, block_on};
+    /// use std::future::Future;
+    /// use std::task::{Context, Waker};
+    ///
+    /// let locks = MemoryLockRegistry::new();
+    /// let guard = block_on(locks.acquire("processor:mail"))?;
+    /// let mut lost = std::pin::pin!(guard.lost());
+    /// assert!(lost.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+    /// locks.close();
+    /// assert!(!guard.is_held());
+    /// println!("stopped: {}", block_on(lost));
+    /// # Ok::<(), eskit_core::StoreError>(())
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe, see [`LockLost`].
+    pub fn lost(&self) -> LockLost {
+        self.lease.lost()
     }
 }
 
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LockGuard")
+        f.debug_struct("LockGuard")
+            .field("fencing_token", &self.token)
+            .field("lost", &self.lease.lost_reason())
+            .finish_non_exhaustive()
     }
 }
 
 /// Named mutual exclusion: per-stream single-writer locks and leader election
 /// (one holder of `processor:<name>` runs the processor).
+///
+/// # Contract
+/// - At most one guard of a key is held at a time across every handle and
+///   process sharing the locks, as far as the holders' clocks agree (see
+///   [`LockGuard#clocks`]).
+/// - Each acquisition of a key gets a larger [`FencingToken`] than every
+///   earlier one of that key, also after releases, restarts and expired
+///   leases; tokens are never reused.
+/// - A guard reports when its lease is lost: [`LockGuard::is_held`] turns
+///   false and [`LockGuard::lost`] completes with a [`LeaseLost`] reason.
+///   When a lease can be lost, and how soon the holder learns of it, is
+///   each backend's to document.
 pub trait LockRegistry: Send + Sync {
     /// Waits until the lock is held.
     ///

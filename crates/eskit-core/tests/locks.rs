@@ -146,6 +146,47 @@ fn long_lock_keys_are_bounded_hashed_and_pinned() -> TestResult {
     Ok(())
 }
 
+fn take(locks: &MemoryLockRegistry, key: &str) -> Result<eskit_core::LockGuard, StoreError> {
+    block_on(locks.try_acquire(key))?.ok_or_else(|| StoreError::backend("free lock refused"))
+}
+
+#[test]
+fn fencing_tokens_grow_with_every_acquisition_of_a_key() -> Result<(), StoreError> {
+    let locks = MemoryLockRegistry::new();
+    let other_handle = locks.clone();
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        // Alternate handles and the two ways to acquire.
+        let l = if i % 2 == 0 { &locks } else { &other_handle };
+        let g = if i % 3 == 0 {
+            block_on(l.acquire("leader"))?
+        } else {
+            take(l, "leader")?
+        };
+        seen.push(g.fencing_token());
+        // Another key's acquisitions come in between.
+        drop(take(l, "elsewhere")?);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "tokens did not strictly increase: {seen:?}"
+    );
+    // A waiter handed the lock on release gets a larger token too.
+    let held = block_on(locks.acquire("leader"))?;
+    let before = held.fencing_token();
+    let mut waiter = Box::pin(locks.acquire("leader"));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(waiter.as_mut().poll(&mut cx).is_pending());
+    drop(held);
+    let Poll::Ready(next) = waiter.as_mut().poll(&mut cx) else {
+        return Err(StoreError::backend(
+            "the waiter did not get the released lock",
+        ));
+    };
+    assert!(next?.fencing_token() > before);
+    Ok(())
+}
+
 #[test]
 fn a_shortened_lock_key_is_never_the_key_of_another_stream() -> TestResult {
     let long = key("t", &"x".repeat(256))?;
@@ -159,4 +200,99 @@ fn a_shortened_lock_key_is_never_the_key_of_another_stream() -> TestResult {
     }
     assert!(!long.starts_with("stream:"), "{long}");
     Ok(())
+}
+
+#[test]
+fn a_held_memory_lease_is_never_lost_until_the_registry_closes() -> Result<(), StoreError> {
+    let locks = MemoryLockRegistry::new();
+    let g = take(&locks, "k")?;
+    assert!(g.is_held());
+    assert!(g.lost_reason().is_none());
+    let mut lost = pin!(g.lost());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(lost.as_mut().poll(&mut cx).is_pending());
+    // Other activity on the registry leaves the lease alone.
+    drop(take(&locks, "other")?);
+    assert!(block_on(locks.try_acquire("k"))?.is_none());
+    assert!(lost.as_mut().poll(&mut cx).is_pending());
+    assert!(g.is_held());
+    Ok(())
+}
+
+#[test]
+fn closing_the_registry_ends_leases_wakes_watchers_and_refuses_acquisitions()
+-> Result<(), StoreError> {
+    let locks = MemoryLockRegistry::new();
+    let g = Arc::new(take(&locks, "leader")?);
+    // A watcher blocked on another thread is woken by the close.
+    let watcher = {
+        let g = Arc::clone(&g);
+        thread::spawn(move || block_on(g.lost()))
+    };
+    let mut waiting = Box::pin(locks.acquire("leader"));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    thread::sleep(Duration::from_millis(20));
+    locks.clone().close();
+    let reason = watcher
+        .join()
+        .map_err(|_| StoreError::backend("watcher panicked"))?;
+    assert!(
+        matches!(reason, eskit_core::LeaseLost::Closed),
+        "{reason:?}"
+    );
+    assert!(!g.is_held());
+    assert!(matches!(
+        g.lost_reason(),
+        Some(eskit_core::LeaseLost::Closed)
+    ));
+    // A lost future made after the loss completes at once.
+    assert!(matches!(block_on(g.lost()), eskit_core::LeaseLost::Closed));
+    assert!(matches!(
+        waiting.as_mut().poll(&mut cx),
+        Poll::Ready(Err(StoreError::Backend(_)))
+    ));
+    assert!(block_on(locks.try_acquire("leader")).is_err());
+    assert!(block_on(locks.acquire("new")).is_err());
+    assert!(!locks.is_held("leader"));
+    drop(g);
+    locks.close();
+    Ok(())
+}
+
+#[test]
+fn a_dropped_lost_future_stops_watching() -> Result<(), StoreError> {
+    let locks = MemoryLockRegistry::new();
+    let g = take(&locks, "k")?;
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..3 {
+        // Each round registers a waker and drops it, as select! in a loop does.
+        let mut lost = pin!(g.lost());
+        assert!(lost.as_mut().poll(&mut cx).is_pending());
+        assert!(lost.as_mut().poll(&mut cx).is_pending());
+    }
+    let mut last = pin!(g.lost());
+    assert!(last.as_mut().poll(&mut cx).is_pending());
+    locks.close();
+    assert!(matches!(
+        last.as_mut().poll(&mut cx),
+        Poll::Ready(eskit_core::LeaseLost::Closed)
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_lease_keeps_its_first_loss_reason() {
+    use eskit_core::{Lease, LeaseLost};
+    let lease = Lease::new();
+    let watcher = lease.clone();
+    assert!(!watcher.is_lost() && watcher.lost_reason().is_none());
+    assert!(lease.lose(LeaseLost::Expired));
+    assert!(
+        !lease.lose(LeaseLost::TakenOver),
+        "a second loss replaced the first"
+    );
+    assert!(watcher.is_lost());
+    assert!(matches!(watcher.lost_reason(), Some(LeaseLost::Expired)));
+    assert!(matches!(block_on(watcher.lost()), LeaseLost::Expired));
 }

@@ -36,6 +36,10 @@ fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     let locks = MemoryLockRegistry::new();
     assert_send(&locks.acquire("k"));
     assert_send(&locks.try_acquire("k"));
+    let guard = block_on(locks.acquire("k"))?;
+    assert_send(&guard.lost());
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    assert_send_sync(&guard);
 
     let dyn_store: Arc<dyn DynEventStore> = Arc::new(store.clone());
     assert_send(&dyn_store.append(&stream, ExpectedVersion::Any, ev(), AppendOptions::new()));

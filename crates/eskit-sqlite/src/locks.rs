@@ -2,23 +2,27 @@
 //! leases in the `eskit_locks` table.
 //!
 //! **Invariant**: a key has at most one unexpired row; a holder owns its
-//! key while its row names it and has not expired. Holders renew their
-//! leases in the background, so a lock outlives its holder's process by at
-//! most [`LOCK_LEASE`].
+//! key while its row names its fencing token and has not expired. Tokens come
+//! from the `locks` row of `eskit_sequence`, raised in the transaction that
+//! takes the key, so they grow across processes and are never reused after a
+//! row is deleted. Holders renew their leases in the background, so a lock
+//! outlives its holder's process by at most [`LOCK_LEASE`].
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc};
 use std::task::{Poll, Waker};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eskit_core::{
-    EventId, LockGuard, LockRegistry, NameKind, StoreError, Timestamp, validate_name,
+    EventId, FencingToken, Lease, LeaseLost, LockGuard, LockRegistry, NameKind, StoreError,
+    Timestamp, validate_name,
 };
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{OpenError, store_error};
+use crate::error::{OpenError, SqliteError, store_error};
 use crate::store::SqliteStore;
 
 /// How long a lock stays held without renewal: the longest a crashed
@@ -52,13 +56,41 @@ pub const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// background thread while any lock is held, so two renewals can be late
 /// before a lease runs out. A process that dies holding a lock blocks others
 /// for at most the lease.
-/// Leases are compared with the system clock, which all processes on one
-/// machine share; a clock set forward by more than the lease minus the
-/// renewal period can end a live lease early.
 ///
 /// Acquiring and releasing are writes on the store's writer thread, queued
 /// with appends; a waiter retries when a lock of the same registry is
 /// released, and every [`LOCK_POLL_INTERVAL`] for other processes' locks.
+///
+/// # Fencing tokens
+/// Every acquisition takes the next number of a counter stored in the
+/// database, in the same transaction that writes the lease: tokens grow
+/// across every process sharing the file, survive restarts and are never
+/// handed out twice, also after a released lock's row is gone.
+///
+/// # Lost leases
+/// A guard reports its lease lost ([`LockGuard::lost`] completes,
+/// [`LockGuard::is_held`] turns false) with the reason:
+/// - [`LeaseLost::Expired`]: the lease ran out by this process's clock
+///   before a renewal reached the database (the writer was stalled, for
+///   instance by another process holding the write lock), or a renewal found
+///   it already expired. Reported by the renewal thread within a renewal
+///   period (a third of the lease) after the lease ran out, and never before.
+/// - [`LeaseLost::RenewalFailed`]: the same, when the last renewal failed with
+///   an error; a failed renewal alone loses nothing, the next one retries.
+/// - [`LeaseLost::TakenOver`]: a renewal found the row holding another token.
+/// - [`LeaseLost::Closed`]: the store's threads stopped, so nothing renews.
+///
+/// # Clocks
+/// Expiry is stored as wall-clock time ([`Timestamp::now`]) and compared with
+/// the wall clock of whichever process looks, which all processes on one
+/// machine share. The holder also tracks its own deadline on the monotonic
+/// clock, which clock changes do not move. A wall clock set *forward* by
+/// more than the lease minus a renewal period makes live leases look expired:
+/// another process may take the key, and the old holder learns of it at its
+/// next renewal ([`LeaseLost::Expired`] or [`LeaseLost::TakenOver`]), up to a
+/// renewal period later, so for that long two holders may each believe they
+/// hold the key; fence writes with the token. A wall clock set *back* makes
+/// the leases of dead holders last that much longer.
 ///
 /// ```
 /// use eskit_core::{LockRegistry, block_on};
@@ -67,11 +99,14 @@ pub const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// let store = SqliteStore::open_in_memory()?;
 /// let (this_node, other_node) = (store.locks(), store.locks());
 /// let leader = block_on(this_node.acquire("processor:send-emails"))?;
+/// assert!(leader.is_held());
 /// // Another owner cannot take it while it is held...
 /// assert!(block_on(other_node.try_acquire("processor:send-emails"))?.is_none());
+/// let token = leader.fencing_token();
 /// drop(leader);
-/// // ...and can once it is released.
-/// assert!(block_on(other_node.try_acquire("processor:send-emails"))?.is_some());
+/// // ...and can once it is released, with a larger fencing token.
+/// let next = block_on(other_node.try_acquire("processor:send-emails"))?;
+/// assert!(next.is_some_and(|g| g.fencing_token() > token));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -91,13 +126,32 @@ struct Shared {
     store: SqliteStore,
     owner: String,
     lease: Duration,
-    /// Guards alive; the keeper renews only while some are.
-    held: AtomicUsize,
+    /// The leases of the guards alive; the keeper renews these.
+    kept: Mutex<Kept>,
     /// Bumped after every release this registry commits.
     releases: AtomicU64,
     waiters: Mutex<Waiters>,
     /// Dropping the sender (with the registry) stops the keeper thread.
     keeper: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// By fencing token, which is unique in the database.
+    leases: HashMap<i64, KeptLease>,
+    /// A renewal is queued or running; the keeper queues no second one.
+    renewing: bool,
+}
+
+struct KeptLease {
+    key: String,
+    lease: Lease,
+    /// When the lease runs out by this process's monotonic clock: the
+    /// start of the acquisition or of the last renewal that extended it,
+    /// plus the lease. Never later than the expiry stored in the row.
+    until: Instant,
+    /// The error of the latest renewal; a successful renewal clears it.
+    failure: Option<Arc<StoreError>>,
 }
 
 #[derive(Default)]
@@ -108,6 +162,12 @@ struct Waiters {
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// `start + lease`; a lease is at most [`MAX_LOCK_LEASE`], so this only
+/// falls back to `start` (an already expired lease) on an absurd clock.
+fn deadline(start: Instant, lease: Duration) -> Instant {
+    start.checked_add(lease).unwrap_or(start)
 }
 
 impl SqliteLockRegistry {
@@ -132,7 +192,7 @@ impl SqliteLockRegistry {
                 store,
                 owner: EventId::new().to_string(),
                 lease,
-                held: AtomicUsize::new(0),
+                kept: Mutex::new(Kept::default()),
                 releases: AtomicU64::new(0),
                 waiters: Mutex::new(Waiters::default()),
                 keeper: Mutex::new(None),
@@ -150,53 +210,279 @@ impl SqliteLockRegistry {
             .store
             .workers()
             .write(move |c| {
-                let now = Timestamp::now().as_unix_micros();
-                let taken = c
-                    .prepare_cached(
-                        "INSERT INTO eskit_locks (key, owner, expires_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, \
-                         expires_at = excluded.expires_at WHERE eskit_locks.expires_at <= ?4",
-                    )
-                    .and_then(|mut s| {
-                        s.execute((
-                            &key,
-                            &shared.owner,
-                            now.saturating_add(micros(shared.lease)),
-                            now,
-                        ))
-                    })
-                    .map_err(store_error)?;
-                if taken == 0 {
+                let started = Instant::now();
+                let Some(token) = take_row(c, &key, &shared)? else {
                     return Ok(None);
-                }
-                shared.held.fetch_add(1, Ordering::AcqRel);
-                let guard = LockGuard::new(Held {
-                    shared: Arc::clone(&shared),
-                    key,
-                });
-                Shared::start_keeper(&shared);
-                Ok(Some(guard))
+                };
+                Ok(Some(Shared::guard(&shared, key, token, started)))
             })
             .await
     }
 }
 
+/// Writes the lease row for `key` if the key is free or its lease expired,
+/// with the next fencing token, and commits; `None` when another holder has
+/// it. Starts the keeper before committing: a lease nothing would renew is
+/// refused rather than handed out.
+fn take_row(
+    c: &mut Connection,
+    key: &str,
+    shared: &Arc<Shared>,
+) -> Result<Option<(i64, FencingToken)>, StoreError> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let now = Timestamp::now().as_unix_micros();
+    let last: i64 = tx
+        .prepare_cached(
+            "SELECT coalesce((SELECT high_water FROM eskit_sequence WHERE name = 'locks'), 0)",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(store_error)?;
+    let token = last
+        .checked_add(1)
+        .and_then(|t| u64::try_from(t).ok().map(|u| (t, u)))
+        .filter(|(_, u)| *u >= 1 && *u <= FencingToken::MAX.get())
+        .ok_or_else(|| StoreError::Corrupt {
+            detail: format!("the lock token counter holds {last}, it cannot grow further"),
+        })?;
+    let taken = tx
+        .prepare_cached(
+            "INSERT INTO eskit_locks (key, owner, expires_at, token) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at, token = excluded.token \
+             WHERE eskit_locks.expires_at <= ?5",
+        )
+        .and_then(|mut s| {
+            s.execute((
+                key,
+                &shared.owner,
+                now.saturating_add(micros(shared.lease)),
+                token.0,
+                now,
+            ))
+        })
+        .map_err(store_error)?;
+    if taken == 0 {
+        return Ok(None);
+    }
+    tx.prepare_cached(
+        "INSERT INTO eskit_sequence (name, high_water) VALUES ('locks', ?1) \
+         ON CONFLICT (name) DO UPDATE SET high_water = excluded.high_water",
+    )
+    .and_then(|mut s| s.execute([token.0]))
+    .map_err(store_error)?;
+    Shared::start_keeper(shared)?;
+    tx.commit().map_err(store_error)?;
+    Ok(Some((token.0, FencingToken::new(token.1))))
+}
+
+/// What one renewal found for one lease: `None` when it was extended.
+type Renewal = (i64, Option<LeaseLost>);
+
+/// Extends every lease in `targets` (token, key) that is still this
+/// owner's and unexpired, in one transaction.
+fn renew_rows(
+    c: &mut Connection,
+    owner: &str,
+    targets: &[(i64, String)],
+    lease: Duration,
+) -> Result<Vec<Renewal>, StoreError> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    // Read after BEGIN: the wait for the write lock must not make an
+    // expired row look alive.
+    let now = Timestamp::now().as_unix_micros();
+    let mut out = Vec::with_capacity(targets.len());
+    for (token, key) in targets {
+        let renewed = tx
+            .prepare_cached(
+                "UPDATE eskit_locks SET expires_at = ?1 \
+                 WHERE key = ?2 AND owner = ?3 AND token = ?4 AND expires_at > ?5",
+            )
+            .and_then(|mut s| {
+                s.execute((now.saturating_add(micros(lease)), key, owner, token, now))
+            })
+            .map_err(store_error)?;
+        let lost = if renewed == 1 {
+            None
+        } else {
+            let holder: Option<i64> = tx
+                .prepare_cached("SELECT token FROM eskit_locks WHERE key = ?1")
+                .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+                .map_err(store_error)?;
+            Some(if holder == Some(*token) {
+                LeaseLost::Expired
+            } else {
+                LeaseLost::TakenOver
+            })
+        };
+        out.push((*token, lost));
+    }
+    tx.commit().map_err(store_error)?;
+    Ok(out)
+}
+
 impl Shared {
-    fn start_keeper(this: &Arc<Self>) {
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The guard for a lease just committed, registered with the keeper.
+    fn guard(
+        this: &Arc<Self>,
+        key: String,
+        (row_token, token): (i64, FencingToken),
+        started: Instant,
+    ) -> LockGuard {
+        let lease = Lease::new();
+        this.kept().leases.insert(
+            row_token,
+            KeptLease {
+                key: key.clone(),
+                lease: lease.clone(),
+                until: deadline(started, this.lease),
+                failure: None,
+            },
+        );
+        LockGuard::new(
+            token,
+            lease,
+            Held {
+                shared: Arc::clone(this),
+                key,
+                token: row_token,
+            },
+        )
+    }
+
+    fn start_keeper(this: &Arc<Self>) -> Result<(), StoreError> {
         let mut keeper = this.keeper.lock().unwrap_or_else(PoisonError::into_inner);
         if keeper.is_some() {
-            return;
+            return Ok(());
         }
         let (tx, rx) = mpsc::channel::<()>();
         let weak = Arc::downgrade(this);
         let every = this.lease / 3;
-        let started = thread::Builder::new()
+        thread::Builder::new()
             .name("eskit-sqlite-locks".into())
-            .spawn(move || keep_leases(&weak, &rx, every));
-        // Without a keeper a lease still lasts LOCK_LEASE; the next
-        // acquire tries to start one again.
-        if started.is_ok() {
-            *keeper = Some(tx);
+            .spawn(move || keep_leases(&weak, &rx, every))
+            .map_err(StoreError::backend)?;
+        *keeper = Some(tx);
+        Ok(())
+    }
+
+    /// One round of the keeper: reports leases that ran out, queues a
+    /// renewal when one is due, and returns how long to sleep.
+    fn tick(
+        this: &Arc<Self>,
+        now: Instant,
+        next_renewal: &mut Instant,
+        every: Duration,
+    ) -> Duration {
+        let mut lost = Vec::new();
+        let (renew, earliest) = {
+            let mut kept = this.kept();
+            kept.leases.retain(|_, k| {
+                if k.until > now {
+                    return true;
+                }
+                let reason = k
+                    .failure
+                    .take()
+                    .map_or(LeaseLost::Expired, LeaseLost::RenewalFailed);
+                lost.push((k.lease.clone(), reason));
+                false
+            });
+            let renew = now >= *next_renewal && !kept.renewing && !kept.leases.is_empty();
+            if renew {
+                kept.renewing = true;
+            }
+            (renew, kept.leases.values().map(|k| k.until).min())
+        };
+        for (lease, reason) in lost {
+            lease.lose(reason);
+        }
+        if now >= *next_renewal {
+            *next_renewal = now + every;
+        }
+        if renew {
+            Self::renew(this);
+        }
+        let wait = next_renewal.saturating_duration_since(now);
+        earliest.map_or(wait, |e| wait.min(e.saturating_duration_since(now)))
+    }
+
+    /// Queues a renewal of every kept lease on the writer thread.
+    fn renew(this: &Arc<Self>) {
+        let shared = Arc::clone(this);
+        // Queued with the writes, like every other statement.
+        let sent = this.store.workers().submit(move |c| {
+            let targets: Vec<(i64, String)> = shared
+                .kept()
+                .leases
+                .iter()
+                .map(|(t, k)| (*t, k.key.clone()))
+                .collect();
+            let started = Instant::now();
+            let outcome = renew_rows(c, &shared.owner, &targets, shared.lease);
+            shared.renewed(started, outcome);
+        });
+        if let Err(e) = sent {
+            this.renewed(Instant::now(), Err(e));
+        }
+    }
+
+    /// Applies a renewal's outcome to the kept leases.
+    fn renewed(&self, started: Instant, outcome: Result<Vec<Renewal>, StoreError>) {
+        let mut lost = Vec::new();
+        {
+            let mut kept = self.kept();
+            kept.renewing = false;
+            match outcome {
+                Ok(renewals) => {
+                    for (token, found) in renewals {
+                        // A lease no longer kept was dropped (its release is
+                        // queued behind this renewal) or already reported
+                        // lost (its guard's drop deletes the row).
+                        match found {
+                            None => {
+                                if let Some(k) = kept.leases.get_mut(&token) {
+                                    k.until = deadline(started, self.lease);
+                                    k.failure = None;
+                                }
+                            }
+                            Some(reason) => {
+                                if let Some(k) = kept.leases.remove(&token) {
+                                    lost.push((k.lease, reason));
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) if matches!(SqliteError::of(&e), Some(SqliteError::Stopped)) => {
+                    lost.extend(
+                        kept.leases
+                            .drain()
+                            .map(|(_, k)| (k.lease, LeaseLost::Closed)),
+                    );
+                }
+                Err(e) => {
+                    // The leases last until they run out; the keeper reports
+                    // them with this error unless a later renewal succeeds.
+                    let e = Arc::new(e);
+                    for k in kept.leases.values_mut() {
+                        k.failure = Some(Arc::clone(&e));
+                    }
+                }
+            }
+        }
+        for (lease, reason) in lost {
+            lease.lose(reason);
         }
     }
 
@@ -256,25 +542,21 @@ impl Drop for Deregister<'_> {
     }
 }
 
+/// The keeper thread: renews every third of the lease and reports leases
+/// that ran out, waking early for the next deadline. It holds the registry
+/// only while it works, so dropping the registry ends it.
 fn keep_leases(shared: &Weak<Shared>, stop: &mpsc::Receiver<()>, every: Duration) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        let Some(shared) = shared.upgrade() else {
-            return;
+    let mut next_renewal = Instant::now() + every;
+    loop {
+        let wait = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            Shared::tick(&shared, Instant::now(), &mut next_renewal, every)
         };
-        if shared.held.load(Ordering::Acquire) == 0 {
-            continue;
+        if let Err(mpsc::RecvTimeoutError::Disconnected) | Ok(()) = stop.recv_timeout(wait) {
+            return;
         }
-        let (owner, lease) = (shared.owner.clone(), shared.lease);
-        // Queued with the writes, like every other statement; a store that
-        // is closing refuses it and the leases run out.
-        let _ = shared.store.workers().submit(move |c| {
-            let expires = Timestamp::now()
-                .as_unix_micros()
-                .saturating_add(micros(lease));
-            let _ = c
-                .prepare_cached("UPDATE eskit_locks SET expires_at = ?1 WHERE owner = ?2")
-                .and_then(|mut s| s.execute((expires, &owner)));
-        });
     }
 }
 
@@ -283,25 +565,24 @@ fn keep_leases(shared: &Weak<Shared>, stop: &mpsc::Receiver<()>, every: Duration
 struct Held {
     shared: Arc<Shared>,
     key: String,
+    token: i64,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.shared.kept().leases.remove(&self.token);
         let shared = Arc::clone(&self.shared);
-        let key = std::mem::take(&mut self.key);
-        let sent = self.shared.store.workers().submit(move |c| {
-            // Only our own row: after an expired lease another owner may
-            // hold the key now.
+        let (key, token) = (std::mem::take(&mut self.key), self.token);
+        // If the store is closed the job is refused and the lease runs out
+        // on its own.
+        let _ = self.shared.store.workers().submit(move |c| {
+            // Only our own row: after an expired lease another holder, or
+            // another guard of this registry, may hold the key now.
             let _ = c
-                .prepare_cached("DELETE FROM eskit_locks WHERE key = ?1 AND owner = ?2")
-                .and_then(|mut s| s.execute((&key, &shared.owner)));
-            shared.held.fetch_sub(1, Ordering::AcqRel);
+                .prepare_cached("DELETE FROM eskit_locks WHERE key = ?1 AND token = ?2")
+                .and_then(|mut s| s.execute((&key, token)));
             shared.released();
         });
-        if sent.is_err() {
-            // The store is closed: the lease runs out on its own.
-            self.shared.held.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 }
 

@@ -16,11 +16,14 @@ use crate::options::{Location, SqliteOptions};
 pub const APPLICATION_ID: i32 = 0x6573_6b74;
 
 /// The newest schema version this crate writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
-/// Later versions add the claim store and the command queue.
-const MIGRATIONS: &[&str] = &[r"
+/// Version 2 gives each lock its fencing token (the counter is the `locks`
+/// row of `eskit_sequence`). Later versions add the claim store and the
+/// command queue.
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE eskit_schema (
     version     INTEGER PRIMARY KEY,
     applied_at  INTEGER NOT NULL
@@ -78,7 +81,6 @@ CREATE TABLE eskit_snapshots (
 ) WITHOUT ROWID;
 CREATE TABLE eskit_checkpoints (
     name        TEXT PRIMARY KEY,
-    tx          INTEGER NOT NULL DEFAULT 0,
     position    INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -100,7 +102,13 @@ SELECT e.position, s.stream_type, s.stream_id, e.version, lower(hex(e.event_id))
 FROM eskit_events e
 JOIN eskit_streams s ON s.sid = e.stream
 JOIN eskit_event_kinds k ON k.kind = e.kind;
-"];
+",
+    r"
+ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+-- Checkpoints store cursors: the transaction key beside the position.
+ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+",
+];
 
 fn path_of(options: &SqliteOptions) -> &Path {
     options.path().unwrap_or(Path::new(":memory:"))

@@ -25,6 +25,7 @@ fn fixture(store: SqliteStore) -> Fixture {
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
         .with_locks(store.locks())
+        .with_other_locks(store.locks())
 }
 
 fn suite(name: &str, dir: Option<Arc<PathBuf>>) -> Suite {

@@ -11,11 +11,13 @@ use eskit_testing::conformance::{Fixture, Suite};
 
 fn main() -> ExitCode {
     Suite::new("memory", || async {
+        let locks = MemoryLockRegistry::new();
         Ok::<_, BoxError>(
             Fixture::store(MemoryStore::new())
                 .with_snapshots(MemorySnapshotStore::new())
                 .with_checkpoints(MemoryCheckpointStore::new())
-                .with_locks(MemoryLockRegistry::new()),
+                .with_locks(locks.clone())
+                .with_other_locks(locks),
         )
     })
     .require_all()

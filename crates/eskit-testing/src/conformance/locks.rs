@@ -1,4 +1,5 @@
-//! Lock registry contract: exclusion, release on drop, cancel safety.
+//! Lock registry contract: exclusion, release on drop, cancel safety,
+//! fencing tokens and held leases.
 
 use std::future::Future;
 use std::pin::pin;
@@ -8,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use eskit_core::limits::MAX_NAME_BYTES;
-use eskit_core::{StoreError, ValidationError};
+use eskit_core::{DynLockRegistry, FencingToken, LockGuard, StoreError, ValidationError};
 
 use super::{
     Capability, Ctx, Failure, Outcome, Scenario, ensure, ensure_eq, expect_err, scenario_list,
@@ -27,6 +28,10 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "lock.cancelled_waiter_after_handover" => cancelled_after_handover,
         "lock.mutual_exclusion_under_contention" => contention,
         "lock.invalid_key_rejected" => invalid_key,
+        "lock.fencing_tokens_grow" => tokens_grow,
+        "lock.fencing_tokens_grow_across_handles" => tokens_across_handles,
+        "lock.fencing_token_grows_on_handover" => token_on_handover,
+        "lock.held_guard_reports_held" => held_guard,
     ]
 }
 
@@ -198,5 +203,122 @@ async fn invalid_key(c: Ctx) -> Outcome {
             super::short(&key)
         );
     }
+    Ok(())
+}
+
+/// Takes a free lock with `try_acquire`, failing when it is refused.
+async fn take(l: &dyn DynLockRegistry, key: &str) -> Result<LockGuard, Failure> {
+    l.dyn_try_acquire(key)
+        .await?
+        .ok_or_else(|| Failure(format!("try_acquire of the free lock {key} returned None")))
+}
+
+fn ensure_growing(seen: &[FencingToken]) -> Outcome {
+    ensure!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens did not strictly increase: {seen:?}"
+    );
+    Ok(())
+}
+
+async fn tokens_grow(c: Ctx) -> Outcome {
+    let l = c.locks()?;
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let g = if i % 2 == 0 {
+            l.dyn_acquire("fenced").await?
+        } else {
+            take(&**l, "fenced").await?
+        };
+        seen.push(g.fencing_token());
+        drop(g);
+        // Acquisitions of another key in between change nothing.
+        drop(take(&**l, "fenced-other").await?);
+        // Nor does a refused try_acquire while the key is held.
+        let held = take(&**l, "fenced").await?;
+        ensure!(
+            l.dyn_try_acquire("fenced").await?.is_none(),
+            "try_acquire got a held lock"
+        );
+        seen.push(held.fencing_token());
+    }
+    ensure_growing(&seen)
+}
+
+async fn tokens_across_handles(c: Ctx) -> Outcome {
+    let (a, b) = (c.locks()?, c.other_locks()?);
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let (this, that) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let g = this.dyn_acquire("shared-fence").await?;
+        ensure!(
+            that.dyn_try_acquire("shared-fence").await?.is_none(),
+            "the other handle got a lock this handle holds"
+        );
+        seen.push(g.fencing_token());
+        drop(g);
+        // The other handle may learn of the release only by polling.
+        let mut got = None;
+        for _ in 0..200 {
+            if let Some(g) = that.dyn_try_acquire("shared-fence").await? {
+                got = Some(g);
+                break;
+            }
+            eskit_core::sleep(Duration::from_millis(10)).await;
+        }
+        let g =
+            got.ok_or_else(|| Failure("a released lock stayed taken for the other handle".into()))?;
+        seen.push(g.fencing_token());
+    }
+    ensure_growing(&seen)
+}
+
+async fn token_on_handover(c: Ctx) -> Outcome {
+    let l = Arc::clone(c.locks()?);
+    let held = l.dyn_acquire("handed").await?;
+    let first = held.fencing_token();
+    let waiter = {
+        let l = Arc::clone(&l);
+        c.spawn(async move {
+            let g = l.dyn_acquire("handed").await?;
+            Ok::<_, StoreError>(g.fencing_token())
+        })
+    };
+    eskit_core::sleep(Duration::from_millis(20)).await;
+    drop(held);
+    let next = waiter.await??;
+    ensure!(
+        next > first,
+        "the waiter got token {next}, not above the previous holder's {first}"
+    );
+    Ok(())
+}
+
+async fn held_guard(c: Ctx) -> Outcome {
+    let (l, other) = (c.locks()?, c.other_locks()?);
+    let g = l.dyn_acquire("watched").await?;
+    let mut lost = pin!(g.lost());
+    ensure!(g.is_held(), "a fresh guard says it is not held");
+    ensure!(
+        g.lost_reason().is_none(),
+        "a fresh guard has a loss reason: {:?}",
+        g.lost_reason()
+    );
+    ensure!(
+        poll_once(lost.as_mut()).is_pending(),
+        "lost() completed for a held lock"
+    );
+    // Contention and other keys leave the lease alone.
+    ensure!(
+        other.dyn_try_acquire("watched").await?.is_none(),
+        "the other handle got a held lock"
+    );
+    drop(take(&**l, "watched-other").await?);
+    eskit_core::sleep(Duration::from_millis(50)).await;
+    ensure!(g.is_held(), "a held guard stopped saying it is held");
+    ensure!(
+        poll_once(lost.as_mut()).is_pending(),
+        "lost() completed for a held lock"
+    );
     Ok(())
 }

@@ -82,6 +82,7 @@ pub struct Fixture {
     checkpoints: Option<Arc<dyn DynCheckpointStore>>,
     locks: Option<Arc<dyn DynLockRegistry>>,
     feed: Option<Arc<dyn CommitFeed>>,
+    other_locks: Option<Arc<dyn DynLockRegistry>>,
 }
 
 impl fmt::Debug for Fixture {
@@ -108,6 +109,7 @@ impl Fixture {
             checkpoints: None,
             locks: None,
             feed: Some(s),
+            other_locks: None,
         }
     }
 
@@ -121,6 +123,7 @@ impl Fixture {
             checkpoints: None,
             locks: None,
             feed: None,
+            other_locks: None,
         }
     }
 
@@ -163,6 +166,17 @@ impl Fixture {
     #[must_use]
     pub fn with_locks<L: LockRegistry + 'static>(mut self, locks: L) -> Self {
         self.locks = Some(Arc::new(locks));
+        self
+    }
+
+    /// Adds a second lock registry over the same locks as
+    /// [`with_locks`](Self::with_locks), as another process would open it
+    /// (for the memory registry, a clone). The lock scenarios check
+    /// exclusion and fencing tokens across the two; without it they use the
+    /// one registry twice, which checks less.
+    #[must_use]
+    pub fn with_other_locks<L: LockRegistry + 'static>(mut self, locks: L) -> Self {
+        self.other_locks = Some(Arc::new(locks));
         self
     }
 
@@ -883,6 +897,14 @@ impl Ctx {
             .locks
             .as_ref()
             .ok_or_else(|| Failure("no lock registry".into()))
+    }
+
+    /// The second lock registry, or the first when the fixture has none.
+    pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
+        match &self.fixture.other_locks {
+            Some(l) => Ok(l),
+            None => self.locks(),
+        }
     }
 
     pub(crate) fn stress(&self) -> StressSize {
