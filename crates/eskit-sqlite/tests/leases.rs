@@ -326,6 +326,8 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
         let c = rusqlite::Connection::open(&path)?;
         c.execute_batch(
             "ALTER TABLE eskit_locks DROP COLUMN token;
+             ALTER TABLE eskit_checkpoints DROP COLUMN tx;
+             INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
              DELETE FROM eskit_schema WHERE version = 2;",
         )?;
         let far = eskit_core::Timestamp::now().as_unix_micros() + 3_600_000_000;
@@ -345,5 +347,11 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     assert!(block_on(locks.try_acquire("held-by-v1"))?.is_none());
     let g = block_on(locks.try_acquire("fresh"))?.ok_or("a free lock was refused")?;
     assert!(g.fencing_token() >= FencingToken::new(1));
+    // A version-1 checkpoint becomes a cursor with transaction key 0.
+    let cp = block_on(eskit_core::CheckpointStore::load(&store.checkpoints(), "v1"))?;
+    assert_eq!(
+        cp,
+        Some(eskit_core::GlobalCursor::at(eskit_core::Position::new(7)))
+    );
     Ok(())
 }
