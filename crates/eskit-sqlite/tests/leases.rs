@@ -348,7 +348,10 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     let g = block_on(locks.try_acquire("fresh"))?.ok_or("a free lock was refused")?;
     assert!(g.fencing_token() >= FencingToken::new(1));
     // A version-1 checkpoint becomes a cursor with transaction key 0.
-    let cp = block_on(eskit_core::CheckpointStore::load(&store.checkpoints(), "v1"))?;
+    let cp = block_on(eskit_core::CheckpointStore::load(
+        &store.checkpoints(),
+        "v1",
+    ))?;
     assert_eq!(
         cp,
         Some(eskit_core::GlobalCursor::at(eskit_core::Position::new(7)))
