@@ -26,12 +26,10 @@ use serde::ser::{self, Serialize, Serializer};
 /// A serializer that drops the variant tag of a top-level enum.
 pub(crate) struct Untagged<S>(pub(crate) S);
 
-#[cfg(feature = "cbor")]
 /// `value` serialized through [`Untagged`]; lets APIs that take a
 /// `Serialize` value (such as `ciborium::into_writer`) strip the tag too.
 pub(crate) struct UntaggedValue<'a, T: ?Sized>(pub(crate) &'a T);
 
-#[cfg(feature = "cbor")]
 impl<T: Serialize + ?Sized> Serialize for UntaggedValue<'_, T> {
     #[inline]
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Tagged, UntaggedValue};
 use crate::error::{LimitError, check_len};
+use crate::guard::{self, Cbor, Checked};
 use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 
 /// CBOR payloads (RFC 8949) through ciborium; stored under the codec name
 /// `cbor`.
 ///
-/// Payloads have the same shape as the [`JsonCodec`](crate::JsonCodec)'s:
+/// Payloads have the same shape as the [`JsonCodec`]'s:
 /// an enum event is stored as its variant's content, a struct event as
 /// itself, so a store can move from one to the other event by event.
 ///
@@ -22,6 +23,27 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 /// trailing bytes, or with invalid UTF-8. Declared lengths are never trusted
 /// for allocation: strings grow chunk by chunk as bytes arrive and sequences
 /// preallocate at most serde's cautious bound.
+///
+/// # Refused values
+/// CBOR has a spelling for every float (NaN and the infinities included),
+/// every integer up to `i128`/`u128` and any map key, and keeps them bit for
+/// bit, apart from the payload bits of a NaN. Encoding refuses, with an
+/// [`EncodeError`](crate::EncodeError) as the source of [`CodecError::Encode`], only what its
+/// decoder could not read back as it was:
+///
+/// - nesting deeper than [`MAX_DEPTH`] levels, where each array, map and
+///   enum value (a unit variant too) is a level, as ciborium's decoder counts
+///   them ([`EncodeError::TooDeep`](crate::EncodeError::TooDeep));
+/// - `Some` of a value written as null, such as `Some(None)` or `Some(())`
+///   ([`EncodeError::NullInSome`](crate::EncodeError::NullInSome)): it would read back as `None`.
+///
+/// Nothing is appended to the output when encoding fails.
+///
+/// One limit cannot be seen at encode: ciborium reads a text or byte string
+/// longer than 4096 bytes only into an owned buffer, so a type whose
+/// `Deserialize` asks for a borrowed `&str` or `&[u8]` (`deserialize_str`,
+/// `deserialize_bytes`, as some `FromStr`-based impls do) fails on longer
+/// ones. `String`, `Vec<u8>` and the serde derives are not affected.
 ///
 /// ```
 /// use eskit_codec::CborCodec;
@@ -38,7 +60,11 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 /// assert_eq!(back, Account::Deposited(5));
 /// # Ok::<(), eskit_core::CodecError>(())
 /// ```
+///
+#[cfg_attr(feature = "json", doc = "[`JsonCodec`]: crate::JsonCodec")]
+#[cfg_attr(not(feature = "json"), doc = "[`JsonCodec`]: crate#feature-flags")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(docsrs, doc(cfg(feature = "cbor")))]
 pub struct CborCodec;
 
 impl CborCodec {
@@ -55,7 +81,7 @@ where
     }
 
     fn encode(&self, event: &E, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        ciborium::into_writer(&UntaggedValue(event), out)
+        encode_cbor(&UntaggedValue(event), out)
             .map_err(|e| CodecError::encode(Some(event.event_type()), e))
     }
 
@@ -88,13 +114,30 @@ where
     }
 
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        ciborium::into_writer(value, out).map_err(|e| CodecError::encode(None, e))
+        encode_cbor(value, out).map_err(|e| CodecError::encode(None, e))
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
         check_len(bytes, MAX_VALUE_BYTES).map_err(|e| CodecError::decode(None, e))?;
         from_slice(bytes).map_err(|e| CodecError::decode(None, e))
     }
+}
+
+/// Appends `value` to `out` through the [`guard`], so nothing is written
+/// that the decoders could not read back; on failure `out` is left as it
+/// was.
+fn encode_cbor<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), eskit_core::BoxError> {
+    let start = out.len();
+    let result = guard::run(|refusal| {
+        ciborium::into_writer(&Checked::<T, Cbor>::root(value, refusal), &mut *out)
+    });
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// Why a CBOR decode failed.

@@ -6,8 +6,9 @@ use eskit_core::{Codec, CodecError, DomainEvent, EventCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::adapter::{Tagged, Untagged};
+use crate::adapter::{Tagged, UntaggedValue};
 use crate::error::{LimitError, check_len};
+use crate::guard::{self, Checked, Json};
 use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 
 /// JSON payloads through serde_json; stored under the codec name `json`.
@@ -18,7 +19,46 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 ///
 /// Decoding rejects input over [`MAX_EVENT_BYTES`] (events) or
 /// [`MAX_VALUE_BYTES`] (values), nested deeper than [`MAX_DEPTH`], with
-/// trailing bytes, or with invalid UTF-8.
+/// trailing bytes, or with invalid UTF-8. Floats are parsed exactly, so
+/// every finite `f64` and `f32` reads back bit for bit.
+///
+/// # Refused values
+/// Encoding refuses, with an [`EncodeError`](crate::EncodeError) as the source of
+/// [`CodecError::Encode`], every value it could not read back as it was,
+/// wherever it sits in the value (fields, sequences, map keys and values,
+/// enum variants, options):
+///
+/// - a NaN or an infinity, `f32` or `f64` ([`EncodeError::NonFiniteFloat`](crate::EncodeError::NonFiniteFloat)):
+///   JSON has no spelling for them, and serde_json would write `null`, which
+///   fails to decode as a float, so one such event would make its stream
+///   unreadable. Store a sentinel or an `Option` instead, or use
+///   [`CborCodec`], which keeps them;
+/// - nesting deeper than [`MAX_DEPTH`] arrays and objects
+///   ([`EncodeError::TooDeep`](crate::EncodeError::TooDeep));
+/// - `Some` of a value written as `null`, such as `Some(None)` or
+///   `Some(())` ([`EncodeError::NullInSome`](crate::EncodeError::NullInSome)): it would read back as `None`.
+///
+/// Nothing is appended to the output when encoding fails. The checks ride
+/// along with serde_json's serializer, without an intermediate value.
+///
+/// ```
+/// use eskit_codec::{EncodeError, JsonCodec};
+/// use eskit_core::{CodecError, EventCodec};
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// enum Reading { Taken { celsius: f64 } }
+/// eskit_codec::serde_domain_event!(Reading);
+///
+/// let mut payload = Vec::new();
+/// let err = EventCodec::encode(&JsonCodec, &Reading::Taken { celsius: f64::NAN }, &mut payload)
+///     .unwrap_err();
+/// let CodecError::Encode { source, .. } = err else { panic!("{err}") };
+/// assert!(matches!(
+///     source.downcast_ref(),
+///     Some(EncodeError::NonFiniteFloat { path, .. }) if path == "$.celsius"
+/// ));
+/// assert!(payload.is_empty());
+/// ```
 ///
 /// ```
 /// use eskit_codec::JsonCodec;
@@ -36,7 +76,11 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 /// assert_eq!(back, Account::Opened { owner: "ada".into() });
 /// # Ok::<(), eskit_core::CodecError>(())
 /// ```
+///
+#[cfg_attr(feature = "cbor", doc = "[`CborCodec`]: crate::CborCodec")]
+#[cfg_attr(not(feature = "cbor"), doc = "[`CborCodec`]: crate#feature-flags")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub struct JsonCodec;
 
 impl JsonCodec {
@@ -53,9 +97,7 @@ where
     }
 
     fn encode(&self, event: &E, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        let mut ser = serde_json::Serializer::new(out);
-        event
-            .serialize(Untagged(&mut ser))
+        encode_json(&UntaggedValue(event), out)
             .map_err(|e| CodecError::encode(Some(event.event_type()), e))
     }
 
@@ -73,7 +115,7 @@ where
     }
 
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        serde_json::to_writer(out, value).map_err(|e| CodecError::encode(None, e))
+        encode_json(value, out).map_err(|e| CodecError::encode(None, e))
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
@@ -85,6 +127,24 @@ where
         de.end().map_err(fail)?;
         Ok(value)
     }
+}
+
+/// Appends `value` to `out` through the [`guard`], so nothing is written
+/// that [`decode_event`] or [`Codec::decode`] could not read back; on
+/// failure `out` is left as it was.
+fn encode_json<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), eskit_core::BoxError> {
+    let start = out.len();
+    let result = guard::run(|refusal| {
+        Checked::<T, Json>::root(value, refusal)
+            .serialize(&mut serde_json::Serializer::new(&mut *out))
+    });
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// Non-generic checks first, then the generic decode (thin generic shim).

@@ -23,6 +23,15 @@
 //! Encoding and decoding redirect serde's calls without an intermediate
 //! value, so the codec costs what the format costs (`benches/codec.rs`).
 //!
+//! # Nothing unreadable is written
+//! A payload that encodes but does not decode would sit in the store and
+//! break every later load of its stream. So each codec refuses at encode,
+//! with an [`EncodeError`], every value its decoder would not read back as
+//! it was: JSON refuses NaN and infinities, both serde codecs refuse nesting
+//! past [`limits::MAX_DEPTH`] and `Some(None)`, and Protobuf refuses
+//! recursive messages past prost's depth limit. Each codec's docs list what
+//! it refuses.
+//!
 //! # Untrusted input
 //! Every decoder has a size cap and a nesting cap ([`limits`]); malformed
 //! input is an error, never a panic or an unbounded allocation. The fuzz
@@ -68,12 +77,26 @@
 //!
 //! [`TypedUpcasters`], [`event_type_of`] and [`limits`] are always there;
 //! [`serde_schema`] needs `json` or `cbor`.
+//!
+
+// Items of features this build leaves out are linked to the table above.
+#![cfg_attr(not(feature = "json"), doc = "[`JsonCodec`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "cbor"), doc = "[`CborCodec`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "protobuf"), doc = "[`ProstCodec`]: crate#feature-flags")]
+#![cfg_attr(not(feature = "protobuf"), doc = "[`ProstEvent`]: crate#feature-flags")]
+#![cfg_attr(
+    not(any(feature = "json", feature = "cbor")),
+    doc = "[`serde_schema`]: crate#feature-flags"
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "json", feature = "cbor"))]
 mod adapter;
 #[cfg(feature = "cbor")]
 mod cbor;
 mod error;
+#[cfg(any(feature = "json", feature = "cbor"))]
+mod guard;
 #[cfg(feature = "json")]
 mod json;
 pub mod limits;
@@ -87,7 +110,7 @@ pub use eskit_core;
 
 #[cfg(feature = "cbor")]
 pub use cbor::CborCodec;
-pub use error::LimitError;
+pub use error::{EncodeError, LimitError};
 #[cfg(feature = "json")]
 pub use json::JsonCodec;
 pub use name::{event_type_of, event_types_of};
@@ -112,6 +135,7 @@ pub use upcast::TypedUpcasters;
 /// # }
 /// ```
 #[cfg(any(feature = "json", feature = "cbor"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "json", feature = "cbor"))))]
 pub fn serde_schema<E>(writer: impl eskit_core::EventCodec<E>) -> eskit_core::EventSchema<E>
 where
     E: eskit_core::DomainEvent + serde::Serialize + serde::de::DeserializeOwned,
