@@ -334,6 +334,9 @@ impl DomainEvent for Planted {
     fn event_type(&self) -> &'static str {
         "Planted"
     }
+    fn event_types() -> &'static [&'static str] {
+        &["Planted"]
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -643,6 +646,9 @@ struct Message {
 impl DomainEvent for Message {
     fn event_type(&self) -> &'static str {
         "Message"
+    }
+    fn event_types() -> &'static [&'static str] {
+        &["Message"]
     }
 }
 

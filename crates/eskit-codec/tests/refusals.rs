@@ -321,6 +321,9 @@ impl eskit_core::DomainEvent for Node {
     fn event_type(&self) -> &'static str {
         "Node"
     }
+    fn event_types() -> &'static [&'static str] {
+        &["Node"]
+    }
 }
 
 fn nodes(nested: usize) -> Node {
