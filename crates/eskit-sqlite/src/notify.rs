@@ -39,10 +39,13 @@ impl ExternalWatcher {
     ) -> std::io::Result<Self> {
         let (stop, stop_rx) = mpsc::channel::<()>();
         let (exit_tx, exited) = oneshot::channel();
+        // The first reading is taken before this returns, so every commit
+        // made after `watch_external_writes` returned is heard.
+        let first = probe(&conn).ok();
         thread::Builder::new()
             .name("eskit-sqlite-watch".into())
             .spawn(move || {
-                watch(&conn, interval, &notifier, &stop_rx);
+                watch(&conn, interval, &notifier, &stop_rx, first);
                 drop(conn);
                 exit_tx.send(());
             })?;
@@ -65,27 +68,49 @@ impl ExternalWatcher {
     }
 }
 
+/// Consecutive failed probes after which the feed reports itself broken.
+const BROKEN_AFTER_FAILED_PROBES: u32 = 3;
+
+/// `PRAGMA data_version`, the newest position and the newest change id.
+fn probe(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    let dv: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    let (pos, change): (i64, i64) = conn.query_row(
+        "SELECT coalesce((SELECT max(position) FROM eskit_events), 0), \
+         coalesce((SELECT max(id) FROM eskit_changes), 0)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((dv, pos, change))
+}
+
 fn watch(
     conn: &Connection,
     interval: Duration,
     notifier: &CommitNotifier,
     stop: &mpsc::Receiver<()>,
+    first: Option<(i64, i64, i64)>,
 ) {
-    let probe = |conn: &Connection| -> rusqlite::Result<(i64, i64, i64)> {
-        let dv: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        let (pos, change): (i64, i64) = conn.query_row(
-            "SELECT coalesce((SELECT max(position) FROM eskit_events), 0), \
-             coalesce((SELECT max(id) FROM eskit_changes), 0)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((dv, pos, change))
-    };
-    let mut last = probe(conn).ok();
+    let mut last = first;
+    let mut failures = 0u32;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
         // A failed probe (the file is locked or damaged) is retried at the
-        // next tick; readers see the failure themselves.
-        let Ok(now) = probe(conn) else { continue };
+        // next tick; readers see the failure themselves. Several in a row
+        // mean other processes' commits may go unheard: the feed says so,
+        // and its repair wakes every listener to read again.
+        let now = match probe(conn) {
+            Ok(now) => now,
+            Err(e) => {
+                failures += 1;
+                if failures == BROKEN_AFTER_FAILED_PROBES {
+                    notifier.break_feed(format!("watching other processes' commits failed: {e}"));
+                }
+                continue;
+            }
+        };
+        if failures >= BROKEN_AFTER_FAILED_PROBES {
+            notifier.repair();
+        }
+        failures = 0;
         let changed = match last {
             None => true,
             Some((dv, pos, change)) => {

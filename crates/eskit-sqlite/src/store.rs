@@ -212,6 +212,12 @@ impl SqliteStore {
     /// by other processes to the same file signal [`notifier`](Self::notifier).
     /// For an in-memory store no other process can write: the watcher is idle.
     ///
+    /// Blocks while it opens its connection and takes its first reading, so
+    /// every commit made after it returns is heard. When the watcher fails
+    /// to read the file several times in a row, listeners get
+    /// [`FeedError::Broken`](eskit_core::FeedError::Broken) once (poll
+    /// meanwhile), and a wake-up when it reads again.
+    ///
     /// # Errors
     /// [`OpenError::InvalidOption`] for an interval below
     /// [`MIN_POLL_INTERVAL`]; a failure to open the polling connection or to
