@@ -290,7 +290,7 @@ impl fmt::Display for CheckReport {
 }
 
 /// Checks a history against the final full read of the store (every event
-/// in global order, as [`GlobalReader::read_all`](eskit_core::GlobalReader::read_all)
+/// in cursor order, as [`GlobalPager`](eskit_core::GlobalPager)
 /// pages return them).
 ///
 /// Streams must not have been deleted during the history, since deletion
