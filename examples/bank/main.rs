@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use eskit_codec::JsonCodec;
 use eskit_core::{
     CommandHandler, CommandOptions, Decider, EventSchema, GlobalCursor, GlobalPager, HandleError,
-    Metadata, Principal, ReadOptions, RetryPolicy, Stream, TypedStore, block_on,
+    Metadata, Principal, ReadOptions, RetryPolicy, StreamName, TypedStore, block_on,
 };
 use eskit_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
@@ -190,8 +190,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         CommandHandler::new(Account, store.clone()).with_conflict_retry(RetryPolicy::new(5)?)?;
     println!("bank on {}", path.display());
 
-    let alice = Stream::new("account", "alice")?;
-    let bob = Stream::new("account", "bob")?;
+    let alice = StreamName::new("account", "alice")?;
+    let bob = StreamName::new("account", "bob")?;
     let teller = Metadata::new_chain(Principal::user("teller-7"));
     let commands = [
         (
@@ -241,7 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // asking the backend for the account events only.
     let mut balances = Balances::default();
     let schema = store.schema();
-    let options = ReadOptions::new(balances.cursor, 100).event_types(schema.wire_names());
+    let options = ReadOptions::new(balances.cursor, 100).with_event_types(schema.wire_names());
     let mut pager = GlobalPager::new(store.backend(), options);
     while let Some(page) = block_on(pager.next_page())? {
         for raw in page.events {

@@ -5,8 +5,8 @@
 #![allow(clippy::print_stdout)] // an example talks to its user
 
 use eskit_core::{
-    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, Stream, TypedStore,
-    block_on,
+    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, StreamName,
+    TypedStore, block_on,
 };
 use eskit_sqlite::SqliteStore;
 
@@ -100,7 +100,7 @@ impl EventCodec<Event> for NameOnly {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = TypedStore::new(SqliteStore::open_in_memory()?, EventSchema::new(NameOnly));
     let handler = CommandHandler::new(Counter, store);
-    let counter = Stream::new("counter", "1")?;
+    let counter = StreamName::new("counter", "1")?;
 
     let commands = [
         Command::Increment,

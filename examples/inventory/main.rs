@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    CommandHandler, Decider, EventSchema, ExpectedVersion, HandleError, RetryPolicy, Stream,
+    CommandHandler, Decider, EventSchema, ExpectedVersion, HandleError, RetryPolicy, StreamName,
     TypedStore,
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore};
@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = TypedStore::new(backend.clone(), EventSchema::new(JsonCodec));
     println!("inventory on {}", path.display());
 
-    let widgets = Stream::new("stock", "widget")?;
+    let widgets = StreamName::new("stock", "widget")?;
     store
         .append(
             &widgets,

@@ -10,12 +10,12 @@ mod bank {
 use bank::bank_event::Event;
 use eskit_codec::ProstCodec;
 use eskit_core::{
-    EventSchema, ExpectedVersion, LoadOptions, MemoryStore, Stream, TypedStore, block_on,
+    EventSchema, ExpectedVersion, LoadOptions, MemoryStore, StreamName, TypedStore, block_on,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = TypedStore::new(MemoryStore::new(), EventSchema::new(ProstCodec));
-    let account = Stream::new("account", "acc-1")?;
+    let account = StreamName::new("account", "acc-1")?;
     let events = vec![
         Event::AccountOpened(bank::AccountOpened {
             account_id: "acc-1".into(),

@@ -43,7 +43,7 @@
 //! ```
 //! # #[cfg(all(feature = "json", feature = "cbor"))] {
 //! use eskit_codec::{CborCodec, JsonCodec};
-//! use eskit_core::{EventSchema, ExpectedVersion, MemoryStore, Stream, TypedStore, block_on};
+//! use eskit_core::{EventSchema, ExpectedVersion, MemoryStore, StreamName, TypedStore, block_on};
 //!
 //! #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 //! enum Account {
@@ -53,7 +53,7 @@
 //! eskit_codec::serde_domain_event!(Account);
 //!
 //! let backend = MemoryStore::new();
-//! let acc = Stream::new("account", "acc-1")?;
+//! let acc = StreamName::new("account", "acc-1")?;
 //!
 //! let old = TypedStore::new(backend.clone(), EventSchema::new(JsonCodec));
 //! block_on(old.append(&acc, ExpectedVersion::NoStream, vec![Account::Opened { owner: "ada".into() }]))?;

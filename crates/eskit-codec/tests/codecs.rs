@@ -6,7 +6,7 @@ mod fixtures;
 use eskit_codec::{CborCodec, JsonCodec, event_type_of};
 use eskit_core::{
     Codec, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema, ExpectedVersion,
-    LoadOptions, MemoryStore, StoreError, Stream, TypedStore, block_on,
+    LoadOptions, MemoryStore, StoreError, StreamName, TypedStore, block_on,
 };
 use fixtures::{Balance, BankEvent, Withdrawal, reference_event};
 use serde::{Deserialize, Serialize};
@@ -201,8 +201,8 @@ fn single_values_round_trip() -> TestResult {
     Ok(())
 }
 
-fn stream() -> Result<Stream, Box<dyn std::error::Error>> {
-    Ok(Stream::new("account", "acc-1")?)
+fn stream() -> Result<StreamName, Box<dyn std::error::Error>> {
+    Ok(StreamName::new("account", "acc-1")?)
 }
 
 /// JSON written last year, CBOR now: one store, both readable.

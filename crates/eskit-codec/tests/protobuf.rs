@@ -6,7 +6,7 @@ mod fixtures;
 use eskit_codec::ProstCodec;
 use eskit_core::{
     CodecError, DomainEvent, EventCodec, EventSchema, ExpectedVersion, LoadOptions, MemoryStore,
-    Stream, TypedStore, block_on,
+    StreamName, TypedStore, block_on,
 };
 use fixtures::bank::{self, bank_event::Event};
 use prost::Message as _;
@@ -74,7 +74,7 @@ fn unknown_event_type_is_a_typed_error() {
 #[test]
 fn protobuf_events_go_through_a_store() -> TestResult {
     let store = TypedStore::new(MemoryStore::new(), EventSchema::new(ProstCodec));
-    let stream = Stream::new("account", "acc-1")?;
+    let stream = StreamName::new("account", "acc-1")?;
     block_on(store.append(&stream, ExpectedVersion::NoStream, every_event()))?;
     let raw = block_on(store.load_raw(&stream, LoadOptions::new()))?;
     assert!(raw.iter().all(|r| r.codec == "protobuf"));

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use eskit_codec::limits::{MAX_DEPTH, MAX_PROTOBUF_DEPTH};
 use eskit_codec::{CborCodec, EncodeError, JsonCodec, ProstCodec};
 use eskit_core::{
-    Codec, CodecError, EventCodec, EventSchema, ExpectedVersion, MemoryStore, StoreError, Stream,
-    TypedStore, block_on,
+    Codec, CodecError, EventCodec, EventSchema, ExpectedVersion, MemoryStore, StoreError,
+    StreamName, TypedStore, block_on,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +55,7 @@ fn sample(value: f32) -> Sample {
 #[test]
 fn a_nan_event_is_refused_and_its_stream_stays_readable() -> TestResult {
     let store = TypedStore::new(MemoryStore::new(), EventSchema::new(JsonCodec));
-    let stream = Stream::new("sensor", "s-1")?;
+    let stream = StreamName::new("sensor", "s-1")?;
     block_on(store.append(
         &stream,
         ExpectedVersion::NoStream,
@@ -367,7 +367,7 @@ fn protobuf_refuses_what_prost_cannot_read_back() -> TestResult {
 #[test]
 fn a_refused_event_fails_the_whole_append() -> TestResult {
     let store = TypedStore::new(MemoryStore::new(), EventSchema::new(CborCodec));
-    let stream = Stream::new("sensor", "s-2")?;
+    let stream = StreamName::new("sensor", "s-2")?;
     let result = block_on(store.append(
         &stream,
         ExpectedVersion::NoStream,

@@ -5,8 +5,8 @@
 use eskit_codec::{CborCodec, JsonCodec, ProstCodec, TypedUpcasters};
 use eskit_core::{
     AppendOptions, Codec, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema,
-    EventStore, EventType, ExpectedVersion, MemoryStore, NewEvent, StoreError, Stream, TypedStore,
-    UpcasterRegistry, block_on,
+    EventStore, EventType, ExpectedVersion, MemoryStore, NewEvent, StoreError, StreamName,
+    TypedStore, UpcasterRegistry, block_on,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +81,7 @@ where
     C: Codec<DepositedV1> + Codec<DepositedV2> + Codec<DepositedV3> + EventCodec<Event> + Clone,
 {
     let backend = MemoryStore::new();
-    let stream = Stream::new("account", "acc-1")?;
+    let stream = StreamName::new("account", "acc-1")?;
     let mut v1 = Vec::new();
     Codec::<DepositedV1>::encode(&codec, &DepositedV1 { cents: 250 }, &mut v1)?;
     let name = EventCodec::<Event>::name(&codec);
@@ -243,7 +243,7 @@ fn protobuf_chain_upcasts_v1_to_v3() -> TestResult {
         }
     })?;
     let backend = MemoryStore::new();
-    let stream = Stream::new("account", "acc-1")?;
+    let stream = StreamName::new("account", "acc-1")?;
     let mut v1 = Vec::new();
     Codec::encode(&ProstCodec, &pb::DepositedV1 { cents: 9 }, &mut v1)?;
     let old = NewEvent::new(EventType::new("Deposited")?, v1)
@@ -298,7 +298,7 @@ fn protobuf_chain_upcasts_v1_to_v3() -> TestResult {
 #[test]
 fn mixed_codec_store_upcasts_each_event_with_its_codecs_steps() -> TestResult {
     let backend = MemoryStore::new();
-    let stream = Stream::new("account", "mixed")?;
+    let stream = StreamName::new("account", "mixed")?;
     let mut json_v1 = Vec::new();
     Codec::<DepositedV1>::encode(&JsonCodec, &DepositedV1 { cents: 1 }, &mut json_v1)?;
     let mut cbor_v1 = Vec::new();

@@ -7,10 +7,10 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use eskit_core::{DynEventStore, EventStore, MemoryStore, Stream};
+//! use eskit_core::{DynEventStore, EventStore, MemoryStore, StreamName};
 //! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::block_on(f) }
 //! let store: Arc<dyn DynEventStore> = Arc::new(MemoryStore::new());
-//! let version = block_on(store.stream_version(&Stream::new("t", "1")?))?;
+//! let version = block_on(store.stream_version(&StreamName::new("t", "1")?))?;
 //! assert_eq!(version.get(), 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
-use crate::name::Stream;
+use crate::name::StreamName;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions, LockGuard,
     LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
@@ -36,7 +36,7 @@ pub trait DynEventStore: Send + Sync {
     /// See [`EventStore::append`].
     fn dyn_append<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -45,21 +45,21 @@ pub trait DynEventStore: Send + Sync {
     /// See [`EventStore::load`].
     fn dyn_load<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         options: LoadOptions,
     ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>>;
 
     /// See [`EventStore::stream_version`].
     fn dyn_stream_version<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<Version, StoreError>>;
 }
 
 impl<T: EventStore> DynEventStore for T {
     fn dyn_append<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -69,7 +69,7 @@ impl<T: EventStore> DynEventStore for T {
 
     fn dyn_load<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         options: LoadOptions,
     ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>> {
         Box::pin(self.load(stream, options))
@@ -77,7 +77,7 @@ impl<T: EventStore> DynEventStore for T {
 
     fn dyn_stream_version<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<Version, StoreError>> {
         Box::pin(self.stream_version(stream))
     }
@@ -86,7 +86,7 @@ impl<T: EventStore> DynEventStore for T {
 impl EventStore for Arc<dyn DynEventStore> {
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -96,13 +96,13 @@ impl EventStore for Arc<dyn DynEventStore> {
 
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         (**self).dyn_load(stream, options).await
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         (**self).dyn_stream_version(stream).await
     }
 }
@@ -138,69 +138,69 @@ pub trait DynStreamLifecycle: Send + Sync {
     /// See [`StreamLifecycle::tombstone`].
     fn dyn_tombstone<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`StreamLifecycle::archive`].
     fn dyn_archive<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`StreamLifecycle::restore`].
-    fn dyn_restore<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn dyn_restore<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`StreamLifecycle::delete`].
-    fn dyn_delete<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn dyn_delete<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`StreamLifecycle::status`].
     fn dyn_status<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<StreamStatus, StoreError>>;
 }
 
 impl<T: StreamLifecycle> DynStreamLifecycle for T {
     fn dyn_tombstone<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.tombstone(stream, reason))
     }
     fn dyn_archive<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.archive(stream, reason))
     }
-    fn dyn_restore<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn dyn_restore<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.restore(stream))
     }
-    fn dyn_delete<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn dyn_delete<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.delete(stream))
     }
     fn dyn_status<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<StreamStatus, StoreError>> {
         Box::pin(self.status(stream))
     }
 }
 
 impl StreamLifecycle for Arc<dyn DynStreamLifecycle> {
-    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         (**self).dyn_tombstone(stream, reason).await
     }
-    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         (**self).dyn_archive(stream, reason).await
     }
-    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
         (**self).dyn_restore(stream).await
     }
-    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
         (**self).dyn_delete(stream).await
     }
-    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         (**self).dyn_status(stream).await
     }
 }
@@ -212,10 +212,13 @@ pub trait DynSnapshotStore: Send + Sync {
     /// See [`SnapshotStore::load`].
     fn dyn_load<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
     /// See [`SnapshotStore::invalidate`].
-    fn dyn_invalidate<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn dyn_invalidate<'a>(
+        &'a self,
+        stream: &'a StreamName,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`SnapshotStore::invalidate_all`].
     fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
@@ -226,11 +229,14 @@ impl<T: SnapshotStore> DynSnapshotStore for T {
     }
     fn dyn_load<'a>(
         &'a self,
-        stream: &'a Stream,
+        stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
         Box::pin(SnapshotStore::load(self, stream))
     }
-    fn dyn_invalidate<'a>(&'a self, stream: &'a Stream) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn dyn_invalidate<'a>(
+        &'a self,
+        stream: &'a StreamName,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.invalidate(stream))
     }
     fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -296,10 +302,10 @@ impl SnapshotStore for Arc<dyn DynSnapshotStore> {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         (**self).dyn_save(snapshot).await
     }
-    async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+    async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         (**self).dyn_load(stream).await
     }
-    async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         (**self).dyn_invalidate(stream).await
     }
     async fn invalidate_all(&self) -> Result<(), StoreError> {

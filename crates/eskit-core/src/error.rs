@@ -9,7 +9,7 @@
 //!   inner error's source instead, skipping the inner error.
 //!
 //! Messages quote user-supplied names through [`quote_name`] and
-//! [`Stream::quoted`], escaped and cut to a bounded length.
+//! [`StreamName::quoted`], escaped and cut to a bounded length.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -19,7 +19,7 @@ use crate::limits::{
     MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
     MAX_SNAPSHOT_BYTES,
 };
-use crate::name::{InvalidName, Stream, quote_name};
+use crate::name::{InvalidName, StreamName, quote_name};
 use crate::store::StreamState;
 use crate::version::{ExpectedVersion, Version};
 
@@ -357,7 +357,7 @@ pub enum StoreError {
     /// Optimistic concurrency conflict: the stream is not at the expected version.
     WrongExpectedVersion {
         /// The stream appended to.
-        stream: Stream,
+        stream: StreamName,
         /// What the writer expected.
         expected: ExpectedVersion,
         /// The stream's actual last version ([`Version::ZERO`] when it has no events).
@@ -366,22 +366,22 @@ pub enum StoreError {
     /// The stream is tombstoned or hard-deleted and accepts no appends.
     StreamDeleted {
         /// The stream.
-        stream: Stream,
+        stream: StreamName,
     },
     /// The stream is archived and accepts no appends until restored.
     StreamArchived {
         /// The stream.
-        stream: Stream,
+        stream: StreamName,
     },
     /// The stream does not exist.
     StreamNotFound {
         /// The stream.
-        stream: Stream,
+        stream: StreamName,
     },
     /// A lifecycle operation does not apply to the stream's current state.
     InvalidLifecycle {
         /// The stream.
-        stream: Stream,
+        stream: StreamName,
         /// Its current state.
         state: StreamState,
         /// The refused operation.
@@ -390,7 +390,7 @@ pub enum StoreError {
     /// The idempotency key was used before on this stream with different events.
     IdempotencyConflict {
         /// The stream.
-        stream: Stream,
+        stream: StreamName,
         /// The reused key.
         key: String,
     },

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::id::EventId;
 use crate::metadata::Metadata;
-use crate::name::{CodecName, EventType, Stream};
+use crate::name::{CodecName, EventType, StreamName};
 use crate::time::Timestamp;
 use crate::version::{GlobalCursor, Position, Version};
 
@@ -93,7 +93,7 @@ pub struct RawEvent {
     /// Unique id of the event.
     pub id: EventId,
     /// The stream it belongs to.
-    pub stream: Stream,
+    pub stream: StreamName,
     /// Its version within the stream, from 1.
     pub version: Version,
     /// Its global position.
@@ -125,7 +125,7 @@ impl RawEvent {
     /// (transaction key 0: see [`with_tx`](Self::with_tx)).
     pub fn from_new(
         event: NewEvent,
-        stream: Stream,
+        stream: StreamName,
         version: Version,
         position: Position,
         timestamp: Timestamp,
@@ -223,7 +223,7 @@ pub struct RecordedEvent<E> {
     /// Unique id of the event.
     pub id: EventId,
     /// The stream it belongs to.
-    pub stream: Stream,
+    pub stream: StreamName,
     /// Its version within the stream, from 1.
     pub version: Version,
     /// Its global position.

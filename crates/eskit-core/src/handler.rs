@@ -16,7 +16,7 @@ use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::limits::{MAX_CONFLICT_RETRIES, MAX_MIDDLEWARE, MAX_NAME_BYTES};
 use crate::metadata::Metadata;
-use crate::name::Stream;
+use crate::name::StreamName;
 use crate::rt::sleep;
 use crate::store::{AppendOptions, EventStore, LoadOptions, LockRegistry, Snapshot, SnapshotStore};
 use crate::time::Timestamp;
@@ -191,7 +191,7 @@ impl CommandOptions {
 #[derive(Debug)]
 pub struct CommandContext<'a, C> {
     /// The target stream.
-    pub stream: &'a Stream,
+    pub stream: &'a StreamName,
     /// The command.
     pub command: &'a C,
     /// Its options.
@@ -348,7 +348,7 @@ struct HandlerCore<D: Decider, B> {
 /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
 /// let handler = CommandHandler::new(Counter, store)
 ///     .with_conflict_retry(RetryPolicy::new(5)?)?;
-/// let stream = Stream::new("counter", "c-1")?;
+/// let stream = StreamName::new("counter", "c-1")?;
 /// block_on(handler.handle(&stream, &2))?;
 /// let done = block_on(handler.handle(&stream, &3))?;
 /// assert_eq!((done.state, done.version.get()), (5, 2));
@@ -450,7 +450,7 @@ where
     /// # Cancel safety
     /// Dropping the future before it completes leaves the stream either with
     /// all of the command's events or with none of them.
-    pub async fn handle(&self, stream: &Stream, command: &D::Command) -> HandleResult<D> {
+    pub async fn handle(&self, stream: &StreamName, command: &D::Command) -> HandleResult<D> {
         self.handle_with(stream, command, &CommandOptions::new())
             .await
     }
@@ -461,7 +461,7 @@ where
     /// As [`CommandHandler::handle`].
     pub async fn handle_with(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         command: &D::Command,
         options: &CommandOptions,
     ) -> HandleResult<D> {
@@ -482,7 +482,7 @@ where
     ///
     /// # Errors
     /// Store failures.
-    pub async fn load_state(&self, stream: &Stream) -> Result<(D::State, Version), StoreError> {
+    pub async fn load_state(&self, stream: &StreamName) -> Result<(D::State, Version), StoreError> {
         let (state, version, _) = self.core.load_state(stream).await?;
         Ok((state, version))
     }
@@ -493,7 +493,10 @@ where
     ///
     /// # Errors
     /// Store or codec failures.
-    pub async fn rebuild_snapshot(&self, stream: &Stream) -> Result<Option<Version>, StoreError> {
+    pub async fn rebuild_snapshot(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<Version>, StoreError> {
         let Some(snaps) = &self.core.snapshots else {
             return Ok(None);
         };
@@ -515,7 +518,10 @@ where
     B: EventStore,
 {
     /// Loads state; the flag tells whether a snapshot was used.
-    async fn load_state(&self, stream: &Stream) -> Result<(D::State, Version, bool), StoreError> {
+    async fn load_state(
+        &self,
+        stream: &StreamName,
+    ) -> Result<(D::State, Version, bool), StoreError> {
         let mut start: Option<(D::State, Version)> = None;
         if let Some(snaps) = &self.snapshots
             && let Ok(Some(snap)) = snaps.store.dyn_load(stream).await
@@ -534,7 +540,7 @@ where
         let (mut state, mut version) =
             start.unwrap_or_else(|| (self.decider.initial_state(), Version::ZERO));
         let options = match version.next() {
-            Some(next) if version > Version::ZERO => LoadOptions::new().from_version(next),
+            Some(next) if version > Version::ZERO => LoadOptions::new().with_from(next),
             _ => LoadOptions::new(),
         };
         for event in self.store.load_with(stream, options).await? {
@@ -547,7 +553,7 @@ where
     async fn save_snapshot(
         &self,
         snaps: &Snapshots<D::State>,
-        stream: &Stream,
+        stream: &StreamName,
         state: &D::State,
         version: Version,
     ) -> Result<(), StoreError> {
@@ -761,7 +767,7 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 /// });
 /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
 /// let handler = CommandHandler::new(Counter, store).with_middleware(retry)?;
-/// let done = block_on(handler.handle(&Stream::new("counter", "c-1")?, &2))?;
+/// let done = block_on(handler.handle(&StreamName::new("counter", "c-1")?, &2))?;
 /// assert_eq!(done.state, 2);
 /// assert!(waited.lock().map_err(|_| "poisoned")?.is_empty(), "no conflict, no wait");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -837,7 +843,7 @@ impl<D: Decider> Middleware<D> for ConflictRetry {
 #[derive(Debug)]
 pub struct CommandLog<'a> {
     /// The stream.
-    pub stream: &'a Stream,
+    pub stream: &'a StreamName,
     /// The command's Rust type name.
     pub command: &'static str,
     /// How long handling took, including inner middleware.
@@ -934,12 +940,12 @@ impl SingleWriter {
     /// every process and every release derives the same key for a stream.
     ///
     /// ```
-    /// use eskit_core::{SingleWriter, Stream};
-    /// let key = SingleWriter::lock_key(&Stream::new("account", "acc-1")?);
+    /// use eskit_core::{SingleWriter, StreamName};
+    /// let key = SingleWriter::lock_key(&StreamName::new("account", "acc-1")?);
     /// assert_eq!(key, "stream:account/acc-1");
     /// # Ok::<(), eskit_core::InvalidName>(())
     /// ```
-    pub fn lock_key(stream: &Stream) -> String {
+    pub fn lock_key(stream: &StreamName) -> String {
         let mut key = String::with_capacity(MAX_NAME_BYTES);
         key.push_str(LOCK_KEY_PREFIX);
         for c in stream.stream_type().as_str().chars() {

@@ -75,7 +75,7 @@
 //!
 //! let store = TypedStore::new(MemoryStore::new(), EventSchema::new(AmountCodec));
 //! let handler = CommandHandler::new(Account, store);
-//! let acc = Stream::new("account", "acc-1")?;
+//! let acc = StreamName::new("account", "acc-1")?;
 //! block_on(handler.handle(&acc, &Event::Deposited(100)))?;
 //! let after = block_on(handler.handle(&acc, &Event::Withdrawn(30)))?;
 //! assert_eq!(after.state, 70);
@@ -123,8 +123,8 @@ pub use id::{EventId, InvalidEventId};
 pub use memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
 pub use metadata::{Metadata, Principal, PrincipalKind, validate_idempotency_key};
 pub use name::{
-    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, QuotedName, Stream, StreamId,
-    StreamType, quote_name, validate_name,
+    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, QuotedName, StreamId,
+    StreamName, StreamType, quote_name, validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
 pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};

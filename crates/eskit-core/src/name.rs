@@ -1,4 +1,4 @@
-//! Validated names: stream types, stream ids, event types, and the [`Stream`] pair.
+//! Validated names: stream types, stream ids, event types, and the [`StreamName`] pair.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -284,18 +284,18 @@ impl CodecName {
 /// One stream: its type and its id. Streams of different types never share events.
 ///
 /// ```
-/// use eskit_core::Stream;
-/// let s = Stream::new("account", "acc-1")?;
+/// use eskit_core::StreamName;
+/// let s = StreamName::new("account", "acc-1")?;
 /// assert_eq!(s.to_string(), "account/acc-1");
 /// # Ok::<(), eskit_core::InvalidName>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Stream {
+pub struct StreamName {
     stream_type: StreamType,
     stream_id: StreamId,
 }
 
-impl Stream {
+impl StreamName {
     /// Validates both parts and builds a stream reference.
     ///
     /// # Errors
@@ -329,19 +329,19 @@ impl Stream {
     }
 }
 
-impl fmt::Display for Stream {
+impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.stream_type, self.stream_id)
     }
 }
 
-impl Stream {
+impl StreamName {
     /// The stream as error messages show it: `` `type/id` ``, escaped and
     /// cut like [`quote_name`].
     ///
     /// ```
-    /// use eskit_core::Stream;
-    /// let s = Stream::new("account", "acc\n1")?;
+    /// use eskit_core::StreamName;
+    /// let s = StreamName::new("account", "acc\n1")?;
     /// assert_eq!(s.quoted().to_string(), "`account/acc\\n1`");
     /// # Ok::<(), eskit_core::InvalidName>(())
     /// ```
@@ -377,7 +377,7 @@ pub fn quote_name(name: &str) -> QuotedName<'_> {
 }
 
 /// A name formatted for an error message; made by [`quote_name`] and
-/// [`Stream::quoted`].
+/// [`StreamName::quoted`].
 #[derive(Debug, Clone, Copy)]
 pub struct QuotedName<'a> {
     first: &'a str,

@@ -15,7 +15,7 @@ use crate::limits::{
     MAX_READ_LIMIT, MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
 };
 use crate::metadata::{Metadata, validate_idempotency_key};
-use crate::name::{EventType, NameKind, Stream, StreamType, validate_name};
+use crate::name::{EventType, NameKind, StreamName, StreamType, validate_name};
 use crate::time::Timestamp;
 use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 
@@ -106,28 +106,28 @@ impl LoadOptions {
 
     /// Only events with version `>= v`.
     #[must_use]
-    pub fn from_version(mut self, v: Version) -> Self {
+    pub fn with_from(mut self, v: Version) -> Self {
         self.from = Some(v);
         self
     }
 
     /// Only events with version `<= v`.
     #[must_use]
-    pub fn to_version(mut self, v: Version) -> Self {
+    pub fn with_to(mut self, v: Version) -> Self {
         self.to = Some(v);
         self
     }
 
     /// Only events of these types.
     #[must_use]
-    pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+    pub fn with_event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
         self.event_types = types.into_iter().collect();
         self
     }
 
     /// At most `n` events (after the other filters).
     #[must_use]
-    pub fn limit(mut self, n: usize) -> Self {
+    pub fn with_limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
         self
     }
@@ -143,12 +143,12 @@ impl LoadOptions {
     }
 
     /// The event types wanted; empty means all.
-    pub fn types(&self) -> &[EventType] {
+    pub fn event_types(&self) -> &[EventType] {
         &self.event_types
     }
 
     /// The limit, if any.
-    pub fn max_events(&self) -> Option<usize> {
+    pub fn limit(&self) -> Option<usize> {
         self.limit
     }
 
@@ -209,21 +209,21 @@ impl ReadOptions {
 
     /// Only events of these types (the filter runs in the backend).
     #[must_use]
-    pub fn event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+    pub fn with_event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
         self.event_types = types.into_iter().collect();
         self
     }
 
     /// Only events of streams of this type.
     #[must_use]
-    pub fn stream_type(mut self, t: StreamType) -> Self {
+    pub fn with_stream_type(mut self, t: StreamType) -> Self {
         self.stream_type = Some(t);
         self
     }
 
     /// The same filters, after another cursor.
     #[must_use]
-    pub fn resume_after(mut self, after: GlobalCursor) -> Self {
+    pub fn with_after(mut self, after: GlobalCursor) -> Self {
         self.after = after;
         self
     }
@@ -239,17 +239,17 @@ impl ReadOptions {
     }
 
     /// Event types wanted; empty means all.
-    pub fn types(&self) -> &[EventType] {
+    pub fn event_types(&self) -> &[EventType] {
         &self.event_types
     }
 
     /// The stream type wanted, if any.
-    pub fn only_stream_type(&self) -> Option<&StreamType> {
+    pub fn stream_type(&self) -> Option<&StreamType> {
         self.stream_type.as_ref()
     }
 
     /// Whether an event passes the filters (not the cursor or limit).
-    pub fn matches(&self, stream: &Stream, event_type: &EventType) -> bool {
+    pub fn matches(&self, stream: &StreamName, event_type: &EventType) -> bool {
         self.stream_type
             .as_ref()
             .is_none_or(|t| stream.stream_type() == t)
@@ -344,9 +344,9 @@ impl GlobalBatch {
 ///
 /// ```
 /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager,
-///     MemoryStore, NewEvent, ReadOptions, Stream, block_on};
+///     MemoryStore, NewEvent, ReadOptions, StreamName, block_on};
 /// let store = MemoryStore::new();
-/// let s = Stream::new("counter", "c-1")?;
+/// let s = StreamName::new("counter", "c-1")?;
 /// let events = (0..5).map(|_| NewEvent::new(EventType::new("Ticked").unwrap(), vec![])).collect();
 /// block_on(store.append(&s, ExpectedVersion::Any, events, AppendOptions::new()))?;
 /// let mut pager = GlobalPager::new(&store, ReadOptions::from_start(2));
@@ -400,7 +400,7 @@ impl<'a, R: GlobalReader + ?Sized> GlobalPager<'a, R> {
                 ),
             });
         }
-        self.options = self.options.clone().resume_after(page.next);
+        self.options = self.options.clone().with_after(page.next);
         let partial = page.events.len() < self.options.limit();
         if (page.events.is_empty() && page.next == before) || (partial && page.is_caught_up()) {
             self.done = true;
@@ -500,7 +500,7 @@ pub trait EventStore: Send + Sync {
     /// [`StoreError::Validation`] for inputs out of bounds.
     fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -513,7 +513,7 @@ pub trait EventStore: Send + Sync {
     /// [`StoreError::Validation`] for invalid options, or a backend failure.
     fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
@@ -525,7 +525,7 @@ pub trait EventStore: Send + Sync {
     /// A backend failure.
     fn stream_version(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
     ) -> impl Future<Output = Result<Version, StoreError>> + Send;
 }
 
@@ -592,7 +592,7 @@ impl StreamState {
     ///
     /// # Errors
     /// [`StoreError::StreamArchived`] or [`StoreError::StreamDeleted`].
-    pub fn check_append(self, stream: &Stream) -> Result<(), StoreError> {
+    pub fn check_append(self, stream: &StreamName) -> Result<(), StoreError> {
         match self {
             Self::Archived => Err(StoreError::StreamArchived {
                 stream: stream.clone(),
@@ -612,7 +612,11 @@ impl StreamState {
     /// # Errors
     /// [`StoreError::StreamNotFound`] for a stream that never existed,
     /// [`StoreError::InvalidLifecycle`] for a transition the table refuses.
-    pub fn transition(self, stream: &Stream, op: LifecycleOp) -> Result<StreamState, StoreError> {
+    pub fn transition(
+        self,
+        stream: &StreamName,
+        op: LifecycleOp,
+    ) -> Result<StreamState, StoreError> {
         let next = match (self, op) {
             (Self::NotFound, _) => {
                 return Err(StoreError::StreamNotFound {
@@ -673,7 +677,7 @@ pub trait StreamLifecycle: Send + Sync {
     /// when already tombstoned or deleted.
     fn tombstone(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         reason: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -684,7 +688,7 @@ pub trait StreamLifecycle: Send + Sync {
     /// unless the stream is active.
     fn archive(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         reason: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -693,7 +697,7 @@ pub trait StreamLifecycle: Send + Sync {
     /// # Errors
     /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
     /// unless the stream is archived.
-    fn restore(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn restore(&self, stream: &StreamName) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes the stream's events for good (and its snapshots where the
     /// backend keeps them). Global positions are never reused.
@@ -701,7 +705,7 @@ pub trait StreamLifecycle: Send + Sync {
     /// # Errors
     /// [`StoreError::StreamNotFound`], or [`StoreError::InvalidLifecycle`]
     /// when already deleted.
-    fn delete(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(&self, stream: &StreamName) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The stream's lifecycle status.
     ///
@@ -709,7 +713,7 @@ pub trait StreamLifecycle: Send + Sync {
     /// A backend failure.
     fn status(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
     ) -> impl Future<Output = Result<StreamStatus, StoreError>> + Send;
 }
 
@@ -717,7 +721,7 @@ pub trait StreamLifecycle: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// The stream.
-    pub stream: Stream,
+    pub stream: StreamName,
     /// The stream version the state includes.
     pub version: Version,
     /// Schema version of the state; a mismatch invalidates the snapshot.
@@ -765,14 +769,17 @@ pub trait SnapshotStore: Send + Sync {
     /// A backend failure.
     fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
     /// Removes the stream's snapshot; a missing one is not an error.
     ///
     /// # Errors
     /// A backend failure.
-    fn invalidate(&self, stream: &Stream) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn invalidate(
+        &self,
+        stream: &StreamName,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes every snapshot (after a change to the state's shape or to `evolve`).
     ///
@@ -1172,25 +1179,25 @@ macro_rules! forward_arc {
 }
 
 forward_arc!(EventStore {
-    fn append(&self, stream: &Stream, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
-    fn load(&self, stream: &Stream, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
-    fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError>;
+    fn append(&self, stream: &StreamName, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
+    fn load(&self, stream: &StreamName, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
+    fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
 });
 forward_arc!(GlobalReader {
     fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;
     fn head(&self) -> Result<GlobalCursor, StoreError>;
 });
 forward_arc!(StreamLifecycle {
-    fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError>;
-    fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError>;
-    fn restore(&self, stream: &Stream) -> Result<(), StoreError>;
-    fn delete(&self, stream: &Stream) -> Result<(), StoreError>;
-    fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError>;
+    fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError>;
+    fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError>;
+    fn restore(&self, stream: &StreamName) -> Result<(), StoreError>;
+    fn delete(&self, stream: &StreamName) -> Result<(), StoreError>;
+    fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError>;
 });
 forward_arc!(SnapshotStore {
     fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
-    fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError>;
-    fn invalidate(&self, stream: &Stream) -> Result<(), StoreError>;
+    fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError>;
+    fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError>;
     fn invalidate_all(&self) -> Result<(), StoreError>;
 });
 forward_arc!(CheckpointStore {

@@ -7,7 +7,7 @@ use crate::decider::Decider;
 use crate::event::RecordedEvent;
 use crate::id::EventId;
 use crate::metadata::Metadata;
-use crate::name::{EventType, Stream};
+use crate::name::{EventType, StreamName};
 use crate::time::Timestamp;
 use crate::version::{Position, Version};
 
@@ -288,7 +288,7 @@ where
             mut apply,
             events,
         } = self;
-        let stream = Stream::new("test", "1").map_err(|e| SpecFailure::new(e.to_string()))?;
+        let stream = StreamName::new("test", "1").map_err(|e| SpecFailure::new(e.to_string()))?;
         let event_type =
             EventType::from_static("TestEvent").map_err(|e| SpecFailure::new(e.to_string()))?;
         for (i, data) in events.into_iter().enumerate() {

@@ -13,7 +13,7 @@ use crate::codec::{DomainEvent, EventCodec};
 use crate::error::{CodecError, StoreError};
 use crate::event::{NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
-use crate::name::{EventType, Stream};
+use crate::name::{EventType, StreamName};
 use crate::registry::EventRegistry;
 use crate::store::{
     AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
@@ -237,7 +237,7 @@ pub struct Appended<E> {
 /// #     }
 /// # }
 /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(ByteCodec));
-/// let stream = Stream::new("pinger", "p-1")?;
+/// let stream = StreamName::new("pinger", "p-1")?;
 /// block_on(store.append(&stream, ExpectedVersion::NoStream, vec![Pinged(7)]))?;
 /// let events = block_on(store.load(&stream))?;
 /// assert_eq!(events[0].data, Pinged(7));
@@ -291,7 +291,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As [`EventStore::append`], plus [`StoreError::Codec`] when encoding fails.
     pub async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<E>,
     ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
@@ -308,7 +308,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As the backend's `append`.
     pub async fn append_with(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<E>,
         options: AppendOptions,
@@ -330,7 +330,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As the backend's `append`.
     pub async fn append_detailed(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<E>,
         options: AppendOptions,
@@ -384,7 +384,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     ///
     /// # Errors
     /// As [`EventStore::load`], plus [`StoreError::Codec`] when decoding fails.
-    pub async fn load(&self, stream: &Stream) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+    pub async fn load(&self, stream: &StreamName) -> Result<Vec<RecordedEvent<E>>, StoreError> {
         self.load_with(stream, LoadOptions::new()).await
     }
 
@@ -394,10 +394,10 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As [`TypedStore::load`].
     pub async fn load_from(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         from: Version,
     ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
-        self.load_with(stream, LoadOptions::new().from_version(from))
+        self.load_with(stream, LoadOptions::new().with_from(from))
             .await
     }
 
@@ -407,7 +407,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As [`TypedStore::load`].
     pub async fn load_with(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
         let raw = self.backend.load(stream, options).await?;
@@ -420,7 +420,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// As [`EventStore::load`].
     pub async fn load_raw(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         self.backend.load(stream, options).await
@@ -430,7 +430,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     ///
     /// # Errors
     /// As [`EventStore::stream_version`].
-    pub async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    pub async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         self.backend.stream_version(stream).await
     }
 
@@ -455,10 +455,10 @@ impl<B: EventStore + GlobalReader, E: DomainEvent> TypedStore<B, E> {
         &self,
         options: ReadOptions,
     ) -> Result<GlobalBatch<RecordedEvent<E>>, StoreError> {
-        let options = if options.types().is_empty() {
+        let options = if options.event_types().is_empty() {
             let names = self.schema.wire_names();
             if names.len() <= MAX_FILTER_TYPES {
-                options.event_types(names)
+                options.with_event_types(names)
             } else {
                 options
             }

@@ -5,7 +5,7 @@ use eskit_core::limits::*;
 use eskit_core::{
     AppendOptions, EventStore, EventType, ExpectedVersion, GlobalReader, InvalidNameReason,
     LoadOptions, MemoryStore, Metadata, NameKind, NewEvent, Position, ReadOptions, Snapshot,
-    SnapshotStore, StoreError, Stream, StreamLifecycle, Timestamp, ValidationError, Version,
+    SnapshotStore, StoreError, StreamLifecycle, StreamName, Timestamp, ValidationError, Version,
     block_on, validate_name,
 };
 
@@ -15,8 +15,8 @@ fn ev(payload: &[u8]) -> NewEvent {
     NewEvent::new(EventType::new("E").expect("valid"), payload.to_vec())
 }
 
-fn stream() -> Stream {
-    Stream::new("t", "s").expect("valid")
+fn stream() -> StreamName {
+    StreamName::new("t", "s").expect("valid")
 }
 
 /// Appends and returns the validation error, if any.
@@ -64,8 +64,8 @@ fn name_bounds() {
         }
     }
     // The constructors enforce the same rules.
-    assert!(Stream::new("", "x").is_err());
-    assert!(Stream::new("x", &*too_long).is_err());
+    assert!(StreamName::new("", "x").is_err());
+    assert!(StreamName::new("x", &*too_long).is_err());
     assert!(EventType::new("a\0").is_err());
     // A multi-byte name is measured in bytes, not characters.
     let multibyte = "é".repeat(MAX_NAME_BYTES / 2 + 1);
@@ -234,19 +234,19 @@ fn read_and_lifecycle_bounds() -> TestResult {
     assert_eq!(read(MAX_READ_LIMIT)?.events.len(), 1);
     let types = (0..=MAX_FILTER_TYPES).map(|i| EventType::new(format!("T{i}")).expect("valid"));
     assert!(matches!(
-        block_on(store.read(ReadOptions::from_start(10).event_types(types.clone()))),
+        block_on(store.read(ReadOptions::from_start(10).with_event_types(types.clone()))),
         Err(StoreError::Validation(
             ValidationError::TooManyFilterTypes { .. }
         ))
     ));
     assert!(matches!(
-        block_on(store.load(&s, LoadOptions::new().event_types(types))),
+        block_on(store.load(&s, LoadOptions::new().with_event_types(types))),
         Err(StoreError::Validation(
             ValidationError::TooManyFilterTypes { .. }
         ))
     ));
     assert!(matches!(
-        block_on(store.load(&s, LoadOptions::new().limit(0))),
+        block_on(store.load(&s, LoadOptions::new().with_limit(0))),
         Err(StoreError::Validation(ValidationError::InvalidLimit {
             limit: 0
         }))
@@ -256,8 +256,8 @@ fn read_and_lifecycle_bounds() -> TestResult {
             store.load(
                 &s,
                 LoadOptions::new()
-                    .from_version(Version::new(5))
-                    .to_version(Version::new(4))
+                    .with_from(Version::new(5))
+                    .with_to(Version::new(4))
             )
         ),
         Err(StoreError::Validation(

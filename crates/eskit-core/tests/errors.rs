@@ -5,7 +5,7 @@ use eskit_core::limits::{MAX_NAME_BYTES, MAX_QUOTED_NAME_CHARS};
 use eskit_core::{
     AppendOptions, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema, EventStore,
     EventType, ExpectedVersion, InvalidName, InvalidNameReason, MemoryStore, NameKind, NewEvent,
-    StoreError, Stream, TypedStore, Version, block_on, error_chain, quote_name, validate_name,
+    StoreError, StreamName, TypedStore, Version, block_on, error_chain, quote_name, validate_name,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -15,7 +15,7 @@ fn a_name_error_is_printed_once() -> TestResult {
     let store = MemoryStore::new();
     let event = NewEvent::new(EventType::new("Opened")?, Vec::new()).with_codec("");
     let err = block_on(store.append(
-        &Stream::new("t", "s")?,
+        &StreamName::new("t", "s")?,
         ExpectedVersion::Any,
         vec![event],
         AppendOptions::new(),
@@ -98,7 +98,7 @@ fn an_invalid_event_name_is_reported_as_invalid_not_unknown() -> TestResult {
                 EventSchema::new(Empty).with_registry(registry),
             );
             let err = block_on(store.append(
-                &Stream::new("t", "s")?,
+                &StreamName::new("t", "s")?,
                 ExpectedVersion::Any,
                 vec![Odd(name)],
             ))
@@ -181,7 +181,7 @@ fn every_message_quotes_names_through_the_one_helper() -> TestResult {
         }
         .to_string(),
         StoreError::IdempotencyConflict {
-            stream: Stream::new("t", "s")?,
+            stream: StreamName::new("t", "s")?,
             key: huge.clone(),
         }
         .to_string(),
@@ -203,7 +203,7 @@ fn every_message_quotes_names_through_the_one_helper() -> TestResult {
         "unknown event type `Vanished`"
     );
 
-    let stream = Stream::new("order\n", "o\u{1b}1")?;
+    let stream = StreamName::new("order\n", "o\u{1b}1")?;
     let conflict = StoreError::WrongExpectedVersion {
         stream: stream.clone(),
         expected: ExpectedVersion::NoStream,
@@ -213,7 +213,7 @@ fn every_message_quotes_names_through_the_one_helper() -> TestResult {
         conflict.to_string(),
         "concurrency conflict on stream `order\\n/o\\u{1b}1`: expected no stream, actual version 1"
     );
-    let long_stream = Stream::new("t", "x".repeat(MAX_NAME_BYTES))?;
+    let long_stream = StreamName::new("t", "x".repeat(MAX_NAME_BYTES))?;
     assert_eq!(
         StoreError::StreamNotFound {
             stream: long_stream

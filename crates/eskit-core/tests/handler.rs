@@ -14,8 +14,8 @@ use eskit_core::{
     AppendOptions, CommandHandler, CommandOptions, ConfigError, EventSchema, EventStore, EventType,
     ExpectedVersion, HandleError, LoadOptions, LoggingMiddleware, MemoryLockRegistry,
     MemorySnapshotStore, MemoryStore, Metadata, NewEvent, Principal, RetryPolicy, SingleWriter,
-    Snapshot, SnapshotPolicy, SnapshotStore, StoreError, Stream, Timestamp, TypedStore, Version,
-    block_on,
+    Snapshot, SnapshotPolicy, SnapshotStore, StoreError, StreamName, Timestamp, TypedStore,
+    Version, block_on,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -24,8 +24,8 @@ fn typed(store: MemoryStore) -> TypedStore<MemoryStore, CounterEvent> {
     TypedStore::new(store, EventSchema::new(TextCodec))
 }
 
-fn counter() -> Stream {
-    Stream::new("counter", "c-1").expect("valid")
+fn counter() -> StreamName {
+    StreamName::new("counter", "c-1").expect("valid")
 }
 
 /// 8 tasks x 1,000 commands on one stream, retrying on conflict: exactly
@@ -190,7 +190,7 @@ fn snapshot_ahead_of_the_stream_is_dropped_after_a_conflict() -> TestResult {
         U64Codec,
         SnapshotPolicy::every(1)?,
     );
-    let other = Stream::new("counter", "fresh")?;
+    let other = StreamName::new("counter", "fresh")?;
     // A snapshot claims version 5 for a stream that has no events.
     block_on(snaps.save(Snapshot {
         stream: other.clone(),
@@ -366,7 +366,7 @@ struct RacingStore {
 impl EventStore for RacingStore {
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -386,13 +386,13 @@ impl EventStore for RacingStore {
 
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<eskit_core::RawEvent>, StoreError> {
         self.inner.load(stream, options).await
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         self.inner.stream_version(stream).await
     }
 }

@@ -12,14 +12,14 @@ use common::{Counter, CounterCommand, Overflow, TextCodec};
 use eskit_core::{
     AppendOptions, AppendResult, CommandHandler, CommandOptions, ConflictRetry, EventSchema,
     EventStore, EventType, ExpectedVersion, HandleError, LoadOptions, MemoryStore, NewEvent,
-    RawEvent, RetryPolicy, StoreError, Stream, Timestamp, TypedStore, ValidationError, Version,
+    RawEvent, RetryPolicy, StoreError, StreamName, Timestamp, TypedStore, ValidationError, Version,
     block_on, error_chain,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn counter() -> Result<Stream, eskit_core::InvalidName> {
-    Stream::new("counter", "c-1")
+fn counter() -> Result<StreamName, eskit_core::InvalidName> {
+    StreamName::new("counter", "c-1")
 }
 
 #[test]
@@ -56,7 +56,7 @@ struct RacingStore {
 impl EventStore for RacingStore {
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -76,13 +76,13 @@ impl EventStore for RacingStore {
 
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.load(stream, options).await
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         self.inner.stream_version(stream).await
     }
 }

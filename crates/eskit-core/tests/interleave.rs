@@ -15,7 +15,7 @@ use common::{Counter, CounterCommand, TextCodec};
 use eskit_core::{
     AppendOptions, BoxFuture, CommandContext, CommandHandler, EventSchema, EventStore, EventType,
     ExpectedVersion, HandleResult, LoadOptions, MemoryStore, Middleware, NewEvent, Next,
-    RetryPolicy, Stream, TypedStore, Version, block_on, error_chain,
+    RetryPolicy, StreamName, TypedStore, Version, block_on, error_chain,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -55,7 +55,7 @@ fn two_append_loops_on_one_thread_alternate() -> TestResult {
     let writer = |name: &'static str| {
         let (store, order) = (&store, &order);
         async move {
-            let stream = Stream::new("loop", name)?;
+            let stream = StreamName::new("loop", name)?;
             for _ in 0..ROUNDS {
                 let event = NewEvent::new(EventType::new("Ticked")?, Vec::new());
                 store
@@ -115,7 +115,7 @@ fn two_command_loops_on_one_thread_contend() -> TestResult {
     )
     .with_conflict_retry(RetryPolicy::new(100)?.with_base_delay(std::time::Duration::ZERO))?
     .with_middleware(CountConflicts(Arc::clone(&conflicts)))?;
-    let stream = Stream::new("counter", "shared")?;
+    let stream = StreamName::new("counter", "shared")?;
     let writer = || async {
         for _ in 0..COMMANDS {
             handler

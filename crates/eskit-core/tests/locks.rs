@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use eskit_core::limits::MAX_NAME_BYTES;
 use eskit_core::{
-    LockRegistry, MemoryLockRegistry, NameKind, SingleWriter, StoreError, Stream, block_on,
+    LockRegistry, MemoryLockRegistry, NameKind, SingleWriter, StoreError, StreamName, block_on,
     validate_name,
 };
 
@@ -97,7 +97,7 @@ fn acquire_gives_mutual_exclusion_across_threads() -> Result<(), StoreError> {
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn key(stream_type: &str, stream_id: &str) -> Result<String, eskit_core::InvalidName> {
-    Ok(SingleWriter::lock_key(&Stream::new(
+    Ok(SingleWriter::lock_key(&StreamName::new(
         stream_type,
         stream_id,
     )?))

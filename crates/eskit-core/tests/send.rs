@@ -13,7 +13,7 @@ fn assert_send<T: Send>(_: &T) {}
 #[test]
 fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     let store = MemoryStore::new();
-    let stream = Stream::new("t", "1")?;
+    let stream = StreamName::new("t", "1")?;
     let ev = || vec![NewEvent::new(EventType::new("E").expect("valid"), vec![])];
 
     assert_send(&store.append(&stream, ExpectedVersion::Any, ev(), AppendOptions::new()));

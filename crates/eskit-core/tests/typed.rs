@@ -7,13 +7,14 @@ mod common;
 use common::{BinCodec, CounterEvent, TextCodec};
 use eskit_core::{
     AppendOptions, CodecError, EventRegistry, EventSchema, EventStore, EventType, ExpectedVersion,
-    MemoryStore, NewEvent, ReadOptions, StoreError, Stream, TypedStore, UpcasterRegistry, block_on,
+    MemoryStore, NewEvent, ReadOptions, StoreError, StreamName, TypedStore, UpcasterRegistry,
+    block_on,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn s() -> Stream {
-    Stream::new("counter", "1").expect("valid")
+fn s() -> StreamName {
+    StreamName::new("counter", "1").expect("valid")
 }
 
 #[test]

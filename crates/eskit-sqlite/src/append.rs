@@ -9,7 +9,7 @@
 //! batch back, and each append is then retried alone for its own outcome.
 
 use eskit_core::{
-    AppendResult, EventRecord, Position, RawEvent, StoreError, Stream, StreamState, Timestamp,
+    AppendResult, EventRecord, Position, RawEvent, StoreError, StreamName, StreamState, Timestamp,
     Version,
 };
 use rusqlite::{Connection, OptionalExtension, params};
@@ -44,7 +44,7 @@ pub(crate) fn to_version(v: i64) -> Result<Version, StoreError> {
 /// A stream's row: its key, last version and lifecycle state code.
 pub(crate) fn stream_row(
     conn: &Connection,
-    stream: &Stream,
+    stream: &StreamName,
 ) -> Result<Option<(i64, i64, i64)>, StoreError> {
     conn.prepare_cached(
         "SELECT sid, version, state FROM eskit_streams WHERE stream_type = ?1 AND stream_id = ?2",
@@ -62,7 +62,7 @@ pub(crate) fn stream_row(
 /// The events of stream `sid` with versions in `first..=last`.
 fn load_versions(
     conn: &Connection,
-    stream: &Stream,
+    stream: &StreamName,
     sid: i64,
     first: i64,
     last: i64,

@@ -17,7 +17,7 @@
 //!
 //! # Example
 //! ```
-//! use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, NewEvent, Stream, block_on};
+//! use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, NewEvent, StreamName, block_on};
 //! use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 //!
 //! let dir = std::env::temp_dir().join(format!("eskit-doc-{}", std::process::id()));
@@ -25,7 +25,7 @@
 //! let store = SqliteStore::open_with(
 //!     SqliteOptions::file(dir.join("events.db")).with_synchronous(Synchronous::Full),
 //! )?;
-//! let account = Stream::new("account", "acc-1")?;
+//! let account = StreamName::new("account", "acc-1")?;
 //! let opened = NewEvent::new(EventType::new("Opened")?, br#"{"owner":"ada"}"#.to_vec())
 //!     .with_codec("json");
 //! let result = block_on(store.append(&account, ExpectedVersion::NoStream, vec![opened], AppendOptions::new()))?;

@@ -4,8 +4,8 @@
 //! every field parses; anything else is [`StoreError::Corrupt`].
 
 use eskit_core::{
-    EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError, Stream,
-    Timestamp, Version,
+    EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError,
+    StreamName, Timestamp, Version,
 };
 use std::collections::HashMap;
 
@@ -171,7 +171,7 @@ fn parse_metadata(text: &str) -> Option<Metadata> {
 pub(crate) fn event_checksum(
     scratch: &mut Vec<u8>,
     position: i64,
-    stream: &Stream,
+    stream: &StreamName,
     version: i64,
     event_id: &[u8; 16],
     event_type: &str,
@@ -211,7 +211,7 @@ pub(crate) struct EventBatch {
     /// Kinds first met in this batch; numbers continue across batches.
     kinds: Vec<Kind>,
     /// Streams first met in this batch; numbers continue across batches.
-    streams: Vec<Stream>,
+    streams: Vec<StreamName>,
     /// How many events the whole read expects, when known (first batch).
     expected: usize,
 }
@@ -251,7 +251,7 @@ struct Head {
 pub(crate) struct Assembler {
     events: Vec<RawEvent>,
     kinds: Vec<Kind>,
-    streams: Vec<Stream>,
+    streams: Vec<StreamName>,
     scratch: Vec<u8>,
 }
 
@@ -331,7 +331,7 @@ impl Assembler {
 pub(crate) struct BatchBuilder<'a> {
     heads: Vec<Head>,
     bytes: Vec<u8>,
-    streams: Vec<Stream>,
+    streams: Vec<StreamName>,
     kinds: KindReader<'a>,
     /// Stream keys met, by number, for reads across streams.
     sids: HashMap<i64, u32>,
@@ -373,7 +373,7 @@ impl<'a> BatchBuilder<'a> {
         let streams = self
             .streams
             .get(self.streams_sent..)
-            .map(<[Stream]>::to_vec)
+            .map(<[StreamName]>::to_vec)
             .unwrap_or_default();
         self.streams_sent = self.streams.len();
         let bytes_hint = self.bytes.len();
@@ -406,7 +406,7 @@ impl<'a> BatchBuilder<'a> {
                     .map_err(store_error)?;
                 let (stream_type, stream_id) = names
                     .ok_or_else(|| corrupt(format!("an event names the unknown stream {sid}")))?;
-                let s = Stream::new(stream_type, stream_id)
+                let s = StreamName::new(stream_type, stream_id)
                     .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
                 let n = self.add_stream(s);
                 self.sids.insert(sid, n);
@@ -419,7 +419,7 @@ impl<'a> BatchBuilder<'a> {
     }
 
     /// Adds `stream` and returns its number.
-    pub(crate) fn add_stream(&mut self, stream: Stream) -> u32 {
+    pub(crate) fn add_stream(&mut self, stream: StreamName) -> u32 {
         self.streams.push(stream);
         self.last_stream()
     }

@@ -1,6 +1,6 @@
 //! Snapshots in the store's database.
 
-use eskit_core::{Snapshot, SnapshotStore, StoreError, Stream, Timestamp, Version};
+use eskit_core::{Snapshot, SnapshotStore, StoreError, StreamName, Timestamp, Version};
 use rusqlite::OptionalExtension;
 
 use crate::error::{corrupt, store_error};
@@ -17,7 +17,7 @@ pub struct SqliteSnapshotStore {
 }
 
 fn checksum(
-    stream: &Stream,
+    stream: &StreamName,
     version: i64,
     schema_version: i64,
     codec: &str,
@@ -82,7 +82,7 @@ impl SnapshotStore for SqliteSnapshotStore {
             .await
     }
 
-    async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+    async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.clone();
         self.store
             .workers()
@@ -131,7 +131,7 @@ impl SnapshotStore for SqliteSnapshotStore {
             .await
     }
 
-    async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         let stream = stream.clone();
         self.store
             .write_tx(move |tx| {

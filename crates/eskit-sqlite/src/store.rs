@@ -9,7 +9,7 @@ use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
     AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventStore, ExpectedVersion,
     GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent, Position,
-    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamState, StreamStatus,
+    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamState, StreamStatus,
     Timestamp, Version, validate_append, validate_reason,
 };
 use rusqlite::types::Value;
@@ -342,7 +342,7 @@ fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, 
 fn load_sync(
     c: &Connection,
     kinds: &KindCache,
-    stream: &Stream,
+    stream: &StreamName,
     options: &LoadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
@@ -351,14 +351,14 @@ fn load_sync(
     let Some((sid, version, state)) = stream_row(c, stream)? else {
         return Ok(());
     };
-    let (filter, type_params) = type_filter(options.types(), 5);
+    let (filter, type_params) = type_filter(options.event_types(), 5);
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM eskit_events e \
          WHERE e.stream = ?1 AND e.version >= ?2 AND e.version <= ?3{filter} \
          ORDER BY e.version LIMIT ?4"
     );
     let limit = options
-        .max_events()
+        .limit()
         .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let from = options.from().map_or(0, |v| clamp(v.get()));
     let to = options.to().map_or(i64::MAX, |v| clamp(v.get()));
@@ -424,7 +424,7 @@ struct HoleCheck {
 impl HoleCheck {
     fn new(options: &LoadOptions, state: i64, from: i64, last: i64, limit: i64) -> Self {
         // A deleted stream keeps its version but none of its events.
-        let checked = options.types().is_empty() && state != STATE_DELETED;
+        let checked = options.event_types().is_empty() && state != STATE_DELETED;
         Self {
             next: checked.then_some(from.max(1)),
             last,
@@ -434,7 +434,7 @@ impl HoleCheck {
     }
 
     /// Checks the next row's version.
-    fn row(&mut self, stream: &Stream, version: i64) -> Result<(), StoreError> {
+    fn row(&mut self, stream: &StreamName, version: i64) -> Result<(), StoreError> {
         self.rows += 1;
         match self.next {
             Some(want) if version != want => Err(missing_version(stream, want)),
@@ -459,7 +459,7 @@ impl HoleCheck {
     }
 }
 
-fn missing_version(stream: &Stream, version: i64) -> StoreError {
+fn missing_version(stream: &StreamName, version: i64) -> StoreError {
     corrupt(format!(
         "the event at version {version} of stream {stream} is missing"
     ))
@@ -521,8 +521,8 @@ fn read_sync(
     if after.tx() > 0 || after.position().get() >= horizon {
         return Ok(());
     }
-    let (type_sql, type_params) = type_filter(options.types(), 5);
-    let stream_type_sql = if options.only_stream_type().is_some() {
+    let (type_sql, type_params) = type_filter(options.event_types(), 5);
+    let stream_type_sql = if options.stream_type().is_some() {
         " AND e.stream IN (SELECT sid FROM eskit_streams WHERE stream_type = ?3)"
     } else {
         " AND ?3 IS NULL"
@@ -537,7 +537,7 @@ fn read_sync(
         Value::Integer(clamp(after.position().get())),
         Value::Integer(i64::try_from(options.limit().min(MAX_READ_LIMIT)).unwrap_or(0)),
         options
-            .only_stream_type()
+            .stream_type()
             .map_or(Value::Null, |t| Value::Text(t.as_str().to_owned())),
         Value::Integer(clamp(horizon)),
     ];
@@ -571,7 +571,7 @@ impl EventStore for SqliteStore {
     /// same idempotency key: `deduplicated: true` says the first one committed.
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -589,7 +589,7 @@ impl EventStore for SqliteStore {
     /// a load filtered by event type cannot notice one.
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
@@ -602,7 +602,7 @@ impl EventStore for SqliteStore {
         Ok(collect_events(parts).await?.0)
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         let stream = stream.clone();
         self.inner
             .workers
@@ -643,7 +643,7 @@ impl GlobalReader for SqliteStore {
 impl SqliteStore {
     async fn transition(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         op: LifecycleOp,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -718,27 +718,27 @@ impl CommitFeed for SqliteStore {
 }
 
 impl StreamLifecycle for SqliteStore {
-    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         self.transition(stream, LifecycleOp::Tombstone, Some(reason))
             .await
     }
 
-    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         self.transition(stream, LifecycleOp::Archive, Some(reason))
             .await
     }
 
-    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
         self.transition(stream, LifecycleOp::Restore, None).await
     }
 
     /// Removes the stream's events, idempotency keys and snapshot in one
     /// transaction; the stream stays as `Deleted` so appends are refused.
-    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
         self.transition(stream, LifecycleOp::Delete, None).await
     }
 
-    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         let stream = stream.clone();
         self.inner
             .workers

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreError, Stream};
+use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamName};
 use rusqlite::Connection;
 
 use crate::append::{WriterState, commit_appends};
@@ -44,7 +44,7 @@ pub(crate) type PartSender<T> = chunks::Sender<Result<Part<T>, StoreError>>;
 pub(crate) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub(crate) struct AppendJob {
-    pub(crate) stream: Stream,
+    pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) options: AppendOptions,
@@ -201,7 +201,7 @@ impl Workers {
 
     pub(crate) async fn append(
         &self,
-        stream: Stream,
+        stream: StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::{Rng, TempDir, child_command, env_usize};
 use eskit_core::{
     AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager, NewEvent, ReadOptions,
-    Stream, block_on,
+    StreamName, block_on,
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -65,8 +65,8 @@ fn child(db: &str) -> BoxResult<()> {
         .map(|w| {
             let store = store.clone();
             std::thread::spawn(move || -> BoxResult<()> {
-                let streams: Vec<Stream> = (0..STREAMS_PER_WRITER)
-                    .map(|k| Stream::new("crash", format!("w{w}-s{k}")))
+                let streams: Vec<StreamName> = (0..STREAMS_PER_WRITER)
+                    .map(|k| StreamName::new("crash", format!("w{w}-s{k}")))
                     .collect::<Result<_, _>>()?;
                 let mut versions = Vec::new();
                 for s in &streams {

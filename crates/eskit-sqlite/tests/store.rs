@@ -28,7 +28,7 @@ fn both(f: impl Fn(&SqliteStore) -> TestResult) -> TestResult {
 
 fn append(
     s: &SqliteStore,
-    st: &eskit_core::Stream,
+    st: &eskit_core::StreamName,
     expected: ExpectedVersion,
     payloads: &[&str],
 ) -> Result<eskit_core::AppendResult, StoreError> {
@@ -168,32 +168,32 @@ fn load_options_filter() -> TestResult {
                 .collect())
         };
         assert_eq!(
-            versions(LoadOptions::new().from_version(Version::new(3)))?,
+            versions(LoadOptions::new().with_from(Version::new(3)))?,
             [3, 4, 5]
         );
         assert_eq!(
-            versions(LoadOptions::new().to_version(Version::new(2)))?,
+            versions(LoadOptions::new().with_to(Version::new(2)))?,
             [1, 2]
         );
         let a_type = EventType::new("A")?;
         assert_eq!(
-            versions(LoadOptions::new().event_types([a_type.clone()]))?,
+            versions(LoadOptions::new().with_event_types([a_type.clone()]))?,
             [1, 3, 5]
         );
         assert_eq!(
             versions(
                 LoadOptions::new()
-                    .event_types([a_type])
-                    .limit(2)
-                    .from_version(Version::new(2))
+                    .with_event_types([a_type])
+                    .with_limit(2)
+                    .with_from(Version::new(2))
             )?,
             [3, 5]
         );
         assert_eq!(
-            versions(LoadOptions::new().from_version(Version::new(u64::MAX)))?,
+            versions(LoadOptions::new().with_from(Version::new(u64::MAX)))?,
             Vec::<u64>::new()
         );
-        let e = block_on(s.load(&a, LoadOptions::new().limit(0))).err();
+        let e = block_on(s.load(&a, LoadOptions::new().with_limit(0))).err();
         assert!(matches!(
             e,
             Some(StoreError::Validation(ValidationError::InvalidLimit { .. }))
@@ -202,8 +202,8 @@ fn load_options_filter() -> TestResult {
             s.load(
                 &a,
                 LoadOptions::new()
-                    .from_version(Version::new(4))
-                    .to_version(Version::new(2)),
+                    .with_from(Version::new(4))
+                    .with_to(Version::new(2)),
             ),
         )
         .err();
@@ -244,14 +244,15 @@ fn global_reads_are_ordered_and_filtered() -> TestResult {
         assert_eq!(after2.first().map(|e| e.position.get()), Some(3));
         let two = block_on(s.read(ReadOptions::from_start(2)))?.events;
         assert_eq!(two.len(), 2);
-        let orders =
-            block_on(s.read(ReadOptions::from_start(100).stream_type(StreamType::new("order")?)))?
-                .events;
+        let orders = block_on(
+            s.read(ReadOptions::from_start(100).with_stream_type(StreamType::new("order")?)),
+        )?
+        .events;
         assert_eq!(orders.len(), 2);
         let paid = block_on(
             s.read(
                 ReadOptions::from_start(100)
-                    .event_types([EventType::new("Paid")?, EventType::new("Closed")?]),
+                    .with_event_types([EventType::new("Paid")?, EventType::new("Closed")?]),
             ),
         )?
         .events;
@@ -761,7 +762,7 @@ fn a_damaged_row_is_reported_not_returned() -> TestResult {
     }
     let e = block_on(s.load(&a, LoadOptions::new())).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
-    let e = block_on(s.load(&a, LoadOptions::new().from_version(Version::new(2)))).err();
+    let e = block_on(s.load(&a, LoadOptions::new().with_from(Version::new(2)))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     let e = block_on(s.read(ReadOptions::from_start(10))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
@@ -788,7 +789,7 @@ fn public_futures_are_send() -> TestResult {
 
 /// Appends `n` events cycling through three kinds (two types, one of them
 /// at two schema versions, two codecs), every seventh with metadata.
-fn append_mixed(s: &SqliteStore, st: &eskit_core::Stream, n: u64) -> TestResult {
+fn append_mixed(s: &SqliteStore, st: &eskit_core::StreamName, n: u64) -> TestResult {
     let kinds = [
         ("Opened", 1, "json"),
         ("Moved", 1, "cbor"),
@@ -851,7 +852,7 @@ fn long_loads_and_reads_cross_batches_intact() -> TestResult {
         );
         let moved = block_on(s.load(
             &a,
-            LoadOptions::new().event_types([EventType::new("Moved")?]),
+            LoadOptions::new().with_event_types([EventType::new("Moved")?]),
         ))?;
         assert_eq!(moved.len(), 667);
         assert!(moved.iter().all(|e| e.event_type.as_str() == "Moved"));
@@ -885,7 +886,7 @@ fn a_damaged_row_deep_in_a_long_load_fails_the_whole_load() -> TestResult {
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     let e = block_on(s.read(ReadOptions::from_start(2000))).err();
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
-    let head = block_on(s.load(&a, LoadOptions::new().to_version(Version::new(899))))?;
+    let head = block_on(s.load(&a, LoadOptions::new().with_to(Version::new(899))))?;
     assert_eq!(head.len(), 899);
     Ok(())
 }
@@ -1139,7 +1140,7 @@ enum Loaded {
 /// Loads `st` with `options` and compares the outcome with `expect`.
 fn check_load(
     s: &SqliteStore,
-    st: &eskit_core::Stream,
+    st: &eskit_core::StreamName,
     options: LoadOptions,
     expect: Loaded,
 ) -> TestResult {
@@ -1193,17 +1194,17 @@ fn a_row_missing_inside_a_stream_makes_its_loads_corrupt() -> TestResult {
     let e = || EventType::from_static("E");
     // Version 3 is missing.
     check_load(&s, &middle, all(), Corrupt)?;
-    check_load(&s, &middle, all().from_version(v(2)), Corrupt)?;
-    check_load(&s, &middle, all().from_version(v(3)), Corrupt)?;
-    check_load(&s, &middle, all().to_version(v(3)), Corrupt)?;
-    check_load(&s, &middle, all().limit(3), Corrupt)?;
-    check_load(&s, &middle, all().from_version(v(4)), Versions(vec![4, 5]))?;
-    check_load(&s, &middle, all().to_version(v(2)), Versions(vec![1, 2]))?;
-    check_load(&s, &middle, all().limit(2), Versions(vec![1, 2]))?;
+    check_load(&s, &middle, all().with_from(v(2)), Corrupt)?;
+    check_load(&s, &middle, all().with_from(v(3)), Corrupt)?;
+    check_load(&s, &middle, all().with_to(v(3)), Corrupt)?;
+    check_load(&s, &middle, all().with_limit(3), Corrupt)?;
+    check_load(&s, &middle, all().with_from(v(4)), Versions(vec![4, 5]))?;
+    check_load(&s, &middle, all().with_to(v(2)), Versions(vec![1, 2]))?;
+    check_load(&s, &middle, all().with_limit(2), Versions(vec![1, 2]))?;
     check_load(
         &s,
         &middle,
-        all().from_version(v(2)).to_version(v(2)),
+        all().with_from(v(2)).with_to(v(2)),
         Versions(vec![2]),
     )?;
     // A type filter skips versions by design, so it cannot tell a missing
@@ -1211,40 +1212,35 @@ fn a_row_missing_inside_a_stream_makes_its_loads_corrupt() -> TestResult {
     check_load(
         &s,
         &middle,
-        all().event_types([e()?]),
+        all().with_event_types([e()?]),
         Versions(vec![1, 2, 4, 5]),
     )?;
     // The newest version is missing: the stream row says 5.
     check_load(&s, &last, all(), Corrupt)?;
-    check_load(&s, &last, all().from_version(v(5)), Corrupt)?;
-    check_load(
-        &s,
-        &last,
-        all().to_version(v(4)),
-        Versions(vec![1, 2, 3, 4]),
-    )?;
-    check_load(&s, &last, all().limit(4), Versions(vec![1, 2, 3, 4]))?;
-    check_load(&s, &last, all().from_version(v(6)), Versions(vec![]))?;
+    check_load(&s, &last, all().with_from(v(5)), Corrupt)?;
+    check_load(&s, &last, all().with_to(v(4)), Versions(vec![1, 2, 3, 4]))?;
+    check_load(&s, &last, all().with_limit(4), Versions(vec![1, 2, 3, 4]))?;
+    check_load(&s, &last, all().with_from(v(6)), Versions(vec![]))?;
     // The first version is missing.
     check_load(&s, &first, all(), Corrupt)?;
     check_load(
         &s,
         &first,
-        all().from_version(v(2)),
+        all().with_from(v(2)),
         Versions(vec![2, 3, 4, 5]),
     )?;
     // Intact, deleted and unknown streams load as before.
     check_load(&s, &intact, all(), Versions(vec![1, 2, 3, 4, 5]))?;
-    check_load(&s, &intact, all().from_version(v(5)), Versions(vec![5]))?;
+    check_load(&s, &intact, all().with_from(v(5)), Versions(vec![5]))?;
     check_load(&s, &gone, all(), Versions(vec![]))?;
     check_load(&s, &stream("account", "never")?, all(), Versions(vec![]))?;
     // A hole right after the first batch of rows a reader hands over.
     check_load(&s, &long, all(), Corrupt)?;
-    check_load(&s, &long, all().from_version(v(100)), Corrupt)?;
+    check_load(&s, &long, all().with_from(v(100)), Corrupt)?;
     check_load(
         &s,
         &long,
-        all().from_version(v(130)).limit(3),
+        all().with_from(v(130)).with_limit(3),
         Versions(vec![130, 131, 132]),
     )?;
     block_on(s.close());

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use eskit_core::{
     AppendOptions, BoxError, BoxFuture, EventStore, EventType, ExpectedVersion, GlobalPager,
-    LoadOptions, NewEvent, ReadOptions, Snapshot, Stream, Timestamp, Version, error_chain,
+    LoadOptions, NewEvent, ReadOptions, Snapshot, StreamName, Timestamp, Version, error_chain,
 };
 
 use crate::conformance::{Factory, Fixture, Gate, boxed_factory};
@@ -835,8 +835,8 @@ struct Run {
     sizes: Sizes,
 }
 
-fn stream(id: &str) -> Result<Stream, BoxError> {
-    Ok(Stream::new("bench", id)?)
+fn stream(id: &str) -> Result<StreamName, BoxError> {
+    Ok(StreamName::new("bench", id)?)
 }
 
 fn payload(i: u64) -> Vec<u8> {

@@ -13,7 +13,7 @@
 //! use eskit_core::*;
 //! use eskit_testing::history::{HistoryRecorder, check};
 //! let store = MemoryStore::new();
-//! let stream = Stream::new("account", "a-1")?;
+//! let stream = StreamName::new("account", "a-1")?;
 //! let recorder = HistoryRecorder::new();
 //! let events = vec![NewEvent::new(EventType::new("Opened")?, vec![])];
 //! let op = recorder.invoke(1, &stream, ExpectedVersion::NoStream, &events);
@@ -30,8 +30,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use eskit_core::{
-    AppendResult, EventId, EventRecord, ExpectedVersion, NewEvent, RawEvent, StoreError, Stream,
-    Version,
+    AppendResult, EventId, EventRecord, ExpectedVersion, NewEvent, RawEvent, StoreError,
+    StreamName, Version,
 };
 
 /// Index of an operation in its history.
@@ -72,7 +72,7 @@ pub struct Operation {
     /// The writer that issued it.
     pub client: u64,
     /// The stream appended to.
-    pub stream: Stream,
+    pub stream: StreamName,
     /// What the writer expected.
     pub expected: ExpectedVersion,
     /// The ids of the events sent.
@@ -140,7 +140,7 @@ impl HistoryRecorder {
     pub fn invoke(
         &self,
         client: u64,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> OpId {
@@ -195,7 +195,7 @@ impl HistoryRecorder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionHole {
     /// The stream.
-    pub stream: Stream,
+    pub stream: StreamName,
     /// The version that should come next.
     pub expected: Version,
     /// The version found instead.
@@ -352,7 +352,7 @@ pub fn check(history: &History, final_read: &[RawEvent]) -> CheckReport {
     }
 
     // Per stream: versions contiguous from 1 and increasing with position.
-    let mut by_stream: BTreeMap<&Stream, Vec<&RawEvent>> = BTreeMap::new();
+    let mut by_stream: BTreeMap<&StreamName, Vec<&RawEvent>> = BTreeMap::new();
     for e in final_read {
         by_stream.entry(&e.stream).or_default().push(e);
     }

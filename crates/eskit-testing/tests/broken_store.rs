@@ -7,7 +7,7 @@ use std::time::Duration;
 use eskit_core::{
     AppendOptions, AppendResult, BoxError, CommitFeed, EventStore, ExpectedVersion, FeedError,
     GlobalBatch, GlobalCursor, GlobalReader, Listener, LoadOptions, MemoryStore, NewEvent,
-    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamStatus, Version,
+    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamStatus, Version,
 };
 use eskit_testing::conformance::{Fixture, Report, Status, Suite};
 
@@ -34,7 +34,7 @@ struct Broken {
 impl EventStore for Broken {
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -76,13 +76,13 @@ impl EventStore for Broken {
 
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.load(stream, options).await
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         self.inner.stream_version(stream).await
     }
 }
@@ -110,23 +110,23 @@ impl CommitFeed for Broken {
 }
 
 impl StreamLifecycle for Broken {
-    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         self.inner.tombstone(stream, reason).await
     }
 
-    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         self.inner.archive(stream, reason).await
     }
 
-    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
         self.inner.restore(stream).await
     }
 
-    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
         self.inner.delete(stream).await
     }
 
-    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         self.inner.status(stream).await
     }
 }

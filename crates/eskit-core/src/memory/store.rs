@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
-use crate::name::{NameKind, Stream, validate_name};
+use crate::name::{NameKind, StreamName, validate_name};
 use crate::rt::yield_now;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions,
@@ -25,9 +25,9 @@ use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 /// interleave between operations as they would against a real backend.
 ///
 /// ```
-/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, Stream, block_on};
+/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, StreamName, block_on};
 /// let store = MemoryStore::new();
-/// let stream = Stream::new("account", "a-1")?;
+/// let stream = StreamName::new("account", "a-1")?;
 /// let event = NewEvent::new(EventType::new("Opened")?, b"{}".to_vec());
 /// block_on(store.append(&stream, ExpectedVersion::NoStream, vec![event], AppendOptions::new()))?;
 /// let events = block_on(store.load(&stream, LoadOptions::new()))?;
@@ -56,7 +56,7 @@ impl Drop for Shared {
 struct Inner {
     last_position: u64,
     log: Vec<Arc<RawEvent>>,
-    streams: HashMap<Stream, StreamData>,
+    streams: HashMap<StreamName, StreamData>,
 }
 
 #[derive(Debug)]
@@ -96,7 +96,7 @@ impl MemoryStore {
 
     fn append_sync(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -177,7 +177,7 @@ impl MemoryStore {
 
     fn transition(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         op: LifecycleOp,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -211,7 +211,7 @@ impl MemoryStore {
 impl EventStore for MemoryStore {
     async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
@@ -226,7 +226,7 @@ impl EventStore for MemoryStore {
 
     async fn load(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         yield_now().await;
@@ -242,12 +242,12 @@ impl EventStore for MemoryStore {
         Ok(data.events[start..]
             .iter()
             .filter(|e| options.matches(e.version, &e.event_type))
-            .take(options.max_events().unwrap_or(usize::MAX))
+            .take(options.limit().unwrap_or(usize::MAX))
             .map(|e| RawEvent::clone(e))
             .collect())
     }
 
-    async fn stream_version(&self, stream: &Stream) -> Result<Version, StoreError> {
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         yield_now().await;
         let inner = lock(&self.shared.data);
         Ok(inner
@@ -303,27 +303,27 @@ impl CommitFeed for MemoryStore {
 }
 
 impl StreamLifecycle for MemoryStore {
-    async fn tombstone(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         yield_now().await;
         self.transition(stream, LifecycleOp::Tombstone, Some(reason))
     }
 
-    async fn archive(&self, stream: &Stream, reason: &str) -> Result<(), StoreError> {
+    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         yield_now().await;
         self.transition(stream, LifecycleOp::Archive, Some(reason))
     }
 
-    async fn restore(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
         self.transition(stream, LifecycleOp::Restore, None)
     }
 
-    async fn delete(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
         self.transition(stream, LifecycleOp::Delete, None)
     }
 
-    async fn status(&self, stream: &Stream) -> Result<StreamStatus, StoreError> {
+    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         yield_now().await;
         let inner = lock(&self.shared.data);
         Ok(inner
@@ -341,7 +341,7 @@ impl StreamLifecycle for MemoryStore {
 /// A snapshot store kept in memory. Cloning shares the same data.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySnapshotStore {
-    inner: Arc<Mutex<HashMap<Stream, Snapshot>>>,
+    inner: Arc<Mutex<HashMap<StreamName, Snapshot>>>,
 }
 
 impl MemorySnapshotStore {
@@ -369,12 +369,12 @@ impl SnapshotStore for MemorySnapshotStore {
         Ok(())
     }
 
-    async fn load(&self, stream: &Stream) -> Result<Option<Snapshot>, StoreError> {
+    async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         yield_now().await;
         Ok(lock(&self.inner).get(stream).cloned())
     }
 
-    async fn invalidate(&self, stream: &Stream) -> Result<(), StoreError> {
+    async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
         lock(&self.inner).remove(stream);
         Ok(())

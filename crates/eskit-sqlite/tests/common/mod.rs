@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eskit_core::{EventType, NewEvent, Stream};
+use eskit_core::{EventType, NewEvent, StreamName};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -44,8 +44,8 @@ pub fn event(ty: &str, payload: &str) -> Result<NewEvent, Box<dyn std::error::Er
     Ok(NewEvent::new(EventType::new(ty)?, payload.as_bytes().to_vec()).with_codec("json"))
 }
 
-pub fn stream(ty: &str, id: &str) -> Result<Stream, Box<dyn std::error::Error>> {
-    Ok(Stream::new(ty, id)?)
+pub fn stream(ty: &str, id: &str) -> Result<StreamName, Box<dyn std::error::Error>> {
+    Ok(StreamName::new(ty, id)?)
 }
 
 /// A small deterministic generator (SplitMix64), seeded and printed by tests.

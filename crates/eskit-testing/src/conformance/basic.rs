@@ -1,6 +1,6 @@
 //! Appends and loads, stream isolation, expected versions and conflicts.
 
-use eskit_core::{EventStore, ExpectedVersion, StoreError, Stream, Version};
+use eskit_core::{EventStore, ExpectedVersion, StoreError, StreamName, Version};
 
 use super::{
     Ctx, EVENTS, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err, scenario_list, stream,
@@ -91,8 +91,8 @@ async fn stream_isolation(c: Ctx) -> Outcome {
 }
 
 async fn stream_type_isolation(c: Ctx) -> Outcome {
-    let a = Stream::new("order", "same-id")?;
-    let b = Stream::new("invoice", "same-id")?;
+    let a = StreamName::new("order", "same-id")?;
+    let b = StreamName::new("invoice", "same-id")?;
     c.append(&a, ExpectedVersion::NoStream, evs(2, "OrderPlaced", "o")?)
         .await?;
     c.append(&b, ExpectedVersion::NoStream, evs(1, "InvoiceSent", "i")?)
@@ -250,7 +250,7 @@ async fn no_stream_new(c: Ctx) -> Outcome {
 
 fn check_conflict(
     e: &StoreError,
-    s: &Stream,
+    s: &StreamName,
     want_expected: ExpectedVersion,
     want_actual: Version,
 ) -> Outcome {
@@ -456,7 +456,7 @@ async fn failed_leaves_no_stream(c: Ctx) -> Outcome {
 /// `writers` tasks append once each with `expected`; returns (ok, conflicts).
 async fn race(
     c: &Ctx,
-    s: &Stream,
+    s: &StreamName,
     expected: ExpectedVersion,
     writers: usize,
 ) -> Result<(usize, usize), super::Failure> {

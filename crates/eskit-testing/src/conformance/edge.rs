@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use eskit_core::limits::{MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES};
 use eskit_core::{
-    AppendOptions, EventId, EventStore, ExpectedVersion, NewEvent, Position, StoreError, Stream,
-    Timestamp, ValidationError, Version,
+    AppendOptions, EventId, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
+    StreamName, Timestamp, ValidationError, Version,
 };
 
 use super::{
@@ -42,7 +42,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
 }
 
 async fn all_populated(c: Ctx) -> Outcome {
-    let s = Stream::new("fields", "f-1")?;
+    let s = StreamName::new("fields", "f-1")?;
     let before = Timestamp::now();
     let sent = ev("Populated", "payload")?
         .with_schema_version(3)

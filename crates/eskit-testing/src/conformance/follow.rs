@@ -35,13 +35,13 @@ async fn follow(c: Ctx, odd_only: bool, done: Arc<AtomicBool>) -> Result<Vec<See
     let global = c.global()?.clone();
     let mut options = ReadOptions::from_start(PAGE);
     if odd_only {
-        options = options.event_types([super::ty("Odd")?]);
+        options = options.with_event_types([super::ty("Odd")?]);
     }
     let mut seen = Vec::new();
     let mut cursor = GlobalCursor::START;
     let mut final_head: Option<GlobalCursor> = None;
     loop {
-        let page = global.read(options.clone().resume_after(cursor)).await?;
+        let page = global.read(options.clone().with_after(cursor)).await?;
         ensure!(
             page.next >= cursor,
             "next {} went back from {cursor}",

@@ -3,7 +3,7 @@
 use eskit_core::limits::{MAX_FILTER_TYPES, MAX_READ_LIMIT};
 use eskit_core::{
     EventStore, ExpectedVersion, GlobalBatch, GlobalCursor, GlobalPager, GlobalReader, LoadOptions,
-    Position, RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamType,
+    Position, RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamType,
     ValidationError,
 };
 
@@ -40,11 +40,11 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
 }
 
 /// 12 events over 3 streams of 2 types, interleaved; returns them in append order.
-async fn seed(c: &Ctx) -> Result<Vec<(Stream, String)>, Failure> {
+async fn seed(c: &Ctx) -> Result<Vec<(StreamName, String)>, Failure> {
     let streams = [
-        Stream::new("order", "o-1")?,
-        Stream::new("order", "o-2")?,
-        Stream::new("invoice", "i-1")?,
+        StreamName::new("order", "o-1")?,
+        StreamName::new("order", "o-2")?,
+        StreamName::new("invoice", "i-1")?,
     ];
     let mut sent = Vec::new();
     for round in 0..4 {
@@ -100,8 +100,8 @@ async fn in_order(c: Ctx) -> Outcome {
     let got = read(&c, ReadOptions::from_start(100)).await?;
     let want: Vec<String> = sent.iter().map(|(_, p)| p.clone()).collect();
     ensure_eq!(payloads(&got), want, "payloads in global order");
-    let streams: Vec<&Stream> = got.iter().map(|e| &e.stream).collect();
-    let want_streams: Vec<&Stream> = sent.iter().map(|(s, _)| s).collect();
+    let streams: Vec<&StreamName> = got.iter().map(|e| &e.stream).collect();
+    let want_streams: Vec<&StreamName> = sent.iter().map(|(s, _)| s).collect();
     ensure_eq!(streams, want_streams, "streams in global order");
     ensure!(
         strictly_increasing(&got),
@@ -161,7 +161,7 @@ async fn type_filter(c: Ctx) -> Outcome {
     seed(&c).await?;
     let got = read(
         &c,
-        ReadOptions::from_start(100).event_types([ty("Updated")?]),
+        ReadOptions::from_start(100).with_event_types([ty("Updated")?]),
     )
     .await?;
     ensure_eq!(got.len(), 6, "Updated events");
@@ -177,7 +177,7 @@ async fn stream_type_filter(c: Ctx) -> Outcome {
     seed(&c).await?;
     let got = read(
         &c,
-        ReadOptions::from_start(100).stream_type(StreamType::new("invoice")?),
+        ReadOptions::from_start(100).with_stream_type(StreamType::new("invoice")?),
     )
     .await?;
     ensure_eq!(
@@ -187,13 +187,13 @@ async fn stream_type_filter(c: Ctx) -> Outcome {
     );
     let orders = read(
         &c,
-        ReadOptions::from_start(100).stream_type(StreamType::new("order")?),
+        ReadOptions::from_start(100).with_stream_type(StreamType::new("order")?),
     )
     .await?;
     ensure_eq!(orders.len(), 8, "events of order streams");
     let none = read(
         &c,
-        ReadOptions::from_start(100).stream_type(StreamType::new("ord")?),
+        ReadOptions::from_start(100).with_stream_type(StreamType::new("ord")?),
     )
     .await?;
     ensure_eq!(
@@ -208,8 +208,8 @@ async fn combined(c: Ctx) -> Outcome {
     seed(&c).await?;
     let all = read(&c, ReadOptions::from_start(100)).await?;
     let o = ReadOptions::new(all[0].cursor(), 2)
-        .stream_type(StreamType::new("order")?)
-        .event_types([ty("Created")?]);
+        .with_stream_type(StreamType::new("order")?)
+        .with_event_types([ty("Created")?]);
     let got = read(&c, o).await?;
     // Created order events are 0-0, 0-1, 2-0, 2-1; from the 2nd position on: 0-1, 2-0.
     ensure_eq!(payloads(&got), vec!["0-1", "2-0"], "filtered page");
@@ -238,7 +238,7 @@ async fn beyond_end(c: Ctx) -> Outcome {
 }
 
 async fn latest(c: Ctx) -> Outcome {
-    let s = Stream::new("order", "latest")?;
+    let s = StreamName::new("order", "latest")?;
     let mut last = Position::ZERO;
     for n in [1usize, 3, 2] {
         let events = (0..n)
@@ -305,7 +305,7 @@ async fn too_many_types(c: Ctx) -> Outcome {
         .map(|i| ty(&format!("T{i}")))
         .collect::<Result<Vec<_>, _>>()?;
     expect_err!(
-        read(&c, ReadOptions::from_start(10).event_types(types)).await,
+        read(&c, ReadOptions::from_start(10).with_event_types(types)).await,
         StoreError::Validation(ValidationError::TooManyFilterTypes { .. }),
         "a global read filtering {} types",
         MAX_FILTER_TYPES + 1
@@ -357,14 +357,14 @@ async fn filtered_advances(c: Ctx) -> Outcome {
     let head = c.global()?.head().await?;
     let p = page(
         &c,
-        ReadOptions::from_start(100).event_types([ty("Missing")?]),
+        ReadOptions::from_start(100).with_event_types([ty("Missing")?]),
     )
     .await?;
     ensure_eq!(p.events.len(), 0, "events of a type never written");
     ensure_eq!(p.next, head, "next of a filtered read that matched nothing");
     let s = page(
         &c,
-        ReadOptions::from_start(100).stream_type(StreamType::new("nothing")?),
+        ReadOptions::from_start(100).with_stream_type(StreamType::new("nothing")?),
     )
     .await?;
     ensure_eq!(
@@ -375,7 +375,7 @@ async fn filtered_advances(c: Ctx) -> Outcome {
     // The matching events come before the end: next moves past the rest.
     let created = page(
         &c,
-        ReadOptions::from_start(100).event_types([ty("Created")?]),
+        ReadOptions::from_start(100).with_event_types([ty("Created")?]),
     )
     .await?;
     ensure_eq!(created.events.len(), 6, "Created events");
@@ -386,9 +386,9 @@ async fn filtered_advances(c: Ctx) -> Outcome {
 async fn passes_deletes(c: Ctx) -> Outcome {
     let lifecycle = c.lifecycle()?;
     let (a, b, z) = (
-        Stream::new("del", "a")?,
-        Stream::new("del", "b")?,
-        Stream::new("del", "z")?,
+        StreamName::new("del", "a")?,
+        StreamName::new("del", "b")?,
+        StreamName::new("del", "z")?,
     );
     c.append(&a, ExpectedVersion::Any, vec![ev("E", "a1")?])
         .await?;

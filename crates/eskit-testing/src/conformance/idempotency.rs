@@ -3,7 +3,7 @@
 use eskit_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
 use eskit_core::{
     AppendOptions, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError,
-    Stream, ValidationError, Version,
+    StreamName, ValidationError, Version,
 };
 
 use super::{
@@ -29,7 +29,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
 
 async fn keyed(
     c: &Ctx,
-    s: &Stream,
+    s: &StreamName,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
     key: &str,

@@ -2,8 +2,8 @@
 
 use eskit_core::limits::MAX_REASON_BYTES;
 use eskit_core::{
-    EventStore, ExpectedVersion, GlobalReader, LifecycleOp, Position, StoreError, Stream,
-    StreamLifecycle, StreamState, StreamStatus, Timestamp, ValidationError, Version,
+    EventStore, ExpectedVersion, GlobalReader, LifecycleOp, Position, StoreError, StreamLifecycle,
+    StreamName, StreamState, StreamStatus, Timestamp, ValidationError, Version,
 };
 
 use super::{
@@ -36,14 +36,14 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
     v
 }
 
-async fn setup(c: &Ctx, id: &str, n: usize) -> Result<Stream, Failure> {
+async fn setup(c: &Ctx, id: &str, n: usize) -> Result<StreamName, Failure> {
     let s = stream(id)?;
     c.append(&s, ExpectedVersion::NoStream, evs(n, "E", id)?)
         .await?;
     Ok(s)
 }
 
-async fn status(c: &Ctx, s: &Stream) -> Result<StreamStatus, Failure> {
+async fn status(c: &Ctx, s: &StreamName) -> Result<StreamStatus, Failure> {
     Ok(c.lifecycle()?.status(s).await?)
 }
 
@@ -66,7 +66,7 @@ async fn status_active(c: Ctx) -> Outcome {
     Ok(())
 }
 
-async fn expect_closed(c: &Ctx, s: &Stream, archived: bool) -> Outcome {
+async fn expect_closed(c: &Ctx, s: &StreamName, archived: bool) -> Outcome {
     for exp in [
         ExpectedVersion::Any,
         ExpectedVersion::StreamExists,

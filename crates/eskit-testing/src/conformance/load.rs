@@ -2,7 +2,7 @@
 
 use eskit_core::limits::MAX_FILTER_TYPES;
 use eskit_core::{
-    EventStore, ExpectedVersion, LoadOptions, RawEvent, StoreError, Stream, ValidationError,
+    EventStore, ExpectedVersion, LoadOptions, RawEvent, StoreError, StreamName, ValidationError,
     Version,
 };
 
@@ -35,7 +35,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
 }
 
 /// A stream with 10 events: odd versions `Odd`, even versions `Even`.
-async fn ten(c: &Ctx) -> Result<Stream, Failure> {
+async fn ten(c: &Ctx) -> Result<StreamName, Failure> {
     let s = stream("ten")?;
     let events = (1..=10)
         .map(|v| ev(if v % 2 == 0 { "Even" } else { "Odd" }, format!("{v}")))
@@ -44,7 +44,7 @@ async fn ten(c: &Ctx) -> Result<Stream, Failure> {
     Ok(s)
 }
 
-async fn load(c: &Ctx, s: &Stream, o: LoadOptions) -> Result<Vec<RawEvent>, StoreError> {
+async fn load(c: &Ctx, s: &StreamName, o: LoadOptions) -> Result<Vec<RawEvent>, StoreError> {
     c.events().load(s, o).await
 }
 
@@ -54,7 +54,7 @@ fn v(n: u64) -> Version {
 
 async fn from_version(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().from_version(v(4))).await?;
+    let got = load(&c, &s, LoadOptions::new().with_from(v(4))).await?;
     ensure_eq!(
         versions(&got),
         (4..=10).collect::<Vec<_>>(),
@@ -66,7 +66,7 @@ async fn from_version(c: Ctx) -> Outcome {
 async fn from_start(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
     for from in [0, 1] {
-        let got = load(&c, &s, LoadOptions::new().from_version(v(from))).await?;
+        let got = load(&c, &s, LoadOptions::new().with_from(v(from))).await?;
         ensure_eq!(got.len(), 10, "events from version {from}");
     }
     Ok(())
@@ -74,31 +74,21 @@ async fn from_start(c: Ctx) -> Outcome {
 
 async fn to_version(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().to_version(v(3))).await?;
+    let got = load(&c, &s, LoadOptions::new().with_to(v(3))).await?;
     ensure_eq!(versions(&got), vec![1, 2, 3], "versions up to 3");
     Ok(())
 }
 
 async fn version_range(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(
-        &c,
-        &s,
-        LoadOptions::new().from_version(v(3)).to_version(v(7)),
-    )
-    .await?;
+    let got = load(&c, &s, LoadOptions::new().with_from(v(3)).with_to(v(7))).await?;
     ensure_eq!(versions(&got), vec![3, 4, 5, 6, 7], "versions 3..=7");
     Ok(())
 }
 
 async fn single_version(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(
-        &c,
-        &s,
-        LoadOptions::new().from_version(v(6)).to_version(v(6)),
-    )
-    .await?;
+    let got = load(&c, &s, LoadOptions::new().with_from(v(6)).with_to(v(6))).await?;
     ensure_eq!(versions(&got), vec![6], "versions 6..=6");
     ensure_eq!(
         got[0].payload.as_slice(),
@@ -110,28 +100,28 @@ async fn single_version(c: Ctx) -> Outcome {
 
 async fn limit(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().limit(3)).await?;
+    let got = load(&c, &s, LoadOptions::new().with_limit(3)).await?;
     ensure_eq!(versions(&got), vec![1, 2, 3], "versions with limit 3");
     Ok(())
 }
 
 async fn limit_from(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().from_version(v(8)).limit(2)).await?;
+    let got = load(&c, &s, LoadOptions::new().with_from(v(8)).with_limit(2)).await?;
     ensure_eq!(versions(&got), vec![8, 9], "versions from 8 with limit 2");
     Ok(())
 }
 
 async fn limit_large(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().limit(1_000_000)).await?;
+    let got = load(&c, &s, LoadOptions::new().with_limit(1_000_000)).await?;
     ensure_eq!(got.len(), 10, "events with a limit above the stream length");
     Ok(())
 }
 
 async fn type_filter(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().event_types([ty("Even")?])).await?;
+    let got = load(&c, &s, LoadOptions::new().with_event_types([ty("Even")?])).await?;
     ensure_eq!(
         versions(&got),
         vec![2, 4, 6, 8, 10],
@@ -140,7 +130,7 @@ async fn type_filter(c: Ctx) -> Outcome {
     let both = load(
         &c,
         &s,
-        LoadOptions::new().event_types([ty("Even")?, ty("Odd")?]),
+        LoadOptions::new().with_event_types([ty("Even")?, ty("Odd")?]),
     )
     .await?;
     ensure_eq!(both.len(), 10, "events of both types");
@@ -152,7 +142,9 @@ async fn type_filter_limit(c: Ctx) -> Outcome {
     let got = load(
         &c,
         &s,
-        LoadOptions::new().event_types([ty("Odd")?]).limit(2),
+        LoadOptions::new()
+            .with_event_types([ty("Odd")?])
+            .with_limit(2),
     )
     .await?;
     ensure_eq!(
@@ -166,9 +158,9 @@ async fn type_filter_limit(c: Ctx) -> Outcome {
 async fn type_filter_range(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
     let o = LoadOptions::new()
-        .event_types([ty("Even")?])
-        .from_version(v(3))
-        .to_version(v(8));
+        .with_event_types([ty("Even")?])
+        .with_from(v(3))
+        .with_to(v(8));
     let got = load(&c, &s, o).await?;
     ensure_eq!(versions(&got), vec![4, 6, 8], "Even events in 3..=8");
     Ok(())
@@ -176,7 +168,12 @@ async fn type_filter_range(c: Ctx) -> Outcome {
 
 async fn type_filter_none(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(&c, &s, LoadOptions::new().event_types([ty("Missing")?])).await?;
+    let got = load(
+        &c,
+        &s,
+        LoadOptions::new().with_event_types([ty("Missing")?]),
+    )
+    .await?;
     ensure_eq!(got.len(), 0, "events of an unused type");
     Ok(())
 }
@@ -184,7 +181,7 @@ async fn type_filter_none(c: Ctx) -> Outcome {
 async fn beyond_end(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
     for from in [11, 12, 1000, u64::MAX] {
-        let got = load(&c, &s, LoadOptions::new().from_version(v(from))).await?;
+        let got = load(&c, &s, LoadOptions::new().with_from(v(from))).await?;
         ensure_eq!(
             got.len(),
             0,
@@ -196,12 +193,7 @@ async fn beyond_end(c: Ctx) -> Outcome {
 
 async fn range_past_end(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
-    let got = load(
-        &c,
-        &s,
-        LoadOptions::new().from_version(v(9)).to_version(v(50)),
-    )
-    .await?;
+    let got = load(&c, &s, LoadOptions::new().with_from(v(9)).with_to(v(50))).await?;
     ensure_eq!(
         versions(&got),
         vec![9, 10],
@@ -213,12 +205,7 @@ async fn range_past_end(c: Ctx) -> Outcome {
 async fn invalid_range(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
     let e = expect_err!(
-        load(
-            &c,
-            &s,
-            LoadOptions::new().from_version(v(5)).to_version(v(4))
-        )
-        .await,
+        load(&c, &s, LoadOptions::new().with_from(v(5)).with_to(v(4))).await,
         StoreError::Validation(ValidationError::InvalidVersionRange { .. }),
         "load with range 5..=4"
     );
@@ -229,7 +216,7 @@ async fn invalid_range(c: Ctx) -> Outcome {
 async fn zero_limit(c: Ctx) -> Outcome {
     let s = ten(&c).await?;
     expect_err!(
-        load(&c, &s, LoadOptions::new().limit(0)).await,
+        load(&c, &s, LoadOptions::new().with_limit(0)).await,
         StoreError::Validation(ValidationError::InvalidLimit { limit: 0 }),
         "load with limit 0"
     );
@@ -242,7 +229,7 @@ async fn too_many_types(c: Ctx) -> Outcome {
         .map(|i| ty(&format!("T{i}")))
         .collect::<Result<Vec<_>, _>>()?;
     expect_err!(
-        load(&c, &s, LoadOptions::new().event_types(types)).await,
+        load(&c, &s, LoadOptions::new().with_event_types(types)).await,
         StoreError::Validation(ValidationError::TooManyFilterTypes { .. }),
         "load filtering {} types",
         MAX_FILTER_TYPES + 1
@@ -252,7 +239,7 @@ async fn too_many_types(c: Ctx) -> Outcome {
         .chain([ty("Odd")])
         .skip(1)
         .collect::<Result<Vec<_>, _>>()?;
-    let got = load(&c, &s, LoadOptions::new().event_types(types)).await?;
+    let got = load(&c, &s, LoadOptions::new().with_event_types(types)).await?;
     ensure_eq!(
         got.len(),
         5,

@@ -65,8 +65,8 @@ use eskit_core::{
     AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, CommitFeed,
     DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
     DynStreamLifecycle, EventStore, EventType, ExpectedVersion, GlobalPager, GlobalReader,
-    InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions, SnapshotStore, StoreError, Stream,
-    StreamLifecycle, error_chain,
+    InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions, SnapshotStore, StoreError,
+    StreamLifecycle, StreamName, error_chain,
 };
 
 use crate::executor::{Executor, Task, TaskError, ThreadExecutor};
@@ -932,7 +932,7 @@ impl Ctx {
     /// Appends with default options.
     pub(crate) async fn append(
         &self,
-        stream: &Stream,
+        stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
@@ -942,7 +942,7 @@ impl Ctx {
     }
 
     /// Loads a whole stream.
-    pub(crate) async fn load_all(&self, stream: &Stream) -> Result<Vec<RawEvent>, Failure> {
+    pub(crate) async fn load_all(&self, stream: &StreamName) -> Result<Vec<RawEvent>, Failure> {
         self.events()
             .load(stream, eskit_core::LoadOptions::new())
             .await
@@ -1011,8 +1011,8 @@ pub(crate) fn evs(n: usize, event_type: &str, prefix: &str) -> Result<Vec<NewEve
         .collect()
 }
 
-pub(crate) fn stream(id: &str) -> Result<Stream, Failure> {
-    Ok(Stream::new("conformance", id)?)
+pub(crate) fn stream(id: &str) -> Result<StreamName, Failure> {
+    Ok(StreamName::new("conformance", id)?)
 }
 
 /// One named scenario.

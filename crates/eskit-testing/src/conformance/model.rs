@@ -9,7 +9,7 @@
 use eskit_core::{
     AppendOptions, AppendResult, EventId, EventStore, EventType, ExpectedVersion, GlobalBatch,
     GlobalCursor, GlobalPager, GlobalReader, LoadOptions, MemoryStore, NewEvent, Position,
-    RawEvent, ReadOptions, StoreError, Stream, StreamLifecycle, StreamStatus, StreamType,
+    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamStatus, StreamType,
     Timestamp, Version,
 };
 
@@ -195,10 +195,10 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
         .map_err(|e| Failure(format!("head: {}", eskit_core::error_chain(&e))))?
         .position()
         .get();
-    let streams: Vec<Stream> = (0..STREAMS)
+    let streams: Vec<StreamName> = (0..STREAMS)
         .map(|i| {
             let ty = if i % 2 == 0 { "model-a" } else { "model-b" };
-            Stream::new(ty, format!("s{i}"))
+            StreamName::new(ty, format!("s{i}"))
         })
         .collect::<Result<_, _>>()?;
     let types: Vec<EventType> = TYPES
@@ -283,17 +283,17 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                 .get();
             let mut o = LoadOptions::new();
             if rng.chance(40) {
-                o = o.from_version(Version::new(rng.below(v + 3)));
+                o = o.with_from(Version::new(rng.below(v + 3)));
             }
             if rng.chance(30) {
                 let from = o.from().map_or(0, Version::get);
-                o = o.to_version(Version::new(from + rng.below(4)));
+                o = o.with_to(Version::new(from + rng.below(4)));
             }
             if rng.chance(30) {
-                o = o.limit(1 + rng.below(4) as usize);
+                o = o.with_limit(1 + rng.below(4) as usize);
             }
             if rng.chance(25) {
-                o = o.event_types([types[rng.below(3) as usize].clone()]);
+                o = o.with_event_types([types[rng.below(3) as usize].clone()]);
             }
             let want = shift_events(model.load(stream, o.clone()).await, offset);
             let got = events.dyn_load(stream, o.clone()).await;
@@ -318,10 +318,10 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                 1 + rng.below(12) as usize,
             );
             if rng.chance(25) {
-                o = o.event_types([types[rng.below(3) as usize].clone()]);
+                o = o.with_event_types([types[rng.below(3) as usize].clone()]);
             }
             if rng.chance(25) {
-                o = o.stream_type(StreamType::new(if rng.chance(50) {
+                o = o.with_stream_type(StreamType::new(if rng.chance(50) {
                     "model-a"
                 } else {
                     "model-b"
@@ -330,9 +330,9 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
             // Model position p is backend position p + offset.
             let mut shifted =
                 ReadOptions::new(GlobalCursor::at(Position::new(from + offset)), o.limit())
-                    .event_types(o.types().iter().cloned());
-            if let Some(t) = o.only_stream_type() {
-                shifted = shifted.stream_type(t.clone());
+                    .with_event_types(o.event_types().iter().cloned());
+            if let Some(t) = o.stream_type() {
+                shifted = shifted.with_stream_type(t.clone());
             }
             let want = shift_page(model.read(o).await, offset);
             let got = global.dyn_read(shifted).await;

@@ -4,7 +4,7 @@
 use eskit_core::limits::MAX_NAME_BYTES;
 use eskit_core::{
     EventStore, EventType, ExpectedVersion, InvalidName, InvalidNameReason, NameKind, StoreError,
-    Stream, StreamId, StreamType, ValidationError, Version,
+    StreamId, StreamName, StreamType, ValidationError, Version,
 };
 
 use super::{
@@ -71,7 +71,7 @@ fn special_names() -> Vec<String> {
     .collect()
 }
 
-async fn round_trip_all(c: &Ctx, streams: &[Stream]) -> Outcome {
+async fn round_trip_all(c: &Ctx, streams: &[StreamName]) -> Outcome {
     for (i, s) in streams.iter().enumerate() {
         c.append(
             s,
@@ -102,7 +102,7 @@ async fn round_trip_all(c: &Ctx, streams: &[Stream]) -> Outcome {
 async fn special_ids(c: Ctx) -> Outcome {
     let streams = special_names()
         .into_iter()
-        .map(|n| Stream::new("named", n))
+        .map(|n| StreamName::new("named", n))
         .collect::<Result<Vec<_>, _>>()?;
     round_trip_all(&c, &streams).await
 }
@@ -110,13 +110,13 @@ async fn special_ids(c: Ctx) -> Outcome {
 async fn special_types(c: Ctx) -> Outcome {
     let streams = special_names()
         .into_iter()
-        .map(|n| Stream::new(n, "id-1"))
+        .map(|n| StreamName::new(n, "id-1"))
         .collect::<Result<Vec<_>, _>>()?;
     round_trip_all(&c, &streams).await
 }
 
 async fn special_event_types(c: Ctx) -> Outcome {
-    let s = Stream::new("named", "event-types")?;
+    let s = StreamName::new("named", "event-types")?;
     let names = special_names();
     let events = names
         .iter()
@@ -132,7 +132,7 @@ async fn special_event_types(c: Ctx) -> Outcome {
             .events()
             .load(
                 &s,
-                eskit_core::LoadOptions::new().event_types([EventType::new(n.clone())?]),
+                eskit_core::LoadOptions::new().with_event_types([EventType::new(n.clone())?]),
             )
             .await?;
         ensure_eq!(only.len(), 1, "events when filtering on type {n:?}");
@@ -140,7 +140,7 @@ async fn special_event_types(c: Ctx) -> Outcome {
     Ok(())
 }
 
-async fn distinct(c: &Ctx, streams: &[Stream]) -> Outcome {
+async fn distinct(c: &Ctx, streams: &[StreamName]) -> Outcome {
     // Stream i gets i + 1 events, so any mix-up shows in the counts.
     for (i, s) in streams.iter().enumerate() {
         let events = (0..=i)
@@ -169,20 +169,20 @@ async fn distinct(c: &Ctx, streams: &[Stream]) -> Outcome {
 async fn nfc_nfd(c: Ctx) -> Outcome {
     // "é" precomposed (NFC) and as e + combining acute (NFD).
     let streams = [
-        Stream::new("named", "caf\u{e9}")?,
-        Stream::new("named", "cafe\u{301}")?,
-        Stream::new("caf\u{e9}", "x")?,
-        Stream::new("cafe\u{301}", "x")?,
+        StreamName::new("named", "caf\u{e9}")?,
+        StreamName::new("named", "cafe\u{301}")?,
+        StreamName::new("caf\u{e9}", "x")?,
+        StreamName::new("cafe\u{301}", "x")?,
     ];
     distinct(&c, &streams).await
 }
 
 async fn case_sensitive(c: Ctx) -> Outcome {
     let streams = [
-        Stream::new("named", "Acc-1")?,
-        Stream::new("named", "acc-1")?,
-        Stream::new("named", "ACC-1")?,
-        Stream::new("Named", "acc-1")?,
+        StreamName::new("named", "Acc-1")?,
+        StreamName::new("named", "acc-1")?,
+        StreamName::new("named", "ACC-1")?,
+        StreamName::new("Named", "acc-1")?,
     ];
     distinct(&c, &streams).await
 }
@@ -190,7 +190,7 @@ async fn case_sensitive(c: Ctx) -> Outcome {
 async fn prefixes(c: Ctx) -> Outcome {
     let streams = ["p", "p-1", "p/1", "p.1", "p1", "p ", "pp"]
         .into_iter()
-        .map(|id| Stream::new("named", id))
+        .map(|id| StreamName::new("named", id))
         .collect::<Result<Vec<_>, _>>()?;
     distinct(&c, &streams).await
 }
@@ -198,8 +198,8 @@ async fn prefixes(c: Ctx) -> Outcome {
 async fn separator_collision(c: Ctx) -> Outcome {
     let mut streams = Vec::new();
     for sep in ["/", ".", ":", "-", "_", "|", "\u{1f}"] {
-        streams.push(Stream::new(format!("a{sep}b"), "c")?);
-        streams.push(Stream::new("a", format!("b{sep}c"))?);
+        streams.push(StreamName::new(format!("a{sep}b"), "c")?);
+        streams.push(StreamName::new("a", format!("b{sep}c"))?);
     }
     distinct(&c, &streams).await
 }
@@ -209,7 +209,7 @@ async fn wildcards(c: Ctx) -> Outcome {
         "abc", "%", "a%", "_", "a_c", "*", ">", "x.y", "x.*", "[ab]c", "?", ".*",
     ]
     .into_iter()
-    .map(|id| Stream::new("named", id))
+    .map(|id| StreamName::new("named", id))
     .collect::<Result<Vec<_>, _>>()?;
     distinct(&c, &streams).await
 }
@@ -218,7 +218,10 @@ async fn max_id(c: Ctx) -> Outcome {
     let ascii = "i".repeat(MAX_NAME_BYTES);
     let wide = "\u{1D11E}".repeat(MAX_NAME_BYTES / 4);
     ensure_eq!(wide.len(), MAX_NAME_BYTES, "test name length");
-    let streams = [Stream::new("named", ascii)?, Stream::new("named", wide)?];
+    let streams = [
+        StreamName::new("named", ascii)?,
+        StreamName::new("named", wide)?,
+    ];
     round_trip_all(&c, &streams).await
 }
 
@@ -226,15 +229,15 @@ async fn max_type(c: Ctx) -> Outcome {
     let ascii = "t".repeat(MAX_NAME_BYTES);
     let wide = "é".repeat(MAX_NAME_BYTES / 2);
     let streams = [
-        Stream::new(ascii.clone(), "x")?,
-        Stream::new(wide, "x")?,
-        Stream::new(ascii, "i".repeat(MAX_NAME_BYTES))?,
+        StreamName::new(ascii.clone(), "x")?,
+        StreamName::new(wide, "x")?,
+        StreamName::new(ascii, "i".repeat(MAX_NAME_BYTES))?,
     ];
     round_trip_all(&c, &streams).await
 }
 
 async fn max_event_type(c: Ctx) -> Outcome {
-    let s = Stream::new("named", "long-event-type")?;
+    let s = StreamName::new("named", "long-event-type")?;
     let name = "E".repeat(MAX_NAME_BYTES);
     c.append(&s, ExpectedVersion::NoStream, vec![ev(&name, "x")?])
         .await?;
@@ -314,7 +317,7 @@ async fn invalid_names(_c: Ctx) -> Outcome {
         )?;
         check_invalid(
             &format!("stream (id {label})"),
-            Stream::new("ok", name),
+            StreamName::new("ok", name),
             NameKind::StreamId,
             reason,
         )?;
@@ -325,15 +328,15 @@ async fn invalid_names(_c: Ctx) -> Outcome {
 async fn special_ids_global(c: Ctx) -> Outcome {
     let streams = special_names()
         .into_iter()
-        .map(|n| Stream::new("named", n))
+        .map(|n| StreamName::new("named", n))
         .collect::<Result<Vec<_>, _>>()?;
     for s in &streams {
         c.append(s, ExpectedVersion::NoStream, vec![ev("Named", "x")?])
             .await?;
     }
     let all = c.read_everything().await?;
-    let got: Vec<&Stream> = all.iter().map(|e| &e.stream).collect();
-    let want: Vec<&Stream> = streams.iter().collect();
+    let got: Vec<&StreamName> = all.iter().map(|e| &e.stream).collect();
+    let want: Vec<&StreamName> = streams.iter().collect();
     ensure_eq!(got, want, "streams of the global read, in append order");
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use eskit_core::limits::{MAX_NAME_BYTES, MAX_SNAPSHOT_BYTES};
 use eskit_core::{
-    GlobalCursor, Position, Snapshot, StoreError, Stream, Timestamp, ValidationError, Version,
+    GlobalCursor, Position, Snapshot, StoreError, StreamName, Timestamp, ValidationError, Version,
 };
 
 use super::{
@@ -37,7 +37,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
     v
 }
 
-fn snap(s: &Stream, version: u64, state: &[u8]) -> Snapshot {
+fn snap(s: &StreamName, version: u64, state: &[u8]) -> Snapshot {
     Snapshot {
         stream: s.clone(),
         version: Version::new(version),
@@ -48,13 +48,13 @@ fn snap(s: &Stream, version: u64, state: &[u8]) -> Snapshot {
     }
 }
 
-async fn load(c: &Ctx, s: &Stream) -> Result<Option<Snapshot>, Failure> {
+async fn load(c: &Ctx, s: &StreamName) -> Result<Option<Snapshot>, Failure> {
     Ok(c.snapshots()?.dyn_load(s).await?)
 }
 
 async fn snap_missing(c: Ctx) -> Outcome {
     ensure_eq!(
-        load(&c, &Stream::new("snap", "none")?).await?,
+        load(&c, &StreamName::new("snap", "none")?).await?,
         None,
         "snapshot of a stream without one"
     );
@@ -62,7 +62,7 @@ async fn snap_missing(c: Ctx) -> Outcome {
 }
 
 async fn snap_round_trip(c: Ctx) -> Outcome {
-    let s = Stream::new("snap", "rt")?;
+    let s = StreamName::new("snap", "rt")?;
     let mut sn = snap(&s, 42, b"{\"balance\":100}");
     sn.schema_version = 7;
     sn.codec = "cbor".into();
@@ -72,7 +72,7 @@ async fn snap_round_trip(c: Ctx) -> Outcome {
 }
 
 async fn snap_replace(c: Ctx) -> Outcome {
-    let s = Stream::new("snap", "replace")?;
+    let s = StreamName::new("snap", "replace")?;
     c.snapshots()?.dyn_save(snap(&s, 10, b"old")).await?;
     let newer = snap(&s, 20, b"new");
     c.snapshots()?.dyn_save(newer.clone()).await?;
@@ -85,8 +85,8 @@ async fn snap_replace(c: Ctx) -> Outcome {
 }
 
 async fn snap_binary(c: Ctx) -> Outcome {
-    let a = Stream::new("snap", "empty")?;
-    let b = Stream::new("snap", "binary")?;
+    let a = StreamName::new("snap", "empty")?;
+    let b = StreamName::new("snap", "binary")?;
     let bytes: Vec<u8> = (0..=255u8).chain([0, 0, 0xFF, 0xC3, 0x28]).collect();
     c.snapshots()?.dyn_save(snap(&a, 1, b"")).await?;
     c.snapshots()?.dyn_save(snap(&b, 1, &bytes)).await?;
@@ -105,9 +105,9 @@ async fn snap_binary(c: Ctx) -> Outcome {
 
 async fn snap_isolated(c: Ctx) -> Outcome {
     let streams = [
-        Stream::new("snap", "a")?,
-        Stream::new("snap", "b")?,
-        Stream::new("other", "a")?,
+        StreamName::new("snap", "a")?,
+        StreamName::new("snap", "b")?,
+        StreamName::new("other", "a")?,
     ];
     for (i, s) in streams.iter().enumerate() {
         c.snapshots()?
@@ -126,8 +126,8 @@ async fn snap_isolated(c: Ctx) -> Outcome {
 }
 
 async fn snap_invalidate(c: Ctx) -> Outcome {
-    let a = Stream::new("snap", "inv-a")?;
-    let b = Stream::new("snap", "inv-b")?;
+    let a = StreamName::new("snap", "inv-a")?;
+    let b = StreamName::new("snap", "inv-b")?;
     c.snapshots()?.dyn_save(snap(&a, 1, b"a")).await?;
     c.snapshots()?.dyn_save(snap(&b, 1, b"b")).await?;
     c.snapshots()?.dyn_invalidate(&a).await?;
@@ -137,7 +137,7 @@ async fn snap_invalidate(c: Ctx) -> Outcome {
         "invalidate removed another stream's snapshot"
     );
     c.snapshots()?
-        .dyn_invalidate(&Stream::new("snap", "never")?)
+        .dyn_invalidate(&StreamName::new("snap", "never")?)
         .await
         .map_err(|e| {
             Failure(format!(
@@ -150,8 +150,8 @@ async fn snap_invalidate(c: Ctx) -> Outcome {
 
 async fn snap_invalidate_all(c: Ctx) -> Outcome {
     let streams = [
-        Stream::new("snap", "all-a")?,
-        Stream::new("other", "all-b")?,
+        StreamName::new("snap", "all-a")?,
+        StreamName::new("other", "all-b")?,
     ];
     for s in &streams {
         c.snapshots()?.dyn_save(snap(s, 1, b"x")).await?;
@@ -173,7 +173,7 @@ async fn snap_invalidate_all(c: Ctx) -> Outcome {
 }
 
 async fn snap_invalid(c: Ctx) -> Outcome {
-    let s = Stream::new("snap", "invalid")?;
+    let s = StreamName::new("snap", "invalid")?;
     let mut zero = snap(&s, 1, b"x");
     zero.schema_version = 0;
     expect_err!(

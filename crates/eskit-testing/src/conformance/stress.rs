@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use eskit_core::{
     AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, NewEvent, ReadOptions,
-    Stream, Version, error_chain,
+    StreamName, Version, error_chain,
 };
 
 use super::{
@@ -276,7 +276,7 @@ async fn readers_during_writes(c: Ctx) -> Outcome {
     let per = size.appends_per_writer.min(150);
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
-    let streams: Vec<Stream> = (0..writers)
+    let streams: Vec<StreamName> = (0..writers)
         .map(|w| stream(&format!("rw-{w}")))
         .collect::<Result<_, _>>()?;
     let gate = c.gate(writers + 2);
