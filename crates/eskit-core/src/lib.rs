@@ -86,6 +86,7 @@
 
 mod codec;
 mod decider;
+mod dispatch;
 pub mod dyn_store;
 mod error;
 mod event;
@@ -107,6 +108,7 @@ mod version;
 
 pub use codec::{Codec, DomainEvent, EventCodec};
 pub use decider::Decider;
+pub use dispatch::{DispatchError, Dispatched, Dispatcher};
 pub use dyn_store::{
     BoxFuture, DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry,
     DynSnapshotStore, DynStreamLifecycle,
