@@ -4,7 +4,7 @@
 //!
 //! | id | workload |
 //! |----|----------|
-//! | W1 | single-event append, sequential |
+//! | W1 | single-event append to a new stream with the new-stream check, sequential |
 //! | W2 | single-event appends from 8 concurrent writers on distinct streams |
 //! | W3 | batch append of 100 events |
 //! | W4 | load a 1,000-event stream |
@@ -12,6 +12,9 @@
 //! | W6 | global read-all catch-up of 100,000 events |
 //! | W7 | snapshot load |
 //! | W8 | commit-to-handler subscription latency (reserved until subscriptions exist) |
+//!
+//! Every workload writes the same event: a JSON `OrderPlaced` of about 200
+//! bytes, the size and shape the Rust peers are usually measured with.
 //!
 //! A backend's bench target (`harness = false`) calls [`Bench::main`]. It
 //! prints a markdown table and, when `ESKIT_BENCH_JSON` names a file,
@@ -69,7 +72,8 @@ use crate::executor::{Executor, ThreadExecutor, spawn};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Workload {
-    /// Single-event append, sequential.
+    /// Single-event append to a new stream with the new-stream check
+    /// (`ExpectedVersion::NoStream`), sequential.
     W1,
     /// Single-event appends from 8 concurrent writers on distinct streams.
     W2,
@@ -118,7 +122,7 @@ impl Workload {
     /// A short description.
     pub fn description(self) -> &'static str {
         match self {
-            Self::W1 => "single-event append, sequential",
+            Self::W1 => "single-event append to a new stream (no-stream check)",
             Self::W2 => "single-event appends, 8 writers on distinct streams",
             Self::W3 => "batch append of 100 events",
             Self::W4 => "load a 1,000-event stream",
@@ -839,9 +843,23 @@ fn stream(id: &str) -> Result<StreamName, BoxError> {
     Ok(StreamName::new("bench", id)?)
 }
 
+/// The event every workload writes: a JSON `OrderPlaced` of about 200 bytes,
+/// the size and shape the Rust peers are usually measured with.
 fn payload(i: u64) -> Vec<u8> {
-    format!("{{\"n\":{i},\"pad\":\"0123456789abcdef0123456789abcdef\"}}").into_bytes()
+    format!(
+        "{{\"order_id\":\"order-{i:012}\",\"customer_id\":\"customer-{c:06}\",\
+         \"items\":[{{\"sku\":\"SKU-{a:05}\",\"qty\":2,\"price_cents\":1999}},\
+         {{\"sku\":\"SKU-{b:05}\",\"qty\":1,\"price_cents\":4999}}],\
+         \"currency\":\"EUR\",\"placed_at\":\"2026-12-01T09:00:00Z\"}}",
+        c = i % 1_000_000,
+        a = i % 100_000,
+        b = (i * 7) % 100_000,
+    )
+    .into_bytes()
 }
+
+/// The type name stored with every bench event.
+const EVENT_TYPE: &str = "OrderPlaced";
 
 fn new_events(ty: &EventType, first: u64, n: u64) -> Vec<NewEvent> {
     (first..first + n)
@@ -857,7 +875,7 @@ impl Run {
     async fn workload(self, w: Workload) -> Result<Measured, BoxError> {
         let s = self.sizes;
         match w {
-            Workload::W1 => self.appends("w1", 1, s.ops).await,
+            Workload::W1 => self.new_stream_appends(s.ops).await,
             Workload::W3 => self.appends("w3", 100, (s.ops / 10).max(1)).await,
             Workload::W2 => self.concurrent_appends().await,
             Workload::W4 => self.loads().await,
@@ -877,10 +895,12 @@ impl Run {
     ) -> Result<bool, BoxError> {
         match &*self.target {
             Target::Store(f) => {
-                let ty = EventType::from_static("BenchEvent")?;
-                let exp = expected.map_or(ExpectedVersion::Any, |v| {
-                    ExpectedVersion::Exact(Version::new(v))
-                });
+                let ty = EventType::from_static(EVENT_TYPE)?;
+                let exp = match expected {
+                    None => ExpectedVersion::Any,
+                    Some(0) => ExpectedVersion::NoStream,
+                    Some(v) => ExpectedVersion::Exact(Version::new(v)),
+                };
                 match f
                     .events()
                     .append(
@@ -898,6 +918,20 @@ impl Run {
             }
             Target::Baseline(b) => b.append(id, expected, &payloads(first, n)).await,
         }
+    }
+
+    /// W1: one event to a new stream each time, with the new-stream check
+    /// (`ExpectedVersion::NoStream`; the baseline checks version 0).
+    async fn new_stream_appends(&self, max_ops: u64) -> Result<Measured, BoxError> {
+        // Every measurement gets a fresh store, so the names are new.
+        timed(self.sizes.budget, max_ops, |i| async move {
+            let id = format!("w1-{i}");
+            if !self.append_one(&id, i, 1, Some(0)).await? {
+                return Err(format!("the new stream {id} already existed").into());
+            }
+            Ok(1)
+        })
+        .await
     }
 
     async fn appends(&self, id: &str, batch: u64, max_ops: u64) -> Result<Measured, BoxError> {
