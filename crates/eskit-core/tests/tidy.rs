@@ -65,6 +65,15 @@ fn backends_do_not_depend_on_each_other() -> Result<(), std::io::Error> {
 }
 
 #[test]
+fn the_processor_depends_on_the_core_and_tokio_only() -> Result<(), std::io::Error> {
+    let manifest = fs::read_to_string(crates_dir().join("eskit-processor/Cargo.toml"))?;
+    let mut deps = normal_dependencies(&manifest);
+    deps.sort();
+    assert_eq!(deps, ["eskit-core.workspace", "tokio"]);
+    Ok(())
+}
+
+#[test]
 fn the_parser_sees_dependencies() {
     let sample = "[package]\nname = \"x\"\n[dependencies]\nfoo = \"1\"\nbar.workspace = true\n\n[dependencies.baz]\nversion = \"1\"\n[dev-dependencies]\nqux = \"1\"\n";
     assert_eq!(normal_dependencies(sample), ["foo", "bar.workspace", "baz"]);

@@ -1,0 +1,63 @@
+//! Subscriptions for eskit-rs: follow the global log from a durable cursor,
+//! catch up, then stay live, and never skip an event.
+//!
+//! A [`Subscription`] reads pages with [`GlobalReader::read`], hands each page
+//! to a [`BatchHandler`], and stores the page's resume cursor in a
+//! [`CheckpointStore`] every N events or every interval, whichever comes
+//! first. When it has caught up it waits on the backend's [`CommitFeed`],
+//! and falls back to polling while the feed is broken.
+//!
+//! # Ordering
+//! Delivery is in cursor order, each event once per run. The subscription
+//! trusts the backend's gap-safety contract (see
+//! [`GlobalBatch`](eskit_core::GlobalBatch)): it resumes from `next` and never
+//! waits on a hole. A page whose `next` lies before the cursor it was read
+//! from is a backend bug, reported as [`SubscriptionError::CursorWentBack`]
+//! instead of being skipped over.
+//!
+//! # Delivery guarantee
+//! At least once: a handler's effects and the checkpoint are two writes, so
+//! after a crash the events since the last saved checkpoint are delivered
+//! again, at most one checkpoint interval's worth (`checkpoint_every`
+//! events). A handler that stores its own cursor in the same transaction as
+//! its effects gets exactly-once effects.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use eskit_core::*;
+//! use eskit_processor::{Subscription, SubscriptionOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let s = StreamName::new("order", "o-1")?;
+//! let placed = NewEvent::new(EventType::new("OrderPlaced")?, b"{}".to_vec());
+//! store.append(&s, ExpectedVersion::Any, vec![placed], AppendOptions::new()).await?;
+//!
+//! let seen = Arc::new(Mutex::new(0usize));
+//! let counter = Arc::clone(&seen);
+//! let options = SubscriptionOptions::new("order-count")?.with_checkpoint_every(1)?;
+//! let sub = Subscription::new(store.clone(), MemoryCheckpointStore::new(), options, move |events: &[RawEvent]| {
+//!     *counter.lock().map_err(|_| "poisoned")? += events.len();
+//!     Ok(())
+//! });
+//! let health = sub.health();
+//! // Stop once the subscription has caught up.
+//! let stop = async move {
+//!     while health.snapshot().state != eskit_processor::SubscriptionState::Live {
+//!         tokio::task::yield_now().await;
+//!     }
+//! };
+//! sub.run(stop).await?;
+//! assert_eq!(*seen.lock().map_err(|_| "poisoned")?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod subscription;
+
+pub use subscription::{
+    BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_POLL_INTERVAL, Health, HealthHandle, MIN_POLL_INTERVAL, Subscription,
+    SubscriptionError, SubscriptionOptions, SubscriptionState,
+};

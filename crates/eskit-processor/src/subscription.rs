@@ -1,0 +1,654 @@
+//! The subscription loop: read a page after the cursor, hand it over, move
+//! the cursor, checkpoint, and wait on the commit feed once caught up.
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use eskit_core::limits::MAX_READ_LIMIT;
+use eskit_core::{
+    BoxError, BoxFuture, CheckpointStore, CommitFeed, EventType, FeedError, GlobalBatch,
+    GlobalCursor, GlobalReader, Listener, NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError,
+    StreamType, Timestamp, error_chain, validate_name,
+};
+
+/// Events one page reads when not set.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+/// Events handled between two checkpoint saves when not set.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 500;
+/// Longest time between two checkpoint saves while events flow, when not set.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a caught-up subscription reads without a wake-up from the
+/// commit feed (the fallback while the feed is broken), when not set.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The shortest poll interval accepted.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Why a subscription stopped or could not be configured.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    /// An option is out of range.
+    InvalidOption {
+        /// The option.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading the log or the checkpoint failed past the retry policy.
+    Store(StoreError),
+    /// The handler failed on a page past the retry policy; the checkpoint
+    /// stays before that page, so nothing was skipped.
+    Handler {
+        /// The cursor the failing page was read after.
+        after: GlobalCursor,
+        /// How many times the page was tried.
+        attempts: u32,
+        /// The handler's last error.
+        source: BoxError,
+    },
+    /// The backend returned a resume cursor before the one it was asked to
+    /// read after: a broken gap-safety contract. Reported, never skipped.
+    CursorWentBack {
+        /// The cursor the page was read after.
+        from: GlobalCursor,
+        /// The page's `next`.
+        to: GlobalCursor,
+    },
+}
+
+impl fmt::Display for SubscriptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidOption { name, reason } => write!(f, "invalid option {name}: {reason}"),
+            Self::Store(e) => write!(f, "subscription store failure: {e}"),
+            Self::Handler {
+                after, attempts, ..
+            } => write!(
+                f,
+                "the handler failed {attempts} times on the page after {after}"
+            ),
+            Self::CursorWentBack { from, to } => write!(
+                f,
+                "the backend moved the cursor back from {from} to {to} (a gap-safety bug)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SubscriptionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(e) => e.source(),
+            Self::Handler { source, .. } => Some(source.as_ref()),
+            Self::InvalidOption { .. } | Self::CursorWentBack { .. } => None,
+        }
+    }
+}
+
+impl From<StoreError> for SubscriptionError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// What a subscription does with the events of one page.
+///
+/// A plain closure `Fn(&[RawEvent]) -> Result<(), BoxError>` is a handler;
+/// implement the trait for asynchronous work.
+pub trait BatchHandler: Send + Sync {
+    /// Handles one page of events, in cursor order. An error makes the
+    /// subscription retry the same page (per its retry policy), so the
+    /// work must be idempotent or transactional.
+    fn handle<'a>(&'a self, events: &'a [RawEvent]) -> BoxFuture<'a, Result<(), BoxError>>;
+}
+
+impl<F> BatchHandler for F
+where
+    F: Fn(&[RawEvent]) -> Result<(), BoxError> + Send + Sync,
+{
+    fn handle<'a>(&'a self, events: &'a [RawEvent]) -> BoxFuture<'a, Result<(), BoxError>> {
+        let r = self(events);
+        Box::pin(std::future::ready(r))
+    }
+}
+
+/// How a subscription reads, checkpoints and retries. Built with `with_*`
+/// and checked as it is built.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    name: String,
+    batch_size: usize,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    poll_interval: Duration,
+    event_types: Vec<EventType>,
+    stream_type: Option<StreamType>,
+    retry: RetryPolicy,
+}
+
+impl SubscriptionOptions {
+    /// Options for the subscription `name` (also its checkpoint's name),
+    /// with the defaults.
+    ///
+    /// # Errors
+    /// [`SubscriptionError::InvalidOption`] for a name a checkpoint store
+    /// would refuse.
+    pub fn new(name: impl Into<String>) -> Result<Self, SubscriptionError> {
+        let name = name.into();
+        validate_name(NameKind::Checkpoint, &name).map_err(|e| {
+            SubscriptionError::InvalidOption {
+                name: "name",
+                reason: e.to_string(),
+            }
+        })?;
+        let retry = RetryPolicy::new(5)
+            .map_err(|e| SubscriptionError::InvalidOption {
+                name: "retry",
+                reason: e.to_string(),
+            })?
+            .with_base_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_secs(5));
+        Ok(Self {
+            name,
+            batch_size: DEFAULT_BATCH_SIZE,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            event_types: Vec::new(),
+            stream_type: None,
+            retry,
+        })
+    }
+
+    /// Events per page, 1 to [`MAX_READ_LIMIT`].
+    ///
+    /// # Errors
+    /// [`SubscriptionError::InvalidOption`] out of range.
+    pub fn with_batch_size(mut self, n: usize) -> Result<Self, SubscriptionError> {
+        if n == 0 || n > MAX_READ_LIMIT {
+            return Err(SubscriptionError::InvalidOption {
+                name: "batch size",
+                reason: format!("{n} is not between 1 and {MAX_READ_LIMIT}"),
+            });
+        }
+        self.batch_size = n;
+        Ok(self)
+    }
+
+    /// Saves the checkpoint after at least `n` events (1 or more); it is
+    /// also saved every [`with_checkpoint_interval`](Self::with_checkpoint_interval)
+    /// and whenever the subscription catches up or stops.
+    ///
+    /// # Errors
+    /// [`SubscriptionError::InvalidOption`] for zero.
+    pub fn with_checkpoint_every(mut self, n: u64) -> Result<Self, SubscriptionError> {
+        if n == 0 {
+            return Err(SubscriptionError::InvalidOption {
+                name: "checkpoint every",
+                reason: "must be at least 1 event".into(),
+            });
+        }
+        self.checkpoint_every = n;
+        Ok(self)
+    }
+
+    /// Saves the checkpoint at least this often while events flow.
+    #[must_use]
+    pub fn with_checkpoint_interval(mut self, d: Duration) -> Self {
+        self.checkpoint_interval = d;
+        self
+    }
+
+    /// Reads this often when caught up and no wake-up came (the fallback
+    /// while the commit feed is broken).
+    ///
+    /// # Errors
+    /// [`SubscriptionError::InvalidOption`] below [`MIN_POLL_INTERVAL`].
+    pub fn with_poll_interval(mut self, d: Duration) -> Result<Self, SubscriptionError> {
+        if d < MIN_POLL_INTERVAL {
+            return Err(SubscriptionError::InvalidOption {
+                name: "poll interval",
+                reason: format!("{d:?} is below {MIN_POLL_INTERVAL:?}"),
+            });
+        }
+        self.poll_interval = d;
+        Ok(self)
+    }
+
+    /// Only events of these types: the filter runs in the backend, and the
+    /// cursor still moves past everything else.
+    #[must_use]
+    pub fn with_event_types(mut self, types: impl IntoIterator<Item = EventType>) -> Self {
+        self.event_types = types.into_iter().collect();
+        self
+    }
+
+    /// Only events of streams of this type (in the backend).
+    #[must_use]
+    pub fn with_stream_type(mut self, t: StreamType) -> Self {
+        self.stream_type = Some(t);
+        self
+    }
+
+    /// How often a failing page (read or handler) is retried, with which
+    /// backoff, before the subscription stops with the error.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn read_options(&self, after: GlobalCursor) -> ReadOptions {
+        let mut o = ReadOptions::new(after, self.batch_size)
+            .with_event_types(self.event_types.iter().cloned());
+        if let Some(t) = &self.stream_type {
+            o = o.with_stream_type(t.clone());
+        }
+        o
+    }
+}
+
+/// Where a subscription is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubscriptionState {
+    /// Not started yet.
+    Starting,
+    /// Reading pages behind the head.
+    CatchingUp,
+    /// Caught up; waiting for commits.
+    Live,
+    /// A page failed and is being retried.
+    Retrying,
+    /// The run ended (see `last_error` for why, if it failed).
+    Stopped,
+}
+
+impl SubscriptionState {
+    /// `catching_up`, `live`, ... as in the JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::CatchingUp => "catching_up",
+            Self::Live => "live",
+            Self::Retrying => "retrying",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// A subscription's health at one moment, for logs and HTTP endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// The subscription's name.
+    pub name: String,
+    /// Its state.
+    pub state: SubscriptionState,
+    /// The cursor it has handled up to.
+    pub cursor: GlobalCursor,
+    /// The newest committed cursor its last read saw.
+    pub head: GlobalCursor,
+    /// Events it is behind, estimated from positions (exact on backends
+    /// ordered by position, without holes).
+    pub lag_events: u64,
+    /// How old the newest handled event was when it was handled, while
+    /// catching up; zero once live.
+    pub lag: Duration,
+    /// Events handled in this run.
+    pub handled: u64,
+    /// The last error, also one that a retry overcame.
+    pub last_error: Option<String>,
+    /// Whether the commit feed works (false: the subscription polls).
+    pub feed_ok: bool,
+}
+
+impl Health {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            state: SubscriptionState::Starting,
+            cursor: GlobalCursor::START,
+            head: GlobalCursor::START,
+            lag_events: 0,
+            lag: Duration::ZERO,
+            handled: 0,
+            last_error: None,
+            feed_ok: true,
+        }
+    }
+
+    /// The health as a JSON object (for an HTTP health endpoint).
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        let _ = write!(
+            s,
+            "\"name\":{},\"state\":\"{}\",\"cursor\":\"{}\",\"head\":\"{}\",\"lag_events\":{},\
+             \"lag_ms\":{},\"handled\":{},\"feed_ok\":{},\"last_error\":",
+            json_string(&self.name),
+            self.state.as_str(),
+            self.cursor,
+            self.head,
+            self.lag_events,
+            self.lag.as_millis(),
+            self.handled,
+            self.feed_ok
+        );
+        match &self.last_error {
+            Some(e) => s.push_str(&json_string(e)),
+            None => s.push_str("null"),
+        }
+        s.push('}');
+        s
+    }
+}
+
+fn json_string(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// A handle to read a running subscription's [`Health`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HealthHandle {
+    inner: Arc<Mutex<Health>>,
+}
+
+impl HealthHandle {
+    /// The health now.
+    pub fn snapshot(&self) -> Health {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Health)) {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// A durable subscription over a backend's global log. See the crate docs.
+pub struct Subscription<R, C, H> {
+    reader: R,
+    checkpoints: C,
+    options: SubscriptionOptions,
+    handler: H,
+    health: HealthHandle,
+}
+
+impl<R, C, H> fmt::Debug for Subscription<R, C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("options", &self.options)
+            .field("health", &self.health.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, C, H> Subscription<R, C, H>
+where
+    R: GlobalReader + CommitFeed,
+    C: CheckpointStore,
+    H: BatchHandler,
+{
+    /// A subscription reading `reader`, saving its cursor in `checkpoints`
+    /// under the options' name, handing pages to `handler`.
+    pub fn new(reader: R, checkpoints: C, options: SubscriptionOptions, handler: H) -> Self {
+        let health = HealthHandle {
+            inner: Arc::new(Mutex::new(Health::new(options.name()))),
+        };
+        Self {
+            reader,
+            checkpoints,
+            options,
+            handler,
+            health,
+        }
+    }
+
+    /// A handle to this subscription's health, also while it runs.
+    pub fn health(&self) -> HealthHandle {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` completes (then saves the checkpoint of what
+    /// was handled and returns `Ok`) or a failure outlasts the retry policy.
+    /// The page in hand when `shutdown` completes is finished first.
+    ///
+    /// # Errors
+    /// [`SubscriptionError`]; the checkpoint then stays at the last page
+    /// handled, so a new run resumes without skipping.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops at once, without saving the checkpoint:
+    /// the events since the last save are delivered again by the next run.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SubscriptionError> {
+        let result = self.run_inner(shutdown).await;
+        self.health.update(|h| {
+            h.state = SubscriptionState::Stopped;
+            if let Err(e) = &result {
+                h.last_error = Some(error_chain(e));
+            }
+        });
+        result
+    }
+
+    async fn run_inner(&self, shutdown: impl Future<Output = ()>) -> Result<(), SubscriptionError> {
+        let mut shutdown = pin!(shutdown);
+        let name = self.options.name();
+        let mut cursor = self
+            .retrying(|| self.checkpoints.load(name))
+            .await?
+            .unwrap_or(GlobalCursor::START);
+        let mut saved = cursor;
+        self.health.update(|h| {
+            h.cursor = cursor;
+            h.state = SubscriptionState::CatchingUp;
+        });
+        let mut listener = self.listen();
+        let mut since_save = 0u64;
+        let mut last_save = Instant::now();
+        loop {
+            let page: GlobalBatch = self
+                .retrying(|| self.reader.read(self.options.read_options(cursor)))
+                .await?;
+            if page.next < cursor {
+                return Err(SubscriptionError::CursorWentBack {
+                    from: cursor,
+                    to: page.next,
+                });
+            }
+            let full = page.events.len() >= self.options.batch_size;
+            if !page.events.is_empty() {
+                self.handle(cursor, &page.events).await?;
+                since_save += page.events.len() as u64;
+            }
+            let newest = page.events.last().map(|e| e.timestamp);
+            cursor = page.next;
+            let caught_up = !full && page.is_caught_up();
+            self.health.update(|h| {
+                h.cursor = cursor;
+                h.head = page.head;
+                h.handled += page.events.len() as u64;
+                h.lag_events = page
+                    .head
+                    .position()
+                    .get()
+                    .saturating_sub(cursor.position().get());
+                h.lag = match (caught_up, newest) {
+                    (false, Some(t)) => age(t),
+                    _ => Duration::ZERO,
+                };
+                h.state = if caught_up {
+                    SubscriptionState::Live
+                } else {
+                    SubscriptionState::CatchingUp
+                };
+            });
+            let due = since_save >= self.options.checkpoint_every
+                || last_save.elapsed() >= self.options.checkpoint_interval;
+            if cursor != saved && (due || caught_up) {
+                self.retrying(|| self.checkpoints.save(name, cursor))
+                    .await?;
+                saved = cursor;
+                since_save = 0;
+                last_save = Instant::now();
+            }
+            if full {
+                // Between pages, a requested shutdown wins.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return self.stop(cursor, saved).await,
+                    () = std::future::ready(()) => continue,
+                }
+            }
+            // At the end of what the backend can deliver now (caught up, or
+            // held back by a commit still open before the head): wait for
+            // a commit, the poll interval, or shutdown.
+            let poll = tokio::time::sleep(self.options.poll_interval);
+            match &mut listener {
+                Some(l) => {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return self.stop(cursor, saved).await,
+                        r = l.changed() => if let Err(e) = r {
+                            self.feed_failed(&e);
+                            if !e.is_retryable() {
+                                listener = None;
+                            }
+                        },
+                        () = poll => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return self.stop(cursor, saved).await,
+                        () = poll => listener = self.listen(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn listen(&self) -> Option<Listener> {
+        match self.reader.listen() {
+            Ok(l) => {
+                self.health.update(|h| h.feed_ok = true);
+                Some(l)
+            }
+            Err(e) => {
+                self.feed_failed(&e);
+                None
+            }
+        }
+    }
+
+    fn feed_failed(&self, e: &FeedError) {
+        self.health.update(|h| {
+            h.feed_ok = false;
+            h.last_error = Some(e.to_string());
+        });
+    }
+
+    async fn stop(
+        &self,
+        cursor: GlobalCursor,
+        saved: GlobalCursor,
+    ) -> Result<(), SubscriptionError> {
+        if cursor != saved {
+            let name = self.options.name();
+            self.retrying(|| self.checkpoints.save(name, cursor))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        after: GlobalCursor,
+        events: &[RawEvent],
+    ) -> Result<(), SubscriptionError> {
+        let policy = &self.options.retry;
+        let mut attempt = 0u32;
+        loop {
+            match self.handler.handle(events).await {
+                Ok(()) => {
+                    if attempt > 0 {
+                        self.health
+                            .update(|h| h.state = SubscriptionState::CatchingUp);
+                    }
+                    return Ok(());
+                }
+                Err(source) if attempt >= policy.max_retries() => {
+                    return Err(SubscriptionError::Handler {
+                        after,
+                        attempts: attempt + 1,
+                        source,
+                    });
+                }
+                Err(e) => {
+                    self.retry_wait(attempt, &error_chain(e.as_ref())).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, SubscriptionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let policy = &self.options.retry;
+        let mut attempt = 0u32;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                // Invalid input and damaged data do not heal with time.
+                Err(e) if e.is_validation() || matches!(e, StoreError::Corrupt { .. }) => {
+                    return Err(e.into());
+                }
+                Err(e) if attempt >= policy.max_retries() => return Err(e.into()),
+                Err(e) => {
+                    self.retry_wait(attempt, &error_chain(&e)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn retry_wait(&self, attempt: u32, why: &str) {
+        self.health.update(|h| {
+            h.state = SubscriptionState::Retrying;
+            h.last_error = Some(why.to_owned());
+        });
+        tokio::time::sleep(self.options.retry.delay(attempt)).await;
+    }
+}
+
+/// How long ago `t` was (zero for the future or an unreadable clock).
+fn age(t: Timestamp) -> Duration {
+    let now = Timestamp::now().as_unix_micros();
+    Duration::from_micros(u64::try_from(now.saturating_sub(t.as_unix_micros())).unwrap_or(0))
+}

@@ -1,0 +1,349 @@
+//! RELIABILITY C1 on memory and SQLite: concurrent writers while several
+//! subscriptions (two filtered) run from empty; each sees exactly its part
+//! of the final log, in cursor order, each event once. Plus resume from a
+//! checkpoint and the poll fallback of a broken feed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use eskit_core::{
+    AppendOptions, CheckpointStore, CommitFeed, EventStore, EventType, ExpectedVersion,
+    GlobalCursor, GlobalPager, GlobalReader, MemoryCheckpointStore, MemoryStore, NewEvent,
+    RawEvent, ReadOptions, StreamName, StreamType,
+};
+use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
+use eskit_sqlite::SqliteStore;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const WRITERS: usize = 4;
+const EVENTS_PER_WRITER: usize = 5_000;
+
+/// What a subscription saw of one event.
+type Seen = (GlobalCursor, String, u64);
+
+fn key(e: &RawEvent) -> Seen {
+    (e.cursor(), e.stream.to_string(), e.version.get())
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Seen>>>);
+
+impl Log {
+    fn push_all(&self, events: &[RawEvent]) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(events.iter().map(key));
+    }
+    fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+async fn write<S: EventStore>(store: S, w: usize) -> Result<(), eskit_core::StoreError> {
+    let odd = EventType::from_static("Odd")?;
+    let even = EventType::from_static("Even")?;
+    let mut i = 0;
+    while i < EVENTS_PER_WRITER {
+        // Batches of 1 to 4 events, to streams of two types.
+        let n = (1 + (i + w) % 4).min(EVENTS_PER_WRITER - i);
+        let stream_type = if i % 3 == 0 { "invoice" } else { "order" };
+        let s = StreamName::new(stream_type, format!("w{w}-{}", i % 7))?;
+        let events = (0..n)
+            .map(|k| {
+                let ty = if (i + k) % 2 == 0 { &even } else { &odd };
+                NewEvent::new(ty.clone(), format!("{w}/{}", i + k).into_bytes())
+            })
+            .collect();
+        store
+            .append(&s, ExpectedVersion::Any, events, AppendOptions::new())
+            .await?;
+        i += n;
+        if i % 200 < 4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}
+
+/// C1 on one backend.
+async fn c1<S>(store: S) -> TestResult
+where
+    S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
+{
+    let checkpoints = MemoryCheckpointStore::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let filters: [(&str, Option<&str>, Option<&str>); 4] = [
+        ("all-a", None, None),
+        ("all-b", None, None),
+        ("odd", Some("Odd"), None),
+        ("invoices", None, Some("invoice")),
+    ];
+    let mut subs = Vec::new();
+    for (name, ty, stream_type) in filters {
+        let log = Log::default();
+        let sink = log.clone();
+        let mut options = SubscriptionOptions::new(name)?
+            .with_batch_size(97)?
+            .with_checkpoint_every(300)?;
+        if let Some(t) = ty {
+            options = options.with_event_types([EventType::new(t)?]);
+        }
+        if let Some(t) = stream_type {
+            options = options.with_stream_type(StreamType::new(t)?);
+        }
+        let sub = Subscription::new(
+            store.clone(),
+            checkpoints.clone(),
+            options,
+            move |events: &[RawEvent]| {
+                sink.push_all(events);
+                Ok(())
+            },
+        );
+        let health = sub.health();
+        let mut stop = stop_rx.clone();
+        let task = tokio::spawn(sub.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        subs.push((name, ty, stream_type, log, health, task));
+    }
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(write(store.clone(), w)))
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    let final_log = GlobalPager::new(&store, ReadOptions::from_start(1000))
+        .collect()
+        .await?;
+    assert_eq!(final_log.len(), WRITERS * EVENTS_PER_WRITER);
+    let head = store.head().await?;
+    // Wait until every subscription has caught up with the final head.
+    for (name, .., health, _) in &subs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while !(health.snapshot().cursor >= head
+            && health.snapshot().state == SubscriptionState::Live)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not catch up: {:?}",
+                health.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    stop_tx.send(true)?;
+    for (name, ty, stream_type, log, health, task) in subs {
+        task.await??;
+        let want: Vec<Seen> = final_log
+            .iter()
+            .filter(|e| ty.is_none_or(|t| e.event_type == t))
+            .filter(|e| stream_type.is_none_or(|t| e.stream.stream_type() == t))
+            .map(key)
+            .collect();
+        let seen = log.take();
+        let missing = want.iter().filter(|e| !seen.contains(e)).count();
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert!(
+            seen == want,
+            "{name}: expected {} events, saw {} ({missing} skipped, {} duplicated, in order: {})",
+            want.len(),
+            seen.len(),
+            seen.len() - unique.len(),
+            unique == seen
+        );
+        assert_eq!(health.snapshot().state, SubscriptionState::Stopped);
+        assert_eq!(
+            checkpoints.load(name).await?,
+            Some(head),
+            "{name}'s checkpoint after a graceful stop"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c1_memory_every_subscription_sees_its_part_once_in_order() -> TestResult {
+    c1(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c1_sqlite_every_subscription_sees_its_part_once_in_order() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("eskit-processor-c1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let store = SqliteStore::open(dir.join("events.db"))?;
+    let r = c1(store.clone()).await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// A run that stops resumes from its checkpoint: the second run sees only
+/// what came after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_resumes_from_the_checkpoint() -> TestResult {
+    let store = MemoryStore::new();
+    let checkpoints = MemoryCheckpointStore::new();
+    let s = StreamName::new("order", "o-1")?;
+    let ty = EventType::new("Placed")?;
+    let append = |n: usize| {
+        let events = (0..n)
+            .map(|i| NewEvent::new(ty.clone(), vec![i as u8]))
+            .collect();
+        store.append(&s, ExpectedVersion::Any, events, AppendOptions::new())
+    };
+    append(10).await?;
+    for (round, want) in [(0, 10usize), (1, 5)] {
+        if round == 1 {
+            append(5).await?;
+        }
+        let log = Log::default();
+        let sink = log.clone();
+        let sub = Subscription::new(
+            store.clone(),
+            checkpoints.clone(),
+            SubscriptionOptions::new("resume")?.with_batch_size(3)?,
+            move |events: &[RawEvent]| {
+                sink.push_all(events);
+                Ok(())
+            },
+        );
+        let health = sub.health();
+        sub.run(async move {
+            while health.snapshot().state != SubscriptionState::Live {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await?;
+        assert_eq!(log.take().len(), want, "events delivered in run {round}");
+    }
+    Ok(())
+}
+
+/// With the feed broken, a caught-up subscription still sees new commits
+/// by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_feed_falls_back_to_polling() -> TestResult {
+    let store = MemoryStore::new();
+    let log = Log::default();
+    let sink = log.clone();
+    let sub = Subscription::new(
+        BrokenFeed(store.clone()),
+        MemoryCheckpointStore::new(),
+        SubscriptionOptions::new("polling")?.with_poll_interval(Duration::from_millis(5))?,
+        move |events: &[RawEvent]| {
+            sink.push_all(events);
+            Ok(())
+        },
+    );
+    let health = sub.health();
+    let task = tokio::spawn(sub.run(std::future::pending()));
+    let s = StreamName::new("order", "o-2")?;
+    store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![NewEvent::new(EventType::new("Placed")?, vec![])],
+            AppendOptions::new(),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while log
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "polling never read the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!health.snapshot().feed_ok);
+    task.abort();
+    Ok(())
+}
+
+/// A store whose commit feed is always broken.
+#[derive(Clone)]
+struct BrokenFeed(MemoryStore);
+
+impl GlobalReader for BrokenFeed {
+    async fn read(
+        &self,
+        o: ReadOptions,
+    ) -> Result<eskit_core::GlobalBatch, eskit_core::StoreError> {
+        self.0.read(o).await
+    }
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::StoreError> {
+        self.0.head().await
+    }
+}
+
+impl CommitFeed for BrokenFeed {
+    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
+        Err(eskit_core::FeedError::Broken {
+            reason: "no connection".into(),
+        })
+    }
+}
+
+/// A backend whose `next` goes back is reported, not skipped over.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cursor_that_goes_back_is_an_error() -> TestResult {
+    let store = MemoryStore::new();
+    let s = StreamName::new("order", "o-3")?;
+    store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![NewEvent::new(EventType::new("Placed")?, vec![])],
+            AppendOptions::new(),
+        )
+        .await?;
+    let checkpoints = MemoryCheckpointStore::new();
+    checkpoints
+        .save("back", GlobalCursor::at(eskit_core::Position::new(5)))
+        .await?;
+    let sub = Subscription::new(
+        Backwards(store),
+        checkpoints,
+        SubscriptionOptions::new("back")?,
+        |_: &[RawEvent]| Ok(()),
+    );
+    match sub.run(std::future::pending()).await {
+        Err(SubscriptionError::CursorWentBack { from, .. }) => {
+            assert_eq!(from.position().get(), 5);
+            Ok(())
+        }
+        other => Err(format!("expected CursorWentBack, got {other:?}").into()),
+    }
+}
+
+/// A broken backend: its pages always resume from the start.
+struct Backwards(MemoryStore);
+
+impl GlobalReader for Backwards {
+    async fn read(
+        &self,
+        o: ReadOptions,
+    ) -> Result<eskit_core::GlobalBatch, eskit_core::StoreError> {
+        let mut page = self.0.read(o).await?;
+        page.next = GlobalCursor::START;
+        Ok(page)
+    }
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::StoreError> {
+        self.0.head().await
+    }
+}
+
+impl CommitFeed for Backwards {
+    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
+        self.0.listen()
+    }
+}
