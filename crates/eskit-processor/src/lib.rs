@@ -1,10 +1,10 @@
 //! Subscriptions for eskit-rs: follow the global log from a durable cursor,
 //! catch up, then stay live, and never skip an event.
 //!
-//! A [`Subscription`] reads pages with [`GlobalReader::read`], hands each page
+//! A [`Subscription`] reads pages with [`GlobalReader::read`](eskit_core::GlobalReader::read), hands each page
 //! to a [`BatchHandler`], and stores the page's resume cursor in a
-//! [`CheckpointStore`] every N events or every interval, whichever comes
-//! first. When it has caught up it waits on the backend's [`CommitFeed`],
+//! [`CheckpointStore`](eskit_core::CheckpointStore) every N events or every interval, whichever comes
+//! first. When it has caught up it waits on the backend's [`CommitFeed`](eskit_core::CommitFeed),
 //! and falls back to polling while the feed is broken.
 //!
 //! # Ordering
