@@ -23,10 +23,11 @@ const TARGETS: &[(&str, &str, &str)] = &[
     ("postgres", "eskit-pg", "postgres"),
     ("nats", "eskit-nats", "nats"),
     ("codec", "eskit-codec", "codec"),
+    ("subscription", "eskit-processor", "subscription"),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let usage = "usage: cargo xtask bench [--backend memory|sqlite|postgres|nats|codec] [--workload W] [--json FILE]";
+    let usage = "usage: cargo xtask bench [--backend memory|sqlite|postgres|nats|codec|subscription] [--workload W] [--json FILE]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
         out(usage);
         return Ok(());
