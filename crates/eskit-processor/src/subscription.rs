@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    BoxError, BoxFuture, CheckpointStore, CommitFeed, EventType, FeedError, GlobalBatch,
-    GlobalCursor, GlobalReader, Listener, NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError,
-    StreamType, Timestamp, error_chain, validate_name,
+    BoxError, BoxFuture, CheckpointStore, CommitFeed, DynLockRegistry, EventType, FeedError,
+    FencingToken, GlobalBatch, GlobalCursor, GlobalReader, LeaseLost, Listener, LockRegistry,
+    NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError, StreamType, Timestamp, error_chain,
+    validate_name,
 };
 
 /// Events one page reads when not set.
@@ -49,6 +50,9 @@ pub enum SubscriptionError {
         /// The handler's last error.
         source: BoxError,
     },
+    /// The leader lease was lost while the subscription ran: it stopped at
+    /// once (another node may hold the lease now).
+    LeaseLost(LeaseLost),
     /// The backend returned a resume cursor before the one it was asked to
     /// read after: a broken gap-safety contract. Reported, never skipped.
     CursorWentBack {
@@ -70,6 +74,7 @@ impl fmt::Display for SubscriptionError {
                 f,
                 "the handler failed {attempts} times on the page after {after}"
             ),
+            Self::LeaseLost(why) => write!(f, "the leader lease was lost: {why}"),
             Self::CursorWentBack { from, to } => write!(
                 f,
                 "the backend moved the cursor back from {from} to {to} (a gap-safety bug)"
@@ -83,6 +88,7 @@ impl std::error::Error for SubscriptionError {
         match self {
             Self::Store(e) => e.source(),
             Self::Handler { source, .. } => Some(source.as_ref()),
+            Self::LeaseLost(why) => why.source(),
             Self::InvalidOption { .. } | Self::CursorWentBack { .. } => None,
         }
     }
@@ -308,6 +314,10 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Whether the commit feed works (false: the subscription polls).
     pub feed_ok: bool,
+    /// With a leader lease: whether this instance holds it, and its fencing
+    /// token (pass it with writes the handler makes, so a stale leader's
+    /// writes can be refused).
+    pub leader: Option<FencingToken>,
 }
 
 impl Health {
@@ -322,6 +332,7 @@ impl Health {
             handled: 0,
             last_error: None,
             feed_ok: true,
+            leader: None,
         }
     }
 
@@ -331,7 +342,7 @@ impl Health {
         let _ = write!(
             s,
             "\"name\":{},\"state\":\"{}\",\"cursor\":\"{}\",\"head\":\"{}\",\"lag_events\":{},\
-             \"lag_ms\":{},\"handled\":{},\"feed_ok\":{},\"last_error\":",
+             \"lag_ms\":{},\"handled\":{},\"feed_ok\":{},\"leader\":{},\"last_error\":",
             json_string(&self.name),
             self.state.as_str(),
             self.cursor,
@@ -339,7 +350,9 @@ impl Health {
             self.lag_events,
             self.lag.as_millis(),
             self.handled,
-            self.feed_ok
+            self.feed_ok,
+            self.leader
+                .map_or_else(|| "null".to_owned(), |t| t.get().to_string())
         );
         match &self.last_error {
             Some(e) => s.push_str(&json_string(e)),
@@ -394,6 +407,7 @@ pub struct Subscription<R, C, H> {
     options: SubscriptionOptions,
     handler: H,
     health: HealthHandle,
+    leader: Option<Arc<dyn DynLockRegistry>>,
 }
 
 impl<R, C, H> fmt::Debug for Subscription<R, C, H> {
@@ -423,7 +437,21 @@ where
             options,
             handler,
             health,
+            leader: None,
         }
+    }
+
+    /// Runs only while this instance holds the leader lease
+    /// `subscription:<name>` of `locks`: [`run`](Self::run) first waits for
+    /// the lease (other instances with the same name and a registry over the
+    /// same store wait meanwhile), and stops at once with
+    /// [`SubscriptionError::LeaseLost`] when the lease is lost. The next
+    /// leader resumes from the checkpoint, so events handled since the last
+    /// save are delivered again (at most one checkpoint interval).
+    #[must_use]
+    pub fn with_leader(mut self, locks: impl LockRegistry + 'static) -> Self {
+        self.leader = Some(Arc::new(locks));
+        self
     }
 
     /// A handle to this subscription's health, also while it runs.
@@ -443,7 +471,10 @@ where
     /// Dropping the future stops at once, without saving the checkpoint:
     /// the events since the last save are delivered again by the next run.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SubscriptionError> {
-        let result = self.run_inner(shutdown).await;
+        let result = match &self.leader {
+            None => self.run_inner(shutdown).await,
+            Some(locks) => self.run_as_leader(&**locks, shutdown).await,
+        };
         self.health.update(|h| {
             h.state = SubscriptionState::Stopped;
             if let Err(e) = &result {
@@ -549,6 +580,30 @@ where
                 }
             }
         }
+    }
+
+    async fn run_as_leader(
+        &self,
+        locks: &dyn DynLockRegistry,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), SubscriptionError> {
+        let mut shutdown = pin!(shutdown);
+        let key = format!("subscription:{}", self.options.name());
+        let guard = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            g = locks.dyn_acquire(&key) => g?,
+        };
+        self.health
+            .update(|h| h.leader = Some(guard.fencing_token()));
+        let result = tokio::select! {
+            biased;
+            why = guard.lost() => Err(SubscriptionError::LeaseLost(why)),
+            r = self.run_inner(shutdown) => r,
+        };
+        self.health.update(|h| h.leader = None);
+        drop(guard);
+        result
     }
 
     fn listen(&self) -> Option<Listener> {
