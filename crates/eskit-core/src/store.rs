@@ -527,6 +527,39 @@ pub trait EventStore: Send + Sync {
         &self,
         stream: &StreamName,
     ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+
+    /// The events the append to `stream` with idempotency key `key` wrote,
+    /// as stored (ids, versions, positions, timestamps, metadata), in
+    /// version order; `None` when no append to the stream used the key,
+    /// or the stream was deleted since (a delete forgets its keys).
+    ///
+    /// A retry with the key returns these events' records; this is how a
+    /// caller learns the original outcome of a keyed append without
+    /// appending again (the command handler looks a key up before it
+    /// decides).
+    ///
+    /// The default implementation loads the whole stream and keeps the
+    /// events whose metadata carries the key (every keyed append stores its
+    /// key there); backends override it with a lookup.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for an invalid key, or a backend failure.
+    fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<RawEvent>>, StoreError>> + Send {
+        async move {
+            validate_idempotency_key(key)?;
+            let events: Vec<RawEvent> = self
+                .load(stream, LoadOptions::new())
+                .await?
+                .into_iter()
+                .filter(|e| e.metadata.idempotency_key() == Some(key))
+                .collect();
+            Ok((!events.is_empty()).then_some(events))
+        }
+    }
 }
 
 /// Reads across all streams in global (cursor) order.
@@ -1182,6 +1215,7 @@ forward_arc!(EventStore {
     fn append(&self, stream: &StreamName, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
     fn load(&self, stream: &StreamName, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
     fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
+    fn find_idempotent(&self, stream: &StreamName, key: &str) -> Result<Option<Vec<RawEvent>>, StoreError>;
 });
 forward_arc!(GlobalReader {
     fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;

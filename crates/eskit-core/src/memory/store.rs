@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
+use crate::metadata::validate_idempotency_key;
 use crate::name::{NameKind, StreamName, validate_name};
 use crate::rt::yield_now;
 use crate::store::{
@@ -255,6 +256,40 @@ impl EventStore for MemoryStore {
             .get(stream)
             .filter(|d| d.state != StreamState::Deleted)
             .map_or(Version::ZERO, |d| d.version))
+    }
+
+    async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
+        yield_now().await;
+        validate_idempotency_key(key)?;
+        let inner = lock(&self.shared.data);
+        let Some(data) = inner.streams.get(stream) else {
+            return Ok(None);
+        };
+        let Some((_, records)) = data.idempotency.get(key) else {
+            return Ok(None);
+        };
+        // Versions start at 1 and a stream's events are only ever removed
+        // all together, with its keys: version `v` is at index `v - 1`.
+        records
+            .iter()
+            .map(|r| {
+                usize::try_from(r.version.get().wrapping_sub(1))
+                    .ok()
+                    .and_then(|i| data.events.get(i))
+                    .map(|e| RawEvent::clone(e))
+                    .ok_or_else(|| StoreError::Corrupt {
+                        detail: format!(
+                            "idempotency key of stream {stream} names missing version {}",
+                            r.version
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }
 
