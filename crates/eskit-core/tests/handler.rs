@@ -426,3 +426,25 @@ impl eskit_core::Middleware<Counter> for CountConflicts {
         })
     }
 }
+
+#[test]
+fn a_hard_delete_removes_the_snapshot_the_handler_would_load() -> TestResult {
+    let store = MemoryStore::new();
+    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
+        store.snapshots(),
+        U64Codec,
+        SnapshotPolicy::every(2)?,
+    );
+    for _ in 0..4 {
+        block_on(handler.handle(&counter(), &CounterCommand::Add(3)))?;
+    }
+    assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_some());
+    block_on(eskit_core::StreamLifecycle::delete(&store, &counter()))?;
+    assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_none());
+    // The deleted stream's old state (12 at version 4) is gone with it.
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (0, Version::ZERO)
+    );
+    Ok(())
+}

@@ -44,6 +44,9 @@ pub struct MemoryStore {
 struct Shared {
     data: Mutex<Inner>,
     feed: CommitNotifier,
+    /// The snapshots [`MemoryStore::snapshots`] hands out; a hard delete
+    /// removes the stream's, as the durable backends do.
+    snapshots: MemorySnapshotStore,
 }
 
 impl Drop for Shared {
@@ -93,6 +96,36 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The snapshot store of this store's data: every call returns a handle
+    /// to the same snapshots, and [`StreamLifecycle::delete`] removes the
+    /// deleted stream's snapshot from it, as the durable backends do (a
+    /// [`MemorySnapshotStore::new`] of its own knows nothing of deletes).
+    ///
+    /// ```
+    /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, MemoryStore,
+    ///     NewEvent, Snapshot, SnapshotStore, StreamLifecycle, StreamName, Timestamp, Version,
+    ///     block_on};
+    /// let store = MemoryStore::new();
+    /// let snapshots = store.snapshots();
+    /// let s = StreamName::new("account", "a-1")?;
+    /// let opened = NewEvent::new(EventType::new("Opened")?, vec![]);
+    /// block_on(store.append(&s, ExpectedVersion::NoStream, vec![opened], AppendOptions::new()))?;
+    /// block_on(snapshots.save(Snapshot {
+    ///     stream: s.clone(),
+    ///     version: Version::new(1),
+    ///     schema_version: 1,
+    ///     codec: "raw".into(),
+    ///     state: vec![1],
+    ///     created_at: Timestamp::now(),
+    /// }))?;
+    /// block_on(store.delete(&s))?;
+    /// assert!(block_on(snapshots.load(&s))?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshots(&self) -> MemorySnapshotStore {
+        self.shared.snapshots.clone()
     }
 
     fn append_sync(
@@ -200,6 +233,10 @@ impl MemoryStore {
                 data.events.clear();
                 data.idempotency.clear();
                 inner.log.retain(|e| &e.stream != stream);
+                // Under the data lock, so no load sees the events gone and
+                // the snapshot still there. Snapshot calls never take the
+                // data lock, so the order cannot deadlock.
+                lock(&self.shared.snapshots.inner).remove(stream);
             }
         }
         let latest = Position::new(inner.last_position);
@@ -374,6 +411,10 @@ impl StreamLifecycle for MemoryStore {
 }
 
 /// A snapshot store kept in memory. Cloning shares the same data.
+///
+/// [`MemorySnapshotStore::new`] makes one on its own; use
+/// [`MemoryStore::snapshots`] for one that a hard delete of the store's
+/// streams keeps in step with.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySnapshotStore {
     inner: Arc<Mutex<HashMap<StreamName, Snapshot>>>,
