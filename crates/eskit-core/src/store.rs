@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{LifecycleOp, StoreError, ValidationError};
 use crate::event::{AppendResult, NewEvent, RawEvent};
+use crate::id::EventId;
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_POSITION,
     MAX_READ_LIMIT, MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
@@ -456,10 +457,24 @@ pub fn validate_append(
     if total > MAX_APPEND_BYTES {
         return Err(ValidationError::AppendTooLarge { len: total });
     }
+    check_unique_ids(events)?;
     if let Some(key) = options.idempotency_key() {
         validate_idempotency_key(key)?;
     }
     options.stored_metadata().validate()
+}
+
+/// Refuses two events of one append with the same id.
+fn check_unique_ids(events: &[NewEvent]) -> Result<(), ValidationError> {
+    if events.len() < 2 {
+        return Ok(());
+    }
+    let mut ids: Vec<EventId> = events.iter().map(NewEvent::id).collect();
+    ids.sort_unstable();
+    match ids.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(ValidationError::DuplicateEventId { id: w[0] }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a position or version against [`MAX_POSITION`].
@@ -497,7 +512,10 @@ pub trait EventStore: Send + Sync {
     /// [`StoreError::WrongExpectedVersion`] on a conflict,
     /// [`StoreError::StreamDeleted`] / [`StoreError::StreamArchived`] for a
     /// closed stream, [`StoreError::IdempotencyConflict`] for a reused key,
-    /// [`StoreError::Validation`] for inputs out of bounds.
+    /// [`StoreError::DuplicateEventId`] for an event id already stored (an
+    /// idempotent retry with the original ids is deduplicated instead),
+    /// [`StoreError::Validation`] for inputs out of bounds (two events of
+    /// the append with one id among them).
     fn append(
         &self,
         stream: &StreamName,

@@ -327,6 +327,7 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
         c.execute_batch(
             "ALTER TABLE eskit_locks DROP COLUMN token;
              ALTER TABLE eskit_checkpoints DROP COLUMN tx;
+             DROP INDEX eskit_events_event_id;
              INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
              DELETE FROM eskit_schema WHERE version = 2;",
         )?;
@@ -343,6 +344,12 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
         |r| r.get(0),
     )?;
     assert_eq!(version, eskit_sqlite::SCHEMA_VERSION);
+    let index: i64 = rusqlite::Connection::open(&path)?.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'eskit_events_event_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(index, 1, "the unique index of event ids was not added");
     let locks = store.locks();
     assert!(block_on(locks.try_acquire("held-by-v1"))?.is_none());
     let g = block_on(locks.try_acquire("fresh"))?.ok_or("a free lock was refused")?;

@@ -1,9 +1,10 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
+use crate::id::EventId;
 use crate::metadata::validate_idempotency_key;
 use crate::name::{NameKind, StreamName, validate_name};
 use crate::rt::yield_now;
@@ -61,6 +62,8 @@ struct Inner {
     last_position: u64,
     log: Vec<Arc<RawEvent>>,
     streams: HashMap<StreamName, StreamData>,
+    /// The ids of every stored event: ids are unique across streams.
+    ids: HashSet<EventId>,
 }
 
 #[derive(Debug)]
@@ -141,6 +144,7 @@ impl MemoryStore {
             last_position,
             log,
             streams,
+            ids,
         } = &mut *inner;
         let data = streams
             .entry(stream.clone())
@@ -175,6 +179,15 @@ impl MemoryStore {
                 actual,
             });
         }
+        // After the idempotency check: a retry with the original ids is
+        // deduplicated, not refused.
+        if let Some(e) = events.iter().find(|e| ids.contains(&e.id())) {
+            let id = e.id();
+            if data.events.is_empty() && data.version == Version::ZERO {
+                streams.remove(stream);
+            }
+            return Err(StoreError::DuplicateEventId { id });
+        }
         let count = events.len() as u64;
         let overflow = || StoreError::Corrupt {
             detail: "version or position overflow".to_owned(),
@@ -197,6 +210,7 @@ impl MemoryStore {
                 metadata.clone(),
             ));
             records.push(raw.record());
+            ids.insert(raw.id);
             data.events.push(Arc::clone(&raw));
             log.push(raw);
         }
@@ -219,7 +233,13 @@ impl MemoryStore {
             validate_reason(r)?;
         }
         let mut inner = lock(&self.shared.data);
-        let Some(data) = inner.streams.get_mut(stream) else {
+        let Inner {
+            last_position,
+            log,
+            streams,
+            ids,
+        } = &mut *inner;
+        let Some(data) = streams.get_mut(stream) else {
             return StreamState::NotFound.transition(stream, op).map(|_| ());
         };
         data.state = data.state.transition(stream, op)?;
@@ -230,16 +250,21 @@ impl MemoryStore {
             }
             LifecycleOp::Restore => data.reason = None,
             LifecycleOp::Delete => {
+                // The deleted events' ids are free again, as in a database
+                // whose unique index loses the deleted rows.
+                for e in &data.events {
+                    ids.remove(&e.id);
+                }
                 data.events.clear();
                 data.idempotency.clear();
-                inner.log.retain(|e| &e.stream != stream);
+                log.retain(|e| &e.stream != stream);
                 // Under the data lock, so no load sees the events gone and
                 // the snapshot still there. Snapshot calls never take the
                 // data lock, so the order cannot deadlock.
                 lock(&self.shared.snapshots.inner).remove(stream);
             }
         }
-        let latest = Position::new(inner.last_position);
+        let latest = Position::new(*last_position);
         drop(inner);
         self.shared.feed.notify(latest);
         Ok(())
