@@ -411,7 +411,8 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         if !same {
             return Err(StoreError::Corrupt {
                 detail: format!(
-                    "the idempotency key's events of stream {stream} differ from the records of the deduplicated append"
+                    "the idempotency key's events of stream {} differ from the records of the deduplicated append",
+                    stream.quoted()
                 ),
             });
         }

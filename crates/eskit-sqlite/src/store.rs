@@ -646,7 +646,8 @@ impl EventStore for SqliteStore {
         };
         let bad = || {
             corrupt(format!(
-                "idempotency entry of stream {stream} is out of range"
+                "idempotency entry of stream {} is out of range",
+                stream.quoted()
             ))
         };
         let first = to_version(first)?;
@@ -671,7 +672,8 @@ impl EventStore for SqliteStore {
         }
         if events.len() as u64 != count {
             return Err(corrupt(format!(
-                "idempotency entry of stream {stream} names missing events"
+                "idempotency entry of stream {} names missing events",
+                stream.quoted()
             )));
         }
         Ok(Some(events))

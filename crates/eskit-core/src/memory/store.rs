@@ -345,7 +345,8 @@ impl EventStore for MemoryStore {
                     .map(|e| RawEvent::clone(e))
                     .ok_or_else(|| StoreError::Corrupt {
                         detail: format!(
-                            "idempotency key of stream {stream} names missing version {}",
+                            "idempotency key of stream {} names missing version {}",
+                            stream.quoted(),
                             r.version
                         ),
                     })
