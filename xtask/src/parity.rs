@@ -32,7 +32,7 @@ const GROUPS: &[(&str, &str)] = &[
     ),
     (
         "fields",
-        "ids, positions, timestamps (custom ones too), schema version, codec",
+        "ids (unique in the store, duplicates refused), positions, timestamps (custom ones too), schema version, codec",
     ),
     (
         "names",
@@ -41,7 +41,7 @@ const GROUPS: &[(&str, &str)] = &[
     ("metadata", "metadata round trip and bounds"),
     (
         "idempotency",
-        "idempotency keys: deduplicated retries, conflicting reuse",
+        "idempotency keys: deduplicated retries, conflicting reuse, key lookup, command retries",
     ),
     (
         "edge",
@@ -63,7 +63,10 @@ const GROUPS: &[(&str, &str)] = &[
         "follow",
         "tail followers during 8 writers see the final log: 0 skipped, duplicated, reordered",
     ),
-    ("snapshot", "snapshot store contract"),
+    (
+        "snapshot",
+        "snapshot store contract, removed by a hard delete",
+    ),
     ("checkpoint", "checkpoint store contract"),
     (
         "lock",

@@ -54,6 +54,13 @@ pub trait DynEventStore: Send + Sync {
         &'a self,
         stream: &'a StreamName,
     ) -> BoxFuture<'a, Result<Version, StoreError>>;
+
+    /// See [`EventStore::find_idempotent`].
+    fn dyn_find_idempotent<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<RawEvent>>, StoreError>>;
 }
 
 impl<T: EventStore> DynEventStore for T {
@@ -81,6 +88,14 @@ impl<T: EventStore> DynEventStore for T {
     ) -> BoxFuture<'a, Result<Version, StoreError>> {
         Box::pin(self.stream_version(stream))
     }
+
+    fn dyn_find_idempotent<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<RawEvent>>, StoreError>> {
+        Box::pin(self.find_idempotent(stream, key))
+    }
 }
 
 impl EventStore for Arc<dyn DynEventStore> {
@@ -104,6 +119,14 @@ impl EventStore for Arc<dyn DynEventStore> {
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         (**self).dyn_stream_version(stream).await
+    }
+
+    async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
+        (**self).dyn_find_idempotent(stream, key).await
     }
 }
 

@@ -14,6 +14,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::id::EventId;
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_IDEMPOTENCY_KEY_BYTES,
     MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
@@ -104,6 +105,11 @@ pub enum ValidationError {
         /// Its size in bytes.
         len: usize,
     },
+    /// Two events of one append carry the same id.
+    DuplicateEventId {
+        /// The shared id.
+        id: EventId,
+    },
 }
 
 impl fmt::Display for ValidationError {
@@ -160,6 +166,9 @@ impl fmt::Display for ValidationError {
                 f,
                 "snapshot is {len} bytes, the maximum is {MAX_SNAPSHOT_BYTES}"
             ),
+            Self::DuplicateEventId { id } => {
+                write!(f, "two events of the append carry the id {id}")
+            }
         }
     }
 }
@@ -394,6 +403,13 @@ pub enum StoreError {
         /// The reused key.
         key: String,
     },
+    /// An event of the append carries the id of an event already stored
+    /// (in any stream): event ids are unique in a store. Nothing was
+    /// written.
+    DuplicateEventId {
+        /// The id.
+        id: EventId,
+    },
     /// An input broke a bound or rule.
     Validation(ValidationError),
     /// Encoding or decoding a value failed.
@@ -470,6 +486,7 @@ impl fmt::Display for StoreError {
                 quote_name(key),
                 stream.quoted()
             ),
+            Self::DuplicateEventId { id } => write!(f, "event id {id} is already stored"),
             Self::Validation(_) => f.write_str("invalid input"),
             Self::Codec(_) => f.write_str("codec failure"),
             Self::Corrupt { detail } => write!(f, "stored data is corrupt: {detail}"),

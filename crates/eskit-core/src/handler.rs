@@ -124,9 +124,12 @@ pub struct Handled<D: Decider> {
     pub events: Vec<RecordedEvent<D::Event>>,
     /// The stream's version after the command.
     pub version: Version,
-    /// `true` when the command's idempotency key matched an earlier append:
-    /// nothing was written, `events` are the original ones, and `state` and
-    /// `version` are the stream's current ones.
+    /// `true` when the command's idempotency key matched an earlier
+    /// command's append: the decider did not run, nothing was written,
+    /// `events` are the original events as stored and `version` is the
+    /// version after them (the original outcome, however the stream moved
+    /// since), while `state` is the stream's current state, which includes
+    /// any events appended after the original ones.
     pub deduplicated: bool,
 }
 
@@ -155,7 +158,12 @@ impl CommandOptions {
         self
     }
 
-    /// Makes the append idempotent under this key (safe client retries).
+    /// Makes the command idempotent under this key (safe client retries):
+    /// when an earlier command on the stream appended with the key, the
+    /// handler returns that command's outcome ([`Handled::deduplicated`])
+    /// without running the decider, whatever happened to the stream since.
+    /// A command that decided no events stores nothing, so its key is not
+    /// remembered.
     #[must_use]
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
@@ -572,7 +580,38 @@ where
             .await
     }
 
+    /// The outcome of the command that already ran under `key`, if one
+    /// did: its events as stored, the version after them, and the stream's
+    /// current state.
+    async fn earlier_outcome(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Handled<D>>, StoreError> {
+        let Some(events) = self.store.find_idempotent(stream, key).await? else {
+            return Ok(None);
+        };
+        let (state, current, _) = self.load_state(stream).await?;
+        let version = events.last().map_or(current, |e| e.version);
+        Ok(Some(Handled {
+            state,
+            events,
+            version,
+            deduplicated: true,
+        }))
+    }
+
     async fn run_once(&self, ctx: CommandContext<'_, D::Command>) -> HandleResult<D> {
+        // A known key answers with the first attempt's outcome before the
+        // decider runs: deciding again against today's state could reject
+        // the retry ("already open") or produce other events (a running
+        // balance moved by a later command).
+        let key = ctx.options.idempotency_key();
+        if let Some(key) = key
+            && let Some(done) = self.earlier_outcome(ctx.stream, key).await?
+        {
+            return Ok(done);
+        }
         let (state, version, from_snapshot) = self.load_state(ctx.stream).await?;
         let events = self
             .decider
@@ -588,7 +627,7 @@ where
         }
         let state = self.decider.fold_from(state, events.iter());
         let mut options = AppendOptions::new().with_metadata(ctx.options.metadata().clone());
-        if let Some(key) = ctx.options.idempotency_key() {
+        if let Some(key) = key {
             options = options.with_idempotency_key(key);
         }
         if let Some(t) = ctx.options.timestamp() {
@@ -600,6 +639,17 @@ where
             .await;
         let appended = match appended {
             Ok(r) => r,
+            Err(e @ StoreError::IdempotencyConflict { .. }) => {
+                // Another attempt with this key committed after the lookup
+                // above and decided other events: its outcome is the answer.
+                return match key {
+                    Some(key) => self
+                        .earlier_outcome(ctx.stream, key)
+                        .await?
+                        .ok_or_else(|| e.into()),
+                    None => Err(e.into()),
+                };
+            }
             Err(e) => {
                 // A snapshot ahead of the stream (the stream was deleted and
                 // recreated) would make every append conflict: drop it.
@@ -614,8 +664,10 @@ where
         };
         if appended.deduplicated {
             // An earlier attempt with this idempotency key already wrote the
-            // events: report the stream as it is, not as if they were new.
-            let (state, version, _) = self.load_state(ctx.stream).await?;
+            // events (they are the stored ones): report the stream as it
+            // is, not as if they were new.
+            let (state, _, _) = self.load_state(ctx.stream).await?;
+            let version = appended.events.last().map_or(version, |e| e.version);
             return Ok(Handled {
                 state,
                 events: appended.events,

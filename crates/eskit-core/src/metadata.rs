@@ -24,7 +24,9 @@ pub enum PrincipalKind {
     Scheduler,
     /// An API client.
     Api,
-    /// Any other kind, by name.
+    /// Any other kind, by name. A [`Principal`] never holds a known name
+    /// here: [`Principal::new`] turns `Other("user")` into
+    /// [`PrincipalKind::User`], as every backend reads it back.
     Other(String),
 }
 
@@ -70,8 +72,15 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// A principal of any kind.
+    /// A principal of any kind. The kind is made canonical: an
+    /// [`PrincipalKind::Other`] carrying a known kind's name becomes that
+    /// kind, so the principal compares equal to what any backend returns
+    /// after storing it (backends store the name and parse it back).
     pub fn new(kind: PrincipalKind, id: impl Into<String>) -> Self {
+        let kind = match kind {
+            PrincipalKind::Other(name) => PrincipalKind::parse(&name),
+            known => known,
+        };
         Self {
             kind,
             id: id.into(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{LifecycleOp, StoreError, ValidationError};
 use crate::event::{AppendResult, NewEvent, RawEvent};
+use crate::id::EventId;
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_PAYLOAD_BYTES, MAX_POSITION,
     MAX_READ_LIMIT, MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
@@ -456,10 +457,24 @@ pub fn validate_append(
     if total > MAX_APPEND_BYTES {
         return Err(ValidationError::AppendTooLarge { len: total });
     }
+    check_unique_ids(events)?;
     if let Some(key) = options.idempotency_key() {
         validate_idempotency_key(key)?;
     }
     options.stored_metadata().validate()
+}
+
+/// Refuses two events of one append with the same id.
+fn check_unique_ids(events: &[NewEvent]) -> Result<(), ValidationError> {
+    if events.len() < 2 {
+        return Ok(());
+    }
+    let mut ids: Vec<EventId> = events.iter().map(NewEvent::id).collect();
+    ids.sort_unstable();
+    match ids.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(ValidationError::DuplicateEventId { id: w[0] }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a position or version against [`MAX_POSITION`].
@@ -497,7 +512,10 @@ pub trait EventStore: Send + Sync {
     /// [`StoreError::WrongExpectedVersion`] on a conflict,
     /// [`StoreError::StreamDeleted`] / [`StoreError::StreamArchived`] for a
     /// closed stream, [`StoreError::IdempotencyConflict`] for a reused key,
-    /// [`StoreError::Validation`] for inputs out of bounds.
+    /// [`StoreError::DuplicateEventId`] for an event id already stored (an
+    /// idempotent retry with the original ids is deduplicated instead),
+    /// [`StoreError::Validation`] for inputs out of bounds (two events of
+    /// the append with one id among them).
     fn append(
         &self,
         stream: &StreamName,
@@ -527,6 +545,39 @@ pub trait EventStore: Send + Sync {
         &self,
         stream: &StreamName,
     ) -> impl Future<Output = Result<Version, StoreError>> + Send;
+
+    /// The events the append to `stream` with idempotency key `key` wrote,
+    /// as stored (ids, versions, positions, timestamps, metadata), in
+    /// version order; `None` when no append to the stream used the key,
+    /// or the stream was deleted since (a delete forgets its keys).
+    ///
+    /// A retry with the key returns these events' records; this is how a
+    /// caller learns the original outcome of a keyed append without
+    /// appending again (the command handler looks a key up before it
+    /// decides).
+    ///
+    /// The default implementation loads the whole stream and keeps the
+    /// events whose metadata carries the key (every keyed append stores its
+    /// key there); backends override it with a lookup.
+    ///
+    /// # Errors
+    /// [`StoreError::Validation`] for an invalid key, or a backend failure.
+    fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<RawEvent>>, StoreError>> + Send {
+        async move {
+            validate_idempotency_key(key)?;
+            let events: Vec<RawEvent> = self
+                .load(stream, LoadOptions::new())
+                .await?
+                .into_iter()
+                .filter(|e| e.metadata.idempotency_key() == Some(key))
+                .collect();
+            Ok((!events.is_empty()).then_some(events))
+        }
+    }
 }
 
 /// Reads across all streams in global (cursor) order.
@@ -1182,6 +1233,7 @@ forward_arc!(EventStore {
     fn append(&self, stream: &StreamName, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
     fn load(&self, stream: &StreamName, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
     fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
+    fn find_idempotent(&self, stream: &StreamName, key: &str) -> Result<Option<Vec<RawEvent>>, StoreError>;
 });
 forward_arc!(GlobalReader {
     fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;

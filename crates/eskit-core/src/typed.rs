@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::codec::{DomainEvent, EventCodec};
 use crate::error::{CodecError, StoreError};
-use crate::event::{NewEvent, RawEvent, RecordedEvent};
+use crate::event::{EventRecord, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
 use crate::name::{EventType, StreamName};
 use crate::registry::EventRegistry;
@@ -215,7 +215,8 @@ pub struct Appended<E> {
     /// The events as recorded.
     pub events: Vec<RecordedEvent<E>>,
     /// `true` when an idempotency key matched an earlier append: nothing was
-    /// written, and `events` carry the original records.
+    /// written, and `events` are the original events as stored (their
+    /// data and metadata, not the retry's).
     pub deduplicated: bool,
 }
 
@@ -321,7 +322,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
 
     /// Appends events with options and says whether an idempotency key
     /// matched an earlier append (then nothing was written and the events
-    /// carry the original records).
+    /// are the original ones as stored, loaded back).
     ///
     /// # Errors
     /// As [`TypedStore::append_with`].
@@ -344,10 +345,16 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             .map(|e| (e.event_type().clone(), e.schema_version()))
             .collect();
         let metadata = options.stored_metadata();
+        let key = options.idempotency_key().map(str::to_owned);
         let result = self
             .backend
             .append(stream, expected, encoded, options)
             .await?;
+        if result.deduplicated
+            && let Some(key) = &key
+        {
+            return self.stored_outcome(stream, key, &result.records).await;
+        }
         if result.records.len() != events.len() {
             return Err(StoreError::Corrupt {
                 detail: format!(
@@ -378,6 +385,59 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             events: recorded,
             deduplicated: result.deduplicated,
         })
+    }
+
+    /// The events of the earlier append with this key, as stored: the
+    /// store reported `records` as deduplicated, and the retry's own events
+    /// and metadata may differ from the stored ones (a new correlation id,
+    /// for instance), so they are loaded rather than rebuilt.
+    async fn stored_outcome(
+        &self,
+        stream: &StreamName,
+        key: &str,
+        records: &[EventRecord],
+    ) -> Result<Appended<E>, StoreError> {
+        let Some(events) = self.find_idempotent(stream, key).await? else {
+            // Deduplicated, then gone: the stream was deleted in between.
+            return Err(StoreError::StreamDeleted {
+                stream: stream.clone(),
+            });
+        };
+        let same = events.len() == records.len()
+            && events
+                .iter()
+                .zip(records)
+                .all(|(e, r)| e.id == r.id && e.version == r.version);
+        if !same {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "the idempotency key's events of stream {} differ from the records of the deduplicated append",
+                    stream.quoted()
+                ),
+            });
+        }
+        Ok(Appended {
+            events,
+            deduplicated: true,
+        })
+    }
+
+    /// The events the append to `stream` with idempotency key `key` wrote,
+    /// decoded; `None` when no append to the stream used the key (see
+    /// [`EventStore::find_idempotent`]).
+    ///
+    /// # Errors
+    /// As [`EventStore::find_idempotent`], plus [`StoreError::Codec`] when
+    /// decoding fails.
+    pub async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RecordedEvent<E>>>, StoreError> {
+        match self.backend.find_idempotent(stream, key).await? {
+            Some(raw) => self.decode_all(raw).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Loads and decodes a whole stream.

@@ -19,6 +19,11 @@ fn stream() -> StreamName {
     StreamName::new("t", "s").expect("valid")
 }
 
+/// `n` events with this payload, each with its own id.
+fn many(payload: &[u8], n: usize) -> Vec<NewEvent> {
+    (0..n).map(|_| ev(payload)).collect()
+}
+
 /// Appends and returns the validation error, if any.
 fn append_err(events: Vec<NewEvent>, options: AppendOptions) -> Option<ValidationError> {
     let store = MemoryStore::new();
@@ -82,7 +87,7 @@ fn append_bounds() {
     );
     check(
         "max events",
-        append_err(vec![ev(b""); MAX_EVENTS_PER_APPEND], o()),
+        append_err(many(b"", MAX_EVENTS_PER_APPEND), o()),
         None,
     );
     check(
@@ -108,7 +113,7 @@ fn append_bounds() {
     let n = MAX_APPEND_BYTES / MAX_PAYLOAD_BYTES + 1;
     check(
         "append over total",
-        append_err(vec![ev(&vec![1; MAX_PAYLOAD_BYTES]); n], o()),
+        append_err(many(&vec![1; MAX_PAYLOAD_BYTES], n), o()),
         Some(ValidationError::AppendTooLarge {
             len: n * MAX_PAYLOAD_BYTES,
         }),
@@ -327,7 +332,7 @@ fn expected_version_cases() -> TestResult {
         let store = MemoryStore::new();
         let s = stream();
         if len > 0 {
-            block_on(store.append(&s, Any, vec![ev(b""); len], AppendOptions::new()))?;
+            block_on(store.append(&s, Any, many(b"", len), AppendOptions::new()))?;
         }
         let result = block_on(store.append(&s, expected, vec![ev(b"x")], AppendOptions::new()));
         match (result, ok) {

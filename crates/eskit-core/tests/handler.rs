@@ -223,12 +223,13 @@ fn idempotent_commands_and_metadata() -> TestResult {
     );
     assert!(again.deduplicated && !first.deduplicated);
     assert_eq!(block_on(store.stream_version(&counter()))?, Version::new(1));
-    // Another command moves the stream on; a late retry still reports the
-    // stream as it is, not as if the command were applied twice.
+    // Another command moves the stream on; a late retry reports the
+    // original outcome (its events and the version after them) with the
+    // stream's current state, not as if the command were applied twice.
     block_on(handler.handle(&counter(), &CounterCommand::Add(1)))?;
     let late = block_on(handler.handle_with(&counter(), &CounterCommand::Add(5), &opts))?;
     assert!(late.deduplicated);
-    assert_eq!((late.state, late.version), (6, Version::new(2)));
+    assert_eq!((late.state, late.version), (6, Version::new(1)));
     assert_eq!(late.events[0].version, Version::new(1));
     let loaded = block_on(handler.store().load(&counter()))?;
     assert_eq!(loaded[0].metadata.correlation_id(), meta.correlation_id());
@@ -424,4 +425,26 @@ impl eskit_core::Middleware<Counter> for CountConflicts {
             r
         })
     }
+}
+
+#[test]
+fn a_hard_delete_removes_the_snapshot_the_handler_would_load() -> TestResult {
+    let store = MemoryStore::new();
+    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
+        store.snapshots(),
+        U64Codec,
+        SnapshotPolicy::every(2)?,
+    );
+    for _ in 0..4 {
+        block_on(handler.handle(&counter(), &CounterCommand::Add(3)))?;
+    }
+    assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_some());
+    block_on(eskit_core::StreamLifecycle::delete(&store, &counter()))?;
+    assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_none());
+    // The deleted stream's old state (12 at version 4) is gone with it.
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (0, Version::ZERO)
+    );
+    Ok(())
 }

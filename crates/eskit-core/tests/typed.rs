@@ -175,3 +175,44 @@ fn malformed_payloads_are_codec_errors() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_deduplicated_append_returns_the_stored_events_not_the_retry() -> TestResult {
+    let store = TypedStore::new(MemoryStore::new(), EventSchema::new(TextCodec));
+    let keyed = |correlation: &str| {
+        AppendOptions::new()
+            .with_idempotency_key("add-7")
+            .with_metadata(eskit_core::Metadata::new().with_correlation_id(correlation))
+            .with_timestamp(eskit_core::Timestamp::from_unix_micros(
+                if correlation == "first" { 1_000 } else { 2_000 },
+            ))
+    };
+    let first = block_on(store.append_detailed(
+        &s(),
+        ExpectedVersion::NoStream,
+        vec![CounterEvent::Added(7)],
+        keyed("first"),
+    ))?;
+    assert!(!first.deduplicated);
+    // The retry carries the same event with new metadata and a new time.
+    let retry = block_on(store.append_detailed(
+        &s(),
+        ExpectedVersion::Any,
+        vec![CounterEvent::Added(7)],
+        keyed("retry"),
+    ))?;
+    assert!(retry.deduplicated);
+    assert_eq!(retry.events, first.events);
+    assert_eq!(retry.events, block_on(store.load(&s()))?);
+    assert_eq!(
+        retry.events[0].metadata.correlation_id(),
+        Some("first"),
+        "the retry's metadata was reported instead of the stored one"
+    );
+    assert_eq!(
+        block_on(store.find_idempotent(&s(), "add-7"))?,
+        Some(first.events)
+    );
+    assert_eq!(block_on(store.find_idempotent(&s(), "other"))?, None);
+    Ok(())
+}

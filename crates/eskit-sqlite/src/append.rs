@@ -7,6 +7,9 @@
 //! append writes anything, so a refused append leaves its batch-mates
 //! unharmed without a savepoint; a failure while writing rolls the whole
 //! batch back, and each append is then retried alone for its own outcome.
+//! An event id already stored is the one refusal found while writing (by
+//! the unique index of event ids, which costs no extra lookup per event):
+//! it takes that rare path and becomes [`StoreError::DuplicateEventId`].
 
 use eskit_core::{
     AppendResult, EventRecord, Position, RawEvent, StoreError, StreamName, StreamState, Timestamp,
@@ -324,6 +327,17 @@ fn check_append(
     }))
 }
 
+/// Whether an insert failed on the unique index of event ids.
+fn is_event_id_violation(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(message)) => {
+            f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && message.contains("eskit_events.event_id")
+        }
+        _ => false,
+    }
+}
+
 /// Writes a checked append. An `Err` may leave part of it written: the
 /// caller must roll the transaction back.
 fn write_append(
@@ -404,7 +418,13 @@ fn write_append(
                 meta.0,
                 checksum,
             ])
-            .map_err(store_error)?;
+            .map_err(|e| {
+                if is_event_id_violation(&e) {
+                    StoreError::DuplicateEventId { id: event.id() }
+                } else {
+                    store_error(e)
+                }
+            })?;
         records.push(EventRecord {
             id: event.id(),
             version: to_version(v)?,

@@ -20,7 +20,8 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 /// Version 2 gives each lock its fencing token (the counter is the `locks`
-/// row of `eskit_sequence`). Later versions add the claim store and the
+/// row of `eskit_sequence`), checkpoints their cursor's transaction key,
+/// and event ids a unique index. Later versions add the claim store and the
 /// command queue.
 const MIGRATIONS: &[&str] = &[
     r"
@@ -107,6 +108,8 @@ JOIN eskit_event_kinds k ON k.kind = e.kind;
 ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
 -- Checkpoints store cursors: the transaction key beside the position.
 ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+-- Event ids are unique across the store; an append reusing one is refused.
+CREATE UNIQUE INDEX eskit_events_event_id ON eskit_events (event_id);
 ",
 ];
 

@@ -10,7 +10,7 @@ use eskit_core::{
     AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventStore, ExpectedVersion,
     GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent, Position,
     RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamState, StreamStatus,
-    Timestamp, Version, validate_append, validate_reason,
+    Timestamp, Version, validate_append, validate_idempotency_key, validate_reason,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -612,6 +612,71 @@ impl EventStore for SqliteStore {
                 Some((_, v, _)) => to_version(v),
             })
             .await
+    }
+
+    /// Looks the key up in `eskit_idempotency` on a reader thread, then
+    /// loads the versions it names.
+    async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
+        validate_idempotency_key(key)?;
+        let (name, owned) = (stream.clone(), key.to_owned());
+        let entry: Option<(i64, i64)> = self
+            .inner
+            .workers
+            .read(move |c| {
+                let Some((sid, _, _)) = stream_row(c, &name)? else {
+                    return Ok(None);
+                };
+                c.prepare_cached(
+                    "SELECT first_version, event_count FROM eskit_idempotency \
+                     WHERE stream = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row((sid, owned.as_str()), |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(store_error)
+            })
+            .await?;
+        let Some((first, count)) = entry else {
+            return Ok(None);
+        };
+        let bad = || {
+            corrupt(format!(
+                "idempotency entry of stream {} is out of range",
+                stream.quoted()
+            ))
+        };
+        let first = to_version(first)?;
+        let count = u64::try_from(count).map_err(|_| bad())?;
+        let last = first
+            .get()
+            .checked_add(count)
+            .and_then(|end| end.checked_sub(1))
+            .filter(|last| *last >= first.get())
+            .ok_or_else(bad)?;
+        let events = self
+            .load(
+                stream,
+                LoadOptions::new()
+                    .with_from(first)
+                    .with_to(Version::new(last)),
+            )
+            .await?;
+        if events.is_empty() {
+            // Deleted between the lookup and the load: the key is gone too.
+            return Ok(None);
+        }
+        if events.len() as u64 != count {
+            return Err(corrupt(format!(
+                "idempotency entry of stream {} names missing events",
+                stream.quoted()
+            )));
+        }
+        Ok(Some(events))
     }
 }
 

@@ -4,17 +4,16 @@
 
 use std::process::ExitCode;
 
-use eskit_core::{
-    BoxError, MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore,
-};
+use eskit_core::{BoxError, MemoryCheckpointStore, MemoryLockRegistry, MemoryStore};
 use eskit_testing::conformance::{Fixture, Suite};
 
 fn main() -> ExitCode {
     Suite::new("memory", || async {
         let locks = MemoryLockRegistry::new();
+        let store = MemoryStore::new();
         Ok::<_, BoxError>(
-            Fixture::store(MemoryStore::new())
-                .with_snapshots(MemorySnapshotStore::new())
+            Fixture::store(store.clone())
+                .with_snapshots(store.snapshots())
                 .with_checkpoints(MemoryCheckpointStore::new())
                 .with_locks(locks.clone())
                 .with_other_locks(locks),

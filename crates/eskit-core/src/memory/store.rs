@@ -1,9 +1,11 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
+use crate::id::EventId;
+use crate::metadata::validate_idempotency_key;
 use crate::name::{NameKind, StreamName, validate_name};
 use crate::rt::yield_now;
 use crate::store::{
@@ -43,6 +45,9 @@ pub struct MemoryStore {
 struct Shared {
     data: Mutex<Inner>,
     feed: CommitNotifier,
+    /// The snapshots [`MemoryStore::snapshots`] hands out; a hard delete
+    /// removes the stream's, as the durable backends do.
+    snapshots: MemorySnapshotStore,
 }
 
 impl Drop for Shared {
@@ -57,6 +62,8 @@ struct Inner {
     last_position: u64,
     log: Vec<Arc<RawEvent>>,
     streams: HashMap<StreamName, StreamData>,
+    /// The ids of every stored event: ids are unique across streams.
+    ids: HashSet<EventId>,
 }
 
 #[derive(Debug)]
@@ -94,6 +101,36 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// The snapshot store of this store's data: every call returns a handle
+    /// to the same snapshots, and [`StreamLifecycle::delete`] removes the
+    /// deleted stream's snapshot from it, as the durable backends do (a
+    /// [`MemorySnapshotStore::new`] of its own knows nothing of deletes).
+    ///
+    /// ```
+    /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, MemoryStore,
+    ///     NewEvent, Snapshot, SnapshotStore, StreamLifecycle, StreamName, Timestamp, Version,
+    ///     block_on};
+    /// let store = MemoryStore::new();
+    /// let snapshots = store.snapshots();
+    /// let s = StreamName::new("account", "a-1")?;
+    /// let opened = NewEvent::new(EventType::new("Opened")?, vec![]);
+    /// block_on(store.append(&s, ExpectedVersion::NoStream, vec![opened], AppendOptions::new()))?;
+    /// block_on(snapshots.save(Snapshot {
+    ///     stream: s.clone(),
+    ///     version: Version::new(1),
+    ///     schema_version: 1,
+    ///     codec: "raw".into(),
+    ///     state: vec![1],
+    ///     created_at: Timestamp::now(),
+    /// }))?;
+    /// block_on(store.delete(&s))?;
+    /// assert!(block_on(snapshots.load(&s))?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshots(&self) -> MemorySnapshotStore {
+        self.shared.snapshots.clone()
+    }
+
     fn append_sync(
         &self,
         stream: &StreamName,
@@ -107,6 +144,7 @@ impl MemoryStore {
             last_position,
             log,
             streams,
+            ids,
         } = &mut *inner;
         let data = streams
             .entry(stream.clone())
@@ -141,6 +179,15 @@ impl MemoryStore {
                 actual,
             });
         }
+        // After the idempotency check: a retry with the original ids is
+        // deduplicated, not refused.
+        if let Some(e) = events.iter().find(|e| ids.contains(&e.id())) {
+            let id = e.id();
+            if data.events.is_empty() && data.version == Version::ZERO {
+                streams.remove(stream);
+            }
+            return Err(StoreError::DuplicateEventId { id });
+        }
         let count = events.len() as u64;
         let overflow = || StoreError::Corrupt {
             detail: "version or position overflow".to_owned(),
@@ -163,6 +210,7 @@ impl MemoryStore {
                 metadata.clone(),
             ));
             records.push(raw.record());
+            ids.insert(raw.id);
             data.events.push(Arc::clone(&raw));
             log.push(raw);
         }
@@ -185,7 +233,13 @@ impl MemoryStore {
             validate_reason(r)?;
         }
         let mut inner = lock(&self.shared.data);
-        let Some(data) = inner.streams.get_mut(stream) else {
+        let Inner {
+            last_position,
+            log,
+            streams,
+            ids,
+        } = &mut *inner;
+        let Some(data) = streams.get_mut(stream) else {
             return StreamState::NotFound.transition(stream, op).map(|_| ());
         };
         data.state = data.state.transition(stream, op)?;
@@ -196,12 +250,21 @@ impl MemoryStore {
             }
             LifecycleOp::Restore => data.reason = None,
             LifecycleOp::Delete => {
+                // The deleted events' ids are free again, as in a database
+                // whose unique index loses the deleted rows.
+                for e in &data.events {
+                    ids.remove(&e.id);
+                }
                 data.events.clear();
                 data.idempotency.clear();
-                inner.log.retain(|e| &e.stream != stream);
+                log.retain(|e| &e.stream != stream);
+                // Under the data lock, so no load sees the events gone and
+                // the snapshot still there. Snapshot calls never take the
+                // data lock, so the order cannot deadlock.
+                lock(&self.shared.snapshots.inner).remove(stream);
             }
         }
-        let latest = Position::new(inner.last_position);
+        let latest = Position::new(*last_position);
         drop(inner);
         self.shared.feed.notify(latest);
         Ok(())
@@ -255,6 +318,41 @@ impl EventStore for MemoryStore {
             .get(stream)
             .filter(|d| d.state != StreamState::Deleted)
             .map_or(Version::ZERO, |d| d.version))
+    }
+
+    async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
+        yield_now().await;
+        validate_idempotency_key(key)?;
+        let inner = lock(&self.shared.data);
+        let Some(data) = inner.streams.get(stream) else {
+            return Ok(None);
+        };
+        let Some((_, records)) = data.idempotency.get(key) else {
+            return Ok(None);
+        };
+        // Versions start at 1 and a stream's events are only ever removed
+        // all together, with its keys: version `v` is at index `v - 1`.
+        records
+            .iter()
+            .map(|r| {
+                usize::try_from(r.version.get().wrapping_sub(1))
+                    .ok()
+                    .and_then(|i| data.events.get(i))
+                    .map(|e| RawEvent::clone(e))
+                    .ok_or_else(|| StoreError::Corrupt {
+                        detail: format!(
+                            "idempotency key of stream {} names missing version {}",
+                            stream.quoted(),
+                            r.version
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }
 
@@ -339,6 +437,10 @@ impl StreamLifecycle for MemoryStore {
 }
 
 /// A snapshot store kept in memory. Cloning shares the same data.
+///
+/// [`MemorySnapshotStore::new`] makes one on its own; use
+/// [`MemoryStore::snapshots`] for one that a hard delete of the store's
+/// streams keeps in step with.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySnapshotStore {
     inner: Arc<Mutex<HashMap<StreamName, Snapshot>>>,

@@ -11,16 +11,20 @@ use eskit_core::{
 };
 
 use super::{
-    Ctx, EVENTS, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err, scenario_list, stream,
-    ty,
+    Ctx, EVENTS, LIFECYCLE, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err,
+    scenario_list, stream, ty,
 };
 use crate::history::{contiguous_from_one, positions, strictly_increasing};
 
 pub(crate) fn scenarios() -> Vec<Scenario> {
-    scenario_list![EVENTS;
+    let mut v = scenario_list![EVENTS;
         "fields.all_populated" => all_populated,
         "fields.unique_ids" => unique_ids,
         "fields.given_ids_preserved" => ids_preserved,
+        "fields.duplicate_id_in_one_append_rejected" => duplicate_id_in_batch,
+        "fields.duplicate_id_across_appends_rejected" => duplicate_id_across,
+        "fields.concurrent_duplicate_ids_write_once" => duplicate_id_concurrent,
+        "fields.idempotent_retry_with_the_same_ids_deduplicates" => duplicate_id_retry,
         "fields.positions_strictly_increasing" => positions_increase,
         "fields.timestamps_sane" => timestamps_sane,
         "fields.custom_timestamp_round_trip" => custom_timestamp,
@@ -38,7 +42,178 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "edge.append_too_large_rejected" => append_too_large,
         "edge.zero_schema_version_rejected" => zero_schema,
         "edge.invalid_codec_name_rejected" => bad_codec,
-    ]
+    ];
+    v.extend(scenario_list![LIFECYCLE;
+        "fields.id_of_a_deleted_event_free_again" => duplicate_id_after_delete,
+    ]);
+    v
+}
+
+fn with_id(event_type: &str, id: u128) -> Result<NewEvent, super::Failure> {
+    Ok(ev(event_type, format!("id-{id}"))?.with_id(EventId::from_u128(id)))
+}
+
+async fn duplicate_id_in_batch(c: Ctx) -> Outcome {
+    let s = stream("dup-id-batch")?;
+    let events = vec![with_id("E", 7)?, with_id("E", 8)?, with_id("F", 7)?];
+    let e = expect_err!(
+        c.append(&s, ExpectedVersion::Any, events).await,
+        StoreError::Validation(ValidationError::DuplicateEventId { .. }),
+        "an append whose first and third events share an id"
+    );
+    if let StoreError::Validation(ValidationError::DuplicateEventId { id }) = e {
+        ensure_eq!(id, EventId::from_u128(7), "id in the error");
+    }
+    ensure_eq!(c.load_all(&s).await?.len(), 0, "events after the refusal");
+    Ok(())
+}
+
+async fn duplicate_id_across(c: Ctx) -> Outcome {
+    let a = stream("dup-id-a")?;
+    let b = stream("dup-id-b")?;
+    c.append(&a, ExpectedVersion::NoStream, vec![with_id("E", 41)?])
+        .await?;
+    // Another stream, the same stream, and an id second in a batch: each
+    // refused whole.
+    for (s, events, what) in [
+        (&b, vec![with_id("E", 41)?], "another stream"),
+        (&a, vec![with_id("E", 41)?], "the same stream"),
+        (
+            &b,
+            vec![with_id("E", 42)?, with_id("E", 41)?],
+            "another stream, second event of the batch",
+        ),
+    ] {
+        let e = expect_err!(
+            c.append(s, ExpectedVersion::Any, events).await,
+            StoreError::DuplicateEventId { .. },
+            "an append reusing a stored id ({what})"
+        );
+        if let StoreError::DuplicateEventId { id } = e {
+            ensure_eq!(id, EventId::from_u128(41), "id in the error ({what})");
+        }
+        ensure!(
+            !e.is_conflict(),
+            "a duplicate id must not be retried as a conflict"
+        );
+    }
+    ensure_eq!(c.load_all(&a).await?.len(), 1, "events of the first stream");
+    ensure_eq!(
+        c.load_all(&b).await?.len(),
+        0,
+        "events of the second stream"
+    );
+    ensure_eq!(
+        c.events().stream_version(&b).await?,
+        Version::ZERO,
+        "version of the second stream"
+    );
+    // The refused appends took nothing: the next append goes on as usual.
+    let r = c
+        .append(&b, ExpectedVersion::NoStream, vec![with_id("E", 42)?])
+        .await?;
+    ensure_eq!(
+        r.last_version(),
+        Version::new(1),
+        "version of the next append"
+    );
+    Ok(())
+}
+
+async fn duplicate_id_concurrent(c: Ctx) -> Outcome {
+    let writers = c.stress().writers.max(2);
+    let gate = c.gate(writers);
+    let tasks: Vec<_> = (0..writers)
+        .map(|i| {
+            let (c2, gate) = (c.clone(), gate.clone());
+            c.spawn(async move {
+                let s = stream(&format!("dup-id-concurrent-{i}"))?;
+                gate.wait().await;
+                // Each writer also appends an event of its own, so a batch
+                // of several appends holds both refused and written ones.
+                let own = c2
+                    .append(
+                        &s,
+                        ExpectedVersion::Any,
+                        vec![with_id("Own", 1_000 + i as u128)?],
+                    )
+                    .await;
+                let shared = c2
+                    .append(&s, ExpectedVersion::Any, vec![with_id("Shared", 99)?])
+                    .await;
+                Ok::<_, super::Failure>((own, shared))
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for t in tasks {
+        let (own, shared) = t.await??;
+        own?;
+        match shared {
+            Ok(_) => written += 1,
+            Err(StoreError::DuplicateEventId { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ensure_eq!(
+        written,
+        1,
+        "appends of the shared id that wrote, of {writers}"
+    );
+    let all = (0..writers)
+        .map(|i| stream(&format!("dup-id-concurrent-{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = 0;
+    for s in &all {
+        events += c.load_all(s).await?.len();
+    }
+    ensure_eq!(events, writers + 1, "events stored");
+    Ok(())
+}
+
+async fn duplicate_id_retry(c: Ctx) -> Outcome {
+    let s = stream("dup-id-retry")?;
+    let events = vec![with_id("E", 5)?, with_id("E", 6)?];
+    let keyed = || AppendOptions::new().with_idempotency_key("same-ids");
+    let first = c
+        .events()
+        .append(&s, ExpectedVersion::NoStream, events.clone(), keyed())
+        .await?;
+    let again = c
+        .events()
+        .append(&s, ExpectedVersion::NoStream, events, keyed())
+        .await?;
+    ensure!(
+        again.deduplicated,
+        "retry with the original ids not deduplicated"
+    );
+    ensure_eq!(
+        again.records,
+        first.records,
+        "records returned by the retry"
+    );
+    ensure_eq!(c.load_all(&s).await?.len(), 2, "events after the retry");
+    Ok(())
+}
+
+async fn duplicate_id_after_delete(c: Ctx) -> Outcome {
+    let a = stream("dup-id-deleted")?;
+    let b = stream("dup-id-after-delete")?;
+    c.append(&a, ExpectedVersion::NoStream, vec![with_id("E", 77)?])
+        .await?;
+    c.lifecycle()?.dyn_delete(&a).await?;
+    c.append(&b, ExpectedVersion::NoStream, vec![with_id("E", 77)?])
+        .await?;
+    ensure_eq!(
+        c.load_all(&b)
+            .await?
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        vec![EventId::from_u128(77)],
+        "ids of the stream appended after the delete"
+    );
+    Ok(())
 }
 
 async fn all_populated(c: Ctx) -> Outcome {

@@ -1,14 +1,18 @@
 //! Idempotency keys: retries write nothing and return the original records.
 
+use std::fmt;
+use std::sync::Arc;
+
 use eskit_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
 use eskit_core::{
-    AppendOptions, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError,
-    StreamName, ValidationError, Version,
+    AppendOptions, AppendResult, CodecError, CommandHandler, CommandOptions, Decider, DomainEvent,
+    DynEventStore, EventCodec, EventSchema, EventStore, ExpectedVersion, HandleError, Handled,
+    LoadOptions, Metadata, NewEvent, StoreError, StreamName, TypedStore, ValidationError, Version,
 };
 
 use super::{
-    Ctx, EVENTS, Failure, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err, scenario_list,
-    stream,
+    Ctx, EVENTS, Failure, LIFECYCLE, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err,
+    scenario_list, stream,
 };
 
 pub(crate) fn scenarios() -> Vec<Scenario> {
@@ -24,7 +28,14 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "idempotency.key_given_in_metadata" => key_in_metadata,
         "idempotency.concurrent_duplicates_write_once" => concurrent,
         "idempotency.invalid_key_rejected" => invalid_key,
+        "idempotency.find_returns_the_stored_events" => find_stored,
+        "idempotency.command_retry_after_other_commands" => command_retry,
     ]
+    .into_iter()
+    .chain(scenario_list![LIFECYCLE;
+        "idempotency.find_after_delete_is_none" => find_after_delete,
+    ])
+    .collect()
 }
 
 async fn keyed(
@@ -279,6 +290,321 @@ async fn invalid_key(c: Ctx) -> Outcome {
         c.load_all(&s).await?.len(),
         1,
         "events after rejected keys and one maximal key"
+    );
+    Ok(())
+}
+
+async fn find_stored(c: Ctx) -> Outcome {
+    let s = stream("idem-find")?;
+    let other = stream("idem-find-other")?;
+    let options = AppendOptions::new()
+        .with_idempotency_key("find-1")
+        .with_metadata(Metadata::new().with_correlation_id("first"));
+    c.append(&s, ExpectedVersion::NoStream, evs(1, "Before", "b")?)
+        .await?;
+    let first = c
+        .events()
+        .append(&s, ExpectedVersion::Any, evs(2, "Keyed", "k")?, options)
+        .await?;
+    c.append(&s, ExpectedVersion::Any, evs(2, "After", "a")?)
+        .await?;
+    let stored = c
+        .events()
+        .load(
+            &s,
+            LoadOptions::new()
+                .with_from(Version::new(2))
+                .with_to(Version::new(3)),
+        )
+        .await?;
+    let found = c.events().find_idempotent(&s, "find-1").await?;
+    ensure_eq!(found, Some(stored.clone()), "events found under the key");
+    let records: Vec<_> = stored.iter().map(eskit_core::RawEvent::record).collect();
+    ensure_eq!(records, first.records, "records of the found events");
+    // A retry with other metadata changes nothing of what is stored.
+    let retry = AppendOptions::new()
+        .with_idempotency_key("find-1")
+        .with_metadata(Metadata::new().with_correlation_id("retry"));
+    let again = c
+        .events()
+        .append(&s, ExpectedVersion::Any, evs(2, "Keyed", "k")?, retry)
+        .await?;
+    ensure!(again.deduplicated, "retry not reported as deduplicated");
+    ensure_eq!(
+        c.events().find_idempotent(&s, "find-1").await?,
+        Some(stored),
+        "events found under the key after a retry"
+    );
+    ensure_eq!(
+        c.events().find_idempotent(&s, "never-used").await?,
+        None,
+        "events found under an unused key"
+    );
+    ensure_eq!(
+        c.events().find_idempotent(&other, "find-1").await?,
+        None,
+        "events found under the key on a stream that never used it"
+    );
+    expect_err!(
+        c.events().find_idempotent(&s, "").await,
+        StoreError::Validation(ValidationError::InvalidIdempotencyKey { .. }),
+        "looking up an empty key"
+    );
+    Ok(())
+}
+
+async fn find_after_delete(c: Ctx) -> Outcome {
+    let s = stream("idem-find-deleted")?;
+    keyed(&c, &s, ExpectedVersion::NoStream, evs(2, "E", "x")?, "gone").await?;
+    c.lifecycle()?.dyn_delete(&s).await?;
+    ensure_eq!(
+        c.events().find_idempotent(&s, "gone").await?,
+        None,
+        "events found under a key of a deleted stream"
+    );
+    Ok(())
+}
+
+/// A bank account for the command-retry scenario: creating, updating with
+/// derived state (each deposit records the balance after it) and closing
+/// commands, and notes that are accepted in any state.
+struct Account;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AccountState {
+    open: bool,
+    closed: bool,
+    balance: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AccountCommand {
+    Open,
+    Deposit(u64),
+    Close,
+    Note,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AccountEvent {
+    Opened,
+    Deposited { amount: u64, balance: u64 },
+    Closed { balance: u64 },
+    Noted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    AlreadyOpen,
+    NotOpen,
+    AlreadyClosed,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyOpen => "already open",
+            Self::NotOpen => "not open",
+            Self::AlreadyClosed => "already closed",
+        })
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Opened => "Opened",
+            Self::Deposited { .. } => "Deposited",
+            Self::Closed { .. } => "Closed",
+            Self::Noted => "Noted",
+        }
+    }
+
+    fn event_types() -> &'static [&'static str] {
+        &["Opened", "Deposited", "Closed", "Noted"]
+    }
+}
+
+impl Decider for Account {
+    type State = AccountState;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = Refused;
+
+    fn initial_state(&self) -> AccountState {
+        AccountState::default()
+    }
+
+    fn decide(&self, s: &AccountState, c: &AccountCommand) -> Result<Vec<AccountEvent>, Refused> {
+        match c {
+            AccountCommand::Open if s.open || s.closed => Err(Refused::AlreadyOpen),
+            AccountCommand::Open => Ok(vec![AccountEvent::Opened]),
+            AccountCommand::Deposit(_) | AccountCommand::Close if !s.open => Err(Refused::NotOpen),
+            AccountCommand::Deposit(_) | AccountCommand::Close if s.closed => {
+                Err(Refused::AlreadyClosed)
+            }
+            AccountCommand::Deposit(amount) => Ok(vec![AccountEvent::Deposited {
+                amount: *amount,
+                balance: s.balance.saturating_add(*amount),
+            }]),
+            AccountCommand::Close => Ok(vec![AccountEvent::Closed { balance: s.balance }]),
+            AccountCommand::Note => Ok(vec![AccountEvent::Noted]),
+        }
+    }
+
+    fn evolve(&self, mut s: AccountState, e: &AccountEvent) -> AccountState {
+        match e {
+            AccountEvent::Opened => s.open = true,
+            AccountEvent::Deposited { balance, .. } => s.balance = *balance,
+            AccountEvent::Closed { .. } => s.closed = true,
+            AccountEvent::Noted => {}
+        }
+        s
+    }
+}
+
+/// Numbers as little-endian bytes: nothing for `Opened` and `Noted`, the
+/// balance for `Closed`, amount and balance for `Deposited`.
+struct AccountCodec;
+
+fn read_u64(bytes: &[u8], at: usize, event_type: &str) -> Result<u64, CodecError> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| CodecError::decode(Some(event_type), "payload too short"))
+}
+
+impl EventCodec<AccountEvent> for AccountCodec {
+    fn name(&self) -> &'static str {
+        "le64"
+    }
+
+    fn encode(&self, e: &AccountEvent, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        match e {
+            AccountEvent::Opened | AccountEvent::Noted => {}
+            AccountEvent::Deposited { amount, balance } => {
+                out.extend(amount.to_le_bytes());
+                out.extend(balance.to_le_bytes());
+            }
+            AccountEvent::Closed { balance } => out.extend(balance.to_le_bytes()),
+        }
+        Ok(())
+    }
+
+    fn decode(&self, event_type: &str, b: &[u8]) -> Result<AccountEvent, CodecError> {
+        match event_type {
+            "Opened" => Ok(AccountEvent::Opened),
+            "Noted" => Ok(AccountEvent::Noted),
+            "Deposited" => Ok(AccountEvent::Deposited {
+                amount: read_u64(b, 0, event_type)?,
+                balance: read_u64(b, 8, event_type)?,
+            }),
+            "Closed" => Ok(AccountEvent::Closed {
+                balance: read_u64(b, 0, event_type)?,
+            }),
+            other => Err(CodecError::UnknownEventType {
+                event_type: other.to_owned(),
+            }),
+        }
+    }
+}
+
+type AccountHandler = CommandHandler<Account, Arc<dyn DynEventStore>>;
+
+async fn run(
+    handler: &AccountHandler,
+    s: &StreamName,
+    command: AccountCommand,
+    options: &CommandOptions,
+) -> Result<Handled<Account>, Failure> {
+    handler
+        .handle_with(s, &command, options)
+        .await
+        .map_err(|e| match e {
+            HandleError::Rejected(r) => Failure(format!("{command:?} rejected: {r}")),
+            HandleError::Store(e) => Failure::from(e),
+            other => Failure(format!("{command:?} failed: {other}")),
+        })
+}
+
+async fn command_retry(c: Ctx) -> Outcome {
+    let handler = CommandHandler::new(
+        Account,
+        TypedStore::new(c.events().clone(), EventSchema::new(AccountCodec)),
+    );
+    let s = stream("idem-command")?;
+    let keyed = |key: &str, correlation: &str| {
+        CommandOptions::new()
+            .with_idempotency_key(key)
+            .with_metadata(Metadata::new().with_correlation_id(correlation))
+    };
+    let no_key = CommandOptions::new();
+    // Each command, then an unrelated command, then the client's retry of
+    // the first with its key (and a new correlation id): the retry gets the
+    // first outcome, although deciding again would refuse it (open, close)
+    // or compute another balance (deposit).
+    let cases = [
+        (AccountCommand::Open, "open-1"),
+        (AccountCommand::Deposit(10), "deposit-1"),
+        (AccountCommand::Close, "close-1"),
+    ];
+    let mut written = 0u64;
+    for (command, key) in cases {
+        let first = run(&handler, &s, command, &keyed(key, "first")).await?;
+        ensure!(!first.deduplicated, "{command:?} reported as deduplicated");
+        written += 1;
+        let between = if command == AccountCommand::Open {
+            AccountCommand::Deposit(5)
+        } else {
+            AccountCommand::Note
+        };
+        run(&handler, &s, between, &no_key).await?;
+        written += 1;
+        let retry = run(&handler, &s, command, &keyed(key, "retry")).await?;
+        ensure!(
+            retry.deduplicated,
+            "retry of {command:?} not reported as deduplicated"
+        );
+        ensure_eq!(
+            retry.events,
+            first.events,
+            "events of the retried {command:?} (the original ones, as stored)"
+        );
+        ensure_eq!(
+            retry.version,
+            first.version,
+            "version of the retried {command:?} (the version after the original events)"
+        );
+        // The typed store's load futures are not provably `Send` over a
+        // boxed store (a compiler limit), so the scenario decodes the raw
+        // stream itself.
+        let events = c
+            .load_all(&s)
+            .await?
+            .into_iter()
+            .map(|raw| handler.store().schema().decode(raw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure(format!("decoding the stream: {e}")))?;
+        let state = Account.fold(events.iter().map(|e| &e.data));
+        let version = events.last().map_or(Version::ZERO, |e| e.version);
+        ensure_eq!(
+            retry.state,
+            state,
+            "state of the retried {command:?} (the stream's current state)"
+        );
+        ensure_eq!(
+            version,
+            Version::new(written),
+            "stream version after the retried {command:?}"
+        );
+    }
+    ensure_eq!(
+        c.load_all(&s).await?.len() as u64,
+        written,
+        "events in the stream after every retry"
     );
     Ok(())
 }

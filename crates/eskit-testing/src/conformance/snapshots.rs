@@ -11,6 +11,11 @@ use super::{
 
 const SNAPSHOTS: &[Capability] = &[Capability::Snapshots];
 const CHECKPOINTS: &[Capability] = &[Capability::Checkpoints];
+const SNAPSHOTS_LIFECYCLE: &[Capability] = &[
+    Capability::Events,
+    Capability::Lifecycle,
+    Capability::Snapshots,
+];
 
 pub(crate) fn scenarios() -> Vec<Scenario> {
     let mut v = scenario_list![SNAPSHOTS;
@@ -23,6 +28,9 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "snapshot.invalidate_all" => snap_invalidate_all,
         "snapshot.invalid_snapshot_rejected" => snap_invalid,
     ];
+    v.extend(scenario_list![SNAPSHOTS_LIFECYCLE;
+        "snapshot.delete_removes_snapshots" => snap_deleted,
+    ]);
     v.extend(scenario_list![CHECKPOINTS;
         "checkpoint.missing_is_none" => cp_missing,
         "checkpoint.save_load" => cp_save_load,
@@ -50,6 +58,31 @@ fn snap(s: &StreamName, version: u64, state: &[u8]) -> Snapshot {
 
 async fn load(c: &Ctx, s: &StreamName) -> Result<Option<Snapshot>, Failure> {
     Ok(c.snapshots()?.dyn_load(s).await?)
+}
+
+async fn snap_deleted(c: Ctx) -> Outcome {
+    // The fixture's snapshot store and event store share the backend's
+    // data: a hard delete removes the stream's snapshot with its events,
+    // so a handler cannot rebuild the deleted stream's state from it.
+    let gone = super::stream("snap-deleted")?;
+    let kept = super::stream("snap-kept")?;
+    for s in [&gone, &kept] {
+        c.append(
+            s,
+            eskit_core::ExpectedVersion::NoStream,
+            super::evs(2, "E", "x")?,
+        )
+        .await?;
+        c.snapshots()?.dyn_save(snap(s, 2, b"state")).await?;
+    }
+    c.lifecycle()?.dyn_delete(&gone).await?;
+    ensure_eq!(load(&c, &gone).await?, None, "snapshot of a deleted stream");
+    ensure_eq!(
+        load(&c, &kept).await?,
+        Some(snap(&kept, 2, b"state")),
+        "snapshot of another stream after the delete"
+    );
+    Ok(())
 }
 
 async fn snap_missing(c: Ctx) -> Outcome {
