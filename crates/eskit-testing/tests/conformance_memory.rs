@@ -12,12 +12,18 @@ use eskit_testing::conformance::{Fixture, Suite};
 fn main() -> ExitCode {
     Suite::new("memory", || async {
         let locks = MemoryLockRegistry::new();
+        let store = MemoryStore::new();
+        let closer = store.clone();
         Ok::<_, BoxError>(
-            Fixture::store(MemoryStore::new())
+            Fixture::store(store)
                 .with_snapshots(MemorySnapshotStore::new())
                 .with_checkpoints(MemoryCheckpointStore::new())
                 .with_locks(locks.clone())
-                .with_other_locks(locks),
+                .with_other_locks(locks)
+                .with_close(move || {
+                    closer.close();
+                    std::future::ready(())
+                }),
         )
     })
     .require_all()
