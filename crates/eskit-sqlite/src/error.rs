@@ -1,17 +1,7 @@
 //! Errors of opening a store, and the SQLite-specific causes behind the
 //! store errors: [`store_error`] maps each SQLite failure onto the core's
-//! backend-neutral kinds and keeps a [`SqliteError`] as the source.
-//!
-//! | SQLite | [`StoreError`] | Why |
-//! |---|---|---|
-//! | `SQLITE_CORRUPT`, `SQLITE_NOTADB`, a column that does not parse | `Corrupt` | damaged data |
-//! | `SQLITE_FULL` | `StorageFull` | the transaction rolled back; free space, then retry |
-//! | `SQLITE_BUSY`, `SQLITE_LOCKED` | `Overloaded` | another connection held the lock past the busy timeout; nothing was written |
-//! | `SQLITE_IOERR`, `SQLITE_CANTOPEN`, `SQLITE_PROTOCOL` | `Unavailable` | the file cannot be read or written; a commit that failed so may have reached the file (`is_outcome_unknown`) |
-//! | a full request queue ([`SqliteError::Overloaded`]) | `Overloaded` | refused before it was queued |
-//! | stopped worker threads ([`SqliteStore::close`](crate::SqliteStore::close)) | `Closed` | |
-//! | `SQLITE_MISUSE`, `SQLITE_INTERNAL`, a statement this crate got wrong | `Internal` | a bug, not damaged data |
-//! | anything else (`SQLITE_READONLY`, ...) | `Backend` | |
+//! backend-neutral kinds (the table in the crate docs, under "Errors") and
+//! keeps a [`SqliteError`] as the source.
 
 use std::path::PathBuf;
 

@@ -12,11 +12,17 @@
 //!
 //! fn main() -> std::process::ExitCode {
 //!     Suite::new("memory", || async {
+//!         let store = MemoryStore::new();
+//!         let closer = store.clone();
 //!         Ok::<_, eskit_core::BoxError>(
-//!             Fixture::store(MemoryStore::new())
+//!             Fixture::store(store)
 //!                 .with_snapshots(MemorySnapshotStore::new())
 //!                 .with_checkpoints(MemoryCheckpointStore::new())
-//!                 .with_locks(MemoryLockRegistry::new()),
+//!                 .with_locks(MemoryLockRegistry::new())
+//!                 .with_close(move || {
+//!                     closer.close();
+//!                     std::future::ready(())
+//!                 }),
 //!         )
 //!     })
 //!     .require_all()
