@@ -446,8 +446,9 @@ where
     ///
     /// # Errors
     /// [`HandleError::Rejected`] when the decider says no,
-    /// [`HandleError::Store`] for store failures, including conflicts that
-    /// remain after the configured retries.
+    /// [`HandleError::Store`] for store failures, including conflicts and
+    /// transient failures that remain after the configured retries (see
+    /// [`ConflictRetry`] for which are retried).
     ///
     /// # Cancel safety
     /// Dropping the future before it completes leaves the stream either with
