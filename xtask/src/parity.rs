@@ -80,6 +80,10 @@ const GROUPS: &[(&str, &str)] = &[
         "model",
         "seeded random operations give the same outcomes as the memory model",
     ),
+    (
+        "close",
+        "after close through one handle, every call on every handle gives the closed kind; listeners end",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

@@ -360,6 +360,28 @@ impl fmt::Display for LifecycleOp {
 
 /// A store operation failed. Backends map their failures onto these meanings;
 /// anything else keeps the original error as [`StoreError::Backend`].
+///
+/// # Failures of the backend itself
+/// Besides the outcomes of the operation (conflicts, lifecycle states,
+/// validation), every backend reports its own trouble with the same
+/// backend-neutral kinds, each keeping the backend's error as its
+/// [`source`](StdError::source) where there is one:
+///
+/// | Kind | Meaning | [`is_transient`](Self::is_transient) | A write that failed so |
+/// |---|---|---|---|
+/// | [`Unavailable`](Self::Unavailable) | refused or lost connection, storage that cannot be reached | yes: it may come back | may have been applied if the connection was lost (or the I/O failed) while it was in flight |
+/// | [`TimedOut`](Self::TimedOut) | no answer in time | yes | **outcome unknown**: retry an append with the same idempotency key |
+/// | [`Overloaded`](Self::Overloaded) | refused for now: queues full, locks held too long by others | yes, after a backoff | was not applied |
+/// | [`StorageFull`](Self::StorageFull) | no space left | no: space must be freed first | was not applied |
+/// | [`Closed`](Self::Closed) | the store was closed | no: it stays closed | was not applied |
+/// | [`Internal`](Self::Internal) | a broken invariant in the backend or the core (a bug), not damaged data | no | unknown |
+/// | [`Corrupt`](Self::Corrupt) | stored data is damaged | no | was not applied |
+///
+/// Only an append whose outcome may be unknown
+/// ([`is_outcome_unknown`](Self::is_outcome_unknown)) needs care: retried
+/// without an idempotency key it could apply twice. With the key, the retry
+/// either writes it or reports the earlier append as `deduplicated`.
+/// [`ConflictRetry`](crate::ConflictRetry) follows these rules.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -419,6 +441,52 @@ pub enum StoreError {
         /// What was found.
         detail: String,
     },
+    /// The backend cannot be reached: a refused or lost connection, or
+    /// storage that fails to read or write. Transient: it may come back.
+    ///
+    /// A write that was in flight when the connection was lost (or the I/O
+    /// failed) may still have been applied, as after a
+    /// [`TimedOut`](Self::TimedOut): retry an append with the same
+    /// idempotency key.
+    Unavailable {
+        /// What the backend reported.
+        source: Option<BoxError>,
+    },
+    /// The backend did not answer in time. Transient.
+    ///
+    /// **For an append the outcome is unknown:** it may have been applied.
+    /// Retry it with the same idempotency key; the retry then either writes
+    /// it or returns the earlier append as `deduplicated`. Without a key a
+    /// retry could apply it twice.
+    TimedOut {
+        /// What the backend reported.
+        source: Option<BoxError>,
+    },
+    /// The backend refused the operation for now, without doing any of it:
+    /// its queues are full, or others hold what it needs for too long.
+    /// Transient: retry after a backoff.
+    Overloaded {
+        /// What the backend reported.
+        source: Option<BoxError>,
+    },
+    /// No space is left for the write; nothing of it was written. Not
+    /// transient: retrying helps only after space is freed. Reads still work.
+    StorageFull {
+        /// What the backend reported.
+        source: Option<BoxError>,
+    },
+    /// The store was closed (through any of its handles); every later call
+    /// fails so. Not transient.
+    Closed,
+    /// A broken invariant: the backend or the core found a state it should
+    /// never reach (a bug, not damaged data, which is
+    /// [`Corrupt`](Self::Corrupt)). Not transient.
+    Internal {
+        /// What was found.
+        detail: String,
+        /// The error behind it, if any.
+        source: Option<BoxError>,
+    },
     /// The backend failed for another reason; the source says why.
     Backend(BoxError),
 }
@@ -429,10 +497,97 @@ impl StoreError {
         Self::Backend(e.into())
     }
 
+    /// [`StoreError::Unavailable`] with the backend's error.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`StoreError::TimedOut`] with the backend's error.
+    pub fn timed_out(source: impl Into<BoxError>) -> Self {
+        Self::TimedOut {
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`StoreError::Overloaded`] with the backend's error.
+    pub fn overloaded(source: impl Into<BoxError>) -> Self {
+        Self::Overloaded {
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`StoreError::StorageFull`] with the backend's error.
+    pub fn storage_full(source: impl Into<BoxError>) -> Self {
+        Self::StorageFull {
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`StoreError::Internal`] without an underlying error.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::Internal {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
     /// Whether this is an optimistic concurrency conflict worth retrying
     /// after reloading the stream.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::WrongExpectedVersion { .. })
+    }
+
+    /// Whether the same operation may succeed if tried again after a
+    /// backoff, without any change: [`Unavailable`](Self::Unavailable),
+    /// [`TimedOut`](Self::TimedOut) and [`Overloaded`](Self::Overloaded).
+    ///
+    /// Conflicts are not transient (the same append conflicts again; reload
+    /// and decide again instead), nor is a full disk (it needs space freed),
+    /// a closed store, damaged data, a bug, or an unclassified
+    /// [`Backend`](Self::Backend) error. Before retrying an append, check
+    /// [`is_outcome_unknown`](Self::is_outcome_unknown).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::TimedOut { .. } | Self::Overloaded { .. }
+        )
+    }
+
+    /// Whether a write that failed this way may still have been applied:
+    /// [`TimedOut`](Self::TimedOut) and [`Unavailable`](Self::Unavailable)
+    /// (a connection lost while the write was in flight). Retry such an
+    /// append only with the same idempotency key.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Self::TimedOut { .. } | Self::Unavailable { .. })
+    }
+
+    /// Whether the backend could not be reached ([`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// Whether the backend did not answer in time ([`StoreError::TimedOut`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut { .. })
+    }
+
+    /// Whether the backend refused the operation for now
+    /// ([`StoreError::Overloaded`]).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Overloaded { .. })
+    }
+
+    /// Whether no space was left ([`StoreError::StorageFull`]).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Self::StorageFull { .. })
+    }
+
+    /// Whether the store was closed ([`StoreError::Closed`]); not to be
+    /// confused with [`is_stream_closed`](Self::is_stream_closed).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
     }
 
     /// Whether the stream refuses appends because of its lifecycle state.
@@ -490,6 +645,15 @@ impl fmt::Display for StoreError {
             Self::Validation(_) => f.write_str("invalid input"),
             Self::Codec(_) => f.write_str("codec failure"),
             Self::Corrupt { detail } => write!(f, "stored data is corrupt: {detail}"),
+            Self::Unavailable { .. } => f.write_str("the store is unavailable"),
+            Self::TimedOut { .. } => f.write_str(
+                "the store did not answer in time (the outcome of an append is unknown: \
+                 retry it with the same idempotency key)",
+            ),
+            Self::Overloaded { .. } => f.write_str("the store is overloaded, try again later"),
+            Self::StorageFull { .. } => f.write_str("no storage space left"),
+            Self::Closed => f.write_str("the store is closed"),
+            Self::Internal { detail, .. } => write!(f, "internal error: {detail}"),
             Self::Backend(_) => f.write_str("backend failure"),
         }
     }
@@ -501,6 +665,11 @@ impl StdError for StoreError {
             Self::Validation(e) => Some(e),
             Self::Codec(e) => Some(e),
             Self::Backend(e) => Some(e.as_ref()),
+            Self::Unavailable { source }
+            | Self::TimedOut { source }
+            | Self::Overloaded { source }
+            | Self::StorageFull { source }
+            | Self::Internal { source, .. } => source.as_deref().map(|e| e as _),
             _ => None,
         }
     }

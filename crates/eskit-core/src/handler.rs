@@ -426,8 +426,10 @@ where
         Ok(self)
     }
 
-    /// Retries commands that hit a concurrency conflict: reload, decide again,
-    /// append again, with exponential backoff on the core's timer. Off unless
+    /// Retries commands that hit a concurrency conflict or a transient store
+    /// failure: reload, decide again, append again, with exponential backoff
+    /// on the core's timer. A timed-out command is retried only when it has
+    /// an idempotency key; [`ConflictRetry`] gives the rules. Off unless
     /// called. To wait on another runtime's timer, add
     /// [`ConflictRetry::with_sleep`] with [`CommandHandler::with_middleware`]
     /// instead.
@@ -452,8 +454,9 @@ where
     ///
     /// # Errors
     /// [`HandleError::Rejected`] when the decider says no,
-    /// [`HandleError::Store`] for store failures, including conflicts that
-    /// remain after the configured retries.
+    /// [`HandleError::Store`] for store failures, including conflicts and
+    /// transient failures that remain after the configured retries (see
+    /// [`ConflictRetry`] for which are retried).
     ///
     /// # Cancel safety
     /// Dropping the future before it completes leaves the stream either with
@@ -707,7 +710,8 @@ where
     }
 }
 
-/// Exponential backoff for conflict retries: attempt `n` waits a random
+/// Exponential backoff for retries (of conflicts and of transient failures,
+/// each counted on its own): attempt `n` waits a random
 /// duration between half and all of `base * 2^n`, capped at `max_delay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -772,8 +776,26 @@ impl RetryPolicy {
 
 type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 
-/// Middleware that retries on concurrency conflicts; installed by
+/// Middleware that retries commands that hit a concurrency conflict or a
+/// transient store failure; installed by
 /// [`CommandHandler::with_conflict_retry`].
+///
+/// Each retry runs the rest of the chain again: reload, decide, append.
+/// - A conflict ([`StoreError::is_conflict`]) is retried up to the policy's
+///   [`max_retries`](RetryPolicy::max_retries) times.
+/// - A transient failure ([`StoreError::is_transient`]: unavailable, timed
+///   out, overloaded) is retried up to `max_retries` times as well, counted
+///   apart from conflicts, with the same backoff.
+/// - **A failure whose outcome is unknown**
+///   ([`StoreError::is_outcome_unknown`]: a timeout, a lost connection) is
+///   retried only when the command has an idempotency key
+///   ([`CommandOptions::with_idempotency_key`]). The append may have been
+///   applied; with the key the retry finds it (`deduplicated: true`), while
+///   without one it would decide again on the new state and apply the
+///   command twice. Such a failure of a command without a key is returned
+///   at once, also when it came from the load (the middleware cannot tell).
+/// - Anything else (a rejection, a full disk, a closed store, damaged
+///   data, an unclassified backend error) is returned at once.
 ///
 /// It waits between attempts on the core's own timer ([`sleep`]) unless
 /// given another sleep function with [`ConflictRetry::with_sleep`]: pass
@@ -867,6 +889,16 @@ impl ConflictRetry {
     }
 }
 
+/// Whether [`ConflictRetry`] retries a command that failed with `e`: a
+/// transient failure, unless a retry could apply an append twice.
+///
+/// The middleware sees only the error, not whether the load or the append
+/// failed, so every failure whose outcome may be unknown is treated as an
+/// append that may have been applied: retried only under an idempotency key.
+fn retries_transient(e: &StoreError, options: &CommandOptions) -> bool {
+    e.is_transient() && (!e.is_outcome_unknown() || options.idempotency_key().is_some())
+}
+
 impl<D: Decider> Middleware<D> for ConflictRetry {
     fn handle<'a>(
         &'a self,
@@ -874,18 +906,27 @@ impl<D: Decider> Middleware<D> for ConflictRetry {
         next: Next<'a, D>,
     ) -> BoxFuture<'a, HandleResult<D>> {
         Box::pin(async move {
-            let mut attempt = 0;
+            // Conflicts and transient failures each have their own budget of
+            // `max_retries`, and their own backoff sequence.
+            let (mut conflicts, mut transient) = (0, 0);
             loop {
-                match next.run(ctx).await {
-                    Err(e) if e.is_conflict() && attempt < self.policy.max_retries => {
-                        let d = self.policy.delay(attempt);
-                        if !d.is_zero() {
-                            (self.sleep)(d).await;
-                        }
-                        attempt += 1;
+                let attempt = match next.run(ctx).await {
+                    Err(e) if e.is_conflict() && conflicts < self.policy.max_retries => {
+                        &mut conflicts
+                    }
+                    Err(HandleError::Store(e))
+                        if retries_transient(&e, ctx.options)
+                            && transient < self.policy.max_retries =>
+                    {
+                        &mut transient
                     }
                     other => return other,
+                };
+                let d = self.policy.delay(*attempt);
+                if !d.is_zero() {
+                    (self.sleep)(d).await;
                 }
+                *attempt += 1;
             }
         })
     }

@@ -55,7 +55,8 @@ pub const MAX_UPCAST_STEPS: usize = 64;
 /// Most middleware layers one command handler may hold.
 pub const MAX_MIDDLEWARE: usize = 32;
 
-/// Most conflict retries a command handler may be configured with.
+/// Most retries a command handler may be configured with; conflicts and
+/// transient store failures are each retried up to this many times.
 pub const MAX_CONFLICT_RETRIES: u32 = 1_000;
 
 /// Most live listeners one commit feed serves

@@ -356,13 +356,12 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             return self.stored_outcome(stream, key, &result.records).await;
         }
         if result.records.len() != events.len() {
-            return Err(StoreError::Corrupt {
-                detail: format!(
-                    "backend returned {} records for an append of {} events",
-                    result.records.len(),
-                    events.len()
-                ),
-            });
+            // The backend broke its contract; the stored data may be fine.
+            return Err(StoreError::internal(format!(
+                "backend returned {} records for an append of {} events",
+                result.records.len(),
+                events.len()
+            )));
         }
         let recorded = events
             .into_iter()

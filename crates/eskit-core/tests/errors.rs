@@ -235,3 +235,135 @@ fn every_message_quotes_names_through_the_one_helper() -> TestResult {
     assert_eq!(dup.to_string(), "event type `Twice\\n` is registered twice");
     Ok(())
 }
+
+/// The backend-neutral kinds: which are transient, which leave a write's
+/// outcome unknown, what they print, and that each keeps its cause.
+#[test]
+fn backend_neutral_kinds_classify_print_and_keep_their_cause() -> TestResult {
+    #[derive(Debug)]
+    struct Cause;
+    impl std::fmt::Display for Cause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection reset")
+        }
+    }
+    impl std::error::Error for Cause {}
+
+    /// `(error, transient, outcome unknown, message without the cause)`.
+    fn check(e: StoreError, transient: bool, unknown: bool, message: &str, has_cause: bool) {
+        assert_eq!(e.is_transient(), transient, "{e:?}: transient");
+        assert_eq!(e.is_outcome_unknown(), unknown, "{e:?}: outcome unknown");
+        assert_eq!(e.to_string(), message, "{e:?}: message");
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        let want = has_cause.then(|| "connection reset".to_owned());
+        assert_eq!(cause, want, "{e:?}: source");
+        if has_cause {
+            assert_eq!(error_chain(&e), format!("{message}: connection reset"));
+        }
+    }
+    check(
+        StoreError::unavailable(Cause),
+        true,
+        true,
+        "the store is unavailable",
+        true,
+    );
+    check(
+        StoreError::timed_out(Cause),
+        true,
+        true,
+        "the store did not answer in time (the outcome of an append is unknown: \
+         retry it with the same idempotency key)",
+        true,
+    );
+    check(
+        StoreError::overloaded(Cause),
+        true,
+        false,
+        "the store is overloaded, try again later",
+        true,
+    );
+    check(
+        StoreError::storage_full(Cause),
+        false,
+        false,
+        "no storage space left",
+        true,
+    );
+    check(
+        StoreError::Closed,
+        false,
+        false,
+        "the store is closed",
+        false,
+    );
+    check(
+        StoreError::Internal {
+            detail: "a read returned no horizon".into(),
+            source: Some(Box::new(Cause)),
+        },
+        false,
+        false,
+        "internal error: a read returned no horizon",
+        true,
+    );
+    check(
+        StoreError::internal("broken"),
+        false,
+        false,
+        "internal error: broken",
+        false,
+    );
+    check(
+        StoreError::Corrupt {
+            detail: "bad checksum".into(),
+        },
+        false,
+        false,
+        "stored data is corrupt: bad checksum",
+        false,
+    );
+    check(
+        StoreError::backend(Cause),
+        false,
+        false,
+        "backend failure",
+        true,
+    );
+    check(
+        StoreError::TimedOut { source: None },
+        true,
+        true,
+        "the store did not answer in time (the outcome of an append is unknown: \
+         retry it with the same idempotency key)",
+        false,
+    );
+    let conflict = StoreError::WrongExpectedVersion {
+        stream: StreamName::new("t", "s")?,
+        expected: ExpectedVersion::NoStream,
+        actual: Version::new(1),
+    };
+    assert!(!conflict.is_transient(), "a conflict needs a reload first");
+
+    // Each matcher picks its own kind only.
+    let kinds = [
+        StoreError::unavailable(Cause),
+        StoreError::timed_out(Cause),
+        StoreError::overloaded(Cause),
+        StoreError::storage_full(Cause),
+        StoreError::Closed,
+    ];
+    let matchers: [fn(&StoreError) -> bool; 5] = [
+        StoreError::is_unavailable,
+        StoreError::is_timeout,
+        StoreError::is_overloaded,
+        StoreError::is_storage_full,
+        StoreError::is_closed,
+    ];
+    for (i, e) in kinds.iter().enumerate() {
+        for (j, m) in matchers.iter().enumerate() {
+            assert_eq!(m(e), i == j, "matcher {j} on {e:?}");
+        }
+    }
+    Ok(())
+}

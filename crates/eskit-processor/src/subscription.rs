@@ -680,10 +680,9 @@ where
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                // Invalid input and damaged data do not heal with time.
-                Err(e) if e.is_validation() || matches!(e, StoreError::Corrupt { .. }) => {
-                    return Err(e.into());
-                }
+                // Only transient failures (unavailable, timed out,
+                // overloaded) can heal by waiting.
+                Err(e) if !e.is_transient() => return Err(e.into()),
                 Err(e) if attempt >= policy.max_retries() => return Err(e.into()),
                 Err(e) => {
                     self.retry_wait(attempt, &error_chain(&e)).await;

@@ -1,5 +1,7 @@
-//! Errors of opening a store and the SQLite-specific causes behind
-//! [`StoreError::Backend`].
+//! Errors of opening a store, and the SQLite-specific causes behind the
+//! store errors: [`store_error`] maps each SQLite failure onto the core's
+//! backend-neutral kinds (the table in the crate docs, under "Errors") and
+//! keeps a [`SqliteError`] as the source.
 
 use std::path::PathBuf;
 
@@ -102,8 +104,8 @@ impl OpenError {
     }
 }
 
-/// The SQLite-specific cause carried by [`StoreError::Backend`]; find it with
-/// [`SqliteError::of`].
+/// The SQLite-specific cause behind a [`StoreError`] (its
+/// [`source`](std::error::Error::source)); find it with [`SqliteError::of`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SqliteError {
@@ -113,6 +115,10 @@ pub enum SqliteError {
     /// Another process held the write lock longer than the busy timeout.
     #[error("the database is locked by another connection")]
     Busy(#[source] rusqlite::Error),
+    /// Reading or writing the database's files failed, or they cannot be
+    /// opened.
+    #[error("the database's files cannot be read or written")]
+    Io(#[source] rusqlite::Error),
     /// The database file became read-only.
     #[error("the database is read-only")]
     ReadOnly(#[source] rusqlite::Error),
@@ -122,9 +128,6 @@ pub enum SqliteError {
         /// The queue bound, [`MAX_QUEUED_REQUESTS`](crate::MAX_QUEUED_REQUESTS).
         limit: usize,
     },
-    /// The store's worker threads have stopped (closed or crashed).
-    #[error("the store's sqlite threads have stopped")]
-    Stopped,
     /// A value is out of the range SQLite stores (64-bit signed integers).
     #[error("{what} is out of range for sqlite")]
     OutOfRange {
@@ -137,12 +140,17 @@ pub enum SqliteError {
 }
 
 impl SqliteError {
-    /// The SQLite cause of a store error, if it has one.
+    /// The SQLite cause of a store error, if it has one: the first
+    /// [`SqliteError`] in its chain of sources.
     pub fn of(e: &StoreError) -> Option<&Self> {
-        match e {
-            StoreError::Backend(b) => b.downcast_ref::<Self>(),
-            _ => None,
+        let mut cur = std::error::Error::source(e);
+        while let Some(s) = cur {
+            if let Some(found) = s.downcast_ref::<Self>() {
+                return Some(found);
+            }
+            cur = s.source();
         }
+        None
     }
 
     /// Whether the disk was full.
@@ -151,17 +159,23 @@ impl SqliteError {
     }
 }
 
-/// Maps an SQLite failure onto the store's neutral meanings: damaged data
-/// becomes [`StoreError::Corrupt`], everything else keeps its cause.
+/// Maps an SQLite failure onto the store's neutral meanings (the table in
+/// this module's docs), keeping the cause as a [`SqliteError`].
 pub(crate) fn store_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
             detail: e.to_string(),
         },
-        Some(ErrorCode::DiskFull) => StoreError::backend(SqliteError::StorageFull(e)),
+        Some(ErrorCode::DiskFull) => StoreError::storage_full(SqliteError::StorageFull(e)),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::backend(SqliteError::Busy(e))
+            StoreError::overloaded(SqliteError::Busy(e))
         }
+        Some(
+            ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => StoreError::unavailable(SqliteError::Io(e)),
+        Some(ErrorCode::ApiMisuse | ErrorCode::InternalMalfunction) => misuse(e),
         Some(ErrorCode::ReadOnly) => StoreError::backend(SqliteError::ReadOnly(e)),
         _ => match e {
             // A column of an unexpected type or NULL where a value belongs:
@@ -172,8 +186,24 @@ pub(crate) fn store_error(e: rusqlite::Error) -> StoreError {
             | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt {
                 detail: e.to_string(),
             },
+            // A statement that does not fit its parameters or columns: this
+            // crate's mistake, whatever the file holds.
+            rusqlite::Error::InvalidParameterName(..)
+            | rusqlite::Error::InvalidParameterCount(..)
+            | rusqlite::Error::InvalidColumnIndex(..)
+            | rusqlite::Error::InvalidColumnName(..)
+            | rusqlite::Error::ExecuteReturnedResults
+            | rusqlite::Error::MultipleStatement
+            | rusqlite::Error::InvalidQuery => misuse(e),
             e => StoreError::backend(SqliteError::Sqlite(e)),
         },
+    }
+}
+
+fn misuse(e: rusqlite::Error) -> StoreError {
+    StoreError::Internal {
+        detail: "the store used sqlite wrongly".to_owned(),
+        source: Some(Box::new(SqliteError::Sqlite(e))),
     }
 }
 
@@ -183,6 +213,90 @@ pub(crate) fn corrupt(detail: impl Into<String>) -> StoreError {
     }
 }
 
+/// The store's threads stopped: it was closed (by any handle).
 pub(crate) fn stopped() -> StoreError {
-    StoreError::backend(SqliteError::Stopped)
+    StoreError::Closed
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::ffi;
+
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    /// One SQLite failure and the core kind it must map to.
+    fn check(e: rusqlite::Error, kind: fn(&StoreError) -> bool, what: &str) {
+        let mapped = store_error(e);
+        assert!(kind(&mapped), "{what}: mapped to {mapped:?}");
+    }
+
+    #[test]
+    fn sqlite_failures_map_onto_the_core_kinds() {
+        check(
+            failure(ffi::SQLITE_FULL),
+            StoreError::is_storage_full,
+            "full",
+        );
+        check(failure(ffi::SQLITE_BUSY), StoreError::is_overloaded, "busy");
+        check(
+            failure(ffi::SQLITE_LOCKED),
+            StoreError::is_overloaded,
+            "locked",
+        );
+        check(
+            failure(ffi::SQLITE_IOERR),
+            StoreError::is_unavailable,
+            "ioerr",
+        );
+        check(
+            failure(ffi::SQLITE_IOERR_FSYNC),
+            StoreError::is_unavailable,
+            "fsync",
+        );
+        check(
+            failure(ffi::SQLITE_CANTOPEN),
+            StoreError::is_unavailable,
+            "cantopen",
+        );
+        check(
+            failure(ffi::SQLITE_CORRUPT),
+            |e| matches!(e, StoreError::Corrupt { .. }),
+            "corrupt",
+        );
+        check(
+            failure(ffi::SQLITE_MISUSE),
+            |e| matches!(e, StoreError::Internal { .. }),
+            "misuse",
+        );
+        check(
+            rusqlite::Error::InvalidParameterCount(1, 2),
+            |e| matches!(e, StoreError::Internal { .. }),
+            "parameter count",
+        );
+        check(
+            failure(ffi::SQLITE_READONLY),
+            |e| matches!(SqliteError::of(e), Some(SqliteError::ReadOnly(_))),
+            "readonly",
+        );
+    }
+
+    #[test]
+    fn the_sqlite_cause_stays_findable_behind_every_kind() {
+        let full = store_error(failure(ffi::SQLITE_FULL));
+        assert!(SqliteError::of(&full).is_some_and(SqliteError::is_storage_full));
+        let busy = store_error(failure(ffi::SQLITE_BUSY));
+        assert!(matches!(SqliteError::of(&busy), Some(SqliteError::Busy(_))));
+        let io = store_error(failure(ffi::SQLITE_IOERR));
+        assert!(matches!(SqliteError::of(&io), Some(SqliteError::Io(_))));
+        let misuse = store_error(failure(ffi::SQLITE_MISUSE));
+        assert!(matches!(
+            SqliteError::of(&misuse),
+            Some(SqliteError::Sqlite(_))
+        ));
+        assert!(SqliteError::of(&StoreError::Closed).is_none());
+    }
 }

@@ -92,6 +92,25 @@
 //! key tells (the retry returns `deduplicated: true` when the first one
 //! committed). Reads are cancel safe.
 //!
+//! # Errors
+//! Store operations fail with [`StoreError`](eskit_core::StoreError); SQLite's
+//! failures map onto its backend-neutral kinds, each with a [`SqliteError`]
+//! as its source ([`SqliteError::of`] finds it):
+//!
+//! | SQLite | `StoreError` | Why |
+//! |---|---|---|
+//! | `SQLITE_CORRUPT`, `SQLITE_NOTADB`, a column that does not parse | `Corrupt` | damaged data |
+//! | `SQLITE_FULL` | `StorageFull` | the transaction rolled back; free space, then retry |
+//! | `SQLITE_BUSY`, `SQLITE_LOCKED` | `Overloaded` | another connection held the lock past the busy timeout; nothing was written |
+//! | `SQLITE_IOERR`, `SQLITE_CANTOPEN`, `SQLITE_PROTOCOL` | `Unavailable` | the file cannot be read or written; a commit that failed so may have reached the file (`is_outcome_unknown`) |
+//! | a full request queue ([`SqliteError::Overloaded`]) | `Overloaded` | refused before it was queued |
+//! | stopped worker threads ([`SqliteStore::close`]) | `Closed` | |
+//! | `SQLITE_MISUSE`, `SQLITE_INTERNAL`, a statement this crate got wrong | `Internal` | a bug, not damaged data |
+//! | anything else (`SQLITE_READONLY`, ...) | `Backend` | |
+//!
+//! [`SqliteStore::close`] closes the store for every handle; every later
+//! call fails with `StoreError::Closed`.
+//!
 //! # Notifications
 //! [`SqliteStore::notifier`] is signalled right after each commit, before the
 //! append returns. [`SqliteStore::watch_external_writes`] polls

@@ -22,7 +22,7 @@ use eskit_core::{
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{OpenError, SqliteError, store_error};
+use crate::error::{OpenError, store_error};
 use crate::store::SqliteStore;
 
 /// How long a lock stays held without renewal: the longest a crashed
@@ -464,7 +464,7 @@ impl Shared {
                         }
                     }
                 }
-                Err(e) if matches!(SqliteError::of(&e), Some(SqliteError::Stopped)) => {
+                Err(StoreError::Closed) => {
                     lost.extend(
                         kept.leases
                             .drain()

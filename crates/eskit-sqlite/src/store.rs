@@ -1,6 +1,7 @@
 //! The store handle and its event store, global reader and lifecycle traits.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -265,23 +266,31 @@ impl SqliteStore {
             .await
     }
 
-    /// Closes this handle. When it is the last one, waits until the writer
-    /// thread has committed everything queued and every thread has closed
-    /// its connection (the writer's close checkpoints the WAL), so the files
-    /// can be removed or copied right after; otherwise the store stays open
-    /// for the other handles.
+    /// Closes the store for every handle, as sqlx's `Pool::close` does:
+    /// from the moment it is called, every call through any clone of this
+    /// store (and the snapshot, checkpoint and lock stores it handed out)
+    /// fails with [`StoreError::Closed`], and the commit feed ends its
+    /// listeners with [`FeedError::Closed`](eskit_core::FeedError::Closed).
+    ///
+    /// Requests already queued finish first: appends queued before the call
+    /// commit (or fail) as usual; later ones fail with the closed kind.
+    /// Returns once every thread has closed its connection (the writer's
+    /// close checkpoints the WAL), so the files can be removed or copied
+    /// right after. Calling it again, from any handle, waits the same way.
+    /// A watcher from [`watch_external_writes`](Self::watch_external_writes)
+    /// has its own connection and stops only when it is dropped.
+    ///
+    /// Dropping the last handle without calling it also stops the threads,
+    /// without waiting for them.
     ///
     /// # Cancel safety
-    /// Cancel safe: the store closes in the background either way.
-    pub async fn close(self) {
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            let exits = inner.workers.take_exits();
-            drop(inner);
-            for exit in exits {
-                // An error means the thread ended without signalling: closed too.
-                let _ = exit.await;
-            }
-        }
+    /// Cancel safe: the store is closed when `close` is called, before the
+    /// future is first polled; awaiting it only waits for the threads, and
+    /// dropping it leaves them to finish in the background.
+    pub fn close(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.inner.workers.close();
+        self.inner.notifier.close();
+        self.inner.workers.stopped()
     }
 
     pub(crate) fn workers(&self) -> &Workers {

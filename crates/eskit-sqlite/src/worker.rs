@@ -6,9 +6,11 @@
 //! [`oneshot`] whose receiver is the caller's future (sqlx's SQLite driver
 //! pattern), so no async runtime is assumed.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,14 @@ use eskit_core::CommitNotifier;
 pub const MAX_QUEUED_REQUESTS: usize = 65_536;
 
 pub(crate) type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+
+/// What a reader thread is sent.
+pub(crate) enum ReadJob {
+    /// Run this on the reader's connection.
+    Run(ReadFn),
+    /// Close the connection and exit (one per reader, sent by close).
+    Stop,
+}
 
 /// One part of a result handed over in parts by [`Workers::read_parts`].
 pub(crate) enum Part<T> {
@@ -55,6 +65,8 @@ pub(crate) enum WriteJob {
     Append(Box<AppendJob>),
     Write(WriteFn),
     Read(ReadFn),
+    /// Close the connection and exit, after every job queued before.
+    Stop,
 }
 
 /// A bounded queue in front of a worker: the counter is raised on send and
@@ -68,7 +80,7 @@ impl<T> Queue<T> {
     fn send(&self, job: T) -> Result<(), StoreError> {
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_REQUESTS {
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(StoreError::backend(SqliteError::Overloaded {
+            return Err(StoreError::overloaded(SqliteError::Overloaded {
                 limit: MAX_QUEUED_REQUESTS,
             }));
         }
@@ -77,16 +89,90 @@ impl<T> Queue<T> {
             stopped()
         })
     }
+
+    /// Queues `job` past the bound (for the stop signals of close).
+    fn send_unbounded(&self, job: T) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(job).is_err() {
+            // The worker has already exited: nothing left to stop.
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
-/// What every handle of one store shares. Dropping the last one closes the
-/// queues; the threads finish what is queued and exit.
+/// Counts the threads that still hold a connection, and wakes whoever waits
+/// for none to be left.
+#[derive(Default)]
+struct Running {
+    state: Mutex<RunningState>,
+}
+
+#[derive(Default)]
+struct RunningState {
+    threads: usize,
+    waiters: Vec<Waker>,
+}
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, RunningState> {
+        // Critical sections only count and move wakers.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a thread about to start; dropping the guard (when the thread
+    /// ends, or with a closure that never ran) counts it out.
+    fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.lock().threads += 1;
+        RunningGuard(Arc::clone(self))
+    }
+
+    /// Resolves once every counted thread has ended.
+    fn none_left(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            let mut s = self.lock();
+            if s.threads == 0 {
+                return Poll::Ready(());
+            }
+            if !s.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                s.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+/// Held by a worker thread for as long as it holds its connection.
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut s = self.0.lock();
+            s.threads = s.threads.saturating_sub(1);
+            if s.threads == 0 {
+                std::mem::take(&mut s.waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// What every handle of one store shares. [`Workers::close`], or dropping
+/// the last handle, stops the threads; they finish what was queued before
+/// and exit.
 pub(crate) struct Workers {
     writer: Queue<WriteJob>,
-    readers: Option<Queue<ReadFn>>,
-    /// Signalled by each thread (writer and readers) once it has closed its
-    /// connection.
-    exits: Mutex<Vec<oneshot::Receiver<()>>>,
+    readers: Option<Queue<ReadJob>>,
+    reader_threads: usize,
+    /// Set by [`Workers::close`]: requests are refused from then on.
+    closed: AtomicBool,
+    /// The threads (writer and readers) that have not closed their
+    /// connection yet.
+    running: Arc<Running>,
 }
 
 impl Workers {
@@ -98,44 +184,97 @@ impl Workers {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
-        let (exit_tx, exit_rx) = oneshot::channel();
+        let running = Arc::new(Running::default());
         {
             let pending = Arc::clone(&pending);
+            let guard = running.enter();
             thread::Builder::new()
                 .name("eskit-sqlite-writer".into())
                 .spawn(move || {
+                    // `run_writer` owns the connection and closes it (which
+                    // checkpoints the WAL) before the guard counts it out.
                     run_writer(writer_conn, &rx, &pending, &notifier, linger);
-                    exit_tx.send(());
+                    drop(guard);
                 })?;
         }
         let writer = Queue { tx, pending };
-        let mut exits = vec![exit_rx];
+        let reader_threads = reader_conns.len();
         let readers = if reader_conns.is_empty() {
             None
         } else {
-            let (tx, rx) = mpsc::channel::<ReadFn>();
+            let (tx, rx) = mpsc::channel::<ReadJob>();
             let rx = Arc::new(Mutex::new(rx));
             let pending = Arc::new(AtomicUsize::new(0));
             for (i, conn) in reader_conns.into_iter().enumerate() {
                 let rx = Arc::clone(&rx);
                 let pending = Arc::clone(&pending);
-                let (exit_tx, exit_rx) = oneshot::channel();
+                let guard = running.enter();
                 thread::Builder::new()
                     .name(format!("eskit-sqlite-reader-{i}"))
                     .spawn(move || {
                         run_reader(&conn, &rx, &pending);
                         drop(conn);
-                        exit_tx.send(());
+                        drop(guard);
                     })?;
-                exits.push(exit_rx);
             }
             Some(Queue { tx, pending })
         };
         Ok(Self {
             writer,
             readers,
-            exits: Mutex::new(exits),
+            reader_threads,
+            closed: AtomicBool::new(false),
+            running,
         })
+    }
+
+    /// Refuses requests from now on and tells every thread to stop after
+    /// what is already queued. Idempotent.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.writer.send_unbounded(WriteJob::Stop);
+        if let Some(q) = &self.readers {
+            for _ in 0..self.reader_threads {
+                q.send_unbounded(ReadJob::Stop);
+            }
+        }
+    }
+
+    /// Resolves once every thread has closed its connection.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        self.running.none_left()
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        Ok(())
+    }
+
+    /// What a request whose reply never came reports: the store closed
+    /// meanwhile, or else the job panicked on its thread (a bug).
+    fn lost_reply(&self) -> StoreError {
+        if self.closed.load(Ordering::Acquire) {
+            stopped()
+        } else {
+            StoreError::internal("an sqlite worker dropped a request without answering it")
+        }
+    }
+
+    fn send_read(&self, job: ReadFn) -> Result<(), StoreError> {
+        self.check_open()?;
+        match &self.readers {
+            Some(q) => q.send(ReadJob::Run(job)),
+            None => self.writer.send(WriteJob::Read(job)),
+        }
+    }
+
+    fn send_write(&self, job: WriteJob) -> Result<(), StoreError> {
+        self.check_open()?;
+        self.writer.send(job)
     }
 
     /// Runs `f` on a reader connection (the writer's for in-memory stores).
@@ -145,12 +284,8 @@ impl Workers {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: ReadFn = Box::new(move |c| tx.send(f(c)));
-        match &self.readers {
-            Some(q) => q.send(job)?,
-            None => self.writer.send(WriteJob::Read(job))?,
-        }
-        rx.await.map_err(|_| stopped())?
+        self.send_read(Box::new(move |c| tx.send(f(c))))?;
+        rx.await.map_err(|_| self.lost_reply())?
     }
 
     /// Runs `f` on a reader connection like [`Self::read`], letting it hand
@@ -167,14 +302,10 @@ impl Workers {
         F: FnOnce(&Connection, &PartSender<T>) -> Result<(), StoreError> + Send + 'static,
     {
         let (tx, rx) = chunks::channel();
-        let job: ReadFn = Box::new(move |c| {
+        self.send_read(Box::new(move |c| {
             let end = f(c, &tx).map(|()| Part::Done);
             tx.send(end);
-        });
-        match &self.readers {
-            Some(q) => q.send(job)?,
-            None => self.writer.send(WriteJob::Read(job))?,
-        }
+        }))?;
         Ok(rx)
     }
 
@@ -184,7 +315,7 @@ impl Workers {
         &self,
         f: impl FnOnce(&mut Connection) + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.writer.send(WriteJob::Write(Box::new(f)))
+        self.send_write(WriteJob::Write(Box::new(f)))
     }
 
     /// Runs `f` on the writer connection, between group commits.
@@ -194,9 +325,8 @@ impl Workers {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteJob::Write(Box::new(move |c| tx.send(f(c)))))?;
-        rx.await.map_err(|_| stopped())?
+        self.send_write(WriteJob::Write(Box::new(move |c| tx.send(f(c)))))?;
+        rx.await.map_err(|_| self.lost_reply())?
     }
 
     pub(crate) async fn append(
@@ -207,23 +337,18 @@ impl Workers {
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(WriteJob::Append(Box::new(AppendJob {
+        self.send_write(WriteJob::Append(Box::new(AppendJob {
             stream,
             expected,
             events,
             options,
             reply,
         })))?;
-        rx.await.map_err(|_| stopped())?
-    }
-
-    /// The exit signals of every thread, once.
-    pub(crate) fn take_exits(&self) -> Vec<oneshot::Receiver<()>> {
-        std::mem::take(&mut *self.exits.lock().unwrap_or_else(PoisonError::into_inner))
+        rx.await.map_err(|_| self.lost_reply())?
     }
 }
 
-fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadFn>>, pending: &AtomicUsize) {
+fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadJob>>, pending: &AtomicUsize) {
     loop {
         // Holding the lock while waiting in `recv` makes the shared receiver
         // a multi-consumer queue: the next idle reader takes the next job. A
@@ -232,6 +357,7 @@ fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadFn>>, pending: &A
         let job = recv_soon(&rx.lock().unwrap_or_else(PoisonError::into_inner));
         let Ok(job) = job else { return };
         pending.fetch_sub(1, Ordering::AcqRel);
+        let ReadJob::Run(job) = job else { return };
         // A panicking job drops its reply sender, so its caller gets an error;
         // the thread keeps serving.
         let _ = catch_unwind(AssertUnwindSafe(|| job(conn)));
@@ -309,6 +435,7 @@ fn run_writer(
             WriteJob::Read(f) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| f(&conn)));
             }
+            WriteJob::Stop => return,
         }
     }
 }

@@ -21,11 +21,16 @@ use eskit_sqlite::{SqliteOptions, SqliteStore};
 use eskit_testing::conformance::{Fixture, Suite};
 
 fn fixture(store: SqliteStore) -> Fixture {
+    let closer = store.clone();
     Fixture::store(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
+        .with_close(move || {
+            let closer = closer.clone();
+            async move { closer.close().await }
+        })
 }
 
 fn suite(name: &str, dir: Option<Arc<PathBuf>>) -> Suite {

@@ -115,8 +115,17 @@ fn run(path: &Path, ballast: &Path, sync: Synchronous, rng: &mut Rng) -> TestRes
                         )) {
                             Ok(_) => acknowledged.push(payload),
                             Err(e) => {
-                                if !SqliteError::of(&e).is_some_and(SqliteError::is_storage_full) {
-                                    return Err(format!("{st}: append {i} failed otherwise: {e}"));
+                                // The core's kind, with SQLite's cause as its source.
+                                if !e.is_storage_full()
+                                    || !SqliteError::of(&e)
+                                        .is_some_and(SqliteError::is_storage_full)
+                                {
+                                    return Err(format!(
+                                        "{st}: append {i} failed otherwise: {e:?}"
+                                    ));
+                                }
+                                if e.is_transient() {
+                                    return Err(format!("{st}: a full disk is called transient"));
                                 }
                                 full_errors += 1;
                                 if full_errors == 5 {

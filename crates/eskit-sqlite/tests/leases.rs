@@ -235,6 +235,7 @@ fn a_lease_whose_renewals_fail_is_lost_with_the_error() -> TestResult {
         matches!(SqliteError::of(e), Some(SqliteError::Busy(_))),
         "{e:?}"
     );
+    assert!(e.is_overloaded(), "{e:?}");
     let source = std::error::Error::source(reason.as_ref().ok_or("no reason")?);
     assert!(source.is_some(), "the renewal error is the reason's source");
     assert!(!guard.is_held());

@@ -11,12 +11,17 @@ fn main() -> ExitCode {
     Suite::new("memory", || async {
         let locks = MemoryLockRegistry::new();
         let store = MemoryStore::new();
+        let closer = store.clone();
         Ok::<_, BoxError>(
             Fixture::store(store.clone())
                 .with_snapshots(store.snapshots())
                 .with_checkpoints(MemoryCheckpointStore::new())
                 .with_locks(locks.clone())
-                .with_other_locks(locks),
+                .with_other_locks(locks)
+                .with_close(move || {
+                    closer.close();
+                    std::future::ready(())
+                }),
         )
     })
     .require_all()

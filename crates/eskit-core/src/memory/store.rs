@@ -1,4 +1,5 @@
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{LifecycleOp, StoreError};
@@ -48,6 +49,8 @@ struct Shared {
     /// The snapshots [`MemoryStore::snapshots`] hands out; a hard delete
     /// removes the stream's, as the durable backends do.
     snapshots: MemorySnapshotStore,
+    /// Set by [`MemoryStore::close`]; every later operation fails.
+    closed: AtomicBool,
 }
 
 impl Drop for Shared {
@@ -131,6 +134,30 @@ impl MemoryStore {
         self.shared.snapshots.clone()
     }
 
+    /// Closes the store for every handle (every clone): later operations
+    /// on any of them fail with [`StoreError::Closed`], and the commit
+    /// feed's listeners end with [`FeedError::Closed`]. The data is dropped
+    /// with the last handle. Closing again does nothing.
+    ///
+    /// An operation that already started finishes; one that starts after
+    /// this returns fails.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.feed.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on any handle.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
     fn append_sync(
         &self,
         stream: &StreamName,
@@ -189,9 +216,7 @@ impl MemoryStore {
             return Err(StoreError::DuplicateEventId { id });
         }
         let count = events.len() as u64;
-        let overflow = || StoreError::Corrupt {
-            detail: "version or position overflow".to_owned(),
-        };
+        let overflow = || StoreError::internal("version or position overflow");
         data.version.add(count).ok_or_else(overflow)?;
         last_position.checked_add(count).ok_or_else(overflow)?;
         let timestamp = options.timestamp().unwrap_or_else(Timestamp::now);
@@ -280,6 +305,7 @@ impl EventStore for MemoryStore {
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
         yield_now().await;
+        self.check_open()?;
         let result = self.append_sync(stream, expected, events, options)?;
         if !result.deduplicated {
             self.shared.feed.notify(result.last_position());
@@ -293,6 +319,7 @@ impl EventStore for MemoryStore {
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         yield_now().await;
+        self.check_open()?;
         options.validate()?;
         let inner = lock(&self.shared.data);
         let Some(data) = inner.streams.get(stream) else {
@@ -312,6 +339,7 @@ impl EventStore for MemoryStore {
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         yield_now().await;
+        self.check_open()?;
         let inner = lock(&self.shared.data);
         Ok(inner
             .streams
@@ -361,6 +389,7 @@ impl GlobalReader for MemoryStore {
     /// position has committed: the horizon is that position.
     async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
         yield_now().await;
+        self.check_open()?;
         options.validate()?;
         let inner = lock(&self.shared.data);
         let after = options.after();
@@ -388,6 +417,7 @@ impl GlobalReader for MemoryStore {
 
     async fn head(&self) -> Result<GlobalCursor, StoreError> {
         yield_now().await;
+        self.check_open()?;
         Ok(GlobalCursor::at(Position::new(
             lock(&self.shared.data).last_position,
         )))
@@ -403,26 +433,31 @@ impl CommitFeed for MemoryStore {
 impl StreamLifecycle for MemoryStore {
     async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         yield_now().await;
+        self.check_open()?;
         self.transition(stream, LifecycleOp::Tombstone, Some(reason))
     }
 
     async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
         yield_now().await;
+        self.check_open()?;
         self.transition(stream, LifecycleOp::Archive, Some(reason))
     }
 
     async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
+        self.check_open()?;
         self.transition(stream, LifecycleOp::Restore, None)
     }
 
     async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
+        self.check_open()?;
         self.transition(stream, LifecycleOp::Delete, None)
     }
 
     async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         yield_now().await;
+        self.check_open()?;
         let inner = lock(&self.shared.data);
         Ok(inner
             .streams

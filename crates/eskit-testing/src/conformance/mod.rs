@@ -12,11 +12,17 @@
 //!
 //! fn main() -> std::process::ExitCode {
 //!     Suite::new("memory", || async {
+//!         let store = MemoryStore::new();
+//!         let closer = store.clone();
 //!         Ok::<_, eskit_core::BoxError>(
-//!             Fixture::store(MemoryStore::new())
+//!             Fixture::store(store)
 //!                 .with_snapshots(MemorySnapshotStore::new())
 //!                 .with_checkpoints(MemoryCheckpointStore::new())
-//!                 .with_locks(MemoryLockRegistry::new()),
+//!                 .with_locks(MemoryLockRegistry::new())
+//!                 .with_close(move || {
+//!                     closer.close();
+//!                     std::future::ready(())
+//!                 }),
 //!         )
 //!     })
 //!     .require_all()
@@ -37,6 +43,7 @@
 //! never yield.
 
 mod basic;
+mod close;
 mod edge;
 mod feed;
 mod follow;
@@ -83,7 +90,11 @@ pub struct Fixture {
     locks: Option<Arc<dyn DynLockRegistry>>,
     feed: Option<Arc<dyn CommitFeed>>,
     other_locks: Option<Arc<dyn DynLockRegistry>>,
+    close: Option<Closer>,
 }
+
+/// Closes the fixture's store, through a handle of its own.
+type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl fmt::Debug for Fixture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,6 +121,7 @@ impl Fixture {
             locks: None,
             feed: Some(s),
             other_locks: None,
+            close: None,
         }
     }
 
@@ -124,6 +136,7 @@ impl Fixture {
             locks: None,
             feed: None,
             other_locks: None,
+            close: None,
         }
     }
 
@@ -180,6 +193,33 @@ impl Fixture {
         self
     }
 
+    /// Adds the store's `close`, called through another handle than the
+    /// fixture's (a clone of the store): the `close.*` scenarios call it and
+    /// expect every handle, the fixture's included, to report
+    /// [`StoreError::Closed`] from then on, and the commit feed to end its
+    /// listeners with `FeedError::Closed`.
+    ///
+    /// ```
+    /// use eskit_core::MemoryStore;
+    /// use eskit_testing::conformance::Fixture;
+    /// let store = MemoryStore::new();
+    /// let handle = store.clone();
+    /// let fixture = Fixture::store(store).with_close(move || {
+    ///     handle.close();
+    ///     std::future::ready(())
+    /// });
+    /// # drop(fixture);
+    /// ```
+    #[must_use]
+    pub fn with_close<F, Fut>(mut self, close: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.close = Some(Arc::new(move || Box::pin(close())));
+        self
+    }
+
     /// The event store.
     pub fn events(&self) -> &Arc<dyn DynEventStore> {
         &self.events
@@ -233,6 +273,7 @@ impl Fixture {
             Capability::Checkpoints => self.checkpoints.is_some(),
             Capability::Locks => self.locks.is_some(),
             Capability::Feed => self.feed.is_some(),
+            Capability::Close => self.close.is_some(),
         }
     }
 }
@@ -255,10 +296,12 @@ pub enum Capability {
     Locks,
     /// [`CommitFeed`].
     Feed,
+    /// Closing the store ([`Fixture::with_close`]).
+    Close,
 }
 
 impl Capability {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -266,6 +309,7 @@ impl Capability {
         Self::Checkpoints,
         Self::Locks,
         Self::Feed,
+        Self::Close,
     ];
 }
 
@@ -279,6 +323,7 @@ impl fmt::Display for Capability {
             Self::Checkpoints => "checkpoint store",
             Self::Locks => "lock registry",
             Self::Feed => "commit feed",
+            Self::Close => "close",
         })
     }
 }
@@ -899,6 +944,17 @@ impl Ctx {
             .ok_or_else(|| Failure("no lock registry".into()))
     }
 
+    /// Closes the store through the fixture's closing handle.
+    pub(crate) async fn close(&self) -> Outcome {
+        let close = self
+            .fixture
+            .close
+            .as_ref()
+            .ok_or_else(|| Failure("no close".into()))?;
+        close().await;
+        Ok(())
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1040,6 +1096,13 @@ pub(crate) const EVENTS: &[Capability] = &[Capability::Events];
 pub(crate) const GLOBAL: &[Capability] = &[Capability::Events, Capability::GlobalReads];
 pub(crate) const LIFECYCLE: &[Capability] = &[Capability::Events, Capability::Lifecycle];
 pub(crate) const FEED: &[Capability] = &[Capability::Events, Capability::Feed];
+pub(crate) const CLOSE: &[Capability] = &[
+    Capability::Events,
+    Capability::GlobalReads,
+    Capability::Lifecycle,
+    Capability::Feed,
+    Capability::Close,
+];
 pub(crate) const FEED_LIFECYCLE: &[Capability] =
     &[Capability::Events, Capability::Lifecycle, Capability::Feed];
 pub(crate) const LIFECYCLE_GLOBAL: &[Capability] = &[
@@ -1064,5 +1127,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(locks::scenarios());
     all.extend(stress::scenarios());
     all.extend(model::scenarios());
+    all.extend(close::scenarios());
     all
 }
