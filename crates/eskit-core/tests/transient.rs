@@ -302,7 +302,9 @@ fn a_timed_out_append_with_an_idempotency_key_is_retried_and_found_applied() -> 
             "{kind:?}: the retry found the first append"
         );
         assert_eq!((done.state, done.version.get()), (7, 1), "{kind:?}");
-        assert_eq!(store.append_calls(), 2, "{kind:?}");
+        // The retry looks the key up before deciding, finds the append that
+        // did commit, and appends nothing.
+        assert_eq!(store.append_calls(), 1, "{kind:?}");
         assert_eq!(delays(&waited)?.len(), 1, "{kind:?}");
         assert_eq!(stored(&store)?, 1, "{kind:?}: applied exactly once");
     }
