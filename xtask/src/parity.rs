@@ -77,6 +77,10 @@ const GROUPS: &[(&str, &str)] = &[
         "model",
         "seeded random operations give the same outcomes as the memory model",
     ),
+    (
+        "dcb",
+        "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

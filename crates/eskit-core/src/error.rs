@@ -17,9 +17,9 @@ use std::fmt;
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_IDEMPOTENCY_KEY_BYTES,
     MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
-    MAX_SNAPSHOT_BYTES,
+    MAX_SNAPSHOT_BYTES, MAX_TAG_BYTES, MAX_TAGS_PER_EVENT,
 };
-use crate::name::{InvalidName, StreamName, quote_name};
+use crate::name::{InvalidName, InvalidNameReason, StreamName, quote_name};
 use crate::store::StreamState;
 use crate::version::{ExpectedVersion, Version};
 
@@ -104,6 +104,19 @@ pub enum ValidationError {
         /// Its size in bytes.
         len: usize,
     },
+    /// A [`Tag`](crate::Tag) is empty, longer than [`MAX_TAG_BYTES`] or
+    /// contains NUL.
+    InvalidTag {
+        /// Which rule it broke.
+        reason: InvalidNameReason,
+    },
+    /// One event carries more than [`MAX_TAGS_PER_EVENT`] tags.
+    TooManyTags {
+        /// Index of the event in its append.
+        index: usize,
+        /// Tags it carries.
+        count: usize,
+    },
 }
 
 impl fmt::Display for ValidationError {
@@ -159,6 +172,17 @@ impl fmt::Display for ValidationError {
             Self::SnapshotTooLarge { len } => write!(
                 f,
                 "snapshot is {len} bytes, the maximum is {MAX_SNAPSHOT_BYTES}"
+            ),
+            Self::InvalidTag { reason } => match reason {
+                InvalidNameReason::Empty => f.write_str("tag is empty"),
+                InvalidNameReason::TooLong { len } => {
+                    write!(f, "tag is {len} bytes long, the maximum is {MAX_TAG_BYTES}")
+                }
+                InvalidNameReason::ContainsNul => f.write_str("tag contains a NUL byte"),
+            },
+            Self::TooManyTags { index, count } => write!(
+                f,
+                "event {index} carries {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
             ),
         }
     }

@@ -99,6 +99,7 @@ mod name;
 mod registry;
 mod rt;
 mod store;
+mod tag;
 mod testing;
 mod time;
 mod typed;
@@ -135,6 +136,7 @@ pub use store::{
     validate_reason,
 };
 pub use store::{FencingToken, Lease, LeaseLost, LockLost};
+pub use tag::Tag;
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
 pub use typed::{Appended, EventSchema, TypedStore};

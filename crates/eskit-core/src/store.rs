@@ -450,6 +450,7 @@ pub fn validate_append(
         if e.schema_version() == 0 {
             return Err(ValidationError::ZeroSchemaVersion);
         }
+        crate::tag::validate_tags(index, e.tags())?;
         validate_name(NameKind::Codec, e.codec())?;
         total = total.saturating_add(len);
     }

@@ -20,7 +20,8 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 /// Version 2 gives each lock its fencing token (the counter is the `locks`
-/// row of `eskit_sequence`). Later versions add the claim store and the
+/// row of `eskit_sequence`), checkpoints their transaction key, and events
+/// their tags with the tag index. Later versions add the claim store and the
 /// command queue.
 const MIGRATIONS: &[&str] = &[
     r"
@@ -107,6 +108,14 @@ JOIN eskit_event_kinds k ON k.kind = e.kind;
 ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
 -- Checkpoints store cursors: the transaction key beside the position.
 ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+-- Tags (DCB): each event's tags joined by NUL bytes, NULL when it has none,
+-- covered by the row's checksum; and the index queries by tag read.
+ALTER TABLE eskit_events ADD COLUMN tags BLOB;
+CREATE TABLE eskit_event_tags (
+    tag       TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (tag, position)
+) WITHOUT ROWID;
 ",
 ];
 

@@ -16,8 +16,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::append::{
-    STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, keep_high_water, state_of,
-    stream_row, to_version,
+    STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, delete_tags, keep_high_water,
+    state_of, stream_row, to_version,
 };
 use crate::checkpoint::SqliteCheckpointStore;
 use crate::chunks;
@@ -686,6 +686,7 @@ impl SqliteStore {
                 }
                 _ => {
                     keep_high_water(tx)?;
+                    delete_tags(tx, sid)?;
                     run("DELETE FROM eskit_events WHERE stream = ?1", &[&sid])?;
                     run("DELETE FROM eskit_idempotency WHERE stream = ?1", &[&sid])?;
                     run(

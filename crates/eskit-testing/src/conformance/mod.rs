@@ -37,6 +37,7 @@
 //! never yield.
 
 mod basic;
+mod dcb;
 mod edge;
 mod feed;
 mod follow;
@@ -1064,5 +1065,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(locks::scenarios());
     all.extend(stress::scenarios());
     all.extend(model::scenarios());
+    all.extend(dcb::scenarios());
     all
 }
