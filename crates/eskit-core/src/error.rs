@@ -16,12 +16,12 @@ use std::fmt;
 
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_IDEMPOTENCY_KEY_BYTES,
-    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
-    MAX_SNAPSHOT_BYTES, MAX_TAG_BYTES, MAX_TAGS_PER_EVENT,
+    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_QUERY_ITEMS, MAX_READ_LIMIT,
+    MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES, MAX_TAG_BYTES, MAX_TAGS_PER_EVENT,
 };
 use crate::name::{InvalidName, InvalidNameReason, StreamName, quote_name};
 use crate::store::StreamState;
-use crate::version::{ExpectedVersion, Version};
+use crate::version::{ExpectedVersion, GlobalCursor, Version};
 
 /// A boxed error from a backend, a codec or user code.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -117,6 +117,19 @@ pub enum ValidationError {
         /// Tags it carries.
         count: usize,
     },
+    /// An [`EventQuery`](crate::EventQuery) has more than [`MAX_QUERY_ITEMS`] items.
+    TooManyQueryItems {
+        /// Items in the query.
+        count: usize,
+    },
+    /// A [`QueryItem`](crate::QueryItem) names more than
+    /// [`MAX_TAGS_PER_EVENT`] tags (no event could match it).
+    TooManyQueryTags {
+        /// Index of the item in its query.
+        item: usize,
+        /// Tags it names.
+        count: usize,
+    },
 }
 
 impl fmt::Display for ValidationError {
@@ -183,6 +196,14 @@ impl fmt::Display for ValidationError {
             Self::TooManyTags { index, count } => write!(
                 f,
                 "event {index} carries {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
+            ),
+            Self::TooManyQueryItems { count } => write!(
+                f,
+                "query has {count} items, the maximum is {MAX_QUERY_ITEMS}"
+            ),
+            Self::TooManyQueryTags { item, count } => write!(
+                f,
+                "query item {item} names {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
             ),
         }
     }
@@ -418,6 +439,13 @@ pub enum StoreError {
         /// The reused key.
         key: String,
     },
+    /// The append's [`AppendCondition`](crate::AppendCondition) failed: an
+    /// event matching its query was appended after the cursor the decision
+    /// read up to. Nothing was written; read again and decide again.
+    ConditionFailed {
+        /// The cursor of the first such event.
+        cursor: GlobalCursor,
+    },
     /// An input broke a bound or rule.
     Validation(ValidationError),
     /// Encoding or decoding a value failed.
@@ -438,9 +466,21 @@ impl StoreError {
     }
 
     /// Whether this is an optimistic concurrency conflict worth retrying
-    /// after reloading the stream.
+    /// after reading again: a stream not at the expected version, or a
+    /// failed [`AppendCondition`](crate::AppendCondition) (see
+    /// [`is_condition_failed`](Self::is_condition_failed) to tell them
+    /// apart). Both mean another writer changed what the decision was made
+    /// on, and both are what conflict retries retry.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::WrongExpectedVersion { .. })
+        matches!(
+            self,
+            Self::WrongExpectedVersion { .. } | Self::ConditionFailed { .. }
+        )
+    }
+
+    /// Whether an append's [`AppendCondition`](crate::AppendCondition) failed.
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, Self::ConditionFailed { .. })
     }
 
     /// Whether the stream refuses appends because of its lifecycle state.
@@ -493,6 +533,10 @@ impl fmt::Display for StoreError {
                 "idempotency key {} was used on stream {} with different events",
                 quote_name(key),
                 stream.quoted()
+            ),
+            Self::ConditionFailed { cursor } => write!(
+                f,
+                "append condition failed: a matching event was appended at {cursor}"
             ),
             Self::Validation(_) => f.write_str("invalid input"),
             Self::Codec(_) => f.write_str("codec failure"),

@@ -85,6 +85,7 @@
 //! ```
 
 mod codec;
+pub mod dcb;
 mod decider;
 pub mod dyn_store;
 mod error;
@@ -107,10 +108,11 @@ mod upcast;
 mod version;
 
 pub use codec::{Codec, DomainEvent, EventCodec};
+pub use dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager};
 pub use decider::Decider;
 pub use dyn_store::{
-    BoxFuture, DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry,
-    DynSnapshotStore, DynStreamLifecycle,
+    BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
+    DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
 };
 pub use error::{BoxError, CodecError, LifecycleOp, StoreError, ValidationError, error_chain};
 pub use event::{AppendResult, EventRecord, NewEvent, RawEvent, RecordedEvent};

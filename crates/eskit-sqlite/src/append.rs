@@ -336,6 +336,12 @@ fn check_append(
             actual: current,
         });
     }
+    // Inside the batch's transaction: appends earlier in the batch count.
+    if let Some(condition) = job.options.condition()
+        && let Some(cursor) = crate::query::first_match(conn, condition)?
+    {
+        return Err(StoreError::ConditionFailed { cursor });
+    }
     let count = i64::try_from(job.events.len()).map_err(|_| corrupt("append too long"))?;
     let overflow = || corrupt("version or position overflow");
     let new_version = version.checked_add(count).ok_or_else(overflow)?;

@@ -111,6 +111,7 @@ mod locks;
 mod notify;
 mod oneshot;
 mod options;
+mod query;
 mod relay;
 mod row;
 mod schema;

@@ -22,6 +22,7 @@ use eskit_testing::conformance::{Fixture, Suite};
 
 fn fixture(store: SqliteStore) -> Fixture {
     Fixture::store(store.clone())
+        .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
         .with_locks(store.locks())

@@ -4,8 +4,8 @@ mod common;
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, ReadOptions, StoreError,
-    StreamLifecycle, Tag, block_on,
+    AppendOptions, EventQuery, EventQueryReader, EventStore, ExpectedVersion, GlobalReader,
+    LoadOptions, QueryItem, QueryOptions, ReadOptions, StoreError, StreamLifecycle, Tag, block_on,
 };
 use eskit_sqlite::SqliteStore;
 
@@ -97,5 +97,28 @@ fn a_hard_delete_removes_the_tag_index_rows() -> TestResult {
         )?,
         4
     );
+    Ok(())
+}
+
+#[test]
+fn a_tag_index_row_naming_the_wrong_event_is_corrupt() -> TestResult {
+    let dir = TempDir::new("dcb-index")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("enrolment", "a-1")?;
+    let events = vec![
+        event("Enrolled", "1")?.with_tags(tags(&["course:c-1"])?),
+        event("Enrolled", "2")?.with_tags(tags(&["course:c-2"])?),
+    ];
+    block_on(s.append(&a, ExpectedVersion::Any, events, AppendOptions::new()))?;
+    let query = EventQuery::from(QueryItem::new().with_tags(tags(&["course:c-1"])?));
+    let page = block_on(s.query(QueryOptions::from_start(query.clone(), 10)))?;
+    assert_eq!(page.events.len(), 1);
+    rusqlite::Connection::open(&path)?.execute(
+        "INSERT INTO eskit_event_tags (tag, position) VALUES ('course:c-1', 2)",
+        [],
+    )?;
+    let e = block_on(s.query(QueryOptions::from_start(query, 10))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     Ok(())
 }

@@ -12,8 +12,10 @@ use eskit_testing::conformance::{Fixture, Suite};
 fn main() -> ExitCode {
     Suite::new("memory", || async {
         let locks = MemoryLockRegistry::new();
+        let store = MemoryStore::new();
         Ok::<_, BoxError>(
-            Fixture::store(MemoryStore::new())
+            Fixture::store(store.clone())
+                .with_queries(store)
                 .with_snapshots(MemorySnapshotStore::new())
                 .with_checkpoints(MemoryCheckpointStore::new())
                 .with_locks(locks.clone())

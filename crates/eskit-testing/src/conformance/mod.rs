@@ -12,8 +12,10 @@
 //!
 //! fn main() -> std::process::ExitCode {
 //!     Suite::new("memory", || async {
+//!         let store = MemoryStore::new();
 //!         Ok::<_, eskit_core::BoxError>(
-//!             Fixture::store(MemoryStore::new())
+//!             Fixture::store(store.clone())
+//!                 .with_queries(store)
 //!                 .with_snapshots(MemorySnapshotStore::new())
 //!                 .with_checkpoints(MemoryCheckpointStore::new())
 //!                 .with_locks(MemoryLockRegistry::new()),
@@ -64,10 +66,10 @@ use std::time::{Duration, Instant};
 
 use eskit_core::{
     AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, CommitFeed,
-    DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
-    DynStreamLifecycle, EventStore, EventType, ExpectedVersion, GlobalPager, GlobalReader,
-    InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions, SnapshotStore, StoreError,
-    StreamLifecycle, StreamName, error_chain,
+    DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+    DynSnapshotStore, DynStreamLifecycle, EventQueryReader, EventStore, EventType, ExpectedVersion,
+    GlobalPager, GlobalReader, InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions,
+    SnapshotStore, StoreError, StreamLifecycle, StreamName, error_chain,
 };
 
 use crate::executor::{Executor, Task, TaskError, ThreadExecutor};
@@ -84,6 +86,7 @@ pub struct Fixture {
     locks: Option<Arc<dyn DynLockRegistry>>,
     feed: Option<Arc<dyn CommitFeed>>,
     other_locks: Option<Arc<dyn DynLockRegistry>>,
+    queries: Option<Arc<dyn DynEventQueryReader>>,
 }
 
 impl fmt::Debug for Fixture {
@@ -111,6 +114,7 @@ impl Fixture {
             locks: None,
             feed: Some(s),
             other_locks: None,
+            queries: None,
         }
     }
 
@@ -125,6 +129,7 @@ impl Fixture {
             locks: None,
             feed: None,
             other_locks: None,
+            queries: None,
         }
     }
 
@@ -146,6 +151,16 @@ impl Fixture {
     #[must_use]
     pub fn with_lifecycle<L: StreamLifecycle + 'static>(mut self, lifecycle: L) -> Self {
         self.lifecycle = Some(Arc::new(lifecycle));
+        self
+    }
+
+    /// Adds DCB query reads over the same data as the event store. The
+    /// `dcb` scenarios then also check append conditions
+    /// ([`AppendOptions::with_condition`]), which a backend offering query
+    /// reads must honour.
+    #[must_use]
+    pub fn with_queries<Q: EventQueryReader + 'static>(mut self, queries: Q) -> Self {
+        self.queries = Some(Arc::new(queries));
         self
     }
 
@@ -211,6 +226,11 @@ impl Fixture {
         self.locks.as_ref()
     }
 
+    /// The query reader, if given.
+    pub fn queries(&self) -> Option<&Arc<dyn DynEventQueryReader>> {
+        self.queries.as_ref()
+    }
+
     /// The commit feed, if given.
     pub fn feed(&self) -> Option<&Arc<dyn CommitFeed>> {
         self.feed.as_ref()
@@ -234,6 +254,7 @@ impl Fixture {
             Capability::Checkpoints => self.checkpoints.is_some(),
             Capability::Locks => self.locks.is_some(),
             Capability::Feed => self.feed.is_some(),
+            Capability::Queries => self.queries.is_some(),
         }
     }
 }
@@ -256,10 +277,12 @@ pub enum Capability {
     Locks,
     /// [`CommitFeed`].
     Feed,
+    /// [`EventQueryReader`] and append conditions.
+    Queries,
 }
 
 impl Capability {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -267,6 +290,7 @@ impl Capability {
         Self::Checkpoints,
         Self::Locks,
         Self::Feed,
+        Self::Queries,
     ];
 }
 
@@ -280,6 +304,7 @@ impl fmt::Display for Capability {
             Self::Checkpoints => "checkpoint store",
             Self::Locks => "lock registry",
             Self::Feed => "commit feed",
+            Self::Queries => "query reader",
         })
     }
 }
@@ -900,6 +925,13 @@ impl Ctx {
             .ok_or_else(|| Failure("no lock registry".into()))
     }
 
+    pub(crate) fn queries(&self) -> Result<&Arc<dyn DynEventQueryReader>, Failure> {
+        self.fixture
+            .queries
+            .as_ref()
+            .ok_or_else(|| Failure("no query reader".into()))
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1038,6 +1070,7 @@ macro_rules! scenario_list {
 pub(crate) use scenario_list;
 
 pub(crate) const EVENTS: &[Capability] = &[Capability::Events];
+pub(crate) const QUERIES: &[Capability] = &[Capability::Events, Capability::Queries];
 pub(crate) const GLOBAL: &[Capability] = &[Capability::Events, Capability::GlobalReads];
 pub(crate) const LIFECYCLE: &[Capability] = &[Capability::Events, Capability::Lifecycle];
 pub(crate) const FEED: &[Capability] = &[Capability::Events, Capability::Feed];
