@@ -15,6 +15,9 @@
 //!   [`UpcasterRegistry`]) in front of any backend; typing happens only there.
 //! - [`CommandHandler`] runs a [`Decider`]: load, decide, append with the
 //!   expected version, with snapshots, conflict retry and middleware.
+//! - [`DcbHandler`] runs a [`DcbDecider`] (Dynamic Consistency Boundary,
+//!   see [`dcb`]): read the events an [`EventQuery`] selects by type and
+//!   [`Tag`] across streams, decide, append with an [`AppendCondition`].
 //!
 //! # Example
 //! ```
@@ -86,6 +89,7 @@
 
 mod codec;
 pub mod dcb;
+mod dcb_decider;
 mod decider;
 pub mod dyn_store;
 mod error;
@@ -109,6 +113,7 @@ mod version;
 
 pub use codec::{Codec, DomainEvent, EventCodec};
 pub use dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager};
+pub use dcb_decider::{DcbDecider, DcbDeciderTest, DcbHandled, DcbHandler, Tagged};
 pub use decider::Decider;
 pub use dyn_store::{
     BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
