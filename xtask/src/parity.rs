@@ -84,6 +84,10 @@ const GROUPS: &[(&str, &str)] = &[
         "close",
         "after close through one handle, every call on every handle gives the closed kind; listeners end",
     ),
+    (
+        "dcb",
+        "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::dcb::{EventQueryReader, QueryOptions};
 use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::name::StreamName;
@@ -153,6 +154,24 @@ impl GlobalReader for Arc<dyn DynGlobalReader + '_> {
     }
     async fn head(&self) -> Result<GlobalCursor, StoreError> {
         (**self).dyn_head().await
+    }
+}
+
+/// Object-safe [`EventQueryReader`].
+pub trait DynEventQueryReader: Send + Sync {
+    /// See [`EventQueryReader::query`].
+    fn dyn_query(&self, options: QueryOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>>;
+}
+
+impl<T: EventQueryReader> DynEventQueryReader for T {
+    fn dyn_query(&self, options: QueryOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>> {
+        Box::pin(self.query(options))
+    }
+}
+
+impl EventQueryReader for Arc<dyn DynEventQueryReader + '_> {
+    async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
+        (**self).dyn_query(options).await
     }
 }
 

@@ -17,12 +17,12 @@ use std::fmt;
 use crate::id::EventId;
 use crate::limits::{
     MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_FILTER_TYPES, MAX_IDEMPOTENCY_KEY_BYTES,
-    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READ_LIMIT, MAX_REASON_BYTES,
-    MAX_SNAPSHOT_BYTES,
+    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_PAYLOAD_BYTES, MAX_QUERY_ITEMS, MAX_READ_LIMIT,
+    MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES, MAX_TAG_BYTES, MAX_TAGS_PER_EVENT,
 };
-use crate::name::{InvalidName, StreamName, quote_name};
+use crate::name::{InvalidName, InvalidNameReason, StreamName, quote_name};
 use crate::store::StreamState;
-use crate::version::{ExpectedVersion, Version};
+use crate::version::{ExpectedVersion, GlobalCursor, Version};
 
 /// A boxed error from a backend, a codec or user code.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -110,6 +110,32 @@ pub enum ValidationError {
         /// The shared id.
         id: EventId,
     },
+    /// A [`Tag`](crate::Tag) is empty, longer than [`MAX_TAG_BYTES`] or
+    /// contains NUL.
+    InvalidTag {
+        /// Which rule it broke.
+        reason: InvalidNameReason,
+    },
+    /// One event carries more than [`MAX_TAGS_PER_EVENT`] tags.
+    TooManyTags {
+        /// Index of the event in its append.
+        index: usize,
+        /// Tags it carries.
+        count: usize,
+    },
+    /// An [`EventQuery`](crate::EventQuery) has more than [`MAX_QUERY_ITEMS`] items.
+    TooManyQueryItems {
+        /// Items in the query.
+        count: usize,
+    },
+    /// A [`QueryItem`](crate::QueryItem) names more than
+    /// [`MAX_TAGS_PER_EVENT`] tags (no event could match it).
+    TooManyQueryTags {
+        /// Index of the item in its query.
+        item: usize,
+        /// Tags it names.
+        count: usize,
+    },
 }
 
 impl fmt::Display for ValidationError {
@@ -169,6 +195,25 @@ impl fmt::Display for ValidationError {
             Self::DuplicateEventId { id } => {
                 write!(f, "two events of the append carry the id {id}")
             }
+            Self::InvalidTag { reason } => match reason {
+                InvalidNameReason::Empty => f.write_str("tag is empty"),
+                InvalidNameReason::TooLong { len } => {
+                    write!(f, "tag is {len} bytes long, the maximum is {MAX_TAG_BYTES}")
+                }
+                InvalidNameReason::ContainsNul => f.write_str("tag contains a NUL byte"),
+            },
+            Self::TooManyTags { index, count } => write!(
+                f,
+                "event {index} carries {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
+            ),
+            Self::TooManyQueryItems { count } => write!(
+                f,
+                "query has {count} items, the maximum is {MAX_QUERY_ITEMS}"
+            ),
+            Self::TooManyQueryTags { item, count } => write!(
+                f,
+                "query item {item} names {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
+            ),
         }
     }
 }
@@ -432,6 +477,13 @@ pub enum StoreError {
         /// The id.
         id: EventId,
     },
+    /// The append's [`AppendCondition`](crate::AppendCondition) failed: an
+    /// event matching its query was appended after the cursor the decision
+    /// read up to. Nothing was written; read again and decide again.
+    ConditionFailed {
+        /// The cursor of the first such event.
+        cursor: GlobalCursor,
+    },
     /// An input broke a bound or rule.
     Validation(ValidationError),
     /// Encoding or decoding a value failed.
@@ -534,9 +586,21 @@ impl StoreError {
     }
 
     /// Whether this is an optimistic concurrency conflict worth retrying
-    /// after reloading the stream.
+    /// after reading again: a stream not at the expected version, or a
+    /// failed [`AppendCondition`](crate::AppendCondition) (see
+    /// [`is_condition_failed`](Self::is_condition_failed) to tell them
+    /// apart). Both mean another writer changed what the decision was made
+    /// on, and both are what conflict retries retry.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::WrongExpectedVersion { .. })
+        matches!(
+            self,
+            Self::WrongExpectedVersion { .. } | Self::ConditionFailed { .. }
+        )
+    }
+
+    /// Whether an append's [`AppendCondition`](crate::AppendCondition) failed.
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, Self::ConditionFailed { .. })
     }
 
     /// Whether the same operation may succeed if tried again after a
@@ -642,6 +706,10 @@ impl fmt::Display for StoreError {
                 stream.quoted()
             ),
             Self::DuplicateEventId { id } => write!(f, "event id {id} is already stored"),
+            Self::ConditionFailed { cursor } => write!(
+                f,
+                "append condition failed: a matching event was appended at {cursor}"
+            ),
             Self::Validation(_) => f.write_str("invalid input"),
             Self::Codec(_) => f.write_str("codec failure"),
             Self::Corrupt { detail } => write!(f, "stored data is corrupt: {detail}"),

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use crate::id::EventId;
 use crate::metadata::Metadata;
 use crate::name::{CodecName, EventType, StreamName};
+use crate::tag::{Tag, normalize};
 use crate::time::Timestamp;
 use crate::version::{GlobalCursor, Position, Version};
 
@@ -17,6 +18,7 @@ pub struct NewEvent {
     schema_version: u32,
     codec: Cow<'static, str>,
     payload: Vec<u8>,
+    tags: Vec<Tag>,
 }
 
 impl NewEvent {
@@ -28,6 +30,7 @@ impl NewEvent {
             schema_version: 1,
             codec: Cow::Borrowed("raw"),
             payload,
+            tags: Vec::new(),
         }
     }
 
@@ -52,9 +55,33 @@ impl NewEvent {
         self
     }
 
+    /// Sets the event's tags, replacing earlier ones. Tags are a set: they
+    /// are kept sorted and without duplicates, and every backend returns
+    /// them in that form. At most
+    /// [`MAX_TAGS_PER_EVENT`](crate::limits::MAX_TAGS_PER_EVENT) distinct
+    /// tags per event (checked when appending).
+    ///
+    /// ```
+    /// use eskit_core::{EventType, NewEvent, Tag};
+    /// let e = NewEvent::new(EventType::new("Enrolled")?, vec![])
+    ///     .with_tags([Tag::new("student:s-1")?, Tag::new("course:c-1")?]);
+    /// assert_eq!(e.tags()[0].as_str(), "course:c-1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
+        self.tags = normalize(tags.into_iter().collect());
+        self
+    }
+
     /// The event's id.
     pub fn id(&self) -> EventId {
         self.id
+    }
+
+    /// The event's tags, sorted and without duplicates.
+    pub fn tags(&self) -> &[Tag] {
+        &self.tags
     }
 
     /// The event's wire type name.
@@ -77,13 +104,15 @@ impl NewEvent {
         &self.payload
     }
 
-    /// Whether two events carry the same content (type, schema, codec, payload),
-    /// ignoring ids. Idempotent appends compare retries with this.
+    /// Whether two events carry the same content (type, schema, codec,
+    /// payload, tags), ignoring ids. Idempotent appends compare retries with
+    /// this.
     pub fn same_content(&self, other: &Self) -> bool {
         self.event_type == other.event_type
             && self.schema_version == other.schema_version
             && self.codec == other.codec
             && self.payload == other.payload
+            && self.tags == other.tags
     }
 }
 
@@ -113,6 +142,8 @@ pub struct RawEvent {
     pub codec: CodecName,
     /// The encoded payload.
     pub payload: Vec<u8>,
+    /// Its tags, sorted and without duplicates.
+    pub tags: Vec<Tag>,
 }
 
 impl RawEvent {
@@ -143,6 +174,7 @@ impl RawEvent {
             metadata,
             codec: CodecName::from_cow_unchecked(event.codec),
             payload: event.payload,
+            tags: event.tags,
         }
     }
 
@@ -238,6 +270,8 @@ pub struct RecordedEvent<E> {
     pub timestamp: Timestamp,
     /// Its metadata.
     pub metadata: Metadata,
+    /// Its tags, sorted and without duplicates.
+    pub tags: Vec<Tag>,
     /// The decoded event.
     pub data: E,
 }
@@ -255,6 +289,7 @@ impl<E> RecordedEvent<E> {
             schema_version: self.schema_version,
             timestamp: self.timestamp,
             metadata: self.metadata,
+            tags: self.tags,
             data: f(self.data),
         }
     }

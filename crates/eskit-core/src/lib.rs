@@ -15,6 +15,9 @@
 //!   [`UpcasterRegistry`]) in front of any backend; typing happens only there.
 //! - [`CommandHandler`] runs a [`Decider`]: load, decide, append with the
 //!   expected version, with snapshots, conflict retry and middleware.
+//! - [`DcbHandler`] runs a [`DcbDecider`] (Dynamic Consistency Boundary,
+//!   see [`dcb`]): read the events an [`EventQuery`] selects by type and
+//!   [`Tag`] across streams, decide, append with an [`AppendCondition`].
 //!
 //! # Example
 //! ```
@@ -85,6 +88,8 @@
 //! ```
 
 mod codec;
+pub mod dcb;
+mod dcb_decider;
 mod decider;
 mod dispatch;
 pub mod dyn_store;
@@ -100,6 +105,7 @@ mod name;
 mod registry;
 mod rt;
 mod store;
+mod tag;
 mod testing;
 mod time;
 mod typed;
@@ -107,11 +113,13 @@ mod upcast;
 mod version;
 
 pub use codec::{Codec, DomainEvent, EventCodec};
+pub use dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager};
+pub use dcb_decider::{DcbDecider, DcbDeciderTest, DcbHandled, DcbHandler, Tagged};
 pub use decider::Decider;
 pub use dispatch::{DispatchError, Dispatched, Dispatcher};
 pub use dyn_store::{
-    BoxFuture, DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry,
-    DynSnapshotStore, DynStreamLifecycle,
+    BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
+    DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
 };
 pub use error::{BoxError, CodecError, LifecycleOp, StoreError, ValidationError, error_chain};
 pub use event::{AppendResult, EventRecord, NewEvent, RawEvent, RecordedEvent};
@@ -137,6 +145,7 @@ pub use store::{
     validate_reason,
 };
 pub use store::{FencingToken, Lease, LeaseLost, LockLost};
+pub use tag::Tag;
 pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
 pub use time::Timestamp;
 pub use typed::{Appended, EventSchema, TypedStore};

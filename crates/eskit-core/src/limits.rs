@@ -30,6 +30,15 @@ pub const MAX_METADATA_ENTRIES: usize = 100;
 /// Counted as the sum of the lengths of every string the metadata holds.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
+/// Largest [`Tag`](crate::Tag), in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// Most tags one event may carry (after duplicates are removed).
+pub const MAX_TAGS_PER_EVENT: usize = 64;
+
+/// Most items one [`EventQuery`](crate::EventQuery) may hold.
+pub const MAX_QUERY_ITEMS: usize = 32;
+
 /// Largest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::dcb::AppendCondition;
 use crate::error::{LifecycleOp, StoreError, ValidationError};
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::id::EventId;
@@ -27,6 +28,7 @@ pub struct AppendOptions {
     idempotency_key: Option<String>,
     timestamp: Option<Timestamp>,
     metadata: Metadata,
+    condition: Option<AppendCondition>,
 }
 
 impl AppendOptions {
@@ -59,6 +61,21 @@ impl AppendOptions {
     pub fn with_metadata(mut self, m: Metadata) -> Self {
         self.metadata = m;
         self
+    }
+
+    /// Appends only if no event matching the condition's query was
+    /// appended after its cursor (DCB), checked atomically with the write;
+    /// otherwise fails with [`StoreError::ConditionFailed`] and writes
+    /// nothing. Combines with the expected version: both must hold.
+    #[must_use]
+    pub fn with_condition(mut self, condition: AppendCondition) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+
+    /// The append condition, if any.
+    pub fn condition(&self) -> Option<&AppendCondition> {
+        self.condition.as_ref()
     }
 
     /// The idempotency key, from the options or else from the metadata.
@@ -451,6 +468,7 @@ pub fn validate_append(
         if e.schema_version() == 0 {
             return Err(ValidationError::ZeroSchemaVersion);
         }
+        crate::tag::validate_tags(index, e.tags())?;
         validate_name(NameKind::Codec, e.codec())?;
         total = total.saturating_add(len);
     }
@@ -460,6 +478,10 @@ pub fn validate_append(
     check_unique_ids(events)?;
     if let Some(key) = options.idempotency_key() {
         validate_idempotency_key(key)?;
+    }
+    if let Some(c) = options.condition() {
+        c.query().validate()?;
+        validate_cursor(c.after())?;
     }
     options.stored_metadata().validate()
 }

@@ -18,13 +18,13 @@ pub struct SpecFailure {
 }
 
 impl SpecFailure {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }
     }
 
-    fn diff<T: fmt::Debug + ?Sized, U: fmt::Debug + ?Sized>(
+    pub(crate) fn diff<T: fmt::Debug + ?Sized, U: fmt::Debug + ?Sized>(
         what: &str,
         expected: &T,
         actual: &U,
@@ -303,6 +303,7 @@ where
                 schema_version: 1,
                 timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
                 metadata: Metadata::new(),
+                tags: Vec::new(),
                 data,
             };
             state = apply(state, &recorded);

@@ -18,6 +18,7 @@ use crate::registry::EventRegistry;
 use crate::store::{
     AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
 };
+use crate::tag::Tag;
 use crate::upcast::UpcasterRegistry;
 use crate::version::{ExpectedVersion, Version};
 
@@ -204,6 +205,7 @@ impl<E: DomainEvent> EventSchema<E> {
             schema_version: raw.schema_version,
             timestamp: raw.timestamp,
             metadata: raw.metadata,
+            tags: raw.tags,
             data,
         })
     }
@@ -336,13 +338,67 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         events: Vec<E>,
         options: AppendOptions,
     ) -> Result<Appended<E>, StoreError> {
-        let encoded = events
+        let tagged = events.into_iter().map(|e| (e, Vec::new())).collect();
+        self.append_tagged(stream, expected, tagged, options).await
+    }
+
+    /// Appends events, each with its own [`Tag`]s, for decisions that
+    /// select events across streams. Tags are a set per
+    /// event (see [`NewEvent::with_tags`]); the recorded events carry them
+    /// sorted and without duplicates.
+    ///
+    /// ```
+    /// # use eskit_core::*;
+    /// # #[derive(Debug, PartialEq)] struct Enrolled(u8);
+    /// # impl DomainEvent for Enrolled {
+    /// #     fn event_type(&self) -> &'static str { "Enrolled" }
+    /// #     fn event_types() -> &'static [&'static str] { &["Enrolled"] }
+    /// # }
+    /// # struct ByteCodec;
+    /// # impl EventCodec<Enrolled> for ByteCodec {
+    /// #     fn name(&self) -> &'static str { "byte" }
+    /// #     fn encode(&self, e: &Enrolled, out: &mut Vec<u8>) -> Result<(), CodecError> { out.push(e.0); Ok(()) }
+    /// #     fn decode(&self, _: &str, b: &[u8]) -> Result<Enrolled, CodecError> {
+    /// #         b.first().map(|b| Enrolled(*b)).ok_or_else(|| CodecError::decode(Some("Enrolled"), "empty"))
+    /// #     }
+    /// # }
+    /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(ByteCodec));
+    /// let stream = StreamName::new("enrolment", "s-1:c-1")?;
+    /// let tags = vec![Tag::new("student:s-1")?, Tag::new("course:c-1")?];
+    /// let done = block_on(store.append_tagged(
+    ///     &stream, ExpectedVersion::NoStream, vec![(Enrolled(1), tags)], AppendOptions::new()))?;
+    /// assert_eq!(done.events[0].tags[0].as_str(), "course:c-1");
+    /// assert_eq!(block_on(store.load(&stream))?[0].tags, done.events[0].tags);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TypedStore::append_with`].
+    ///
+    /// # Cancel safety
+    /// As the backend's `append`.
+    pub async fn append_tagged(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<(E, Vec<Tag>)>,
+        options: AppendOptions,
+    ) -> Result<Appended<E>, StoreError> {
+        let mut encoded = Vec::with_capacity(events.len());
+        let mut data = Vec::with_capacity(events.len());
+        for (event, tags) in events {
+            encoded.push(self.schema.encode(&event)?.with_tags(tags));
+            data.push(event);
+        }
+        let heads: Vec<(EventType, u32, Vec<Tag>)> = encoded
             .iter()
-            .map(|e| self.schema.encode(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        let heads: Vec<(EventType, u32)> = encoded
-            .iter()
-            .map(|e| (e.event_type().clone(), e.schema_version()))
+            .map(|e| {
+                (
+                    e.event_type().clone(),
+                    e.schema_version(),
+                    e.tags().to_vec(),
+                )
+            })
             .collect();
         let metadata = options.stored_metadata();
         let key = options.idempotency_key().map(str::to_owned);
@@ -355,30 +411,33 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         {
             return self.stored_outcome(stream, key, &result.records).await;
         }
-        if result.records.len() != events.len() {
+        if result.records.len() != data.len() {
             // The backend broke its contract; the stored data may be fine.
             return Err(StoreError::internal(format!(
                 "backend returned {} records for an append of {} events",
                 result.records.len(),
-                events.len()
+                data.len()
             )));
         }
-        let recorded = events
+        let recorded = data
             .into_iter()
             .zip(heads)
             .zip(result.records)
-            .map(|((data, (event_type, schema_version)), r)| RecordedEvent {
-                id: r.id,
-                stream: stream.clone(),
-                version: r.version,
-                position: r.position,
-                tx: r.tx,
-                event_type,
-                schema_version,
-                timestamp: r.timestamp,
-                metadata: metadata.clone(),
-                data,
-            })
+            .map(
+                |((data, (event_type, schema_version, tags)), r)| RecordedEvent {
+                    id: r.id,
+                    stream: stream.clone(),
+                    version: r.version,
+                    position: r.position,
+                    tx: r.tx,
+                    event_type,
+                    schema_version,
+                    timestamp: r.timestamp,
+                    metadata: metadata.clone(),
+                    tags,
+                    data,
+                },
+            )
             .collect();
         Ok(Appended {
             events: recorded,

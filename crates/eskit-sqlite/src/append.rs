@@ -19,7 +19,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
-use crate::row::{BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content};
+use crate::row::{
+    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content, tags_blob,
+};
 use crate::worker::{AppendJob, rollback_if_open};
 use eskit_core::CommitNotifier;
 
@@ -96,6 +98,31 @@ fn next_position(conn: &Connection) -> Result<i64, StoreError> {
     )
     .and_then(|mut s| s.query_row([], |r| r.get(0)))
     .map_err(store_error)
+}
+
+/// Removes the tag index rows of stream `sid`'s events, before the events
+/// are deleted. Each row is found by its key from the event's stored tags.
+pub(crate) fn delete_tags(conn: &Connection, sid: i64) -> Result<(), StoreError> {
+    let mut select = conn
+        .prepare_cached(
+            "SELECT position, tags FROM eskit_events WHERE stream = ?1 AND tags IS NOT NULL",
+        )
+        .map_err(store_error)?;
+    let mut delete = conn
+        .prepare_cached("DELETE FROM eskit_event_tags WHERE tag = ?1 AND position = ?2")
+        .map_err(store_error)?;
+    let mut rows = select.query([sid]).map_err(store_error)?;
+    while let Some(row) = rows.next().map_err(store_error)? {
+        let position: i64 = row.get(0).map_err(store_error)?;
+        let blob: Vec<u8> = row.get(1).map_err(store_error)?;
+        for tag in blob.split(|b| *b == 0) {
+            let tag = String::from_utf8_lossy(tag);
+            delete
+                .execute((tag.as_ref(), position))
+                .map_err(store_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// Records the highest position ever assigned, before events are deleted,
@@ -312,6 +339,12 @@ fn check_append(
             actual: current,
         });
     }
+    // Inside the batch's transaction: appends earlier in the batch count.
+    if let Some(condition) = job.options.condition()
+        && let Some(cursor) = crate::query::first_match(conn, condition)?
+    {
+        return Err(StoreError::ConditionFailed { cursor });
+    }
     let count = i64::try_from(job.events.len()).map_err(|_| corrupt("append too long"))?;
     let overflow = || corrupt("version or position overflow");
     let new_version = version.checked_add(count).ok_or_else(overflow)?;
@@ -380,8 +413,8 @@ fn write_append(
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO eskit_events (position, stream, version, event_id, kind, \
-             payload, timestamp, metadata, checksum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             payload, timestamp, metadata, checksum, tags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
@@ -393,6 +426,7 @@ fn write_append(
         *next_position += 1;
         let event_id = event.id().to_bytes();
         let kind = kinds.key_for(conn, event, fresh)?;
+        let tags = tags_blob(event.tags());
         let checksum = event_checksum(
             &mut scratch,
             position,
@@ -405,6 +439,7 @@ fn write_append(
             event.payload(),
             timestamp,
             meta.text(),
+            tags.as_deref(),
         );
         insert
             .execute(params![
@@ -417,6 +452,7 @@ fn write_append(
                 timestamp,
                 meta.0,
                 checksum,
+                tags,
             ])
             .map_err(|e| {
                 if is_event_id_violation(&e) {
@@ -425,6 +461,16 @@ fn write_append(
                     store_error(e)
                 }
             })?;
+        if !event.tags().is_empty() {
+            let mut tag_insert = conn
+                .prepare_cached("INSERT INTO eskit_event_tags (tag, position) VALUES (?1, ?2)")
+                .map_err(store_error)?;
+            for tag in event.tags() {
+                tag_insert
+                    .execute((tag.as_str(), position))
+                    .map_err(store_error)?;
+            }
+        }
         records.push(EventRecord {
             id: event.id(),
             version: to_version(v)?,

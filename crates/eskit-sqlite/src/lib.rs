@@ -51,8 +51,12 @@
 //! `eskit_sequence` before it removes events: positions strictly increase in
 //! commit order and are never reused, also after a stream is deleted. (An
 //! `AUTOINCREMENT` key gives the same guarantee by rewriting
-//! `sqlite_sequence` on every commit, one more page written per append.) Every row carries an XXH3-64 checksum over all its
-//! fields, including the names its kind stands for; a row that fails it, or
+//! `sqlite_sequence` on every commit, one more page written per append.)
+//! An event's tags (DCB) are stored twice: in its row (`tags`, joined by
+//! NUL bytes, `NULL` when it has none), which is what reads return, and in
+//! `eskit_event_tags (tag, position)`, the index queries by tag read.
+//! Every row carries an XXH3-64 checksum over all its
+//! fields, including the names its kind stands for and its tags; a row that fails it, or
 //! whose fields do not parse, is reported as
 //! [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt) and never
 //! returned. The schema version is kept in `eskit_schema` and the file is
@@ -126,6 +130,7 @@ mod locks;
 mod notify;
 mod oneshot;
 mod options;
+mod query;
 mod relay;
 mod row;
 mod schema;

@@ -5,7 +5,7 @@
 
 use eskit_core::{
     EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError,
-    StreamName, Timestamp, Version,
+    StreamName, Tag, Timestamp, Version,
 };
 use std::collections::HashMap;
 
@@ -16,11 +16,34 @@ use crate::error::{corrupt, store_error};
 use crate::kinds::{Kind, KindReader};
 
 /// The event columns, in the order [`decode_event`] reads them (from index 0).
-pub(crate) const EVENT_COLUMNS: &str =
-    "e.position, e.version, e.event_id, e.kind, e.payload, e.timestamp, e.metadata, e.checksum";
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.kind, e.payload, \
+     e.timestamp, e.metadata, e.checksum, e.tags";
 
 /// Number of columns in [`EVENT_COLUMNS`].
-pub(crate) const EVENT_COLUMN_COUNT: usize = 8;
+pub(crate) const EVENT_COLUMN_COUNT: usize = 9;
+
+/// The stored form of an event's tags: joined by NUL bytes (a tag never
+/// holds one), `None` when it has none.
+pub(crate) fn tags_blob(tags: &[Tag]) -> Option<Vec<u8>> {
+    let (first, rest) = tags.split_first()?;
+    let mut out = first.as_str().as_bytes().to_vec();
+    for t in rest {
+        out.push(0);
+        out.extend_from_slice(t.as_str().as_bytes());
+    }
+    Some(out)
+}
+
+/// Parses stored tags; anything [`tags_blob`] does not write (a bad tag,
+/// tags out of order or repeated) is `None`.
+pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
+    let text = std::str::from_utf8(blob).ok()?;
+    let tags = text
+        .split('\0')
+        .map(|t| Tag::new(t).ok())
+        .collect::<Option<Vec<_>>>()?;
+    tags.windows(2).all(|w| w[0] < w[1]).then_some(tags)
+}
 
 /// Tails up to this size are copied next to the small fields and hashed in
 /// one call; longer ones are streamed, without a copy. Both give the same sum.
@@ -166,6 +189,9 @@ fn parse_metadata(text: &str) -> Option<Metadata> {
     Some(m)
 }
 
+/// Precedes the tags in an event row's checksum.
+const TAGS_MARK: i64 = 0x7461_6773;
+
 /// The checksum of an event row.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn event_checksum(
@@ -180,6 +206,7 @@ pub(crate) fn event_checksum(
     payload: &[u8],
     timestamp: i64,
     meta: Option<&str>,
+    tags: Option<&[u8]>,
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
@@ -192,6 +219,10 @@ pub(crate) fn event_checksum(
         .bytes(codec.as_bytes())
         .int(timestamp);
     c.opt(meta);
+    // Rows without tags keep the sum they had before tags existed.
+    if let Some(tags) = tags {
+        c.int(TAGS_MARK).bytes(tags);
+    }
     c.finish(payload)
 }
 
@@ -227,8 +258,9 @@ impl EventBatch {
 }
 
 /// One row as read; its payload ends at `payload_end` in the batch's bytes
-/// and starts where the previous row's bytes ended, and its metadata text
-/// (when `has_meta`) follows up to `meta_end`. The caller's side checks it
+/// and starts where the previous row's bytes ended, its metadata text
+/// (when `has_meta`) follows up to `meta_end`, and its tags (when
+/// `has_tags`) up to `tags_end`. The caller's side checks it
 /// before it becomes an event.
 struct Head {
     position: i64,
@@ -239,6 +271,9 @@ struct Head {
     payload_end: usize,
     meta_end: usize,
     has_meta: bool,
+    /// The stored tags follow the metadata up to here (when `has_tags`).
+    tags_end: usize,
+    has_tags: bool,
     kind: u32,
     stream: u32,
 }
@@ -279,7 +314,12 @@ impl Assembler {
             } else {
                 None
             };
-            start = h.meta_end;
+            let tags_raw = if h.has_tags {
+                Some(batch.bytes.get(h.meta_end..h.tags_end).ok_or_else(lost)?)
+            } else {
+                None
+            };
+            start = h.tags_end;
             let expected = event_checksum(
                 &mut self.scratch,
                 h.position,
@@ -292,6 +332,7 @@ impl Assembler {
                 payload,
                 h.timestamp,
                 meta_text,
+                tags_raw,
             );
             if h.checksum != expected {
                 return Err(corrupt(format!(
@@ -301,6 +342,10 @@ impl Assembler {
             let metadata = match meta_text {
                 None => Metadata::new(),
                 Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
+            };
+            let tags = match tags_raw {
+                None => Vec::new(),
+                Some(t) => parse_tags(t).ok_or_else(|| bad("tags"))?,
             };
             let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {
@@ -315,6 +360,7 @@ impl Assembler {
                 metadata,
                 codec: kind.codec.clone(),
                 payload: payload.to_vec(),
+                tags,
             });
         }
         Ok(())
@@ -453,6 +499,10 @@ impl<'a> BatchBuilder<'a> {
             .and_then(|v| Ok(v.as_str_or_null()?))
             .map_err(store_error)?;
         let checksum: i64 = row.get(7).map_err(store_error)?;
+        let tags: Option<&[u8]> = row
+            .get_ref(8)
+            .and_then(|v| Ok(v.as_blob_or_null()?))
+            .map_err(store_error)?;
         let id: [u8; 16] = event_id
             .try_into()
             .map_err(|_| corrupt(format!("invalid event id at position {position}")))?;
@@ -462,6 +512,10 @@ impl<'a> BatchBuilder<'a> {
         if let Some(t) = metadata_text {
             self.bytes.extend_from_slice(t.as_bytes());
         }
+        let meta_end = self.bytes.len();
+        if let Some(t) = tags {
+            self.bytes.extend_from_slice(t);
+        }
         self.heads.push(Head {
             position,
             version,
@@ -469,8 +523,10 @@ impl<'a> BatchBuilder<'a> {
             timestamp,
             checksum,
             payload_end,
-            meta_end: self.bytes.len(),
+            meta_end,
             has_meta: metadata_text.is_some(),
+            tags_end: self.bytes.len(),
+            has_tags: tags.is_some(),
             kind,
             stream,
         });
@@ -489,6 +545,7 @@ pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
         && stored.schema_version == new.schema_version()
         && stored.codec.as_str() == new.codec()
         && stored.payload == new.payload()
+        && stored.tags == new.tags()
 }
 
 #[cfg(test)]
@@ -523,6 +580,28 @@ mod tests {
         }
         let deep = "[".repeat(100_000);
         assert_eq!(parse_metadata(&deep), None);
+        Ok(())
+    }
+
+    #[test]
+    fn tags_round_trip_and_other_shapes_are_refused() -> Result<(), StoreError> {
+        let t = |s: &str| Tag::new(s).map_err(StoreError::from);
+        assert_eq!(tags_blob(&[]), None);
+        let set = vec![t("a")?, t("b:c")?, t("é")?];
+        let blob = tags_blob(&set).unwrap_or_default();
+        assert_eq!(blob, b"a\0b:c\0\xc3\xa9");
+        assert_eq!(parse_tags(&blob), Some(set));
+        for bad in [
+            &b""[..],
+            b"\0",
+            b"a\0",
+            b"a\0\0b",
+            b"b\0a",
+            b"a\0a",
+            b"\xff",
+        ] {
+            assert_eq!(parse_tags(bad), None, "{bad:?}");
+        }
         Ok(())
     }
 

@@ -21,7 +21,8 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 /// Version 2 gives each lock its fencing token (the counter is the `locks`
 /// row of `eskit_sequence`), checkpoints their cursor's transaction key,
-/// and event ids a unique index. Later versions add the claim store and the
+/// event ids a unique index, and events their tags with the tag index. Later
+/// versions add the claim store and the
 /// command queue.
 const MIGRATIONS: &[&str] = &[
     r"
@@ -110,6 +111,14 @@ ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
 -- Event ids are unique across the store; an append reusing one is refused.
 CREATE UNIQUE INDEX eskit_events_event_id ON eskit_events (event_id);
+-- Tags (DCB): each event's tags joined by NUL bytes, NULL when it has none,
+-- covered by the row's checksum; and the index queries by tag read.
+ALTER TABLE eskit_events ADD COLUMN tags BLOB;
+CREATE TABLE eskit_event_tags (
+    tag       TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (tag, position)
+) WITHOUT ROWID;
 ",
 ];
 

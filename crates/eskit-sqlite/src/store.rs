@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventStore, ExpectedVersion,
-    GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent, Position,
-    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamState, StreamStatus,
-    Timestamp, Version, validate_append, validate_idempotency_key, validate_reason,
+    AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventQueryReader, EventStore,
+    ExpectedVersion, GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent,
+    Position, QueryOptions, RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName,
+    StreamState, StreamStatus, Timestamp, Version, validate_append, validate_idempotency_key,
+    validate_reason,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::append::{
-    STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, keep_high_water, state_of,
-    stream_row, to_version,
+    STATE_ACTIVE, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, delete_tags, keep_high_water,
+    state_of, stream_row, to_version,
 };
 use crate::checkpoint::SqliteCheckpointStore;
 use crate::chunks;
@@ -499,7 +500,7 @@ async fn collect_events(
 const HORIZON_SQL: &str = "SELECT max(coalesce((SELECT max(position) FROM eskit_events), 0), \
      coalesce((SELECT high_water FROM eskit_sequence WHERE name = 'events'), 0))";
 
-fn horizon(c: &Connection) -> Result<u64, StoreError> {
+pub(crate) fn horizon(c: &Connection) -> Result<u64, StoreError> {
     let h: i64 = c
         .prepare_cached(HORIZON_SQL)
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
@@ -714,6 +715,25 @@ impl GlobalReader for SqliteStore {
     }
 }
 
+impl EventQueryReader for SqliteStore {
+    /// Reads on a reader thread from the tag index (see the crate's
+    /// storage notes), with the global read's horizon rule. Items without
+    /// tags read the log in position order, as a filtered global read does.
+    async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
+        options.validate()?;
+        let kinds = Arc::clone(&self.inner.kinds);
+        let read_options = options.clone();
+        let parts = self
+            .inner
+            .workers
+            .read_parts(move |c, tx| crate::query::query_sync(c, &kinds, &read_options, tx))?;
+        let (events, horizon) = collect_events(parts).await?;
+        let horizon = horizon.ok_or_else(|| corrupt("a query read sent no horizon"))?;
+        crate::query::check_matches(options.query(), &events)?;
+        Ok(GlobalBatch::query_by_position(&options, events, horizon))
+    }
+}
+
 impl SqliteStore {
     async fn transition(
         &self,
@@ -760,6 +780,7 @@ impl SqliteStore {
                 }
                 _ => {
                     keep_high_water(tx)?;
+                    delete_tags(tx, sid)?;
                     run("DELETE FROM eskit_events WHERE stream = ?1", &[&sid])?;
                     run("DELETE FROM eskit_idempotency WHERE stream = ?1", &[&sid])?;
                     run(

@@ -23,6 +23,7 @@ use eskit_testing::conformance::{Fixture, Suite};
 fn fixture(store: SqliteStore) -> Fixture {
     let closer = store.clone();
     Fixture::store(store.clone())
+        .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
         .with_locks(store.locks())

@@ -320,7 +320,16 @@ fn a_lapsed_lease_is_not_revived_by_the_next_renewal() -> TestResult {
 fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     let dir = TempDir::new("migrate")?;
     let path = dir.file("events.db");
-    block_on(SqliteStore::open(&path)?.close());
+    let old = SqliteStore::open(&path)?;
+    let account = common::stream("account", "a-1")?;
+    block_on(eskit_core::EventStore::append(
+        &old,
+        &account,
+        eskit_core::ExpectedVersion::NoStream,
+        vec![common::event("Opened", "{}")?],
+        eskit_core::AppendOptions::new(),
+    ))?;
+    block_on(old.close());
     {
         // Turn the file back into schema version 1, with a lease held by a
         // process running the old version.
@@ -329,6 +338,8 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
             "ALTER TABLE eskit_locks DROP COLUMN token;
              ALTER TABLE eskit_checkpoints DROP COLUMN tx;
              DROP INDEX eskit_events_event_id;
+             ALTER TABLE eskit_events DROP COLUMN tags;
+             DROP TABLE eskit_event_tags;
              INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
              DELETE FROM eskit_schema WHERE version = 2;",
         )?;
@@ -355,6 +366,14 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     assert!(block_on(locks.try_acquire("held-by-v1"))?.is_none());
     let g = block_on(locks.try_acquire("fresh"))?.ok_or("a free lock was refused")?;
     assert!(g.fencing_token() >= FencingToken::new(1));
+    // An event written without tags keeps its checksum.
+    let events = block_on(eskit_core::EventStore::load(
+        &store,
+        &account,
+        eskit_core::LoadOptions::new(),
+    ))?;
+    assert_eq!(events.len(), 1);
+    assert!(events[0].tags.is_empty());
     // A version-1 checkpoint becomes a cursor with transaction key 0.
     let cp = block_on(eskit_core::CheckpointStore::load(
         &store.checkpoints(),

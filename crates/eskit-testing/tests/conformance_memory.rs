@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         let closer = store.clone();
         Ok::<_, BoxError>(
             Fixture::store(store.clone())
+                .with_queries(store.clone())
                 .with_snapshots(store.snapshots())
                 .with_checkpoints(MemoryCheckpointStore::new())
                 .with_locks(locks.clone())

@@ -2,6 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::dcb::{AppendCondition, EventQueryReader, QueryOptions};
 use crate::error::{LifecycleOp, StoreError};
 use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
@@ -19,7 +20,8 @@ use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 
 /// An event store kept in memory. Cloning shares the same data.
 ///
-/// Implements [`EventStore`], [`GlobalReader`] and [`StreamLifecycle`] with
+/// Implements [`EventStore`], [`GlobalReader`], [`EventQueryReader`] and
+/// [`StreamLifecycle`] with
 /// the same semantics as the durable backends, including idempotency keys and
 /// a global sequence that is never reused.
 ///
@@ -214,6 +216,14 @@ impl MemoryStore {
                 streams.remove(stream);
             }
             return Err(StoreError::DuplicateEventId { id });
+        }
+        // Checked under the same lock as the write, so no append can come
+        // between the check and the events.
+        if let Some(cursor) = options.condition().and_then(|c| first_match(log, c)) {
+            if data.events.is_empty() && data.version == Version::ZERO {
+                streams.remove(stream);
+            }
+            return Err(StoreError::ConditionFailed { cursor });
         }
         let count = events.len() as u64;
         let overflow = || StoreError::internal("version or position overflow");
@@ -421,6 +431,46 @@ impl GlobalReader for MemoryStore {
         Ok(GlobalCursor::at(Position::new(
             lock(&self.shared.data).last_position,
         )))
+    }
+}
+
+/// Where the log's events after `after` start (this store's cursors have
+/// transaction key 0; one with a larger key lies past every event).
+fn start_after(log: &[Arc<RawEvent>], after: GlobalCursor) -> usize {
+    if after.tx() > 0 {
+        log.len()
+    } else {
+        log.partition_point(|e| e.position <= after.position())
+    }
+}
+
+/// The cursor of the first event after the condition's cursor that matches
+/// its query.
+fn first_match(log: &[Arc<RawEvent>], condition: &AppendCondition) -> Option<GlobalCursor> {
+    log[start_after(log, condition.after())..]
+        .iter()
+        .find(|e| condition.query().matches_event(e))
+        .map(|e| e.cursor())
+}
+
+impl EventQueryReader for MemoryStore {
+    /// Reads under the store's lock, like [`GlobalReader::read`]: the
+    /// horizon is the newest assigned position.
+    async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
+        yield_now().await;
+        options.validate()?;
+        let inner = lock(&self.shared.data);
+        let events = inner.log[start_after(&inner.log, options.after())..]
+            .iter()
+            .filter(|e| options.query().matches_event(e))
+            .take(options.limit())
+            .map(|e| RawEvent::clone(e))
+            .collect();
+        Ok(GlobalBatch::query_by_position(
+            &options,
+            events,
+            Position::new(inner.last_position),
+        ))
     }
 }
 

@@ -15,7 +15,8 @@
 //!         let store = MemoryStore::new();
 //!         let closer = store.clone();
 //!         Ok::<_, eskit_core::BoxError>(
-//!             Fixture::store(store)
+//!             Fixture::store(store.clone())
+//!                 .with_queries(store)
 //!                 .with_snapshots(MemorySnapshotStore::new())
 //!                 .with_checkpoints(MemoryCheckpointStore::new())
 //!                 .with_locks(MemoryLockRegistry::new())
@@ -44,6 +45,7 @@
 
 mod basic;
 mod close;
+mod dcb;
 mod edge;
 mod feed;
 mod follow;
@@ -70,10 +72,10 @@ use std::time::{Duration, Instant};
 
 use eskit_core::{
     AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, CommitFeed,
-    DynCheckpointStore, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
-    DynStreamLifecycle, EventStore, EventType, ExpectedVersion, GlobalPager, GlobalReader,
-    InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions, SnapshotStore, StoreError,
-    StreamLifecycle, StreamName, error_chain,
+    DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+    DynSnapshotStore, DynStreamLifecycle, EventQueryReader, EventStore, EventType, ExpectedVersion,
+    GlobalPager, GlobalReader, InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions,
+    SnapshotStore, StoreError, StreamLifecycle, StreamName, error_chain,
 };
 
 use crate::executor::{Executor, Task, TaskError, ThreadExecutor};
@@ -91,6 +93,7 @@ pub struct Fixture {
     feed: Option<Arc<dyn CommitFeed>>,
     other_locks: Option<Arc<dyn DynLockRegistry>>,
     close: Option<Closer>,
+    queries: Option<Arc<dyn DynEventQueryReader>>,
 }
 
 /// Closes the fixture's store, through a handle of its own.
@@ -122,6 +125,7 @@ impl Fixture {
             feed: Some(s),
             other_locks: None,
             close: None,
+            queries: None,
         }
     }
 
@@ -137,6 +141,7 @@ impl Fixture {
             feed: None,
             other_locks: None,
             close: None,
+            queries: None,
         }
     }
 
@@ -158,6 +163,16 @@ impl Fixture {
     #[must_use]
     pub fn with_lifecycle<L: StreamLifecycle + 'static>(mut self, lifecycle: L) -> Self {
         self.lifecycle = Some(Arc::new(lifecycle));
+        self
+    }
+
+    /// Adds DCB query reads over the same data as the event store. The
+    /// `dcb` scenarios then also check append conditions
+    /// ([`AppendOptions::with_condition`]), which a backend offering query
+    /// reads must honour.
+    #[must_use]
+    pub fn with_queries<Q: EventQueryReader + 'static>(mut self, queries: Q) -> Self {
+        self.queries = Some(Arc::new(queries));
         self
     }
 
@@ -250,6 +265,11 @@ impl Fixture {
         self.locks.as_ref()
     }
 
+    /// The query reader, if given.
+    pub fn queries(&self) -> Option<&Arc<dyn DynEventQueryReader>> {
+        self.queries.as_ref()
+    }
+
     /// The commit feed, if given.
     pub fn feed(&self) -> Option<&Arc<dyn CommitFeed>> {
         self.feed.as_ref()
@@ -274,6 +294,7 @@ impl Fixture {
             Capability::Locks => self.locks.is_some(),
             Capability::Feed => self.feed.is_some(),
             Capability::Close => self.close.is_some(),
+            Capability::Queries => self.queries.is_some(),
         }
     }
 }
@@ -298,10 +319,12 @@ pub enum Capability {
     Feed,
     /// Closing the store ([`Fixture::with_close`]).
     Close,
+    /// [`EventQueryReader`] and append conditions.
+    Queries,
 }
 
 impl Capability {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -310,6 +333,7 @@ impl Capability {
         Self::Locks,
         Self::Feed,
         Self::Close,
+        Self::Queries,
     ];
 }
 
@@ -324,6 +348,7 @@ impl fmt::Display for Capability {
             Self::Locks => "lock registry",
             Self::Feed => "commit feed",
             Self::Close => "close",
+            Self::Queries => "query reader",
         })
     }
 }
@@ -955,6 +980,13 @@ impl Ctx {
         Ok(())
     }
 
+    pub(crate) fn queries(&self) -> Result<&Arc<dyn DynEventQueryReader>, Failure> {
+        self.fixture
+            .queries
+            .as_ref()
+            .ok_or_else(|| Failure("no query reader".into()))
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1093,6 +1125,7 @@ macro_rules! scenario_list {
 pub(crate) use scenario_list;
 
 pub(crate) const EVENTS: &[Capability] = &[Capability::Events];
+pub(crate) const QUERIES: &[Capability] = &[Capability::Events, Capability::Queries];
 pub(crate) const GLOBAL: &[Capability] = &[Capability::Events, Capability::GlobalReads];
 pub(crate) const LIFECYCLE: &[Capability] = &[Capability::Events, Capability::Lifecycle];
 pub(crate) const FEED: &[Capability] = &[Capability::Events, Capability::Feed];
@@ -1128,5 +1161,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(stress::scenarios());
     all.extend(model::scenarios());
     all.extend(close::scenarios());
+    all.extend(dcb::scenarios());
     all
 }

@@ -1,0 +1,124 @@
+//! Tags and DCB on SQLite: how tags are stored, checked and cleaned up.
+
+mod common;
+
+use common::{TempDir, TestResult, event, stream};
+use eskit_core::{
+    AppendOptions, EventQuery, EventQueryReader, EventStore, ExpectedVersion, GlobalReader,
+    LoadOptions, QueryItem, QueryOptions, ReadOptions, StoreError, StreamLifecycle, Tag, block_on,
+};
+use eskit_sqlite::SqliteStore;
+
+fn tags(list: &[&str]) -> Result<Vec<Tag>, StoreError> {
+    list.iter()
+        .map(|t| Tag::new(t).map_err(StoreError::from))
+        .collect()
+}
+
+fn count(path: &std::path::Path, sql: &str) -> Result<i64, rusqlite::Error> {
+    rusqlite::Connection::open(path)?.query_row(sql, [], |r| r.get(0))
+}
+
+#[test]
+fn a_damaged_tag_is_reported_not_returned() -> TestResult {
+    let dir = TempDir::new("dcb-damaged")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("enrolment", "a-1")?;
+    let events = vec![
+        event("Enrolled", "1")?.with_tags(tags(&["course:c-1", "student:s-1"])?),
+        event("Enrolled", "2")?.with_tags(tags(&["course:c-2"])?),
+        event("Enrolled", "3")?.with_tags(tags(&["course:c-3"])?),
+    ];
+    block_on(s.append(&a, ExpectedVersion::Any, events, AppendOptions::new()))?;
+    let damages = [
+        // A tag removed.
+        (
+            1,
+            "UPDATE eskit_events SET tags = CAST('course:c-1' AS BLOB) WHERE version = 1",
+        ),
+        // Another tag of the same length.
+        (
+            2,
+            "UPDATE eskit_events SET tags = CAST('course:c-9' AS BLOB) WHERE version = 2",
+        ),
+        // Tags cleared.
+        (3, "UPDATE eskit_events SET tags = NULL WHERE version = 3"),
+    ];
+    for (version, sql) in damages {
+        let c = rusqlite::Connection::open(&path)?;
+        c.execute(sql, [])?;
+        let from = eskit_core::Version::new(version);
+        let options = LoadOptions::new().with_from(from).with_to(from);
+        let e = block_on(s.load(&a, options)).err();
+        assert!(
+            matches!(e, Some(StoreError::Corrupt { .. })),
+            "event {version}: {e:?}"
+        );
+    }
+    let e = block_on(s.read(ReadOptions::from_start(10))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    Ok(())
+}
+
+#[test]
+fn a_hard_delete_removes_the_tag_index_rows() -> TestResult {
+    let dir = TempDir::new("dcb-delete")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("enrolment", "a-1")?;
+    let b = stream("enrolment", "b-1")?;
+    let tagged = |p: &str, t: &[&str]| -> Result<_, Box<dyn std::error::Error>> {
+        Ok(event("Enrolled", p)?.with_tags(tags(t)?))
+    };
+    block_on(s.append(
+        &a,
+        ExpectedVersion::Any,
+        vec![
+            tagged("1", &["x", "y"])?,
+            tagged("2", &["x"])?,
+            event("Plain", "3")?,
+        ],
+        AppendOptions::new(),
+    ))?;
+    block_on(s.append(
+        &b,
+        ExpectedVersion::Any,
+        vec![tagged("4", &["x"])?],
+        AppendOptions::new(),
+    ))?;
+    assert_eq!(count(&path, "SELECT count(*) FROM eskit_event_tags")?, 4);
+    block_on(s.delete(&a))?;
+    assert_eq!(count(&path, "SELECT count(*) FROM eskit_event_tags")?, 1);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT position FROM eskit_event_tags WHERE tag = 'x'"
+        )?,
+        4
+    );
+    Ok(())
+}
+
+#[test]
+fn a_tag_index_row_naming_the_wrong_event_is_corrupt() -> TestResult {
+    let dir = TempDir::new("dcb-index")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("enrolment", "a-1")?;
+    let events = vec![
+        event("Enrolled", "1")?.with_tags(tags(&["course:c-1"])?),
+        event("Enrolled", "2")?.with_tags(tags(&["course:c-2"])?),
+    ];
+    block_on(s.append(&a, ExpectedVersion::Any, events, AppendOptions::new()))?;
+    let query = EventQuery::from(QueryItem::new().with_tags(tags(&["course:c-1"])?));
+    let page = block_on(s.query(QueryOptions::from_start(query.clone(), 10)))?;
+    assert_eq!(page.events.len(), 1);
+    rusqlite::Connection::open(&path)?.execute(
+        "INSERT INTO eskit_event_tags (tag, position) VALUES ('course:c-1', 2)",
+        [],
+    )?;
+    let e = block_on(s.query(QueryOptions::from_start(query, 10))).err();
+    assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
+    Ok(())
+}
