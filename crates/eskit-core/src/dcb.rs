@@ -41,7 +41,7 @@ use crate::error::{StoreError, ValidationError};
 use crate::event::RawEvent;
 use crate::limits::{MAX_FILTER_TYPES, MAX_QUERY_ITEMS, MAX_READ_LIMIT, MAX_TAGS_PER_EVENT};
 use crate::name::EventType;
-use crate::store::GlobalBatch;
+use crate::store::{GlobalBatch, PageOptions, PageSource, Pager};
 use crate::tag::{Tag, normalize};
 use crate::version::{GlobalCursor, Position};
 
@@ -310,97 +310,39 @@ impl<T: EventQueryReader> EventQueryReader for Arc<T> {
     }
 }
 
+impl PageOptions for QueryOptions {
+    fn after(&self) -> GlobalCursor {
+        QueryOptions::after(self)
+    }
+    fn with_after(self, after: GlobalCursor) -> Self {
+        QueryOptions::with_after(self, after)
+    }
+    fn limit(&self) -> usize {
+        QueryOptions::limit(self)
+    }
+}
+
+impl<R: EventQueryReader + ?Sized> PageSource<QueryOptions> for R {
+    fn read_page(
+        &self,
+        options: QueryOptions,
+    ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send {
+        self.query(options)
+    }
+}
+
 /// Pages through a query read with one [`EventQueryReader::query`] per page,
-/// each resuming from the previous page's `next`, with the semantics of
-/// [`GlobalPager`](crate::GlobalPager): it ends once a page came back empty
-/// without moving the cursor, or short and caught up with the head.
-/// [`cursor`](Self::cursor) is then the cursor to put in the decision's
-/// [`AppendCondition`].
-#[derive(Debug)]
-pub struct QueryPager<'a, R: ?Sized> {
-    reader: &'a R,
-    options: QueryOptions,
-    done: bool,
-}
-
-impl<'a, R: EventQueryReader + ?Sized> QueryPager<'a, R> {
-    /// Pages through `reader` from `options`' cursor, with its limit.
-    pub fn new(reader: &'a R, options: QueryOptions) -> Self {
-        Self {
-            reader,
-            options,
-            done: false,
-        }
-    }
-
-    /// Where the next page resumes: the last page's `next`.
-    pub fn cursor(&self) -> GlobalCursor {
-        self.options.after()
-    }
-
-    /// The next page, or `None` at the end of the log (as seen then).
-    ///
-    /// # Errors
-    /// The reader's error (the pager stays where it was), or
-    /// [`StoreError::Corrupt`] when a page moved the cursor back.
-    pub async fn next_page(&mut self) -> Result<Option<GlobalBatch>, StoreError> {
-        if self.done {
-            return Ok(None);
-        }
-        let before = self.options.after();
-        let page = self.reader.query(self.options.clone()).await?;
-        if page.next < before {
-            return Err(StoreError::Corrupt {
-                detail: format!(
-                    "a query read moved its cursor back from {before} to {}",
-                    page.next
-                ),
-            });
-        }
-        self.options = self.options.clone().with_after(page.next);
-        let partial = page.events.len() < self.options.limit();
-        if (page.events.is_empty() && page.next == before) || (partial && page.is_caught_up()) {
-            self.done = true;
-            if page.events.is_empty() {
-                return Ok(None);
-            }
-        }
-        Ok(Some(page))
-    }
-
-    /// Every remaining matching event, in cursor order.
-    ///
-    /// # Errors
-    /// As [`next_page`](Self::next_page).
-    pub async fn collect(mut self) -> Result<Vec<RawEvent>, StoreError> {
-        let mut all = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            all.extend(page.events);
-        }
-        Ok(all)
-    }
-
-    /// Every remaining matching event and the cursor the read ended at.
-    ///
-    /// # Errors
-    /// As [`next_page`](Self::next_page).
-    pub async fn collect_with_cursor(
-        mut self,
-    ) -> Result<(Vec<RawEvent>, GlobalCursor), StoreError> {
-        let mut all = Vec::new();
-        while let Some(page) = self.next_page().await? {
-            all.extend(page.events);
-        }
-        Ok((all, self.cursor()))
-    }
-}
+/// with the semantics of [`GlobalPager`](crate::GlobalPager) (it is the same
+/// [`Pager`]). [`cursor`](Pager::cursor) at the end is the cursor to put in
+/// the decision's [`AppendCondition`].
+pub type QueryPager<'a, R> = Pager<'a, R, QueryOptions>;
 
 /// "Fail if any event matching `query` was appended after `after`": the
 /// consistency condition of a DCB decision, checked atomically with the
 /// append it is given to ([`AppendOptions::with_condition`](crate::AppendOptions::with_condition)).
 ///
 /// `after` is the `next` of the query read the decision was made on (the
-/// [`QueryPager::cursor`] once it ended). Events the append itself writes do
+/// [`Pager::cursor`] of the [`QueryPager`] once it ended). Events the append itself writes do
 /// not count, nor do those of an idempotent retry (a retry returns the
 /// original records, also when the condition no longer holds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

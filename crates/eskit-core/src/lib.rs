@@ -140,9 +140,9 @@ pub use registry::{EventRegistry, RegistryError, derive_type_name};
 pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
-    LoadOptions, LockGuard, LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,
-    StreamState, StreamStatus, validate_append, validate_cursor, validate_in_range,
-    validate_reason,
+    LoadOptions, LockGuard, LockRegistry, PageOptions, PageSource, Pager, ReadOptions, Snapshot,
+    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_cursor,
+    validate_in_range, validate_reason,
 };
 pub use store::{FencingToken, Lease, LeaseLost, LockLost};
 pub use tag::Tag;

@@ -353,6 +353,61 @@ impl GlobalBatch {
     }
 }
 
+/// The options of a paged read ([`ReadOptions`], a DCB query's
+/// `QueryOptions`): where it resumes and how many events a page holds.
+pub trait PageOptions: Clone + Send + Sync {
+    /// The cursor the read starts after.
+    fn after(&self) -> GlobalCursor;
+    /// The same options, resuming after another cursor.
+    #[must_use]
+    fn with_after(self, after: GlobalCursor) -> Self;
+    /// The most events one page holds.
+    fn limit(&self) -> usize;
+}
+
+impl PageOptions for ReadOptions {
+    fn after(&self) -> GlobalCursor {
+        ReadOptions::after(self)
+    }
+    fn with_after(self, after: GlobalCursor) -> Self {
+        ReadOptions::with_after(self, after)
+    }
+    fn limit(&self) -> usize {
+        ReadOptions::limit(self)
+    }
+}
+
+/// A reader that returns one page for options `O`: every [`GlobalReader`]
+/// for [`ReadOptions`], every DCB query reader for its query options.
+pub trait PageSource<O>: Send + Sync {
+    /// One page after `options`' cursor.
+    fn read_page(&self, options: O)
+    -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send;
+}
+
+impl<R: GlobalReader + ?Sized> PageSource<ReadOptions> for R {
+    fn read_page(
+        &self,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send {
+        self.read(options)
+    }
+}
+
+/// The one paging loop over a cursor-ordered read: one read per page, each
+/// resuming from the previous page's `next`. [`GlobalPager`] pages a global
+/// read, `QueryPager` a DCB query read.
+///
+/// [`next_page`](Self::next_page) returns `None` once a page came back empty
+/// without moving the cursor, or short and caught up with the head, so a
+/// loop over it ends at the end of the log (as seen then).
+#[derive(Debug)]
+pub struct Pager<'a, R: ?Sized, O> {
+    reader: &'a R,
+    options: O,
+    done: bool,
+}
+
 /// Pages through a global read with one [`GlobalReader::read`] per page,
 /// resuming each from the previous page's `next`: the one paging loop.
 ///
@@ -376,16 +431,11 @@ impl GlobalBatch {
 /// assert_eq!(pager.cursor().position().get(), 5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
-pub struct GlobalPager<'a, R: ?Sized> {
-    reader: &'a R,
-    options: ReadOptions,
-    done: bool,
-}
+pub type GlobalPager<'a, R> = Pager<'a, R, ReadOptions>;
 
-impl<'a, R: GlobalReader + ?Sized> GlobalPager<'a, R> {
+impl<'a, R: PageSource<O> + ?Sized, O: PageOptions> Pager<'a, R, O> {
     /// Pages through `reader` from `options`' cursor, with its limit and filters.
-    pub fn new(reader: &'a R, options: ReadOptions) -> Self {
+    pub fn new(reader: &'a R, options: O) -> Self {
         Self {
             reader,
             options,
@@ -402,18 +452,19 @@ impl<'a, R: GlobalReader + ?Sized> GlobalPager<'a, R> {
     /// events yet move the cursor (a filtered read that matched nothing).
     ///
     /// # Errors
-    /// The reader's error; the pager stays where it was, so the call can be
-    /// repeated.
+    /// The reader's error (the pager stays where it was, so the call can be
+    /// repeated), or [`StoreError::Corrupt`] when a page moved the cursor
+    /// back (a backend that broke the read contract).
     pub async fn next_page(&mut self) -> Result<Option<GlobalBatch>, StoreError> {
         if self.done {
             return Ok(None);
         }
         let before = self.options.after();
-        let page = self.reader.read(self.options.clone()).await?;
+        let page = self.reader.read_page(self.options.clone()).await?;
         if page.next < before {
             return Err(StoreError::Corrupt {
                 detail: format!(
-                    "a global read moved its cursor back from {before} to {}",
+                    "a paged read moved its cursor back from {before} to {}",
                     page.next
                 ),
             });
@@ -432,13 +483,24 @@ impl<'a, R: GlobalReader + ?Sized> GlobalPager<'a, R> {
     /// Every remaining event, in cursor order.
     ///
     /// # Errors
-    /// The reader's error.
-    pub async fn collect(mut self) -> Result<Vec<RawEvent>, StoreError> {
+    /// As [`next_page`](Self::next_page).
+    pub async fn collect(self) -> Result<Vec<RawEvent>, StoreError> {
+        Ok(self.collect_with_cursor().await?.0)
+    }
+
+    /// Every remaining event and the cursor the read ended at (for a DCB
+    /// decision: the cursor its append condition names).
+    ///
+    /// # Errors
+    /// As [`next_page`](Self::next_page).
+    pub async fn collect_with_cursor(
+        mut self,
+    ) -> Result<(Vec<RawEvent>, GlobalCursor), StoreError> {
         let mut all = Vec::new();
         while let Some(page) = self.next_page().await? {
             all.extend(page.events);
         }
-        Ok(all)
+        Ok((all, self.cursor()))
     }
 }
 
