@@ -26,10 +26,11 @@
 //! let stream = StreamName::new("enrolment", "s-1")?;
 //! let event = NewEvent::new(enrolled.clone(), vec![]).with_tags([course.clone()]);
 //! let options = AppendOptions::new().with_condition(AppendCondition::new(query.clone(), read_up_to));
-//! block_on(store.append(&stream, ExpectedVersion::Any, vec![event.clone()], options.clone()))?;
+//! block_on(store.append(&stream, ExpectedVersion::Any, vec![event], options.clone()))?;
 //!
 //! // A second decision made on the same, now stale, read fails.
-//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![event], options));
+//! let again = NewEvent::new(enrolled, vec![]).with_tags([course]);
+//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![again], options));
 //! assert!(matches!(late, Err(StoreError::ConditionFailed { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

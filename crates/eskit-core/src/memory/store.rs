@@ -208,22 +208,23 @@ impl MemoryStore {
                 actual,
             });
         }
-        // After the idempotency check: a retry with the original ids is
-        // deduplicated, not refused.
-        if let Some(e) = events.iter().find(|e| ids.contains(&e.id())) {
-            let id = e.id();
-            if data.events.is_empty() && data.version == Version::ZERO {
-                streams.remove(stream);
-            }
-            return Err(StoreError::DuplicateEventId { id });
-        }
-        // Checked under the same lock as the write, so no append can come
+        // Checked under the same lock (and, as on SQLite, before event ids) as the write, so no append can come
         // between the check and the events.
         if let Some(cursor) = options.condition().and_then(|c| first_match(log, c)) {
             if data.events.is_empty() && data.version == Version::ZERO {
                 streams.remove(stream);
             }
             return Err(StoreError::ConditionFailed { cursor });
+        }
+        // After the idempotency check: a retry with the original ids is
+        // deduplicated, not refused. SQLite finds a reused id only when it
+        // writes, after every other check: so does this store.
+        if let Some(e) = events.iter().find(|e| ids.contains(&e.id())) {
+            let id = e.id();
+            if data.events.is_empty() && data.version == Version::ZERO {
+                streams.remove(stream);
+            }
+            return Err(StoreError::DuplicateEventId { id });
         }
         let count = events.len() as u64;
         let overflow = || StoreError::internal("version or position overflow");
