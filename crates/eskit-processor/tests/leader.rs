@@ -1,4 +1,5 @@
-//! RELIABILITY C3 (in one process): two instances of one subscription with
+//! The leader-lease check of the processor issue (in one process): two
+//! instances of one subscription with
 //! a leader lease over the same SQLite file. At most one handles events at
 //! any moment; when the leader stops, the other takes over from the
 //! checkpoint; nothing is lost, and redeliveries stay within one checkpoint
