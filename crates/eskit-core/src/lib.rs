@@ -90,6 +90,7 @@
 mod codec;
 pub mod dcb;
 mod dcb_decider;
+mod dead_letter;
 mod decider;
 mod dispatch;
 pub mod dyn_store;
@@ -115,6 +116,10 @@ mod version;
 pub use codec::{Codec, DomainEvent, EventCodec};
 pub use dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager};
 pub use dcb_decider::{DcbDecider, DcbDeciderTest, DcbHandled, DcbHandler, Tagged};
+pub use dead_letter::{
+    DeadLetter, DeadLetterStore, DynDeadLetterStore, MAX_DEAD_LETTER_ERROR_BYTES,
+    MemoryDeadLetterStore, bounded_error,
+};
 pub use decider::Decider;
 pub use dispatch::{DispatchError, Dispatched, Dispatcher};
 pub use dyn_store::{

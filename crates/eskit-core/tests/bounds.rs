@@ -467,3 +467,38 @@ fn positions_and_versions_stay_within_max_position() -> TestResult {
     assert!(out_of_range(block_on(snaps.save(snap))));
     Ok(())
 }
+
+#[test]
+fn dead_letters_are_bounded() -> TestResult {
+    use eskit_core::{DeadLetterStore, MAX_DEAD_LETTER_ERROR_BYTES, MemoryDeadLetterStore};
+    let store = MemoryStore::new();
+    let s = stream();
+    block_on(store.append(
+        &s,
+        ExpectedVersion::Any,
+        vec![ev(b"x")],
+        AppendOptions::new(),
+    ))?;
+    let event = block_on(store.load(&s, LoadOptions::new()))?.remove(0);
+    let letters = MemoryDeadLetterStore::new();
+    // A long error is cut at a character boundary.
+    let long = "é".repeat(MAX_DEAD_LETTER_ERROR_BYTES);
+    let id = block_on(letters.put("sub", &event, &long, 3))?;
+    let kept = block_on(letters.get(id))?.ok_or("the letter was kept")?;
+    assert!(kept.error.len() <= MAX_DEAD_LETTER_ERROR_BYTES);
+    assert!(kept.error.chars().all(|c| c == 'é'));
+    assert!(matches!(
+        block_on(letters.put("", &event, "e", 1)),
+        Err(StoreError::Validation(ValidationError::Name(_)))
+    ));
+    for limit in [0, MAX_READ_LIMIT + 1] {
+        assert!(matches!(
+            block_on(letters.list("sub", 0, limit)),
+            Err(StoreError::Validation(ValidationError::InvalidLimit { .. }))
+        ));
+    }
+    assert_eq!(block_on(letters.list("other", 0, 10))?.len(), 0);
+    assert!(block_on(letters.delete(id))?);
+    assert!(!block_on(letters.delete(id))?);
+    Ok(())
+}

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    BoxError, BoxFuture, CheckpointStore, CommitFeed, DynLockRegistry, EventType, FeedError,
-    FencingToken, GlobalBatch, GlobalCursor, GlobalReader, LeaseLost, Listener, LockRegistry,
-    NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError, StreamType, Timestamp, error_chain,
-    validate_name,
+    BoxError, BoxFuture, CheckpointStore, CommitFeed, DeadLetterStore, DynDeadLetterStore,
+    DynLockRegistry, EventType, FeedError, FencingToken, GlobalBatch, GlobalCursor, GlobalReader,
+    LeaseLost, Listener, LockRegistry, NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError,
+    StreamType, Timestamp, error_chain, validate_name,
 };
 
 /// Events one page reads when not set.
@@ -314,6 +314,8 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Whether the commit feed works (false: the subscription polls).
     pub feed_ok: bool,
+    /// Events given up on and put in the dead-letter store in this run.
+    pub dead_lettered: u64,
     /// With a leader lease: whether this instance holds it, and its fencing
     /// token (pass it with writes the handler makes, so a stale leader's
     /// writes can be refused).
@@ -332,6 +334,7 @@ impl Health {
             handled: 0,
             last_error: None,
             feed_ok: true,
+            dead_lettered: 0,
             leader: None,
         }
     }
@@ -342,7 +345,8 @@ impl Health {
         let _ = write!(
             s,
             "\"name\":{},\"state\":\"{}\",\"cursor\":\"{}\",\"head\":\"{}\",\"lag_events\":{},\
-             \"lag_ms\":{},\"handled\":{},\"feed_ok\":{},\"leader\":{},\"last_error\":",
+             \"lag_ms\":{},\"handled\":{},\"dead_lettered\":{},\"feed_ok\":{},\"leader\":{},\
+             \"last_error\":",
             json_string(&self.name),
             self.state.as_str(),
             self.cursor,
@@ -350,6 +354,7 @@ impl Health {
             self.lag_events,
             self.lag.as_millis(),
             self.handled,
+            self.dead_lettered,
             self.feed_ok,
             self.leader
                 .map_or_else(|| "null".to_owned(), |t| t.get().to_string())
@@ -408,6 +413,7 @@ pub struct Subscription<R, C, H> {
     handler: H,
     health: HealthHandle,
     leader: Option<Arc<dyn DynLockRegistry>>,
+    dead_letters: Option<Arc<dyn DynDeadLetterStore>>,
 }
 
 impl<R, C, H> fmt::Debug for Subscription<R, C, H> {
@@ -438,7 +444,23 @@ where
             handler,
             health,
             leader: None,
+            dead_letters: None,
         }
+    }
+
+    /// Gives up on an event that keeps failing instead of stopping: the
+    /// policy "dead-letter". When a page fails, each of its events is tried
+    /// alone (with the retry policy); an event that still fails goes to
+    /// `letters` with its error chain and attempt count, and the subscription
+    /// moves on. Without this the policy is "halt" (the default, right for
+    /// projections): the run stops on the failing page and never skips it.
+    ///
+    /// Events of a failing page that come before the bad one are handled
+    /// again when they are tried alone (at least once).
+    #[must_use]
+    pub fn with_dead_letters(mut self, letters: impl DeadLetterStore + 'static) -> Self {
+        self.dead_letters = Some(Arc::new(letters));
+        self
     }
 
     /// Runs only while this instance holds the leader lease
@@ -640,6 +662,44 @@ where
     }
 
     async fn handle(
+        &self,
+        after: GlobalCursor,
+        events: &[RawEvent],
+    ) -> Result<(), SubscriptionError> {
+        let Some(letters) = &self.dead_letters else {
+            return self.handle_retrying(after, events).await;
+        };
+        if self.handler.handle(events).await.is_ok() {
+            return Ok(());
+        }
+        // Find the bad event: each one alone, with the retry policy.
+        let mut before = after;
+        for event in events {
+            match self
+                .handle_retrying(before, std::slice::from_ref(event))
+                .await
+            {
+                Ok(()) => {}
+                Err(SubscriptionError::Handler {
+                    attempts, source, ..
+                }) => {
+                    let why = error_chain(source.as_ref());
+                    let name = self.options.name();
+                    self.retrying(|| letters.dyn_put(name, event, &why, attempts))
+                        .await?;
+                    self.health.update(|h| {
+                        h.dead_lettered += 1;
+                        h.last_error = Some(why);
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+            before = event.cursor();
+        }
+        Ok(())
+    }
+
+    async fn handle_retrying(
         &self,
         after: GlobalCursor,
         events: &[RawEvent],

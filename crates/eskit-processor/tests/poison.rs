@@ -1,0 +1,195 @@
+//! RELIABILITY C3, the poison event: the handler always fails on one event
+//! in 10,000. With the dead-letter policy it is retried the configured number
+//! of times, dead-lettered with its position and error, and the other 9,999
+//! events are handled; with "halt" (the default) the subscription stops on
+//! it and never skips it. On memory and SQLite.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use eskit_core::{
+    AppendOptions, CheckpointStore, CommitFeed, DeadLetterStore, EventStore, EventType,
+    ExpectedVersion, GlobalReader, MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStore,
+    NewEvent, Position, RawEvent, RetryPolicy, StreamName,
+};
+use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
+use eskit_sqlite::SqliteStore;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const EVENTS: u64 = 10_000;
+const POISON: u64 = 4_321;
+const RETRIES: u32 = 5;
+
+async fn seed<S: EventStore>(store: &S) -> TestResult {
+    let ty = EventType::new("Placed")?;
+    let mut i = 0;
+    while i < EVENTS {
+        let s = StreamName::new("order", format!("o-{}", i % 11))?;
+        let events = (0..100)
+            .map(|_| NewEvent::new(ty.clone(), vec![]))
+            .collect();
+        store
+            .append(&s, ExpectedVersion::Any, events, AppendOptions::new())
+            .await?;
+        i += 100;
+    }
+    Ok(())
+}
+
+struct Counts {
+    handled: Mutex<Vec<u64>>,
+    poison_tries: AtomicU32,
+}
+
+fn options(name: &str) -> Result<SubscriptionOptions, Box<dyn std::error::Error>> {
+    Ok(SubscriptionOptions::new(name)?
+        .with_batch_size(250)?
+        .with_retry(RetryPolicy::new(RETRIES)?.with_base_delay(Duration::from_millis(1))))
+}
+
+fn handler(
+    counts: &Arc<Counts>,
+) -> impl Fn(&[RawEvent]) -> Result<(), eskit_core::BoxError> + Send + Sync + use<> {
+    let counts = Arc::clone(counts);
+    move |events: &[RawEvent]| {
+        if events.iter().any(|e| e.position.get() == POISON) {
+            if events.len() == 1 {
+                counts.poison_tries.fetch_add(1, Ordering::SeqCst);
+            }
+            return Err(format!("cannot price order at {POISON}").into());
+        }
+        counts
+            .handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(events.iter().map(|e| e.position.get()));
+        Ok(())
+    }
+}
+
+async fn dead_letter<S>(store: S) -> TestResult
+where
+    S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
+{
+    seed(&store).await?;
+    let counts = Arc::new(Counts {
+        handled: Mutex::new(Vec::new()),
+        poison_tries: AtomicU32::new(0),
+    });
+    let letters = MemoryDeadLetterStore::new();
+    let sub = Subscription::new(
+        store.clone(),
+        MemoryCheckpointStore::new(),
+        options("priced")?,
+        handler(&counts),
+    )
+    .with_dead_letters(letters.clone());
+    let health = sub.health();
+    sub.run(async move {
+        while health.snapshot().state != SubscriptionState::Live {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await?;
+    assert_eq!(
+        counts.poison_tries.load(Ordering::SeqCst),
+        1 + RETRIES,
+        "the poison event alone: one try and {RETRIES} retries"
+    );
+    let mut handled = counts
+        .handled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    handled.sort_unstable();
+    handled.dedup();
+    assert_eq!(
+        handled.len() as u64,
+        EVENTS - 1,
+        "every other event handled"
+    );
+    assert!(!handled.contains(&POISON));
+    let kept = letters.list("priced", 0, 10).await?;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].event.position, Position::new(POISON));
+    assert_eq!(kept[0].attempts, 1 + RETRIES);
+    assert!(
+        kept[0].error.contains("cannot price order"),
+        "{}",
+        kept[0].error
+    );
+    Ok(())
+}
+
+async fn halt<S>(store: S) -> TestResult
+where
+    S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
+{
+    seed(&store).await?;
+    let counts = Arc::new(Counts {
+        handled: Mutex::new(Vec::new()),
+        poison_tries: AtomicU32::new(0),
+    });
+    let checkpoints = MemoryCheckpointStore::new();
+    let sub = Subscription::new(
+        store.clone(),
+        checkpoints.clone(),
+        options("halting")?.with_checkpoint_every(1)?,
+        handler(&counts),
+    );
+    match sub.run(std::future::pending()).await {
+        Err(SubscriptionError::Handler { attempts, .. }) => assert_eq!(attempts, 1 + RETRIES),
+        other => return Err(format!("expected the run to halt, got {other:?}").into()),
+    }
+    let saved = checkpoints.load("halting").await?.ok_or("no checkpoint")?;
+    assert!(
+        saved.position().get() < POISON,
+        "the checkpoint {saved} passed the poison event"
+    );
+    let handled = counts
+        .handled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert!(
+        handled.iter().all(|p| *p < POISON),
+        "events after the poison were handled"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_poison_is_dead_lettered_and_the_rest_handled() -> TestResult {
+    dead_letter(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_poison_halts_without_skipping() -> TestResult {
+    halt(MemoryStore::new()).await
+}
+
+fn sqlite(name: &str) -> Result<(SqliteStore, std::path::PathBuf), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("eskit-processor-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok((SqliteStore::open(dir.join("events.db"))?, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_poison_is_dead_lettered_and_the_rest_handled() -> TestResult {
+    let (store, dir) = sqlite("poison-dl")?;
+    let r = dead_letter(store.clone()).await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_poison_halts_without_skipping() -> TestResult {
+    let (store, dir) = sqlite("poison-halt")?;
+    let r = halt(store.clone()).await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    r
+}
