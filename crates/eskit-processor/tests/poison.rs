@@ -2,7 +2,8 @@
 //! in 10,000. With the dead-letter policy it is retried the configured number
 //! of times, dead-lettered with its position and error, and the other 9,999
 //! events are handled; with "halt" (the default) the subscription stops on
-//! it and never skips it. On memory and SQLite.
+//! it and never skips it. On memory and SQLite (with each one's dead-letter
+//! store).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,16 +70,16 @@ fn handler(
     }
 }
 
-async fn dead_letter<S>(store: S) -> TestResult
+async fn dead_letter<S, L>(store: S, letters: L) -> TestResult
 where
     S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
+    L: DeadLetterStore + Clone + 'static,
 {
     seed(&store).await?;
     let counts = Arc::new(Counts {
         handled: Mutex::new(Vec::new()),
         poison_tries: AtomicU32::new(0),
     });
-    let letters = MemoryDeadLetterStore::new();
     let sub = Subscription::new(
         store.clone(),
         MemoryCheckpointStore::new(),
@@ -162,7 +163,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_poison_is_dead_lettered_and_the_rest_handled() -> TestResult {
-    dead_letter(MemoryStore::new()).await
+    dead_letter(MemoryStore::new(), MemoryDeadLetterStore::new()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +180,7 @@ fn sqlite(name: &str) -> Result<(SqliteStore, std::path::PathBuf), Box<dyn std::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_poison_is_dead_lettered_and_the_rest_handled() -> TestResult {
     let (store, dir) = sqlite("poison-dl")?;
-    let r = dead_letter(store.clone()).await;
+    let r = dead_letter(store.clone(), store.dead_letters()).await;
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
     r

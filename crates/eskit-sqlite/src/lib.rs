@@ -124,6 +124,7 @@
 mod append;
 mod checkpoint;
 mod chunks;
+mod dead_letter;
 mod error;
 mod kinds;
 mod locks;
@@ -139,6 +140,7 @@ mod store;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
+pub use dead_letter::SqliteDeadLetterStore;
 pub use error::{OpenError, SqliteError};
 pub use kinds::MAX_CACHED_KINDS;
 pub use locks::{

@@ -152,7 +152,7 @@ impl StoredMetadata {
 
 /// Parses stored metadata; anything but the shape [`StoredMetadata::of`]
 /// writes is `None`.
-fn parse_metadata(text: &str) -> Option<Metadata> {
+pub(crate) fn parse_metadata(text: &str) -> Option<Metadata> {
     use serde_json::Value;
     let Value::Object(o) = serde_json::from_str::<Value>(text).ok()? else {
         return None;

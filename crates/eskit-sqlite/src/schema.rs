@@ -111,6 +111,29 @@ ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
 -- Event ids are unique across the store; an append reusing one is refused.
 CREATE UNIQUE INDEX eskit_events_event_id ON eskit_events (event_id);
+-- Dead letters: events a subscription gave up on, kept whole (they outlive
+-- a later delete of their stream) with the error and the attempt count.
+CREATE TABLE eskit_dead_letters (
+    id              INTEGER PRIMARY KEY,
+    subscription    TEXT NOT NULL,
+    tx              INTEGER NOT NULL,
+    position        INTEGER NOT NULL,
+    stream_type     TEXT NOT NULL,
+    stream_id       TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    event_id        BLOB NOT NULL,
+    event_type      TEXT NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    codec           TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    metadata        TEXT,
+    tags            BLOB,
+    error           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    at              INTEGER NOT NULL
+);
+CREATE INDEX eskit_dead_letters_by_subscription ON eskit_dead_letters (subscription, id);
 -- Tags (DCB): each event's tags joined by NUL bytes, NULL when it has none,
 -- covered by the row's checksum; and the index queries by tag read.
 ALTER TABLE eskit_events ADD COLUMN tags BLOB;

@@ -181,6 +181,11 @@ impl SqliteStore {
         SqliteSnapshotStore::new(self.clone())
     }
 
+    /// The dead-letter store on this database.
+    pub fn dead_letters(&self) -> crate::SqliteDeadLetterStore {
+        crate::SqliteDeadLetterStore::new(self.clone())
+    }
+
     /// The checkpoint store on this database.
     pub fn checkpoints(&self) -> SqliteCheckpointStore {
         SqliteCheckpointStore::new(self.clone())

@@ -338,6 +338,7 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
             "ALTER TABLE eskit_locks DROP COLUMN token;
              ALTER TABLE eskit_checkpoints DROP COLUMN tx;
              DROP INDEX eskit_events_event_id;
+             DROP TABLE eskit_dead_letters;
              ALTER TABLE eskit_events DROP COLUMN tags;
              DROP TABLE eskit_event_tags;
              INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
