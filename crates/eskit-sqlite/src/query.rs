@@ -77,31 +77,82 @@ fn item_sql(item: &QueryItem, next: &mut impl FnMut(Value) -> String) -> String 
 }
 
 /// The SQL and parameters of a query read after `after`, up to `horizon`,
-/// at most `limit` events; `None` for a query without items.
+/// at most `limit` events; `None` for a query without items. One item (the
+/// common case) is read with a plain join from the tag index to the events;
+/// several through the compound select of their positions.
 pub(crate) fn read_sql(
     query: &EventQuery,
     after: i64,
     horizon: i64,
     limit: i64,
 ) -> Option<(String, Vec<Value>)> {
-    if query.items().is_empty() {
-        return None;
-    }
     let mut params = vec![
         Value::Integer(after),
         Value::Integer(horizon),
         Value::Integer(limit),
     ];
     let mut extra = Vec::new();
-    let positions = positions_sql(query, &mut extra);
+    let sql = match query.items() {
+        [] => return None,
+        [item] => single_item_sql(item, &mut extra),
+        _ => {
+            let positions = positions_sql(query, &mut extra);
+            format!(
+                "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+                 FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+                 WHERE e.position IN ({positions}) ORDER BY e.position LIMIT ?3"
+            )
+        }
+    };
     params.extend(extra);
-    Some((
+    Some((sql, params))
+}
+
+/// One item as a join: the first tag's index range drives, every other tag
+/// is a primary-key lookup, then the event row and its stream by key.
+fn single_item_sql(item: &QueryItem, params: &mut Vec<Value>) -> String {
+    let mut next = |v: Value| {
+        params.push(v);
+        format!("?{}", params.len() + 3)
+    };
+    let types = if item.event_types().is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = item
+            .event_types()
+            .iter()
+            .map(|t| next(Value::Text(t.as_str().to_owned())))
+            .collect();
         format!(
-            "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
-             WHERE e.position IN ({positions}) ORDER BY e.position LIMIT ?3"
-        ),
-        params,
-    ))
+            " AND e.kind IN (SELECT kind FROM eskit_event_kinds WHERE event_type IN ({}))",
+            names.join(", ")
+        )
+    };
+    let Some((first, rest)) = item.tags().split_first() else {
+        return format!(
+            "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+             FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+             WHERE e.position > ?1 AND e.position <= ?2{types} \
+             ORDER BY e.position LIMIT ?3"
+        );
+    };
+    let first = next(Value::Text(first.as_str().to_owned()));
+    let mut joins = String::new();
+    for (i, tag) in rest.iter().enumerate() {
+        let p = next(Value::Text(tag.as_str().to_owned()));
+        joins.push_str(&format!(
+            " JOIN eskit_event_tags t{n} ON t{n}.tag = {p} AND t{n}.position = t0.position",
+            n = i + 1
+        ));
+    }
+    format!(
+        "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+         FROM eskit_event_tags t0{joins} \
+         JOIN eskit_events e ON e.position = t0.position \
+         JOIN eskit_streams s ON s.sid = e.stream \
+         WHERE t0.tag = {first} AND t0.position > ?1 AND t0.position <= ?2{types} \
+         ORDER BY t0.position LIMIT ?3"
+    )
 }
 
 /// A query read on a reader connection: the horizon first, then the
@@ -136,8 +187,19 @@ pub(crate) fn query_sync(
         .map_err(store_error)?;
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
     while let Some(row) = rows.next().map_err(store_error)? {
+        // The stream's names come with the row: a query's events are
+        // spread over many streams, and a lookup per stream costs more
+        // than the join.
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
-        let stream = batch.stream(c, sid)?;
+        let stream_type = row
+            .get_ref(EVENT_COLUMN_COUNT + 1)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let stream_id = row
+            .get_ref(EVENT_COLUMN_COUNT + 2)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let stream = batch.stream_named(sid, stream_type, stream_id)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());
@@ -250,6 +312,24 @@ mod tests {
             !steps
                 .iter()
                 .any(|s| s.starts_with("SCAN e") || s.starts_with("SCAN t")),
+            "{joined}"
+        );
+        let single = EventQuery::from(
+            QueryItem::new()
+                .with_tags([t("student:s-1"), t("term:2026")])
+                .with_event_types([ty("Enrolled")]),
+        );
+        let (sql, params) = read_sql(&single, 0, i64::MAX, 100).unwrap_or_default();
+        let steps = plan(&c, &sql, params);
+        let joined = steps.join("\n");
+        assert!(
+            steps.first().is_some_and(|s| s.starts_with("SEARCH t0 USING PRIMARY KEY (tag=? AND position>?")),
+            "{joined}"
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.starts_with("SCAN") || s.contains("TEMP B-TREE")),
             "{joined}"
         );
         let condition = AppendCondition::new(query, GlobalCursor::START);
