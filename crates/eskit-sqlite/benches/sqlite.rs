@@ -28,8 +28,14 @@
 //! prints W2's speed-up over W1 per mode, which is what group commit buys.
 //! `--workload W` selects workloads; sizes come from the `ESKIT_BENCH_*`
 //! variables described in `eskit_testing::bench`.
+//!
+//! Without a selection, or with `--dcb`, it also runs the DCB workloads D1
+//! (conditional append) and D2 (query read by tag) next to their own
+//! rusqlite baseline (see the `dcb` module) and prints their ratios.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod dcb;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -290,13 +296,18 @@ fn eskit_row<'a>(rows: &'a [BenchRow], backend: &str, w: Workload) -> Option<&'a
 }
 
 fn main() -> ExitCode {
-    let selected = match eskit_testing::bench::workloads_from_args() {
-        Ok(Some(ws)) => ws,
-        Ok(None) => Workload::ALL
-            .iter()
-            .copied()
-            .filter(|w| *w != Workload::W8)
-            .collect(),
+    let dcb_asked = std::env::args().any(|a| a == "--dcb");
+    let (selected, run_dcb) = match eskit_testing::bench::workloads_from_args() {
+        Ok(Some(ws)) => (ws, dcb_asked),
+        Ok(None) if dcb_asked => (Vec::new(), true),
+        Ok(None) => (
+            Workload::ALL
+                .iter()
+                .copied()
+                .filter(|w| *w != Workload::W8)
+                .collect(),
+            true,
+        ),
         Err(e) => {
             eprintln!("bench sqlite: {e}");
             return ExitCode::FAILURE;
@@ -342,6 +353,28 @@ fn main() -> ExitCode {
                  (median of the per-round ratios over {} rounds)",
                 w1.rounds.len().min(w2.rounds.len())
             );
+        }
+    }
+    if run_dcb {
+        let sizes = eskit_testing::bench::Sizes::from_env();
+        match dcb::run(
+            &dir,
+            Synchronous::Normal,
+            sizes.budget,
+            sizes.ops,
+            sizes.rounds,
+        ) {
+            Ok(dcb_rows) => {
+                println!(
+                    "\nDCB on sqlite ({} rounds, eskit then baseline in each):\n",
+                    sizes.rounds
+                );
+                print!("{}", dcb::DcbRow::table(&dcb_rows));
+            }
+            Err(e) => {
+                eprintln!("bench sqlite dcb: {}", eskit_core::error_chain(e.as_ref()));
+                return ExitCode::FAILURE;
+            }
         }
     }
     if let Err(e) = eskit_testing::bench::append_json_lines(&rows) {

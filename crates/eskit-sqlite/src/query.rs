@@ -22,21 +22,25 @@ use crate::worker::{Part, PartSender};
 
 /// The positions of the events matching `query` in `(?1, ?2]`, as a
 /// compound select: one member per item, each in position order and
-/// limited to `?3` rows, so a page reads at most `?3` index entries per
-/// item. Parameters from `?4` on are appended to `params`.
-fn positions_sql(query: &EventQuery, params: &mut Vec<Value>) -> String {
+/// limited to `limit` rows, so a page reads at most `limit` index entries
+/// per item. Parameters from `?3` on are appended to `params`.
+///
+/// The limit is written into the SQL, not bound: SQLite (with STAT4, as
+/// rusqlite bundles it) marks a statement whose `LIMIT` is a parameter to
+/// be prepared again on every new binding, which cost more than the read.
+fn positions_sql(query: &EventQuery, limit: i64, params: &mut Vec<Value>) -> String {
     let mut next = |v: Value| {
         params.push(v);
-        format!("?{}", params.len() + 3)
+        format!("?{}", params.len() + 2)
     };
     let mut members = Vec::with_capacity(query.items().len());
     for item in query.items() {
-        members.push(item_sql(item, &mut next));
+        members.push(item_sql(item, limit, &mut next));
     }
     members.join(" UNION ")
 }
 
-fn item_sql(item: &QueryItem, next: &mut impl FnMut(Value) -> String) -> String {
+fn item_sql(item: &QueryItem, limit: i64, next: &mut impl FnMut(Value) -> String) -> String {
     let types = if item.event_types().is_empty() {
         String::new()
     } else {
@@ -54,7 +58,7 @@ fn item_sql(item: &QueryItem, next: &mut impl FnMut(Value) -> String) -> String 
         return format!(
             "SELECT position FROM (SELECT ei.position FROM eskit_events ei \
              WHERE ei.position > ?1 AND ei.position <= ?2{types} \
-             ORDER BY ei.position LIMIT ?3)"
+             ORDER BY ei.position LIMIT {limit})"
         );
     };
     let first = next(Value::Text(first.as_str().to_owned()));
@@ -72,36 +76,83 @@ fn item_sql(item: &QueryItem, next: &mut impl FnMut(Value) -> String) -> String 
     format!(
         "SELECT position FROM (SELECT t0.position FROM eskit_event_tags t0{joins} \
          WHERE t0.tag = {first} AND t0.position > ?1 AND t0.position <= ?2{types} \
-         ORDER BY t0.position LIMIT ?3)"
+         ORDER BY t0.position LIMIT {limit})"
     )
 }
 
 /// The SQL and parameters of a query read after `after`, up to `horizon`,
-/// at most `limit` events; `None` for a query without items.
+/// at most `limit` events; `None` for a query without items. One item (the
+/// common case) is read with a plain join from the tag index to the events;
+/// several through the compound select of their positions.
 pub(crate) fn read_sql(
     query: &EventQuery,
     after: i64,
     horizon: i64,
     limit: i64,
 ) -> Option<(String, Vec<Value>)> {
-    if query.items().is_empty() {
-        return None;
-    }
-    let mut params = vec![
-        Value::Integer(after),
-        Value::Integer(horizon),
-        Value::Integer(limit),
-    ];
+    let mut params = vec![Value::Integer(after), Value::Integer(horizon)];
     let mut extra = Vec::new();
-    let positions = positions_sql(query, &mut extra);
+    let sql = match query.items() {
+        [] => return None,
+        [item] => single_item_sql(item, limit, &mut extra),
+        _ => {
+            let positions = positions_sql(query, limit, &mut extra);
+            format!(
+                "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+                 FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+                 WHERE e.position IN ({positions}) ORDER BY e.position LIMIT {limit}"
+            )
+        }
+    };
     params.extend(extra);
-    Some((
+    Some((sql, params))
+}
+
+/// One item as a join: the first tag's index range drives, every other tag
+/// is a primary-key lookup, then the event row and its stream by key.
+fn single_item_sql(item: &QueryItem, limit: i64, params: &mut Vec<Value>) -> String {
+    let mut next = |v: Value| {
+        params.push(v);
+        format!("?{}", params.len() + 2)
+    };
+    let types = if item.event_types().is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = item
+            .event_types()
+            .iter()
+            .map(|t| next(Value::Text(t.as_str().to_owned())))
+            .collect();
         format!(
-            "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
-             WHERE e.position IN ({positions}) ORDER BY e.position LIMIT ?3"
-        ),
-        params,
-    ))
+            " AND e.kind IN (SELECT kind FROM eskit_event_kinds WHERE event_type IN ({}))",
+            names.join(", ")
+        )
+    };
+    let Some((first, rest)) = item.tags().split_first() else {
+        return format!(
+            "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+             FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+             WHERE e.position > ?1 AND e.position <= ?2{types} \
+             ORDER BY e.position LIMIT {limit}"
+        );
+    };
+    let first = next(Value::Text(first.as_str().to_owned()));
+    let mut joins = String::new();
+    for (i, tag) in rest.iter().enumerate() {
+        let p = next(Value::Text(tag.as_str().to_owned()));
+        joins.push_str(&format!(
+            " JOIN eskit_event_tags t{n} ON t{n}.tag = {p} AND t{n}.position = t0.position",
+            n = i + 1
+        ));
+    }
+    format!(
+        "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
+         FROM eskit_event_tags t0{joins} \
+         JOIN eskit_events e ON e.position = t0.position \
+         JOIN eskit_streams s ON s.sid = e.stream \
+         WHERE t0.tag = {first} AND t0.position > ?1 AND t0.position <= ?2{types} \
+         ORDER BY t0.position LIMIT {limit}"
+    )
 }
 
 /// A query read on a reader connection: the horizon first, then the
@@ -136,8 +187,19 @@ pub(crate) fn query_sync(
         .map_err(store_error)?;
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
     while let Some(row) = rows.next().map_err(store_error)? {
+        // The stream's names come with the row: a query's events are
+        // spread over many streams, and a lookup per stream costs more
+        // than the join.
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
-        let stream = batch.stream(c, sid)?;
+        let stream_type = row
+            .get_ref(EVENT_COLUMN_COUNT + 1)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let stream_id = row
+            .get_ref(EVENT_COLUMN_COUNT + 2)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(store_error)?;
+        let stream = batch.stream_named(sid, stream_type, stream_id)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());
@@ -172,10 +234,9 @@ pub(crate) fn first_match(
     let mut params = vec![
         Value::Integer(i64::try_from(after.position().get()).unwrap_or(i64::MAX)),
         Value::Integer(i64::MAX),
-        Value::Integer(1),
     ];
     let mut extra = Vec::new();
-    let positions = positions_sql(condition.query(), &mut extra);
+    let positions = positions_sql(condition.query(), 1, &mut extra);
     params.extend(extra);
     let sql = format!("SELECT min(position) FROM ({positions})");
     let first: Option<i64> = conn
@@ -210,6 +271,34 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{e}"));
         rows.map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
+    #[test]
+    fn query_statements_are_not_prepared_again_for_new_bindings() {
+        let dir = std::env::temp_dir().join(format!(
+            "eskit-sqlite-query-reprepare-{}-{}",
+            std::process::id(),
+            eskit_core::Timestamp::now().as_unix_micros()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("events.db");
+        let store = crate::SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        eskit_core::block_on(store.close());
+        let c = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let t = |s: &str| Tag::new(s).unwrap_or_else(|e| panic!("{e}"));
+        let mut stmt = None;
+        for i in 0..5 {
+            let query = EventQuery::from(QueryItem::new().with_tags([t(&format!("course:{i}"))]));
+            let (sql, params) = read_sql(&query, i, 1000 + i, 100).unwrap_or_default();
+            let s = stmt.get_or_insert_with(|| c.prepare(&sql).unwrap_or_else(|e| panic!("{e}")));
+            let mut rows = s
+                .query(rusqlite::params_from_iter(params))
+                .unwrap_or_else(|e| panic!("{e}"));
+            while rows.next().unwrap_or_else(|e| panic!("{e}")).is_some() {}
+        }
+        let reprepared = stmt.map_or(0, |s| s.get_status(rusqlite::StatementStatus::RePrepare));
+        assert_eq!(reprepared, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -252,14 +341,28 @@ mod tests {
                 .any(|s| s.starts_with("SCAN e") || s.starts_with("SCAN t")),
             "{joined}"
         );
+        let single = EventQuery::from(
+            QueryItem::new()
+                .with_tags([t("student:s-1"), t("term:2026")])
+                .with_event_types([ty("Enrolled")]),
+        );
+        let (sql, params) = read_sql(&single, 0, i64::MAX, 100).unwrap_or_default();
+        let steps = plan(&c, &sql, params);
+        let joined = steps.join("\n");
+        assert!(
+            steps.first().is_some_and(|s| s.starts_with("SEARCH t0 USING PRIMARY KEY (tag=? AND position>?")),
+            "{joined}"
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.starts_with("SCAN") || s.contains("TEMP B-TREE")),
+            "{joined}"
+        );
         let condition = AppendCondition::new(query, GlobalCursor::START);
-        let mut params = vec![
-            Value::Integer(0),
-            Value::Integer(i64::MAX),
-            Value::Integer(1),
-        ];
+        let mut params = vec![Value::Integer(0), Value::Integer(i64::MAX)];
         let mut extra = Vec::new();
-        let positions = positions_sql(condition.query(), &mut extra);
+        let positions = positions_sql(condition.query(), 1, &mut extra);
         params.extend(extra);
         let steps = plan(
             &c,

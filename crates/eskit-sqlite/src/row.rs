@@ -464,6 +464,32 @@ impl<'a> BatchBuilder<'a> {
         Ok(number)
     }
 
+    /// The number of the stream with key `sid` whose names the row carries
+    /// (a read that joins `eskit_streams`), without a lookup of its own.
+    pub(crate) fn stream_named(
+        &mut self,
+        sid: i64,
+        stream_type: &str,
+        stream_id: &str,
+    ) -> Result<u32, StoreError> {
+        if self.last_sid == Some(sid) {
+            return Ok(self.last_stream_number);
+        }
+        let number = match self.sids.get(&sid) {
+            Some(n) => *n,
+            None => {
+                let s = StreamName::new(stream_type, stream_id)
+                    .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
+                let n = self.add_stream(s);
+                self.sids.insert(sid, n);
+                n
+            }
+        };
+        self.last_sid = Some(sid);
+        self.last_stream_number = number;
+        Ok(number)
+    }
+
     /// Adds `stream` and returns its number.
     pub(crate) fn add_stream(&mut self, stream: StreamName) -> u32 {
         self.streams.push(stream);
