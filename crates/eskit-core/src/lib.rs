@@ -104,6 +104,7 @@ mod metadata;
 mod name;
 mod registry;
 mod rt;
+mod sink;
 mod store;
 mod tag;
 mod testing;
@@ -137,6 +138,7 @@ pub use name::{
     StreamName, StreamType, quote_name, validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
+pub use sink::{ProjectionSink, SinkError};
 pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
