@@ -136,6 +136,7 @@ mod row;
 mod schema;
 mod snapshot;
 mod store;
+mod tx;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
@@ -152,4 +153,5 @@ pub use relay::{ChangeRelay, RelayedChange};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;
+pub use tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
 pub use worker::{GROUP_COMMIT_LINGER, MAX_QUEUED_REQUESTS};
