@@ -138,8 +138,8 @@ pub use name::{
     StreamName, StreamType, quote_name, validate_name,
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
-pub use sink::{ProjectionSink, SinkError};
 pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
+pub use sink::{ProjectionSink, SinkError};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
     LoadOptions, LockGuard, LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,

@@ -85,6 +85,13 @@ impl From<StoreError> for SinkError {
 /// neither is. [`cursor`](Self::cursor) then returns the cursor of the last
 /// page applied, so a subscription resuming from it never applies an event
 /// twice and never skips one.
+///
+/// **Invariant**: applying is idempotent per event. Inside its transaction
+/// an implementation skips the events at or before the cursor it has
+/// stored, and never stores a cursor before it. A page can arrive twice
+/// even with one subscriber: after an unknown outcome the subscription
+/// retries it, and a run that was dropped may still have its transaction
+/// queued when the next run reads the cursor.
 pub trait ProjectionSink: Send + Sync {
     /// The cursor stored by the last [`apply`](Self::apply) for the
     /// projection `name`, `None` before the first.

@@ -353,7 +353,11 @@ impl<P: SqliteProjection> ProjectionSink for SqliteSink<P> {
     }
 
     /// Runs the projection and the checkpoint in one
-    /// [`write_transaction`](SqliteStore::write_transaction).
+    /// [`write_transaction`](SqliteStore::write_transaction). Inside it,
+    /// events at or before the stored cursor are skipped and the cursor
+    /// never moves back, so a page applied twice (a retry after an unknown
+    /// outcome, or a dropped run whose transaction was still queued when
+    /// the next run read the cursor) has its effect once.
     ///
     /// # Cancel safety
     /// As for `write_transaction`: once polled the page is applied or
@@ -370,10 +374,21 @@ impl<P: SqliteProjection> ProjectionSink for SqliteSink<P> {
         let projection = Arc::clone(&self.projection);
         self.store
             .write_transaction(move |tx| {
+                let stored = tx.checkpoint(&name)?;
+                let fresh = match stored {
+                    Some(c) => events
+                        .iter()
+                        .position(|e| e.cursor() > c)
+                        .unwrap_or(events.len()),
+                    None => 0,
+                };
+                if stored.is_some_and(|c| c >= next) && fresh == events.len() {
+                    return Ok(());
+                }
                 projection
-                    .apply(tx, &events)
+                    .apply(tx, &events[fresh..])
                     .map_err(SinkError::Projection)?;
-                tx.save_checkpoint(&name, next)?;
+                tx.save_checkpoint(&name, stored.map_or(next, |c| c.max(next)))?;
                 Ok::<_, SinkError>(())
             })
             .await

@@ -360,3 +360,60 @@ fn a_panicking_closure_rolls_back_and_the_store_keeps_working() -> TestResult {
     block_on(store.close());
     Ok(())
 }
+
+/// The read-model sink: a page applied twice, or overlapping one already
+/// applied, has its effect once and never moves the cursor back.
+#[test]
+fn the_sink_applies_each_event_once_whatever_pages_it_is_given() -> TestResult {
+    use eskit_core::ProjectionSink;
+    let dir = TempDir::new("tx-sink")?;
+    let store = open(&dir)?;
+    for i in 0..6 {
+        let s = stream("order", &format!("o-{i}"))?;
+        block_on(store.append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![event("Placed", "{}")?],
+            AppendOptions::new(),
+        ))?;
+    }
+    let events = all_events(&store)?;
+    let sink = store.projection_sink(
+        |tx: &mut WriteTx<'_>, events: &[eskit_core::RawEvent]| -> Result<(), BoxError> {
+            for e in events {
+                tx.connection().execute(
+                    "INSERT INTO orders (id, total) VALUES (?1, 1)",
+                    [e.stream.to_string()],
+                )?;
+            }
+            Ok(())
+        },
+    );
+    let at = |i: usize| events[i].cursor();
+    block_on(sink.apply("orders", &events[..3], at(2)))?;
+    // The same page again: a retry, or a run dropped while it was queued.
+    block_on(sink.apply("orders", &events[..3], at(2)))?;
+    // A page overlapping the one applied.
+    block_on(sink.apply("orders", &events[1..5], at(4)))?;
+    // An old page after a newer one: the cursor stays.
+    block_on(sink.apply("orders", &events[..2], at(1)))?;
+    assert_eq!(orders(&store)?, 5);
+    assert_eq!(block_on(sink.cursor("orders"))?, Some(at(4)));
+    block_on(sink.apply("orders", &events[5..], at(5)))?;
+    assert_eq!(orders(&store)?, 6);
+    assert_eq!(block_on(sink.cursor("orders"))?, Some(at(5)));
+    // A projection error stores nothing, cursor included.
+    let failing = store.projection_sink(
+        |_: &mut WriteTx<'_>, _: &[eskit_core::RawEvent]| -> Result<(), BoxError> {
+            Err("refused".into())
+        },
+    );
+    let r = block_on(failing.apply("other", &events, at(5)));
+    assert!(
+        matches!(r, Err(eskit_core::SinkError::Projection(_))),
+        "{r:?}"
+    );
+    assert_eq!(block_on(failing.cursor("other"))?, None);
+    block_on(store.close());
+    Ok(())
+}
