@@ -417,3 +417,20 @@ fn the_sink_applies_each_event_once_whatever_pages_it_is_given() -> TestResult {
     block_on(store.close());
     Ok(())
 }
+
+#[test]
+fn transaction_futures_are_send() -> TestResult {
+    fn assert_send<T: Send>(_: &T) {}
+    let store = SqliteStore::open_in_memory()?;
+    let f = store.write_transaction(|_tx| Ok::<(), BoxError>(()));
+    assert_send(&f);
+    block_on(f)?;
+    let sink = store.projection_sink(
+        |_: &mut WriteTx<'_>, _: &[eskit_core::RawEvent]| -> Result<(), BoxError> { Ok(()) },
+    );
+    let apply = eskit_core::ProjectionSink::apply(&sink, "s", &[], GlobalCursor::START);
+    assert_send(&apply);
+    block_on(apply)?;
+    block_on(store.close());
+    Ok(())
+}
