@@ -65,7 +65,7 @@ pub(crate) fn stream_row(
 }
 
 /// The events of stream `sid` with versions in `first..=last`.
-fn load_versions(
+pub(crate) fn load_versions(
     conn: &Connection,
     stream: &StreamName,
     sid: i64,

@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use eskit_core::{
     AppendOptions, AppendResult, BoxError, CommitNotifier, ExpectedVersion, GlobalCursor, NameKind,
-    NewEvent, Position, ProjectionSink, RawEvent, SinkError, StoreError, StreamName,
+    NewEvent, Position, ProjectionSink, RawEvent, SinkError, StoreError, StreamName, Version,
     validate_append, validate_cursor, validate_name,
 };
 use rusqlite::Connection;
 
-use crate::append::{Checked, WriterState, batch_start, check_append, exec, write_append};
+use crate::append::{
+    Checked, STATE_DELETED, WriterState, batch_start, check_append, exec, load_versions,
+    stream_row, to_version, write_append,
+};
 use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::kinds::{FreshKinds, KindKeys};
 use crate::store::SqliteStore;
@@ -134,6 +137,34 @@ impl WriteTx<'_> {
                 exec(self.conn, "RELEASE eskit_tx_append")?;
                 Err(e)
             }
+        }
+    }
+
+    /// Every event of `stream` as this transaction sees it (its own
+    /// appends included), in version order: what a decider folds before
+    /// it decides inside the transaction. Typed code decodes them with its
+    /// [`EventSchema`](eskit_core::EventSchema) and appends what
+    /// [`EventSchema::encode`](eskit_core::EventSchema::encode) returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a row that fails its checksum, or a
+    /// failed read.
+    pub fn load_stream(&self, stream: &StreamName) -> Result<Vec<RawEvent>, StoreError> {
+        match stream_row(self.conn, stream)? {
+            None | Some((_, _, STATE_DELETED)) => Ok(Vec::new()),
+            Some((sid, version, _)) => load_versions(self.conn, stream, sid, 1, version),
+        }
+    }
+
+    /// The stream's version as this transaction sees it (zero for a stream
+    /// that does not exist or was deleted).
+    ///
+    /// # Errors
+    /// A failed read, or [`StoreError::Corrupt`] for a negative version.
+    pub fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        match stream_row(self.conn, stream)? {
+            None | Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
+            Some((_, v, _)) => to_version(v),
         }
     }
 

@@ -434,3 +434,41 @@ fn transaction_futures_are_send() -> TestResult {
     block_on(store.close());
     Ok(())
 }
+
+/// A command decided inside the caller's transaction: load the stream as
+/// the transaction sees it, decide, append with the exact version, and
+/// write the caller's own table, all committed together.
+#[test]
+fn a_decision_inside_the_transaction_sees_its_own_state() -> TestResult {
+    let dir = TempDir::new("tx-decide")?;
+    let store = open(&dir)?;
+    let s = stream("order", "o-1")?;
+    let decide = |tx: &mut WriteTx<'_>, s: &eskit_core::StreamName| -> Result<bool, BoxError> {
+        let history = tx.load_stream(s)?;
+        let version = tx.stream_version(s)?;
+        assert_eq!(history.len() as u64, version.get());
+        if history.iter().any(|e| e.event_type.as_str() == "Placed") {
+            return Ok(false);
+        }
+        tx.append(
+            s,
+            ExpectedVersion::Exact(version),
+            vec![event("Placed", "{}").map_err(|e| e.to_string())?],
+            AppendOptions::new(),
+        )?;
+        tx.connection().execute(
+            "INSERT INTO orders (id, total) VALUES (?1, 1)",
+            [s.to_string()],
+        )?;
+        Ok(true)
+    };
+    let placed = block_on(store.write_transaction(move |tx| {
+        // The second decision sees the first one's uncommitted event.
+        Ok::<_, BoxError>((decide(tx, &s)?, decide(tx, &s)?))
+    }))?;
+    assert_eq!(placed, (true, false));
+    assert_eq!(orders(&store)?, 1);
+    assert_eq!(all_events(&store)?.len(), 1);
+    block_on(store.close());
+    Ok(())
+}
