@@ -14,9 +14,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, CommitNotifier, ExpectedVersion, GlobalCursor, NameKind,
-    NewEvent, Position, ProjectionSink, RawEvent, SinkError, StoreError, StreamName, Version,
-    validate_append, validate_cursor, validate_name,
+    AppendOptions, AppendResult, BoxError, CommitNotifier, DomainEvent, EventSchema,
+    ExpectedVersion, GlobalCursor, NameKind, NewEvent, Position, ProjectionSink, RawEvent,
+    RecordedEvent, SinkError, StoreError, StreamName, Version, validate_append, validate_cursor,
+    validate_name,
 };
 use rusqlite::Connection;
 
@@ -166,6 +167,49 @@ impl WriteTx<'_> {
             None | Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
             Some((_, v, _)) => to_version(v),
         }
+    }
+
+    /// [`append`](Self::append) for typed events: each is encoded with
+    /// `schema` (as [`TypedStore`](eskit_core::TypedStore) does) before the
+    /// append.
+    ///
+    /// # Errors
+    /// [`StoreError::Codec`] when an event does not encode (nothing is
+    /// appended), else as [`append`](Self::append).
+    pub fn append_typed<E: DomainEvent>(
+        &mut self,
+        schema: &EventSchema<E>,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[E],
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        let events = events
+            .iter()
+            .map(|e| schema.encode(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append(stream, expected, events, options)
+    }
+
+    /// [`load_stream`](Self::load_stream) decoded with `schema`; events of
+    /// types the schema does not know are skipped, as a typed load skips
+    /// them.
+    ///
+    /// # Errors
+    /// [`StoreError::Codec`] for a payload that does not decode, else as
+    /// [`load_stream`](Self::load_stream).
+    pub fn load_typed<E: DomainEvent>(
+        &self,
+        schema: &EventSchema<E>,
+        stream: &StreamName,
+    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+        let mut out = Vec::new();
+        for raw in self.load_stream(stream)? {
+            if let Some(e) = schema.decode_if_mine(raw)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Saves `cursor` as the checkpoint `name` in this transaction (the row

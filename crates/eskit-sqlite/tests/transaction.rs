@@ -472,3 +472,69 @@ fn a_decision_inside_the_transaction_sees_its_own_state() -> TestResult {
     block_on(store.close());
     Ok(())
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Counter {
+    Added(u32),
+}
+
+impl eskit_core::DomainEvent for Counter {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+    fn event_types() -> &'static [&'static str] {
+        &["Added"]
+    }
+}
+
+struct Text;
+
+impl eskit_core::EventCodec<Counter> for Text {
+    fn name(&self) -> &'static str {
+        "text"
+    }
+    fn encode(&self, event: &Counter, out: &mut Vec<u8>) -> Result<(), eskit_core::CodecError> {
+        let Counter::Added(n) = event;
+        out.extend_from_slice(n.to_string().as_bytes());
+        Ok(())
+    }
+    fn decode(&self, event_type: &str, payload: &[u8]) -> Result<Counter, eskit_core::CodecError> {
+        std::str::from_utf8(payload)
+            .map_err(|e| eskit_core::CodecError::decode(Some(event_type), e))?
+            .parse()
+            .map(Counter::Added)
+            .map_err(|e| eskit_core::CodecError::decode(Some(event_type), e))
+    }
+}
+
+/// Typed events in the caller's transaction: what the transaction appended
+/// is loaded back decoded, before the commit.
+#[test]
+fn typed_events_append_and_load_inside_the_transaction() -> TestResult {
+    let dir = TempDir::new("tx-typed")?;
+    let store = open(&dir)?;
+    let s = stream("counter", "c-1")?;
+    let (loaded, result) = block_on(store.write_transaction(move |tx| {
+        let schema = eskit_core::EventSchema::new(Text);
+        let r = tx.append_typed(
+            &schema,
+            &s,
+            ExpectedVersion::NoStream,
+            &[Counter::Added(2), Counter::Added(3)],
+            AppendOptions::new(),
+        )?;
+        let loaded: Vec<Counter> = tx
+            .load_typed(&schema, &s)?
+            .into_iter()
+            .map(|e| e.data)
+            .collect();
+        Ok::<_, StoreError>((loaded, r))
+    }))?;
+    assert_eq!(loaded, [Counter::Added(2), Counter::Added(3)]);
+    assert_eq!(result.last_version(), Version::new(2));
+    let events = all_events(&store)?;
+    assert_eq!(events[1].payload, b"3");
+    assert_eq!(events[1].codec.as_str(), "text");
+    block_on(store.close());
+    Ok(())
+}
