@@ -105,6 +105,7 @@ mod metadata;
 mod name;
 mod registry;
 mod rt;
+mod sink;
 mod store;
 mod tag;
 mod testing;
@@ -143,6 +144,7 @@ pub use name::{
 };
 pub use registry::{EventRegistry, RegistryError, derive_type_name};
 pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
+pub use sink::{ProjectionSink, SinkError};
 pub use store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
     LoadOptions, LockGuard, LockRegistry, PageOptions, PageSource, Pager, ReadOptions, Snapshot,

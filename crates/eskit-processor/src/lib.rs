@@ -20,7 +20,10 @@
 //! after a crash the events since the last saved checkpoint are delivered
 //! again, at most one checkpoint interval's worth (`checkpoint_every`
 //! events). A handler that stores its own cursor in the same transaction as
-//! its effects gets exactly-once effects.
+//! its effects gets exactly-once effects: give the subscription a
+//! [`ProjectionSink`](eskit_core::ProjectionSink) with
+//! [`Subscription::with_sink`], and every page is applied together with its
+//! cursor.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -58,6 +61,6 @@ mod subscription;
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
-    DEFAULT_POLL_INTERVAL, Health, HealthHandle, MIN_POLL_INTERVAL, Subscription,
-    SubscriptionError, SubscriptionOptions, SubscriptionState,
+    DEFAULT_POLL_INTERVAL, Health, HealthHandle, MIN_POLL_INTERVAL, SinkCheckpoints, SinkHandler,
+    Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState,
 };

@@ -11,8 +11,8 @@ use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
     BoxError, BoxFuture, CheckpointStore, CommitFeed, DeadLetterStore, DynDeadLetterStore,
     DynLockRegistry, EventType, FeedError, FencingToken, GlobalBatch, GlobalCursor, GlobalReader,
-    LeaseLost, Listener, LockRegistry, NameKind, RawEvent, ReadOptions, RetryPolicy, StoreError,
-    StreamType, Timestamp, error_chain, validate_name,
+    LeaseLost, Listener, LockRegistry, NameKind, ProjectionSink, RawEvent, ReadOptions,
+    RetryPolicy, SinkError, StoreError, StreamType, Timestamp, error_chain, validate_name,
 };
 
 /// Events one page reads when not set.
@@ -109,6 +109,70 @@ pub trait BatchHandler: Send + Sync {
     /// subscription retry the same page (per its retry policy), so the
     /// work must be idempotent or transactional.
     fn handle<'a>(&'a self, events: &'a [RawEvent]) -> BoxFuture<'a, Result<(), BoxError>>;
+
+    /// Handles one page and, when the handler can, stores `next` as the
+    /// cursor of the subscription `name` together with the page's effects
+    /// (as a [`ProjectionSink`] does, in one transaction). Returns whether
+    /// it stored the cursor; the subscription then saves no checkpoint for
+    /// the page. The default calls [`handle`](Self::handle) and returns
+    /// `false`.
+    fn handle_page<'a>(
+        &'a self,
+        name: &'a str,
+        events: &'a [RawEvent],
+        next: GlobalCursor,
+    ) -> BoxFuture<'a, Result<bool, BoxError>> {
+        let _ = (name, next);
+        let handled = self.handle(events);
+        Box::pin(async move { handled.await.map(|()| false) })
+    }
+}
+
+/// The checkpoints of a subscription driven by a [`ProjectionSink`]: the
+/// cursor is the sink's, and a save is an empty page applied through it
+/// (for pages a filter emptied). Made by [`Subscription::with_sink`].
+#[derive(Debug)]
+pub struct SinkCheckpoints<S>(Arc<S>);
+
+impl<S: ProjectionSink> CheckpointStore for SinkCheckpoints<S> {
+    async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
+        self.0.cursor(name).await
+    }
+
+    async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
+        self.0.apply(name, &[], cursor).await.map_err(|e| match e {
+            SinkError::Store(e) => e,
+            other => StoreError::backend(other),
+        })
+    }
+}
+
+/// The handler of a subscription driven by a [`ProjectionSink`]: each page
+/// and its cursor go to [`ProjectionSink::apply`] together. Made by
+/// [`Subscription::with_sink`].
+#[derive(Debug)]
+pub struct SinkHandler<S>(Arc<S>);
+
+impl<S: ProjectionSink> BatchHandler for SinkHandler<S> {
+    /// Refuses: a sink stores each page with its cursor, which only
+    /// [`handle_page`](BatchHandler::handle_page) is given.
+    fn handle<'a>(&'a self, _events: &'a [RawEvent]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(std::future::ready(Err(
+            "a projection sink is applied with the page's cursor (handle_page)".into(),
+        )))
+    }
+
+    fn handle_page<'a>(
+        &'a self,
+        name: &'a str,
+        events: &'a [RawEvent],
+        next: GlobalCursor,
+    ) -> BoxFuture<'a, Result<bool, BoxError>> {
+        Box::pin(async move {
+            self.0.apply(name, events, next).await?;
+            Ok(true)
+        })
+    }
 }
 
 impl<F> BatchHandler for F
@@ -425,6 +489,29 @@ impl<R, C, H> fmt::Debug for Subscription<R, C, H> {
     }
 }
 
+impl<R, S> Subscription<R, SinkCheckpoints<S>, SinkHandler<S>>
+where
+    R: GlobalReader + CommitFeed,
+    S: ProjectionSink,
+{
+    /// A subscription reading `reader` whose pages go to `sink`, each page
+    /// together with its cursor ([`ProjectionSink::apply`]), so the sink's
+    /// effects and the cursor are stored atomically: after a crash or a
+    /// dropped run, the next run resumes from the sink's cursor and no
+    /// event's effect is applied twice or lost. The checkpoint options
+    /// (`checkpoint_every`, `checkpoint_interval`) only matter for pages a
+    /// filter emptied.
+    pub fn with_sink(reader: R, sink: S, options: SubscriptionOptions) -> Self {
+        let sink = Arc::new(sink);
+        Subscription::new(
+            reader,
+            SinkCheckpoints(Arc::clone(&sink)),
+            options,
+            SinkHandler(sink),
+        )
+    }
+}
+
 impl<R, C, H> Subscription<R, C, H>
 where
     R: GlobalReader + CommitFeed,
@@ -532,12 +619,18 @@ where
                 });
             }
             let full = page.events.len() >= self.options.batch_size;
+            let mut stored = false;
             if !page.events.is_empty() {
-                self.handle(cursor, &page.events).await?;
+                stored = self.handle(cursor, page.next, &page.events).await?;
                 since_save += page.events.len() as u64;
             }
             let newest = page.events.last().map(|e| e.timestamp);
             cursor = page.next;
+            if stored {
+                saved = cursor;
+                since_save = 0;
+                last_save = Instant::now();
+            }
             let caught_up = !full && page.is_caught_up();
             self.health.update(|h| {
                 h.cursor = cursor;
@@ -661,25 +754,33 @@ where
         Ok(())
     }
 
+    /// Hands the page over, retrying per the policy; `true` when the
+    /// handler stored the cursor itself.
     async fn handle(
         &self,
         after: GlobalCursor,
+        next: GlobalCursor,
         events: &[RawEvent],
-    ) -> Result<(), SubscriptionError> {
+    ) -> Result<bool, SubscriptionError> {
         let Some(letters) = &self.dead_letters else {
-            return self.handle_retrying(after, events).await;
+            return self.handle_retrying(after, next, events).await;
         };
-        if self.handler.handle(events).await.is_ok() {
-            return Ok(());
+        if let Ok(stored) = self
+            .handler
+            .handle_page(self.options.name(), events, next)
+            .await
+        {
+            return Ok(stored);
         }
         // Find the bad event: each one alone, with the retry policy.
         let mut before = after;
+        let mut stored = false;
         for event in events {
             match self
-                .handle_retrying(before, std::slice::from_ref(event))
+                .handle_retrying(before, event.cursor(), std::slice::from_ref(event))
                 .await
             {
-                Ok(()) => {}
+                Ok(s) => stored = s,
                 Err(SubscriptionError::Handler {
                     attempts, source, ..
                 }) => {
@@ -691,29 +792,38 @@ where
                         h.dead_lettered += 1;
                         h.last_error = Some(why);
                     });
+                    stored = false;
                 }
                 Err(other) => return Err(other),
             }
             before = event.cursor();
         }
-        Ok(())
+        // A sink stored the cursor of the last event it applied; the page's
+        // `next` can lie past it (filtered events), and then the caller
+        // saves `next` itself.
+        Ok(stored && before == next)
     }
 
     async fn handle_retrying(
         &self,
         after: GlobalCursor,
+        next: GlobalCursor,
         events: &[RawEvent],
-    ) -> Result<(), SubscriptionError> {
+    ) -> Result<bool, SubscriptionError> {
         let policy = &self.options.retry;
         let mut attempt = 0u32;
         loop {
-            match self.handler.handle(events).await {
-                Ok(()) => {
+            match self
+                .handler
+                .handle_page(self.options.name(), events, next)
+                .await
+            {
+                Ok(stored) => {
                     if attempt > 0 {
                         self.health
                             .update(|h| h.state = SubscriptionState::CatchingUp);
                     }
-                    return Ok(());
+                    return Ok(stored);
                 }
                 Err(source) if attempt >= policy.max_retries() => {
                     return Err(SubscriptionError::Handler {

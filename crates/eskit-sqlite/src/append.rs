@@ -22,7 +22,7 @@ use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::row::{
     BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content, tags_blob,
 };
-use crate::worker::{AppendJob, rollback_if_open};
+use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
 use eskit_core::CommitNotifier;
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
@@ -65,7 +65,7 @@ pub(crate) fn stream_row(
 }
 
 /// The events of stream `sid` with versions in `first..=last`.
-fn load_versions(
+pub(crate) fn load_versions(
     conn: &Connection,
     stream: &StreamName,
     sid: i64,
@@ -141,16 +141,19 @@ pub(crate) fn keep_high_water(conn: &Connection) -> Result<(), StoreError> {
 /// What the writer thread remembers between batches.
 #[derive(Default)]
 pub(crate) struct WriterState {
-    kinds: KindKeys,
+    pub(crate) kinds: KindKeys,
     /// The next global position after the writer's last commit, with the
     /// connection's `PRAGMA data_version` then. While that number stays the
     /// same no other connection has committed, so the position still holds
     /// and the query for it can be skipped.
-    next: Option<(i64, i64)>,
+    pub(crate) next: Option<(i64, i64)>,
 }
 
 /// The next global position inside the writer's open transaction.
-fn batch_start(conn: &Connection, state: &WriterState) -> Result<(i64, i64), StoreError> {
+pub(crate) fn batch_start(
+    conn: &Connection,
+    state: &WriterState,
+) -> Result<(i64, i64), StoreError> {
     let data_version: i64 = conn
         .prepare_cached("PRAGMA data_version")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
@@ -209,7 +212,7 @@ pub(crate) fn commit_appends(
 
 /// Runs one transaction-control statement, prepared once per connection:
 /// parsing `BEGIN` and `COMMIT` again for every append is measurable.
-fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+pub(crate) fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
         .map(drop)
@@ -237,11 +240,11 @@ fn run_batch(
         // before the append writes anything, so a refused append needs no
         // savepoint to undo. A failure while writing fails the whole
         // transaction; the caller then runs each append alone.
-        let r = match check_append(conn, job, next) {
+        let r = match check_append(conn, &job.request, next) {
             Err(e) => Err(e),
             Ok(Checked::Deduplicated(r)) => Ok(r),
             Ok(Checked::Write(plan)) => {
-                match write_append(conn, kinds, job, plan, &mut next, &mut fresh) {
+                match write_append(conn, kinds, &job.request, plan, &mut next, &mut fresh) {
                     Ok(r) => Ok(r),
                     Err(e) if jobs.len() == 1 => {
                         exec(conn, "ROLLBACK")?;
@@ -260,7 +263,7 @@ fn run_batch(
 }
 
 /// What checking an append decided, before anything is written.
-enum Checked {
+pub(crate) enum Checked {
     /// A retry of a committed append: its original records.
     Deduplicated(AppendResult),
     /// The append may go ahead as planned.
@@ -268,7 +271,7 @@ enum Checked {
 }
 
 /// What [`write_append`] needs from the check.
-struct Plan {
+pub(crate) struct Plan {
     sid: Option<i64>,
     version: i64,
     new_version: i64,
@@ -279,9 +282,9 @@ struct Plan {
 /// Decides an append without writing: idempotent retry, lifecycle state,
 /// expected version, bounds. An `Err` is this append's own outcome and
 /// leaves the transaction untouched.
-fn check_append(
+pub(crate) fn check_append(
     conn: &Connection,
-    job: &AppendJob,
+    job: &AppendRequest,
     next_position: i64,
 ) -> Result<Checked, StoreError> {
     let stream = &job.stream;
@@ -373,10 +376,10 @@ fn is_event_id_violation(e: &rusqlite::Error) -> bool {
 
 /// Writes a checked append. An `Err` may leave part of it written: the
 /// caller must roll the transaction back.
-fn write_append(
+pub(crate) fn write_append(
     conn: &Connection,
     kinds: &KindKeys,
-    job: &AppendJob,
+    job: &AppendRequest,
     plan: Plan,
     next_position: &mut i64,
     fresh: &mut FreshKinds,

@@ -4,7 +4,7 @@ use eskit_core::{
     CheckpointStore, GlobalCursor, NameKind, Position, StoreError, Timestamp, validate_cursor,
     validate_name,
 };
-use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::store_error;
 use crate::store::SqliteStore;
@@ -44,16 +44,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         let name = name.to_owned();
         self.store
             .workers()
-            .read(move |c| {
-                c.prepare_cached("SELECT tx, position FROM eskit_checkpoints WHERE name = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
-                    .map_err(store_error)?
-                    .map(from_sql)
-                    .transpose()
-            })
+            .read(move |c| read_checkpoint(c, &name))
             .await
     }
 
@@ -62,23 +53,46 @@ impl CheckpointStore for SqliteCheckpointStore {
         validate_cursor(cursor)?;
         let name = name.to_owned();
         self.store
-            .write_tx(move |tx| {
-                tx.prepare_cached(
-                    "INSERT INTO eskit_checkpoints (name, tx, position, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (name) DO UPDATE SET tx = ?2, position = ?3, updated_at = ?4",
-                )
-                .and_then(|mut s| {
-                    s.execute((
-                        &name,
-                        to_sql(cursor.tx()),
-                        to_sql(cursor.position().get()),
-                        Timestamp::now().as_unix_micros(),
-                    ))
-                })
-                .map_err(store_error)?;
-                Ok(())
-            })
+            .write_tx(move |tx| write_checkpoint(tx, &name, cursor))
             .await
     }
+}
+
+/// The cursor saved under `name` (already validated), read on `conn`.
+pub(crate) fn read_checkpoint(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<GlobalCursor>, StoreError> {
+    conn.prepare_cached("SELECT tx, position FROM eskit_checkpoints WHERE name = ?1")
+        .and_then(|mut s| {
+            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(store_error)?
+        .map(from_sql)
+        .transpose()
+}
+
+/// Saves `cursor` under `name` (both already validated) inside the
+/// transaction open on `conn`.
+pub(crate) fn write_checkpoint(
+    conn: &Connection,
+    name: &str,
+    cursor: GlobalCursor,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO eskit_checkpoints (name, tx, position, updated_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET tx = ?2, position = ?3, updated_at = ?4",
+    )
+    .and_then(|mut s| {
+        s.execute((
+            name,
+            to_sql(cursor.tx()),
+            to_sql(cursor.position().get()),
+            Timestamp::now().as_unix_micros(),
+        ))
+    })
+    .map_err(store_error)?;
+    Ok(())
 }

@@ -115,6 +115,15 @@
 //! [`SqliteStore::close`] closes the store for every handle; every later
 //! call fails with `StoreError::Closed`.
 //!
+//! # Transactions
+//! [`SqliteStore::write_transaction`] runs a closure in one write
+//! transaction on the writer thread: appends through [`WriteTx::append`],
+//! checkpoints through [`WriteTx::save_checkpoint`] and the caller's own
+//! statements on [`WriteTx::connection`] commit together or not at all, and
+//! the notifier fires only at the commit. [`SqliteStore::projection_sink`]
+//! builds a [`ProjectionSink`](eskit_core::ProjectionSink) on it: a read
+//! model whose pages and cursor commit together.
+//!
 //! # Notifications
 //! [`SqliteStore::notifier`] is signalled right after each commit, before the
 //! append returns. [`SqliteStore::watch_external_writes`] polls
@@ -137,6 +146,7 @@ mod row;
 mod schema;
 mod snapshot;
 mod store;
+mod tx;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
@@ -154,4 +164,5 @@ pub use relay::{ChangeRelay, RelayedChange};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;
+pub use tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
 pub use worker::{GROUP_COMMIT_LINGER, MAX_QUEUED_REQUESTS};

@@ -53,17 +53,27 @@ pub(crate) enum Part<T> {
 pub(crate) type PartSender<T> = chunks::Sender<Result<Part<T>, StoreError>>;
 pub(crate) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
 
-pub(crate) struct AppendJob {
+/// What an append asks for, checked and written by the writer.
+pub(crate) struct AppendRequest {
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) options: AppendOptions,
+}
+
+pub(crate) struct AppendJob {
+    pub(crate) request: AppendRequest,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
+
+/// A caller's transaction: run with the writer's connection, its cached
+/// state and the notifier, between group commits.
+pub(crate) type TxFn = Box<dyn FnOnce(&mut Connection, &mut WriterState, &CommitNotifier) + Send>;
 
 pub(crate) enum WriteJob {
     Append(Box<AppendJob>),
     Write(WriteFn),
+    Transaction(TxFn),
     Read(ReadFn),
     /// Close the connection and exit, after every job queued before.
     Stop,
@@ -318,6 +328,20 @@ impl Workers {
         self.send_write(WriteJob::Write(Box::new(f)))
     }
 
+    /// Runs `f` with the writer's connection, state and notifier, between
+    /// group commits.
+    pub(crate) async fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &mut WriterState, &CommitNotifier) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send_write(WriteJob::Transaction(Box::new(move |c, s, n| {
+            tx.send(f(c, s, n));
+        })))?;
+        rx.await.map_err(|_| self.lost_reply())
+    }
+
     /// Runs `f` on the writer connection, between group commits.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -338,10 +362,12 @@ impl Workers {
     ) -> Result<AppendResult, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send_write(WriteJob::Append(Box::new(AppendJob {
-            stream,
-            expected,
-            events,
-            options,
+            request: AppendRequest {
+                stream,
+                expected,
+                events,
+                options,
+            },
             reply,
         })))?;
         rx.await.map_err(|_| self.lost_reply())?
@@ -430,6 +456,10 @@ fn run_writer(
             }
             WriteJob::Write(f) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| f(&mut conn)));
+                rollback_if_open(&conn);
+            }
+            WriteJob::Transaction(f) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| f(&mut conn, &mut state, notifier)));
                 rollback_if_open(&conn);
             }
             WriteJob::Read(f) => {
