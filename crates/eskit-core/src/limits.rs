@@ -10,8 +10,13 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// longer names are cut (see [`quote_name`](crate::quote_name)).
 pub const MAX_QUOTED_NAME_CHARS: usize = 128;
 
-/// Most events one append may carry.
-pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// Most events one append may carry (1,000).
+///
+/// One answer for every backend: NATS JetStream commits an atomic batch of
+/// at most 1,000 messages by default, so a larger append could be accepted
+/// by SQLite and refused by JetStream. Split larger imports into several
+/// appends with [`ExpectedVersion::Exact`](crate::ExpectedVersion::Exact).
+pub const MAX_EVENTS_PER_APPEND: usize = 1_000;
 
 /// Largest single event payload, in bytes (512 KiB).
 ///

@@ -97,6 +97,12 @@ fn append_bounds() {
             count: MAX_EVENTS_PER_APPEND + 1,
         }),
     );
+    // JetStream's default atomic batch limit: one answer for every backend.
+    check(
+        "1,001 events, past JetStream's batch limit",
+        append_err(many(b"", 1_001), o()),
+        Some(ValidationError::TooManyEvents { count: 1_001 }),
+    );
     check(
         "payload at max",
         append_err(vec![ev(&vec![7; MAX_PAYLOAD_BYTES])], o()),
