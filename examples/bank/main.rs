@@ -186,8 +186,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let backend = SqliteStore::open(&path)?;
     let store = TypedStore::new(backend, EventSchema::new(JsonCodec));
-    let bank =
-        CommandHandler::new(Account, store.clone()).with_conflict_retry(RetryPolicy::new(5)?)?;
+    let bank = CommandHandler::builder(Account, store.clone())
+        .with_conflict_retry(RetryPolicy::new(5)?)
+        .build()?;
     println!("bank on {}", path.display());
 
     let alice = StreamName::new("account", "alice")?;

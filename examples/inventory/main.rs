@@ -116,7 +116,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // read; the losers of a race for the stream get a conflict, and the
     // handler retries them on the new state.
     let handler = Arc::new(
-        CommandHandler::new(Stock, store.clone()).with_conflict_retry(RetryPolicy::new(50)?)?,
+        CommandHandler::builder(Stock, store.clone())
+            .with_conflict_retry(RetryPolicy::new(50)?)
+            .build()?,
     );
     let tasks: Vec<_> = (1..=ORDERS)
         .map(|i| {

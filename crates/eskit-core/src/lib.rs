@@ -125,9 +125,9 @@ pub use error::{BoxError, CodecError, LifecycleOp, StoreError, ValidationError, 
 pub use event::{AppendResult, EventRecord, NewEvent, RawEvent, RecordedEvent};
 pub use feed::{Changed, CommitFeed, CommitNotifier, FeedError, Listener};
 pub use handler::{
-    CommandContext, CommandHandler, CommandLog, CommandOptions, ConfigError, ConflictRetry,
-    HandleError, HandleResult, Handled, LoggingMiddleware, Middleware, Next, RetryPolicy,
-    SingleWriter, SnapshotPolicy,
+    CommandContext, CommandHandler, CommandHandlerBuilder, CommandLog, CommandOptions, ConfigError,
+    ConflictRetry, HandleError, HandleResult, Handled, LoggingMiddleware, Middleware, Next,
+    RetryPolicy, SingleWriter, SnapshotPolicy,
 };
 pub use id::{EventId, InvalidEventId};
 pub use memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};

@@ -108,11 +108,12 @@ fn conflict_backoff_waits_on_the_given_sleep_function() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
     )
-    .with_middleware(retry)?;
+    .with_middleware(retry)
+    .build()?;
 
     let r = block_on(handler.handle(&counter()?, &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
@@ -148,11 +149,12 @@ fn zero_delays_retry_without_calling_the_sleep_function() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
     )
-    .with_middleware(retry)?;
+    .with_middleware(retry)
+    .build()?;
     let r = block_on(handler.handle(&counter()?, &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
     assert_eq!(attempts.load(Ordering::SeqCst), 3);

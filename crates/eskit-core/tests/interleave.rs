@@ -109,12 +109,13 @@ fn two_command_loops_on_one_thread_contend() -> TestResult {
     const COMMANDS: u64 = 50;
     let store = MemoryStore::new();
     let conflicts = Arc::new(AtomicUsize::new(0));
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(store.clone(), EventSchema::new(TextCodec)),
     )
-    .with_conflict_retry(RetryPolicy::new(100)?.with_base_delay(std::time::Duration::ZERO))?
-    .with_middleware(CountConflicts(Arc::clone(&conflicts)))?;
+    .with_conflict_retry(RetryPolicy::new(100)?.with_base_delay(std::time::Duration::ZERO))
+    .with_middleware(CountConflicts(Arc::clone(&conflicts)))
+    .build()?;
     let stream = StreamName::new("counter", "shared")?;
     let writer = || async {
         for _ in 0..COMMANDS {

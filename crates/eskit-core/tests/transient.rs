@@ -170,7 +170,9 @@ fn handler(store: &Flaky, retries: u32) -> Result<(Handler, Waited), BoxError> {
     });
     let typed = TypedStore::<_, CounterEvent>::new(store.clone(), EventSchema::new(TextCodec));
     Ok((
-        CommandHandler::new(Counter, typed).with_middleware(retry)?,
+        CommandHandler::builder(Counter, typed)
+            .with_middleware(retry)
+            .build()?,
         waited,
     ))
 }
