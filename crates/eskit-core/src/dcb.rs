@@ -35,7 +35,6 @@
 //! ```
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::error::{StoreError, ValidationError};
 use crate::event::RawEvent;
@@ -299,15 +298,6 @@ pub trait EventQueryReader: Send + Sync {
         &self,
         options: QueryOptions,
     ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send;
-}
-
-impl<T: EventQueryReader> EventQueryReader for Arc<T> {
-    fn query(
-        &self,
-        options: QueryOptions,
-    ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send {
-        (**self).query(options)
-    }
 }
 
 /// Pages through a query read with one [`EventQueryReader::query`] per page,
