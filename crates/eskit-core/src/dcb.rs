@@ -24,12 +24,12 @@
 //! let read_up_to = GlobalCursor::START;
 //!
 //! let stream = StreamName::new("enrolment", "s-1")?;
-//! let event = NewEvent::new(enrolled.clone(), vec![]).with_tags([course.clone()]);
+//! let enrol = || NewEvent::new(enrolled.clone(), vec![]).with_tags([course.clone()]);
 //! let options = AppendOptions::new().with_condition(AppendCondition::new(query.clone(), read_up_to));
-//! block_on(store.append(&stream, ExpectedVersion::Any, vec![event.clone()], options.clone()))?;
+//! block_on(store.append(&stream, ExpectedVersion::Any, vec![enrol()], options.clone()))?;
 //!
 //! // A second decision made on the same, now stale, read fails.
-//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![event], options));
+//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![enrol()], options));
 //! assert!(matches!(late, Err(StoreError::ConditionFailed { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
