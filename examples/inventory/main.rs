@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    CommandHandler, Decider, EventSchema, ExpectedVersion, HandleError, RetryPolicy, StreamName,
-    TypedStore,
+    event::{ExpectedVersion, StreamName},
+    handler::{CommandHandler, Decider, HandleError, RetryPolicy},
+    typed::{EventSchema, TypedStore},
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore};
 use serde::{Deserialize, Serialize};

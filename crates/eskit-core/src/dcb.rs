@@ -12,7 +12,8 @@
 //!   appended after the cursor the decision read up to.
 //!
 //! ```
-//! use eskit_core::*;
+//! use eskit_core::prelude::*;
+//! use eskit_core::{dcb::{AppendCondition, QueryOptions, QueryPager}, memory::MemoryStore, rt::block_on};
 //! let store = MemoryStore::new();
 //! let course = Tag::new("course:c-1")?;
 //! let enrolled = EventType::new("Enrolled")?;
@@ -43,6 +44,8 @@ use crate::name::EventType;
 use crate::store::GlobalBatch;
 use crate::tag::{Tag, normalize};
 use crate::version::{GlobalCursor, Position};
+
+pub use crate::dcb_decider::{DcbDecider, DcbHandled, DcbHandler, Tagged};
 
 /// One part of an [`EventQuery`]: events of any of its types (any type when
 /// it names none) that carry all of its tags (no tag needed when it names
@@ -103,7 +106,7 @@ impl QueryItem {
 /// every backend calls.
 ///
 /// ```
-/// use eskit_core::{EventQuery, EventType, QueryItem, Tag};
+/// use eskit_core::{dcb::{EventQuery, QueryItem}, event::{EventType, Tag}};
 /// // Enrolments in course c-1, or anything about student s-1.
 /// let q = EventQuery::new()
 ///     .with_item(QueryItem::new()
@@ -302,7 +305,7 @@ pub trait EventQueryReader: Send + Sync {
 
 /// Pages through a query read with one [`EventQueryReader::query`] per page,
 /// each resuming from the previous page's `next`, with the semantics of
-/// [`GlobalPager`](crate::GlobalPager): it ends once a page came back empty
+/// [`GlobalPager`](crate::store::GlobalPager): it ends once a page came back empty
 /// without moving the cursor, or short and caught up with the head.
 /// [`cursor`](Self::cursor) is then the cursor to put in the decision's
 /// [`AppendCondition`].
@@ -387,7 +390,7 @@ impl<'a, R: EventQueryReader + ?Sized> QueryPager<'a, R> {
 
 /// "Fail if any event matching `query` was appended after `after`": the
 /// consistency condition of a DCB decision, checked atomically with the
-/// append it is given to ([`AppendOptions::with_condition`](crate::AppendOptions::with_condition)).
+/// append it is given to ([`AppendOptions::with_condition`](crate::store::AppendOptions::with_condition)).
 ///
 /// `after` is the `next` of the query read the decision was made on (the
 /// [`QueryPager::cursor`] once it ended). Events the append itself writes do

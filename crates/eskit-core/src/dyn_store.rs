@@ -11,8 +11,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use eskit_core::{DynEventStore, EventStore, MemoryStore, StreamName};
-//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::block_on(f) }
+//! use eskit_core::{event::StreamName, memory::MemoryStore, store::{DynEventStore, EventStore}};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::rt::block_on(f) }
 //! let store: Arc<dyn DynEventStore> = Arc::new(MemoryStore::new());
 //! let version = block_on(store.stream_version(&StreamName::new("t", "1")?))?;
 //! assert_eq!(version.get(), 0);

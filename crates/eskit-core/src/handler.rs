@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, DomainEvent};
-use crate::decider::Decider;
-use crate::dyn_store::{BoxFuture, DynLockRegistry, DynSnapshotStore};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::limits::{MAX_CONFLICT_RETRIES, MAX_MIDDLEWARE, MAX_NAME_BYTES};
@@ -19,9 +17,12 @@ use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::rt::sleep;
 use crate::store::{AppendOptions, EventStore, LoadOptions, LockRegistry, Snapshot, SnapshotStore};
+use crate::store::{BoxFuture, DynLockRegistry, DynSnapshotStore};
 use crate::time::Timestamp;
 use crate::typed::TypedStore;
 use crate::version::{ExpectedVersion, Version};
+
+pub use crate::decider::Decider;
 
 /// A handler configuration that cannot work; returned by
 /// [`CommandHandlerBuilder::build`] and the policy constructors.
@@ -65,7 +66,7 @@ impl std::error::Error for ConfigError {}
 /// `command rejected: <the decider's error>` or `event store failure: <the
 /// store error>`. Because the message already holds the inner error's text,
 /// [`source`](std::error::Error::source) skips the inner error and returns
-/// its source, so [`error_chain`](crate::error_chain) prints each message
+/// its source, so [`error_chain`](crate::error::error_chain) prints each message
 /// once. Match on the variants to reach the inner error itself.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -330,7 +331,8 @@ struct HandlerCore<D: Decider, B> {
 /// expected version, and optionally snapshot, through a middleware chain.
 ///
 /// ```
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{memory::MemoryStore, rt::block_on};
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
 /// # impl DomainEvent for Added {
@@ -494,7 +496,8 @@ where
 /// `ServiceBuilder` and sqlx's `PoolOptions` do), so no step needs a `?`.
 ///
 /// ```
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{handler::LoggingMiddleware, memory::{MemorySnapshotStore, MemoryStore}, rt::block_on};
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
 /// # impl DomainEvent for Added {
@@ -895,7 +898,8 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{handler::ConflictRetry, memory::MemoryStore, rt::block_on};
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
 /// # impl DomainEvent for Added {
@@ -1070,7 +1074,7 @@ impl<D: Decider> Middleware<D> for LoggingMiddleware {
             let outcome = match &result {
                 Ok(h) => Ok((h.events.len(), h.version)),
                 Err(HandleError::Rejected(e)) => Err(format!("rejected: {e}")),
-                Err(HandleError::Store(e)) => Err(crate::error_chain(e)),
+                Err(HandleError::Store(e)) => Err(crate::error::error_chain(e)),
             };
             (self.hook)(&CommandLog {
                 stream: ctx.stream,
@@ -1123,10 +1127,10 @@ impl SingleWriter {
     /// every process and every release derives the same key for a stream.
     ///
     /// ```
-    /// use eskit_core::{SingleWriter, StreamName};
+    /// use eskit_core::{event::StreamName, handler::SingleWriter};
     /// let key = SingleWriter::lock_key(&StreamName::new("account", "acc-1")?);
     /// assert_eq!(key, "stream:account/acc-1");
-    /// # Ok::<(), eskit_core::InvalidName>(())
+    /// # Ok::<(), eskit_core::event::InvalidName>(())
     /// ```
     pub fn lock_key(stream: &StreamName) -> String {
         let mut key = String::with_capacity(MAX_NAME_BYTES);

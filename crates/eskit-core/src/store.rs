@@ -1,7 +1,7 @@
 //! The backend traits: bytes-level event store, global reader, stream
 //! lifecycle, snapshots, checkpoints and locks, with their options.
 //!
-//! Every trait uses static dispatch with `Send` futures; [`crate::dyn_store`]
+//! Every trait uses static dispatch with `Send` futures; [`crate::store`]
 //! has object-safe twins for runtime-chosen backends.
 
 use std::fmt;
@@ -361,8 +361,7 @@ impl GlobalBatch {
 /// a loop over it ends at the end of the log (as seen then).
 ///
 /// ```
-/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager,
-///     MemoryStore, NewEvent, ReadOptions, StreamName, block_on};
+/// use eskit_core::{event::{EventType, ExpectedVersion, NewEvent, StreamName}, memory::MemoryStore, rt::block_on, store::{AppendOptions, EventStore, GlobalPager, ReadOptions}};
 /// let store = MemoryStore::new();
 /// let s = StreamName::new("counter", "c-1")?;
 /// let events = (0..5).map(|_| NewEvent::new(EventType::new("Ticked").unwrap(), vec![])).collect();
@@ -1177,7 +1176,7 @@ impl LockGuard {
     /// while the lock is held.
     ///
     /// ```
-    /// use eskit_core::{LockRegistry, MemoryLockRegistry, block_on};
+    /// use eskit_core::{memory::MemoryLockRegistry, rt::block_on, store::LockRegistry};
     /// use std::future::Future;
     /// use std::task::{Context, Waker};
     ///
@@ -1188,7 +1187,7 @@ impl LockGuard {
     /// locks.close();
     /// assert!(!guard.is_held());
     /// println!("stopped: {}", block_on(lost));
-    /// # Ok::<(), eskit_core::StoreError>(())
+    /// # Ok::<(), eskit_core::error::StoreError>(())
     /// ```
     ///
     /// # Cancel safety

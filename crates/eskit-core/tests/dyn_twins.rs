@@ -4,7 +4,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use eskit_core::*;
+use eskit_core::prelude::*;
+use eskit_core::{
+    event::AppendResult,
+    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore},
+    rt::block_on,
+    store::{
+        DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+        DynSnapshotStore, DynStreamLifecycle,
+    },
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -11,11 +11,18 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, CounterEvent, TextCodec, U64Codec};
 use eskit_core::{
-    AppendOptions, CommandHandler, CommandOptions, ConfigError, EventSchema, EventStore, EventType,
-    ExpectedVersion, HandleError, LoadOptions, LoggingMiddleware, MemoryLockRegistry,
-    MemorySnapshotStore, MemoryStore, Metadata, NewEvent, Principal, RetryPolicy, SingleWriter,
-    Snapshot, SnapshotPolicy, SnapshotStore, StoreError, StreamName, Timestamp, TypedStore,
-    Version, block_on,
+    error::StoreError,
+    event::{
+        EventType, ExpectedVersion, Metadata, NewEvent, Principal, StreamName, Timestamp, Version,
+    },
+    handler::{
+        CommandHandler, CommandOptions, ConfigError, HandleError, LoggingMiddleware, RetryPolicy,
+        SingleWriter, SnapshotPolicy,
+    },
+    memory::{MemoryLockRegistry, MemorySnapshotStore, MemoryStore},
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions, Snapshot, SnapshotStore},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -56,7 +63,7 @@ fn concurrent_commands_with_conflict_retry_lose_nothing() -> TestResult {
                     // Each command adds a distinct amount so duplicates are visible.
                     let amount = (t * COMMANDS + i + 1) as u64;
                     block_on(handler.handle(&counter(), &CounterCommand::Add(amount)))
-                        .map_err(|e| eskit_core::error_chain(&e))?;
+                        .map_err(|e| eskit_core::error::error_chain(&e))?;
                 }
                 Ok(())
             })
@@ -280,7 +287,7 @@ fn single_writer_serializes_commands_without_conflicts() -> TestResult {
             thread::spawn(move || -> Result<(), String> {
                 for _ in 0..200 {
                     block_on(h.handle(&counter(), &CounterCommand::Add(1)))
-                        .map_err(|e| eskit_core::error_chain(&e))?;
+                        .map_err(|e| eskit_core::error::error_chain(&e))?;
                 }
                 Ok(())
             })
@@ -386,7 +393,7 @@ impl EventStore for RacingStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
-    ) -> Result<eskit_core::AppendResult, StoreError> {
+    ) -> Result<eskit_core::event::AppendResult, StoreError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
         self.inner
@@ -404,7 +411,7 @@ impl EventStore for RacingStore {
         &self,
         stream: &StreamName,
         options: LoadOptions,
-    ) -> Result<Vec<eskit_core::RawEvent>, StoreError> {
+    ) -> Result<Vec<eskit_core::event::RawEvent>, StoreError> {
         self.inner.load(stream, options).await
     }
 
@@ -419,19 +426,19 @@ trait DecodeU64 {
 
 impl DecodeU64 for U64Codec {
     fn decode_u64(&self, b: &[u8]) -> u64 {
-        eskit_core::Codec::decode(self, b).expect("valid state")
+        eskit_core::typed::Codec::decode(self, b).expect("valid state")
     }
 }
 
 /// Counts conflicts seen by the attempts inside the retry layer.
 struct CountConflicts(Arc<AtomicUsize>);
 
-impl eskit_core::Middleware<Counter> for CountConflicts {
+impl eskit_core::handler::Middleware<Counter> for CountConflicts {
     fn handle<'a>(
         &'a self,
-        ctx: eskit_core::CommandContext<'a, CounterCommand>,
-        next: eskit_core::Next<'a, Counter>,
-    ) -> eskit_core::BoxFuture<'a, eskit_core::HandleResult<Counter>> {
+        ctx: eskit_core::handler::CommandContext<'a, CounterCommand>,
+        next: eskit_core::handler::Next<'a, Counter>,
+    ) -> eskit_core::store::BoxFuture<'a, eskit_core::handler::HandleResult<Counter>> {
         Box::pin(async move {
             let r = next.run(ctx).await;
             if matches!(&r, Err(e) if e.is_conflict()) {
@@ -452,7 +459,10 @@ fn a_hard_delete_removes_the_snapshot_the_handler_would_load() -> TestResult {
         block_on(handler.handle(&counter(), &CounterCommand::Add(3)))?;
     }
     assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_some());
-    block_on(eskit_core::StreamLifecycle::delete(&store, &counter()))?;
+    block_on(eskit_core::store::StreamLifecycle::delete(
+        &store,
+        &counter(),
+    ))?;
     assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_none());
     // The deleted stream's old state (12 at version 4) is gone with it.
     assert_eq!(

@@ -10,15 +10,21 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, Overflow, TextCodec};
 use eskit_core::{
-    AppendOptions, AppendResult, CommandHandler, CommandOptions, ConflictRetry, EventSchema,
-    EventStore, EventType, ExpectedVersion, HandleError, LoadOptions, MemoryStore, NewEvent,
-    RawEvent, RetryPolicy, StoreError, StreamName, Timestamp, TypedStore, ValidationError, Version,
-    block_on, error_chain,
+    error::{StoreError, ValidationError, error_chain},
+    event::{
+        AppendResult, EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, Timestamp,
+        Version,
+    },
+    handler::{CommandHandler, CommandOptions, ConflictRetry, HandleError, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn counter() -> Result<StreamName, eskit_core::InvalidName> {
+fn counter() -> Result<StreamName, eskit_core::event::InvalidName> {
     StreamName::new("counter", "c-1")
 }
 

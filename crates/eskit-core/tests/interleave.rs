@@ -13,9 +13,13 @@ use std::task::Poll;
 
 use common::{Counter, CounterCommand, TextCodec};
 use eskit_core::{
-    AppendOptions, BoxFuture, CommandContext, CommandHandler, EventSchema, EventStore, EventType,
-    ExpectedVersion, HandleResult, LoadOptions, MemoryStore, Middleware, NewEvent, Next,
-    RetryPolicy, StreamName, TypedStore, Version, block_on, error_chain,
+    error::error_chain,
+    event::{EventType, ExpectedVersion, NewEvent, StreamName, Version},
+    handler::{CommandContext, CommandHandler, HandleResult, Middleware, Next, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, BoxFuture, EventStore, LoadOptions},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
