@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    CommandHandler, CommandOptions, Decider, EventSchema, GlobalCursor, GlobalPager, HandleError,
-    Metadata, Principal, ReadOptions, RetryPolicy, StreamName, TypedStore, block_on,
+    event::{GlobalCursor, Metadata, Principal, StreamName},
+    handler::{CommandHandler, CommandOptions, Decider, HandleError, RetryPolicy},
+    rt::block_on,
+    store::{GlobalPager, ReadOptions},
+    typed::{EventSchema, TypedStore},
 };
 use eskit_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
@@ -164,7 +167,7 @@ struct Balances {
 }
 
 impl Balances {
-    fn apply(&mut self, e: &eskit_core::RecordedEvent<AccountEvent>) {
+    fn apply(&mut self, e: &eskit_core::event::RecordedEvent<AccountEvent>) {
         let entry = self
             .accounts
             .entry(e.stream.stream_id().to_string())
@@ -186,8 +189,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let backend = SqliteStore::open(&path)?;
     let store = TypedStore::new(backend, EventSchema::new(JsonCodec));
-    let bank =
-        CommandHandler::new(Account, store.clone()).with_conflict_retry(RetryPolicy::new(5)?)?;
+    let bank = CommandHandler::builder(Account, store.clone())
+        .with_conflict_retry(RetryPolicy::new(5)?)
+        .build()?;
     println!("bank on {}", path.display());
 
     let alice = StreamName::new("account", "alice")?;
@@ -271,7 +275,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eskit_core::DeciderTest;
+    use eskit_core::testing::DeciderTest;
 
     fn opened(limit: u64) -> AccountEvent {
         AccountEvent::Opened {
@@ -281,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn the_overdraft_rule() -> Result<(), eskit_core::SpecFailure> {
+    fn the_overdraft_rule() -> Result<(), eskit_core::testing::SpecFailure> {
         DeciderTest::new(&Account)
             .given([opened(100), AccountEvent::Deposited { amount: 50 }])
             .when(AccountCommand::Withdraw { amount: 150 })
@@ -299,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn accounts_must_be_open() -> Result<(), eskit_core::SpecFailure> {
+    fn accounts_must_be_open() -> Result<(), eskit_core::testing::SpecFailure> {
         DeciderTest::new(&Account)
             .when(AccountCommand::Deposit { amount: 1 })
             .then_error("not open")?;
@@ -318,8 +322,8 @@ mod tests {
 
     #[test]
     fn the_read_model_sums_balances() {
-        use eskit_core::ProjectionTest;
-        let apply = |mut b: Balances, e: &eskit_core::RecordedEvent<AccountEvent>| {
+        use eskit_core::testing::ProjectionTest;
+        let apply = |mut b: Balances, e: &eskit_core::event::RecordedEvent<AccountEvent>| {
             b.apply(e);
             b
         };

@@ -5,8 +5,11 @@
 #![allow(clippy::print_stdout)] // an example talks to its user
 
 use eskit_core::{
-    CodecError, CommandHandler, Decider, DomainEvent, EventCodec, EventSchema, StreamName,
-    TypedStore, block_on,
+    error::CodecError,
+    event::StreamName,
+    handler::{CommandHandler, Decider},
+    rt::block_on,
+    typed::{DomainEvent, EventCodec, EventSchema, TypedStore},
 };
 use eskit_sqlite::SqliteStore;
 
@@ -112,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for cmd in &commands {
         match block_on(handler.handle(&counter, cmd)) {
             Ok(done) => println!("counter at version {}: {}", done.version, done.state),
-            Err(e) => println!("refused: {}", eskit_core::error_chain(&e)),
+            Err(e) => println!("refused: {}", eskit_core::error::error_chain(&e)),
         }
     }
     Ok(())

@@ -16,8 +16,11 @@ use std::sync::Arc;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    DcbDecider, DcbHandler, EventQuery, EventSchema, EventType, HandleError, QueryItem,
-    QueryOptions, RecordedEvent, RetryPolicy, StreamName, Tag, Tagged, TypedStore, ValidationError,
+    dcb::{DcbDecider, DcbHandler, EventQuery, QueryItem, QueryOptions, Tagged},
+    error::ValidationError,
+    event::{EventType, RecordedEvent, StreamName, Tag},
+    handler::{HandleError, RetryPolicy},
+    typed::{EventSchema, TypedStore},
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore};
 use serde::{Deserialize, Serialize};

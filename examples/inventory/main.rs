@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use eskit_codec::JsonCodec;
 use eskit_core::{
-    CommandHandler, Decider, EventSchema, ExpectedVersion, HandleError, RetryPolicy, StreamName,
-    TypedStore,
+    event::{ExpectedVersion, StreamName},
+    handler::{CommandHandler, Decider, HandleError, RetryPolicy},
+    typed::{EventSchema, TypedStore},
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore};
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // read; the losers of a race for the stream get a conflict, and the
     // handler retries them on the new state.
     let handler = Arc::new(
-        CommandHandler::new(Stock, store.clone()).with_conflict_retry(RetryPolicy::new(50)?)?,
+        CommandHandler::builder(Stock, store.clone())
+            .with_conflict_retry(RetryPolicy::new(50)?)
+            .build()?,
     );
     let tasks: Vec<_> = (1..=ORDERS)
         .map(|i| {

@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-use eskit_core::EventCodec;
+use eskit_core::typed::EventCodec;
 #[allow(unused_imports)]
 use fixtures::{BankEvent, reference_event};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,7 @@ fn hand_written_event_type(e: &BankEvent) -> &'static str {
 fn workloads() -> Vec<Workload> {
     let mut w: Vec<Workload> = Vec::new();
     {
-        use eskit_core::DomainEvent as _;
+        use eskit_core::typed::DomainEvent as _;
         let event = reference_event();
         let event2 = reference_event();
         w.push(Workload {

@@ -10,7 +10,11 @@ mod bank {
 use bank::bank_event::Event;
 use eskit_codec::ProstCodec;
 use eskit_core::{
-    EventSchema, ExpectedVersion, LoadOptions, MemoryStore, StreamName, TypedStore, block_on,
+    event::{ExpectedVersion, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::LoadOptions,
+    typed::{EventSchema, TypedStore},
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

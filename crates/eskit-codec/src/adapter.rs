@@ -228,7 +228,7 @@ impl<S: Serializer> Serializer for Untagged<S> {
 /// enum and the wrapped deserializer as that variant's content.
 ///
 /// When the variant name is not one of the enum's, `unknown` is set, so the
-/// caller can report [`eskit_core::CodecError::UnknownEventType`] instead of a
+/// caller can report [`eskit_core::error::CodecError::UnknownEventType`] instead of a
 /// format error.
 pub(crate) struct Tagged<'a, D> {
     event_type: &'a str,

@@ -2,7 +2,10 @@
 
 use std::cell::{Cell, RefCell};
 
-use eskit_core::{Codec, CodecError, DomainEvent, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    typed::{Codec, DomainEvent, EventCodec},
+};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +50,7 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 ///
 /// ```
 /// use eskit_codec::CborCodec;
-/// use eskit_core::EventCodec;
+/// use eskit_core::typed::EventCodec;
 ///
 /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 /// enum Account { Opened { owner: String }, Deposited(u64) }
@@ -58,7 +61,7 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 /// assert_eq!(payload, [0x05]);
 /// let back: Account = EventCodec::decode(&CborCodec, "Deposited", &payload)?;
 /// assert_eq!(back, Account::Deposited(5));
-/// # Ok::<(), eskit_core::CodecError>(())
+/// # Ok::<(), eskit_core::error::CodecError>(())
 /// ```
 ///
 #[cfg_attr(feature = "json", doc = "[`JsonCodec`]: crate::JsonCodec")]
@@ -129,7 +132,7 @@ where
 fn encode_cbor<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
-) -> Result<(), eskit_core::BoxError> {
+) -> Result<(), eskit_core::error::BoxError> {
     let start = out.len();
     let result = guard::run(|refusal| {
         ciborium::into_writer(&Checked::<T, Cbor>::root(value, refusal), &mut *out)
@@ -159,7 +162,7 @@ impl From<LimitError> for CborError {
     }
 }
 
-impl From<CborError> for eskit_core::BoxError {
+impl From<CborError> for eskit_core::error::BoxError {
     /// The cause itself, so callers can downcast to [`LimitError`].
     fn from(e: CborError) -> Self {
         match e {

@@ -1,5 +1,5 @@
 //! Errors of this crate, reported as the `source` of a
-//! [`CodecError`](eskit_core::CodecError).
+//! [`CodecError`](eskit_core::error::CodecError).
 
 use crate::limits::MAX_DEPTH;
 
@@ -28,7 +28,7 @@ pub enum LimitError {
 
 /// A codec refused to encode a value it could not read back as it was.
 ///
-/// Reported as the `source` of [`CodecError::Encode`](eskit_core::CodecError::Encode),
+/// Reported as the `source` of [`CodecError::Encode`](eskit_core::error::CodecError::Encode),
 /// so nothing is stored: a payload that encodes but does not decode would
 /// break every later load of its stream. Which codec refuses what is listed
 /// on [`JsonCodec`], [`CborCodec`] and [`ProstCodec`].

@@ -123,13 +123,13 @@ pub(crate) type Refusal = Cell<Option<Refused>>;
 #[inline(always)]
 pub(crate) fn run<E>(
     encode: impl FnOnce(&Refusal) -> Result<(), E>,
-) -> Result<(), eskit_core::BoxError>
+) -> Result<(), eskit_core::error::BoxError>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     let refusal = Cell::new(None);
     encode(&refusal).map_err(|e| match refusal.into_inner() {
-        Some(refused) => Box::new(refused.into_error()) as eskit_core::BoxError,
+        Some(refused) => Box::new(refused.into_error()) as eskit_core::error::BoxError,
         None => Box::new(e),
     })
 }

@@ -2,7 +2,10 @@
 
 use std::cell::Cell;
 
-use eskit_core::{Codec, CodecError, DomainEvent, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    typed::{Codec, DomainEvent, EventCodec},
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,7 +46,7 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 ///
 /// ```
 /// use eskit_codec::{EncodeError, JsonCodec};
-/// use eskit_core::{CodecError, EventCodec};
+/// use eskit_core::{error::CodecError, typed::EventCodec};
 ///
 /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
 /// enum Reading { Taken { celsius: f64 } }
@@ -62,7 +65,7 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 ///
 /// ```
 /// use eskit_codec::JsonCodec;
-/// use eskit_core::EventCodec;
+/// use eskit_core::typed::EventCodec;
 ///
 /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 /// enum Account { Opened { owner: String }, Deposited(u64) }
@@ -74,7 +77,7 @@ use crate::limits::{MAX_DEPTH, MAX_EVENT_BYTES, MAX_VALUE_BYTES};
 /// assert_eq!(payload, br#"{"owner":"ada"}"#);
 /// let back: Account = EventCodec::decode(&JsonCodec, "Opened", &payload)?;
 /// assert_eq!(back, Account::Opened { owner: "ada".into() });
-/// # Ok::<(), eskit_core::CodecError>(())
+/// # Ok::<(), eskit_core::error::CodecError>(())
 /// ```
 ///
 #[cfg_attr(feature = "cbor", doc = "[`CborCodec`]: crate::CborCodec")]
@@ -135,7 +138,7 @@ where
 fn encode_json<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
-) -> Result<(), eskit_core::BoxError> {
+) -> Result<(), eskit_core::error::BoxError> {
     let start = out.len();
     let result = guard::run(|refusal| {
         Checked::<T, Json>::root(value, refusal)

@@ -1,9 +1,9 @@
 //! JSON, CBOR and Protobuf codecs for eskit-rs, typed upcasters, and
 //! decoders hardened against untrusted bytes.
 //!
-//! The codecs implement the core's [`EventCodec`](eskit_core::EventCodec)
-//! (events) and [`Codec`](eskit_core::Codec) (single values such as snapshot
-//! states). Plug one into an [`EventSchema`](eskit_core::EventSchema) as the
+//! The codecs implement the core's [`EventCodec`](eskit_core::typed::EventCodec)
+//! (events) and [`Codec`](eskit_core::typed::Codec) (single values such as snapshot
+//! states). Plug one into an [`EventSchema`](eskit_core::typed::EventSchema) as the
 //! writer and keep older ones as readers: every stored event records the name
 //! of the codec that wrote it, so a store can hold JSON from last year and
 //! CBOR from today.
@@ -15,8 +15,8 @@
 //! as `{"amount":5}` under the event type `Deposited`, not as
 //! `{"Deposited":{"amount":5}}`. `#[serde(rename = "..")]` sets the stored
 //! name; old names are aliases in the core's
-//! [`EventRegistry`](eskit_core::EventRegistry). [`serde_domain_event!`]
-//! implements [`DomainEvent`](eskit_core::DomainEvent) from the serde names.
+//! [`EventRegistry`](eskit_core::typed::EventRegistry). [`serde_domain_event!`]
+//! implements [`DomainEvent`](eskit_core::typed::DomainEvent) from the serde names.
 //! A plain struct works as an event type too. Enums must be externally
 //! tagged (serde's default).
 //!
@@ -43,7 +43,7 @@
 //! ```
 //! # #[cfg(all(feature = "json", feature = "cbor"))] {
 //! use eskit_codec::{CborCodec, JsonCodec};
-//! use eskit_core::{EventSchema, ExpectedVersion, MemoryStore, StreamName, TypedStore, block_on};
+//! use eskit_core::{event::{ExpectedVersion, StreamName}, memory::MemoryStore, rt::block_on, typed::{EventSchema, TypedStore}};
 //!
 //! #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 //! enum Account {
@@ -136,12 +136,14 @@ pub use upcast::TypedUpcasters;
 /// ```
 #[cfg(any(feature = "json", feature = "cbor"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "json", feature = "cbor"))))]
-pub fn serde_schema<E>(writer: impl eskit_core::EventCodec<E>) -> eskit_core::EventSchema<E>
+pub fn serde_schema<E>(
+    writer: impl eskit_core::typed::EventCodec<E>,
+) -> eskit_core::typed::EventSchema<E>
 where
-    E: eskit_core::DomainEvent + serde::Serialize + serde::de::DeserializeOwned,
+    E: eskit_core::typed::DomainEvent + serde::Serialize + serde::de::DeserializeOwned,
 {
     let writer_name = writer.name();
-    let schema = eskit_core::EventSchema::new(writer);
+    let schema = eskit_core::typed::EventSchema::new(writer);
     #[cfg(feature = "json")]
     let schema = if writer_name == JsonCodec::NAME {
         schema

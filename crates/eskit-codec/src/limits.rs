@@ -14,7 +14,7 @@
 /// by older, laxer writers.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-/// Largest single value (such as a snapshot state) a [`Codec`](eskit_core::Codec)
+/// Largest single value (such as a snapshot state) a [`Codec`](eskit_core::typed::Codec)
 /// decoder accepts, in bytes: the core's
 /// [`MAX_SNAPSHOT_BYTES`](eskit_core::limits::MAX_SNAPSHOT_BYTES) (16 MiB).
 pub const MAX_VALUE_BYTES: usize = eskit_core::limits::MAX_SNAPSHOT_BYTES;

@@ -69,14 +69,14 @@ pub fn event_types_of<T: DeserializeOwned>() -> Cow<'static, [&'static str]> {
     }
 }
 
-/// Implements [`eskit_core::DomainEvent`] for serde types through
+/// Implements [`eskit_core::typed::DomainEvent`] for serde types through
 /// [`event_type_of`] and [`event_types_of`]: the event type is the serde
 /// variant name of an enum, or the serde name of a struct. Types serde gives
 /// no name fall back to the last segment of the Rust type name. The type
 /// must implement `Serialize` and `DeserializeOwned`.
 ///
 /// ```
-/// use eskit_core::DomainEvent;
+/// use eskit_core::typed::DomainEvent;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// enum Account { Opened { owner: String }, Closed }
@@ -89,10 +89,10 @@ pub fn event_types_of<T: DeserializeOwned>() -> Cow<'static, [&'static str]> {
 macro_rules! serde_domain_event {
     ($($ty:ty),+ $(,)?) => {
         $(
-            impl $crate::eskit_core::DomainEvent for $ty {
+            impl $crate::eskit_core::typed::DomainEvent for $ty {
                 fn event_type(&self) -> &'static str {
                     $crate::event_type_of(self)
-                        .unwrap_or_else($crate::eskit_core::derive_type_name::<$ty>)
+                        .unwrap_or_else($crate::eskit_core::typed::derive_type_name::<$ty>)
                 }
 
                 fn event_types() -> &'static [&'static str] {
@@ -104,7 +104,7 @@ macro_rules! serde_domain_event {
                             ::std::borrow::Cow::Borrowed(v) if !v.is_empty() => v,
                             ::std::borrow::Cow::Owned(v) if !v.is_empty() => v.leak(),
                             // Once per type: the fallback name, as `event_type`.
-                            _ => ::std::vec![$crate::eskit_core::derive_type_name::<$ty>()].leak(),
+                            _ => ::std::vec![$crate::eskit_core::typed::derive_type_name::<$ty>()].leak(),
                         }
                     })
                 }

@@ -19,7 +19,10 @@
 //! message works as an event on its own too: every `prost::Message` that is
 //! a [`DomainEvent`] is a [`ProstEvent`].
 
-use eskit_core::{Codec, CodecError, DomainEvent, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    typed::{Codec, DomainEvent, EventCodec},
+};
 use prost::Message;
 
 use crate::error::{EncodeError, check_len};
@@ -44,7 +47,7 @@ pub trait ProstEvent: DomainEvent + Sized {
 }
 
 /// A single message is an event of its own; it accepts whichever event type
-/// it is stored under (the [`EventRegistry`](eskit_core::EventRegistry)
+/// it is stored under (the [`EventRegistry`](eskit_core::typed::EventRegistry)
 /// decides which types reach it).
 impl<M: Message + Default + DomainEvent> ProstEvent for M {
     fn encode_content(&self, out: &mut Vec<u8>) {
@@ -83,7 +86,7 @@ impl<M: Message + Default + DomainEvent> ProstEvent for M {
 ///
 /// ```
 /// use eskit_codec::ProstCodec;
-/// use eskit_core::{DomainEvent, EventCodec};
+/// use eskit_core::typed::{DomainEvent, EventCodec};
 ///
 /// #[derive(Clone, PartialEq, prost::Message)]
 /// struct MoneyDeposited {
@@ -100,7 +103,7 @@ impl<M: Message + Default + DomainEvent> ProstEvent for M {
 /// assert_eq!(payload, [0x08, 0x05]);
 /// let back: MoneyDeposited = EventCodec::decode(&ProstCodec, "MoneyDeposited", &payload)?;
 /// assert_eq!(back.amount, 5);
-/// # Ok::<(), eskit_core::CodecError>(())
+/// # Ok::<(), eskit_core::error::CodecError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(docsrs, doc(cfg(feature = "protobuf")))]

@@ -1,7 +1,10 @@
 //! Typed upcasters: old struct -> new struct steps on top of the core's
 //! raw-bytes [`UpcasterRegistry`].
 
-use eskit_core::{BoxError, Codec, RegistryError, UpcasterRegistry};
+use eskit_core::{
+    error::BoxError,
+    typed::{Codec, RegistryError, UpcasterRegistry},
+};
 
 /// Registers typed upcasting steps on an [`UpcasterRegistry`].
 ///
@@ -11,7 +14,7 @@ use eskit_core::{BoxError, Codec, RegistryError, UpcasterRegistry};
 /// one step per codec. The old type
 /// only has to exist in the code that registers the step; the core chains
 /// steps v1 -> v2 -> v3 and reports a gap as
-/// [`CodecError::MissingUpcaster`](eskit_core::CodecError::MissingUpcaster)
+/// [`CodecError::MissingUpcaster`](eskit_core::error::CodecError::MissingUpcaster)
 /// naming the missing step.
 ///
 /// The payload of an enum event is its variant's content, so `Old` and `New`
@@ -20,7 +23,7 @@ use eskit_core::{BoxError, Codec, RegistryError, UpcasterRegistry};
 /// ```
 /// # #[cfg(feature = "json")] {
 /// use eskit_codec::{JsonCodec, TypedUpcasters};
-/// use eskit_core::UpcasterRegistry;
+/// use eskit_core::typed::UpcasterRegistry;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct DepositedV1 { cents: u64 }
@@ -58,7 +61,7 @@ pub trait TypedUpcasters {
 
     /// Registers the step `from -> to` for `event_type` with a conversion
     /// that may fail; its error is reported as
-    /// [`CodecError::Upcast`](eskit_core::CodecError::Upcast).
+    /// [`CodecError::Upcast`](eskit_core::error::CodecError::Upcast).
     ///
     /// # Errors
     /// As [`TypedUpcasters::register_typed`].

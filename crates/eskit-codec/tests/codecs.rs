@@ -5,8 +5,12 @@ mod fixtures;
 
 use eskit_codec::{CborCodec, JsonCodec, event_type_of};
 use eskit_core::{
-    Codec, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema, ExpectedVersion,
-    LoadOptions, MemoryStore, StoreError, StreamName, TypedStore, block_on,
+    error::{CodecError, StoreError},
+    event::{ExpectedVersion, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::LoadOptions,
+    typed::{Codec, DomainEvent, EventCodec, EventRegistry, EventSchema, TypedStore},
 };
 use fixtures::{Balance, BankEvent, Withdrawal, reference_event};
 use serde::{Deserialize, Serialize};

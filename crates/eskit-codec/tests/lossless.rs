@@ -12,7 +12,10 @@ use std::fmt;
 
 use eskit_codec::limits::{MAX_DEPTH, MAX_PROTOBUF_DEPTH};
 use eskit_codec::{CborCodec, EncodeError, JsonCodec, ProstCodec};
-use eskit_core::{Codec, CodecError, DomainEvent, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    typed::{Codec, DomainEvent, EventCodec},
+};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use eskit_codec::limits::{MAX_DEPTH, MAX_EVENT_BYTES};
 use eskit_codec::{CborCodec, JsonCodec, LimitError, ProstCodec};
-use eskit_core::{Codec, CodecError, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    typed::{Codec, EventCodec},
+};
 use fixtures::bank::bank_event::Event as ProtoEvent;
 use fixtures::{Balance, BankEvent, reference_event, reference_proto_event};
 

@@ -4,7 +4,7 @@
 mod fixtures;
 
 use eskit_codec::{CborCodec, JsonCodec, ProstCodec};
-use eskit_core::{Codec, DomainEvent, EventCodec};
+use eskit_core::typed::{Codec, DomainEvent, EventCodec};
 use fixtures::bank::{self, bank_event::Event as ProtoEvent};
 use fixtures::{Balance, BankEvent, Withdrawal};
 use proptest::prelude::*;

@@ -5,8 +5,12 @@ mod fixtures;
 
 use eskit_codec::ProstCodec;
 use eskit_core::{
-    CodecError, DomainEvent, EventCodec, EventSchema, ExpectedVersion, LoadOptions, MemoryStore,
-    StreamName, TypedStore, block_on,
+    error::CodecError,
+    event::{ExpectedVersion, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::LoadOptions,
+    typed::{DomainEvent, EventCodec, EventSchema, TypedStore},
 };
 use fixtures::bank::{self, bank_event::Event};
 use prost::Message as _;

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use eskit_codec::limits::{MAX_DEPTH, MAX_PROTOBUF_DEPTH};
 use eskit_codec::{CborCodec, EncodeError, JsonCodec, ProstCodec};
 use eskit_core::{
-    Codec, CodecError, EventCodec, EventSchema, ExpectedVersion, MemoryStore, StoreError,
-    StreamName, TypedStore, block_on,
+    error::{CodecError, StoreError},
+    event::{ExpectedVersion, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    typed::{Codec, EventCodec, EventSchema, TypedStore},
 };
 use serde::{Deserialize, Serialize};
 
@@ -197,7 +200,7 @@ fn refusals_say_what_and_where() -> TestResult {
         .err()
         .ok_or("encoded")?;
     assert_eq!(
-        eskit_core::error_chain(&err),
+        eskit_core::error::error_chain(&err),
         "failed to encode event `Taken`: non-finite float NaN refused at $.celsius"
     );
     let hint = Reading::Hint { hint: Some(None) };
@@ -261,7 +264,7 @@ fn serde_codecs_refuse_some_of_null() -> TestResult {
 }
 
 fn event_name(event: &Reading) -> &'static str {
-    eskit_core::DomainEvent::event_type(event)
+    eskit_core::typed::DomainEvent::event_type(event)
 }
 
 /// Nested arrays, `levels` deep, inside a newtype event variant.
@@ -317,7 +320,7 @@ struct Node {
     name: String,
 }
 
-impl eskit_core::DomainEvent for Node {
+impl eskit_core::typed::DomainEvent for Node {
     fn event_type(&self) -> &'static str {
         "Node"
     }

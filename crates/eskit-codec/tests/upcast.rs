@@ -4,9 +4,14 @@
 
 use eskit_codec::{CborCodec, JsonCodec, ProstCodec, TypedUpcasters};
 use eskit_core::{
-    AppendOptions, Codec, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema,
-    EventStore, EventType, ExpectedVersion, MemoryStore, NewEvent, StoreError, StreamName,
-    TypedStore, UpcasterRegistry, block_on,
+    error::{CodecError, StoreError},
+    event::{EventType, ExpectedVersion, NewEvent, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore},
+    typed::{
+        Codec, DomainEvent, EventCodec, EventRegistry, EventSchema, TypedStore, UpcasterRegistry,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -190,7 +195,7 @@ fn failing_steps_and_undecodable_payloads_are_upcast_errors() -> TestResult {
 
 /// Protobuf messages for the same evolution.
 mod pb {
-    use eskit_core::DomainEvent;
+    use eskit_core::typed::DomainEvent;
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub(crate) struct DepositedV1 {

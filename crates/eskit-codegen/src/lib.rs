@@ -183,7 +183,7 @@ fn event_impls(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\nimpl ::eskit_codec::eskit_core::DomainEvent for {enum_path} {{\n    fn event_type(&self) -> &'static str {{\n        match self {{"
+        "\nimpl ::eskit_codec::eskit_core::typed::DomainEvent for {enum_path} {{\n    fn event_type(&self) -> &'static str {{\n        match self {{"
     );
     for (variant, ty) in &variants {
         let _ = writeln!(s, "            Self::{variant}(_) => \"{ty}\",");

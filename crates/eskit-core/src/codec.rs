@@ -15,7 +15,7 @@ use crate::error::CodecError;
 /// the list fails with [`CodecError::UnknownEventType`].
 ///
 /// ```
-/// use eskit_core::DomainEvent;
+/// use eskit_core::typed::DomainEvent;
 /// enum Account { Opened { owner: String }, Closed }
 /// impl DomainEvent for Account {
 ///     fn event_type(&self) -> &'static str {

@@ -12,7 +12,8 @@
 //!   appended after the cursor the decision read up to.
 //!
 //! ```
-//! use eskit_core::*;
+//! use eskit_core::prelude::*;
+//! use eskit_core::{dcb::{AppendCondition, QueryOptions, QueryPager}, memory::MemoryStore, rt::block_on};
 //! let store = MemoryStore::new();
 //! let course = Tag::new("course:c-1")?;
 //! let enrolled = EventType::new("Enrolled")?;
@@ -24,19 +25,17 @@
 //! let read_up_to = GlobalCursor::START;
 //!
 //! let stream = StreamName::new("enrolment", "s-1")?;
-//! let event = NewEvent::new(enrolled.clone(), vec![]).with_tags([course.clone()]);
+//! let enrol = || NewEvent::new(enrolled.clone(), vec![]).with_tags([course.clone()]);
 //! let options = AppendOptions::new().with_condition(AppendCondition::new(query.clone(), read_up_to));
-//! block_on(store.append(&stream, ExpectedVersion::Any, vec![event], options.clone()))?;
+//! block_on(store.append(&stream, ExpectedVersion::Any, vec![enrol()], options.clone()))?;
 //!
 //! // A second decision made on the same, now stale, read fails.
-//! let again = NewEvent::new(enrolled, vec![]).with_tags([course]);
-//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![again], options));
+//! let late = block_on(store.append(&stream, ExpectedVersion::Any, vec![enrol()], options));
 //! assert!(matches!(late, Err(StoreError::ConditionFailed { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::error::{StoreError, ValidationError};
 use crate::event::RawEvent;
@@ -45,6 +44,8 @@ use crate::name::EventType;
 use crate::store::{GlobalBatch, PageOptions, PageSource, Pager};
 use crate::tag::{Tag, normalize};
 use crate::version::{GlobalCursor, Position};
+
+pub use crate::dcb_decider::{DcbDecider, DcbHandled, DcbHandler, Tagged};
 
 /// One part of an [`EventQuery`]: events of any of its types (any type when
 /// it names none) that carry all of its tags (no tag needed when it names
@@ -105,7 +106,7 @@ impl QueryItem {
 /// every backend calls.
 ///
 /// ```
-/// use eskit_core::{EventQuery, EventType, QueryItem, Tag};
+/// use eskit_core::{dcb::{EventQuery, QueryItem}, event::{EventType, Tag}};
 /// // Enrolments in course c-1, or anything about student s-1.
 /// let q = EventQuery::new()
 ///     .with_item(QueryItem::new()
@@ -302,15 +303,6 @@ pub trait EventQueryReader: Send + Sync {
     ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send;
 }
 
-impl<T: EventQueryReader> EventQueryReader for Arc<T> {
-    fn query(
-        &self,
-        options: QueryOptions,
-    ) -> impl Future<Output = Result<GlobalBatch, StoreError>> + Send {
-        (**self).query(options)
-    }
-}
-
 impl PageOptions for QueryOptions {
     fn after(&self) -> GlobalCursor {
         QueryOptions::after(self)
@@ -333,14 +325,14 @@ impl<R: EventQueryReader + ?Sized> PageSource<QueryOptions> for R {
 }
 
 /// Pages through a query read with one [`EventQueryReader::query`] per page,
-/// with the semantics of [`GlobalPager`](crate::GlobalPager) (it is the same
+/// with the semantics of [`GlobalPager`](crate::store::GlobalPager) (it is the same
 /// [`Pager`]). [`cursor`](Pager::cursor) at the end is the cursor to put in
 /// the decision's [`AppendCondition`].
 pub type QueryPager<'a, R> = Pager<'a, R, QueryOptions>;
 
 /// "Fail if any event matching `query` was appended after `after`": the
 /// consistency condition of a DCB decision, checked atomically with the
-/// append it is given to ([`AppendOptions::with_condition`](crate::AppendOptions::with_condition)).
+/// append it is given to ([`AppendOptions::with_condition`](crate::store::AppendOptions::with_condition)).
 ///
 /// `after` is the `next` of the query read the decision was made on (the
 /// [`Pager::cursor`] of the [`QueryPager`] once it ended). Events the append itself writes do

@@ -34,7 +34,8 @@ pub type Tagged<E> = (E, Vec<Tag>);
 /// A decision over the events a query selects, across streams.
 ///
 /// ```
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::testing::{DcbDeciderTest, SpecFailure};
 /// /// One seat per course: a course can be booked once.
 /// struct Booking;
 /// #[derive(Debug, Clone, PartialEq)] struct Booked(String);
@@ -171,7 +172,8 @@ impl<B: EventStore + EventQueryReader, E: DomainEvent> TypedStore<B, E> {
 /// (none by default), waiting the policy's backoff in between.
 ///
 /// ```
-/// # use eskit_core::*;
+/// # use eskit_core::prelude::*;
+/// # use eskit_core::{memory::MemoryStore, rt::block_on};
 /// # struct Booking;
 /// # #[derive(Debug, Clone, PartialEq)] struct Booked(u8);
 /// # impl DomainEvent for Booked {

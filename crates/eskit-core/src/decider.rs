@@ -4,7 +4,7 @@
 /// Domain logic as pure functions over state, commands and events.
 ///
 /// ```
-/// use eskit_core::Decider;
+/// use eskit_core::handler::Decider;
 /// struct Counter;
 /// #[derive(Debug)] struct TooHigh;
 /// impl std::fmt::Display for TooHigh { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("too high") } }

@@ -1,7 +1,7 @@
 //! Typed dispatch over the global log: handlers registered per event type,
 //! found by the stored type name in O(1), each decoding only what it handles.
 //!
-//! A subscription reads raw events (a [`GlobalBatch`](crate::GlobalBatch)) and
+//! A subscription reads raw events (a [`GlobalBatch`](crate::store::GlobalBatch)) and
 //! hands each to [`Dispatcher::dispatch`]. An event no handler registered for
 //! is "not mine": it is skipped without being decoded, never an error.
 //! [`Dispatcher::event_types`] lists every name the handlers take, so the read
@@ -13,10 +13,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::codec::DomainEvent;
-use crate::dyn_store::BoxFuture;
 use crate::error::{BoxError, CodecError};
 use crate::event::{RawEvent, RecordedEvent};
 use crate::name::{EventType, quote_name};
+use crate::store::BoxFuture;
 use crate::typed::EventSchema;
 use crate::version::GlobalCursor;
 
@@ -136,7 +136,8 @@ where
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{handler::Handled, memory::MemoryStore, rt::block_on, typed::{Dispatched, Dispatcher}};
 /// # #[derive(Debug, PartialEq)] enum Order { Placed(u8) }
 /// # impl DomainEvent for Order {
 /// #     fn event_type(&self) -> &'static str { "OrderPlaced" }

@@ -2,13 +2,17 @@
 //! (the CLI, configuration-driven services).
 //!
 //! Every [`EventStore`] is a [`DynEventStore`] through a blanket impl, and
-//! `Arc<dyn DynEventStore>` is an [`EventStore`] again, so generic code takes
-//! either.
+//! `Arc<dyn DynEventStore>`, `Box<dyn DynEventStore>` and
+//! `&dyn DynEventStore` are [`EventStore`]s again, so generic code takes
+//! either. The same holds for every backend trait and its `Dyn` twin; the
+//! base traits also forward through `Arc<T>`, `Box<T>` and `&T`. One macro
+//! generates all of it from each trait's method list, so a twin cannot drift
+//! from its trait.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use eskit_core::{DynEventStore, EventStore, MemoryStore, StreamName};
-//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::block_on(f) }
+//! use eskit_core::{event::StreamName, memory::MemoryStore, store::{DynEventStore, EventStore}};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output { eskit_core::rt::block_on(f) }
 //! let store: Arc<dyn DynEventStore> = Arc::new(MemoryStore::new());
 //! let version = block_on(store.stream_version(&StreamName::new("t", "1")?))?;
 //! assert_eq!(version.get(), 0);
@@ -32,343 +36,165 @@ use crate::version::{ExpectedVersion, GlobalCursor, Version};
 /// A boxed, `Send` future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Object-safe [`EventStore`].
-pub trait DynEventStore: Send + Sync {
-    /// See [`EventStore::append`].
-    fn dyn_append<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> BoxFuture<'a, Result<AppendResult, StoreError>>;
+/// Generates, for a backend trait `$trait` whose methods return
+/// `impl Future<Output = $r> + Send`:
+/// - the object-safe twin `$dyn`, each method `$dm` returning a
+///   [`BoxFuture`] that borrows `self` and every reference argument for
+///   one lifetime `'a`;
+/// - the blanket impl of `$dyn` for every `$trait`;
+/// - `$trait` for `Arc`, `Box` and `&` of `dyn $dyn`, and for `Arc<T>`,
+///   `Box<T>` and `&T` of any `T: $trait`, each forwarding every method
+///   (defaulted ones too, so an override in `T` is kept).
+///
+/// A parameter written `&name: Type` is `name: &Type`; the macro needs the
+/// reference spelled apart to give it the twin's lifetime. The `dyn`
+/// impls carry `+ '_`, so a borrowed trait object works where a
+/// higher-ranked bound needs it.
+macro_rules! object_safe_twin {
+    (
+        $(#[$attr:meta])*
+        $vis:vis trait $dyn:ident for $trait:ident {
+            $(
+                fn $m:ident => $dm:ident(
+                    &self $(, $(&$ra:ident)? $($va:ident)? : $t:ty)* $(,)?
+                ) -> $r:ty;
+            )*
+        }
+    ) => {
+        $(#[$attr])*
+        $vis trait $dyn: Send + Sync {
+            $(
+                #[doc = concat!("See [`", stringify!($trait), "::", stringify!($m), "`].")]
+                fn $dm<'a>(
+                    &'a self $(, $($ra: &'a $t)? $($va: $t)?)*
+                ) -> BoxFuture<'a, $r>;
+            )*
+        }
 
-    /// See [`EventStore::load`].
-    fn dyn_load<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        options: LoadOptions,
-    ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>>;
+        impl<T: $trait> $dyn for T {
+            $(
+                fn $dm<'a>(
+                    &'a self $(, $($ra: &'a $t)? $($va: $t)?)*
+                ) -> BoxFuture<'a, $r> {
+                    Box::pin(<T as $trait>::$m(self $(, $($ra)? $($va)?)*))
+                }
+            )*
+        }
 
-    /// See [`EventStore::stream_version`].
-    fn dyn_stream_version<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<Version, StoreError>>;
-
-    /// See [`EventStore::find_idempotent`].
-    fn dyn_find_idempotent<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<RawEvent>>, StoreError>>;
+        object_safe_twin!(@erased $trait, $dyn, Arc<dyn $dyn + '_>
+            { $(fn $m => $dm(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+        object_safe_twin!(@erased $trait, $dyn, Box<dyn $dyn + '_>
+            { $(fn $m => $dm(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+        object_safe_twin!(@erased $trait, $dyn, &(dyn $dyn + '_)
+            { $(fn $m => $dm(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+        object_safe_twin!(@forward $trait, Arc<T>
+            { $(fn $m(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+        object_safe_twin!(@forward $trait, Box<T>
+            { $(fn $m(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+        object_safe_twin!(@forward $trait, &T
+            { $(fn $m(&self $(, $(&$ra)? $($va)? : $t)*) -> $r;)* });
+    };
+    (@erased $trait:ident, $dyn:ident, $ty:ty {
+        $(fn $m:ident => $dm:ident(&self $(, $(&$ra:ident)? $($va:ident)? : $t:ty)*) -> $r:ty;)*
+    }) => {
+        impl $trait for $ty {
+            $(
+                async fn $m(&self $(, $($ra: &$t)? $($va: $t)?)*) -> $r {
+                    <dyn $dyn as $dyn>::$dm(&**self $(, $($ra)? $($va)?)*).await
+                }
+            )*
+        }
+    };
+    (@forward $trait:ident, $ty:ty {
+        $(fn $m:ident(&self $(, $(&$ra:ident)? $($va:ident)? : $t:ty)*) -> $r:ty;)*
+    }) => {
+        impl<T: $trait> $trait for $ty {
+            $(
+                fn $m(
+                    &self $(, $($ra: &$t)? $($va: $t)?)*
+                ) -> impl Future<Output = $r> + Send {
+                    <T as $trait>::$m(&**self $(, $($ra)? $($va)?)*)
+                }
+            )*
+        }
+    };
 }
 
-impl<T: EventStore> DynEventStore for T {
-    fn dyn_append<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> BoxFuture<'a, Result<AppendResult, StoreError>> {
-        Box::pin(self.append(stream, expected, events, options))
-    }
-
-    fn dyn_load<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        options: LoadOptions,
-    ) -> BoxFuture<'a, Result<Vec<RawEvent>, StoreError>> {
-        Box::pin(self.load(stream, options))
-    }
-
-    fn dyn_stream_version<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<Version, StoreError>> {
-        Box::pin(self.stream_version(stream))
-    }
-
-    fn dyn_find_idempotent<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<RawEvent>>, StoreError>> {
-        Box::pin(self.find_idempotent(stream, key))
-    }
-}
-
-impl EventStore for Arc<dyn DynEventStore> {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<AppendResult, StoreError> {
-        (**self).dyn_append(stream, expected, events, options).await
-    }
-
-    async fn load(
-        &self,
-        stream: &StreamName,
-        options: LoadOptions,
-    ) -> Result<Vec<RawEvent>, StoreError> {
-        (**self).dyn_load(stream, options).await
-    }
-
-    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        (**self).dyn_stream_version(stream).await
-    }
-
-    async fn find_idempotent(
-        &self,
-        stream: &StreamName,
-        key: &str,
-    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
-        (**self).dyn_find_idempotent(stream, key).await
-    }
-}
-
-/// Object-safe [`GlobalReader`].
-pub trait DynGlobalReader: Send + Sync {
-    /// See [`GlobalReader::read`].
-    fn dyn_read(&self, options: ReadOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>>;
-    /// See [`GlobalReader::head`].
-    fn dyn_head(&self) -> BoxFuture<'_, Result<GlobalCursor, StoreError>>;
-}
-
-impl<T: GlobalReader> DynGlobalReader for T {
-    fn dyn_read(&self, options: ReadOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>> {
-        Box::pin(self.read(options))
-    }
-    fn dyn_head(&self) -> BoxFuture<'_, Result<GlobalCursor, StoreError>> {
-        Box::pin(self.head())
+object_safe_twin! {
+    /// Object-safe [`EventStore`].
+    pub trait DynEventStore for EventStore {
+        fn append => dyn_append(
+            &self,
+            &stream: StreamName,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+            options: AppendOptions,
+        ) -> Result<AppendResult, StoreError>;
+        fn load => dyn_load(
+            &self,
+            &stream: StreamName,
+            options: LoadOptions,
+        ) -> Result<Vec<RawEvent>, StoreError>;
+        fn stream_version => dyn_stream_version(
+            &self,
+            &stream: StreamName,
+        ) -> Result<Version, StoreError>;
+        fn find_idempotent => dyn_find_idempotent(
+            &self,
+            &stream: StreamName,
+            &key: str,
+        ) -> Result<Option<Vec<RawEvent>>, StoreError>;
     }
 }
 
-impl GlobalReader for Arc<dyn DynGlobalReader + '_> {
-    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
-        (**self).dyn_read(options).await
-    }
-    async fn head(&self) -> Result<GlobalCursor, StoreError> {
-        (**self).dyn_head().await
-    }
-}
-
-/// Object-safe [`EventQueryReader`].
-pub trait DynEventQueryReader: Send + Sync {
-    /// See [`EventQueryReader::query`].
-    fn dyn_query(&self, options: QueryOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>>;
-}
-
-impl<T: EventQueryReader> DynEventQueryReader for T {
-    fn dyn_query(&self, options: QueryOptions) -> BoxFuture<'_, Result<GlobalBatch, StoreError>> {
-        Box::pin(self.query(options))
+object_safe_twin! {
+    /// Object-safe [`GlobalReader`].
+    pub trait DynGlobalReader for GlobalReader {
+        fn read => dyn_read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;
+        fn head => dyn_head(&self) -> Result<GlobalCursor, StoreError>;
     }
 }
 
-impl EventQueryReader for Arc<dyn DynEventQueryReader + '_> {
-    async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
-        (**self).dyn_query(options).await
+object_safe_twin! {
+    /// Object-safe [`EventQueryReader`].
+    pub trait DynEventQueryReader for EventQueryReader {
+        fn query => dyn_query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError>;
     }
 }
 
-/// Object-safe [`StreamLifecycle`].
-pub trait DynStreamLifecycle: Send + Sync {
-    /// See [`StreamLifecycle::tombstone`].
-    fn dyn_tombstone<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`StreamLifecycle::archive`].
-    fn dyn_archive<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`StreamLifecycle::restore`].
-    fn dyn_restore<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`StreamLifecycle::delete`].
-    fn dyn_delete<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`StreamLifecycle::status`].
-    fn dyn_status<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<StreamStatus, StoreError>>;
-}
-
-impl<T: StreamLifecycle> DynStreamLifecycle for T {
-    fn dyn_tombstone<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.tombstone(stream, reason))
-    }
-    fn dyn_archive<'a>(
-        &'a self,
-        stream: &'a StreamName,
-        reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.archive(stream, reason))
-    }
-    fn dyn_restore<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.restore(stream))
-    }
-    fn dyn_delete<'a>(&'a self, stream: &'a StreamName) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.delete(stream))
-    }
-    fn dyn_status<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<StreamStatus, StoreError>> {
-        Box::pin(self.status(stream))
+object_safe_twin! {
+    /// Object-safe [`StreamLifecycle`].
+    pub trait DynStreamLifecycle for StreamLifecycle {
+        fn tombstone => dyn_tombstone(&self, &stream: StreamName, &reason: str) -> Result<(), StoreError>;
+        fn archive => dyn_archive(&self, &stream: StreamName, &reason: str) -> Result<(), StoreError>;
+        fn restore => dyn_restore(&self, &stream: StreamName) -> Result<(), StoreError>;
+        fn delete => dyn_delete(&self, &stream: StreamName) -> Result<(), StoreError>;
+        fn status => dyn_status(&self, &stream: StreamName) -> Result<StreamStatus, StoreError>;
     }
 }
 
-impl StreamLifecycle for Arc<dyn DynStreamLifecycle> {
-    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
-        (**self).dyn_tombstone(stream, reason).await
-    }
-    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
-        (**self).dyn_archive(stream, reason).await
-    }
-    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
-        (**self).dyn_restore(stream).await
-    }
-    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
-        (**self).dyn_delete(stream).await
-    }
-    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
-        (**self).dyn_status(stream).await
+object_safe_twin! {
+    /// Object-safe [`SnapshotStore`].
+    pub trait DynSnapshotStore for SnapshotStore {
+        fn save => dyn_save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+        fn load => dyn_load(&self, &stream: StreamName) -> Result<Option<Snapshot>, StoreError>;
+        fn invalidate => dyn_invalidate(&self, &stream: StreamName) -> Result<(), StoreError>;
+        fn invalidate_all => dyn_invalidate_all(&self) -> Result<(), StoreError>;
     }
 }
 
-/// Object-safe [`SnapshotStore`].
-pub trait DynSnapshotStore: Send + Sync {
-    /// See [`SnapshotStore::save`].
-    fn dyn_save(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// See [`SnapshotStore::load`].
-    fn dyn_load<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
-    /// See [`SnapshotStore::invalidate`].
-    fn dyn_invalidate<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`SnapshotStore::invalidate_all`].
-    fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>>;
-}
-
-impl<T: SnapshotStore> DynSnapshotStore for T {
-    fn dyn_save(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.save(snapshot))
-    }
-    fn dyn_load<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
-        Box::pin(SnapshotStore::load(self, stream))
-    }
-    fn dyn_invalidate<'a>(
-        &'a self,
-        stream: &'a StreamName,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.invalidate(stream))
-    }
-    fn dyn_invalidate_all(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.invalidate_all())
+object_safe_twin! {
+    /// Object-safe [`CheckpointStore`].
+    pub trait DynCheckpointStore for CheckpointStore {
+        fn load => dyn_load(&self, &name: str) -> Result<Option<GlobalCursor>, StoreError>;
+        fn save => dyn_save(&self, &name: str, cursor: GlobalCursor) -> Result<(), StoreError>;
     }
 }
 
-/// Object-safe [`CheckpointStore`].
-pub trait DynCheckpointStore: Send + Sync {
-    /// See [`CheckpointStore::load`].
-    fn dyn_load<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<GlobalCursor>, StoreError>>;
-    /// See [`CheckpointStore::save`].
-    fn dyn_save<'a>(
-        &'a self,
-        name: &'a str,
-        cursor: GlobalCursor,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-}
-
-impl<T: CheckpointStore> DynCheckpointStore for T {
-    fn dyn_load<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<GlobalCursor>, StoreError>> {
-        Box::pin(CheckpointStore::load(self, name))
-    }
-    fn dyn_save<'a>(
-        &'a self,
-        name: &'a str,
-        cursor: GlobalCursor,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(CheckpointStore::save(self, name, cursor))
-    }
-}
-
-/// Object-safe [`LockRegistry`].
-pub trait DynLockRegistry: Send + Sync {
-    /// See [`LockRegistry::acquire`].
-    fn dyn_acquire<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<LockGuard, StoreError>>;
-    /// See [`LockRegistry::try_acquire`].
-    fn dyn_try_acquire<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>, StoreError>>;
-}
-
-impl<T: LockRegistry> DynLockRegistry for T {
-    fn dyn_acquire<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<LockGuard, StoreError>> {
-        Box::pin(self.acquire(key))
-    }
-    fn dyn_try_acquire<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<LockGuard>, StoreError>> {
-        Box::pin(self.try_acquire(key))
-    }
-}
-
-impl SnapshotStore for Arc<dyn DynSnapshotStore> {
-    async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        (**self).dyn_save(snapshot).await
-    }
-    async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
-        (**self).dyn_load(stream).await
-    }
-    async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
-        (**self).dyn_invalidate(stream).await
-    }
-    async fn invalidate_all(&self) -> Result<(), StoreError> {
-        (**self).dyn_invalidate_all().await
-    }
-}
-
-impl CheckpointStore for Arc<dyn DynCheckpointStore> {
-    async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
-        (**self).dyn_load(name).await
-    }
-    async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
-        (**self).dyn_save(name, cursor).await
-    }
-}
-
-impl LockRegistry for Arc<dyn DynLockRegistry> {
-    async fn acquire(&self, key: &str) -> Result<LockGuard, StoreError> {
-        (**self).dyn_acquire(key).await
-    }
-    async fn try_acquire(&self, key: &str) -> Result<Option<LockGuard>, StoreError> {
-        (**self).dyn_try_acquire(key).await
+object_safe_twin! {
+    /// Object-safe [`LockRegistry`].
+    pub trait DynLockRegistry for LockRegistry {
+        fn acquire => dyn_acquire(&self, &key: str) -> Result<LockGuard, StoreError>;
+        fn try_acquire => dyn_try_acquire(&self, &key: str) -> Result<Option<LockGuard>, StoreError>;
     }
 }

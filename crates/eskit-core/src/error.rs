@@ -5,7 +5,7 @@
 //! - says only its own part (`invalid input`) and returns the inner error
 //!   from [`source`](StdError::source), or
 //! - includes the inner error's message in its own (possibly after a
-//!   prefix, as [`HandleError`](crate::HandleError) does) and returns the
+//!   prefix, as [`HandleError`](crate::handler::HandleError) does) and returns the
 //!   inner error's source instead, skipping the inner error.
 //!
 //! Messages quote user-supplied names through [`quote_name`] and
@@ -110,7 +110,7 @@ pub enum ValidationError {
         /// The shared id.
         id: EventId,
     },
-    /// A [`Tag`](crate::Tag) is empty, longer than [`MAX_TAG_BYTES`] or
+    /// A [`Tag`](crate::event::Tag) is empty, longer than [`MAX_TAG_BYTES`] or
     /// contains NUL.
     InvalidTag {
         /// Which rule it broke.
@@ -123,12 +123,12 @@ pub enum ValidationError {
         /// Tags it carries.
         count: usize,
     },
-    /// An [`EventQuery`](crate::EventQuery) has more than [`MAX_QUERY_ITEMS`] items.
+    /// An [`EventQuery`](crate::dcb::EventQuery) has more than [`MAX_QUERY_ITEMS`] items.
     TooManyQueryItems {
         /// Items in the query.
         count: usize,
     },
-    /// A [`QueryItem`](crate::QueryItem) names more than
+    /// A [`QueryItem`](crate::dcb::QueryItem) names more than
     /// [`MAX_TAGS_PER_EVENT`] tags (no event could match it).
     TooManyQueryTags {
         /// Index of the item in its query.
@@ -426,7 +426,7 @@ impl fmt::Display for LifecycleOp {
 /// ([`is_outcome_unknown`](Self::is_outcome_unknown)) needs care: retried
 /// without an idempotency key it could apply twice. With the key, the retry
 /// either writes it or reports the earlier append as `deduplicated`.
-/// [`ConflictRetry`](crate::ConflictRetry) follows these rules.
+/// [`ConflictRetry`](crate::handler::ConflictRetry) follows these rules.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -477,7 +477,7 @@ pub enum StoreError {
         /// The id.
         id: EventId,
     },
-    /// The append's [`AppendCondition`](crate::AppendCondition) failed: an
+    /// The append's [`AppendCondition`](crate::dcb::AppendCondition) failed: an
     /// event matching its query was appended after the cursor the decision
     /// read up to. Nothing was written; read again and decide again.
     ConditionFailed {
@@ -587,7 +587,7 @@ impl StoreError {
 
     /// Whether this is an optimistic concurrency conflict worth retrying
     /// after reading again: a stream not at the expected version, or a
-    /// failed [`AppendCondition`](crate::AppendCondition) (see
+    /// failed [`AppendCondition`](crate::dcb::AppendCondition) (see
     /// [`is_condition_failed`](Self::is_condition_failed) to tell them
     /// apart). Both mean another writer changed what the decision was made
     /// on, and both are what conflict retries retry.
@@ -598,7 +598,7 @@ impl StoreError {
         )
     }
 
-    /// Whether an append's [`AppendCondition`](crate::AppendCondition) failed.
+    /// Whether an append's [`AppendCondition`](crate::dcb::AppendCondition) failed.
     pub fn is_condition_failed(&self) -> bool {
         matches!(self, Self::ConditionFailed { .. })
     }

@@ -1,14 +1,21 @@
 //! Event envelopes: what an append carries ([`NewEvent`]), what a backend
-//! stores and returns ([`RawEvent`]), and the typed view ([`RecordedEvent`]).
+//! stores and returns ([`RawEvent`]), and the typed view ([`RecordedEvent`]);
+//! with what they carry: names ([`StreamName`], [`EventType`]), versions and
+//! positions, [`Metadata`], [`EventId`], [`Tag`]s and [`Timestamp`]s.
 
 use std::borrow::Cow;
 
-use crate::id::EventId;
-use crate::metadata::Metadata;
-use crate::name::{CodecName, EventType, StreamName};
-use crate::tag::{Tag, normalize};
-use crate::time::Timestamp;
-use crate::version::{GlobalCursor, Position, Version};
+use crate::tag::normalize;
+
+pub use crate::id::{EventId, InvalidEventId};
+pub use crate::metadata::{Metadata, Principal, PrincipalKind};
+pub use crate::name::{
+    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, StreamId, StreamName,
+    StreamType,
+};
+pub use crate::tag::Tag;
+pub use crate::time::Timestamp;
+pub use crate::version::{ExpectedVersion, GlobalCursor, InvalidCursor, Position, Version};
 
 /// One event to append, already encoded: the bytes-level input of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +69,7 @@ impl NewEvent {
     /// tags per event (checked when appending).
     ///
     /// ```
-    /// use eskit_core::{EventType, NewEvent, Tag};
+    /// use eskit_core::event::{EventType, NewEvent, Tag};
     /// let e = NewEvent::new(EventType::new("Enrolled")?, vec![])
     ///     .with_tags([Tag::new("student:s-1")?, Tag::new("course:c-1")?]);
     /// assert_eq!(e.tags()[0].as_str(), "course:c-1");

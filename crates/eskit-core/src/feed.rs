@@ -97,13 +97,13 @@ impl<T: CommitFeed + ?Sized> CommitFeed for &T {
 /// [`listen`](Self::listen) hands out listeners. Cloning shares it.
 ///
 /// ```
-/// use eskit_core::{CommitNotifier, Position, block_on};
+/// use eskit_core::{backend::CommitNotifier, event::Position, rt::block_on};
 /// let feed = CommitNotifier::new();
 /// let mut listener = feed.listen()?;
 /// feed.notify(Position::new(3));
 /// feed.notify(Position::new(4)); // coalesced with the first
 /// assert_eq!(block_on(listener.changed()), Ok(Position::new(4)));
-/// # Ok::<(), eskit_core::FeedError>(())
+/// # Ok::<(), eskit_core::store::FeedError>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct CommitNotifier {

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, DomainEvent};
-use crate::decider::Decider;
-use crate::dyn_store::{BoxFuture, DynLockRegistry, DynSnapshotStore};
 use crate::error::StoreError;
 use crate::event::RecordedEvent;
 use crate::limits::{MAX_CONFLICT_RETRIES, MAX_MIDDLEWARE, MAX_NAME_BYTES};
@@ -19,11 +17,15 @@ use crate::metadata::Metadata;
 use crate::name::StreamName;
 use crate::rt::sleep;
 use crate::store::{AppendOptions, EventStore, LoadOptions, LockRegistry, Snapshot, SnapshotStore};
+use crate::store::{BoxFuture, DynLockRegistry, DynSnapshotStore};
 use crate::time::Timestamp;
 use crate::typed::TypedStore;
 use crate::version::{ExpectedVersion, Version};
 
-/// A handler configuration that cannot work; returned while building.
+pub use crate::decider::Decider;
+
+/// A handler configuration that cannot work; returned by
+/// [`CommandHandlerBuilder::build`] and the policy constructors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -64,7 +66,7 @@ impl std::error::Error for ConfigError {}
 /// `command rejected: <the decider's error>` or `event store failure: <the
 /// store error>`. Because the message already holds the inner error's text,
 /// [`source`](std::error::Error::source) skips the inner error and returns
-/// its source, so [`error_chain`](crate::error_chain) prints each message
+/// its source, so [`error_chain`](crate::error::error_chain) prints each message
 /// once. Match on the variants to reach the inner error itself.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -329,7 +331,8 @@ struct HandlerCore<D: Decider, B> {
 /// expected version, and optionally snapshot, through a middleware chain.
 ///
 /// ```
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{memory::MemoryStore, rt::block_on};
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
 /// # impl DomainEvent for Added {
@@ -354,8 +357,9 @@ struct HandlerCore<D: Decider, B> {
 /// #     }
 /// # }
 /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
-/// let handler = CommandHandler::new(Counter, store)
-///     .with_conflict_retry(RetryPolicy::new(5)?)?;
+/// let handler = CommandHandler::builder(Counter, store)
+///     .with_conflict_retry(RetryPolicy::new(5)?)
+///     .build()?;
 /// let stream = StreamName::new("counter", "c-1")?;
 /// block_on(handler.handle(&stream, &2))?;
 /// let done = block_on(handler.handle(&stream, &3))?;
@@ -383,7 +387,8 @@ where
     D::Event: DomainEvent,
     B: EventStore + 'static,
 {
-    /// A handler with no snapshots, no retries and no middleware.
+    /// A handler with no snapshots, no retries and no middleware; see
+    /// [`CommandHandler::builder`] for those.
     pub fn new(decider: D, store: TypedStore<B, D::Event>) -> Self {
         Self {
             core: HandlerCore {
@@ -395,49 +400,13 @@ where
         }
     }
 
-    /// Enables snapshots: states are encoded with `codec` and saved to
-    /// `store` as the policy says. Snapshot failures never fail a command:
-    /// a snapshot that cannot be read is ignored and removed, and a failed
-    /// save leaves the previous snapshot in place.
-    #[must_use]
-    pub fn with_snapshots(
-        mut self,
-        store: impl SnapshotStore + 'static,
-        codec: impl Codec<D::State>,
-        policy: SnapshotPolicy,
-    ) -> Self {
-        self.core.snapshots = Some(Snapshots {
-            store: Arc::new(store),
-            codec: Arc::new(codec),
-            policy,
-        });
-        self
-    }
-
-    /// Adds a middleware layer (inside the ones added before).
-    ///
-    /// # Errors
-    /// [`ConfigError::TooManyMiddleware`] beyond [`MAX_MIDDLEWARE`].
-    pub fn with_middleware(mut self, m: impl Middleware<D>) -> Result<Self, ConfigError> {
-        if self.middleware.len() >= MAX_MIDDLEWARE {
-            return Err(ConfigError::TooManyMiddleware);
+    /// A builder for a handler with snapshots, retries or middleware; the
+    /// configuration is checked once, by [`CommandHandlerBuilder::build`].
+    pub fn builder(decider: D, store: TypedStore<B, D::Event>) -> CommandHandlerBuilder<D, B> {
+        CommandHandlerBuilder {
+            handler: Self::new(decider, store),
+            layers: 0,
         }
-        self.middleware.push(Arc::new(m));
-        Ok(self)
-    }
-
-    /// Retries commands that hit a concurrency conflict or a transient store
-    /// failure: reload, decide again, append again, with exponential backoff
-    /// on the core's timer. A timed-out command is retried only when it has
-    /// an idempotency key; [`ConflictRetry`] gives the rules. Off unless
-    /// called. To wait on another runtime's timer, add
-    /// [`ConflictRetry::with_sleep`] with [`CommandHandler::with_middleware`]
-    /// instead.
-    ///
-    /// # Errors
-    /// [`ConfigError::TooManyMiddleware`] beyond [`MAX_MIDDLEWARE`].
-    pub fn with_conflict_retry(self, policy: RetryPolicy) -> Result<Self, ConfigError> {
-        self.with_middleware(ConflictRetry::new(policy))
     }
 
     /// The typed store.
@@ -519,6 +488,130 @@ where
         let state = self.core.decider.fold(events.iter().map(|e| &e.data));
         self.core.save_snapshot(snaps, stream, &state, last).await?;
         Ok(Some(last))
+    }
+}
+
+/// Configures a [`CommandHandler`]: snapshots, conflict retry and
+/// middleware, checked once by [`build`](Self::build) (as tower's
+/// `ServiceBuilder` and sqlx's `PoolOptions` do), so no step needs a `?`.
+///
+/// ```
+/// use eskit_core::prelude::*;
+/// use eskit_core::{handler::LoggingMiddleware, memory::{MemorySnapshotStore, MemoryStore}, rt::block_on};
+/// # struct Counter;
+/// # #[derive(Debug, PartialEq)] struct Added(u32);
+/// # impl DomainEvent for Added {
+/// #     fn event_type(&self) -> &'static str { "Added" }
+/// #     fn event_types() -> &'static [&'static str] { &["Added"] }
+/// # }
+/// # #[derive(Debug)] struct Never;
+/// # impl std::fmt::Display for Never { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("never") } }
+/// # impl std::error::Error for Never {}
+/// # impl Decider for Counter {
+/// #     type State = u32; type Command = u32; type Event = Added; type Error = Never;
+/// #     fn initial_state(&self) -> u32 { 0 }
+/// #     fn decide(&self, _: &u32, n: &u32) -> Result<Vec<Added>, Never> { Ok(vec![Added(*n)]) }
+/// #     fn evolve(&self, s: u32, e: &Added) -> u32 { s + e.0 }
+/// # }
+/// # struct Le;
+/// # impl EventCodec<Added> for Le {
+/// #     fn name(&self) -> &'static str { "le32" }
+/// #     fn encode(&self, e: &Added, out: &mut Vec<u8>) -> Result<(), CodecError> { out.extend(e.0.to_le_bytes()); Ok(()) }
+/// #     fn decode(&self, _: &str, b: &[u8]) -> Result<Added, CodecError> {
+/// #         Ok(Added(u32::from_le_bytes(b.try_into().map_err(|e| CodecError::decode(Some("Added"), e))?)))
+/// #     }
+/// # }
+/// # struct U32Codec;
+/// # impl Codec<u32> for U32Codec {
+/// #     fn name(&self) -> &'static str { "le32" }
+/// #     fn encode(&self, v: &u32, out: &mut Vec<u8>) -> Result<(), CodecError> { out.extend(v.to_le_bytes()); Ok(()) }
+/// #     fn decode(&self, b: &[u8]) -> Result<u32, CodecError> {
+/// #         Ok(u32::from_le_bytes(b.try_into().map_err(|e| CodecError::decode(None, e))?))
+/// #     }
+/// # }
+/// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
+/// let handler = CommandHandler::builder(Counter, store)
+///     .with_snapshots(MemorySnapshotStore::new(), U32Codec, SnapshotPolicy::every(100)?)
+///     .with_conflict_retry(RetryPolicy::new(5)?)
+///     .with_middleware(LoggingMiddleware::new(|_| {}))
+///     .build()?;
+/// let done = block_on(handler.handle(&StreamName::new("counter", "c-1")?, &2))?;
+/// assert_eq!(done.state, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CommandHandlerBuilder<D: Decider, B> {
+    handler: CommandHandler<D, B>,
+    /// Layers requested, counted even past [`MAX_MIDDLEWARE`] (only the
+    /// first ones are kept) so that `build` reports the error.
+    layers: usize,
+}
+
+impl<D: Decider, B> fmt::Debug for CommandHandlerBuilder<D, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandHandlerBuilder")
+            .field("handler", &self.handler)
+            .field("layers", &self.layers)
+            .finish()
+    }
+}
+
+impl<D, B> CommandHandlerBuilder<D, B>
+where
+    D: Decider,
+    D::Event: DomainEvent,
+    B: EventStore + 'static,
+{
+    /// Enables snapshots: states are encoded with `codec` and saved to
+    /// `store` as the policy says. Snapshot failures never fail a command:
+    /// a snapshot that cannot be read is ignored and removed, and a failed
+    /// save leaves the previous snapshot in place. A second call replaces
+    /// the first.
+    pub fn with_snapshots(
+        mut self,
+        store: impl SnapshotStore + 'static,
+        codec: impl Codec<D::State>,
+        policy: SnapshotPolicy,
+    ) -> Self {
+        self.handler.core.snapshots = Some(Snapshots {
+            store: Arc::new(store),
+            codec: Arc::new(codec),
+            policy,
+        });
+        self
+    }
+
+    /// Adds a middleware layer (inside the ones added before); at most
+    /// [`MAX_MIDDLEWARE`], checked by [`build`](Self::build).
+    pub fn with_middleware(mut self, m: impl Middleware<D>) -> Self {
+        self.layers = self.layers.saturating_add(1);
+        if self.handler.middleware.len() < MAX_MIDDLEWARE {
+            self.handler.middleware.push(Arc::new(m));
+        }
+        self
+    }
+
+    /// Retries commands that hit a concurrency conflict or a transient store
+    /// failure: reload, decide again, append again, with exponential backoff
+    /// on the core's timer. A timed-out command is retried only when it has
+    /// an idempotency key; [`ConflictRetry`] gives the rules. Off unless
+    /// called. It is one middleware layer, placed where it is called; to
+    /// wait on another runtime's timer, add [`ConflictRetry::with_sleep`]
+    /// with [`with_middleware`](Self::with_middleware) instead.
+    pub fn with_conflict_retry(self, policy: RetryPolicy) -> Self {
+        self.with_middleware(ConflictRetry::new(policy))
+    }
+
+    /// The handler, once its configuration is checked.
+    ///
+    /// # Errors
+    /// [`ConfigError::TooManyMiddleware`] for more than [`MAX_MIDDLEWARE`]
+    /// layers (conflict retry counts as one).
+    pub fn build(self) -> Result<CommandHandler<D, B>, ConfigError> {
+        if self.layers > MAX_MIDDLEWARE {
+            return Err(ConfigError::TooManyMiddleware);
+        }
+        Ok(self.handler)
     }
 }
 
@@ -778,7 +871,7 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 
 /// Middleware that retries commands that hit a concurrency conflict or a
 /// transient store failure; installed by
-/// [`CommandHandler::with_conflict_retry`].
+/// [`CommandHandlerBuilder::with_conflict_retry`].
 ///
 /// Each retry runs the rest of the chain again: reload, decide, append.
 /// - A conflict ([`StoreError::is_conflict`]) is retried up to the policy's
@@ -805,7 +898,8 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;
-/// use eskit_core::*;
+/// use eskit_core::prelude::*;
+/// use eskit_core::{handler::ConflictRetry, memory::MemoryStore, rt::block_on};
 /// # struct Counter;
 /// # #[derive(Debug, PartialEq)] struct Added(u32);
 /// # impl DomainEvent for Added {
@@ -840,7 +934,7 @@ type SleepFn = dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync;
 ///     std::future::ready(())
 /// });
 /// let store = TypedStore::new(MemoryStore::new(), EventSchema::new(Le));
-/// let handler = CommandHandler::new(Counter, store).with_middleware(retry)?;
+/// let handler = CommandHandler::builder(Counter, store).with_middleware(retry).build()?;
 /// let done = block_on(handler.handle(&StreamName::new("counter", "c-1")?, &2))?;
 /// assert_eq!(done.state, 2);
 /// assert!(waited.lock().map_err(|_| "poisoned")?.is_empty(), "no conflict, no wait");
@@ -980,7 +1074,7 @@ impl<D: Decider> Middleware<D> for LoggingMiddleware {
             let outcome = match &result {
                 Ok(h) => Ok((h.events.len(), h.version)),
                 Err(HandleError::Rejected(e)) => Err(format!("rejected: {e}")),
-                Err(HandleError::Store(e)) => Err(crate::error_chain(e)),
+                Err(HandleError::Store(e)) => Err(crate::error::error_chain(e)),
             };
             (self.hook)(&CommandLog {
                 stream: ctx.stream,
@@ -1033,10 +1127,10 @@ impl SingleWriter {
     /// every process and every release derives the same key for a stream.
     ///
     /// ```
-    /// use eskit_core::{SingleWriter, StreamName};
+    /// use eskit_core::{event::StreamName, handler::SingleWriter};
     /// let key = SingleWriter::lock_key(&StreamName::new("account", "acc-1")?);
     /// assert_eq!(key, "stream:account/acc-1");
-    /// # Ok::<(), eskit_core::InvalidName>(())
+    /// # Ok::<(), eskit_core::event::InvalidName>(())
     /// ```
     pub fn lock_key(stream: &StreamName) -> String {
         let mut key = String::with_capacity(MAX_NAME_BYTES);

@@ -4,24 +4,59 @@
 //! helpers.
 //!
 //! The crate has no dependencies and no async runtime: futures are `Send`
-//! and run on any executor ([`block_on`] is enough for the memory backend).
+//! and run on any executor ([`rt::block_on`] is enough for the memory
+//! backend).
 //!
 //! # Layers
-//! - Backends implement the bytes-level traits ([`EventStore`],
-//!   [`GlobalReader`], [`StreamLifecycle`], [`SnapshotStore`],
-//!   [`CheckpointStore`], [`LockRegistry`]). They store payload bytes with
-//!   the event type, schema version, codec name and metadata beside them.
-//! - [`TypedStore`] adds an [`EventSchema`] (codec, [`EventRegistry`],
-//!   [`UpcasterRegistry`]) in front of any backend; typing happens only there.
-//! - [`CommandHandler`] runs a [`Decider`]: load, decide, append with the
-//!   expected version, with snapshots, conflict retry and middleware.
-//! - [`DcbHandler`] runs a [`DcbDecider`] (Dynamic Consistency Boundary,
-//!   see [`dcb`]): read the events an [`EventQuery`] selects by type and
-//!   [`Tag`] across streams, decide, append with an [`AppendCondition`].
+//! - Backends implement the bytes-level traits in [`store`]
+//!   ([`EventStore`](store::EventStore), [`GlobalReader`](store::GlobalReader),
+//!   [`StreamLifecycle`](store::StreamLifecycle),
+//!   [`SnapshotStore`](store::SnapshotStore),
+//!   [`CheckpointStore`](store::CheckpointStore),
+//!   [`LockRegistry`](store::LockRegistry)), with the helpers in [`backend`].
+//!   They store payload bytes with the event type, schema version, codec
+//!   name and metadata beside them.
+//! - [`typed`]: [`TypedStore`](typed::TypedStore) puts an
+//!   [`EventSchema`](typed::EventSchema) (codec, event registry, upcasters)
+//!   in front of any backend; typing happens only there.
+//! - [`handler`]: [`CommandHandler`](handler::CommandHandler) runs a
+//!   [`Decider`](handler::Decider): load, decide, append with the expected
+//!   version, with snapshots, conflict retry and middleware.
+//! - [`dcb`]: [`DcbHandler`](dcb::DcbHandler) runs a
+//!   [`DcbDecider`](dcb::DcbDecider) (Dynamic Consistency Boundary): read
+//!   the events an [`EventQuery`](dcb::EventQuery) selects by type and
+//!   [`Tag`](event::Tag) across streams, decide, append with an
+//!   [`AppendCondition`](dcb::AppendCondition).
+//!
+//! # Modules
+//! The root holds modules by concern and no items:
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | [`prelude`] | the traits and types an application names daily |
+//! | [`event`] | events, metadata, ids, tags, timestamps, names, versions |
+//! | [`store`] | the backend traits, their options and results, the `Dyn` twins |
+//! | [`backend`] | what backend authors need beyond the traits: shared validation, the commit notifier |
+//! | [`typed`] | codecs, the registry, upcasters, the typed store, typed dispatch |
+//! | [`handler`] | deciders, the command handler and its middleware |
+//! | [`dcb`] | queries over tags, append conditions, the DCB decider and handler |
+//! | [`error`] | validation, codec and store errors |
+//! | [`limits`] | every bound as a named constant |
+//! | [`memory`] | the in-memory backends |
+//! | [`testing`] | Given/When/Then helpers |
+//! | [`rt`] | a runtime-agnostic timer and `block_on` |
+//!
+//! Every item has exactly one path, in its module; the [`prelude`] is the
+//! only second path. Re-exporting the common items at the root as well was
+//! considered and left out: two paths for the same item make rustdoc,
+//! compiler messages and code review disagree about where a thing lives,
+//! and a flat root of a hundred items hides the layers above, while
+//! `use eskit_core::prelude::*;` gives the same one-line convenience.
 //!
 //! # Example
 //! ```
-//! use eskit_core::*;
+//! use eskit_core::prelude::*;
+//! use eskit_core::{memory::MemoryStore, rt::block_on};
 //!
 //! #[derive(Debug, Clone, PartialEq)]
 //! enum Event { Deposited(u64), Withdrawn(u64) }
@@ -93,68 +128,106 @@ mod dcb_decider;
 mod dead_letter;
 mod decider;
 mod dispatch;
-pub mod dyn_store;
-mod error;
-mod event;
+mod dyn_store;
+pub mod error;
+pub mod event;
 mod feed;
-mod handler;
+pub mod handler;
 mod id;
 pub mod limits;
 pub mod memory;
 mod metadata;
 mod name;
 mod registry;
-mod rt;
+pub mod rt;
 mod sink;
-mod store;
+// The public `store` module below is the traits' API; this one holds them
+// and the backend helpers, which `backend` re-exports.
+#[path = "store.rs"]
+mod store_impl;
 mod tag;
-mod testing;
+pub mod testing;
 mod time;
-mod typed;
+pub mod typed;
 mod upcast;
 mod version;
 
-pub use codec::{Codec, DomainEvent, EventCodec};
-pub use dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager};
-pub use dcb_decider::{DcbDecider, DcbDeciderTest, DcbHandled, DcbHandler, Tagged};
-pub use dead_letter::{
-    DeadLetter, DeadLetterStore, DynDeadLetterStore, MAX_DEAD_LETTER_ERROR_BYTES,
-    MemoryDeadLetterStore, bounded_error,
-};
-pub use decider::Decider;
-pub use dispatch::{DispatchError, Dispatched, Dispatcher};
-pub use dyn_store::{
-    BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
-    DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
-};
-pub use error::{BoxError, CodecError, LifecycleOp, StoreError, ValidationError, error_chain};
-pub use event::{AppendResult, EventRecord, NewEvent, RawEvent, RecordedEvent};
-pub use feed::{Changed, CommitFeed, CommitNotifier, FeedError, Listener};
-pub use handler::{
-    CommandContext, CommandHandler, CommandLog, CommandOptions, ConfigError, ConflictRetry,
-    HandleError, HandleResult, Handled, LoggingMiddleware, Middleware, Next, RetryPolicy,
-    SingleWriter, SnapshotPolicy,
-};
-pub use id::{EventId, InvalidEventId};
-pub use memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
-pub use metadata::{Metadata, Principal, PrincipalKind, validate_idempotency_key};
-pub use name::{
-    CodecName, EventType, InvalidName, InvalidNameReason, NameKind, QuotedName, StreamId,
-    StreamName, StreamType, quote_name, validate_name,
-};
-pub use registry::{EventRegistry, RegistryError, derive_type_name};
-pub use rt::{Sleep, YieldNow, block_on, sleep, yield_now};
-pub use sink::{ProjectionSink, SinkError};
-pub use store::{
-    AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalPager, GlobalReader,
-    LoadOptions, LockGuard, LockRegistry, PageOptions, PageSource, Pager, ReadOptions, Snapshot,
-    SnapshotStore, StreamLifecycle, StreamState, StreamStatus, validate_append, validate_cursor,
-    validate_in_range, validate_reason,
-};
-pub use store::{FencingToken, Lease, LeaseLost, LockLost};
-pub use tag::Tag;
-pub use testing::{DeciderTest, ProjectionTest, SpecFailure, line_diff};
-pub use time::Timestamp;
-pub use typed::{Appended, EventSchema, TypedStore};
-pub use upcast::UpcasterRegistry;
-pub use version::{ExpectedVersion, GlobalCursor, InvalidCursor, Position, Version};
+pub mod store {
+    //! The backend traits and what callers pass to them and get back: the
+    //! event store, global reader, stream lifecycle, snapshots,
+    //! checkpoints, locks and the commit feed, their options and results,
+    //! and the object-safe `Dyn` twins for backends chosen at run time.
+    //!
+    //! Every `Dyn` twin is implemented for every implementor of its trait,
+    //! and `Arc`, `Box` and `&` of a twin implement the trait again, so
+    //! generic code takes either:
+    //!
+    //! ```
+    //! use std::sync::Arc;
+    //! use eskit_core::event::StreamName;
+    //! use eskit_core::memory::MemoryStore;
+    //! use eskit_core::store::{DynEventStore, EventStore};
+    //! let store: Arc<dyn DynEventStore> = Arc::new(MemoryStore::new());
+    //! let version = eskit_core::rt::block_on(store.stream_version(&StreamName::new("t", "1")?))?;
+    //! assert_eq!(version.get(), 0);
+    //! # Ok::<(), Box<dyn std::error::Error>>(())
+    //! ```
+
+    pub use crate::dead_letter::{DeadLetter, DeadLetterStore, DynDeadLetterStore};
+    pub use crate::dyn_store::{
+        BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
+        DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
+    };
+    pub use crate::feed::{Changed, CommitFeed, FeedError, Listener};
+    pub use crate::sink::{ProjectionSink, SinkError};
+    pub use crate::store_impl::{
+        AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
+        GlobalReader, Lease, LeaseLost, LoadOptions, LockGuard, LockLost, LockRegistry,
+        PageOptions, PageSource, Pager, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,
+        StreamState, StreamStatus,
+    };
+    // Everything else in the implementation module (the backend helpers)
+    // stays reachable inside the crate as `crate::store::...`.
+    #[allow(unused_imports)]
+    pub(crate) use crate::store_impl::*;
+}
+
+pub mod backend {
+    //! What backend authors need beyond the traits in [`store`](crate::store):
+    //! the shared validation every backend runs before touching storage
+    //! (so all backends reject the same inputs), name quoting for error
+    //! messages, and [`CommitNotifier`] to build a commit feed on. A backend
+    //! checks an append against a stream's lifecycle state with
+    //! [`StreamState::check_append`](crate::store::StreamState::check_append);
+    //! the bounds are in [`limits`](crate::limits).
+
+    pub use crate::dead_letter::bounded_error;
+    pub use crate::feed::CommitNotifier;
+    pub use crate::metadata::validate_idempotency_key;
+    pub use crate::name::{QuotedName, quote_name, validate_name};
+    pub use crate::store_impl::{
+        validate_append, validate_cursor, validate_in_range, validate_reason,
+    };
+}
+
+pub mod prelude {
+    //! What an application needs daily, for `use eskit_core::prelude::*;`:
+    //! the traits whose methods it calls and the types nearly every
+    //! command, projection or test names. Everything else has one path in
+    //! its module.
+
+    pub use crate::dcb::{DcbDecider, DcbHandler, EventQuery, EventQueryReader, QueryItem};
+    pub use crate::error::{CodecError, StoreError};
+    pub use crate::event::{
+        EventType, ExpectedVersion, GlobalCursor, Metadata, NewEvent, RawEvent, RecordedEvent,
+        StreamName, Tag, Version,
+    };
+    pub use crate::handler::{
+        CommandHandler, CommandOptions, Decider, HandleError, RetryPolicy, SnapshotPolicy,
+    };
+    pub use crate::store::{
+        AppendOptions, CheckpointStore, CommitFeed, EventStore, GlobalReader, LoadOptions,
+        LockRegistry, ReadOptions, SnapshotStore, StreamLifecycle,
+    };
+    pub use crate::typed::{Codec, DomainEvent, EventCodec, EventSchema, TypedStore};
+}

@@ -7,11 +7,16 @@
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// Most characters of a user-supplied name that an error message quotes;
-/// longer names are cut (see [`quote_name`](crate::quote_name)).
+/// longer names are cut (see [`quote_name`](crate::backend::quote_name)).
 pub const MAX_QUOTED_NAME_CHARS: usize = 128;
 
-/// Most events one append may carry.
-pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// Most events one append may carry (1,000).
+///
+/// One answer for every backend: NATS JetStream commits an atomic batch of
+/// at most 1,000 messages by default, so a larger append could be accepted
+/// by SQLite and refused by JetStream. Split larger imports into several
+/// appends with [`ExpectedVersion::Exact`](crate::event::ExpectedVersion::Exact).
+pub const MAX_EVENTS_PER_APPEND: usize = 1_000;
 
 /// Largest single event payload, in bytes (512 KiB).
 ///
@@ -22,7 +27,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 /// Largest sum of payload sizes in one append, in bytes (16 MiB).
 pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 
-/// Most entries in [`Metadata::extra`](crate::Metadata::extra).
+/// Most entries in [`Metadata::extra`](crate::event::Metadata::extra).
 pub const MAX_METADATA_ENTRIES: usize = 100;
 
 /// Largest encoded size of one event's metadata, in bytes (64 KiB).
@@ -30,13 +35,13 @@ pub const MAX_METADATA_ENTRIES: usize = 100;
 /// Counted as the sum of the lengths of every string the metadata holds.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
-/// Largest [`Tag`](crate::Tag), in bytes.
+/// Largest [`Tag`](crate::event::Tag), in bytes.
 pub const MAX_TAG_BYTES: usize = 256;
 
 /// Most tags one event may carry (after duplicates are removed).
 pub const MAX_TAGS_PER_EVENT: usize = 64;
 
-/// Most items one [`EventQuery`](crate::EventQuery) may hold.
+/// Most items one [`EventQuery`](crate::dcb::EventQuery) may hold.
 pub const MAX_QUERY_ITEMS: usize = 32;
 
 /// Largest idempotency key, in bytes.
@@ -69,5 +74,7 @@ pub const MAX_MIDDLEWARE: usize = 32;
 pub const MAX_CONFLICT_RETRIES: u32 = 1_000;
 
 /// Most live listeners one commit feed serves
-/// ([`FeedError::TooManyListeners`](crate::FeedError::TooManyListeners) past it).
+/// ([`FeedError::TooManyListeners`](crate::store::FeedError::TooManyListeners) past it).
 pub const MAX_LISTENERS: usize = 1024;
+
+pub use crate::dead_letter::MAX_DEAD_LETTER_ERROR_BYTES;

@@ -131,9 +131,9 @@ impl fmt::Display for Principal {
 /// calls it before an append.
 ///
 /// ```
-/// use eskit_core::{Metadata, Principal};
+/// use eskit_core::event::{Metadata, Principal};
 /// let first = Metadata::new_chain(Principal::user("alice"));
-/// let next = first.continue_from(eskit_core::EventId::new(), Principal::automation("mailer"));
+/// let next = first.continue_from(eskit_core::event::EventId::new(), Principal::automation("mailer"));
 /// assert_eq!(next.correlation_id(), first.correlation_id());
 /// assert_eq!(next.originator(), Some(&Principal::user("alice")));
 /// ```

@@ -271,7 +271,7 @@ name_type!(
 );
 
 impl CodecName {
-    /// Wraps a codec name taken from a [`NewEvent`](crate::NewEvent), whose
+    /// Wraps a codec name taken from a [`NewEvent`](crate::event::NewEvent), whose
     /// name the append validated: static names stay static.
     pub(crate) fn from_cow_unchecked(name: std::borrow::Cow<'static, str>) -> Self {
         match name {
@@ -284,10 +284,10 @@ impl CodecName {
 /// One stream: its type and its id. Streams of different types never share events.
 ///
 /// ```
-/// use eskit_core::StreamName;
+/// use eskit_core::event::StreamName;
 /// let s = StreamName::new("account", "acc-1")?;
 /// assert_eq!(s.to_string(), "account/acc-1");
-/// # Ok::<(), eskit_core::InvalidName>(())
+/// # Ok::<(), eskit_core::event::InvalidName>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamName {
@@ -340,10 +340,10 @@ impl StreamName {
     /// cut like [`quote_name`].
     ///
     /// ```
-    /// use eskit_core::StreamName;
+    /// use eskit_core::event::StreamName;
     /// let s = StreamName::new("account", "acc\n1")?;
     /// assert_eq!(s.quoted().to_string(), "`account/acc\\n1`");
-    /// # Ok::<(), eskit_core::InvalidName>(())
+    /// # Ok::<(), eskit_core::event::InvalidName>(())
     /// ```
     pub fn quoted(&self) -> QuotedName<'_> {
         QuotedName {
@@ -363,7 +363,7 @@ impl StreamName {
 /// name holds.
 ///
 /// ```
-/// use eskit_core::quote_name;
+/// use eskit_core::backend::quote_name;
 /// assert_eq!(quote_name("Deposited").to_string(), "`Deposited`");
 /// assert_eq!(quote_name("a\0b`c").to_string(), "`a\\0b\\`c`");
 /// let long = quote_name(&"x".repeat(1000)).to_string();

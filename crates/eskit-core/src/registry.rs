@@ -79,14 +79,14 @@ impl From<InvalidName> for RegistryError {
 /// name is registered, only registered names and aliases are accepted.
 ///
 /// ```
-/// use eskit_core::EventRegistry;
+/// use eskit_core::typed::EventRegistry;
 /// let mut reg = EventRegistry::new();
 /// reg.register("MoneyDeposited")?;
 /// reg.register_versioned("AccountOpened", 2)?;
 /// reg.alias("Deposited", "MoneyDeposited")?;
 /// assert_eq!(reg.resolve("Deposited").as_ref().map(|t| t.as_str()), Some("MoneyDeposited"));
 /// assert_eq!(reg.schema_version("AccountOpened"), 2);
-/// # Ok::<(), eskit_core::RegistryError>(())
+/// # Ok::<(), eskit_core::typed::RegistryError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct EventRegistry {

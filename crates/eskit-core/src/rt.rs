@@ -219,7 +219,7 @@ pub struct YieldNow {
 /// real backend.
 ///
 /// ```
-/// use eskit_core::{block_on, yield_now};
+/// use eskit_core::rt::{block_on, yield_now};
 /// block_on(async {
 ///     yield_now().await;
 /// });

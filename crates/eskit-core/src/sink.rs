@@ -27,7 +27,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::{BoxError, GlobalCursor, RawEvent, StoreError};
+use crate::error::{BoxError, StoreError};
+use crate::event::RawEvent;
+use crate::version::GlobalCursor;
 
 /// Why [`ProjectionSink::apply`] failed. Either way nothing of the page
 /// was stored: neither its effects nor the cursor.

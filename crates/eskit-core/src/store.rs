@@ -1,7 +1,7 @@
 //! The backend traits: bytes-level event store, global reader, stream
 //! lifecycle, snapshots, checkpoints and locks, with their options.
 //!
-//! Every trait uses static dispatch with `Send` futures; [`crate::dyn_store`]
+//! Every trait uses static dispatch with `Send` futures; [`crate::store`]
 //! has object-safe twins for runtime-chosen backends.
 
 use std::fmt;
@@ -416,8 +416,7 @@ pub struct Pager<'a, R: ?Sized, O> {
 /// a loop over it ends at the end of the log (as seen then).
 ///
 /// ```
-/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager,
-///     MemoryStore, NewEvent, ReadOptions, StreamName, block_on};
+/// use eskit_core::{event::{EventType, ExpectedVersion, NewEvent, StreamName}, memory::MemoryStore, rt::block_on, store::{AppendOptions, EventStore, GlobalPager, ReadOptions}};
 /// let store = MemoryStore::new();
 /// let s = StreamName::new("counter", "c-1")?;
 /// let events = (0..5).map(|_| NewEvent::new(EventType::new("Ticked").unwrap(), vec![])).collect();
@@ -1239,7 +1238,7 @@ impl LockGuard {
     /// while the lock is held.
     ///
     /// ```
-    /// use eskit_core::{LockRegistry, MemoryLockRegistry, block_on};
+    /// use eskit_core::{memory::MemoryLockRegistry, rt::block_on, store::LockRegistry};
     /// use std::future::Future;
     /// use std::task::{Context, Waker};
     ///
@@ -1250,7 +1249,7 @@ impl LockGuard {
     /// locks.close();
     /// assert!(!guard.is_held());
     /// println!("stopped: {}", block_on(lost));
-    /// # Ok::<(), eskit_core::StoreError>(())
+    /// # Ok::<(), eskit_core::error::StoreError>(())
     /// ```
     ///
     /// # Cancel safety
@@ -1302,45 +1301,3 @@ pub trait LockRegistry: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<Option<LockGuard>, StoreError>> + Send;
 }
-
-macro_rules! forward_arc {
-    ($trait:ident { $(fn $m:ident(&self $(, $a:ident: $t:ty)*) -> $r:ty;)* }) => {
-        impl<T: $trait> $trait for Arc<T> {
-            $(fn $m(&self $(, $a: $t)*) -> impl Future<Output = $r> + Send {
-                (**self).$m($($a),*)
-            })*
-        }
-    };
-}
-
-forward_arc!(EventStore {
-    fn append(&self, stream: &StreamName, expected: ExpectedVersion, events: Vec<NewEvent>, options: AppendOptions) -> Result<AppendResult, StoreError>;
-    fn load(&self, stream: &StreamName, options: LoadOptions) -> Result<Vec<RawEvent>, StoreError>;
-    fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError>;
-    fn find_idempotent(&self, stream: &StreamName, key: &str) -> Result<Option<Vec<RawEvent>>, StoreError>;
-});
-forward_arc!(GlobalReader {
-    fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError>;
-    fn head(&self) -> Result<GlobalCursor, StoreError>;
-});
-forward_arc!(StreamLifecycle {
-    fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError>;
-    fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError>;
-    fn restore(&self, stream: &StreamName) -> Result<(), StoreError>;
-    fn delete(&self, stream: &StreamName) -> Result<(), StoreError>;
-    fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError>;
-});
-forward_arc!(SnapshotStore {
-    fn save(&self, snapshot: Snapshot) -> Result<(), StoreError>;
-    fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError>;
-    fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError>;
-    fn invalidate_all(&self) -> Result<(), StoreError>;
-});
-forward_arc!(CheckpointStore {
-    fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError>;
-    fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError>;
-});
-forward_arc!(LockRegistry {
-    fn acquire(&self, key: &str) -> Result<LockGuard, StoreError>;
-    fn try_acquire(&self, key: &str) -> Result<Option<LockGuard>, StoreError>;
-});

@@ -18,7 +18,7 @@ use crate::name::InvalidNameReason;
 /// never allocates.
 ///
 /// ```
-/// use eskit_core::{Tag, ValidationError};
+/// use eskit_core::{error::ValidationError, event::Tag};
 /// let t = Tag::new("course:c-1")?;
 /// assert_eq!(t.as_str(), "course:c-1");
 /// assert!(matches!(Tag::new(""), Err(ValidationError::InvalidTag { .. })));

@@ -11,6 +11,8 @@ use crate::name::{EventType, StreamName};
 use crate::time::Timestamp;
 use crate::version::{Position, Version};
 
+pub use crate::dcb_decider::DcbDeciderTest;
+
 /// A failed expectation, with a line diff of expected versus actual.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecFailure {
@@ -79,7 +81,7 @@ pub fn line_diff(expected: &str, actual: &str) -> String {
 /// Given/When/Then for a decider: history, command, expected outcome.
 ///
 /// ```
-/// use eskit_core::{Decider, DeciderTest};
+/// use eskit_core::{handler::Decider, testing::DeciderTest};
 /// # struct Counter;
 /// # #[derive(Debug)] struct Negative;
 /// # impl std::fmt::Display for Negative { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("would go negative") } }
@@ -92,7 +94,7 @@ pub fn line_diff(expected: &str, actual: &str) -> String {
 /// # }
 /// DeciderTest::new(&Counter).given([5]).when(-2).then_expect([-2])?;
 /// DeciderTest::new(&Counter).given([1]).when(-2).then_error("negative")?;
-/// # Ok::<(), eskit_core::SpecFailure>(())
+/// # Ok::<(), eskit_core::testing::SpecFailure>(())
 /// ```
 pub struct DeciderTest<'d, D: Decider> {
     decider: &'d D,
@@ -237,10 +239,10 @@ where
 /// from 1, the Unix epoch plus one second per event as timestamp.
 ///
 /// ```
-/// use eskit_core::{ProjectionTest, RecordedEvent};
+/// use eskit_core::{event::RecordedEvent, testing::ProjectionTest};
 /// let total = |sum: u64, e: &RecordedEvent<u64>| sum + e.data;
 /// ProjectionTest::new(0, total).given([3, 4]).then_expect(7)?;
-/// # Ok::<(), eskit_core::SpecFailure>(())
+/// # Ok::<(), eskit_core::testing::SpecFailure>(())
 /// ```
 pub struct ProjectionTest<S, E, F> {
     state: S,

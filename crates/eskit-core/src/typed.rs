@@ -9,18 +9,20 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::codec::{DomainEvent, EventCodec};
 use crate::error::{CodecError, StoreError};
 use crate::event::{EventRecord, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
 use crate::name::{EventType, StreamName};
-use crate::registry::EventRegistry;
 use crate::store::{
     AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
 };
 use crate::tag::Tag;
-use crate::upcast::UpcasterRegistry;
 use crate::version::{ExpectedVersion, Version};
+
+pub use crate::codec::{Codec, DomainEvent, EventCodec};
+pub use crate::dispatch::{DispatchError, Dispatched, Dispatcher};
+pub use crate::registry::{EventRegistry, RegistryError, derive_type_name};
+pub use crate::upcast::UpcasterRegistry;
 
 /// How events of type `E` become bytes and back: one writer codec, any number
 /// of reader codecs (selected by the codec name stored with each event), an
@@ -139,7 +141,7 @@ impl<E: DomainEvent> EventSchema<E> {
     /// Encodes one event with the writer codec.
     ///
     /// # Errors
-    /// [`CodecError::Encode`] whose source is the [`InvalidName`](crate::InvalidName)
+    /// [`CodecError::Encode`] whose source is the [`InvalidName`](crate::event::InvalidName)
     /// when the event's name is not a valid event type,
     /// [`CodecError::UnknownEventType`] when a non-empty registry does not
     /// know it (or knows it only as a legacy alias), or the codec's error.
@@ -225,7 +227,8 @@ pub struct Appended<E> {
 /// A typed event store: a bytes-level backend `B` plus an [`EventSchema`].
 ///
 /// ```
-/// # use eskit_core::*;
+/// # use eskit_core::prelude::*;
+/// # use eskit_core::{memory::MemoryStore, rt::block_on};
 /// # #[derive(Debug, PartialEq)] struct Pinged(u8);
 /// # impl DomainEvent for Pinged {
 /// #     fn event_type(&self) -> &'static str { "Pinged" }
@@ -348,7 +351,8 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
     /// sorted and without duplicates.
     ///
     /// ```
-    /// # use eskit_core::*;
+    /// # use eskit_core::prelude::*;
+    /// # use eskit_core::{memory::MemoryStore, rt::block_on};
     /// # #[derive(Debug, PartialEq)] struct Enrolled(u8);
     /// # impl DomainEvent for Enrolled {
     /// #     fn event_type(&self) -> &'static str { "Enrolled" }

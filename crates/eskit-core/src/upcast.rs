@@ -29,7 +29,7 @@ struct Step {
 /// naming it.
 ///
 /// ```
-/// use eskit_core::UpcasterRegistry;
+/// use eskit_core::typed::UpcasterRegistry;
 /// let mut up = UpcasterRegistry::new();
 /// up.register("Renamed", 1, 2, |b| Ok(b.to_ascii_uppercase()))?;
 /// up.register_for_codec("Renamed", "text", 2, 3, |b| Ok([b, b"!"].concat()))?;

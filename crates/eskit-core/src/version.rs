@@ -125,17 +125,17 @@ impl From<u64> for Position {
 /// [`GlobalCursor::START`] lies before every event. The text form is
 /// `<tx>:<position>` (`0:42`); [`FromStr`] also takes a bare position (`42`).
 ///
-/// [`GlobalBatch::next`]: crate::GlobalBatch::next
+/// [`GlobalBatch::next`]: crate::store::GlobalBatch::next
 ///
 /// ```
-/// use eskit_core::{GlobalCursor, Position};
+/// use eskit_core::event::{GlobalCursor, Position};
 /// let a = GlobalCursor::at(Position::new(7));
 /// let b = GlobalCursor::new(1, Position::new(3));
 /// assert!(GlobalCursor::START < a && a < b);
 /// assert_eq!(a.to_string(), "0:7");
 /// assert_eq!("0:7".parse::<GlobalCursor>()?, a);
 /// assert_eq!("7".parse::<GlobalCursor>()?, a);
-/// # Ok::<(), eskit_core::InvalidCursor>(())
+/// # Ok::<(), eskit_core::event::InvalidCursor>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct GlobalCursor {

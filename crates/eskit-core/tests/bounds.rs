@@ -3,10 +3,18 @@
 
 use eskit_core::limits::*;
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalReader, InvalidNameReason,
-    LoadOptions, MemoryStore, Metadata, NameKind, NewEvent, Position, ReadOptions, Snapshot,
-    SnapshotStore, StoreError, StreamLifecycle, StreamName, Timestamp, ValidationError, Version,
-    block_on, validate_name,
+    backend::validate_name,
+    error::{StoreError, ValidationError},
+    event::{
+        EventType, ExpectedVersion, InvalidNameReason, Metadata, NameKind, NewEvent, Position,
+        StreamName, Timestamp, Version,
+    },
+    memory::MemoryStore,
+    rt::block_on,
+    store::{
+        AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions, Snapshot, SnapshotStore,
+        StreamLifecycle,
+    },
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -96,6 +104,12 @@ fn append_bounds() {
         Some(ValidationError::TooManyEvents {
             count: MAX_EVENTS_PER_APPEND + 1,
         }),
+    );
+    // JetStream's default atomic batch limit: one answer for every backend.
+    check(
+        "1,001 events, past JetStream's batch limit",
+        append_err(many(b"", 1_001), o()),
+        Some(ValidationError::TooManyEvents { count: 1_001 }),
     );
     check(
         "payload at max",
@@ -287,7 +301,7 @@ fn read_and_lifecycle_bounds() -> TestResult {
 
 #[test]
 fn snapshot_bounds() {
-    let snaps = eskit_core::MemorySnapshotStore::new();
+    let snaps = eskit_core::memory::MemorySnapshotStore::new();
     let snap = |state: Vec<u8>, schema_version| Snapshot {
         stream: stream(),
         version: Version::new(1),
@@ -376,7 +390,7 @@ fn errors_are_matchable_and_readable() {
     let v: StoreError = ValidationError::NoEvents.into();
     assert!(v.is_validation());
     assert_eq!(
-        eskit_core::error_chain(&v),
+        eskit_core::error::error_chain(&v),
         "invalid input: an append needs at least one event"
     );
 }
@@ -411,7 +425,7 @@ fn nul_in_metadata_values_is_refused() {
         ("extra value", Metadata::new().with_extra("k", "v\0")),
         (
             "principal",
-            Metadata::new().with_initiator(eskit_core::Principal::user("x\0")),
+            Metadata::new().with_initiator(eskit_core::event::Principal::user("x\0")),
         ),
     ] {
         check(
@@ -432,30 +446,34 @@ fn positions_and_versions_stay_within_max_position() -> TestResult {
     let store = MemoryStore::new();
     assert!(
         block_on(store.read(ReadOptions::new(
-            eskit_core::GlobalCursor::new(u64::MAX, Position::new(u64::MAX)),
+            eskit_core::event::GlobalCursor::new(u64::MAX, Position::new(u64::MAX)),
             1
         )))?
         .events
         .is_empty()
     );
     let over = MAX_POSITION + 1;
-    let cps = eskit_core::MemoryCheckpointStore::new();
-    assert!(out_of_range(block_on(eskit_core::CheckpointStore::save(
+    let cps = eskit_core::memory::MemoryCheckpointStore::new();
+    assert!(out_of_range(block_on(
+        eskit_core::store::CheckpointStore::save(
+            &cps,
+            "cp",
+            eskit_core::event::GlobalCursor::at(Position::new(over))
+        )
+    )));
+    assert!(out_of_range(block_on(
+        eskit_core::store::CheckpointStore::save(
+            &cps,
+            "cp",
+            eskit_core::event::GlobalCursor::new(over, Position::ZERO)
+        )
+    )));
+    block_on(eskit_core::store::CheckpointStore::save(
         &cps,
         "cp",
-        eskit_core::GlobalCursor::at(Position::new(over))
-    ))));
-    assert!(out_of_range(block_on(eskit_core::CheckpointStore::save(
-        &cps,
-        "cp",
-        eskit_core::GlobalCursor::new(over, Position::ZERO)
-    ))));
-    block_on(eskit_core::CheckpointStore::save(
-        &cps,
-        "cp",
-        eskit_core::GlobalCursor::new(MAX_POSITION, Position::new(MAX_POSITION)),
+        eskit_core::event::GlobalCursor::new(MAX_POSITION, Position::new(MAX_POSITION)),
     ))?;
-    let snaps = eskit_core::MemorySnapshotStore::new();
+    let snaps = eskit_core::memory::MemorySnapshotStore::new();
     let snap = Snapshot {
         stream: stream(),
         version: Version::new(over),
@@ -470,7 +488,9 @@ fn positions_and_versions_stay_within_max_position() -> TestResult {
 
 #[test]
 fn dead_letters_are_bounded() -> TestResult {
-    use eskit_core::{DeadLetterStore, MAX_DEAD_LETTER_ERROR_BYTES, MemoryDeadLetterStore};
+    use eskit_core::{
+        limits::MAX_DEAD_LETTER_ERROR_BYTES, memory::MemoryDeadLetterStore, store::DeadLetterStore,
+    };
     let store = MemoryStore::new();
     let s = stream();
     block_on(store.append(

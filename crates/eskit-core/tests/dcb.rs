@@ -7,10 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, CodecError, DcbDecider, DcbDeciderTest, DcbHandler, DomainEvent, EventCodec,
-    EventQuery, EventSchema, EventType, ExpectedVersion, HandleError, MemoryStore, NewEvent,
-    QueryItem, RecordedEvent, RetryPolicy, SpecFailure, StoreError, StreamName, Tag, Tagged,
-    TypedStore, block_on,
+    dcb::{DcbDecider, DcbHandler, EventQuery, QueryItem, Tagged},
+    error::{CodecError, StoreError},
+    event::{EventType, ExpectedVersion, NewEvent, RecordedEvent, StreamName, Tag},
+    handler::{HandleError, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::AppendOptions,
+    testing::{DcbDeciderTest, SpecFailure},
+    typed::{DomainEvent, EventCodec, EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -333,7 +338,7 @@ impl DcbDecider for Racing {
             )
             .with_codec("bytes")
             .with_tags([course(9), student(c.student)]);
-            block_on(eskit_core::EventStore::append(
+            block_on(eskit_core::store::EventStore::append(
                 &self.memory,
                 &other,
                 ExpectedVersion::Any,
@@ -387,9 +392,9 @@ fn concurrent_handlers_never_oversubscribe() -> TestResult {
     }
     assert_eq!(ok, 15, "3 courses of 5 seats");
     let all = block_on(
-        eskit_core::QueryPager::new(
+        eskit_core::dcb::QueryPager::new(
             &memory,
-            eskit_core::QueryOptions::from_start(EventQuery::all(), 1000),
+            eskit_core::dcb::QueryOptions::from_start(EventQuery::all(), 1000),
         )
         .collect(),
     )?;

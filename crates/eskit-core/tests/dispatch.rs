@@ -9,9 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use common::{CounterEvent, TextCodec};
 use eskit_core::{
-    AppendOptions, CodecError, DispatchError, Dispatched, Dispatcher, EventCodec, EventRegistry,
-    EventSchema, EventStore, EventType, ExpectedVersion, GlobalReader, MemoryStore, NewEvent,
-    ReadOptions, RecordedEvent, StreamName, TypedStore, block_on,
+    error::CodecError,
+    event::{EventType, ExpectedVersion, NewEvent, RecordedEvent, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalReader, ReadOptions},
+    typed::{
+        DispatchError, Dispatched, Dispatcher, EventCodec, EventRegistry, EventSchema, TypedStore,
+    },
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -41,7 +46,10 @@ type Seen = Arc<Mutex<Vec<String>>>;
 
 fn recorder(
     tag: &'static str,
-) -> impl Fn(RecordedEvent<CounterEvent>, Seen) -> std::future::Ready<Result<(), eskit_core::BoxError>>
+) -> impl Fn(
+    RecordedEvent<CounterEvent>,
+    Seen,
+) -> std::future::Ready<Result<(), eskit_core::error::BoxError>>
 + Send
 + Sync
 + 'static {
@@ -139,7 +147,7 @@ fn decode_and_handler_errors_name_the_event() -> TestResult {
         .ok_or("handler error")?;
     assert_eq!(e.cursor(), reset_cursor);
     assert_eq!(
-        eskit_core::error_chain(&e),
+        eskit_core::error::error_chain(&e),
         format!("the handler of event `Reset` at {reset_cursor} failed: projection table missing")
     );
     Ok(())
@@ -175,7 +183,7 @@ fn typed_reads_skip_other_types_and_move_past_them() -> TestResult {
 /// An event whose value names a type its list leaves out.
 struct Unlisted;
 
-impl eskit_core::DomainEvent for Unlisted {
+impl eskit_core::typed::DomainEvent for Unlisted {
     fn event_type(&self) -> &'static str {
         "Secret"
     }

@@ -3,9 +3,16 @@
 
 use eskit_core::limits::{MAX_NAME_BYTES, MAX_QUOTED_NAME_CHARS};
 use eskit_core::{
-    AppendOptions, CodecError, DomainEvent, EventCodec, EventRegistry, EventSchema, EventStore,
-    EventType, ExpectedVersion, InvalidName, InvalidNameReason, MemoryStore, NameKind, NewEvent,
-    StoreError, StreamName, TypedStore, Version, block_on, error_chain, quote_name, validate_name,
+    backend::{quote_name, validate_name},
+    error::{CodecError, StoreError, error_chain},
+    event::{
+        EventType, ExpectedVersion, InvalidName, InvalidNameReason, NameKind, NewEvent, StreamName,
+        Version,
+    },
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore},
+    typed::{DomainEvent, EventCodec, EventRegistry, EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

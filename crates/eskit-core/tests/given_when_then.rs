@@ -3,10 +3,13 @@
 mod common;
 
 use common::{Counter, CounterCommand, CounterEvent};
-use eskit_core::{DeciderTest, ProjectionTest, RecordedEvent};
+use eskit_core::{
+    event::RecordedEvent,
+    testing::{DeciderTest, ProjectionTest},
+};
 
 #[test]
-fn decider_specs() -> Result<(), eskit_core::SpecFailure> {
+fn decider_specs() -> Result<(), eskit_core::testing::SpecFailure> {
     DeciderTest::new(&Counter)
         .given([CounterEvent::Added(2)])
         .when(CounterCommand::Add(3))

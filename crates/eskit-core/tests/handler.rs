@@ -11,11 +11,18 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, CounterEvent, TextCodec, U64Codec};
 use eskit_core::{
-    AppendOptions, CommandHandler, CommandOptions, ConfigError, EventSchema, EventStore, EventType,
-    ExpectedVersion, HandleError, LoadOptions, LoggingMiddleware, MemoryLockRegistry,
-    MemorySnapshotStore, MemoryStore, Metadata, NewEvent, Principal, RetryPolicy, SingleWriter,
-    Snapshot, SnapshotPolicy, SnapshotStore, StoreError, StreamName, Timestamp, TypedStore,
-    Version, block_on,
+    error::StoreError,
+    event::{
+        EventType, ExpectedVersion, Metadata, NewEvent, Principal, StreamName, Timestamp, Version,
+    },
+    handler::{
+        CommandHandler, CommandOptions, ConfigError, HandleError, LoggingMiddleware, RetryPolicy,
+        SingleWriter, SnapshotPolicy,
+    },
+    memory::{MemoryLockRegistry, MemorySnapshotStore, MemoryStore},
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions, Snapshot, SnapshotStore},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -38,14 +45,15 @@ fn concurrent_commands_with_conflict_retry_lose_nothing() -> TestResult {
     let snapshots = MemorySnapshotStore::new();
     let conflicts = Arc::new(AtomicUsize::new(0));
     let handler = Arc::new(
-        CommandHandler::new(Counter, typed(store.clone()))
+        CommandHandler::builder(Counter, typed(store.clone()))
             .with_snapshots(snapshots.clone(), U64Codec, SnapshotPolicy::every(100)?)
             .with_conflict_retry(
                 RetryPolicy::new(1_000)?
                     .with_base_delay(Duration::from_micros(50))
                     .with_max_delay(Duration::from_millis(5)),
-            )?
-            .with_middleware(CountConflicts(Arc::clone(&conflicts)))?,
+            )
+            .with_middleware(CountConflicts(Arc::clone(&conflicts)))
+            .build()?,
     );
     let threads: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -55,7 +63,7 @@ fn concurrent_commands_with_conflict_retry_lose_nothing() -> TestResult {
                     // Each command adds a distinct amount so duplicates are visible.
                     let amount = (t * COMMANDS + i + 1) as u64;
                     block_on(handler.handle(&counter(), &CounterCommand::Add(amount)))
-                        .map_err(|e| eskit_core::error_chain(&e))?;
+                        .map_err(|e| eskit_core::error::error_chain(&e))?;
                 }
                 Ok(())
             })
@@ -129,11 +137,13 @@ fn rejections_and_empty_decisions() -> TestResult {
 fn snapshots_are_taken_used_invalidated_and_rebuilt() -> TestResult {
     let store = MemoryStore::new();
     let snaps = MemorySnapshotStore::new();
-    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
-        snaps.clone(),
-        U64Codec,
-        SnapshotPolicy::every(3)?.with_schema_version(2)?,
-    );
+    let handler = CommandHandler::builder(Counter, typed(store.clone()))
+        .with_snapshots(
+            snaps.clone(),
+            U64Codec,
+            SnapshotPolicy::every(3)?.with_schema_version(2)?,
+        )
+        .build()?;
     for _ in 0..7 {
         block_on(handler.handle(&counter(), &CounterCommand::Add(2)))?;
     }
@@ -185,11 +195,9 @@ fn snapshots_are_taken_used_invalidated_and_rebuilt() -> TestResult {
 fn snapshot_ahead_of_the_stream_is_dropped_after_a_conflict() -> TestResult {
     let store = MemoryStore::new();
     let snaps = MemorySnapshotStore::new();
-    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
-        snaps.clone(),
-        U64Codec,
-        SnapshotPolicy::every(1)?,
-    );
+    let handler = CommandHandler::builder(Counter, typed(store.clone()))
+        .with_snapshots(snaps.clone(), U64Codec, SnapshotPolicy::every(1)?)
+        .build()?;
     let other = StreamName::new("counter", "fresh")?;
     // A snapshot claims version 5 for a stream that has no events.
     block_on(snaps.save(Snapshot {
@@ -242,15 +250,15 @@ fn idempotent_commands_and_metadata() -> TestResult {
 fn logging_middleware_reports_every_command() -> TestResult {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    let handler = CommandHandler::new(Counter, typed(MemoryStore::new())).with_middleware(
-        LoggingMiddleware::new(move |log| {
+    let handler = CommandHandler::builder(Counter, typed(MemoryStore::new()))
+        .with_middleware(LoggingMiddleware::new(move |log| {
             sink.lock().expect("not poisoned").push((
                 log.stream.to_string(),
                 log.command,
                 log.outcome.clone(),
             ));
-        }),
-    )?;
+        }))
+        .build()?;
     block_on(handler.handle(&counter(), &CounterCommand::Add(1)))?;
     let _ = block_on(handler.handle(&counter(), &CounterCommand::Add(u64::MAX)));
     let seen = seen.lock().expect("not poisoned");
@@ -269,8 +277,9 @@ fn logging_middleware_reports_every_command() -> TestResult {
 fn single_writer_serializes_commands_without_conflicts() -> TestResult {
     let store = MemoryStore::new();
     let handler = Arc::new(
-        CommandHandler::new(Counter, typed(store.clone()))
-            .with_middleware(SingleWriter::new(MemoryLockRegistry::new()))?,
+        CommandHandler::builder(Counter, typed(store.clone()))
+            .with_middleware(SingleWriter::new(MemoryLockRegistry::new()))
+            .build()?,
     );
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -278,7 +287,7 @@ fn single_writer_serializes_commands_without_conflicts() -> TestResult {
             thread::spawn(move || -> Result<(), String> {
                 for _ in 0..200 {
                     block_on(h.handle(&counter(), &CounterCommand::Add(1)))
-                        .map_err(|e| eskit_core::error_chain(&e))?;
+                        .map_err(|e| eskit_core::error::error_chain(&e))?;
                 }
                 Ok(())
             })
@@ -309,13 +318,25 @@ fn configuration_mistakes_are_errors() {
         RetryPolicy::new(eskit_core::limits::MAX_CONFLICT_RETRIES + 1),
         Err(ConfigError::TooManyRetries { .. })
     ));
-    let mut h = Ok(CommandHandler::new(Counter, typed(MemoryStore::new())));
-    for _ in 0..eskit_core::limits::MAX_MIDDLEWARE {
-        h = h.and_then(|h| h.with_middleware(LoggingMiddleware::new(|_| {})));
-    }
-    assert!(h.is_ok());
-    let over = h.and_then(|h| h.with_middleware(LoggingMiddleware::new(|_| {})));
-    assert!(matches!(over, Err(ConfigError::TooManyMiddleware)));
+    let layers = |n: usize| {
+        (0..n).fold(
+            CommandHandler::builder(Counter, typed(MemoryStore::new())),
+            |b, _| b.with_middleware(LoggingMiddleware::new(|_| {})),
+        )
+    };
+    let max = eskit_core::limits::MAX_MIDDLEWARE;
+    assert!(layers(max).build().is_ok());
+    assert!(matches!(
+        layers(max + 1).build(),
+        Err(ConfigError::TooManyMiddleware)
+    ));
+    // Conflict retry is one layer and counts toward the bound.
+    assert!(matches!(
+        layers(max)
+            .with_conflict_retry(RetryPolicy::new(1).expect("valid"))
+            .build(),
+        Err(ConfigError::TooManyMiddleware)
+    ));
 }
 
 #[test]
@@ -342,11 +363,12 @@ fn conflict_is_returned_after_retries_run_out() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
     )
-    .with_conflict_retry(RetryPolicy::new(3)?.with_base_delay(Duration::ZERO))?;
+    .with_conflict_retry(RetryPolicy::new(3)?.with_base_delay(Duration::ZERO))
+    .build()?;
     let r = block_on(handler.handle(&counter(), &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
     assert_eq!(
@@ -371,7 +393,7 @@ impl EventStore for RacingStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
-    ) -> Result<eskit_core::AppendResult, StoreError> {
+    ) -> Result<eskit_core::event::AppendResult, StoreError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
         self.inner
@@ -389,7 +411,7 @@ impl EventStore for RacingStore {
         &self,
         stream: &StreamName,
         options: LoadOptions,
-    ) -> Result<Vec<eskit_core::RawEvent>, StoreError> {
+    ) -> Result<Vec<eskit_core::event::RawEvent>, StoreError> {
         self.inner.load(stream, options).await
     }
 
@@ -404,19 +426,19 @@ trait DecodeU64 {
 
 impl DecodeU64 for U64Codec {
     fn decode_u64(&self, b: &[u8]) -> u64 {
-        eskit_core::Codec::decode(self, b).expect("valid state")
+        eskit_core::typed::Codec::decode(self, b).expect("valid state")
     }
 }
 
 /// Counts conflicts seen by the attempts inside the retry layer.
 struct CountConflicts(Arc<AtomicUsize>);
 
-impl eskit_core::Middleware<Counter> for CountConflicts {
+impl eskit_core::handler::Middleware<Counter> for CountConflicts {
     fn handle<'a>(
         &'a self,
-        ctx: eskit_core::CommandContext<'a, CounterCommand>,
-        next: eskit_core::Next<'a, Counter>,
-    ) -> eskit_core::BoxFuture<'a, eskit_core::HandleResult<Counter>> {
+        ctx: eskit_core::handler::CommandContext<'a, CounterCommand>,
+        next: eskit_core::handler::Next<'a, Counter>,
+    ) -> eskit_core::store::BoxFuture<'a, eskit_core::handler::HandleResult<Counter>> {
         Box::pin(async move {
             let r = next.run(ctx).await;
             if matches!(&r, Err(e) if e.is_conflict()) {
@@ -430,16 +452,17 @@ impl eskit_core::Middleware<Counter> for CountConflicts {
 #[test]
 fn a_hard_delete_removes_the_snapshot_the_handler_would_load() -> TestResult {
     let store = MemoryStore::new();
-    let handler = CommandHandler::new(Counter, typed(store.clone())).with_snapshots(
-        store.snapshots(),
-        U64Codec,
-        SnapshotPolicy::every(2)?,
-    );
+    let handler = CommandHandler::builder(Counter, typed(store.clone()))
+        .with_snapshots(store.snapshots(), U64Codec, SnapshotPolicy::every(2)?)
+        .build()?;
     for _ in 0..4 {
         block_on(handler.handle(&counter(), &CounterCommand::Add(3)))?;
     }
     assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_some());
-    block_on(eskit_core::StreamLifecycle::delete(&store, &counter()))?;
+    block_on(eskit_core::store::StreamLifecycle::delete(
+        &store,
+        &counter(),
+    ))?;
     assert!(block_on(SnapshotStore::load(&store.snapshots(), &counter()))?.is_none());
     // The deleted stream's old state (12 at version 4) is gone with it.
     assert_eq!(

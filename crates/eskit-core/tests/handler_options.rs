@@ -10,15 +10,21 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, Overflow, TextCodec};
 use eskit_core::{
-    AppendOptions, AppendResult, CommandHandler, CommandOptions, ConflictRetry, EventSchema,
-    EventStore, EventType, ExpectedVersion, HandleError, LoadOptions, MemoryStore, NewEvent,
-    RawEvent, RetryPolicy, StoreError, StreamName, Timestamp, TypedStore, ValidationError, Version,
-    block_on, error_chain,
+    error::{StoreError, ValidationError, error_chain},
+    event::{
+        AppendResult, EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, Timestamp,
+        Version,
+    },
+    handler::{CommandHandler, CommandOptions, ConflictRetry, HandleError, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn counter() -> Result<StreamName, eskit_core::InvalidName> {
+fn counter() -> Result<StreamName, eskit_core::event::InvalidName> {
     StreamName::new("counter", "c-1")
 }
 
@@ -108,11 +114,12 @@ fn conflict_backoff_waits_on_the_given_sleep_function() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
     )
-    .with_middleware(retry)?;
+    .with_middleware(retry)
+    .build()?;
 
     let r = block_on(handler.handle(&counter()?, &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
@@ -148,11 +155,12 @@ fn zero_delays_retry_without_calling_the_sleep_function() -> TestResult {
         inner: MemoryStore::new(),
         attempts: Arc::clone(&attempts),
     };
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
     )
-    .with_middleware(retry)?;
+    .with_middleware(retry)
+    .build()?;
     let r = block_on(handler.handle(&counter()?, &CounterCommand::Add(1)));
     assert!(matches!(r, Err(e) if e.is_conflict()));
     assert_eq!(attempts.load(Ordering::SeqCst), 3);

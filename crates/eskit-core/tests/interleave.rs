@@ -13,9 +13,13 @@ use std::task::Poll;
 
 use common::{Counter, CounterCommand, TextCodec};
 use eskit_core::{
-    AppendOptions, BoxFuture, CommandContext, CommandHandler, EventSchema, EventStore, EventType,
-    ExpectedVersion, HandleResult, LoadOptions, MemoryStore, Middleware, NewEvent, Next,
-    RetryPolicy, StreamName, TypedStore, Version, block_on, error_chain,
+    error::error_chain,
+    event::{EventType, ExpectedVersion, NewEvent, StreamName, Version},
+    handler::{CommandContext, CommandHandler, HandleResult, Middleware, Next, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, BoxFuture, EventStore, LoadOptions},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -109,12 +113,13 @@ fn two_command_loops_on_one_thread_contend() -> TestResult {
     const COMMANDS: u64 = 50;
     let store = MemoryStore::new();
     let conflicts = Arc::new(AtomicUsize::new(0));
-    let handler = CommandHandler::new(
+    let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(store.clone(), EventSchema::new(TextCodec)),
     )
-    .with_conflict_retry(RetryPolicy::new(100)?.with_base_delay(std::time::Duration::ZERO))?
-    .with_middleware(CountConflicts(Arc::clone(&conflicts)))?;
+    .with_conflict_retry(RetryPolicy::new(100)?.with_base_delay(std::time::Duration::ZERO))
+    .with_middleware(CountConflicts(Arc::clone(&conflicts)))
+    .build()?;
     let stream = StreamName::new("counter", "shared")?;
     let writer = || async {
         for _ in 0..COMMANDS {

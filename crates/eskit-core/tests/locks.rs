@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use eskit_core::limits::MAX_NAME_BYTES;
 use eskit_core::{
-    LockRegistry, MemoryLockRegistry, NameKind, SingleWriter, StoreError, StreamName, block_on,
-    validate_name,
+    backend::validate_name,
+    error::StoreError,
+    event::{NameKind, StreamName},
+    handler::SingleWriter,
+    memory::MemoryLockRegistry,
+    rt::block_on,
+    store::LockRegistry,
 };
 
 #[test]
@@ -96,7 +101,7 @@ fn acquire_gives_mutual_exclusion_across_threads() -> Result<(), StoreError> {
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn key(stream_type: &str, stream_id: &str) -> Result<String, eskit_core::InvalidName> {
+fn key(stream_type: &str, stream_id: &str) -> Result<String, eskit_core::event::InvalidName> {
     Ok(SingleWriter::lock_key(&StreamName::new(
         stream_type,
         stream_id,
@@ -146,7 +151,7 @@ fn long_lock_keys_are_bounded_hashed_and_pinned() -> TestResult {
     Ok(())
 }
 
-fn take(locks: &MemoryLockRegistry, key: &str) -> Result<eskit_core::LockGuard, StoreError> {
+fn take(locks: &MemoryLockRegistry, key: &str) -> Result<eskit_core::store::LockGuard, StoreError> {
     block_on(locks.try_acquire(key))?.ok_or_else(|| StoreError::backend("free lock refused"))
 }
 
@@ -238,16 +243,19 @@ fn closing_the_registry_ends_leases_wakes_watchers_and_refuses_acquisitions()
         .join()
         .map_err(|_| StoreError::backend("watcher panicked"))?;
     assert!(
-        matches!(reason, eskit_core::LeaseLost::Closed),
+        matches!(reason, eskit_core::store::LeaseLost::Closed),
         "{reason:?}"
     );
     assert!(!g.is_held());
     assert!(matches!(
         g.lost_reason(),
-        Some(eskit_core::LeaseLost::Closed)
+        Some(eskit_core::store::LeaseLost::Closed)
     ));
     // A lost future made after the loss completes at once.
-    assert!(matches!(block_on(g.lost()), eskit_core::LeaseLost::Closed));
+    assert!(matches!(
+        block_on(g.lost()),
+        eskit_core::store::LeaseLost::Closed
+    ));
     assert!(matches!(
         waiting.as_mut().poll(&mut cx),
         Poll::Ready(Err(StoreError::Backend(_)))
@@ -276,14 +284,14 @@ fn a_dropped_lost_future_stops_watching() -> Result<(), StoreError> {
     locks.close();
     assert!(matches!(
         last.as_mut().poll(&mut cx),
-        Poll::Ready(eskit_core::LeaseLost::Closed)
+        Poll::Ready(eskit_core::store::LeaseLost::Closed)
     ));
     Ok(())
 }
 
 #[test]
 fn a_lease_keeps_its_first_loss_reason() {
-    use eskit_core::{Lease, LeaseLost};
+    use eskit_core::store::{Lease, LeaseLost};
     let lease = Lease::new();
     let watcher = lease.clone();
     assert!(!watcher.is_lost() && watcher.lost_reason().is_none());

@@ -6,7 +6,12 @@ mod common;
 use std::sync::Arc;
 
 use common::{Counter, CounterCommand, TextCodec};
-use eskit_core::*;
+use eskit_core::prelude::*;
+use eskit_core::{
+    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore},
+    rt::{block_on, sleep},
+    store::DynEventStore,
+};
 
 fn assert_send<T: Send>(_: &T) {}
 
@@ -32,7 +37,7 @@ fn public_futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
     assert_send(&snaps.invalidate_all());
     let cps = MemoryCheckpointStore::new();
     assert_send(&CheckpointStore::load(&cps, "x"));
-    assert_send(&cps.save("x", eskit_core::GlobalCursor::START));
+    assert_send(&cps.save("x", eskit_core::event::GlobalCursor::START));
     let locks = MemoryLockRegistry::new();
     assert_send(&locks.acquire("k"));
     assert_send(&locks.try_acquire("k"));

@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use common::{Counter, CounterCommand, CounterEvent, TextCodec};
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, CommandHandler, CommandOptions, ConflictRetry,
-    EventSchema, EventStore, EventType, ExpectedVersion, HandleError, LoadOptions, MemoryStore,
-    NewEvent, RawEvent, RetryPolicy, StoreError, StreamName, TypedStore, Version, block_on,
+    error::{BoxError, StoreError},
+    event::{AppendResult, EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, Version},
+    handler::{CommandHandler, CommandOptions, ConflictRetry, HandleError, RetryPolicy},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
+    typed::{EventSchema, TypedStore},
 };
 
 type TestResult = Result<(), BoxError>;
@@ -170,7 +174,9 @@ fn handler(store: &Flaky, retries: u32) -> Result<(Handler, Waited), BoxError> {
     });
     let typed = TypedStore::<_, CounterEvent>::new(store.clone(), EventSchema::new(TextCodec));
     Ok((
-        CommandHandler::new(Counter, typed).with_middleware(retry)?,
+        CommandHandler::builder(Counter, typed)
+            .with_middleware(retry)
+            .build()?,
         waited,
     ))
 }

@@ -6,9 +6,12 @@ mod common;
 
 use common::{BinCodec, CounterEvent, TextCodec};
 use eskit_core::{
-    AppendOptions, CodecError, EventRegistry, EventSchema, EventStore, EventType, ExpectedVersion,
-    MemoryStore, NewEvent, ReadOptions, StoreError, StreamName, TypedStore, UpcasterRegistry,
-    block_on,
+    error::{CodecError, StoreError},
+    event::{EventType, ExpectedVersion, NewEvent, StreamName},
+    memory::MemoryStore,
+    rt::block_on,
+    store::{AppendOptions, EventStore, ReadOptions},
+    typed::{EventRegistry, EventSchema, TypedStore, UpcasterRegistry},
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -170,7 +173,7 @@ fn malformed_payloads_are_codec_errors() -> TestResult {
         .ok_or("expected an error")?;
     assert!(matches!(err, StoreError::Codec(CodecError::Decode { .. })));
     assert_eq!(
-        eskit_core::error_chain(&err),
+        eskit_core::error::error_chain(&err),
         "codec failure: failed to decode event `Added`: invalid utf-8 sequence of 1 bytes from index 0"
     );
     Ok(())
@@ -182,8 +185,8 @@ fn a_deduplicated_append_returns_the_stored_events_not_the_retry() -> TestResult
     let keyed = |correlation: &str| {
         AppendOptions::new()
             .with_idempotency_key("add-7")
-            .with_metadata(eskit_core::Metadata::new().with_correlation_id(correlation))
-            .with_timestamp(eskit_core::Timestamp::from_unix_micros(
+            .with_metadata(eskit_core::event::Metadata::new().with_correlation_id(correlation))
+            .with_timestamp(eskit_core::event::Timestamp::from_unix_micros(
                 if correlation == "first" { 1_000 } else { 2_000 },
             ))
     };

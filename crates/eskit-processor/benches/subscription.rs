@@ -19,8 +19,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, BoxError, CommitFeed, EventStore, EventType, ExpectedVersion, GlobalPager,
-    GlobalReader, MemoryCheckpointStore, MemoryStore, NewEvent, RawEvent, ReadOptions, StreamName,
+    error::BoxError,
+    event::{EventType, ExpectedVersion, NewEvent, RawEvent, StreamName},
+    memory::{MemoryCheckpointStore, MemoryStore},
+    store::{AppendOptions, CommitFeed, EventStore, GlobalPager, GlobalReader, ReadOptions},
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::SqliteStore;

@@ -1,16 +1,16 @@
 //! Subscriptions for eskit-rs: follow the global log from a durable cursor,
 //! catch up, then stay live, and never skip an event.
 //!
-//! A [`Subscription`] reads pages with [`GlobalReader::read`](eskit_core::GlobalReader::read), hands each page
+//! A [`Subscription`] reads pages with [`GlobalReader::read`](eskit_core::store::GlobalReader::read), hands each page
 //! to a [`BatchHandler`], and stores the page's resume cursor in a
-//! [`CheckpointStore`](eskit_core::CheckpointStore) every N events or every interval, whichever comes
-//! first. When it has caught up it waits on the backend's [`CommitFeed`](eskit_core::CommitFeed),
+//! [`CheckpointStore`](eskit_core::store::CheckpointStore) every N events or every interval, whichever comes
+//! first. When it has caught up it waits on the backend's [`CommitFeed`](eskit_core::store::CommitFeed),
 //! and falls back to polling while the feed is broken.
 //!
 //! # Ordering
 //! Delivery is in cursor order, each event once per run. The subscription
 //! trusts the backend's gap-safety contract (see
-//! [`GlobalBatch`](eskit_core::GlobalBatch)): it resumes from `next` and never
+//! [`GlobalBatch`](eskit_core::store::GlobalBatch)): it resumes from `next` and never
 //! waits on a hole. A page whose `next` lies before the cursor it was read
 //! from is a backend bug, reported as [`SubscriptionError::CursorWentBack`]
 //! instead of being skipped over.
@@ -21,13 +21,14 @@
 //! again, at most one checkpoint interval's worth (`checkpoint_every`
 //! events). A handler that stores its own cursor in the same transaction as
 //! its effects gets exactly-once effects: give the subscription a
-//! [`ProjectionSink`](eskit_core::ProjectionSink) with
+//! [`ProjectionSink`](eskit_core::store::ProjectionSink) with
 //! [`Subscription::with_sink`], and every page is applied together with its
 //! cursor.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
-//! use eskit_core::*;
+//! use eskit_core::prelude::*;
+//! use eskit_core::{memory::{MemoryCheckpointStore, MemoryStore}, rt::yield_now};
 //! use eskit_processor::{Subscription, SubscriptionOptions};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -9,10 +9,15 @@ use std::time::{Duration, Instant};
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    BoxError, BoxFuture, CheckpointStore, CommitFeed, DeadLetterStore, DynDeadLetterStore,
-    DynLockRegistry, EventType, FeedError, FencingToken, GlobalBatch, GlobalCursor, GlobalReader,
-    LeaseLost, Listener, LockRegistry, NameKind, ProjectionSink, RawEvent, ReadOptions,
-    RetryPolicy, SinkError, StoreError, StreamType, Timestamp, error_chain, validate_name,
+    backend::validate_name,
+    error::{BoxError, StoreError, error_chain},
+    event::{EventType, GlobalCursor, NameKind, RawEvent, StreamType, Timestamp},
+    handler::RetryPolicy,
+    store::{
+        BoxFuture, CheckpointStore, CommitFeed, DeadLetterStore, DynDeadLetterStore,
+        DynLockRegistry, FeedError, FencingToken, GlobalBatch, GlobalReader, LeaseLost, Listener,
+        LockRegistry, ProjectionSink, ReadOptions, SinkError,
+    },
 };
 
 /// Events one page reads when not set.

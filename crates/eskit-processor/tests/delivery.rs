@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, CheckpointStore, CommitFeed, EventStore, EventType, ExpectedVersion,
-    GlobalCursor, GlobalPager, GlobalReader, MemoryCheckpointStore, MemoryStore, NewEvent,
-    RawEvent, ReadOptions, StreamName, StreamType,
+    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName, StreamType},
+    memory::{MemoryCheckpointStore, MemoryStore},
+    store::{
+        AppendOptions, CheckpointStore, CommitFeed, EventStore, GlobalPager, GlobalReader,
+        ReadOptions,
+    },
 };
 use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::SqliteStore;
@@ -41,7 +44,7 @@ impl Log {
     }
 }
 
-async fn write<S: EventStore>(store: S, w: usize) -> Result<(), eskit_core::StoreError> {
+async fn write<S: EventStore>(store: S, w: usize) -> Result<(), eskit_core::error::StoreError> {
     let odd = EventType::from_static("Odd")?;
     let even = EventType::from_static("Even")?;
     let mut i = 0;
@@ -277,17 +280,17 @@ impl GlobalReader for BrokenFeed {
     async fn read(
         &self,
         o: ReadOptions,
-    ) -> Result<eskit_core::GlobalBatch, eskit_core::StoreError> {
+    ) -> Result<eskit_core::store::GlobalBatch, eskit_core::error::StoreError> {
         self.0.read(o).await
     }
-    async fn head(&self) -> Result<GlobalCursor, eskit_core::StoreError> {
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::error::StoreError> {
         self.0.head().await
     }
 }
 
 impl CommitFeed for BrokenFeed {
-    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
-        Err(eskit_core::FeedError::Broken {
+    fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
+        Err(eskit_core::store::FeedError::Broken {
             reason: "no connection".into(),
         })
     }
@@ -308,7 +311,10 @@ async fn a_cursor_that_goes_back_is_an_error() -> TestResult {
         .await?;
     let checkpoints = MemoryCheckpointStore::new();
     checkpoints
-        .save("back", GlobalCursor::at(eskit_core::Position::new(5)))
+        .save(
+            "back",
+            GlobalCursor::at(eskit_core::event::Position::new(5)),
+        )
         .await?;
     let sub = Subscription::new(
         Backwards(store),
@@ -332,18 +338,18 @@ impl GlobalReader for Backwards {
     async fn read(
         &self,
         o: ReadOptions,
-    ) -> Result<eskit_core::GlobalBatch, eskit_core::StoreError> {
+    ) -> Result<eskit_core::store::GlobalBatch, eskit_core::error::StoreError> {
         let mut page = self.0.read(o).await?;
         page.next = GlobalCursor::START;
         Ok(page)
     }
-    async fn head(&self) -> Result<GlobalCursor, eskit_core::StoreError> {
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::error::StoreError> {
         self.0.head().await
     }
 }
 
 impl CommitFeed for Backwards {
-    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
+    fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
         self.0.listen()
     }
 }

@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eskit_core::{
-    AppendOptions, BoxError, EventStore, EventType, ExpectedVersion, GlobalCursor, GlobalReader,
-    NewEvent, ProjectionSink, RawEvent, ReadOptions, StreamName, block_on,
+    error::BoxError,
+    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalReader, ProjectionSink, ReadOptions},
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::{SqliteStore, WriteTx};
@@ -93,7 +95,7 @@ async fn a_subscriber_aborted_at_random_applies_every_event_exactly_once() -> Te
                 let s = StreamName::new("order", format!("o-{i}")).map_err(|e| e.to_string())?;
                 let events = (0..EVENTS_PER_APPEND)
                     .map(|_| Ok(NewEvent::new(EventType::new("Placed")?, b"{}".to_vec())))
-                    .collect::<Result<Vec<_>, eskit_core::InvalidName>>()
+                    .collect::<Result<Vec<_>, eskit_core::event::InvalidName>>()
                     .map_err(|e| e.to_string())?;
                 block_on(store.append(&s, ExpectedVersion::NoStream, events, AppendOptions::new()))
                     .map_err(|e| e.to_string())?;
@@ -227,7 +229,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
         let s = StreamName::new("order", format!("o-{i}"))?;
         let events = (0..EVENTS_PER_APPEND)
             .map(|_| Ok(NewEvent::new(EventType::new("Placed")?, b"{}".to_vec())))
-            .collect::<Result<Vec<_>, eskit_core::InvalidName>>()?;
+            .collect::<Result<Vec<_>, eskit_core::event::InvalidName>>()?;
         store
             .append(&s, ExpectedVersion::NoStream, events, AppendOptions::new())
             .await?;

@@ -14,8 +14,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager, NewEvent, RawEvent,
-    ReadOptions, StreamName,
+    event::{EventType, ExpectedVersion, NewEvent, RawEvent, StreamName},
+    store::{AppendOptions, EventStore, GlobalPager, ReadOptions},
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::SqliteStore;

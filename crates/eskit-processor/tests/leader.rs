@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalCursor, GlobalPager, GlobalReader,
-    NewEvent, RawEvent, ReadOptions, StreamName,
+    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
+    store::{AppendOptions, EventStore, GlobalPager, GlobalReader, ReadOptions},
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::SqliteStore;

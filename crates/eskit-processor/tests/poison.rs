@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, CheckpointStore, CommitFeed, DeadLetterStore, EventStore, EventType,
-    ExpectedVersion, GlobalReader, MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStore,
-    NewEvent, Position, RawEvent, RetryPolicy, StreamName,
+    event::{EventType, ExpectedVersion, NewEvent, Position, RawEvent, StreamName},
+    handler::RetryPolicy,
+    memory::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStore},
+    store::{
+        AppendOptions, CheckpointStore, CommitFeed, DeadLetterStore, EventStore, GlobalReader,
+    },
 };
 use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::SqliteStore;
@@ -52,7 +55,7 @@ fn options(name: &str) -> Result<SubscriptionOptions, Box<dyn std::error::Error>
 
 fn handler(
     counts: &Arc<Counts>,
-) -> impl Fn(&[RawEvent]) -> Result<(), eskit_core::BoxError> + Send + Sync + use<> {
+) -> impl Fn(&[RawEvent]) -> Result<(), eskit_core::error::BoxError> + Send + Sync + use<> {
     let counts = Arc::clone(counts);
     move |events: &[RawEvent]| {
         if events.iter().any(|e| e.position.get() == POISON) {

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use eskit_core::{BoxError, BoxFuture};
+use eskit_core::{error::BoxError, store::BoxFuture};
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use eskit_testing::bench::{
     Baseline, Bench, BenchRow, Impl, Workload, markdown_table, median_ratio,
@@ -120,14 +120,14 @@ fn append_sync(
     if expected.is_some_and(|v| i64::try_from(v).ok() != Some(version)) {
         return Ok(false);
     }
-    let now = eskit_core::Timestamp::now().as_unix_micros();
+    let now = eskit_core::event::Timestamp::now().as_unix_micros();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (stream, version, event_id, event_type, payload, timestamp)
              VALUES (?1, ?2, ?3, 'OrderPlaced', ?4, ?5)",
         )?;
         for (i, p) in payloads.iter().enumerate() {
-            let id = eskit_core::EventId::new().to_bytes();
+            let id = eskit_core::event::EventId::new().to_bytes();
             insert.execute(rusqlite::params![
                 stream,
                 version + 1 + i as i64,
@@ -336,7 +336,7 @@ fn main() -> ExitCode {
         match bench(name, &dir, sync, ws).run() {
             Ok(r) => rows.extend(r),
             Err(e) => {
-                eprintln!("bench {name}: {}", eskit_core::error_chain(&e));
+                eprintln!("bench {name}: {}", eskit_core::error::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         }
@@ -372,7 +372,10 @@ fn main() -> ExitCode {
                 print!("{}", dcb::DcbRow::table(&dcb_rows));
             }
             Err(e) => {
-                eprintln!("bench sqlite dcb: {}", eskit_core::error_chain(e.as_ref()));
+                eprintln!(
+                    "bench sqlite dcb: {}",
+                    eskit_core::error::error_chain(e.as_ref())
+                );
                 return ExitCode::FAILURE;
             }
         }

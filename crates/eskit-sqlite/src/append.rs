@@ -12,8 +12,9 @@
 //! it takes that rare path and becomes [`StoreError::DuplicateEventId`].
 
 use eskit_core::{
-    AppendResult, EventRecord, Position, RawEvent, StoreError, StreamName, StreamState, Timestamp,
-    Version,
+    error::StoreError,
+    event::{AppendResult, EventRecord, Position, RawEvent, StreamName, Timestamp, Version},
+    store::StreamState,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -23,7 +24,7 @@ use crate::row::{
     BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content, tags_blob,
 };
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
-use eskit_core::CommitNotifier;
+use eskit_core::backend::CommitNotifier;
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
 pub(crate) const STATE_ARCHIVED: i64 = 2;

@@ -1,8 +1,10 @@
 //! Subscription checkpoints in the store's database.
 
 use eskit_core::{
-    CheckpointStore, GlobalCursor, NameKind, Position, StoreError, Timestamp, validate_cursor,
-    validate_name,
+    backend::{validate_cursor, validate_name},
+    error::StoreError,
+    event::{GlobalCursor, NameKind, Position, Timestamp},
+    store::CheckpointStore,
 };
 use rusqlite::{Connection, OptionalExtension};
 

@@ -130,7 +130,7 @@ mod tests {
     fn delivers_values_in_order_then_ends() {
         let (tx, mut rx) = channel();
         let t = std::thread::spawn(move || (0..1000).all(|i| tx.send(i)));
-        let got = eskit_core::block_on(async {
+        let got = eskit_core::rt::block_on(async {
             let mut got = Vec::new();
             while let Some(v) = rx.next().await {
                 got.push(v);

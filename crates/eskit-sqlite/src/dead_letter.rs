@@ -1,9 +1,14 @@
 //! Dead letters in the store's database (`eskit_dead_letters`).
 
 use eskit_core::{
-    CodecName, DeadLetter, DeadLetterStore, EventId, EventType, Metadata, NameKind, Position,
-    RawEvent, StoreError, StreamName, Timestamp, ValidationError, Version, bounded_error,
-    limits::MAX_READ_LIMIT, validate_name,
+    backend::{bounded_error, validate_name},
+    error::{StoreError, ValidationError},
+    event::{
+        CodecName, EventId, EventType, Metadata, NameKind, Position, RawEvent, StreamName,
+        Timestamp, Version,
+    },
+    limits::MAX_READ_LIMIT,
+    store::{DeadLetter, DeadLetterStore},
 };
 use rusqlite::{OptionalExtension, Row};
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use eskit_core::StoreError;
+use eskit_core::error::StoreError;
 use rusqlite::ErrorCode;
 
 /// Opening or configuring a store failed.

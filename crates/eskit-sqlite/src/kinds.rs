@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use eskit_core::{CodecName, EventType, NewEvent, StoreError};
+use eskit_core::{
+    error::StoreError,
+    event::{CodecName, EventType, NewEvent},
+};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{corrupt, store_error};

@@ -3,21 +3,21 @@
 //! one database file, through rusqlite with SQLite bundled.
 //!
 //! [`SqliteStore`] implements the core's bytes-level traits
-//! ([`EventStore`](eskit_core::EventStore),
-//! [`GlobalReader`](eskit_core::GlobalReader),
-//! [`StreamLifecycle`](eskit_core::StreamLifecycle)) with the same semantics
+//! ([`EventStore`](eskit_core::store::EventStore),
+//! [`GlobalReader`](eskit_core::store::GlobalReader),
+//! [`StreamLifecycle`](eskit_core::store::StreamLifecycle)) with the same semantics
 //! as the memory backend; [`SqliteStore::snapshots`] and
 //! [`SqliteStore::checkpoints`] give the
-//! [`SnapshotStore`](eskit_core::SnapshotStore) and
-//! [`CheckpointStore`](eskit_core::CheckpointStore), and
-//! [`SqliteStore::locks`] a [`LockRegistry`](eskit_core::LockRegistry) whose
+//! [`SnapshotStore`](eskit_core::store::SnapshotStore) and
+//! [`CheckpointStore`](eskit_core::store::CheckpointStore), and
+//! [`SqliteStore::locks`] a [`LockRegistry`](eskit_core::store::LockRegistry) whose
 //! locks hold across every process that opens the file (leases in the
 //! `eskit_locks` table, see [`SqliteLockRegistry`]). It needs no async
 //! runtime: futures complete from the store's own threads through wakers.
 //!
 //! # Example
 //! ```
-//! use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, NewEvent, StreamName, block_on};
+//! use eskit_core::{event::{EventType, ExpectedVersion, NewEvent, StreamName}, rt::block_on, store::{AppendOptions, EventStore, LoadOptions}};
 //! use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 //!
 //! let dir = std::env::temp_dir().join(format!("eskit-doc-{}", std::process::id()));
@@ -58,7 +58,7 @@
 //! Every row carries an XXH3-64 checksum over all its
 //! fields, including the names its kind stands for and its tags; a row that fails it, or
 //! whose fields do not parse, is reported as
-//! [`StoreError::Corrupt`](eskit_core::StoreError::Corrupt) and never
+//! [`StoreError::Corrupt`](eskit_core::error::StoreError::Corrupt) and never
 //! returned. The schema version is kept in `eskit_schema` and the file is
 //! marked with `PRAGMA application_id` ([`APPLICATION_ID`]).
 //!
@@ -97,7 +97,7 @@
 //! committed). Reads are cancel safe.
 //!
 //! # Errors
-//! Store operations fail with [`StoreError`](eskit_core::StoreError); SQLite's
+//! Store operations fail with [`StoreError`](eskit_core::error::StoreError); SQLite's
 //! failures map onto its backend-neutral kinds, each with a [`SqliteError`]
 //! as its source ([`SqliteError::of`] finds it):
 //!
@@ -121,7 +121,7 @@
 //! checkpoints through [`WriteTx::save_checkpoint`] and the caller's own
 //! statements on [`WriteTx::connection`] commit together or not at all, and
 //! the notifier fires only at the commit. [`SqliteStore::projection_sink`]
-//! builds a [`ProjectionSink`](eskit_core::ProjectionSink) on it: a read
+//! builds a [`ProjectionSink`](eskit_core::store::ProjectionSink) on it: a read
 //! model whose pages and cursor commit together.
 //!
 //! # Notifications

@@ -17,8 +17,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    EventId, FencingToken, Lease, LeaseLost, LockGuard, LockRegistry, NameKind, StoreError,
-    Timestamp, validate_name,
+    backend::validate_name,
+    error::StoreError,
+    event::{EventId, NameKind, Timestamp},
+    store::{FencingToken, Lease, LeaseLost, LockGuard, LockRegistry},
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -93,7 +95,7 @@ pub const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// the leases of dead holders last that much longer.
 ///
 /// ```
-/// use eskit_core::{LockRegistry, block_on};
+/// use eskit_core::{rt::block_on, store::LockRegistry};
 /// use eskit_sqlite::SqliteStore;
 ///
 /// let store = SqliteStore::open_in_memory()?;
@@ -505,7 +507,7 @@ impl Shared {
             w.next_id
         };
         let _registered = Deregister { shared: self, id };
-        let mut sleep = std::pin::pin!(eskit_core::sleep(timeout));
+        let mut sleep = std::pin::pin!(eskit_core::rt::sleep(timeout));
         poll_fn(|cx| {
             if self.releases.load(Ordering::Acquire) != seen {
                 return Poll::Ready(());

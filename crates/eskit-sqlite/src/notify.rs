@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use eskit_core::{CommitNotifier, Position};
+use eskit_core::{backend::CommitNotifier, event::Position};
 use rusqlite::Connection;
 
 use crate::oneshot;

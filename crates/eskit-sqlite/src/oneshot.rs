@@ -59,11 +59,11 @@ mod tests {
     fn delivers_value_and_cancellation() {
         let (tx, rx) = channel();
         let t = std::thread::spawn(move || tx.send(7));
-        assert_eq!(eskit_core::block_on(rx), Ok(7));
+        assert_eq!(eskit_core::rt::block_on(rx), Ok(7));
         assert!(t.join().is_ok());
         let (tx, rx) = channel::<u8>();
         drop(tx);
-        assert_eq!(eskit_core::block_on(rx), Err(Canceled));
+        assert_eq!(eskit_core::rt::block_on(rx), Err(Canceled));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! [`StoreError::Corrupt`], not a wrong answer.
 
 use eskit_core::{
-    AppendCondition, EventQuery, GlobalCursor, Position, QueryItem, QueryOptions, RawEvent,
-    StoreError,
+    dcb::{AppendCondition, EventQuery, QueryItem, QueryOptions},
+    error::StoreError,
+    event::{GlobalCursor, Position, RawEvent},
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -259,7 +260,7 @@ pub(crate) fn first_match(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eskit_core::{EventType, Tag};
+    use eskit_core::event::{EventType, Tag};
 
     fn plan(c: &Connection, sql: &str, params: Vec<Value>) -> Vec<String> {
         let mut stmt = c
@@ -278,12 +279,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "eskit-sqlite-query-reprepare-{}-{}",
             std::process::id(),
-            eskit_core::Timestamp::now().as_unix_micros()
+            eskit_core::event::Timestamp::now().as_unix_micros()
         ));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.join("events.db");
         let store = crate::SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        eskit_core::block_on(store.close());
+        eskit_core::rt::block_on(store.close());
         let c = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let t = |s: &str| Tag::new(s).unwrap_or_else(|e| panic!("{e}"));
         let mut stmt = None;
@@ -306,12 +307,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "eskit-sqlite-query-plan-{}-{}",
             std::process::id(),
-            eskit_core::Timestamp::now().as_unix_micros()
+            eskit_core::event::Timestamp::now().as_unix_micros()
         ));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.join("events.db");
         let store = crate::SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        eskit_core::block_on(store.close());
+        eskit_core::rt::block_on(store.close());
         let c = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let t = |s: &str| Tag::new(s).unwrap_or_else(|e| panic!("{e}"));
         let ty = |s: &str| EventType::new(s).unwrap_or_else(|e| panic!("{e}"));

@@ -2,7 +2,11 @@
 //! a shared table (SQLite has no LISTEN/NOTIFY).
 
 use eskit_core::limits::MAX_READ_LIMIT;
-use eskit_core::{EventId, NameKind, StoreError, Timestamp, ValidationError, validate_name};
+use eskit_core::{
+    backend::validate_name,
+    error::{StoreError, ValidationError},
+    event::{EventId, NameKind, Timestamp},
+};
 
 use crate::error::{corrupt, store_error};
 use crate::store::SqliteStore;

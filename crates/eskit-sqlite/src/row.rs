@@ -4,8 +4,11 @@
 //! every field parses; anything else is [`StoreError::Corrupt`].
 
 use eskit_core::{
-    EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StoreError,
-    StreamName, Tag, Timestamp, Version,
+    error::StoreError,
+    event::{
+        EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StreamName, Tag,
+        Timestamp, Version,
+    },
 };
 use std::collections::HashMap;
 

@@ -307,7 +307,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     if current == SCHEMA_VERSION {
         return Ok(());
     }
-    let now = eskit_core::Timestamp::now().as_unix_micros();
+    let now = eskit_core::event::Timestamp::now().as_unix_micros();
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         tx.execute_batch(sql).map_err(err)?;
         tx.execute(

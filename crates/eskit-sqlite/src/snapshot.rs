@@ -1,6 +1,10 @@
 //! Snapshots in the store's database.
 
-use eskit_core::{Snapshot, SnapshotStore, StoreError, StreamName, Timestamp, Version};
+use eskit_core::{
+    error::StoreError,
+    event::{StreamName, Timestamp, Version},
+    store::{Snapshot, SnapshotStore},
+};
 use rusqlite::OptionalExtension;
 
 use crate::error::{corrupt, store_error};

@@ -8,11 +8,17 @@ use std::time::Duration;
 
 use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::{
-    AppendOptions, AppendResult, CommitFeed, CommitNotifier, EventQueryReader, EventStore,
-    ExpectedVersion, GlobalBatch, GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, NewEvent,
-    Position, QueryOptions, RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName,
-    StreamState, StreamStatus, Timestamp, Version, validate_append, validate_idempotency_key,
-    validate_reason,
+    backend::{CommitNotifier, validate_append, validate_idempotency_key, validate_reason},
+    dcb::{EventQueryReader, QueryOptions},
+    error::{LifecycleOp, StoreError},
+    event::{
+        AppendResult, ExpectedVersion, GlobalCursor, NewEvent, Position, RawEvent, StreamName,
+        Timestamp, Version,
+    },
+    store::{
+        AppendOptions, CommitFeed, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
+        StreamLifecycle, StreamState, StreamStatus,
+    },
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -222,7 +228,7 @@ impl SqliteStore {
     /// Blocks while it opens its connection and takes its first reading, so
     /// every commit made after it returns is heard. When the watcher fails
     /// to read the file several times in a row, listeners get
-    /// [`FeedError::Broken`](eskit_core::FeedError::Broken) once (poll
+    /// [`FeedError::Broken`](eskit_core::store::FeedError::Broken) once (poll
     /// meanwhile), and a wake-up when it reads again.
     ///
     /// # Errors
@@ -276,7 +282,7 @@ impl SqliteStore {
     /// from the moment it is called, every call through any clone of this
     /// store (and the snapshot, checkpoint and lock stores it handed out)
     /// fails with [`StoreError::Closed`], and the commit feed ends its
-    /// listeners with [`FeedError::Closed`](eskit_core::FeedError::Closed).
+    /// listeners with [`FeedError::Closed`](eskit_core::store::FeedError::Closed).
     ///
     /// Requests already queued finish first: appends queued before the call
     /// commit (or fail) as usual; later ones fail with the closed kind.
@@ -335,7 +341,7 @@ fn clamp(v: u64) -> i64 {
 
 /// ` AND e.kind IN (...)` for the kinds of `types`, with their parameters
 /// numbered from `first_param`; nothing when `types` is empty.
-fn type_filter(types: &[eskit_core::EventType], first_param: usize) -> (String, Vec<Value>) {
+fn type_filter(types: &[eskit_core::event::EventType], first_param: usize) -> (String, Vec<Value>) {
     if types.is_empty() {
         return (String::new(), Vec::new());
     }
@@ -812,7 +818,7 @@ impl CommitFeed for SqliteStore {
     /// Listens to this process's commits; add
     /// [`watch_external_writes`](Self::watch_external_writes) to hear other
     /// processes' too.
-    fn listen(&self) -> Result<eskit_core::Listener, eskit_core::FeedError> {
+    fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
         self.inner.notifier.listen()
     }
 }

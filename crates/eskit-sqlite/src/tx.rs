@@ -14,10 +14,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, CommitNotifier, DomainEvent, EventSchema,
-    ExpectedVersion, GlobalCursor, NameKind, NewEvent, Position, ProjectionSink, RawEvent,
-    RecordedEvent, SinkError, StoreError, StreamName, Version, validate_append, validate_cursor,
-    validate_name,
+    backend::{CommitNotifier, validate_append, validate_cursor, validate_name},
+    error::{BoxError, StoreError},
+    event::{
+        AppendResult, ExpectedVersion, GlobalCursor, NameKind, NewEvent, Position, RawEvent,
+        RecordedEvent, StreamName, Version,
+    },
+    store::{AppendOptions, ProjectionSink, SinkError},
+    typed::{DomainEvent, EventSchema},
 };
 use rusqlite::Connection;
 
@@ -85,7 +89,7 @@ impl fmt::Debug for WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
-    /// Appends like [`EventStore::append`](eskit_core::EventStore::append),
+    /// Appends like [`EventStore::append`](eskit_core::store::EventStore::append),
     /// with the same checks (expected version, lifecycle, idempotency,
     /// condition, bounds), inside this transaction. Reads on
     /// [`connection`](Self::connection) see the events at once; other
@@ -144,8 +148,8 @@ impl WriteTx<'_> {
     /// Every event of `stream` as this transaction sees it (its own
     /// appends included), in version order: what a decider folds before
     /// it decides inside the transaction. Typed code decodes them with its
-    /// [`EventSchema`](eskit_core::EventSchema) and appends what
-    /// [`EventSchema::encode`](eskit_core::EventSchema::encode) returns.
+    /// [`EventSchema`](eskit_core::typed::EventSchema) and appends what
+    /// [`EventSchema::encode`](eskit_core::typed::EventSchema::encode) returns.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] for a row that fails its checksum, or a
@@ -170,7 +174,7 @@ impl WriteTx<'_> {
     }
 
     /// [`append`](Self::append) for typed events: each is encoded with
-    /// `schema` (as [`TypedStore`](eskit_core::TypedStore) does) before the
+    /// `schema` (as [`TypedStore`](eskit_core::typed::TypedStore) does) before the
     /// append.
     ///
     /// # Errors
@@ -255,7 +259,7 @@ impl SqliteStore {
     /// it runs: keep it short and never block in it.
     ///
     /// ```
-    /// use eskit_core::{AppendOptions, EventType, ExpectedVersion, NewEvent, StreamName, block_on};
+    /// use eskit_core::{store::AppendOptions, event::{EventType, ExpectedVersion, NewEvent, StreamName}, rt::block_on};
     /// use eskit_sqlite::SqliteStore;
     ///
     /// let store = SqliteStore::open_in_memory()?;

@@ -14,7 +14,11 @@ use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use eskit_core::{AppendOptions, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamName};
+use eskit_core::{
+    error::StoreError,
+    event::{AppendResult, ExpectedVersion, NewEvent, StreamName},
+    store::AppendOptions,
+};
 use rusqlite::Connection;
 
 use crate::append::{WriterState, commit_appends};
@@ -22,7 +26,7 @@ use crate::chunks;
 use crate::error::{SqliteError, stopped};
 use crate::oneshot;
 use crate::options::MAX_GROUP_COMMIT;
-use eskit_core::CommitNotifier;
+use eskit_core::backend::CommitNotifier;
 
 /// Most requests queued for the writer, and separately for the readers,
 /// before new ones are refused with [`SqliteError::Overloaded`].

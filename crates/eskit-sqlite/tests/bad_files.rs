@@ -14,8 +14,10 @@ use std::path::Path;
 
 use common::{Rng, TempDir, TestResult, env_usize, event, stream};
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, Metadata, RawEvent,
-    ReadOptions, StoreError, block_on,
+    error::StoreError,
+    event::{ExpectedVersion, Metadata, RawEvent},
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions},
 };
 use eskit_sqlite::{OpenError, SqliteOptions, SqliteStore};
 

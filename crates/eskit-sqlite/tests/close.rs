@@ -5,8 +5,10 @@ mod common;
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, CheckpointStore, EventStore, ExpectedVersion, GlobalCursor, LoadOptions,
-    LockRegistry, SnapshotStore, StoreError, block_on,
+    error::StoreError,
+    event::{ExpectedVersion, GlobalCursor},
+    rt::block_on,
+    store::{AppendOptions, CheckpointStore, EventStore, LoadOptions, LockRegistry, SnapshotStore},
 };
 use eskit_sqlite::SqliteStore;
 

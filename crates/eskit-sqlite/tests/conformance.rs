@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::TempDir;
-use eskit_core::BoxError;
+use eskit_core::error::BoxError;
 use eskit_sqlite::{SqliteOptions, SqliteStore};
 use eskit_testing::conformance::{Fixture, Suite};
 

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, TempDir, child_command, env_usize};
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, GlobalPager, NewEvent, ReadOptions,
-    StreamName, block_on,
+    event::{EventType, ExpectedVersion, NewEvent, StreamName},
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalPager, ReadOptions},
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

@@ -4,8 +4,11 @@ mod common;
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, EventQuery, EventQueryReader, EventStore, ExpectedVersion, GlobalReader,
-    LoadOptions, QueryItem, QueryOptions, ReadOptions, StoreError, StreamLifecycle, Tag, block_on,
+    dcb::{EventQuery, EventQueryReader, QueryItem, QueryOptions},
+    error::StoreError,
+    event::{ExpectedVersion, Tag},
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions, StreamLifecycle},
 };
 use eskit_sqlite::SqliteStore;
 
@@ -48,7 +51,7 @@ fn a_damaged_tag_is_reported_not_returned() -> TestResult {
     for (version, sql) in damages {
         let c = rusqlite::Connection::open(&path)?;
         c.execute(sql, [])?;
-        let from = eskit_core::Version::new(version);
+        let from = eskit_core::event::Version::new(version);
         let options = LoadOptions::new().with_from(from).with_to(from);
         let e = block_on(s.load(&a, options)).err();
         assert!(

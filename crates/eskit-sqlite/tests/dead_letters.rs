@@ -5,9 +5,11 @@ mod common;
 
 use common::TempDir;
 use eskit_core::{
-    AppendOptions, DeadLetterStore, EventStore, EventType, ExpectedVersion, LoadOptions, Metadata,
-    NewEvent, StoreError, StreamLifecycle, StreamName, Tag, ValidationError, block_on,
+    error::{StoreError, ValidationError},
+    event::{EventType, ExpectedVersion, Metadata, NewEvent, StreamName, Tag},
     limits::MAX_READ_LIMIT,
+    rt::block_on,
+    store::{AppendOptions, DeadLetterStore, EventStore, LoadOptions, StreamLifecycle},
 };
 use eskit_sqlite::SqliteStore;
 

@@ -15,7 +15,9 @@ use std::process::Command;
 
 use common::{Rng, TempDir, TestResult, stream};
 use eskit_core::{
-    AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, NewEvent, block_on,
+    event::{EventType, ExpectedVersion, NewEvent},
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
 };
 use eskit_sqlite::{SqliteError, SqliteOptions, SqliteStore, Synchronous};
 

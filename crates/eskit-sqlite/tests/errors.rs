@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDir, TestResult, event, stream};
-use eskit_core::{AppendOptions, EventStore, ExpectedVersion, LoadOptions, block_on};
+use eskit_core::{
+    event::ExpectedVersion,
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
+};
 use eskit_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
 /// Another process holds the write lock past the busy timeout: the append

@@ -17,7 +17,11 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use common::{TempDir, stream};
-use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, NewEvent, block_on};
+use eskit_core::{
+    event::{EventType, ExpectedVersion, NewEvent},
+    rt::block_on,
+    store::{AppendOptions, EventStore},
+};
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// Appends the audited child makes, one per commit.

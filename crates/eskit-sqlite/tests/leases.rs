@@ -10,7 +10,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use common::{TempDir, TestResult};
-use eskit_core::{FencingToken, LeaseLost, LockGuard, LockRegistry, block_on};
+use eskit_core::{
+    rt::block_on,
+    store::{FencingToken, LeaseLost, LockGuard, LockRegistry},
+};
 use eskit_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
 /// A bound for waits that should end much sooner; reaching it fails the
@@ -20,7 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Waits for the guard's `lost()` future, or `None` after `bound`.
 fn wait_lost(guard: &LockGuard, bound: Duration) -> Option<LeaseLost> {
     let mut lost = pin!(guard.lost());
-    let mut timer = pin!(eskit_core::sleep(bound));
+    let mut timer = pin!(eskit_core::rt::sleep(bound));
     block_on(std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = lost.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
@@ -322,12 +325,12 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     let path = dir.file("events.db");
     let old = SqliteStore::open(&path)?;
     let account = common::stream("account", "a-1")?;
-    block_on(eskit_core::EventStore::append(
+    block_on(eskit_core::store::EventStore::append(
         &old,
         &account,
-        eskit_core::ExpectedVersion::NoStream,
+        eskit_core::event::ExpectedVersion::NoStream,
         vec![common::event("Opened", "{}")?],
-        eskit_core::AppendOptions::new(),
+        eskit_core::store::AppendOptions::new(),
     ))?;
     block_on(old.close());
     {
@@ -344,7 +347,7 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
              INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
              DELETE FROM eskit_schema WHERE version = 2;",
         )?;
-        let far = eskit_core::Timestamp::now().as_unix_micros() + 3_600_000_000;
+        let far = eskit_core::event::Timestamp::now().as_unix_micros() + 3_600_000_000;
         c.execute(
             "INSERT INTO eskit_locks (key, owner, expires_at) VALUES ('held-by-v1', 'old', ?1)",
             [far],
@@ -368,21 +371,23 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
     let g = block_on(locks.try_acquire("fresh"))?.ok_or("a free lock was refused")?;
     assert!(g.fencing_token() >= FencingToken::new(1));
     // An event written without tags keeps its checksum.
-    let events = block_on(eskit_core::EventStore::load(
+    let events = block_on(eskit_core::store::EventStore::load(
         &store,
         &account,
-        eskit_core::LoadOptions::new(),
+        eskit_core::store::LoadOptions::new(),
     ))?;
     assert_eq!(events.len(), 1);
     assert!(events[0].tags.is_empty());
     // A version-1 checkpoint becomes a cursor with transaction key 0.
-    let cp = block_on(eskit_core::CheckpointStore::load(
+    let cp = block_on(eskit_core::store::CheckpointStore::load(
         &store.checkpoints(),
         "v1",
     ))?;
     assert_eq!(
         cp,
-        Some(eskit_core::GlobalCursor::at(eskit_core::Position::new(7)))
+        Some(eskit_core::event::GlobalCursor::at(
+            eskit_core::event::Position::new(7)
+        ))
     );
     Ok(())
 }
@@ -417,7 +422,7 @@ fn a_version_1_file_with_duplicate_event_ids_is_refused_and_left_at_version_1() 
     // FIXME: the refusal is SQLite's constraint message; a dedicated
     // OpenError naming the repeated ids (and a way to repair the file)
     // would tell the operator what to do.
-    let message = eskit_core::error_chain(&err);
+    let message = eskit_core::error::error_chain(&err);
     assert!(message.contains("eskit_events.event_id"), "{message}");
     let version: i64 = rusqlite::Connection::open(&path)?.query_row(
         "SELECT max(version) FROM eskit_schema",

@@ -22,7 +22,11 @@ use std::path::Path;
 use std::process::{Child, ExitCode, Stdio};
 
 use common::{TempDir, child_command, env_usize, event, stream};
-use eskit_core::{AppendOptions, EventStore, ExpectedVersion, GlobalReader, ReadOptions, block_on};
+use eskit_core::{
+    event::ExpectedVersion,
+    rt::block_on,
+    store::{AppendOptions, EventStore, GlobalReader, ReadOptions},
+};
 use eskit_sqlite::SqliteStore;
 
 const CHILD_ENV: &str = "ESKIT_OPEN_RACE_CHILD";

@@ -8,10 +8,16 @@ use std::time::Duration;
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, CheckpointStore, CommitFeed, EventStore, EventType, ExpectedVersion,
-    GlobalCursor, GlobalReader, LifecycleOp, LoadOptions, Metadata, Position, Principal,
-    ReadOptions, Snapshot, SnapshotStore, StoreError, StreamLifecycle, StreamState, StreamType,
-    Timestamp, ValidationError, Version, block_on,
+    error::{LifecycleOp, StoreError, ValidationError},
+    event::{
+        EventType, ExpectedVersion, GlobalCursor, Metadata, Position, Principal, StreamType,
+        Timestamp, Version,
+    },
+    rt::block_on,
+    store::{
+        AppendOptions, CheckpointStore, CommitFeed, EventStore, GlobalReader, LoadOptions,
+        ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState,
+    },
 };
 use eskit_sqlite::{OpenError, SqliteOptions, SqliteStore, Synchronous};
 
@@ -28,14 +34,14 @@ fn both(f: impl Fn(&SqliteStore) -> TestResult) -> TestResult {
 
 fn append(
     s: &SqliteStore,
-    st: &eskit_core::StreamName,
+    st: &eskit_core::event::StreamName,
     expected: ExpectedVersion,
     payloads: &[&str],
-) -> Result<eskit_core::AppendResult, StoreError> {
+) -> Result<eskit_core::event::AppendResult, StoreError> {
     let events = payloads
         .iter()
         .map(|p| {
-            eskit_core::NewEvent::new(
+            eskit_core::event::NewEvent::new(
                 EventType::from_static("E").map_err(StoreError::from)?,
                 p.as_bytes().to_vec(),
             )
@@ -408,7 +414,7 @@ fn invalid_appends_are_rejected_before_storage() -> TestResult {
             e,
             Some(StoreError::Validation(ValidationError::NoEvents))
         ));
-        let big = eskit_core::NewEvent::new(
+        let big = eskit_core::event::NewEvent::new(
             EventType::new("E")?,
             vec![0; eskit_core::limits::MAX_PAYLOAD_BYTES + 1],
         );
@@ -419,7 +425,7 @@ fn invalid_appends_are_rejected_before_storage() -> TestResult {
                 ValidationError::PayloadTooLarge { .. }
             ))
         ));
-        let at_cap = eskit_core::NewEvent::new(
+        let at_cap = eskit_core::event::NewEvent::new(
             EventType::new("E")?,
             vec![7; eskit_core::limits::MAX_PAYLOAD_BYTES],
         );
@@ -789,7 +795,7 @@ fn public_futures_are_send() -> TestResult {
 
 /// Appends `n` events cycling through three kinds (two types, one of them
 /// at two schema versions, two codecs), every seventh with metadata.
-fn append_mixed(s: &SqliteStore, st: &eskit_core::StreamName, n: u64) -> TestResult {
+fn append_mixed(s: &SqliteStore, st: &eskit_core::event::StreamName, n: u64) -> TestResult {
     let kinds = [
         ("Opened", 1, "json"),
         ("Moved", 1, "cbor"),
@@ -800,13 +806,14 @@ fn append_mixed(s: &SqliteStore, st: &eskit_core::StreamName, n: u64) -> TestRes
             .iter()
             .map(|i| {
                 let (ty, v, codec) = kinds[(*i % 3) as usize];
-                Ok(
-                    eskit_core::NewEvent::new(EventType::new(ty)?, i.to_string().into_bytes())
-                        .with_schema_version(v)
-                        .with_codec(codec),
+                Ok(eskit_core::event::NewEvent::new(
+                    EventType::new(ty)?,
+                    i.to_string().into_bytes(),
                 )
+                .with_schema_version(v)
+                .with_codec(codec))
             })
-            .collect::<Result<Vec<_>, eskit_core::InvalidName>>()?;
+            .collect::<Result<Vec<_>, eskit_core::event::InvalidName>>()?;
         block_on(s.append(st, ExpectedVersion::Any, events, AppendOptions::new()))?;
         let meta = Metadata::new_chain(Principal::user("ada")).with_extra("k", "v");
         block_on(s.append(
@@ -905,7 +912,7 @@ fn kinds_written_by_another_handle_are_read_back() -> TestResult {
         &a,
         ExpectedVersion::Exact(Version::new(1)),
         vec![
-            eskit_core::NewEvent::new(EventType::new("Renamed")?, b"2".to_vec())
+            eskit_core::event::NewEvent::new(EventType::new("Renamed")?, b"2".to_vec())
                 .with_schema_version(3)
                 .with_codec("cbor"),
         ],
@@ -926,7 +933,7 @@ fn kinds_written_by_another_handle_are_read_back() -> TestResult {
         &a,
         ExpectedVersion::Any,
         vec![
-            eskit_core::NewEvent::new(EventType::new("Renamed")?, b"3".to_vec())
+            eskit_core::event::NewEvent::new(EventType::new("Renamed")?, b"3".to_vec())
                 .with_schema_version(3)
                 .with_codec("cbor"),
         ],
@@ -1004,7 +1011,7 @@ fn positions_of_deleted_newest_events_are_not_reused_after_reopen() -> TestResul
 
 #[test]
 fn locks_exclude_across_handles_on_one_file_and_hand_over_on_release() -> TestResult {
-    use eskit_core::LockRegistry;
+    use eskit_core::store::LockRegistry;
     let dir = TempDir::new("locks")?;
     let path = dir.file("events.db");
     // Two handles stand for two processes: neither sees the other's memory.
@@ -1043,7 +1050,7 @@ fn locks_exclude_across_handles_on_one_file_and_hand_over_on_release() -> TestRe
 
 #[test]
 fn an_expired_lease_is_taken_over_and_the_old_guard_does_not_release_it() -> TestResult {
-    use eskit_core::LockRegistry;
+    use eskit_core::store::LockRegistry;
     let dir = TempDir::new("lease")?;
     let path = dir.file("events.db");
     let s = SqliteStore::open(&path)?;
@@ -1065,7 +1072,7 @@ fn an_expired_lease_is_taken_over_and_the_old_guard_does_not_release_it() -> Tes
 
 #[test]
 fn held_leases_are_renewed_and_bad_leases_refused() -> TestResult {
-    use eskit_core::LockRegistry;
+    use eskit_core::store::LockRegistry;
     let dir = TempDir::new("renew")?;
     let path = dir.file("events.db");
     let s = SqliteStore::open(&path)?;
@@ -1140,7 +1147,7 @@ enum Loaded {
 /// Loads `st` with `options` and compares the outcome with `expect`.
 fn check_load(
     s: &SqliteStore,
-    st: &eskit_core::StreamName,
+    st: &eskit_core::event::StreamName,
     options: LoadOptions,
     expect: Loaded,
 ) -> TestResult {

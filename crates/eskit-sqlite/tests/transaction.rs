@@ -10,8 +10,10 @@ use std::task::{Context, Poll, Waker};
 
 use common::{TempDir, TestResult, event, stream};
 use eskit_core::{
-    AppendOptions, CheckpointStore, EventId, EventStore, ExpectedVersion, GlobalCursor,
-    GlobalReader, Listener, Position, ReadOptions, StoreError, Version, block_on,
+    error::StoreError,
+    event::{EventId, ExpectedVersion, GlobalCursor, Position, Version},
+    rt::block_on,
+    store::{AppendOptions, CheckpointStore, EventStore, GlobalReader, Listener, ReadOptions},
 };
 use eskit_sqlite::{SqliteStore, TxError, WriteTx};
 
@@ -39,7 +41,7 @@ fn signalled(l: &mut Listener) -> bool {
     matches!(pin!(l.changed()).poll(&mut cx), Poll::Ready(_))
 }
 
-fn all_events(store: &SqliteStore) -> Result<Vec<eskit_core::RawEvent>, StoreError> {
+fn all_events(store: &SqliteStore) -> Result<Vec<eskit_core::event::RawEvent>, StoreError> {
     let mut out = Vec::new();
     let mut after = GlobalCursor::START;
     loop {
@@ -67,7 +69,7 @@ fn place(tx: &mut WriteTx<'_>, id: &str, total: i64) -> Result<Position, BoxErro
 fn a_failing_closure_stores_nothing() -> TestResult {
     let dir = TempDir::new("tx-fail")?;
     let store = open(&dir)?;
-    let mut listener = eskit_core::CommitFeed::listen(&store)?;
+    let mut listener = eskit_core::store::CommitFeed::listen(&store)?;
     let before = store.notifier().latest();
     let r = block_on(store.write_transaction(|tx| {
         place(tx, "o-1", 10)?;
@@ -93,7 +95,7 @@ fn a_failing_closure_stores_nothing() -> TestResult {
 fn a_successful_closure_stores_both_and_the_feed_fires_once_at_commit() -> TestResult {
     let dir = TempDir::new("tx-ok")?;
     let store = open(&dir)?;
-    let mut listener = eskit_core::CommitFeed::listen(&store)?;
+    let mut listener = eskit_core::store::CommitFeed::listen(&store)?;
     let notifier = store.notifier().clone();
     let before = notifier.latest();
     let (position, seen_inside) = block_on(store.write_transaction(move |tx| {
@@ -365,7 +367,7 @@ fn a_panicking_closure_rolls_back_and_the_store_keeps_working() -> TestResult {
 /// applied, has its effect once and never moves the cursor back.
 #[test]
 fn the_sink_applies_each_event_once_whatever_pages_it_is_given() -> TestResult {
-    use eskit_core::ProjectionSink;
+    use eskit_core::store::ProjectionSink;
     let dir = TempDir::new("tx-sink")?;
     let store = open(&dir)?;
     for i in 0..6 {
@@ -379,7 +381,7 @@ fn the_sink_applies_each_event_once_whatever_pages_it_is_given() -> TestResult {
     }
     let events = all_events(&store)?;
     let sink = store.projection_sink(
-        |tx: &mut WriteTx<'_>, events: &[eskit_core::RawEvent]| -> Result<(), BoxError> {
+        |tx: &mut WriteTx<'_>, events: &[eskit_core::event::RawEvent]| -> Result<(), BoxError> {
             for e in events {
                 tx.connection().execute(
                     "INSERT INTO orders (id, total) VALUES (?1, 1)",
@@ -404,13 +406,13 @@ fn the_sink_applies_each_event_once_whatever_pages_it_is_given() -> TestResult {
     assert_eq!(block_on(sink.cursor("orders"))?, Some(at(5)));
     // A projection error stores nothing, cursor included.
     let failing = store.projection_sink(
-        |_: &mut WriteTx<'_>, _: &[eskit_core::RawEvent]| -> Result<(), BoxError> {
+        |_: &mut WriteTx<'_>, _: &[eskit_core::event::RawEvent]| -> Result<(), BoxError> {
             Err("refused".into())
         },
     );
     let r = block_on(failing.apply("other", &events, at(5)));
     assert!(
-        matches!(r, Err(eskit_core::SinkError::Projection(_))),
+        matches!(r, Err(eskit_core::store::SinkError::Projection(_))),
         "{r:?}"
     );
     assert_eq!(block_on(failing.cursor("other"))?, None);
@@ -426,9 +428,9 @@ fn transaction_futures_are_send() -> TestResult {
     assert_send(&f);
     block_on(f)?;
     let sink = store.projection_sink(
-        |_: &mut WriteTx<'_>, _: &[eskit_core::RawEvent]| -> Result<(), BoxError> { Ok(()) },
+        |_: &mut WriteTx<'_>, _: &[eskit_core::event::RawEvent]| -> Result<(), BoxError> { Ok(()) },
     );
-    let apply = eskit_core::ProjectionSink::apply(&sink, "s", &[], GlobalCursor::START);
+    let apply = eskit_core::store::ProjectionSink::apply(&sink, "s", &[], GlobalCursor::START);
     assert_send(&apply);
     block_on(apply)?;
     block_on(store.close());
@@ -443,25 +445,26 @@ fn a_decision_inside_the_transaction_sees_its_own_state() -> TestResult {
     let dir = TempDir::new("tx-decide")?;
     let store = open(&dir)?;
     let s = stream("order", "o-1")?;
-    let decide = |tx: &mut WriteTx<'_>, s: &eskit_core::StreamName| -> Result<bool, BoxError> {
-        let history = tx.load_stream(s)?;
-        let version = tx.stream_version(s)?;
-        assert_eq!(history.len() as u64, version.get());
-        if history.iter().any(|e| e.event_type.as_str() == "Placed") {
-            return Ok(false);
-        }
-        tx.append(
-            s,
-            ExpectedVersion::Exact(version),
-            vec![event("Placed", "{}").map_err(|e| e.to_string())?],
-            AppendOptions::new(),
-        )?;
-        tx.connection().execute(
-            "INSERT INTO orders (id, total) VALUES (?1, 1)",
-            [s.to_string()],
-        )?;
-        Ok(true)
-    };
+    let decide =
+        |tx: &mut WriteTx<'_>, s: &eskit_core::event::StreamName| -> Result<bool, BoxError> {
+            let history = tx.load_stream(s)?;
+            let version = tx.stream_version(s)?;
+            assert_eq!(history.len() as u64, version.get());
+            if history.iter().any(|e| e.event_type.as_str() == "Placed") {
+                return Ok(false);
+            }
+            tx.append(
+                s,
+                ExpectedVersion::Exact(version),
+                vec![event("Placed", "{}").map_err(|e| e.to_string())?],
+                AppendOptions::new(),
+            )?;
+            tx.connection().execute(
+                "INSERT INTO orders (id, total) VALUES (?1, 1)",
+                [s.to_string()],
+            )?;
+            Ok(true)
+        };
     let placed = block_on(store.write_transaction(move |tx| {
         // The second decision sees the first one's uncommitted event.
         Ok::<_, BoxError>((decide(tx, &s)?, decide(tx, &s)?))
@@ -478,7 +481,7 @@ enum Counter {
     Added(u32),
 }
 
-impl eskit_core::DomainEvent for Counter {
+impl eskit_core::typed::DomainEvent for Counter {
     fn event_type(&self) -> &'static str {
         "Added"
     }
@@ -489,21 +492,29 @@ impl eskit_core::DomainEvent for Counter {
 
 struct Text;
 
-impl eskit_core::EventCodec<Counter> for Text {
+impl eskit_core::typed::EventCodec<Counter> for Text {
     fn name(&self) -> &'static str {
         "text"
     }
-    fn encode(&self, event: &Counter, out: &mut Vec<u8>) -> Result<(), eskit_core::CodecError> {
+    fn encode(
+        &self,
+        event: &Counter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), eskit_core::error::CodecError> {
         let Counter::Added(n) = event;
         out.extend_from_slice(n.to_string().as_bytes());
         Ok(())
     }
-    fn decode(&self, event_type: &str, payload: &[u8]) -> Result<Counter, eskit_core::CodecError> {
+    fn decode(
+        &self,
+        event_type: &str,
+        payload: &[u8],
+    ) -> Result<Counter, eskit_core::error::CodecError> {
         std::str::from_utf8(payload)
-            .map_err(|e| eskit_core::CodecError::decode(Some(event_type), e))?
+            .map_err(|e| eskit_core::error::CodecError::decode(Some(event_type), e))?
             .parse()
             .map(Counter::Added)
-            .map_err(|e| eskit_core::CodecError::decode(Some(event_type), e))
+            .map_err(|e| eskit_core::error::CodecError::decode(Some(event_type), e))
     }
 }
 
@@ -515,7 +526,7 @@ fn typed_events_append_and_load_inside_the_transaction() -> TestResult {
     let store = open(&dir)?;
     let s = stream("counter", "c-1")?;
     let (loaded, result) = block_on(store.write_transaction(move |tx| {
-        let schema = eskit_core::EventSchema::new(Text);
+        let schema = eskit_core::typed::EventSchema::new(Text);
         let r = tx.append_typed(
             &schema,
             &s,

@@ -5,7 +5,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use eskit_core::{BoxError, MemorySnapshotStore, MemoryStore};
+use eskit_core::{
+    error::BoxError,
+    memory::{MemorySnapshotStore, MemoryStore},
+};
 use eskit_testing::bench::{Baseline, Bench, MemoryBaseline};
 use eskit_testing::conformance::Fixture;
 

@@ -23,7 +23,7 @@
 //!
 //! ```no_run
 //! // benches/memory.rs
-//! use eskit_core::{BoxError, MemorySnapshotStore, MemoryStore};
+//! use eskit_core::{error::BoxError, memory::{MemorySnapshotStore, MemoryStore}};
 //! use eskit_testing::bench::{Baseline, Bench, MemoryBaseline};
 //! use eskit_testing::conformance::Fixture;
 //! use std::sync::Arc;
@@ -61,8 +61,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, BoxError, BoxFuture, EventStore, EventType, ExpectedVersion, GlobalPager,
-    LoadOptions, NewEvent, ReadOptions, Snapshot, StreamName, Timestamp, Version, error_chain,
+    error::{BoxError, error_chain},
+    event::{EventType, ExpectedVersion, NewEvent, StreamName, Timestamp, Version},
+    store::{
+        AppendOptions, BoxFuture, EventStore, GlobalPager, LoadOptions, ReadOptions, Snapshot,
+    },
 };
 
 use crate::conformance::{Factory, Fixture, Gate, boxed_factory};
@@ -1182,7 +1185,7 @@ pub fn append_json_lines(rows: &[BenchRow]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eskit_core::{MemorySnapshotStore, MemoryStore};
+    use eskit_core::memory::{MemorySnapshotStore, MemoryStore};
 
     #[test]
     fn every_workload_runs_on_memory() -> Result<(), BenchError> {

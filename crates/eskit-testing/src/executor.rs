@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use eskit_core::BoxFuture;
+use eskit_core::store::BoxFuture;
 
 /// Runs futures: one on the calling thread ([`Executor::block_on`]) and any
 /// number concurrently ([`Executor::spawn`]).
@@ -26,12 +26,12 @@ use eskit_core::BoxFuture;
 /// `Runtime::spawn(fut)` and drops the join handle. A hand-written one:
 ///
 /// ```
-/// use eskit_core::BoxFuture;
+/// use eskit_core::store::BoxFuture;
 /// struct OwnThreads;
 /// impl eskit_testing::Executor for OwnThreads {
-///     fn block_on(&self, fut: BoxFuture<'_, ()>) { eskit_core::block_on(fut) }
+///     fn block_on(&self, fut: BoxFuture<'_, ()>) { eskit_core::rt::block_on(fut) }
 ///     fn spawn(&self, fut: BoxFuture<'static, ()>) {
-///         std::thread::spawn(move || eskit_core::block_on(fut));
+///         std::thread::spawn(move || eskit_core::rt::block_on(fut));
 ///     }
 /// }
 /// let answer = eskit_testing::run(&OwnThreads, async { 42 })?;
@@ -55,7 +55,7 @@ impl fmt::Debug for dyn Executor {
 }
 
 /// Runs every spawned future on its own OS thread with
-/// [`eskit_core::block_on`]; no runtime needed.
+/// [`eskit_core::rt::block_on`]; no runtime needed.
 ///
 /// ```
 /// use eskit_testing::{ThreadExecutor, run, spawn};
@@ -83,7 +83,7 @@ impl ThreadExecutor {
 
 impl Executor for ThreadExecutor {
     fn block_on(&self, fut: BoxFuture<'_, ()>) {
-        eskit_core::block_on(fut);
+        eskit_core::rt::block_on(fut);
     }
 
     fn spawn(&self, fut: BoxFuture<'static, ()>) {
@@ -91,7 +91,7 @@ impl Executor for ThreadExecutor {
         // closes the task's reply slot; the waiter then sees a TaskError.
         let _ = std::thread::Builder::new()
             .name("eskit-testing".into())
-            .spawn(move || eskit_core::block_on(fut));
+            .spawn(move || eskit_core::rt::block_on(fut));
     }
 }
 

@@ -10,7 +10,8 @@
 //! differ from the stored events or from the version the writer expected.
 //!
 //! ```
-//! use eskit_core::*;
+//! use eskit_core::prelude::*;
+//! use eskit_core::{memory::MemoryStore, rt::block_on};
 //! use eskit_testing::history::{HistoryRecorder, check};
 //! let store = MemoryStore::new();
 //! let stream = StreamName::new("account", "a-1")?;
@@ -30,8 +31,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use eskit_core::{
-    AppendResult, EventId, EventRecord, ExpectedVersion, NewEvent, RawEvent, StoreError,
-    StreamName, Version,
+    error::StoreError,
+    event::{
+        AppendResult, EventId, EventRecord, ExpectedVersion, NewEvent, RawEvent, StreamName,
+        Version,
+    },
 };
 
 /// Index of an operation in its history.
@@ -176,7 +180,7 @@ impl HistoryRecorder {
                 deduplicated: r.deduplicated,
             },
             Err(e) => Outcome::Fail {
-                error: eskit_core::error_chain(e),
+                error: eskit_core::error::error_chain(e),
                 conflict: e.is_conflict(),
             },
         };
@@ -290,7 +294,7 @@ impl fmt::Display for CheckReport {
 }
 
 /// Checks a history against the final full read of the store (every event
-/// in cursor order, as [`GlobalPager`](eskit_core::GlobalPager)
+/// in cursor order, as [`GlobalPager`](eskit_core::store::GlobalPager)
 /// pages return them).
 ///
 /// Streams must not have been deleted during the history, since deletion

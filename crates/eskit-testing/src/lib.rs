@@ -9,11 +9,11 @@
 //! Running a few conformance scenarios against the memory backend:
 //!
 //! ```
-//! use eskit_core::MemoryStore;
+//! use eskit_core::memory::MemoryStore;
 //! use eskit_testing::conformance::{Fixture, Suite};
 //!
 //! let report = Suite::new("memory", || async {
-//!     Ok::<_, eskit_core::BoxError>(Fixture::store(MemoryStore::new()))
+//!     Ok::<_, eskit_core::error::BoxError>(Fixture::store(MemoryStore::new()))
 //! })
 //! .filter("expected.")
 //! .run();

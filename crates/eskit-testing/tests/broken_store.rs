@@ -5,9 +5,13 @@
 use std::time::Duration;
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, CommitFeed, EventStore, ExpectedVersion, FeedError,
-    GlobalBatch, GlobalCursor, GlobalReader, Listener, LoadOptions, MemoryStore, NewEvent,
-    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamStatus, Version,
+    error::{BoxError, StoreError},
+    event::{AppendResult, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName, Version},
+    memory::MemoryStore,
+    store::{
+        AppendOptions, CommitFeed, EventStore, FeedError, GlobalBatch, GlobalReader, Listener,
+        LoadOptions, ReadOptions, StreamLifecycle, StreamStatus,
+    },
 };
 use eskit_testing::conformance::{Fixture, Report, Status, Suite};
 

@@ -4,7 +4,10 @@
 
 use std::process::ExitCode;
 
-use eskit_core::{BoxError, MemoryCheckpointStore, MemoryLockRegistry, MemoryStore};
+use eskit_core::{
+    error::BoxError,
+    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryStore},
+};
 use eskit_testing::conformance::{Fixture, Suite};
 
 fn main() -> ExitCode {

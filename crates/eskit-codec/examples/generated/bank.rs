@@ -63,7 +63,7 @@ pub mod bank_event {
     }
 }
 
-impl ::eskit_codec::eskit_core::DomainEvent for bank_event::Event {
+impl ::eskit_codec::eskit_core::typed::DomainEvent for bank_event::Event {
     fn event_type(&self) -> &'static str {
         match self {
             Self::AccountOpened(_) => "AccountOpened",

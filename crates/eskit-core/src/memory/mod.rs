@@ -6,3 +6,5 @@ mod store;
 
 pub use lock::MemoryLockRegistry;
 pub use store::{MemoryCheckpointStore, MemorySnapshotStore, MemoryStore};
+
+pub use crate::dead_letter::MemoryDeadLetterStore;

@@ -26,11 +26,11 @@ use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 /// a global sequence that is never reused.
 ///
 /// Every operation yields to the executor once before it runs (see
-/// [`yield_now`](crate::yield_now)), so that concurrent tasks on one thread
+/// [`yield_now`](crate::rt::yield_now)), so that concurrent tasks on one thread
 /// interleave between operations as they would against a real backend.
 ///
 /// ```
-/// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, LoadOptions, MemoryStore, NewEvent, StreamName, block_on};
+/// use eskit_core::{event::{EventType, ExpectedVersion, NewEvent, StreamName}, memory::MemoryStore, rt::block_on, store::{AppendOptions, EventStore, LoadOptions}};
 /// let store = MemoryStore::new();
 /// let stream = StreamName::new("account", "a-1")?;
 /// let event = NewEvent::new(EventType::new("Opened")?, b"{}".to_vec());
@@ -112,9 +112,7 @@ impl MemoryStore {
     /// [`MemorySnapshotStore::new`] of its own knows nothing of deletes).
     ///
     /// ```
-    /// use eskit_core::{AppendOptions, EventStore, EventType, ExpectedVersion, MemoryStore,
-    ///     NewEvent, Snapshot, SnapshotStore, StreamLifecycle, StreamName, Timestamp, Version,
-    ///     block_on};
+    /// use eskit_core::{event::{EventType, ExpectedVersion, NewEvent, StreamName, Timestamp, Version}, memory::MemoryStore, rt::block_on, store::{AppendOptions, EventStore, Snapshot, SnapshotStore, StreamLifecycle}};
     /// let store = MemoryStore::new();
     /// let snapshots = store.snapshots();
     /// let s = StreamName::new("account", "a-1")?;

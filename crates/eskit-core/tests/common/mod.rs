@@ -2,7 +2,11 @@
 //! tiny test codec (the real codecs live in eskit-codec).
 #![allow(dead_code, unreachable_pub)]
 
-use eskit_core::{Codec, CodecError, Decider, DomainEvent, EventCodec};
+use eskit_core::{
+    error::CodecError,
+    handler::Decider,
+    typed::{Codec, DomainEvent, EventCodec},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterEvent {

@@ -24,9 +24,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendCondition, AppendOptions, BoxError, EventQuery, EventQueryReader, EventStore, EventType,
-    ExpectedVersion, GlobalCursor, NewEvent, QueryItem, QueryOptions, QueryPager, StreamName, Tag,
-    block_on,
+    dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager},
+    error::BoxError,
+    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, StreamName, Tag},
+    rt::block_on,
+    store::{AppendOptions, EventStore},
 };
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -181,7 +183,7 @@ fn baseline_append(
             (tx.last_insert_rowid(), 0)
         }
     };
-    let now = eskit_core::Timestamp::now().as_unix_micros();
+    let now = eskit_core::event::Timestamp::now().as_unix_micros();
     let mut last = 0;
     {
         let mut insert = tx.prepare_cached(
@@ -191,7 +193,7 @@ fn baseline_append(
         let mut insert_tag =
             tx.prepare_cached("INSERT INTO tags (tag, position) VALUES (?1, ?2)")?;
         for (i, (p, tag)) in events.iter().enumerate() {
-            let id = eskit_core::EventId::new().to_string();
+            let id = eskit_core::event::EventId::new().to_string();
             insert.execute(rusqlite::params![sid, version + 1 + i as i64, id, p, now])?;
             last = tx.last_insert_rowid();
             insert_tag.execute((tag, last))?;

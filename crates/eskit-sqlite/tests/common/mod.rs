@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eskit_core::{EventType, NewEvent, StreamName};
+use eskit_core::event::{EventType, NewEvent, StreamName};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 

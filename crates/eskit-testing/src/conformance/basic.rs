@@ -1,6 +1,10 @@
 //! Appends and loads, stream isolation, expected versions and conflicts.
 
-use eskit_core::{EventStore, ExpectedVersion, StoreError, StreamName, Version};
+use eskit_core::{
+    error::StoreError,
+    event::{ExpectedVersion, StreamName, Version},
+    store::EventStore,
+};
 
 use super::{
     Ctx, EVENTS, Outcome, Scenario, ensure, ensure_eq, ev, evs, expect_err, scenario_list, stream,
@@ -526,7 +530,7 @@ async fn append_any_concurrent(c: Ctx) -> Outcome {
                     c2.append(&s, ExpectedVersion::Any, e).await.map_err(|e| {
                         super::Failure(format!(
                             "writer {w} append {i}: {}",
-                            eskit_core::error_chain(&e)
+                            eskit_core::error::error_chain(&e)
                         ))
                     })?;
                 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use eskit_core::{
-    ExpectedVersion, FeedError, LoadOptions, ReadOptions, StoreError, StreamName, error_chain,
+    error::{StoreError, error_chain},
+    event::{ExpectedVersion, StreamName},
+    store::{FeedError, LoadOptions, ReadOptions},
 };
 
 use super::{CLOSE, Ctx, Failure, Outcome, Scenario, ensure, ev, scenario_list, stream};
@@ -43,7 +45,7 @@ async fn all_closed(c: &Ctx, s: &StreamName) -> Outcome {
                 s,
                 ExpectedVersion::Any,
                 vec![ev("Late", "x")?],
-                eskit_core::AppendOptions::new(),
+                eskit_core::store::AppendOptions::new(),
             )
             .await,
         "append",

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use eskit_core::limits::{MAX_QUERY_ITEMS, MAX_TAG_BYTES, MAX_TAGS_PER_EVENT};
 use eskit_core::{
-    AppendCondition, AppendOptions, AppendResult, DynEventQueryReader, EventQuery,
-    EventQueryReader, EventStore, EventType, ExpectedVersion, GlobalCursor, NewEvent, Position,
-    QueryItem, QueryOptions, QueryPager, RawEvent, StoreError, StreamLifecycle, StreamName, Tag,
-    ValidationError, error_chain,
+    dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions, QueryPager},
+    error::{StoreError, ValidationError, error_chain},
+    event::{
+        AppendResult, EventType, ExpectedVersion, GlobalCursor, NewEvent, Position, RawEvent,
+        StreamName, Tag,
+    },
+    store::{AppendOptions, DynEventQueryReader, EventStore, StreamLifecycle},
 };
 
 use super::{

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use eskit_core::limits::{MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES};
 use eskit_core::{
-    AppendOptions, EventId, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
-    StreamName, Timestamp, ValidationError, Version,
+    error::{StoreError, ValidationError},
+    event::{EventId, ExpectedVersion, NewEvent, Position, StreamName, Timestamp, Version},
+    store::{AppendOptions, EventStore},
 };
 
 use super::{

@@ -6,7 +6,10 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use eskit_core::limits::MAX_LISTENERS;
-use eskit_core::{ExpectedVersion, FeedError, Listener, Position};
+use eskit_core::{
+    event::{ExpectedVersion, Position},
+    store::{FeedError, Listener},
+};
 
 use super::{
     Ctx, FEED, FEED_LIFECYCLE, Failure, Outcome, Scenario, ensure, ensure_eq, ev, expect_err,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use eskit_core::{
-    ExpectedVersion, GlobalCursor, GlobalPager, GlobalReader, RawEvent, ReadOptions, error_chain,
+    error::error_chain,
+    event::{ExpectedVersion, GlobalCursor, RawEvent},
+    store::{GlobalPager, GlobalReader, ReadOptions},
 };
 
 use super::{Ctx, Failure, GLOBAL, Outcome, Scenario, ensure, ev, scenario_list, stream};

@@ -2,9 +2,12 @@
 
 use eskit_core::limits::{MAX_FILTER_TYPES, MAX_READ_LIMIT};
 use eskit_core::{
-    EventStore, ExpectedVersion, GlobalBatch, GlobalCursor, GlobalPager, GlobalReader, LoadOptions,
-    Position, RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamType,
-    ValidationError,
+    error::{StoreError, ValidationError},
+    event::{ExpectedVersion, GlobalCursor, Position, RawEvent, StreamName, StreamType},
+    store::{
+        EventStore, GlobalBatch, GlobalPager, GlobalReader, LoadOptions, ReadOptions,
+        StreamLifecycle,
+    },
 };
 
 use super::{

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use eskit_core::limits::MAX_IDEMPOTENCY_KEY_BYTES;
 use eskit_core::{
-    AppendOptions, AppendResult, CodecError, CommandHandler, CommandOptions, Decider, DomainEvent,
-    DynEventStore, EventCodec, EventSchema, EventStore, ExpectedVersion, HandleError, Handled,
-    LoadOptions, Metadata, NewEvent, StoreError, StreamName, TypedStore, ValidationError, Version,
+    error::{CodecError, StoreError, ValidationError},
+    event::{AppendResult, ExpectedVersion, Metadata, NewEvent, StreamName, Version},
+    handler::{CommandHandler, CommandOptions, Decider, HandleError, Handled},
+    store::{AppendOptions, DynEventStore, EventStore, LoadOptions},
+    typed::{DomainEvent, EventCodec, EventSchema, TypedStore},
 };
 
 use super::{
@@ -107,7 +109,7 @@ async fn retry_stale(c: Ctx) -> Outcome {
         Err(e) => {
             return Err(Failure(format!(
                 "retry with the same key and the stale expected version NoStream: expected the original records, got error {}",
-                eskit_core::error_chain(&e)
+                eskit_core::error::error_chain(&e)
             )));
         }
     }
@@ -319,7 +321,10 @@ async fn find_stored(c: Ctx) -> Outcome {
         .await?;
     let found = c.events().find_idempotent(&s, "find-1").await?;
     ensure_eq!(found, Some(stored.clone()), "events found under the key");
-    let records: Vec<_> = stored.iter().map(eskit_core::RawEvent::record).collect();
+    let records: Vec<_> = stored
+        .iter()
+        .map(eskit_core::event::RawEvent::record)
+        .collect();
     ensure_eq!(records, first.records, "records of the found events");
     // A retry with other metadata changes nothing of what is stored.
     let retry = AppendOptions::new()

@@ -2,8 +2,9 @@
 
 use eskit_core::limits::MAX_REASON_BYTES;
 use eskit_core::{
-    EventStore, ExpectedVersion, GlobalReader, LifecycleOp, Position, StoreError, StreamLifecycle,
-    StreamName, StreamState, StreamStatus, Timestamp, ValidationError, Version,
+    error::{LifecycleOp, StoreError, ValidationError},
+    event::{ExpectedVersion, Position, StreamName, Timestamp, Version},
+    store::{EventStore, GlobalReader, StreamLifecycle, StreamState, StreamStatus},
 };
 
 use super::{
@@ -213,9 +214,12 @@ async fn delete_from_each(c: Ctx) -> Outcome {
     l.archive(&b, "x").await?;
     l.tombstone(&t, "x").await?;
     for s in [&a, &b, &t] {
-        l.delete(s)
-            .await
-            .map_err(|e| Failure(format!("delete {s}: {}", eskit_core::error_chain(&e))))?;
+        l.delete(s).await.map_err(|e| {
+            Failure(format!(
+                "delete {s}: {}",
+                eskit_core::error::error_chain(&e)
+            ))
+        })?;
         ensure_eq!(
             status(&c, s).await?.state,
             StreamState::Deleted,

@@ -2,8 +2,9 @@
 
 use eskit_core::limits::MAX_FILTER_TYPES;
 use eskit_core::{
-    EventStore, ExpectedVersion, LoadOptions, RawEvent, StoreError, StreamName, ValidationError,
-    Version,
+    error::{StoreError, ValidationError},
+    event::{ExpectedVersion, RawEvent, StreamName, Version},
+    store::{EventStore, LoadOptions},
 };
 
 use super::{

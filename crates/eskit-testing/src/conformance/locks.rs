@@ -9,7 +9,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use eskit_core::limits::MAX_NAME_BYTES;
-use eskit_core::{DynLockRegistry, FencingToken, LockGuard, StoreError, ValidationError};
+use eskit_core::{
+    error::{StoreError, ValidationError},
+    store::{DynLockRegistry, FencingToken, LockGuard},
+};
 
 use super::{
     Capability, Ctx, Failure, Outcome, Scenario, ensure, ensure_eq, expect_err, scenario_list,
@@ -90,7 +93,7 @@ async fn waiter_blocked(c: Ctx) -> Outcome {
             Ok::<_, StoreError>(())
         })
     };
-    eskit_core::sleep(Duration::from_millis(50)).await;
+    eskit_core::rt::sleep(Duration::from_millis(50)).await;
     ensure!(
         !got.load(Ordering::SeqCst),
         "a waiter got the lock while it was held"
@@ -144,7 +147,7 @@ async fn cancelled_after_handover(c: Ctx) -> Outcome {
             free = true;
             break;
         }
-        eskit_core::sleep(Duration::from_millis(10)).await;
+        eskit_core::rt::sleep(Duration::from_millis(10)).await;
     }
     ensure!(free, "a waiter dropped after the release kept the lock");
     Ok(())
@@ -264,7 +267,7 @@ async fn tokens_across_handles(c: Ctx) -> Outcome {
                 got = Some(g);
                 break;
             }
-            eskit_core::sleep(Duration::from_millis(10)).await;
+            eskit_core::rt::sleep(Duration::from_millis(10)).await;
         }
         let g =
             got.ok_or_else(|| Failure("a released lock stayed taken for the other handle".into()))?;
@@ -284,7 +287,7 @@ async fn token_on_handover(c: Ctx) -> Outcome {
             Ok::<_, StoreError>(g.fencing_token())
         })
     };
-    eskit_core::sleep(Duration::from_millis(20)).await;
+    eskit_core::rt::sleep(Duration::from_millis(20)).await;
     drop(held);
     let next = waiter.await??;
     ensure!(
@@ -314,7 +317,7 @@ async fn held_guard(c: Ctx) -> Outcome {
         "the other handle got a held lock"
     );
     drop(take(&**l, "watched-other").await?);
-    eskit_core::sleep(Duration::from_millis(50)).await;
+    eskit_core::rt::sleep(Duration::from_millis(50)).await;
     ensure!(g.is_held(), "a held guard stopped saying it is held");
     ensure!(
         poll_once(lost.as_mut()).is_pending(),

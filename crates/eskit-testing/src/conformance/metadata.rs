@@ -2,8 +2,9 @@
 
 use eskit_core::limits::{MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, Metadata, Principal, PrincipalKind, RawEvent,
-    StoreError, ValidationError, Version,
+    error::{StoreError, ValidationError},
+    event::{ExpectedVersion, Metadata, Principal, PrincipalKind, RawEvent, Version},
+    store::{AppendOptions, EventStore},
 };
 
 use super::{
@@ -44,7 +45,7 @@ async fn append_with(c: &Ctx, id: &str, n: usize, md: Metadata) -> Result<Vec<Ra
         .map_err(|e| {
             Failure(format!(
                 "append with metadata: {}",
-                eskit_core::error_chain(&e)
+                eskit_core::error::error_chain(&e)
             ))
         })?;
     c.load_all(&s).await

@@ -7,14 +7,14 @@
 //!
 //! ```no_run
 //! // tests/conformance.rs of a backend crate
-//! use eskit_core::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
+//! use eskit_core::memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySnapshotStore, MemoryStore};
 //! use eskit_testing::conformance::{Fixture, Suite};
 //!
 //! fn main() -> std::process::ExitCode {
 //!     Suite::new("memory", || async {
 //!         let store = MemoryStore::new();
 //!         let closer = store.clone();
-//!         Ok::<_, eskit_core::BoxError>(
+//!         Ok::<_, eskit_core::error::BoxError>(
 //!             Fixture::store(store.clone())
 //!                 .with_queries(store)
 //!                 .with_snapshots(MemorySnapshotStore::new())
@@ -71,11 +71,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use eskit_core::{
-    AppendOptions, AppendResult, BoxError, BoxFuture, CheckpointStore, CommitFeed,
-    DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
-    DynSnapshotStore, DynStreamLifecycle, EventQueryReader, EventStore, EventType, ExpectedVersion,
-    GlobalPager, GlobalReader, InvalidName, LockRegistry, NewEvent, RawEvent, ReadOptions,
-    SnapshotStore, StoreError, StreamLifecycle, StreamName, error_chain,
+    dcb::EventQueryReader,
+    error::{BoxError, StoreError, error_chain},
+    event::{
+        AppendResult, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent, StreamName,
+    },
+    store::{
+        AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
+        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
+        DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry, ReadOptions,
+        SnapshotStore, StreamLifecycle,
+    },
 };
 
 use crate::executor::{Executor, Task, TaskError, ThreadExecutor};
@@ -215,7 +221,7 @@ impl Fixture {
     /// listeners with `FeedError::Closed`.
     ///
     /// ```
-    /// use eskit_core::MemoryStore;
+    /// use eskit_core::memory::MemoryStore;
     /// use eskit_testing::conformance::Fixture;
     /// let store = MemoryStore::new();
     /// let handle = store.clone();
@@ -641,7 +647,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs `fut`, giving up after `timeout` (checked whenever `fut` yields).
 async fn with_timeout<T>(fut: impl Future<Output = T>, timeout: Duration) -> Option<T> {
     let mut fut = pin!(fut);
-    let mut timer = pin!(eskit_core::sleep(timeout));
+    let mut timer = pin!(eskit_core::rt::sleep(timeout));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
@@ -905,7 +911,7 @@ macro_rules! expect_err {
                     format!($($what)+),
                     stringify!($pat),
                     e,
-                    eskit_core::error_chain(&e)
+                    eskit_core::error::error_chain(&e)
                 )))
             }
         }
@@ -1032,7 +1038,7 @@ impl Ctx {
     /// Loads a whole stream.
     pub(crate) async fn load_all(&self, stream: &StreamName) -> Result<Vec<RawEvent>, Failure> {
         self.events()
-            .load(stream, eskit_core::LoadOptions::new())
+            .load(stream, eskit_core::store::LoadOptions::new())
             .await
             .ctx(&format!("loading {stream}"))
     }

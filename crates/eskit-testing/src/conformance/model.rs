@@ -7,10 +7,16 @@
 //! and `ESKIT_MODEL_OPS` sets the operations per seed.
 
 use eskit_core::{
-    AppendOptions, AppendResult, EventId, EventStore, EventType, ExpectedVersion, GlobalBatch,
-    GlobalCursor, GlobalPager, GlobalReader, LoadOptions, MemoryStore, NewEvent, Position,
-    RawEvent, ReadOptions, StoreError, StreamLifecycle, StreamName, StreamStatus, StreamType,
-    Timestamp, Version,
+    error::StoreError,
+    event::{
+        AppendResult, EventId, EventType, ExpectedVersion, GlobalCursor, NewEvent, Position,
+        RawEvent, StreamName, StreamType, Timestamp, Version,
+    },
+    memory::MemoryStore,
+    store::{
+        AppendOptions, EventStore, GlobalBatch, GlobalPager, GlobalReader, LoadOptions,
+        ReadOptions, StreamLifecycle, StreamStatus,
+    },
 };
 
 use super::{Ctx, Failure, LIFECYCLE_GLOBAL, Outcome, Scenario, scenario_list};
@@ -101,7 +107,10 @@ fn sig(e: &StoreError) -> String {
             format!("idempotency conflict {stream} {key}")
         }
         StoreError::Validation(v) => format!("validation {v:?}"),
-        other => format!("unexpected error: {}", eskit_core::error_chain(other)),
+        other => format!(
+            "unexpected error: {}",
+            eskit_core::error::error_chain(other)
+        ),
     }
 }
 
@@ -192,7 +201,7 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
     let offset = global
         .dyn_head()
         .await
-        .map_err(|e| Failure(format!("head: {}", eskit_core::error_chain(&e))))?
+        .map_err(|e| Failure(format!("head: {}", eskit_core::error::error_chain(&e))))?
         .position()
         .get();
     let streams: Vec<StreamName> = (0..STREAMS)

@@ -3,8 +3,12 @@
 
 use eskit_core::limits::MAX_NAME_BYTES;
 use eskit_core::{
-    EventStore, EventType, ExpectedVersion, InvalidName, InvalidNameReason, NameKind, StoreError,
-    StreamId, StreamName, StreamType, ValidationError, Version,
+    error::{StoreError, ValidationError},
+    event::{
+        EventType, ExpectedVersion, InvalidName, InvalidNameReason, NameKind, StreamId, StreamName,
+        StreamType, Version,
+    },
+    store::EventStore,
 };
 
 use super::{
@@ -79,7 +83,12 @@ async fn round_trip_all(c: &Ctx, streams: &[StreamName]) -> Outcome {
             vec![ev("Named", format!("{i}"))?],
         )
         .await
-        .map_err(|e| Failure(format!("append to {s:?}: {}", eskit_core::error_chain(&e))))?;
+        .map_err(|e| {
+            Failure(format!(
+                "append to {s:?}: {}",
+                eskit_core::error::error_chain(&e)
+            ))
+        })?;
     }
     for (i, s) in streams.iter().enumerate() {
         let got = c.load_all(s).await?;
@@ -132,7 +141,8 @@ async fn special_event_types(c: Ctx) -> Outcome {
             .events()
             .load(
                 &s,
-                eskit_core::LoadOptions::new().with_event_types([EventType::new(n.clone())?]),
+                eskit_core::store::LoadOptions::new()
+                    .with_event_types([EventType::new(n.clone())?]),
             )
             .await?;
         ensure_eq!(only.len(), 1, "events when filtering on type {n:?}");
@@ -151,7 +161,7 @@ async fn distinct(c: &Ctx, streams: &[StreamName]) -> Outcome {
             .map_err(|e| {
                 Failure(format!(
                     "first append to {s:?}: {}",
-                    eskit_core::error_chain(&e)
+                    eskit_core::error::error_chain(&e)
                 ))
             })?;
     }

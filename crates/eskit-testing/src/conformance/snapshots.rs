@@ -2,7 +2,9 @@
 
 use eskit_core::limits::{MAX_NAME_BYTES, MAX_SNAPSHOT_BYTES};
 use eskit_core::{
-    GlobalCursor, Position, Snapshot, StoreError, StreamName, Timestamp, ValidationError, Version,
+    error::{StoreError, ValidationError},
+    event::{GlobalCursor, Position, StreamName, Timestamp, Version},
+    store::Snapshot,
 };
 
 use super::{
@@ -69,7 +71,7 @@ async fn snap_deleted(c: Ctx) -> Outcome {
     for s in [&gone, &kept] {
         c.append(
             s,
-            eskit_core::ExpectedVersion::NoStream,
+            eskit_core::event::ExpectedVersion::NoStream,
             super::evs(2, "E", "x")?,
         )
         .await?;
@@ -175,7 +177,7 @@ async fn snap_invalidate(c: Ctx) -> Outcome {
         .map_err(|e| {
             Failure(format!(
                 "invalidate of a missing snapshot: {}",
-                eskit_core::error_chain(&e)
+                eskit_core::error::error_chain(&e)
             ))
         })?;
     Ok(())

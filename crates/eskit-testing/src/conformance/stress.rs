@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use eskit_core::{
-    AppendOptions, EventStore, ExpectedVersion, GlobalReader, LoadOptions, NewEvent, ReadOptions,
-    StreamName, Version, error_chain,
+    error::error_chain,
+    event::{ExpectedVersion, NewEvent, StreamName, Version},
+    store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions},
 };
 
 use super::{
