@@ -186,7 +186,10 @@ impl<T: DeadLetterStore> DeadLetterStore for Arc<T> {
 /// Dead letters kept in memory. Cloning shares them.
 ///
 /// ```
-/// use eskit_core::*;
+/// use eskit_core::event::{EventType, ExpectedVersion, NewEvent, StreamName};
+/// use eskit_core::memory::{MemoryDeadLetterStore, MemoryStore};
+/// use eskit_core::rt::block_on;
+/// use eskit_core::store::{AppendOptions, DeadLetterStore, EventStore, LoadOptions};
 /// let letters = MemoryDeadLetterStore::new();
 /// let store = MemoryStore::new();
 /// let s = StreamName::new("order", "o-1")?;
