@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::dyn_store::BoxFuture;
+pub use crate::dyn_store::DynDeadLetterStore;
+
 use crate::error::{StoreError, ValidationError};
 use crate::event::RawEvent;
 use crate::limits::MAX_READ_LIMIT;
@@ -106,81 +107,6 @@ pub trait DeadLetterStore: Send + Sync {
     /// # Errors
     /// A backend failure.
     fn delete(&self, id: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
-}
-
-/// Object-safe [`DeadLetterStore`].
-pub trait DynDeadLetterStore: Send + Sync {
-    /// See [`DeadLetterStore::put`].
-    fn dyn_put<'a>(
-        &'a self,
-        subscription: &'a str,
-        event: &'a RawEvent,
-        error: &'a str,
-        attempts: u32,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
-    /// See [`DeadLetterStore::list`].
-    fn dyn_list<'a>(
-        &'a self,
-        subscription: &'a str,
-        after_id: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>>;
-    /// See [`DeadLetterStore::get`].
-    fn dyn_get(&self, id: u64) -> BoxFuture<'_, Result<Option<DeadLetter>, StoreError>>;
-    /// See [`DeadLetterStore::delete`].
-    fn dyn_delete(&self, id: u64) -> BoxFuture<'_, Result<bool, StoreError>>;
-}
-
-impl<T: DeadLetterStore> DynDeadLetterStore for T {
-    fn dyn_put<'a>(
-        &'a self,
-        subscription: &'a str,
-        event: &'a RawEvent,
-        error: &'a str,
-        attempts: u32,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.put(subscription, event, error, attempts))
-    }
-    fn dyn_list<'a>(
-        &'a self,
-        subscription: &'a str,
-        after_id: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<DeadLetter>, StoreError>> {
-        Box::pin(self.list(subscription, after_id, limit))
-    }
-    fn dyn_get(&self, id: u64) -> BoxFuture<'_, Result<Option<DeadLetter>, StoreError>> {
-        Box::pin(self.get(id))
-    }
-    fn dyn_delete(&self, id: u64) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.delete(id))
-    }
-}
-
-impl<T: DeadLetterStore> DeadLetterStore for Arc<T> {
-    fn put(
-        &self,
-        subscription: &str,
-        event: &RawEvent,
-        error: &str,
-        attempts: u32,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        (**self).put(subscription, event, error, attempts)
-    }
-    fn list(
-        &self,
-        subscription: &str,
-        after_id: u64,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send {
-        (**self).list(subscription, after_id, limit)
-    }
-    fn get(&self, id: u64) -> impl Future<Output = Result<Option<DeadLetter>, StoreError>> + Send {
-        (**self).get(id)
-    }
-    fn delete(&self, id: u64) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        (**self).delete(id)
-    }
 }
 
 /// Dead letters kept in memory. Cloning shares them.

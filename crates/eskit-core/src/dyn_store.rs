@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::dcb::{EventQueryReader, QueryOptions};
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::name::StreamName;
@@ -144,6 +145,27 @@ object_safe_twin! {
             &stream: StreamName,
             &key: str,
         ) -> Result<Option<Vec<RawEvent>>, StoreError>;
+    }
+}
+
+object_safe_twin! {
+    /// Object-safe [`DeadLetterStore`].
+    pub trait DynDeadLetterStore for DeadLetterStore {
+        fn put => dyn_put(
+            &self,
+            &subscription: str,
+            &event: RawEvent,
+            &error: str,
+            attempts: u32,
+        ) -> Result<u64, StoreError>;
+        fn list => dyn_list(
+            &self,
+            &subscription: str,
+            after_id: u64,
+            limit: usize,
+        ) -> Result<Vec<DeadLetter>, StoreError>;
+        fn get => dyn_get(&self, id: u64) -> Result<Option<DeadLetter>, StoreError>;
+        fn delete => dyn_delete(&self, id: u64) -> Result<bool, StoreError>;
     }
 }
 
