@@ -59,9 +59,11 @@
 //! ```
 
 mod subscription;
+mod typed;
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_POLL_INTERVAL, Health, HealthHandle, MIN_POLL_INTERVAL, SinkCheckpoints, SinkHandler,
     Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState,
 };
+pub use typed::TypedHandlers;
