@@ -452,7 +452,7 @@ impl<'a, R: PageSource<O> + ?Sized, O: PageOptions> Pager<'a, R, O> {
     ///
     /// # Errors
     /// The reader's error (the pager stays where it was, so the call can be
-    /// repeated), or [`StoreError::Corrupt`] when a page moved the cursor
+    /// repeated), or [`StoreError::Internal`] when a page moved the cursor
     /// back (a backend that broke the read contract).
     pub async fn next_page(&mut self) -> Result<Option<GlobalBatch>, StoreError> {
         if self.done {
@@ -461,12 +461,11 @@ impl<'a, R: PageSource<O> + ?Sized, O: PageOptions> Pager<'a, R, O> {
         let before = self.options.after();
         let page = self.reader.read_page(self.options.clone()).await?;
         if page.next < before {
-            return Err(StoreError::Corrupt {
-                detail: format!(
-                    "a paged read moved its cursor back from {before} to {}",
-                    page.next
-                ),
-            });
+            // A backend that broke the read contract, not damaged data.
+            return Err(StoreError::internal(format!(
+                "a paged read moved its cursor back from {before} to {}",
+                page.next
+            )));
         }
         self.options = self.options.clone().with_after(page.next);
         let partial = page.events.len() < self.options.limit();

@@ -714,7 +714,8 @@ impl GlobalReader for SqliteStore {
             .workers
             .read_parts(move |c, tx| read_sync(c, &kinds, &read_options, tx))?;
         let (events, horizon) = collect_events(parts).await?;
-        let horizon = horizon.ok_or_else(|| corrupt("a global read sent no horizon"))?;
+        let horizon =
+            horizon.ok_or_else(|| StoreError::internal("a global read sent no horizon"))?;
         Ok(GlobalBatch::by_position(&options, events, horizon))
     }
 
@@ -739,7 +740,8 @@ impl EventQueryReader for SqliteStore {
             .workers
             .read_parts(move |c, tx| crate::query::query_sync(c, &kinds, &read_options, tx))?;
         let (events, horizon) = collect_events(parts).await?;
-        let horizon = horizon.ok_or_else(|| corrupt("a query read sent no horizon"))?;
+        let horizon =
+            horizon.ok_or_else(|| StoreError::internal("a query read sent no horizon"))?;
         crate::query::check_matches(options.query(), &events)?;
         Ok(GlobalBatch::query_by_position(&options, events, horizon))
     }
