@@ -184,7 +184,7 @@ pub mod store {
         AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
         GlobalReader, Lease, LeaseLost, LoadOptions, LockGuard, LockLost, LockRegistry,
         PageOptions, PageSource, Pager, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,
-        StreamState, StreamStatus,
+        StreamState, StreamStatus, TenantScoped,
     };
     // Everything else in the implementation module (the backend helpers)
     // stays reachable inside the crate as `crate::store::...`.

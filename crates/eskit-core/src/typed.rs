@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{CodecError, StoreError};
-use crate::event::{EventRecord, NewEvent, RawEvent, RecordedEvent};
+use crate::event::{EventHeader, EventRecord, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
 use crate::name::{EventType, StreamName};
 use crate::store::{
@@ -198,16 +198,10 @@ impl<E: DomainEvent> EventSchema<E> {
         )?;
         let data = codec.decode(canonical.as_str(), &payload)?;
         Ok(RecordedEvent {
-            id: raw.id,
-            stream: raw.stream,
-            version: raw.version,
-            position: raw.position,
-            tx: raw.tx,
-            event_type: canonical,
-            schema_version: raw.schema_version,
-            timestamp: raw.timestamp,
-            metadata: raw.metadata,
-            tags: raw.tags,
+            header: EventHeader {
+                event_type: canonical,
+                ..raw.header
+            },
             data,
         })
     }
@@ -429,16 +423,19 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             .zip(result.records)
             .map(
                 |((data, (event_type, schema_version, tags)), r)| RecordedEvent {
-                    id: r.id,
-                    stream: stream.clone(),
-                    version: r.version,
-                    position: r.position,
-                    tx: r.tx,
-                    event_type,
-                    schema_version,
-                    timestamp: r.timestamp,
-                    metadata: metadata.clone(),
-                    tags,
+                    header: EventHeader {
+                        id: r.id,
+                        stream: stream.clone(),
+                        version: r.version,
+                        position: r.position,
+                        tx: r.tx,
+                        event_type,
+                        schema_version,
+                        timestamp: r.timestamp,
+                        metadata: metadata.clone(),
+                        tags,
+                        tenant: result.tenant.clone(),
+                    },
                     data,
                 },
             )

@@ -6,8 +6,8 @@
 use eskit_core::{
     error::StoreError,
     event::{
-        EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StreamName, Tag,
-        Timestamp, Version,
+        EventHeader, EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent,
+        StreamName, Tag, TenantId, Timestamp, Version,
     },
 };
 use std::collections::HashMap;
@@ -24,6 +24,22 @@ pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.kin
 
 /// Number of columns in [`EVENT_COLUMNS`].
 pub(crate) const EVENT_COLUMN_COUNT: usize = 9;
+
+/// A tenant as stored: its id, or `''` for none.
+pub(crate) fn tenant_key(tenant: Option<&TenantId>) -> &str {
+    tenant.map_or("", TenantId::as_str)
+}
+
+/// A tag as the tag index keys it: `tenant NUL tag` for a tenant's event,
+/// the tag alone otherwise (neither a tag nor a tenant holds a NUL, so no
+/// two tenants' keys meet).
+pub(crate) fn index_tag<'a>(tenant: &str, tag: &'a str) -> std::borrow::Cow<'a, str> {
+    if tenant.is_empty() {
+        std::borrow::Cow::Borrowed(tag)
+    } else {
+        std::borrow::Cow::Owned(format!("{tenant}\0{tag}"))
+    }
+}
 
 /// The stored form of an event's tags: joined by NUL bytes (a tag never
 /// holds one), `None` when it has none.
@@ -195,6 +211,9 @@ pub(crate) fn parse_metadata(text: &str) -> Option<Metadata> {
 /// Precedes the tags in an event row's checksum.
 const TAGS_MARK: i64 = 0x7461_6773;
 
+/// Precedes the tenant in an event row's checksum.
+const TENANT_MARK: i64 = 0x7465_6e61;
+
 /// The checksum of an event row.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn event_checksum(
@@ -210,6 +229,7 @@ pub(crate) fn event_checksum(
     timestamp: i64,
     meta: Option<&str>,
     tags: Option<&[u8]>,
+    tenant: &str,
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
@@ -225,6 +245,10 @@ pub(crate) fn event_checksum(
     // Rows without tags keep the sum they had before tags existed.
     if let Some(tags) = tags {
         c.int(TAGS_MARK).bytes(tags);
+    }
+    // So do rows of no tenant; a tenant's rows cannot be moved to another.
+    if !tenant.is_empty() {
+        c.int(TENANT_MARK).bytes(tenant.as_bytes());
     }
     c.finish(payload)
 }
@@ -248,6 +272,8 @@ pub(crate) struct EventBatch {
     streams: Vec<StreamName>,
     /// How many events the whole read expects, when known (first batch).
     expected: usize,
+    /// The tenant whose events these are (a read sees one tenant's only).
+    tenant: Option<TenantId>,
 }
 
 impl EventBatch {
@@ -336,6 +362,7 @@ impl Assembler {
                 h.timestamp,
                 meta_text,
                 tags_raw,
+                tenant_key(batch.tenant.as_ref()),
             );
             if h.checksum != expected {
                 return Err(corrupt(format!(
@@ -352,18 +379,21 @@ impl Assembler {
             };
             let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {
-                id: EventId::from_bytes(h.id),
-                stream: stream.clone(),
-                version: Version::new(to_u64(h.version, "version")?),
-                position: Position::new(to_u64(h.position, "position")?),
-                tx: 0,
-                event_type: kind.event_type.clone(),
-                schema_version: kind.schema_version,
-                timestamp: Timestamp::from_unix_micros(h.timestamp),
-                metadata,
+                header: EventHeader {
+                    id: EventId::from_bytes(h.id),
+                    stream: stream.clone(),
+                    version: Version::new(to_u64(h.version, "version")?),
+                    position: Position::new(to_u64(h.position, "position")?),
+                    tx: 0,
+                    event_type: kind.event_type.clone(),
+                    schema_version: kind.schema_version,
+                    timestamp: Timestamp::from_unix_micros(h.timestamp),
+                    metadata,
+                    tags,
+                    tenant: batch.tenant.clone(),
+                },
                 codec: kind.codec.clone(),
                 payload: payload.to_vec(),
-                tags,
             });
         }
         Ok(())
@@ -390,11 +420,13 @@ pub(crate) struct BatchBuilder<'a> {
     kinds_sent: usize,
     streams_sent: usize,
     expected: usize,
+    tenant: Option<TenantId>,
 }
 
 impl<'a> BatchBuilder<'a> {
-    /// A builder for a read expected to return `expected` rows (0: unknown).
-    pub(crate) fn new(kinds: KindReader<'a>, expected: usize) -> Self {
+    /// A builder for a read of `tenant`'s events expected to return
+    /// `expected` rows (0: unknown).
+    pub(crate) fn new(kinds: KindReader<'a>, expected: usize, tenant: Option<TenantId>) -> Self {
         Self {
             heads: Vec::with_capacity(expected.clamp(1, BATCH_ROWS)),
             bytes: Vec::new(),
@@ -406,6 +438,7 @@ impl<'a> BatchBuilder<'a> {
             kinds_sent: 0,
             streams_sent: 0,
             expected,
+            tenant,
         }
     }
 
@@ -432,6 +465,7 @@ impl<'a> BatchBuilder<'a> {
             kinds,
             streams,
             expected: std::mem::take(&mut self.expected),
+            tenant: self.tenant.clone(),
         }
     }
 
