@@ -354,7 +354,7 @@ pub(crate) fn check_append(
     let new_version = version.checked_add(count).ok_or_else(overflow)?;
     next_position.checked_add(count).ok_or_else(overflow)?;
     let metadata = job.options.stored_metadata();
-    let meta = StoredMetadata::of(&metadata)?;
+    let meta = StoredMetadata::of(&metadata);
     Ok(Checked::Write(Plan {
         sid,
         version,

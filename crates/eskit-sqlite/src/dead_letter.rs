@@ -98,7 +98,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
         let subscription = subscription.to_owned();
         let event = event.clone();
         let error = bounded_error(error).to_owned();
-        let metadata = StoredMetadata::of(&event.metadata)?;
+        let metadata = StoredMetadata::of(&event.metadata);
         self.store
             .write_tx(move |tx| {
                 let id = event.id.to_bytes();
