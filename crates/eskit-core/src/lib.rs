@@ -139,6 +139,7 @@ pub mod memory;
 mod metadata;
 mod name;
 mod registry;
+mod retry;
 pub mod rt;
 mod sink;
 // The public `store` module below is the traits' API; this one holds them
@@ -202,6 +203,9 @@ pub mod backend {
     //! [`StreamState::check_append`](crate::store::StreamState::check_append);
     //! the bounds are in [`limits`](crate::limits).
     //!
+    //! An append whose idempotency key was used before is decided by
+    //! [`idempotent_retry`] on every backend.
+    //!
     //! Metadata has one wire shape on every backend: flat string pairs
     //! ([`Metadata::to_wire`](crate::event::Metadata::to_wire) and the strict
     //! [`Metadata::from_wire`](crate::event::Metadata::from_wire)), stored as
@@ -212,6 +216,7 @@ pub mod backend {
     pub use crate::feed::CommitNotifier;
     pub use crate::metadata::validate_idempotency_key;
     pub use crate::name::{QuotedName, quote_name, validate_name};
+    pub use crate::retry::{EventContent, HasContent, idempotent_retry};
     pub use crate::store_impl::{
         validate_append, validate_cursor, validate_in_range, validate_reason,
     };

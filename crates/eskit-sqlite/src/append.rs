@@ -20,11 +20,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
-use crate::row::{
-    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content, tags_blob,
-};
+use crate::row::{BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, tags_blob};
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
-use eskit_core::backend::CommitNotifier;
+use eskit_core::backend::{CommitNotifier, idempotent_retry};
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
 pub(crate) const STATE_ARCHIVED: i64 = 2;
@@ -310,22 +308,10 @@ pub(crate) fn check_append(
                     "idempotency entry of stream {stream} names missing events"
                 )));
             }
-            let same = stored.len() == job.events.len()
-                && stored
-                    .iter()
-                    .zip(&job.events)
-                    .all(|(a, b)| same_content(a, b));
-            return if same {
-                Ok(Checked::Deduplicated(AppendResult {
-                    records: stored.iter().map(RawEvent::record).collect(),
-                    deduplicated: true,
-                }))
-            } else {
-                Err(StoreError::IdempotencyConflict {
-                    stream: stream.clone(),
-                    key: key.to_owned(),
-                })
-            };
+            return idempotent_retry(stream, key, &stored, &job.events, || {
+                stored.iter().map(RawEvent::record).collect()
+            })
+            .map(Checked::Deduplicated);
         }
     }
     let (sid, version) = match row {

@@ -7,7 +7,7 @@ use eskit_core::{
     backend::{metadata_from_json, metadata_to_json},
     error::StoreError,
     event::{
-        EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StreamName, Tag,
+        EventId, Metadata, Position, Principal, PrincipalKind, RawEvent, StreamName, Tag,
         Timestamp, Version,
     },
 };
@@ -548,15 +548,6 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
-/// Whether a stored event carries the same content as a retried one.
-pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
-    stored.event_type == *new.event_type()
-        && stored.schema_version == new.schema_version()
-        && stored.codec.as_str() == new.codec()
-        && stored.payload == new.payload()
-        && stored.tags == new.tags()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,7 +627,7 @@ mod tests {
     fn rows_are_written_flat_and_nested_rows_still_read() -> Result<(), Box<dyn std::error::Error>>
     {
         use eskit_core::{
-            event::{EventType, ExpectedVersion},
+            event::{EventType, ExpectedVersion, NewEvent},
             rt::block_on,
             store::{AppendOptions, EventStore, LoadOptions},
         };
