@@ -180,7 +180,8 @@ impl<E: DomainEvent> EventSchema<E> {
 
     /// Decodes a stored event: resolves aliases, picks the codec by the stored
     /// codec name, upcasts to the current schema version, decodes (the codec
-    /// sees the event's stream and metadata through a [`CodecContext`]).
+    /// and the upcasters see the event's stream and metadata through a
+    /// [`CodecContext`]).
     ///
     /// # Errors
     /// [`CodecError`] for an unknown type or codec, a missing upcaster, or
@@ -199,14 +200,14 @@ impl<E: DomainEvent> EventSchema<E> {
                     codec: raw.codec.to_string(),
                 })?;
         let target = self.registry.schema_version(canonical.as_str());
-        let payload = self.upcasters.upcast(
-            canonical.as_str(),
+        let cx = CodecContext::new(&raw.stream, canonical.as_str(), &raw.metadata);
+        let payload = self.upcasters.upcast_in(
+            &cx,
             raw.codec.as_str(),
             &raw.payload,
             raw.schema_version,
             target,
         )?;
-        let cx = CodecContext::new(&raw.stream, canonical.as_str(), &raw.metadata);
         let data = codec.decode_with(&cx, &payload)?;
         Ok(RecordedEvent {
             id: raw.id,

@@ -13,7 +13,8 @@ use eskit_core::{
     rt::block_on,
     store::{AppendOptions, EventStore, GlobalReader, LoadOptions, ReadOptions},
     typed::{
-        CodecContext, Dispatched, Dispatcher, DomainEvent, EventCodec, EventSchema, TypedStore,
+        CodecContext, Dispatched, Dispatcher, DomainEvent, EventCodec, EventRegistry, EventSchema,
+        TypedStore, UpcasterRegistry,
     },
 };
 
@@ -246,6 +247,54 @@ fn the_command_handler_and_dispatch_go_through_the_context() -> TestResult {
     assert_eq!(
         *seen.lock().unwrap_or_else(PoisonError::into_inner),
         ["asthma", "flu"]
+    );
+    Ok(())
+}
+
+#[test]
+fn upcasters_of_an_encrypting_codec_see_the_context() -> TestResult {
+    let codec = Sealed::default().with_key("p-4", 0x33);
+    let backend = MemoryStore::new();
+    let p4 = patient("p-4")?;
+    // Written at schema version 1.
+    let old = TypedStore::new(backend.clone(), EventSchema::new(codec.clone()));
+    block_on(old.append(
+        &p4,
+        ExpectedVersion::NoStream,
+        vec![Diagnosed("flu".into())],
+    ))?;
+
+    // Version 2 spells diagnoses in capitals: the step decrypts with the
+    // subject's key, rewrites, and encrypts again.
+    let mut registry = EventRegistry::new();
+    registry.register_versioned("Diagnosed", 2)?;
+    let mut upcasters = UpcasterRegistry::new();
+    let keys = codec.clone();
+    upcasters.register_for_codec_in_context("Diagnosed", "sealed", 1, 2, move |cx, b| {
+        let v1 = keys.decode_with(cx, b)?;
+        let mut out = Vec::new();
+        keys.encode_with(&Diagnosed(v1.0.to_uppercase()), cx, &mut out)?;
+        Ok(out)
+    })?;
+    let new = TypedStore::new(
+        backend,
+        EventSchema::new(codec)
+            .with_registry(registry)
+            .with_upcasters(upcasters.clone()),
+    );
+    let events = block_on(new.load(&p4))?;
+    assert_eq!(events[0].data, Diagnosed("FLU".into()));
+    assert_eq!(
+        events[0].schema_version, 1,
+        "the stored version is reported"
+    );
+
+    // Without a context, such a step cannot run, and says so.
+    let raw = block_on(new.load_raw(&p4, LoadOptions::new()))?;
+    let err = upcasters.upcast("Diagnosed", "sealed", &raw[0].payload, 1, 2);
+    assert!(
+        matches!(err, Err(CodecError::Upcast { from: 1, .. })),
+        "{err:?}"
     );
     Ok(())
 }
