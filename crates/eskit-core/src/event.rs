@@ -110,17 +110,6 @@ impl NewEvent {
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
-
-    /// Whether two events carry the same content (type, schema, codec,
-    /// payload, tags), ignoring ids. Idempotent appends compare retries with
-    /// this.
-    pub fn same_content(&self, other: &Self) -> bool {
-        self.event_type == other.event_type
-            && self.schema_version == other.schema_version
-            && self.codec == other.codec
-            && self.payload == other.payload
-            && self.tags == other.tags
-    }
 }
 
 /// What every stored event carries besides its payload: the one envelope

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{CodecError, StoreError};
-use crate::event::{EventHeader, EventRecord, NewEvent, RawEvent, RecordedEvent};
+use crate::event::{EventHeader, EventRecord, Metadata, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
 use crate::name::{EventType, StreamName};
 use crate::store::{
@@ -19,7 +19,7 @@ use crate::store::{
 use crate::tag::Tag;
 use crate::version::{ExpectedVersion, Version};
 
-pub use crate::codec::{Codec, DomainEvent, EventCodec};
+pub use crate::codec::{Codec, CodecContext, DomainEvent, EventCodec};
 pub use crate::dispatch::{DispatchError, Dispatched, Dispatcher};
 pub use crate::registry::{EventRegistry, RegistryError, derive_type_name};
 pub use crate::upcast::UpcasterRegistry;
@@ -138,14 +138,22 @@ impl<E: DomainEvent> EventSchema<E> {
         self.writer.name()
     }
 
-    /// Encodes one event with the writer codec.
+    /// Encodes one event with the writer codec, for an append to `stream`
+    /// that stores `metadata` with it (the codec sees both through a
+    /// [`CodecContext`]; pass what the append will store,
+    /// [`AppendOptions::stored_metadata`], so that decoding sees the same).
     ///
     /// # Errors
     /// [`CodecError::Encode`] whose source is the [`InvalidName`](crate::event::InvalidName)
     /// when the event's name is not a valid event type,
     /// [`CodecError::UnknownEventType`] when a non-empty registry does not
     /// know it (or knows it only as a legacy alias), or the codec's error.
-    pub fn encode(&self, event: &E) -> Result<NewEvent, CodecError> {
+    pub fn encode(
+        &self,
+        event: &E,
+        stream: &StreamName,
+        metadata: &Metadata,
+    ) -> Result<NewEvent, CodecError> {
         let name = event.event_type();
         // Validate first: an invalid name is a bug in the event type, not
         // an unknown name, and must not be copied into the error.
@@ -162,15 +170,18 @@ impl<E: DomainEvent> EventSchema<E> {
                 event_type: name.to_owned(),
             });
         }
+        let cx = CodecContext::new(stream, name, metadata);
         let mut payload = Vec::new();
-        self.writer.encode(event, &mut payload)?;
+        self.writer.encode_with(event, &cx, &mut payload)?;
         Ok(NewEvent::new(ty, payload)
             .with_schema_version(self.registry.schema_version(name))
             .with_codec(self.writer.name()))
     }
 
     /// Decodes a stored event: resolves aliases, picks the codec by the stored
-    /// codec name, upcasts to the current schema version, decodes.
+    /// codec name, upcasts to the current schema version, decodes (the codec
+    /// and the upcasters see the event's stream and metadata through a
+    /// [`CodecContext`]).
     ///
     /// # Errors
     /// [`CodecError`] for an unknown type or codec, a missing upcaster, or
@@ -189,14 +200,16 @@ impl<E: DomainEvent> EventSchema<E> {
                     codec: raw.codec.to_string(),
                 })?;
         let target = self.registry.schema_version(canonical.as_str());
-        let payload = self.upcasters.upcast(
-            canonical.as_str(),
+        let cx = CodecContext::new(&raw.stream, canonical.as_str(), &raw.metadata)
+            .with_tenant(raw.tenant.as_ref());
+        let payload = self.upcasters.upcast_in(
+            &cx,
             raw.codec.as_str(),
             &raw.payload,
             raw.schema_version,
             target,
         )?;
-        let data = codec.decode(canonical.as_str(), &payload)?;
+        let data = codec.decode_with(&cx, &payload)?;
         Ok(RecordedEvent {
             header: EventHeader {
                 event_type: canonical,
@@ -382,10 +395,15 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         events: Vec<(E, Vec<Tag>)>,
         options: AppendOptions,
     ) -> Result<Appended<E>, StoreError> {
+        let metadata = options.stored_metadata();
         let mut encoded = Vec::with_capacity(events.len());
         let mut data = Vec::with_capacity(events.len());
         for (event, tags) in events {
-            encoded.push(self.schema.encode(&event)?.with_tags(tags));
+            encoded.push(
+                self.schema
+                    .encode(&event, stream, &metadata)?
+                    .with_tags(tags),
+            );
             data.push(event);
         }
         let heads: Vec<(EventType, u32, Vec<Tag>)> = encoded
@@ -398,7 +416,6 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                 )
             })
             .collect();
-        let metadata = options.stored_metadata();
         let key = options.idempotency_key().map(str::to_owned);
         let result = self
             .backend

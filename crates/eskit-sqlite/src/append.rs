@@ -23,11 +23,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::row::{
-    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, index_tag, same_content,
-    tags_blob, tenant_key,
+    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, index_tag, tags_blob, tenant_key,
 };
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
-use eskit_core::backend::CommitNotifier;
+use eskit_core::backend::{CommitNotifier, idempotent_retry};
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
 pub(crate) const STATE_ARCHIVED: i64 = 2;
@@ -337,23 +336,15 @@ pub(crate) fn check_append(
                     "idempotency entry of stream {stream} names missing events"
                 )));
             }
-            let same = stored.len() == job.events.len()
-                && stored
-                    .iter()
-                    .zip(&job.events)
-                    .all(|(a, b)| same_content(a, b));
-            return if same {
-                Ok(Checked::Deduplicated(AppendResult {
-                    records: stored.iter().map(RawEvent::record).collect(),
-                    deduplicated: true,
-                    tenant: job.tenant.clone(),
-                }))
-            } else {
-                Err(StoreError::IdempotencyConflict {
-                    stream: stream.clone(),
-                    key: key.to_owned(),
-                })
-            };
+            return idempotent_retry(
+                stream,
+                key,
+                &stored,
+                &job.events,
+                job.tenant.as_ref(),
+                || stored.iter().map(RawEvent::record).collect(),
+            )
+            .map(Checked::Deduplicated);
         }
     }
     let (sid, version) = match row {
@@ -382,7 +373,7 @@ pub(crate) fn check_append(
     let new_version = version.checked_add(count).ok_or_else(overflow)?;
     next_position.checked_add(count).ok_or_else(overflow)?;
     let metadata = job.options.stored_metadata();
-    let meta = StoredMetadata::of(&metadata)?;
+    let meta = StoredMetadata::of(&metadata);
     Ok(Checked::Write(Plan {
         sid,
         version,

@@ -109,7 +109,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
         let subscription = subscription.to_owned();
         let event = event.clone();
         let error = bounded_error(error).to_owned();
-        let metadata = StoredMetadata::of(&event.metadata)?;
+        let metadata = StoredMetadata::of(&event.metadata);
         let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .write_tx(move |tx| {

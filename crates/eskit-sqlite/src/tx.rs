@@ -194,9 +194,10 @@ impl WriteTx<'_> {
         events: &[E],
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
+        let metadata = options.stored_metadata();
         let events = events
             .iter()
-            .map(|e| schema.encode(e))
+            .map(|e| schema.encode(e, stream, &metadata))
             .collect::<Result<Vec<_>, _>>()?;
         self.append(stream, expected, events, options)
     }

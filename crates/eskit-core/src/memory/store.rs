@@ -9,6 +9,7 @@ use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
 use crate::id::EventId;
 use crate::metadata::validate_idempotency_key;
 use crate::name::{NameKind, StreamName, TenantId, validate_name};
+use crate::retry::idempotent_retry;
 use crate::rt::yield_now;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions,
@@ -202,20 +203,9 @@ impl MemoryStore {
         if let Some(key) = &key
             && let Some((previous, records)) = data.idempotency.get(key)
         {
-            let same = previous.len() == events.len()
-                && previous.iter().zip(&events).all(|(a, b)| a.same_content(b));
-            return if same {
-                Ok(AppendResult {
-                    records: records.clone(),
-                    deduplicated: true,
-                    tenant: self.tenant.clone(),
-                })
-            } else {
-                Err(StoreError::IdempotencyConflict {
-                    stream: stream.clone(),
-                    key: key.clone(),
-                })
-            };
+            return idempotent_retry(stream, key, previous, &events, self.tenant.as_ref(), || {
+                records.clone()
+            });
         }
         data.state.check_append(stream)?;
         if !expected.matches(data.version) {
