@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::error::{CodecError, StoreError};
 use crate::event::{EventHeader, EventRecord, Metadata, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
-use crate::name::{EventType, StreamName};
+use crate::name::{EventType, StreamName, TenantId};
 use crate::store::{
-    AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
+    AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions, TenantScoped,
 };
 use crate::tag::Tag;
 use crate::version::{ExpectedVersion, Version};
@@ -154,6 +154,22 @@ impl<E: DomainEvent> EventSchema<E> {
         stream: &StreamName,
         metadata: &Metadata,
     ) -> Result<NewEvent, CodecError> {
+        self.encode_for(event, stream, None, metadata)
+    }
+
+    /// Encodes one event like [`encode`](Self::encode), for an append by a
+    /// handle of `tenant` (the codec sees it in the [`CodecContext`], as
+    /// decoding will: the stored event carries its stream's tenant).
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_for(
+        &self,
+        event: &E,
+        stream: &StreamName,
+        tenant: Option<&TenantId>,
+        metadata: &Metadata,
+    ) -> Result<NewEvent, CodecError> {
         let name = event.event_type();
         // Validate first: an invalid name is a bug in the event type, not
         // an unknown name, and must not be copied into the error.
@@ -170,7 +186,7 @@ impl<E: DomainEvent> EventSchema<E> {
                 event_type: name.to_owned(),
             });
         }
-        let cx = CodecContext::new(stream, name, metadata);
+        let cx = CodecContext::new(stream, name, metadata).with_tenant(tenant);
         let mut payload = Vec::new();
         self.writer.encode_with(event, &cx, &mut payload)?;
         Ok(NewEvent::new(ty, payload)
@@ -259,6 +275,8 @@ pub struct Appended<E> {
 pub struct TypedStore<B, E> {
     backend: B,
     schema: Arc<EventSchema<E>>,
+    /// The tenant codecs see on encode (set by [`TenantScoped::for_tenant`]).
+    tenant: Option<TenantId>,
 }
 
 impl<B: Clone, E> Clone for TypedStore<B, E> {
@@ -266,7 +284,25 @@ impl<B: Clone, E> Clone for TypedStore<B, E> {
         Self {
             backend: self.backend.clone(),
             schema: Arc::clone(&self.schema),
+            tenant: self.tenant.clone(),
         }
+    }
+}
+
+/// Scopes the backend and tells the codecs the tenant on encode. Scope a
+/// typed store this way rather than wrapping a scoped backend with
+/// [`TypedStore::new`], whose codecs would see no tenant when encoding.
+impl<B: TenantScoped, E> TenantScoped for TypedStore<B, E> {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            backend: self.backend.for_tenant(tenant.clone()),
+            schema: Arc::clone(&self.schema),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
@@ -285,6 +321,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         Self {
             backend,
             schema: Arc::new(schema),
+            tenant: None,
         }
     }
 
@@ -401,7 +438,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         for (event, tags) in events {
             encoded.push(
                 self.schema
-                    .encode(&event, stream, &metadata)?
+                    .encode_for(&event, stream, self.tenant.as_ref(), &metadata)?
                     .with_tags(tags),
             );
             data.push(event);

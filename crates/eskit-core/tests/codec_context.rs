@@ -298,3 +298,69 @@ fn upcasters_of_an_encrypting_codec_see_the_context() -> TestResult {
     );
     Ok(())
 }
+
+/// A codec that seals each payload with the tenant it sees on encode and
+/// refuses to open it under another tenant (a per-tenant key, in effect).
+struct PerTenant;
+
+impl EventCodec<Diagnosed> for PerTenant {
+    fn name(&self) -> &'static str {
+        "per-tenant"
+    }
+    fn encode(&self, _: &Diagnosed, _: &mut Vec<u8>) -> Result<(), CodecError> {
+        Err(CodecError::encode(Some("Diagnosed"), "needs a context"))
+    }
+    fn decode(&self, ty: &str, _: &[u8]) -> Result<Diagnosed, CodecError> {
+        Err(CodecError::decode(Some(ty), "needs a context"))
+    }
+    fn encode_with(
+        &self,
+        e: &Diagnosed,
+        cx: &CodecContext<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let tenant = cx.tenant().map_or("-", |t| t.as_str());
+        out.extend_from_slice(format!("{tenant}|{}", e.0).as_bytes());
+        Ok(())
+    }
+    fn decode_with(&self, cx: &CodecContext<'_>, payload: &[u8]) -> Result<Diagnosed, CodecError> {
+        let ty = Some(cx.event_type());
+        let text = std::str::from_utf8(payload).map_err(|e| CodecError::decode(ty, e))?;
+        let (sealed_for, data) = text
+            .split_once('|')
+            .ok_or_else(|| CodecError::decode(ty, "not sealed"))?;
+        let tenant = cx.tenant().map_or("-", |t| t.as_str());
+        if sealed_for != tenant {
+            return Err(CodecError::decode(ty, "sealed for another tenant"));
+        }
+        Ok(Diagnosed(data.to_owned()))
+    }
+}
+
+#[test]
+fn codecs_see_the_tenant_on_encode_and_decode() -> TestResult {
+    use eskit_core::event::TenantId;
+    use eskit_core::store::TenantScoped;
+    let backend = MemoryStore::new();
+    let store = TypedStore::new(backend.clone(), EventSchema::new(PerTenant));
+    let clinic = store.for_tenant(TenantId::new("clinic-a")?);
+    let p1 = patient("p-1")?;
+    let flu = Diagnosed("flu".into());
+    block_on(clinic.append(&p1, ExpectedVersion::NoStream, vec![flu.clone()]))?;
+    let raw = block_on(
+        backend
+            .for_tenant(TenantId::new("clinic-a")?)
+            .load(&p1, LoadOptions::new()),
+    )?;
+    assert_eq!(raw[0].payload, b"clinic-a|flu");
+    assert_eq!(block_on(clinic.load(&p1))?[0].data, flu);
+    // An unscoped store's codec sees no tenant on either side.
+    let p2 = patient("p-2")?;
+    block_on(store.append(&p2, ExpectedVersion::NoStream, vec![flu.clone()]))?;
+    assert_eq!(
+        block_on(backend.load(&p2, LoadOptions::new()))?[0].payload,
+        b"-|flu"
+    );
+    assert_eq!(block_on(store.load(&p2))?[0].data, flu);
+    Ok(())
+}

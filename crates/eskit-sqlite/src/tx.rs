@@ -197,7 +197,7 @@ impl WriteTx<'_> {
         let metadata = options.stored_metadata();
         let events = events
             .iter()
-            .map(|e| schema.encode(e, stream, &metadata))
+            .map(|e| schema.encode_for(e, stream, self.tenant.as_ref(), &metadata))
             .collect::<Result<Vec<_>, _>>()?;
         self.append(stream, expected, events, options)
     }
