@@ -28,6 +28,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::name::StreamName;
+use crate::sink::{ProjectionSink, SinkError};
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions, LockGuard,
     LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
@@ -218,5 +219,18 @@ object_safe_twin! {
     pub trait DynLockRegistry for LockRegistry {
         fn acquire => dyn_acquire(&self, &key: str) -> Result<LockGuard, StoreError>;
         fn try_acquire => dyn_try_acquire(&self, &key: str) -> Result<Option<LockGuard>, StoreError>;
+    }
+}
+
+object_safe_twin! {
+    /// Object-safe [`ProjectionSink`].
+    pub trait DynProjectionSink for ProjectionSink {
+        fn cursor => dyn_cursor(&self, &name: str) -> Result<Option<GlobalCursor>, StoreError>;
+        fn apply => dyn_apply(
+            &self,
+            &name: str,
+            &events: [RawEvent],
+            next: GlobalCursor,
+        ) -> Result<(), SinkError>;
     }
 }

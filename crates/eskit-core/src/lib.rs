@@ -178,7 +178,7 @@ pub mod store {
     pub use crate::dead_letter::{DeadLetter, DeadLetterStore, DynDeadLetterStore};
     pub use crate::dyn_store::{
         BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
-        DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
+        DynLockRegistry, DynProjectionSink, DynSnapshotStore, DynStreamLifecycle,
     };
     pub use crate::feed::{Changed, CommitFeed, FeedError, Listener};
     pub use crate::sink::{ProjectionSink, SinkError};

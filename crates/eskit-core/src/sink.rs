@@ -25,7 +25,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::error::{BoxError, StoreError};
 use crate::event::RawEvent;
@@ -118,22 +117,4 @@ pub trait ProjectionSink: Send + Sync {
         events: &[RawEvent],
         next: GlobalCursor,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
-}
-
-impl<S: ProjectionSink> ProjectionSink for Arc<S> {
-    fn cursor(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<GlobalCursor>, StoreError>> + Send {
-        (**self).cursor(name)
-    }
-
-    fn apply(
-        &self,
-        name: &str,
-        events: &[RawEvent],
-        next: GlobalCursor,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        (**self).apply(name, events, next)
-    }
 }

@@ -57,6 +57,7 @@ mod locks;
 mod metadata;
 mod model;
 mod names;
+mod sink;
 mod snapshots;
 mod stress;
 mod tenants;
@@ -75,14 +76,14 @@ use eskit_core::{
     dcb::EventQueryReader,
     error::{BoxError, StoreError, error_chain},
     event::{
-        AppendResult, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent, StreamName,
-        TenantId,
+        AppendResult, EventId, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent,
+        StreamName, TenantId,
     },
     store::{
         AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
-        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
-        DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry, ReadOptions,
-        SnapshotStore, StreamLifecycle,
+        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynProjectionSink,
+        DynSnapshotStore, DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry,
+        ProjectionSink, ReadOptions, SnapshotStore, StreamLifecycle,
     },
 };
 
@@ -103,7 +104,20 @@ pub struct Fixture {
     close: Option<Closer>,
     queries: Option<Arc<dyn DynEventQueryReader>>,
     tenants: Option<Scoper>,
+    sink: Option<SinkParts>,
 }
+
+/// A backend's projection sink with the reader of its effects
+/// ([`Fixture::with_sink`]).
+#[derive(Clone)]
+struct SinkParts {
+    sink: Arc<dyn DynProjectionSink>,
+    effects: Effects,
+}
+
+/// Reads the ids a sink's projection recorded, in the order it recorded them.
+pub(crate) type Effects =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<EventId>, BoxError>> + Send + Sync>;
 
 /// Closes the fixture's store, through a handle of its own.
 type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -139,6 +153,7 @@ impl Fixture {
             close: None,
             queries: None,
             tenants: None,
+            sink: None,
         }
     }
 
@@ -156,6 +171,7 @@ impl Fixture {
             close: None,
             queries: None,
             tenants: None,
+            sink: None,
         }
     }
 
@@ -279,6 +295,48 @@ impl Fixture {
         self
     }
 
+    /// Adds a transactional projection sink over the same store, and the
+    /// reader of its effects. The `sink.*` scenarios check that a page's
+    /// effects and its cursor commit together or not at all, and that a
+    /// page delivered again has its effect once.
+    ///
+    /// The sink's projection must, in the transaction of each page:
+    /// record every event's id as one effect in the read model (in the
+    /// order given), and refuse the page (return an error, so nothing of it
+    /// is stored) when an event's payload is exactly `b"refuse"`. `effects`
+    /// reads back every recorded id in recording order.
+    ///
+    /// ```
+    /// use eskit_core::{event::EventId, memory::{MemorySink, MemoryStore}};
+    /// use eskit_testing::conformance::Fixture;
+    /// let sink = MemorySink::new(Vec::<EventId>::new(), |ids, events| {
+    ///     for e in events {
+    ///         if e.payload == b"refuse" {
+    ///             return Err("refused".into());
+    ///         }
+    ///         ids.push(e.id);
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let reader = sink.clone();
+    /// let fixture = Fixture::store(MemoryStore::new())
+    ///     .with_sink(sink, move || std::future::ready(Ok(reader.model())));
+    /// # drop(fixture);
+    /// ```
+    #[must_use]
+    pub fn with_sink<S, F, Fut>(mut self, sink: S, effects: F) -> Self
+    where
+        S: ProjectionSink + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<EventId>, BoxError>> + Send + 'static,
+    {
+        self.sink = Some(SinkParts {
+            sink: Arc::new(sink),
+            effects: Arc::new(move || Box::pin(effects())),
+        });
+        self
+    }
+
     /// The fixture of `tenant`'s handles, if tenants were given.
     pub fn tenant(&self, tenant: TenantId) -> Option<Fixture> {
         self.tenants.as_ref().map(|scope| scope(tenant))
@@ -345,6 +403,7 @@ impl Fixture {
             Capability::Close => self.close.is_some(),
             Capability::Queries => self.queries.is_some(),
             Capability::Tenants => self.tenants.is_some(),
+            Capability::Sink => self.sink.is_some(),
         }
     }
 }
@@ -373,10 +432,12 @@ pub enum Capability {
     Queries,
     /// Tenant-scoped handles ([`Fixture::with_tenants`]).
     Tenants,
+    /// A transactional projection sink ([`Fixture::with_sink`]).
+    Sink,
 }
 
 impl Capability {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -387,6 +448,7 @@ impl Capability {
         Self::Close,
         Self::Queries,
         Self::Tenants,
+        Self::Sink,
     ];
 }
 
@@ -403,6 +465,7 @@ impl fmt::Display for Capability {
             Self::Close => "close",
             Self::Queries => "query reader",
             Self::Tenants => "tenant scope",
+            Self::Sink => "projection sink",
         })
     }
 }
@@ -1053,6 +1116,15 @@ impl Ctx {
         self.stress
     }
 
+    /// The projection sink and the reader of its effects.
+    pub(crate) fn sink(&self) -> Result<(&Arc<dyn DynProjectionSink>, &Effects), Failure> {
+        self.fixture
+            .sink
+            .as_ref()
+            .map(|p| (&p.sink, &p.effects))
+            .ok_or_else(|| Failure("no projection sink".into()))
+    }
+
     /// A context over `tenant`'s handles on the same store.
     pub(crate) fn tenant(&self, tenant: &str) -> Result<Ctx, Failure> {
         let id = TenantId::new(tenant).map_err(|e| Failure(format!("tenant {tenant}: {e}")))?;
@@ -1231,5 +1303,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(close::scenarios());
     all.extend(dcb::scenarios());
     all.extend(tenants::scenarios());
+    all.extend(sink::scenarios());
     all
 }
