@@ -58,8 +58,11 @@
 //! # }
 //! ```
 
+pub mod notifier;
+pub mod rebuild;
 mod subscription;
 mod typed;
+pub mod view;
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,

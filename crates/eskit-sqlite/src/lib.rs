@@ -141,6 +141,7 @@ mod notify;
 mod oneshot;
 mod options;
 mod query;
+pub mod read_model;
 mod relay;
 mod row;
 mod schema;
@@ -160,6 +161,7 @@ pub use notify::{ExternalWatcher, MIN_POLL_INTERVAL};
 pub use options::{
     DEFAULT_BUSY_TIMEOUT, MAX_GROUP_COMMIT, MAX_READERS, SqliteOptions, Synchronous,
 };
+pub use read_model::{SqliteReadModel, SqliteView};
 pub use relay::{ChangeRelay, RelayedChange};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
