@@ -9,7 +9,7 @@ use std::time::Duration;
 use eskit_core::{
     error::{BoxError, StoreError},
     event::{GlobalCursor, RawEvent},
-    store::{BoxFuture, CheckpointStore, CommitFeed, GlobalReader},
+    store::{BoxFuture, CheckpointStore, CommitFeed, GlobalReader, ProjectionSink, SinkError},
 };
 
 use crate::SubscriptionState;
@@ -213,10 +213,7 @@ impl<V: StateView> ViewHandler<V> {
             return;
         }
         if let Some(n) = &self.notifier {
-            let mut keys: Vec<String> = events.iter().map(|e| e.stream.to_string()).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            n.notify(&self.name, &keys);
+            announce(n, &self.name, events);
         }
         if let Some(f) = &self.on_change {
             f(PageChange {
@@ -224,6 +221,59 @@ impl<V: StateView> ViewHandler<V> {
                 events,
             });
         }
+    }
+}
+
+/// Announces `events` as one change of `view`, keyed by stream name.
+fn announce(notifier: &ChangeNotifier, view: &str, events: &[RawEvent]) {
+    let mut keys: Vec<String> = events.iter().map(|e| e.stream.to_string()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    notifier.notify(view, &keys);
+}
+
+/// A [`ProjectionSink`] that announces every page it stored to a
+/// [`ChangeNotifier`] (keyed by the events' stream names `type/id`), for a
+/// transactional read model (such as an `eskit_sqlite::SqliteReadModel`'s
+/// sink) whose readers wait for changes. The announcement follows the
+/// commit, so a woken reader sees the page.
+#[derive(Debug, Clone)]
+pub struct NotifyingSink<S> {
+    sink: S,
+    notifier: ChangeNotifier,
+    view: Arc<str>,
+}
+
+impl<S: ProjectionSink> NotifyingSink<S> {
+    /// `sink`, announcing its pages under `view`.
+    pub fn new(sink: S, notifier: ChangeNotifier, view: &str) -> Self {
+        Self {
+            sink,
+            notifier,
+            view: view.into(),
+        }
+    }
+}
+
+impl<S: ProjectionSink> ProjectionSink for NotifyingSink<S> {
+    fn cursor(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GlobalCursor>, StoreError>> + Send {
+        self.sink.cursor(name)
+    }
+
+    async fn apply(
+        &self,
+        name: &str,
+        events: &[RawEvent],
+        next: GlobalCursor,
+    ) -> Result<(), SinkError> {
+        self.sink.apply(name, events, next).await?;
+        if !events.is_empty() {
+            announce(&self.notifier, &self.view, events);
+        }
+        Ok(())
     }
 }
 

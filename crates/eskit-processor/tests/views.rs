@@ -17,7 +17,7 @@ use eskit_core::{
 };
 use eskit_processor::notifier::ChangeNotifier;
 use eskit_processor::rebuild::rebuild_in_shadow;
-use eskit_processor::view::{StateView, ViewHandler, rebuild, run_to_head};
+use eskit_processor::view::{NotifyingSink, StateView, ViewHandler, rebuild, run_to_head};
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::read_model::{SqliteView, Tables};
 use eskit_sqlite::{SqliteReadModel, SqliteStore, WriteTx};
@@ -516,6 +516,32 @@ async fn a_swap_without_a_shadow_or_behind_the_live_view_changes_nothing() -> Te
     );
     assert_eq!(sql_rows(&model).await?, before);
     drop(shadow);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_notifying_sink_announces_each_stored_page() -> TestResult {
+    let db = TempDb::new("notify")?;
+    let store = SqliteStore::open(db.file())?;
+    let model = store.read_model("balances", SqlBalances)?;
+    model.setup().await?;
+    let notifier = ChangeNotifier::new();
+    let mut a0 = notifier.watch("balances", "account/a-0");
+    let a1 = notifier.watch("balances", "account/a-1");
+    // One append of 100 events, all to account a-0.
+    write(&store, 0, PER_APPEND).await?;
+    let sink = NotifyingSink::new(model.sink(), notifier.clone(), "balances");
+    run_to_head(Subscription::with_sink(
+        store.clone(),
+        sink,
+        options("balances")?,
+    ))
+    .await?;
+    assert_eq!(a0.changed().await?, 1);
+    assert!(!a1.has_changed()?);
+    // The announcement follows the commit: a woken reader sees the page.
+    assert_eq!(sql_rows(&model).await?.0, expected(&store).await?);
+    store.close().await;
     Ok(())
 }
 
