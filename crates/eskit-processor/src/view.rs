@@ -24,7 +24,7 @@ pub const CATCH_UP_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 ///
 /// The view does not store its cursor: the subscription's checkpoint store
 /// does (at least once, so [`apply`](Self::apply) must be idempotent), or a
-/// [`ProjectionSink`](eskit_core::store::ProjectionSink) stores both in
+/// [`ProjectionSink`] stores both in
 /// one transaction (exactly once; see `eskit_sqlite::SqliteReadModel`).
 pub trait StateView: Send + Sync {
     /// Creates what the view needs (tables, files); run before every start,
