@@ -122,7 +122,10 @@
 //! statements on [`WriteTx::connection`] commit together or not at all, and
 //! the notifier fires only at the commit. [`SqliteStore::projection_sink`]
 //! builds a [`ProjectionSink`](eskit_core::store::ProjectionSink) on it: a read
-//! model whose pages and cursor commit together.
+//! model whose pages and cursor commit together. [`SqliteStore::read_model`]
+//! wraps a [`SqliteView`] (tables, create, apply) as such a read model that
+//! can also be rebuilt without downtime in shadow tables of the same file
+//! ([`read_model`], [`ShadowRebuild`](eskit_core::store::ShadowRebuild)).
 //!
 //! # Notifications
 //! [`SqliteStore::notifier`] is signalled right after each commit, before the
