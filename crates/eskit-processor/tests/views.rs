@@ -13,7 +13,7 @@ use eskit_core::{
     error::BoxError,
     event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
     memory::{MemoryCheckpointStore, MemoryStore},
-    store::{AppendOptions, EventStore, GlobalReader, ReadOptions, ShadowRebuild},
+    store::{AppendOptions, EventStore, GlobalReader, ProjectionSink, ReadOptions, ShadowRebuild},
 };
 use eskit_processor::notifier::ChangeNotifier;
 use eskit_processor::rebuild::rebuild_in_shadow;
@@ -29,6 +29,8 @@ type TestResult = Result<(), BoxError>;
 const EVENTS: usize = 50_000;
 const PER_APPEND: usize = 100;
 const ACCOUNTS: usize = 50;
+/// The most events the busy-rebuild test writes while it waits.
+const MAX_BUSY_EVENTS: usize = 200_000;
 
 /// The signed amount an event moves.
 fn amount(e: &RawEvent) -> Result<i64, BoxError> {
@@ -462,22 +464,31 @@ async fn sqlite_a_shadow_rebuild_while_the_live_view_runs_and_writes_go_on() -> 
     write(&store, 0, 10_000).await?;
     let (stop, health, run) = spawn_live(&store, &model)?;
 
-    // Writes go on during the rebuild; the live subscription keeps going
-    // before, during and after the swap.
+    // Writes go on, without pause, until the rebuild is done; the live
+    // subscription keeps going before, during and after the swap.
+    let done = Arc::new(AtomicBool::new(false));
     let writer = {
-        let store = store.clone();
+        let (store, done) = (store.clone(), Arc::clone(&done));
         tokio::spawn(async move {
-            for k in 0..20 {
-                write(&store, 10_000 + k * 500, 500)
+            let mut written = 10_000;
+            while !done.load(Ordering::Acquire) && written < MAX_BUSY_EVENTS {
+                write(&store, written, 200)
                     .await
                     .map_err(|e| e.to_string())?;
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                written += 200;
+                tokio::task::yield_now().await;
             }
-            Ok::<_, String>(())
+            Ok::<_, String>(written)
         })
     };
-    rebuild_in_shadow(store.clone(), &model, options("balances")?).await?;
-    writer.await??;
+    let rebuilt = rebuild_in_shadow(store.clone(), &model, options("balances")?).await;
+    done.store(true, Ordering::Release);
+    let written = writer.await??;
+    rebuilt?;
+    println!(
+        "events written while the view was rebuilt: {}",
+        written - 10_000
+    );
     let head = head(&store).await?;
     reached(health, head).await;
     let _ = stop.send(());
@@ -488,8 +499,71 @@ async fn sqlite_a_shadow_rebuild_while_the_live_view_runs_and_writes_go_on() -> 
         expected(&store).await?,
         "an event was lost or applied twice around the swap"
     );
-    assert_eq!(moved, 20_000);
+    assert_eq!(moved, i64::try_from(written)?);
     assert_eq!(model.cursor().await?, Some(head));
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_caught_up_shadow_is_fed_by_the_live_view_so_the_swap_succeeds() -> TestResult {
+    let db = TempDb::new("feed")?;
+    let store = SqliteStore::open(db.file())?;
+    let model = store.read_model("balances", SqlBalances)?;
+    model.setup().await?;
+    let live = || -> Result<_, eskit_processor::SubscriptionError> {
+        Ok(Subscription::with_sink(
+            store.clone(),
+            model.sink(),
+            options("balances")?,
+        ))
+    };
+    write(&store, 0, 1_000).await?;
+    let first = run_to_head(live()?).await?;
+    let shadow = model.begin_shadow().await?;
+    let fill = || -> Result<_, eskit_processor::SubscriptionError> {
+        Ok(Subscription::with_sink(
+            store.clone(),
+            shadow.clone(),
+            options(model.shadow_name())?,
+        ))
+    };
+    assert_eq!(run_to_head(fill()?).await?, first);
+
+    // The live view moves on while the shadow's subscription is idle: each
+    // of its pages goes to the shadow too, so the swap is not refused.
+    write(&store, 1_000, 1_000).await?;
+    let second = run_to_head(live()?).await?;
+    assert_eq!(
+        shadow.cursor(model.shadow_name()).await?,
+        Some(second),
+        "the live view did not feed the caught-up shadow"
+    );
+    // The shadow's own subscription catching up afterwards finds nothing
+    // left to apply.
+    assert_eq!(run_to_head(fill()?).await?, second);
+    assert_eq!(
+        model.swap_in_shadow().await?,
+        eskit_core::store::SwapOutcome::Swapped { cursor: second }
+    );
+    let (rows, moved) = sql_rows(&model).await?;
+    assert_eq!(
+        rows,
+        expected(&store).await?,
+        "the fed shadow lost or repeated an event"
+    );
+    assert_eq!(moved, 2_000);
+
+    // A shadow that is behind is not fed; dropping it stops everything.
+    let _behind = model.begin_shadow().await?;
+    write(&store, 2_000, 100).await?;
+    run_to_head(live()?).await?;
+    model.drop_shadow().await?;
+    assert_eq!(
+        model.swap_in_shadow().await?,
+        eskit_core::store::SwapOutcome::NoShadow
+    );
+    assert_eq!(sql_rows(&model).await?.0, expected(&store).await?);
     store.close().await;
     Ok(())
 }

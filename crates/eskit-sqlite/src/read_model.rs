@@ -114,10 +114,13 @@ pub trait SqliteView: Send + Sync + 'static {
 }
 
 /// A [`SqliteView`] bound to a set of table names: the projection inside
-/// the read model's sinks.
+/// the read model's sinks. The live one also feeds a caught-up shadow (see
+/// [`SqliteReadModel::sink`]).
 pub struct ViewProjection<V> {
     view: Arc<V>,
     tables: Tables,
+    /// For the live projection: the shadow's checkpoint name.
+    feeds: Option<Arc<str>>,
 }
 
 impl<V> fmt::Debug for ViewProjection<V> {
@@ -132,6 +135,65 @@ impl<V: SqliteView> SqliteProjection for ViewProjection<V> {
     fn apply(&self, tx: &mut WriteTx<'_>, events: &[RawEvent]) -> Result<(), BoxError> {
         self.view.apply(tx, &self.tables, events)
     }
+
+    fn apply_page(
+        &self,
+        tx: &mut WriteTx<'_>,
+        events: &[RawEvent],
+        before: Option<GlobalCursor>,
+        next: GlobalCursor,
+    ) -> Result<(), BoxError> {
+        self.view.apply(tx, &self.tables, events)?;
+        match &self.feeds {
+            Some(shadow) => feed_shadow(&*self.view, tx, shadow, events, before, next),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Applies a live page to the shadow too, in the live page's transaction,
+/// when the shadow has every event before the page (its cursor is at or
+/// past the live cursor before it): from then on the shadow cannot fall
+/// behind the live read model, and the swap cannot be refused, however
+/// fast events come. A shadow still further behind is left to its own
+/// subscription. Events at or before the shadow's cursor are skipped and
+/// its cursor never moves back, so the shadow's own subscription, running
+/// at the same time, applies nothing twice.
+fn feed_shadow<V: SqliteView>(
+    view: &V,
+    tx: &mut WriteTx<'_>,
+    shadow_name: &str,
+    events: &[RawEvent],
+    before: Option<GlobalCursor>,
+    next: GlobalCursor,
+) -> Result<(), BoxError> {
+    let Some(shadow) = tx.checkpoint(shadow_name)? else {
+        return Ok(());
+    };
+    if shadow < before.unwrap_or(GlobalCursor::START)
+        || !table_exists(tx.connection(), &Tables::SHADOW.name(view.tables()[0]))?
+    {
+        return Ok(());
+    }
+    let fresh = events
+        .iter()
+        .position(|e| e.cursor() > shadow)
+        .unwrap_or(events.len());
+    view.apply(tx, &Tables::SHADOW, &events[fresh..])?;
+    if next > shadow {
+        tx.save_checkpoint(shadow_name, next)?;
+    }
+    Ok(())
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(store_error)
 }
 
 /// A read model in the store's database: its tables, its checkpoint and
@@ -312,10 +374,15 @@ impl<V: SqliteView> SqliteReadModel<V> {
     /// The sink that applies pages to the live tables and stores the
     /// cursor in the same transaction: give it to
     /// `Subscription::with_sink` under the read model's name.
+    ///
+    /// While a shadow rebuild runs and the shadow has caught up with the
+    /// live cursor, each live page is applied to the shadow as well, in the
+    /// same transaction, so the shadow stays caught up until the swap.
     pub fn sink(&self) -> SqliteSink<ViewProjection<V>> {
         self.store.projection_sink(ViewProjection {
             view: Arc::clone(&self.view),
             tables: Tables::LIVE,
+            feeds: Some(Arc::clone(&self.shadow_name)),
         })
     }
 
@@ -328,7 +395,7 @@ impl<V: SqliteView> SqliteReadModel<V> {
     }
 
     /// Empties the read model in one transaction: drops and recreates the
-    /// live tables and deletes its checkpoint, so its next subscription
+    /// live tables, deletes its checkpoint and drops any shadow, so its next subscription
     /// replays from the start. Readers see the tables empty until then;
     /// for a rebuild that keeps serving, use the shadow
     /// ([`ShadowRebuild`]).
@@ -336,12 +403,35 @@ impl<V: SqliteView> SqliteReadModel<V> {
     /// # Errors
     /// A failed statement or transaction; nothing changed then.
     pub async fn reset(&self) -> Result<(), StoreError> {
-        let (view, name) = (Arc::clone(&self.view), Arc::clone(&self.name));
+        let view = Arc::clone(&self.view);
+        let (name, shadow) = (Arc::clone(&self.name), Arc::clone(&self.shadow_name));
         self.store
             .write_transaction(move |tx| {
-                drop_tables(tx.connection(), view.tables(), &Tables::LIVE)?;
-                view.create(tx.connection(), &Tables::LIVE)?;
-                delete_checkpoint(tx.connection(), &name)?;
+                let conn = tx.connection();
+                drop_tables(conn, view.tables(), &Tables::LIVE)?;
+                drop_tables(conn, view.tables(), &Tables::SHADOW)?;
+                view.create(conn, &Tables::LIVE)?;
+                delete_checkpoint(conn, &name)?;
+                delete_checkpoint(conn, &shadow)?;
+                Ok::<_, BoxError>(())
+            })
+            .await
+            .map_err(tx_error)
+    }
+
+    /// Drops the shadow (its tables and its checkpoint), for a rebuild
+    /// given up on: a shadow left behind by a crashed rebuild that had
+    /// caught up is otherwise fed by every live page until the next
+    /// rebuild begins. The live read model is untouched.
+    ///
+    /// # Errors
+    /// A failed statement or transaction; nothing changed then.
+    pub async fn drop_shadow(&self) -> Result<(), StoreError> {
+        let (view, shadow) = (Arc::clone(&self.view), Arc::clone(&self.shadow_name));
+        self.store
+            .write_transaction(move |tx| {
+                drop_tables(tx.connection(), view.tables(), &Tables::SHADOW)?;
+                delete_checkpoint(tx.connection(), &shadow)?;
                 Ok::<_, BoxError>(())
             })
             .await
@@ -394,6 +484,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
         Ok(self.store.projection_sink(ViewProjection {
             view: Arc::clone(&self.view),
             tables: Tables::SHADOW,
+            feeds: None,
         }))
     }
 
@@ -410,15 +501,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
                 let conn = tx.connection();
                 let shadow = read_checkpoint(conn, &shadow_name)?;
                 let live = read_checkpoint(conn, &name)?;
-                let shadow_exists = conn
-                    .query_row(
-                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                        [Tables::SHADOW.name(view.tables()[0])],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .map_err(store_error)?
-                    > 0;
-                if !shadow_exists {
+                if !table_exists(conn, &Tables::SHADOW.name(view.tables()[0]))? {
                     return Ok(SwapOutcome::NoShadow);
                 }
                 let cursor = match (shadow, live) {
