@@ -12,7 +12,7 @@ use std::time::Duration;
 use eskit_core::{
     error::BoxError,
     event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
-    memory::{MemoryCheckpointStore, MemoryStore},
+    memory::{MemoryCheckpointStore, MemoryReadModel, MemoryStore},
     store::{AppendOptions, EventStore, GlobalReader, ProjectionSink, ReadOptions, ShadowRebuild},
 };
 use eskit_processor::notifier::ChangeNotifier;
@@ -243,6 +243,172 @@ async fn a_rebuild_resets_the_view_before_it_replays() -> TestResult {
     )
     .await?;
     assert_eq!(view.rows(), expected(&store).await?);
+    Ok(())
+}
+
+type Map = BTreeMap<String, i64>;
+
+fn memory_model() -> Result<MemoryReadModel<Map>, BoxError> {
+    Ok(MemoryReadModel::new("balances", |m: &mut Map, e| {
+        *m.entry(e.stream.to_string()).or_insert(0) += amount(e)?;
+        Ok(())
+    })?)
+}
+
+fn map_rows(m: &Map) -> Vec<(String, i64)> {
+    m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_zero_downtime_rebuild_serves_the_whole_view_throughout() -> TestResult {
+    let store = MemoryStore::new();
+    let model = memory_model()?;
+    write(&store, 0, EVENTS).await?;
+    let sub = Subscription::with_sink(store.clone(), model.clone(), options("balances")?);
+    let head = run_to_head(sub).await?;
+    let rows = map_rows(&model.read());
+    assert_eq!(rows, expected(&store).await?);
+    let want = hash_rows(&rows);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (model, done) = (model.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let (mut reads, mut wrong) = (0u64, 0u64);
+            while !done.load(Ordering::Acquire) {
+                if hash_rows(&map_rows(&model.read())) != want {
+                    wrong += 1;
+                }
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            (reads, wrong)
+        })
+    };
+    for _ in 0..2 {
+        let cursor = rebuild_in_shadow(store.clone(), &model, options("balances")?).await?;
+        assert_eq!(cursor, head);
+    }
+    done.store(true, Ordering::Release);
+    let (reads, wrong) = reader.await?;
+    println!("reads during the rebuilds: {reads}, wrong: {wrong}");
+    assert!(reads > 0);
+    assert_eq!(wrong, 0, "a reader saw an empty or partial view");
+    assert_eq!(hash_rows(&map_rows(&model.read())), want);
+    assert_eq!(model.cursor("balances").await?, Some(head));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_shadow_rebuild_while_the_live_view_runs_and_writes_go_on() -> TestResult {
+    let store = MemoryStore::new();
+    let model = memory_model()?;
+    write(&store, 0, 10_000).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sub = Subscription::with_sink(store.clone(), model.clone(), options("balances")?);
+    let health = sub.health();
+    let run = tokio::spawn(sub.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut written = 10_000;
+            while !done.load(Ordering::Acquire) && written < MAX_BUSY_EVENTS {
+                write(&store, written, 200)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                written += 200;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, String>(written)
+        })
+    };
+    let rebuilt = rebuild_in_shadow(store.clone(), &model, options("balances")?).await;
+    done.store(true, Ordering::Release);
+    writer.await??;
+    rebuilt?;
+    let head = head(&store).await?;
+    reached(health, head).await;
+    let _ = stop_tx.send(());
+    run.await??;
+    assert_eq!(
+        map_rows(&model.read()),
+        expected(&store).await?,
+        "an event was lost or applied twice around the swap"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_a_caught_up_shadow_is_fed_by_the_live_view() -> TestResult {
+    let store = MemoryStore::new();
+    let model = memory_model()?;
+    write(&store, 0, 1_000).await?;
+    let first = run_to_head(Subscription::with_sink(
+        store.clone(),
+        model.clone(),
+        options("balances")?,
+    ))
+    .await?;
+    let shadow = Arc::new(model.begin_shadow().await?);
+    let fill = || -> Result<_, eskit_processor::SubscriptionError> {
+        Ok(Subscription::with_sink(
+            store.clone(),
+            Arc::clone(&shadow),
+            options(model.shadow_name())?,
+        ))
+    };
+    assert_eq!(run_to_head(fill()?).await?, first);
+    write(&store, 1_000, 1_000).await?;
+    let second = run_to_head(Subscription::with_sink(
+        store.clone(),
+        model.clone(),
+        options("balances")?,
+    ))
+    .await?;
+    assert_eq!(
+        shadow.cursor(model.shadow_name()).await?,
+        Some(second),
+        "the live view did not feed the caught-up shadow"
+    );
+    assert_eq!(run_to_head(fill()?).await?, second);
+    assert_eq!(
+        model.swap_in_shadow().await?,
+        eskit_core::store::SwapOutcome::Swapped { cursor: second }
+    );
+    assert_eq!(map_rows(&model.read()), expected(&store).await?);
+    // The swapped-in shadow's sink is spent.
+    assert!(shadow.cursor(model.shadow_name()).await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_memory_read_model_applies_a_page_whole_or_not_at_all() -> TestResult {
+    let store = MemoryStore::new();
+    write(&store, 0, 300).await?;
+    let page = store
+        .read(ReadOptions::new(GlobalCursor::START, 300))
+        .await?;
+    let model = memory_model()?;
+    // The first 200 events apply; the last 100 carry a bad payload.
+    let (good, rest) = page.events.split_at(200);
+    model.apply("balances", good, good[199].cursor()).await?;
+    let before = map_rows(&model.read());
+    let mut bad = rest.to_vec();
+    bad[50].payload = b"not a number".to_vec();
+    assert!(model.apply("balances", &bad, page.next).await.is_err());
+    assert_eq!(
+        map_rows(&model.read()),
+        before,
+        "a failed page left part of its effect"
+    );
+    assert_eq!(model.cursor("balances").await?, Some(good[199].cursor()));
+    // A page delivered twice has its effect once.
+    model.apply("balances", rest, page.next).await?;
+    model.apply("balances", &page.events, page.next).await?;
+    assert_eq!(map_rows(&model.read()), expected(&store).await?);
     Ok(())
 }
 
