@@ -89,6 +89,10 @@ const GROUPS: &[(&str, &str)] = &[
         "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
     ),
     (
+        "sink",
+        "transactions: a projection page's effects and cursor commit together or not at all; redelivered, overlapping, stale and racing pages take effect once",
+    ),
+    (
         "tenants",
         "tenant-scoped handles: streams, reads, queries, conditions, lifecycle, snapshots, checkpoints; 0 cross-tenant events under racing tenants",
     ),

@@ -181,7 +181,7 @@ pub mod store {
         DynLockRegistry, DynProjectionSink, DynSnapshotStore, DynStreamLifecycle,
     };
     pub use crate::feed::{Changed, CommitFeed, FeedError, Listener};
-    pub use crate::sink::{ProjectionSink, SinkError};
+    pub use crate::sink::{ProjectionSink, ShadowRebuild, SinkError, SwapOutcome};
     pub use crate::store_impl::{
         AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
         GlobalReader, Lease, LeaseLost, LoadOptions, LockGuard, LockLost, LockRegistry,

@@ -7,6 +7,10 @@
 //! first. When it has caught up it waits on the backend's [`CommitFeed`](eskit_core::store::CommitFeed),
 //! and falls back to polling while the feed is broken.
 //!
+//! Read models: [`view`] (state views, rebuild from zero),
+//! [`rebuild`] (zero-downtime rebuild into a shadow that is swapped in) and
+//! [`notifier`] (change notifications for live reads).
+//!
 //! # Ordering
 //! Delivery is in cursor order, each event once per run. The subscription
 //! trusts the backend's gap-safety contract (see
@@ -58,8 +62,11 @@
 //! # }
 //! ```
 
+pub mod notifier;
+pub mod rebuild;
 mod subscription;
 mod typed;
+pub mod view;
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use eskit_core::{
     error::BoxError,
     event::EventId,
-    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemorySink, MemoryStore},
+    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryReadModel, MemoryStore},
     store::TenantScoped,
 };
 use eskit_testing::conformance::{Fixture, Suite};
@@ -18,15 +18,13 @@ fn main() -> ExitCode {
         let store = MemoryStore::new();
         let checkpoints = MemoryCheckpointStore::new();
         let closer = store.clone();
-        let sink = MemorySink::new(Vec::<EventId>::new(), |ids, events| {
-            for e in events {
-                if e.payload == b"refuse" {
-                    return Err("the sink scenarios refuse this event".into());
-                }
-                ids.push(e.id);
+        let sink = MemoryReadModel::new("sink-effects", |ids: &mut Vec<EventId>, e| {
+            if e.payload == b"refuse" {
+                return Err("the sink scenarios refuse this event".into());
             }
+            ids.push(e.id);
             Ok(())
-        });
+        })?;
         let effects = sink.clone();
         let (tenants, tenant_checkpoints) = (store.clone(), checkpoints.clone());
         Ok::<_, BoxError>(
@@ -41,7 +39,9 @@ fn main() -> ExitCode {
                         .with_snapshots(scoped.snapshots())
                         .with_checkpoints(tenant_checkpoints.for_tenant(t))
                 })
-                .with_sink(sink, move || std::future::ready(Ok(effects.model())))
+                .with_sink(sink, move || {
+                    std::future::ready(Ok(effects.read().to_vec()))
+                })
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

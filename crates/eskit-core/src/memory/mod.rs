@@ -2,11 +2,11 @@
 //! model the conformance suite and property tests compare other backends with.
 
 mod lock;
-mod sink;
+mod read_model;
 mod store;
 
 pub use lock::MemoryLockRegistry;
-pub use sink::MemorySink;
+pub use read_model::{MemoryReadModel, MemoryShadow};
 pub use store::{MemoryCheckpointStore, MemorySnapshotStore, MemoryStore};
 
 pub use crate::dead_letter::MemoryDeadLetterStore;

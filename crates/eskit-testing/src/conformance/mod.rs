@@ -307,21 +307,20 @@ impl Fixture {
     /// reads back every recorded id in recording order.
     ///
     /// ```
-    /// use eskit_core::{event::EventId, memory::{MemorySink, MemoryStore}};
+    /// use eskit_core::{event::EventId, memory::{MemoryReadModel, MemoryStore}};
     /// use eskit_testing::conformance::Fixture;
-    /// let sink = MemorySink::new(Vec::<EventId>::new(), |ids, events| {
-    ///     for e in events {
-    ///         if e.payload == b"refuse" {
-    ///             return Err("refused".into());
-    ///         }
-    ///         ids.push(e.id);
+    /// let sink = MemoryReadModel::new("effects", |ids: &mut Vec<EventId>, e| {
+    ///     if e.payload == b"refuse" {
+    ///         return Err("refused".into());
     ///     }
+    ///     ids.push(e.id);
     ///     Ok(())
-    /// });
+    /// })?;
     /// let reader = sink.clone();
     /// let fixture = Fixture::store(MemoryStore::new())
-    ///     .with_sink(sink, move || std::future::ready(Ok(reader.model())));
+    ///     .with_sink(sink, move || std::future::ready(Ok(reader.read().to_vec())));
     /// # drop(fixture);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
     pub fn with_sink<S, F, Fut>(mut self, sink: S, effects: F) -> Self
