@@ -88,6 +88,10 @@ const GROUPS: &[(&str, &str)] = &[
         "dcb",
         "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
     ),
+    (
+        "claim",
+        "claim store: keys, exclusive claims under 8 workers, lease expiry hands over, stale claims refused, max attempts to dead, not-before order",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

@@ -122,6 +122,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod claim;
 mod codec;
 pub mod dcb;
 mod dcb_decider;
@@ -173,6 +174,10 @@ pub mod store {
     //! # Ok::<(), Box<dyn std::error::Error>>(())
     //! ```
 
+    pub use crate::claim::{
+        AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, DynClaimStore, Enqueued,
+        InvalidWork, NewWorkItem, WorkItem, WorkState,
+    };
     pub use crate::dead_letter::{DeadLetter, DeadLetterStore, DynDeadLetterStore};
     pub use crate::dyn_store::{
         BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
@@ -201,6 +206,9 @@ pub mod backend {
     //! [`StreamState::check_append`](crate::store::StreamState::check_append);
     //! the bounds are in [`limits`](crate::limits).
 
+    pub use crate::claim::{
+        lease_expired_error, timestamp_after, validate_dead_list, validate_enqueue, validate_lease,
+    };
     pub use crate::dead_letter::bounded_error;
     pub use crate::feed::CommitNotifier;
     pub use crate::metadata::validate_idempotency_key;

@@ -27,6 +27,12 @@ pub enum NameKind {
     Lock,
     /// A metadata key.
     MetadataKey,
+    /// A work queue's name.
+    Queue,
+    /// A work item's key.
+    WorkKey,
+    /// The owner of a work claim.
+    ClaimOwner,
 }
 
 impl fmt::Display for NameKind {
@@ -39,6 +45,9 @@ impl fmt::Display for NameKind {
             Self::Checkpoint => "checkpoint name",
             Self::Lock => "lock key",
             Self::MetadataKey => "metadata key",
+            Self::Queue => "queue name",
+            Self::WorkKey => "work item key",
+            Self::ClaimOwner => "claim owner",
         })
     }
 }

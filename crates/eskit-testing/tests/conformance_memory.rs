@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use eskit_core::{
     error::BoxError,
-    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryStore},
+    memory::{MemoryCheckpointStore, MemoryClaimStore, MemoryLockRegistry, MemoryStore},
 };
 use eskit_testing::conformance::{Fixture, Suite};
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
                 .with_queries(store.clone())
                 .with_snapshots(store.snapshots())
                 .with_checkpoints(MemoryCheckpointStore::new())
+                .with_claims(MemoryClaimStore::new())
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

@@ -7,4 +7,5 @@ mod store;
 pub use lock::MemoryLockRegistry;
 pub use store::{MemoryCheckpointStore, MemorySnapshotStore, MemoryStore};
 
+pub use crate::claim::MemoryClaimStore;
 pub use crate::dead_letter::MemoryDeadLetterStore;

@@ -44,6 +44,7 @@
 //! never yield.
 
 mod basic;
+mod claims;
 mod close;
 mod dcb;
 mod edge;
@@ -77,10 +78,10 @@ use eskit_core::{
         AppendResult, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent, StreamName,
     },
     store::{
-        AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
-        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
-        DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry, ReadOptions,
-        SnapshotStore, StreamLifecycle,
+        AppendOptions, BoxFuture, CheckpointStore, ClaimStore, CommitFeed, DynCheckpointStore,
+        DynClaimStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+        DynSnapshotStore, DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry,
+        ReadOptions, SnapshotStore, StreamLifecycle,
     },
 };
 
@@ -100,6 +101,7 @@ pub struct Fixture {
     other_locks: Option<Arc<dyn DynLockRegistry>>,
     close: Option<Closer>,
     queries: Option<Arc<dyn DynEventQueryReader>>,
+    claims: Option<Arc<dyn DynClaimStore>>,
 }
 
 /// Closes the fixture's store, through a handle of its own.
@@ -132,6 +134,7 @@ impl Fixture {
             other_locks: None,
             close: None,
             queries: None,
+            claims: None,
         }
     }
 
@@ -148,6 +151,7 @@ impl Fixture {
             other_locks: None,
             close: None,
             queries: None,
+            claims: None,
         }
     }
 
@@ -186,6 +190,13 @@ impl Fixture {
     #[must_use]
     pub fn with_snapshots<S: SnapshotStore + 'static>(mut self, snapshots: S) -> Self {
         self.snapshots = Some(Arc::new(snapshots));
+        self
+    }
+
+    /// Adds a claim store (work queues); the `claim` scenarios check it.
+    #[must_use]
+    pub fn with_claims<Q: ClaimStore + 'static>(mut self, claims: Q) -> Self {
+        self.claims = Some(Arc::new(claims));
         self
     }
 
@@ -266,6 +277,11 @@ impl Fixture {
         self.checkpoints.as_ref()
     }
 
+    /// The claim store, if given.
+    pub fn claims(&self) -> Option<&Arc<dyn DynClaimStore>> {
+        self.claims.as_ref()
+    }
+
     /// The lock registry, if given.
     pub fn locks(&self) -> Option<&Arc<dyn DynLockRegistry>> {
         self.locks.as_ref()
@@ -301,6 +317,7 @@ impl Fixture {
             Capability::Feed => self.feed.is_some(),
             Capability::Close => self.close.is_some(),
             Capability::Queries => self.queries.is_some(),
+            Capability::Claims => self.claims.is_some(),
         }
     }
 }
@@ -327,10 +344,12 @@ pub enum Capability {
     Close,
     /// [`EventQueryReader`] and append conditions.
     Queries,
+    /// [`ClaimStore`].
+    Claims,
 }
 
 impl Capability {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -340,6 +359,7 @@ impl Capability {
         Self::Feed,
         Self::Close,
         Self::Queries,
+        Self::Claims,
     ];
 }
 
@@ -355,6 +375,7 @@ impl fmt::Display for Capability {
             Self::Feed => "commit feed",
             Self::Close => "close",
             Self::Queries => "query reader",
+            Self::Claims => "claim store",
         })
     }
 }
@@ -993,6 +1014,13 @@ impl Ctx {
             .ok_or_else(|| Failure("no query reader".into()))
     }
 
+    pub(crate) fn claims(&self) -> Result<&Arc<dyn DynClaimStore>, Failure> {
+        self.fixture
+            .claims
+            .as_ref()
+            .ok_or_else(|| Failure("no claim store".into()))
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1168,5 +1196,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(model::scenarios());
     all.extend(close::scenarios());
     all.extend(dcb::scenarios());
+    all.extend(claims::scenarios());
     all
 }
