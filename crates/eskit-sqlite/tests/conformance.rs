@@ -26,6 +26,7 @@ fn fixture(store: SqliteStore) -> Fixture {
         .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
+        .with_claims(store.claims())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
         .with_close(move || {

@@ -344,6 +344,7 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
              DROP TABLE eskit_dead_letters;
              ALTER TABLE eskit_events DROP COLUMN tags;
              DROP TABLE eskit_event_tags;
+             DROP TABLE eskit_work_items;
              INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
              DELETE FROM eskit_schema WHERE version = 2;",
         )?;
