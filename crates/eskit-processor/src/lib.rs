@@ -58,8 +58,19 @@
 //! # }
 //! ```
 
+mod causal;
+mod runner;
 mod subscription;
+mod todo;
 mod typed;
+
+pub use causal::{CommandContext, Reactor};
+pub use runner::{DEFAULT_SHUTDOWN_DEADLINE, MAX_SERVICES, RunError, Runner, Shutdown};
+pub use todo::{
+    DEFAULT_TODO_BACKOFF, DEFAULT_TODO_BATCH, DEFAULT_TODO_LEASE, DEFAULT_TODO_MAX_BACKOFF,
+    DEFAULT_TODO_POLL_INTERVAL, DEFAULT_TODO_WORKERS, MAX_TODO_WORKERS, MIN_TODO_POLL_INTERVAL,
+    TodoError, TodoFeed, TodoOptions, TodoProcessor, TodoStats, WorkHandler, event_key,
+};
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
