@@ -34,7 +34,7 @@ impl Shutdown {
     ///
     /// # Cancel safety
     /// Cancel safe: it only watches the signal.
-    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + use<> {
         let mut rx = self.rx.clone();
         async move {
             // The sender lives as long as the runner; a dropped runner
