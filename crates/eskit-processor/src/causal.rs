@@ -1,5 +1,5 @@
 //! Correlation and causation from a triggering event into the commands a
-//! processor sends: [`CommandContext`], and [`Reactor`], typed handlers that
+//! processor sends: [`CausalContext`], and [`Reactor`], typed handlers that
 //! get one per event.
 
 use eskit_core::error::BoxError;
@@ -22,9 +22,9 @@ use crate::BatchHandler;
 ///
 /// ```
 /// use eskit_core::event::{EventId, Metadata, Principal};
-/// use eskit_processor::CommandContext;
+/// use eskit_processor::CausalContext;
 /// let trigger = EventId::new();
-/// let ctx = CommandContext::caused_by(
+/// let ctx = CausalContext::caused_by(
 ///     trigger,
 ///     &Metadata::new().with_correlation_id("order-42"),
 ///     Principal::automation("shipping"),
@@ -33,11 +33,11 @@ use crate::BatchHandler;
 /// assert_eq!(ctx.metadata().causation_id(), Some(trigger.to_string().as_str()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandContext {
+pub struct CausalContext {
     metadata: Metadata,
 }
 
-impl CommandContext {
+impl CausalContext {
     /// The context of work caused by the event `trigger` whose metadata is
     /// `trigger_metadata`, done by `principal`.
     pub fn caused_by(trigger: EventId, trigger_metadata: &Metadata, principal: Principal) -> Self {
@@ -81,7 +81,7 @@ impl CommandContext {
 
 /// Typed reactive handlers as a subscription's [`BatchHandler`]: each event
 /// goes to the handlers a [`Dispatcher`] registered for its type, with a
-/// [`CommandContext`] caused by that event, so the commands they send carry
+/// [`CausalContext`] caused by that event, so the commands they send carry
 /// the trigger's correlation and causation. Events no handler takes are
 /// skipped without being decoded.
 ///
@@ -89,14 +89,14 @@ impl CommandContext {
 /// filter so the backend sends only those.
 #[derive(Debug)]
 pub struct Reactor {
-    dispatcher: Dispatcher<CommandContext>,
+    dispatcher: Dispatcher<CausalContext>,
     principal: Principal,
 }
 
 impl Reactor {
     /// Runs `dispatcher`'s handlers; the caused work is initiated by
     /// `principal` (the processor, usually `Principal::automation(name)`).
-    pub fn new(dispatcher: Dispatcher<CommandContext>, principal: Principal) -> Self {
+    pub fn new(dispatcher: Dispatcher<CausalContext>, principal: Principal) -> Self {
         Self {
             dispatcher,
             principal,
@@ -116,7 +116,7 @@ impl BatchHandler for Reactor {
                 if !self.dispatcher.handles(e.event_type.as_str()) {
                     continue;
                 }
-                let ctx = CommandContext::from_event(e, self.principal.clone());
+                let ctx = CausalContext::from_event(e, self.principal.clone());
                 self.dispatcher.dispatch(e.clone(), &ctx).await?;
             }
             Ok(())

@@ -64,7 +64,7 @@ mod subscription;
 mod todo;
 mod typed;
 
-pub use causal::{CommandContext, Reactor};
+pub use causal::{CausalContext, Reactor};
 pub use runner::{DEFAULT_SHUTDOWN_DEADLINE, MAX_SERVICES, RunError, Runner, Shutdown};
 pub use todo::{
     DEFAULT_TODO_BACKOFF, DEFAULT_TODO_BATCH, DEFAULT_TODO_LEASE, DEFAULT_TODO_MAX_BACKOFF,

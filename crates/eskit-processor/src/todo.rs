@@ -22,7 +22,7 @@ use eskit_core::{
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{BatchHandler, CommandContext};
+use crate::{BatchHandler, CausalContext};
 
 /// Workers a todo processor runs when not set.
 pub const DEFAULT_TODO_WORKERS: usize = 1;
@@ -246,7 +246,7 @@ impl TodoOptions {
 /// crash, or a lease lost, before the item was completed), so its effects
 /// must be idempotent (the item's key makes a good idempotency key).
 ///
-/// A closure `Fn(ClaimedItem, CommandContext) -> impl Future<Output =
+/// A closure `Fn(ClaimedItem, CausalContext) -> impl Future<Output =
 /// Result<(), BoxError>>` is a handler.
 pub trait WorkHandler: Send + Sync + 'static {
     /// Handles `item`; `ctx` carries the item's metadata, for the commands
@@ -254,19 +254,19 @@ pub trait WorkHandler: Send + Sync + 'static {
     fn handle(
         &self,
         item: ClaimedItem,
-        ctx: CommandContext,
+        ctx: CausalContext,
     ) -> BoxFuture<'static, Result<(), BoxError>>;
 }
 
 impl<F, Fut> WorkHandler for F
 where
-    F: Fn(ClaimedItem, CommandContext) -> Fut + Send + Sync + 'static,
+    F: Fn(ClaimedItem, CausalContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     fn handle(
         &self,
         item: ClaimedItem,
-        ctx: CommandContext,
+        ctx: CausalContext,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(self(item, ctx))
     }
@@ -473,7 +473,7 @@ impl Worker {
                 self.stats.inner.lost.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let ctx = CommandContext::from_metadata(item.metadata.clone());
+            let ctx = CausalContext::from_metadata(item.metadata.clone());
             let mut work = pin!(self.handler.handle(item.clone(), ctx));
             let outcome = loop {
                 tokio::select! {
@@ -565,7 +565,7 @@ type ToItem = dyn Fn(&RawEvent) -> Option<NewWorkItem> + Send + Sync;
 /// a queue: `to_item` picks the events that cause work and builds each
 /// item (its key decides what counts as the same work). Items built
 /// without metadata get the chain of their event (see
-/// [`CommandContext`]), so the handler's commands carry the trigger's
+/// [`CausalContext`]), so the handler's commands carry the trigger's
 /// correlation and causation.
 ///
 /// Enqueueing is idempotent by key, so a page delivered again after a
@@ -613,7 +613,7 @@ impl TodoFeed {
         if !item.metadata().is_empty() {
             return Some(item);
         }
-        let chain = CommandContext::caused_by(e.id, &e.metadata, self.principal.clone());
+        let chain = CausalContext::caused_by(e.id, &e.metadata, self.principal.clone());
         Some(item.with_metadata(chain.metadata().clone()))
     }
 }

@@ -19,7 +19,7 @@ use eskit_core::{
     },
 };
 use eskit_processor::{
-    CommandContext, Subscription, SubscriptionOptions, SubscriptionState, TodoFeed, TodoOptions,
+    CausalContext, Subscription, SubscriptionOptions, SubscriptionState, TodoFeed, TodoOptions,
     TodoProcessor, TodoStats, event_key,
 };
 use eskit_sqlite::SqliteStore;
@@ -80,7 +80,7 @@ type Counts = Arc<Mutex<HashMap<String, usize>>>;
 
 fn counting(
     counts: &Counts,
-) -> impl Fn(ClaimedItem, CommandContext) -> std::future::Ready<Result<(), BoxError>> + use<> {
+) -> impl Fn(ClaimedItem, CausalContext) -> std::future::Ready<Result<(), BoxError>> + use<> {
     let counts = Arc::clone(counts);
     move |item: ClaimedItem, _ctx| {
         let r = counts
