@@ -222,9 +222,10 @@ fn run_parent(dir: &Path, kills: usize, children: &mut Vec<Child>) -> Result<()>
             .position(|c| c.id() == leader)
             .ok_or_else(|| format!("round {round}: the leader {leader} is not a child of ours"))?;
         let mut dead = children.swap_remove(i);
-        dead.kill()?; // SIGKILL
+        let killed = dead.kill(); // SIGKILL
         let killed_at = Instant::now();
         dead.wait()?;
+        killed?;
         children.push(spawn_child(dir)?);
         append(EVENTS_PER_ROUND)?;
         let next = wait_log(dir, HANDOVER_BOUND, "another process to take over", |log| {
