@@ -13,7 +13,9 @@
 //!   [`StreamLifecycle`](store::StreamLifecycle),
 //!   [`SnapshotStore`](store::SnapshotStore),
 //!   [`CheckpointStore`](store::CheckpointStore),
-//!   [`LockRegistry`](store::LockRegistry)), with the helpers in [`backend`].
+//!   [`LockRegistry`](store::LockRegistry),
+//!   [`DeadLetterStore`](store::DeadLetterStore),
+//!   [`ClaimStore`](store::ClaimStore)), with the helpers in [`backend`].
 //!   They store payload bytes with the event type, schema version, codec
 //!   name and metadata beside them.
 //! - [`typed`]: [`TypedStore`](typed::TypedStore) puts an
@@ -156,7 +158,7 @@ mod version;
 pub mod store {
     //! The backend traits and what callers pass to them and get back: the
     //! event store, global reader, stream lifecycle, snapshots,
-    //! checkpoints, locks and the commit feed, their options and results,
+    //! checkpoints, locks, work claims and the commit feed, their options and results,
     //! and the object-safe `Dyn` twins for backends chosen at run time.
     //!
     //! Every `Dyn` twin is implemented for every implementor of its trait,

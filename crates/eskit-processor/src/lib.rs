@@ -1,6 +1,12 @@
 //! Subscriptions for eskit-rs: follow the global log from a durable cursor,
 //! catch up, then stay live, and never skip an event.
 //!
+//! Beside subscriptions: [`Reactor`] (typed handlers whose commands carry
+//! the trigger's correlation and causation through a [`CausalContext`]),
+//! [`TodoProcessor`] (workers over a claim store's queue, fed by
+//! [`TodoFeed`] or direct enqueue), and [`Runner`] (several services, one
+//! shutdown, SIGTERM / ctrl-c with a deadline).
+//!
 //! A [`Subscription`] reads pages with [`GlobalReader::read`](eskit_core::store::GlobalReader::read), hands each page
 //! to a [`BatchHandler`], and stores the page's resume cursor in a
 //! [`CheckpointStore`](eskit_core::store::CheckpointStore) every N events or every interval, whichever comes
