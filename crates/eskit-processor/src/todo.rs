@@ -246,6 +246,10 @@ impl TodoOptions {
 /// crash, or a lease lost, before the item was completed), so its effects
 /// must be idempotent (the item's key makes a good idempotency key).
 ///
+/// Each call runs on its own tokio task: a handler that panics fails the
+/// attempt like an error does, and one whose claim is lost (its lease was
+/// not renewed in time and another worker took the item) is aborted.
+///
 /// A closure `Fn(ClaimedItem, CausalContext) -> impl Future<Output =
 /// Result<(), BoxError>>` is a handler.
 pub trait WorkHandler: Send + Sync + 'static {
@@ -431,6 +435,16 @@ impl TodoProcessor {
     }
 }
 
+/// Aborts the task when dropped: a handler whose worker stopped waiting for
+/// it (a lost lease, a store failure) must not keep running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Worker {
     claims: Arc<dyn DynClaimStore>,
     options: TodoOptions,
@@ -474,10 +488,18 @@ impl Worker {
                 continue;
             }
             let ctx = CausalContext::from_metadata(item.metadata.clone());
-            let mut work = pin!(self.handler.handle(item.clone(), ctx));
+            // On its own task, so that a panicking handler fails its attempt
+            // instead of the worker, and a lost lease stops it at once.
+            let mut work = AbortOnDrop(tokio::spawn(self.handler.handle(item.clone(), ctx)));
             let outcome = loop {
                 tokio::select! {
-                    r = &mut work => break Some(r),
+                    r = &mut work.0 => break Some(r.unwrap_or_else(|e| {
+                        Err(if e.is_panic() {
+                            "the handler panicked".into()
+                        } else {
+                            "the handler was cancelled".into()
+                        })
+                    })),
                     () = tokio::time::sleep(renew_every) => {
                         for (j, other) in items.iter().enumerate().skip(i) {
                             if held[j] && !self.renew(other).await? {

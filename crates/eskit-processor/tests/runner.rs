@@ -26,6 +26,15 @@ use eskit_sqlite::SqliteStore;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+fn is_send<T: Send>(_: &T) {}
+
+#[test]
+fn the_runner_s_futures_are_send() {
+    let runner = Runner::new();
+    is_send(&runner.run(std::future::pending()));
+    is_send(&Runner::new().run_until_signal());
+}
+
 #[tokio::test]
 async fn the_first_failure_stops_every_service_and_is_returned() -> TestResult {
     let asked = Arc::new(AtomicBool::new(false));

@@ -381,3 +381,43 @@ async fn a_subscription_feeds_the_queue_once_per_key_even_when_redelivered() -> 
     assert_eq!(stats.completed(), 5);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() -> TestResult {
+    on_both("panic", |claims| async move {
+        claims
+            .enqueue(
+                "q",
+                vec![
+                    NewWorkItem::new("boom", vec![]),
+                    NewWorkItem::new("fine", vec![]),
+                ],
+            )
+            .await?;
+        let p = TodoProcessor::new(
+            Arc::clone(&claims),
+            fast("q", "node")?.with_max_attempts(2)?,
+            |item: ClaimedItem, _ctx| async move {
+                #[allow(clippy::panic)]
+                if item.key == "boom" {
+                    panic!("a bug in the handler");
+                }
+                Ok(())
+            },
+        );
+        let stats = p.stats();
+        let s = stats.clone();
+        p.run(async move {
+            while s.dead() < 1 || s.completed() < 1 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await?;
+        let dead = claims.dead("q", 0, 10).await?;
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].key, "boom");
+        assert_eq!(dead[0].last_error.as_deref(), Some("the handler panicked"));
+        Ok(())
+    })
+    .await
+}
