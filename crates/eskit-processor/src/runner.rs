@@ -130,6 +130,7 @@ type Start = Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, Result<(), BoxError>
 /// keep running.
 ///
 /// ```
+/// use eskit_core::error::BoxError;
 /// use eskit_processor::{Runner, Shutdown};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -137,9 +138,9 @@ type Start = Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, Result<(), BoxError>
 /// let runner = Runner::new()
 ///     .with_service("ticker", |shutdown: Shutdown| async move {
 ///         shutdown.wait().await;
-///         Ok(())
+///         Ok::<_, BoxError>(())
 ///     })
-///     .with_service("failing", |_| async { Err("boom".into()) });
+///     .with_service("failing", |_| async { Err::<(), BoxError>("boom".into()) });
 /// let err = runner.run(std::future::pending()).await.err().ok_or("expected an error")?;
 /// assert!(matches!(err, eskit_processor::RunError::Service { ref name, .. } if name == "failing"));
 /// # Ok(())
