@@ -14,8 +14,8 @@ use eskit_core::{
     event::{EventType, ExpectedVersion, NewEvent, Principal, RawEvent, StreamName},
     memory::{MemoryCheckpointStore, MemoryClaimStore, MemoryStore},
     store::{
-        AppendOptions, ClaimOptions, ClaimStore, ClaimedItem, DynClaimStore, EventStore,
-        NewWorkItem, WorkState,
+        AppendOptions, ClaimOptions, ClaimStore, ClaimedItem, CommitFeed, DynClaimStore,
+        EventStore, GlobalReader, NewWorkItem, WorkState,
     },
 };
 use eskit_processor::{
@@ -321,8 +321,18 @@ async fn shutdown_lets_the_item_in_hand_finish_and_store_its_outcome() -> TestRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_feeds_the_queue_once_per_key_even_when_redelivered() -> TestResult {
-    let store = MemoryStore::new();
-    let claims = MemoryClaimStore::new();
+    feed_once_per_key(MemoryStore::new(), Arc::new(MemoryClaimStore::new())).await?;
+    let dir = TempDir::new("feed")?;
+    let store = SqliteStore::open(dir.0.join("events.db"))?;
+    feed_once_per_key(store.clone(), Arc::new(store.claims())).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn feed_once_per_key<S>(store: S, claims: Arc<dyn DynClaimStore>) -> TestResult
+where
+    S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
+{
     let s = StreamName::new("order", "o-1")?;
     let placed = EventType::new("OrderPlaced")?;
     let other = EventType::new("OrderViewed")?;
@@ -341,7 +351,7 @@ async fn a_subscription_feeds_the_queue_once_per_key_even_when_redelivered() -> 
     for _ in 0..2 {
         let p = placed.clone();
         let feed = TodoFeed::new(
-            claims.clone(),
+            Arc::clone(&claims),
             "ship",
             Principal::automation("shipper"),
             move |e: &RawEvent| {
@@ -364,7 +374,11 @@ async fn a_subscription_feeds_the_queue_once_per_key_even_when_redelivered() -> 
         .await?;
     }
     let counts: Counts = Arc::default();
-    let p = TodoProcessor::new(claims.clone(), fast("ship", "node")?, counting(&counts));
+    let p = TodoProcessor::new(
+        Arc::clone(&claims),
+        fast("ship", "node")?,
+        counting(&counts),
+    );
     let stats = p.stats();
     let st = stats.clone();
     p.run(async move {
