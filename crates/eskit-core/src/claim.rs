@@ -337,7 +337,7 @@ pub struct WorkItem {
     pub metadata: Metadata,
     /// Where it stands.
     pub state: WorkState,
-    /// Claims made of it so far.
+    /// Claims made of it since it was enqueued or last requeued.
     pub attempts: u32,
     /// The error of the last failed attempt (cut at
     /// [`MAX_DEAD_LETTER_ERROR_BYTES`](crate::limits::MAX_DEAD_LETTER_ERROR_BYTES)).

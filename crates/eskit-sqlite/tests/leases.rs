@@ -390,6 +390,13 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
             eskit_core::event::Position::new(7)
         ))
     );
+    // The claim store's table comes with the migration.
+    let added = block_on(eskit_core::store::ClaimStore::enqueue(
+        &store.claims(),
+        "after-migration",
+        vec![eskit_core::store::NewWorkItem::new("k", vec![])],
+    ))?;
+    assert!(matches!(added[..], [eskit_core::store::Enqueued::Added(_)]));
     Ok(())
 }
 
