@@ -90,7 +90,7 @@ const GROUPS: &[(&str, &str)] = &[
     ),
     (
         "claim",
-        "claim store: keys, exclusive claims under 8 workers, lease expiry hands over, stale claims refused, max attempts to dead, not-before order",
+        "claim store: keys, exclusive claims under 8 workers, lease expiry hands over, stale claims refused, max attempts to dead, not-before order, seeded operations match the memory model",
     ),
 ];
 

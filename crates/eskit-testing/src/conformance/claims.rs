@@ -1,8 +1,9 @@
 //! Claim store contract: enqueue and keys, exclusive claims under
 //! concurrent workers, lease expiry handing an item over, stale claims
-//! refused, max attempts to dead, ordering by not-before time.
+//! refused, max attempts to dead, ordering by not-before time, and seeded
+//! random operations agreeing with the memory claim store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +12,14 @@ use eskit_core::{
     error::{StoreError, ValidationError},
     event::{Metadata, Timestamp},
     store::{
-        AfterFailure, ClaimOptions, DynClaimStore, Enqueued, InvalidWork, NewWorkItem, WorkState,
+        AfterFailure, Claim, ClaimOptions, DynClaimStore, Enqueued, InvalidWork, NewWorkItem,
+        WorkState,
     },
 };
+
+use eskit_core::memory::MemoryClaimStore;
+
+use super::model::Rng;
 
 use super::{
     Capability, Ctx, Failure, Outcome, Scenario, ensure, ensure_eq, expect_err, scenario_list,
@@ -44,6 +50,7 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
         "claim.max_attempts_then_dead" => max_attempts,
         "claim.delete_frees_key" => delete_frees_key,
         "claim.invalid_inputs_rejected" => invalid_inputs,
+        "claim.matches_the_memory_model" => model,
     ]
 }
 
@@ -534,6 +541,199 @@ async fn invalid_inputs(c: Ctx) -> Outcome {
         q.dyn_dead("q", 0, 0).await,
         StoreError::Validation(ValidationError::InvalidLimit { .. }),
         "dead with limit 0"
+    );
+    Ok(())
+}
+
+/// Operations of the model scenario.
+const MODEL_OPS: usize = 400;
+/// Keys the model scenario draws from.
+const MODEL_KEYS: u64 = 12;
+
+/// One side of the model scenario: a claim store and what the scenario
+/// knows of it, by key (ids and tokens may differ between backends).
+struct Side {
+    q: Arc<dyn DynClaimStore>,
+    ids: BTreeMap<String, u64>,
+    held: BTreeMap<String, Claim>,
+    stale: Vec<Claim>,
+}
+
+/// What one operation did, reduced to what every backend must agree on.
+type Seen = String;
+
+impl Side {
+    fn new(q: Arc<dyn DynClaimStore>) -> Self {
+        Self {
+            q,
+            ids: BTreeMap::new(),
+            held: BTreeMap::new(),
+            stale: Vec::new(),
+        }
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<Seen, Failure> {
+        Ok(match op {
+            Op::Enqueue(items) => {
+                let out = self.q.dyn_enqueue("model", items.clone()).await?;
+                let mut seen = Vec::new();
+                for (item, e) in items.iter().zip(&out) {
+                    self.ids.insert(item.key().to_owned(), e.id());
+                    seen.push((item.key().to_owned(), matches!(e, Enqueued::Added(_))));
+                }
+                format!("enqueued {seen:?}")
+            }
+            Op::Claim(limit) => {
+                let got = self.q.dyn_claim("model", opts("w", *limit, LONG)?).await?;
+                let mut seen = Vec::new();
+                for it in got {
+                    self.held.insert(it.key.clone(), it.claim);
+                    seen.push((it.key, it.attempt, it.last_error));
+                }
+                format!("claimed {seen:?}")
+            }
+            Op::Settle(key, then) => {
+                let claim = self
+                    .held
+                    .remove(key)
+                    .ok_or_else(|| Failure(format!("{key} is not held here")))?;
+                self.stale.push(claim);
+                let ok = match then {
+                    None => self.q.dyn_complete(claim).await?,
+                    Some(t) => self.q.dyn_fail(claim, "failed", *t).await?,
+                };
+                format!("settled {key} {then:?}: {ok}")
+            }
+            Op::Stale(i) => match self.stale.get(*i) {
+                Some(c) => format!("stale complete: {}", self.q.dyn_complete(*c).await?),
+                None => "no stale claim".to_owned(),
+            },
+            Op::Requeue(key) => match self.ids.get(key) {
+                Some(id) => format!("requeue {key}: {}", self.q.dyn_requeue(*id).await?),
+                None => format!("requeue {key}: unknown"),
+            },
+            Op::Delete(key) => match self.ids.remove(key) {
+                Some(id) => {
+                    if let Some(c) = self.held.remove(key) {
+                        self.stale.push(c);
+                    }
+                    format!("delete {key}: {}", self.q.dyn_delete(id).await?)
+                }
+                None => format!("delete {key}: unknown"),
+            },
+            Op::Get(key) => match self.ids.get(key) {
+                Some(id) => match self.q.dyn_get(*id).await? {
+                    Some(i) => format!(
+                        "get {key}: {} attempts {} error {:?}",
+                        i.state.as_str(),
+                        i.attempts,
+                        i.last_error
+                    ),
+                    None => format!("get {key}: none"),
+                },
+                None => format!("get {key}: unknown"),
+            },
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Enqueue(Vec<NewWorkItem>),
+    Claim(usize),
+    /// Complete (`None`) or fail a held key.
+    Settle(String, Option<AfterFailure>),
+    Stale(usize),
+    Requeue(String),
+    Delete(String),
+    Get(String),
+}
+
+fn pick_op(rng: &mut Rng, model: &Side, past: Timestamp) -> Op {
+    let key = |rng: &mut Rng| format!("k{}", rng.below(MODEL_KEYS));
+    match rng.below(100) {
+        0..=24 => {
+            let mut items: Vec<NewWorkItem> = Vec::new();
+            for _ in 0..=rng.below(3) {
+                let k = key(rng);
+                if items.iter().any(|i| i.key() == k) {
+                    continue;
+                }
+                let mut item = NewWorkItem::new(k.clone(), k.into_bytes());
+                if rng.chance(20) {
+                    item = item.with_not_before(at_offset(3_600_000));
+                } else if rng.chance(30) {
+                    let ms = i64::try_from(rng.below(1_000)).unwrap_or(0);
+                    item = item.with_not_before(Timestamp::from_unix_micros(
+                        past.as_unix_micros() + ms * 1000,
+                    ));
+                }
+                items.push(item);
+            }
+            Op::Enqueue(items)
+        }
+        25..=44 => Op::Claim(1 + usize::try_from(rng.below(4)).unwrap_or(0)),
+        45..=69 if !model.held.is_empty() => {
+            let keys: Vec<&String> = model.held.keys().collect();
+            let k = keys[usize::try_from(rng.below(keys.len() as u64)).unwrap_or(0)].clone();
+            let then = match rng.below(3) {
+                0 => None,
+                1 => Some(AfterFailure::Dead),
+                _ => {
+                    let ms = i64::try_from(rng.below(1_000)).unwrap_or(0);
+                    Some(AfterFailure::RetryAt(Timestamp::from_unix_micros(
+                        past.as_unix_micros() + ms * 1000,
+                    )))
+                }
+            };
+            Op::Settle(k, then)
+        }
+        70..=77 => Op::Stale(usize::try_from(rng.below(model.stale.len() as u64 + 1)).unwrap_or(0)),
+        78..=85 => Op::Requeue(key(rng)),
+        86..=91 => Op::Delete(key(rng)),
+        _ => Op::Get(key(rng)),
+    }
+}
+
+/// Seeded random operations give the same outcomes on the backend as on
+/// the memory claim store. Leases are long and not-before times are either
+/// an hour ahead or fixed times in the past, so the outcomes do not depend
+/// on timing.
+async fn model(c: Ctx) -> Outcome {
+    let seed = std::env::var("ESKIT_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0xC1A1_5EED);
+    let mut rng = Rng(seed);
+    let past = at_offset(-3_600_000);
+    let mut backend = Side::new(Arc::clone(c.claims()?));
+    let mut memory = Side::new(Arc::new(MemoryClaimStore::new()));
+    for n in 0..MODEL_OPS {
+        let op = pick_op(&mut rng, &memory, past);
+        let expected = memory.apply(&op).await?;
+        let got = backend.apply(&op).await.map_err(|f| {
+            Failure(format!(
+                "seed {seed} (replay with ESKIT_MODEL_SEED={seed}), op {n} {op:?}: {}",
+                f.0
+            ))
+        })?;
+        ensure_eq!(
+            got,
+            expected,
+            "seed {seed} (replay with ESKIT_MODEL_SEED={seed}), op {n} {op:?}"
+        );
+    }
+    let dead = |s: &Side| {
+        let q = Arc::clone(&s.q);
+        async move {
+            let items = q.dyn_dead("model", 0, 100).await?;
+            Ok::<_, StoreError>(items.into_iter().map(|i| i.key).collect::<Vec<_>>())
+        }
+    };
+    ensure_eq!(
+        dead(&backend).await?,
+        dead(&memory).await?,
+        "dead keys at the end (seed {seed})"
     );
     Ok(())
 }
