@@ -51,6 +51,17 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The due items of a queue in claim order. `state < 2` (pending or
+/// claimed) is spelled as in the partial index `eskit_work_items_due`, so
+/// the claim walks that index in order and stops at the limit.
+fn due_sql() -> String {
+    const _: () = assert!(PENDING < 2 && CLAIMED < 2 && DONE >= 2 && DEAD >= 2);
+    format!(
+        "SELECT {COLUMNS} FROM eskit_work_items \
+         WHERE queue = ?1 AND state < 2 AND due_at <= ?2 ORDER BY due_at, id LIMIT ?3"
+    )
+}
+
 /// A stored item and its claim token.
 struct StoredItem {
     item: WorkItem,
@@ -191,13 +202,7 @@ impl ClaimStore for SqliteClaimStore {
                 // process are ordered with the times they use.
                 let now = Timestamp::now();
                 let until = timestamp_after(now, options.lease());
-                let mut due = tx
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM eskit_work_items \
-                         WHERE queue = ?1 AND state IN ({PENDING}, {CLAIMED}) AND due_at <= ?2 \
-                         ORDER BY due_at, id LIMIT ?3"
-                    ))
-                    .map_err(store_error)?;
+                let mut due = tx.prepare_cached(&due_sql()).map_err(store_error)?;
                 let mut kill = tx
                     .prepare_cached(&format!(
                         "UPDATE eskit_work_items SET state = {DEAD}, owner = NULL, \
@@ -410,5 +415,58 @@ impl ClaimStore for SqliteClaimStore {
                     .map_err(store_error)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut stmt = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        let rows = stmt
+            .query_map(rusqlite::params!["q", 0i64, 10i64], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_claim_walks_the_due_index_in_order_without_sorting() {
+        let dir = std::env::temp_dir().join(format!(
+            "eskit-sqlite-claims-plan-{}-{}",
+            std::process::id(),
+            Timestamp::now().as_unix_micros()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("events.db");
+        let store = SqliteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        eskit_core::rt::block_on(store.close());
+        let c = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let due = plan(&c, &due_sql());
+        assert!(due.contains("USING INDEX eskit_work_items_due"), "{due}");
+        assert!(!due.contains("TEMP B-TREE"), "the claim sorts: {due}");
+        let dead = plan(
+            &c,
+            &format!(
+                "SELECT {COLUMNS} FROM eskit_work_items \
+                 WHERE queue = ?1 AND state = {DEAD} AND id > ?2 ORDER BY id LIMIT ?3"
+            ),
+        );
+        assert!(
+            dead.contains("USING INDEX eskit_work_items_by_state"),
+            "{dead}"
+        );
+        assert!(
+            !dead.contains("TEMP B-TREE"),
+            "the dead listing sorts: {dead}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -162,7 +162,10 @@ CREATE TABLE eskit_work_items (
     updated_at   INTEGER NOT NULL,
     UNIQUE (queue, key)
 );
-CREATE INDEX eskit_work_items_due ON eskit_work_items (queue, state, due_at, id);
+-- Claims walk the items not yet done or dead in due order and stop at the
+-- limit; dead items are listed by id.
+CREATE INDEX eskit_work_items_due ON eskit_work_items (queue, due_at, id) WHERE state < 2;
+CREATE INDEX eskit_work_items_by_state ON eskit_work_items (queue, state, id);
 ",
 ];
 
