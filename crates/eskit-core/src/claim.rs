@@ -404,7 +404,9 @@ pub enum AfterFailure {
 ///   (not-before time, or lease end for a claim that ran out), then id.
 /// - [`complete`](Self::complete), [`fail`](Self::fail) and
 ///   [`renew`](Self::renew) of a stale [`Claim`] (the item was claimed again
-///   since, or is no longer claimed) change nothing and return `false`.
+///   since, or is no longer claimed) change nothing and return `false`. A
+///   claim whose lease ran out is not stale until another claim takes the
+///   item: its worker may still complete it.
 pub trait ClaimStore: Send + Sync {
     /// Adds items to `queue`; a key the queue holds already is left as it
     /// is ([`Enqueued::Existing`]). All items or none are added.

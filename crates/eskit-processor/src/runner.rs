@@ -212,6 +212,9 @@ impl Runner {
     /// The first [`RunError`]: a failed or panicked service, the deadline
     /// passed, or an invalid service list.
     ///
+    /// # Panics
+    /// When polled outside a tokio runtime: the services are tokio tasks.
+    ///
     /// # Cancel safety
     /// Dropping the future aborts every service at once.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), RunError> {

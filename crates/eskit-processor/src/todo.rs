@@ -388,6 +388,9 @@ impl TodoProcessor {
     /// not heal (the other workers are stopped after their batch), or
     /// [`TodoError::Worker`] when a worker task panicked.
     ///
+    /// # Panics
+    /// When polled outside a tokio runtime: the workers are tokio tasks.
+    ///
     /// # Cancel safety
     /// Dropping the future aborts the workers at once; items in hand keep
     /// their claims until the leases run out, and then go to other workers.
