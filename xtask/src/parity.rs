@@ -96,6 +96,10 @@ const GROUPS: &[(&str, &str)] = &[
         "tenants",
         "tenant-scoped handles: streams, reads, queries, conditions, lifecycle, snapshots, checkpoints; 0 cross-tenant events under racing tenants",
     ),
+    (
+        "claim",
+        "claim store: keys, exclusive claims under 8 workers, lease expiry hands over, stale claims refused, max attempts to dead, not-before order, seeded operations match the memory model",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

@@ -23,6 +23,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use crate::claim::{
+    AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, Enqueued, NewWorkItem, WorkItem,
+};
 use crate::dcb::{EventQueryReader, QueryOptions};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::StoreError;
@@ -232,5 +237,38 @@ object_safe_twin! {
             &events: [RawEvent],
             next: GlobalCursor,
         ) -> Result<(), SinkError>;
+    }
+}
+
+object_safe_twin! {
+    /// Object-safe [`ClaimStore`].
+    pub trait DynClaimStore for ClaimStore {
+        fn enqueue => dyn_enqueue(
+            &self,
+            &queue: str,
+            items: Vec<NewWorkItem>,
+        ) -> Result<Vec<Enqueued>, StoreError>;
+        fn claim => dyn_claim(
+            &self,
+            &queue: str,
+            options: ClaimOptions,
+        ) -> Result<Vec<ClaimedItem>, StoreError>;
+        fn renew => dyn_renew(&self, claim: Claim, lease: Duration) -> Result<bool, StoreError>;
+        fn complete => dyn_complete(&self, claim: Claim) -> Result<bool, StoreError>;
+        fn fail => dyn_fail(
+            &self,
+            claim: Claim,
+            &error: str,
+            then: AfterFailure,
+        ) -> Result<bool, StoreError>;
+        fn get => dyn_get(&self, id: u64) -> Result<Option<WorkItem>, StoreError>;
+        fn dead => dyn_dead(
+            &self,
+            &queue: str,
+            after_id: u64,
+            limit: usize,
+        ) -> Result<Vec<WorkItem>, StoreError>;
+        fn requeue => dyn_requeue(&self, id: u64) -> Result<bool, StoreError>;
+        fn delete => dyn_delete(&self, id: u64) -> Result<bool, StoreError>;
     }
 }

@@ -141,6 +141,7 @@
 mod append;
 mod checkpoint;
 mod chunks;
+mod claims;
 mod dead_letter;
 mod error;
 mod kinds;
@@ -159,6 +160,7 @@ mod tx;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
+pub use claims::SqliteClaimStore;
 pub use dead_letter::SqliteDeadLetterStore;
 pub use error::{OpenError, SqliteError};
 pub use kinds::MAX_CACHED_KINDS;

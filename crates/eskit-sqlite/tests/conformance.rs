@@ -82,6 +82,7 @@ fn fixture(store: SqliteStore) -> Fixture {
         .with_sink(store.projection_sink(record_ids), move || {
             recorded(effects.clone())
         })
+        .with_claims(store.claims())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
         .with_tenants(move |t| scoped(tenants.for_tenant(t)))

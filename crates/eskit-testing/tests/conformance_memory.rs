@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use eskit_core::{
     error::BoxError,
     event::EventId,
-    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryReadModel, MemoryStore},
+    memory::{
+        MemoryCheckpointStore, MemoryClaimStore, MemoryLockRegistry, MemoryReadModel, MemoryStore,
+    },
     store::TenantScoped,
 };
 use eskit_testing::conformance::{Fixture, Suite};
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
                 .with_sink(sink, move || {
                     std::future::ready(Ok(effects.read().to_vec()))
                 })
+                .with_claims(MemoryClaimStore::new())
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

@@ -9,4 +9,5 @@ pub use lock::MemoryLockRegistry;
 pub use read_model::{MemoryReadModel, MemoryShadow};
 pub use store::{MemoryCheckpointStore, MemorySnapshotStore, MemoryStore};
 
+pub use crate::claim::MemoryClaimStore;
 pub use crate::dead_letter::MemoryDeadLetterStore;

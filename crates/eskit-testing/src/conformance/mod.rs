@@ -44,6 +44,7 @@
 //! never yield.
 
 mod basic;
+mod claims;
 mod close;
 mod dcb;
 mod edge;
@@ -80,10 +81,10 @@ use eskit_core::{
         StreamName, TenantId,
     },
     store::{
-        AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
-        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynProjectionSink,
-        DynSnapshotStore, DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry,
-        ProjectionSink, ReadOptions, SnapshotStore, StreamLifecycle,
+        AppendOptions, BoxFuture, CheckpointStore, ClaimStore, CommitFeed, DynCheckpointStore,
+        DynClaimStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+        DynProjectionSink, DynSnapshotStore, DynStreamLifecycle, EventStore, GlobalPager,
+        GlobalReader, LockRegistry, ProjectionSink, ReadOptions, SnapshotStore, StreamLifecycle,
     },
 };
 
@@ -105,6 +106,7 @@ pub struct Fixture {
     queries: Option<Arc<dyn DynEventQueryReader>>,
     tenants: Option<Scoper>,
     sink: Option<SinkParts>,
+    claims: Option<Arc<dyn DynClaimStore>>,
 }
 
 /// A backend's projection sink with the reader of its effects
@@ -154,6 +156,7 @@ impl Fixture {
             queries: None,
             tenants: None,
             sink: None,
+            claims: None,
         }
     }
 
@@ -172,6 +175,7 @@ impl Fixture {
             queries: None,
             tenants: None,
             sink: None,
+            claims: None,
         }
     }
 
@@ -210,6 +214,13 @@ impl Fixture {
     #[must_use]
     pub fn with_snapshots<S: SnapshotStore + 'static>(mut self, snapshots: S) -> Self {
         self.snapshots = Some(Arc::new(snapshots));
+        self
+    }
+
+    /// Adds a claim store (work queues); the `claim` scenarios check it.
+    #[must_use]
+    pub fn with_claims<Q: ClaimStore + 'static>(mut self, claims: Q) -> Self {
+        self.claims = Some(Arc::new(claims));
         self
     }
 
@@ -366,6 +377,11 @@ impl Fixture {
         self.checkpoints.as_ref()
     }
 
+    /// The claim store, if given.
+    pub fn claims(&self) -> Option<&Arc<dyn DynClaimStore>> {
+        self.claims.as_ref()
+    }
+
     /// The lock registry, if given.
     pub fn locks(&self) -> Option<&Arc<dyn DynLockRegistry>> {
         self.locks.as_ref()
@@ -403,6 +419,7 @@ impl Fixture {
             Capability::Queries => self.queries.is_some(),
             Capability::Tenants => self.tenants.is_some(),
             Capability::Sink => self.sink.is_some(),
+            Capability::Claims => self.claims.is_some(),
         }
     }
 }
@@ -433,10 +450,12 @@ pub enum Capability {
     Tenants,
     /// A transactional projection sink ([`Fixture::with_sink`]).
     Sink,
+    /// [`ClaimStore`].
+    Claims,
 }
 
 impl Capability {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -448,6 +467,7 @@ impl Capability {
         Self::Queries,
         Self::Tenants,
         Self::Sink,
+        Self::Claims,
     ];
 }
 
@@ -465,6 +485,7 @@ impl fmt::Display for Capability {
             Self::Queries => "query reader",
             Self::Tenants => "tenant scope",
             Self::Sink => "projection sink",
+            Self::Claims => "claim store",
         })
     }
 }
@@ -1103,6 +1124,13 @@ impl Ctx {
             .ok_or_else(|| Failure("no query reader".into()))
     }
 
+    pub(crate) fn claims(&self) -> Result<&Arc<dyn DynClaimStore>, Failure> {
+        self.fixture
+            .claims
+            .as_ref()
+            .ok_or_else(|| Failure("no claim store".into()))
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1303,5 +1331,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(dcb::scenarios());
     all.extend(tenants::scenarios());
     all.extend(sink::scenarios());
+    all.extend(claims::scenarios());
     all
 }
