@@ -71,6 +71,7 @@
 mod causal;
 pub mod notifier;
 pub mod rebuild;
+mod replay;
 mod runner;
 mod subscription;
 mod todo;
@@ -85,6 +86,7 @@ pub use todo::{
     TodoError, TodoFeed, TodoOptions, TodoProcessor, TodoStats, WorkHandler, event_key,
 };
 
+pub use replay::{ReplayError, replay_dead_letter, replay_dead_letters};
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_POLL_INTERVAL, Health, HealthHandle, MIN_POLL_INTERVAL, SinkCheckpoints, SinkHandler,

@@ -17,7 +17,10 @@ use eskit_core::{
         AppendOptions, CheckpointStore, CommitFeed, DeadLetterStore, EventStore, GlobalReader,
     },
 };
-use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
+use eskit_processor::{
+    ReplayError, Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState,
+    replay_dead_letter, replay_dead_letters,
+};
 use eskit_sqlite::SqliteStore;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -123,6 +126,33 @@ where
         kept[0].error.contains("cannot price order"),
         "{}",
         kept[0].error
+    );
+    // Replayed with the handler still broken: refused, and the letter stays.
+    let again = replay_dead_letters(&letters, "priced", &handler(&counts)).await;
+    assert!(
+        matches!(again, Err(ReplayError::Handler { id, .. }) if id == kept[0].id),
+        "{again:?}"
+    );
+    assert_eq!(letters.list("priced", 0, 10).await?.len(), 1);
+    // Once fixed, the replay handles the poison event and removes the letter.
+    let fixed_saw = Arc::new(Mutex::new(Vec::new()));
+    let saw = Arc::clone(&fixed_saw);
+    let fixed = move |events: &[RawEvent]| -> Result<(), eskit_core::error::BoxError> {
+        saw.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(events.iter().map(|e| e.position.get()));
+        Ok(())
+    };
+    assert_eq!(replay_dead_letters(&letters, "priced", &fixed).await?, 1);
+    assert_eq!(
+        *fixed_saw.lock().unwrap_or_else(PoisonError::into_inner),
+        vec![POISON]
+    );
+    assert!(letters.list("priced", 0, 10).await?.is_empty());
+    assert!(
+        replay_dead_letter(&letters, kept[0].id, &fixed)
+            .await?
+            .is_none()
     );
     Ok(())
 }
