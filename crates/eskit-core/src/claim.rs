@@ -13,7 +13,8 @@ use crate::dead_letter::bounded_error;
 use crate::error::{StoreError, ValidationError};
 use crate::event::Metadata;
 use crate::limits::{MAX_PAYLOAD_BYTES, MAX_READ_LIMIT};
-use crate::name::{NameKind, validate_name};
+use crate::name::{NameKind, TenantId, validate_name};
+use crate::store::TenantScoped;
 use crate::time::Timestamp;
 
 /// Most items one [`ClaimStore::enqueue`] may carry.
@@ -579,17 +580,23 @@ pub fn lease_expired_error(attempts: u32) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryClaimStore {
     inner: Arc<Mutex<Queues>>,
+    /// The tenant whose queues this handle sees ([`TenantScoped`]).
+    tenant: Option<TenantId>,
 }
+
+/// A queue's key for one item: tenant, queue, key.
+type ItemKey = (Option<TenantId>, String, String);
 
 #[derive(Debug, Default)]
 struct Queues {
     last_id: u64,
     items: BTreeMap<u64, Stored>,
-    by_key: HashMap<(String, String), u64>,
+    by_key: HashMap<ItemKey, u64>,
 }
 
 #[derive(Debug)]
 struct Stored {
+    tenant: Option<TenantId>,
     item: WorkItem,
     token: u64,
 }
@@ -620,6 +627,27 @@ impl MemoryClaimStore {
     fn lock(&self) -> MutexGuard<'_, Queues> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The stored item `id`, when it belongs to this handle's tenant.
+    fn mine<'a>(&self, q: &'a mut Queues, id: u64) -> Option<&'a mut Stored> {
+        q.items.get_mut(&id).filter(|s| s.tenant == self.tenant)
+    }
+}
+
+/// Work queues are kept per tenant: a tenant's handle enqueues, claims,
+/// lists and changes only its own items (another tenant's item ids look
+/// absent), and two tenants may use one queue name and key.
+impl TenantScoped for MemoryClaimStore {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
 }
 
 impl ClaimStore for MemoryClaimStore {
@@ -633,7 +661,7 @@ impl ClaimStore for MemoryClaimStore {
         let mut q = self.lock();
         let mut out = Vec::with_capacity(items.len());
         for new in items {
-            let k = (queue.to_owned(), new.key);
+            let k = (self.tenant.clone(), queue.to_owned(), new.key);
             if let Some(id) = q.by_key.get(&k) {
                 out.push(Enqueued::Existing(*id));
                 continue;
@@ -643,10 +671,11 @@ impl ClaimStore for MemoryClaimStore {
             q.items.insert(
                 id,
                 Stored {
+                    tenant: self.tenant.clone(),
                     item: WorkItem {
                         id,
-                        queue: k.0.clone(),
-                        key: k.1.clone(),
+                        queue: k.1.clone(),
+                        key: k.2.clone(),
                         payload: new.payload,
                         metadata: new.metadata,
                         state: WorkState::Pending {
@@ -676,7 +705,7 @@ impl ClaimStore for MemoryClaimStore {
         let mut due: Vec<(Timestamp, u64)> = q
             .items
             .values()
-            .filter(|s| s.item.queue == queue)
+            .filter(|s| s.tenant == self.tenant && s.item.queue == queue)
             .filter_map(|s| s.due().filter(|d| *d <= now).map(|d| (d, s.item.id)))
             .collect();
         due.sort_unstable();
@@ -719,7 +748,7 @@ impl ClaimStore for MemoryClaimStore {
         validate_lease(lease)?;
         let until = timestamp_after(Timestamp::now(), lease);
         let mut q = self.lock();
-        let Some(item) = q.items.get_mut(&claim.id).and_then(|s| s.held(claim)) else {
+        let Some(item) = self.mine(&mut q, claim.id).and_then(|s| s.held(claim)) else {
             return Ok(false);
         };
         if let WorkState::Claimed { until: u, .. } = &mut item.state {
@@ -730,7 +759,7 @@ impl ClaimStore for MemoryClaimStore {
 
     async fn complete(&self, claim: Claim) -> Result<bool, StoreError> {
         let mut q = self.lock();
-        let Some(item) = q.items.get_mut(&claim.id).and_then(|s| s.held(claim)) else {
+        let Some(item) = self.mine(&mut q, claim.id).and_then(|s| s.held(claim)) else {
             return Ok(false);
         };
         item.state = WorkState::Done;
@@ -744,7 +773,7 @@ impl ClaimStore for MemoryClaimStore {
         then: AfterFailure,
     ) -> Result<bool, StoreError> {
         let mut q = self.lock();
-        let Some(item) = q.items.get_mut(&claim.id).and_then(|s| s.held(claim)) else {
+        let Some(item) = self.mine(&mut q, claim.id).and_then(|s| s.held(claim)) else {
             return Ok(false);
         };
         item.last_error = Some(bounded_error(error).to_owned());
@@ -756,7 +785,12 @@ impl ClaimStore for MemoryClaimStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<WorkItem>, StoreError> {
-        Ok(self.lock().items.get(&id).map(|s| s.item.clone()))
+        Ok(self
+            .lock()
+            .items
+            .get(&id)
+            .filter(|s| s.tenant == self.tenant)
+            .map(|s| s.item.clone()))
     }
 
     async fn dead(
@@ -770,6 +804,7 @@ impl ClaimStore for MemoryClaimStore {
             .lock()
             .items
             .range(after_id.saturating_add(1)..)
+            .filter(|(_, s)| s.tenant == self.tenant)
             .map(|(_, s)| &s.item)
             .filter(|i| i.queue == queue && i.state == WorkState::Dead)
             .take(limit)
@@ -779,7 +814,7 @@ impl ClaimStore for MemoryClaimStore {
 
     async fn requeue(&self, id: u64) -> Result<bool, StoreError> {
         let mut q = self.lock();
-        match q.items.get_mut(&id) {
+        match self.mine(&mut q, id) {
             Some(s) if s.item.state == WorkState::Dead => {
                 s.item.state = WorkState::Pending {
                     not_before: Timestamp::now(),
@@ -793,10 +828,13 @@ impl ClaimStore for MemoryClaimStore {
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
         let mut q = self.lock();
+        if self.mine(&mut q, id).is_none() {
+            return Ok(false);
+        }
         let Some(s) = q.items.remove(&id) else {
             return Ok(false);
         };
-        q.by_key.remove(&(s.item.queue, s.item.key));
+        q.by_key.remove(&(s.tenant, s.item.queue, s.item.key));
         Ok(true)
     }
 }

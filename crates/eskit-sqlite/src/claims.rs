@@ -16,13 +16,13 @@ use eskit_core::{
     event::{Metadata, NameKind, Timestamp},
     store::{
         AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, Enqueued, NewWorkItem,
-        WorkItem, WorkState,
+        TenantScoped, WorkItem, WorkState,
     },
 };
 use rusqlite::{OptionalExtension, Row, Transaction};
 
 use crate::error::{corrupt, store_error};
-use crate::row::{StoredMetadata, parse_metadata};
+use crate::row::{StoredMetadata, parse_metadata, tenant_key};
 use crate::store::SqliteStore;
 
 /// Work queues kept in the store's file, shared by every process on it.
@@ -58,7 +58,17 @@ fn due_sql() -> String {
     const _: () = assert!(PENDING < 2 && CLAIMED < 2 && DONE >= 2 && DEAD >= 2);
     format!(
         "SELECT {COLUMNS} FROM eskit_work_items \
-         WHERE queue = ?1 AND state < 2 AND due_at <= ?2 ORDER BY due_at, id LIMIT ?3"
+         WHERE tenant = ?4 AND queue = ?1 AND state < 2 AND due_at <= ?2 \
+         ORDER BY due_at, id LIMIT ?3"
+    )
+}
+
+/// A queue's dead items after an id, in id order, from the index
+/// `eskit_work_items_by_state`.
+fn dead_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM eskit_work_items \
+         WHERE tenant = ?4 AND queue = ?1 AND state = {DEAD} AND id > ?2 ORDER BY id LIMIT ?3"
     )
 }
 
@@ -113,22 +123,32 @@ fn item_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredItem, StoreError>> {
 /// item is claimed); `false` otherwise.
 fn with_held(
     tx: &Transaction<'_>,
+    tenant: &str,
     claim: Claim,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> Result<bool, StoreError> {
-    let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(params.len() + 2);
+    let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(params.len() + 3);
     let (id, token) = (to_i64(claim.id), to_i64(claim.token));
     all.push(&id);
     all.push(&token);
     all.extend_from_slice(params);
+    all.push(&tenant);
     let n = tx
         .prepare_cached(&format!(
-            "{sql} WHERE id = ?1 AND token = ?2 AND state = {CLAIMED}"
+            "{sql} WHERE id = ?1 AND token = ?2 AND state = {CLAIMED} AND tenant = ?{}",
+            all.len()
         ))
         .and_then(|mut s| s.execute(all.as_slice()))
         .map_err(store_error)?;
     Ok(n > 0)
+}
+
+impl SqliteClaimStore {
+    /// The tenant of the store handle this came from, as stored.
+    fn tenant_key(&self) -> String {
+        tenant_key(self.store.tenant()).to_owned()
+    }
 }
 
 impl ClaimStore for SqliteClaimStore {
@@ -139,6 +159,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<Enqueued>, StoreError> {
         validate_enqueue(queue, &items)?;
         let queue = queue.to_owned();
+        let tenant = self.tenant_key();
         let metadata = items
             .iter()
             .map(|i| StoredMetadata::of(i.metadata()))
@@ -147,19 +168,22 @@ impl ClaimStore for SqliteClaimStore {
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
                 let mut find = tx
-                    .prepare_cached("SELECT id FROM eskit_work_items WHERE queue = ?1 AND key = ?2")
+                    .prepare_cached(
+                        "SELECT id FROM eskit_work_items \
+                         WHERE tenant = ?3 AND queue = ?1 AND key = ?2",
+                    )
                     .map_err(store_error)?;
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT INTO eskit_work_items (queue, key, payload, metadata, state, \
-                         due_at, attempts, token, enqueued_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, 0, ?5, 0, 0, ?6, ?6)",
+                         due_at, attempts, token, enqueued_at, updated_at, tenant) \
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5, 0, 0, ?6, ?6, ?7)",
                     )
                     .map_err(store_error)?;
                 let mut out = Vec::with_capacity(items.len());
                 for (item, meta) in items.iter().zip(&metadata) {
                     let existing: Option<i64> = find
-                        .query_row((&queue, item.key()), |r| r.get(0))
+                        .query_row((&queue, item.key(), &tenant), |r| r.get(0))
                         .optional()
                         .map_err(store_error)?;
                     if let Some(id) = existing {
@@ -176,7 +200,8 @@ impl ClaimStore for SqliteClaimStore {
                             item.payload(),
                             meta.text(),
                             due,
-                            now
+                            now,
+                            tenant
                         ])
                         .map_err(store_error)?;
                     out.push(Enqueued::Added(
@@ -196,6 +221,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<ClaimedItem>, StoreError> {
         validate_name(NameKind::Queue, queue)?;
         let queue = queue.to_owned();
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
                 // The time is read inside the write lock, so claims of every
@@ -226,7 +252,8 @@ impl ClaimStore for SqliteClaimStore {
                             rusqlite::params![
                                 queue,
                                 now.as_unix_micros(),
-                                i64::try_from(want).unwrap_or(i64::MAX)
+                                i64::try_from(want).unwrap_or(i64::MAX),
+                                tenant
                             ],
                             item_row,
                         )
@@ -285,12 +312,14 @@ impl ClaimStore for SqliteClaimStore {
 
     async fn renew(&self, claim: Claim, lease: Duration) -> Result<bool, StoreError> {
         validate_lease(lease)?;
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now();
                 let until = timestamp_after(now, lease).as_unix_micros();
                 with_held(
                     tx,
+                    &tenant,
                     claim,
                     "UPDATE eskit_work_items SET due_at = ?3, updated_at = ?4",
                     &[&until, &now.as_unix_micros()],
@@ -300,11 +329,13 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn complete(&self, claim: Claim) -> Result<bool, StoreError> {
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
                 with_held(
                     tx,
+                    &tenant,
                     claim,
                     &format!(
                         "UPDATE eskit_work_items SET state = {DONE}, owner = NULL, updated_at = ?3"
@@ -322,6 +353,7 @@ impl ClaimStore for SqliteClaimStore {
         then: AfterFailure,
     ) -> Result<bool, StoreError> {
         let error = bounded_error(error).to_owned();
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
@@ -331,6 +363,7 @@ impl ClaimStore for SqliteClaimStore {
                 };
                 with_held(
                     tx,
+                    &tenant,
                     claim,
                     "UPDATE eskit_work_items SET state = ?3, due_at = ?4, owner = NULL, \
                      last_error = ?5, updated_at = ?6",
@@ -341,13 +374,17 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<WorkItem>, StoreError> {
+        let tenant = self.tenant_key();
         self.store
             .workers()
             .read(move |c| {
                 Ok(c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM eskit_work_items WHERE id = ?1"
+                    "SELECT {COLUMNS} FROM eskit_work_items WHERE id = ?1 AND tenant = ?2"
                 ))
-                .and_then(|mut s| s.query_row([to_i64(id)], item_row).optional())
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![to_i64(id), tenant], item_row)
+                        .optional()
+                })
                 .map_err(store_error)?
                 .transpose()?
                 .map(|r| r.item))
@@ -363,21 +400,18 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<WorkItem>, StoreError> {
         validate_dead_list(queue, limit)?;
         let queue = queue.to_owned();
+        let tenant = self.tenant_key();
         self.store
             .workers()
             .read(move |c| {
-                let mut stmt = c
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM eskit_work_items \
-                         WHERE queue = ?1 AND state = {DEAD} AND id > ?2 ORDER BY id LIMIT ?3"
-                    ))
-                    .map_err(store_error)?;
+                let mut stmt = c.prepare_cached(&dead_sql()).map_err(store_error)?;
                 let rows = stmt
                     .query_map(
                         rusqlite::params![
                             queue,
                             to_i64(after_id),
-                            i64::try_from(limit).unwrap_or(i64::MAX)
+                            i64::try_from(limit).unwrap_or(i64::MAX),
+                            tenant
                         ],
                         item_row,
                     )
@@ -392,14 +426,15 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn requeue(&self, id: u64) -> Result<bool, StoreError> {
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
                 tx.prepare_cached(&format!(
                     "UPDATE eskit_work_items SET state = {PENDING}, due_at = ?2, attempts = 0, \
-                     updated_at = ?2 WHERE id = ?1 AND state = {DEAD}"
+                     updated_at = ?2 WHERE id = ?1 AND state = {DEAD} AND tenant = ?3"
                 ))
-                .and_then(|mut s| s.execute(rusqlite::params![to_i64(id), now]))
+                .and_then(|mut s| s.execute(rusqlite::params![to_i64(id), now, tenant]))
                 .map(|n| n > 0)
                 .map_err(store_error)
             })
@@ -407,10 +442,11 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
+        let tenant = self.tenant_key();
         self.store
             .write_tx(move |tx| {
-                tx.prepare_cached("DELETE FROM eskit_work_items WHERE id = ?1")
-                    .and_then(|mut s| s.execute([to_i64(id)]))
+                tx.prepare_cached("DELETE FROM eskit_work_items WHERE id = ?1 AND tenant = ?2")
+                    .and_then(|mut s| s.execute(rusqlite::params![to_i64(id), tenant]))
                     .map(|n| n > 0)
                     .map_err(store_error)
             })
@@ -428,7 +464,7 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap_or_else(|e| panic!("{e}: {sql}"));
         let rows = stmt
-            .query_map(rusqlite::params!["q", 0i64, 10i64], |r| {
+            .query_map(rusqlite::params!["q", 0i64, 10i64, "tenant"], |r| {
                 r.get::<_, String>(3)
             })
             .unwrap_or_else(|e| panic!("{e}"));
@@ -452,13 +488,7 @@ mod tests {
         let due = plan(&c, &due_sql());
         assert!(due.contains("USING INDEX eskit_work_items_due"), "{due}");
         assert!(!due.contains("TEMP B-TREE"), "the claim sorts: {due}");
-        let dead = plan(
-            &c,
-            &format!(
-                "SELECT {COLUMNS} FROM eskit_work_items \
-                 WHERE queue = ?1 AND state = {DEAD} AND id > ?2 ORDER BY id LIMIT ?3"
-            ),
-        );
+        let dead = plan(&c, &dead_sql());
         assert!(
             dead.contains("USING INDEX eskit_work_items_by_state"),
             "{dead}"

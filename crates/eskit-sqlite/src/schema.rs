@@ -169,6 +169,7 @@ CREATE TABLE eskit_event_tags (
 -- that a deleted item's id (and with it a stale claim) is never reused.
 CREATE TABLE eskit_work_items (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant       TEXT NOT NULL,
     queue        TEXT NOT NULL,
     key          TEXT NOT NULL,
     payload      BLOB NOT NULL,
@@ -181,12 +182,13 @@ CREATE TABLE eskit_work_items (
     last_error   TEXT,
     enqueued_at  INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
-    UNIQUE (queue, key)
+    UNIQUE (tenant, queue, key)
 );
 -- Claims walk the items not yet done or dead in due order and stop at the
 -- limit; dead items are listed by id.
-CREATE INDEX eskit_work_items_due ON eskit_work_items (queue, due_at, id) WHERE state < 2;
-CREATE INDEX eskit_work_items_by_state ON eskit_work_items (queue, state, id);
+CREATE INDEX eskit_work_items_due ON eskit_work_items (tenant, queue, due_at, id)
+    WHERE state < 2;
+CREATE INDEX eskit_work_items_by_state ON eskit_work_items (tenant, queue, state, id);
 ",
 ];
 

@@ -29,6 +29,7 @@ fn scoped(store: SqliteStore) -> Fixture {
         .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
+        .with_claims(store.claims())
 }
 
 /// The sink scenarios' projection: each event's id into a table of the
@@ -82,7 +83,6 @@ fn fixture(store: SqliteStore) -> Fixture {
         .with_sink(store.projection_sink(record_ids), move || {
             recorded(effects.clone())
         })
-        .with_claims(store.claims())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
         .with_tenants(move |t| scoped(tenants.for_tenant(t)))

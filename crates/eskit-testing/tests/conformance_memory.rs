@@ -28,7 +28,9 @@ fn main() -> ExitCode {
             Ok(())
         })?;
         let effects = sink.clone();
-        let (tenants, tenant_checkpoints) = (store.clone(), checkpoints.clone());
+        let claims = MemoryClaimStore::new();
+        let (tenants, tenant_checkpoints, tenant_claims) =
+            (store.clone(), checkpoints.clone(), claims.clone());
         Ok::<_, BoxError>(
             Fixture::store(store.clone())
                 .with_queries(store.clone())
@@ -39,12 +41,13 @@ fn main() -> ExitCode {
                     Fixture::store(scoped.clone())
                         .with_queries(scoped.clone())
                         .with_snapshots(scoped.snapshots())
-                        .with_checkpoints(tenant_checkpoints.for_tenant(t))
+                        .with_checkpoints(tenant_checkpoints.for_tenant(t.clone()))
+                        .with_claims(tenant_claims.for_tenant(t))
                 })
                 .with_sink(sink, move || {
                     std::future::ready(Ok(effects.read().to_vec()))
                 })
-                .with_claims(MemoryClaimStore::new())
+                .with_claims(claims)
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

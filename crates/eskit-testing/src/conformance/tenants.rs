@@ -36,6 +36,9 @@ pub(crate) fn scenarios() -> Vec<Scenario> {
     all.extend(scenario_list![TENANTS_STATE;
         "tenants.checkpoints_and_snapshots_are_per_tenant" => state,
     ]);
+    all.extend(scenario_list![TENANTS_CLAIMS;
+        "tenants.work_queues_are_per_tenant" => work_queues,
+    ]);
     all
 }
 
@@ -51,6 +54,8 @@ const TENANTS_LIFECYCLE: &[Capability] = &[
 ];
 const TENANTS_QUERIES: &[Capability] =
     &[Capability::Events, Capability::Queries, Capability::Tenants];
+const TENANTS_CLAIMS: &[Capability] =
+    &[Capability::Events, Capability::Claims, Capability::Tenants];
 const TENANTS_STATE: &[Capability] = &[
     Capability::Events,
     Capability::Checkpoints,
@@ -497,5 +502,59 @@ async fn state(c: Ctx) -> Outcome {
         Some(b"acme".to_vec()),
         "acme's snapshot after globex invalidated its own"
     );
+    Ok(())
+}
+
+async fn work_queues(c: Ctx) -> Outcome {
+    use eskit_core::store::{ClaimOptions, Enqueued, NewWorkItem};
+    let (acme, globex) = (c.tenant("acme")?, c.tenant("globex")?);
+    let (qa, qg, qu) = (acme.claims()?, globex.claims()?, c.claims()?);
+    let lease = std::time::Duration::from_secs(60);
+    let item = |k: &str| NewWorkItem::new(k, k.as_bytes().to_vec());
+    let added = qa
+        .dyn_enqueue("mail", vec![item("welcome")])
+        .await
+        .ctx("acme's enqueue")?;
+    let Some(Enqueued::Added(id)) = added.first().copied() else {
+        return Err(Failure(format!("acme's first enqueue: {added:?}")));
+    };
+    // The same queue and key in another tenant is another item.
+    let other = qg
+        .dyn_enqueue("mail", vec![item("welcome")])
+        .await
+        .ctx("globex's enqueue")?;
+    ensure!(
+        matches!(other.first(), Some(Enqueued::Added(i)) if *i != id),
+        "globex's enqueue of the same key: {other:?}"
+    );
+    let opts = ClaimOptions::new("w", 10, lease)?;
+    let unscoped = qu
+        .dyn_claim("mail", opts.clone())
+        .await
+        .ctx("an unscoped claim")?;
+    ensure!(
+        unscoped.is_empty(),
+        "the unscoped handle claimed {} tenant items",
+        unscoped.len()
+    );
+    let got = qg
+        .dyn_claim("mail", opts.clone())
+        .await
+        .ctx("globex's claim")?;
+    ensure_eq!(got.len(), 1, "items globex claims");
+    ensure!(got[0].claim.id != id, "globex claimed acme's item");
+    for (who, q) in [("globex", qg), ("the unscoped handle", qu)] {
+        ensure!(
+            q.dyn_get(id).await.ctx("get")?.is_none(),
+            "{who} read acme's item by id"
+        );
+        ensure!(
+            !q.dyn_delete(id).await.ctx("delete")?,
+            "{who} deleted acme's item"
+        );
+    }
+    let mine = qa.dyn_claim("mail", opts).await.ctx("acme's claim")?;
+    ensure_eq!(mine.len(), 1, "items acme claims");
+    ensure_eq!(mine[0].claim.id, id, "the item acme claims");
     Ok(())
 }
