@@ -133,6 +133,8 @@
 mod append;
 mod checkpoint;
 mod chunks;
+#[cfg(test)]
+mod compiles;
 mod dead_letter;
 mod error;
 mod kinds;

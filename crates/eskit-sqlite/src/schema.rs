@@ -165,6 +165,18 @@ fn open_conn(options: &SqliteOptions, read_only: bool) -> Result<Connection, Ope
     conn.busy_timeout(options.busy_timeout())
         .map_err(|e| OpenError::from_sqlite(path, e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The query planner stability guarantee: plans never depend on bound
+    // values. Without it the bundled SQLite marks a statement with a
+    // bound `LIMIT ?` (every load and global read) to be compiled again on
+    // each new binding, which undoes the statement cache; with STAT4 data
+    // (after an `ANALYZE`) other bound values would do the same.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(|e| OpenError::from_sqlite(path, e))?;
+    #[cfg(test)]
+    crate::compiles::install(&conn, path);
     Ok(conn)
 }
 
