@@ -74,6 +74,12 @@
 //!   every acknowledged append also survives a power loss.
 //! - `OFF` is refused with [`OpenError::SynchronousOff`].
 //!
+//! WAL checkpoints (copying the log into the database, with a sync of
+//! both) run on a thread of their own once the log passes
+//! [`BACKGROUND_CHECKPOINT_FRAMES`], SQLite's own threshold, instead of
+//! inside the commit that crossed it; the writer's commit checkpoints
+//! itself only when the log reaches [`INLINE_CHECKPOINT_FRAMES`].
+//!
 //! # Concurrency and group commit
 //! One writer thread owns the write connection. Appends that arrive while a
 //! commit is running are committed together in the next `BEGIN IMMEDIATE`
@@ -149,6 +155,7 @@ mod schema;
 mod snapshot;
 mod store;
 mod tx;
+mod wal;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
@@ -167,4 +174,5 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;
 pub use tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
+pub use wal::{BACKGROUND_CHECKPOINT_FRAMES, INLINE_CHECKPOINT_FRAMES};
 pub use worker::{GROUP_COMMIT_LINGER, MAX_QUEUED_REQUESTS};

@@ -342,6 +342,12 @@ pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, OpenErr
     Ok(conn)
 }
 
+/// Opens the connection that runs WAL checkpoints off the writer's path
+/// (see the `wal` module).
+pub(crate) fn open_checkpointer(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    open_conn(options, false)
+}
+
 /// Opens a connection for polling `PRAGMA data_version`.
 pub(crate) fn open_watcher(options: &SqliteOptions) -> Result<Connection, OpenError> {
     open_reader(options)
