@@ -351,8 +351,9 @@ pub struct BenchRow {
     pub p50_us: f64,
     /// 99th percentile operation latency, microseconds.
     pub p99_us: f64,
-    /// This row's events/s divided by the baseline's; 1 for the baseline
-    /// itself, `None` without a baseline.
+    /// The median over rounds of this row's events/s divided by the
+    /// baseline's in the same round (see [`median_ratio`]); 1 for the
+    /// baseline itself, `None` without a baseline.
     pub ratio: Option<f64>,
     /// Share of attempts that hit a conflict (W5).
     pub conflict_rate: Option<f64>,
@@ -680,7 +681,9 @@ impl Bench {
                 source: "no round ran".into(),
             })?;
             if let Some(mut b) = median_round(base_rounds) {
-                store.ratio = Some(store.events_per_sec / b.events_per_sec);
+                // Round by round, so drift on a shared machine cancels out.
+                store.ratio = median_ratio(&store, &b)
+                    .or_else(|| Some(store.events_per_sec / b.events_per_sec));
                 b.ratio = Some(1.0);
                 rows.push(store);
                 rows.push(b);
