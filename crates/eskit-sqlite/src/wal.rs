@@ -57,7 +57,9 @@ impl Checkpointer {
                     // A failure (busy with the writer's own checkpoint, an
                     // I/O error) leaves the log to the next request or to
                     // the writer, as SQLite's automatic checkpoint does.
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    let _ = conn
+                        .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
+                        .and_then(|mut s| s.query_row([], |_| Ok(())));
                 }
                 // Closing may run SQLite's final checkpoint when this is the
                 // last connection to the file.
