@@ -13,7 +13,13 @@
 //! behind and the log reaches [`INLINE_CHECKPOINT_FRAMES`], the writer's
 //! commit checkpoints itself, as without this module, which also lets the
 //! log start over from its beginning (a passive checkpoint racing a busy
-//! writer never catches up with the log's end).
+//! writer never catches up with the log's end). With `synchronous =
+//! NORMAL` a power loss may still take the commits since the last
+//! checkpoint, and only those; what changes is how many that can be: while
+//! a checkpoint runs behind a busy writer, the log may grow past
+//! [`BACKGROUND_CHECKPOINT_FRAMES`] unsynced frames, up to
+//! [`INLINE_CHECKPOINT_FRAMES`], where SQLite's automatic checkpoint would
+//! have synced every commit after the first 1,000 frames.
 
 use std::cell::RefCell;
 use std::os::raw::c_int;
