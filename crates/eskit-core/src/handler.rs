@@ -647,7 +647,11 @@ where
             Some(next) if version > Version::ZERO => LoadOptions::new().with_from(next),
             _ => LoadOptions::new(),
         };
-        for event in self.store.load_with(stream, options).await? {
+        // Each event is decoded, folded and dropped in turn: decoding the
+        // whole stream first would hold every decoded event at once only
+        // to drop them after the fold.
+        for raw in self.store.load_raw(stream, options).await? {
+            let event = self.store.schema().decode(raw)?;
             state = self.decider.evolve(state, &event.data);
             version = event.version;
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
@@ -263,6 +263,13 @@ impl Wake for ThreadWaker {
 /// other threads (the backend's) keep the CPU they need.
 const BLOCK_ON_SPIN: Duration = Duration::from_micros(50);
 
+/// Most threads that watch for a wake-up in [`block_on`] at the same time;
+/// the others park at once.
+const MAX_SPINNING: usize = 1;
+
+/// Threads watching for a wake-up in [`block_on`] now.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs a future to completion on the current thread.
 ///
 /// Meant for examples, doctests and synchronous callers. Do not call it from
@@ -281,10 +288,17 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;
         }
-        let until = Instant::now() + BLOCK_ON_SPIN;
-        while !state.woken.load(Ordering::Acquire) && Instant::now() < until {
-            thread::yield_now();
+        // Only a few threads watch at a time: many callers waiting at once
+        // (concurrent writers on a store's one writer thread) would
+        // otherwise keep the cores busy yielding to each other while the
+        // thread that answers them waits for one.
+        if SPINNING.fetch_add(1, Ordering::AcqRel) < MAX_SPINNING {
+            let until = Instant::now() + BLOCK_ON_SPIN;
+            while !state.woken.load(Ordering::Acquire) && Instant::now() < until {
+                thread::yield_now();
+            }
         }
+        SPINNING.fetch_sub(1, Ordering::AcqRel);
         if !state.woken.swap(false, Ordering::AcqRel) {
             // `park` returns at once if `unpark` ran since the last park, so
             // a wake-up between the check and here is not lost.

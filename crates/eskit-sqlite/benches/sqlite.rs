@@ -23,19 +23,26 @@
 //! idempotency table, positions that are never reused after a delete, and
 //! every SQLite call on its own threads (none on the caller's executor).
 //!
-//! Runs every workload with `synchronous = NORMAL` (backend `sqlite`) and the
-//! append workloads W1 and W2 again with `FULL` (backend `sqlite-full`), then
-//! prints W2's speed-up over W1 per mode, which is what group commit buys.
+//! Runs every workload with `synchronous = NORMAL` (backend `sqlite`), the
+//! append workloads W1 and W2 again with `FULL` (backend `sqlite-full`), and
+//! W1, W2 and W4 against the same baseline behind a thread hop (backend
+//! `sqlite-hop`, see the `hop` module), then prints W2's speed-up over W1
+//! per mode, which is what group commit buys.
 //! `--workload W` selects workloads; sizes come from the `ESKIT_BENCH_*`
 //! variables described in `eskit_testing::bench`.
 //!
 //! Without a selection, or with `--dcb`, it also runs the DCB workloads D1
-//! (conditional append) and D2 (query read by tag) next to their own
-//! rusqlite baseline (see the `dcb` module) and prints their ratios.
+//! (conditional append), D2 and D3 (query reads by tag) next to their own
+//! rusqlite baseline (see the `dcb` module) and prints their ratios; without
+//! a selection, or with `--command`, the command workload C1 (a command
+//! handler on a 1,000-event stream against rusqlite and serde_json, see the
+//! `command` module).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod command;
 mod dcb;
+mod hop;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +89,13 @@ impl RusqliteBaseline {
         c.busy_timeout(Duration::from_secs(60))?;
         c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         c.pragma_update(None, "synchronous", sync.as_str())?;
+        // As the store does: without the planner stability guarantee the
+        // bound `LIMIT ?2` of `read_all` makes SQLite compile the statement
+        // again for every page, which would slow the baseline down.
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         Ok(c)
     }
 
@@ -261,7 +275,15 @@ impl Drop for Scratch {
     }
 }
 
-fn bench(name: &str, dir: &Arc<PathBuf>, sync: Synchronous, workloads: Vec<Workload>) -> Bench {
+/// The bench of one backend row set; `hop` puts the baseline behind a
+/// thread hop (see the `hop` module).
+fn bench(
+    name: &str,
+    dir: &Arc<PathBuf>,
+    sync: Synchronous,
+    hop: bool,
+    workloads: Vec<Workload>,
+) -> Bench {
     let n = Arc::new(AtomicU64::new(0));
     let (d1, n1) = (Arc::clone(dir), Arc::clone(&n));
     let (d2, n2) = (Arc::clone(dir), n);
@@ -284,7 +306,12 @@ fn bench(name: &str, dir: &Arc<PathBuf>, sync: Synchronous, workloads: Vec<Workl
             n2.fetch_add(1, Ordering::Relaxed)
         ));
         async move {
-            Ok::<_, BoxError>(Arc::new(RusqliteBaseline::create(path, sync)?) as Arc<dyn Baseline>)
+            let base: Arc<dyn Baseline> = if hop {
+                Arc::new(hop::HopBaseline::create(path, sync)?)
+            } else {
+                Arc::new(RusqliteBaseline::create(path, sync)?)
+            };
+            Ok::<_, BoxError>(base)
         }
     })
     .workloads(workloads)
@@ -297,15 +324,17 @@ fn eskit_row<'a>(rows: &'a [BenchRow], backend: &str, w: Workload) -> Option<&'a
 
 fn main() -> ExitCode {
     let dcb_asked = std::env::args().any(|a| a == "--dcb");
-    let (selected, run_dcb) = match eskit_testing::bench::workloads_from_args() {
-        Ok(Some(ws)) => (ws, dcb_asked),
-        Ok(None) if dcb_asked => (Vec::new(), true),
+    let command_asked = std::env::args().any(|a| a == "--command");
+    let (selected, run_dcb, run_command) = match eskit_testing::bench::workloads_from_args() {
+        Ok(Some(ws)) => (ws, dcb_asked, command_asked),
+        Ok(None) if dcb_asked || command_asked => (Vec::new(), dcb_asked, command_asked),
         Ok(None) => (
             Workload::ALL
                 .iter()
                 .copied()
                 .filter(|w| *w != Workload::W8)
                 .collect(),
+            true,
             true,
         ),
         Err(e) => {
@@ -325,15 +354,22 @@ fn main() -> ExitCode {
         .copied()
         .filter(|w| matches!(w, Workload::W1 | Workload::W2))
         .collect();
+    // The workloads where the hop is a large share of the work.
+    let hopped: Vec<Workload> = selected
+        .iter()
+        .copied()
+        .filter(|w| matches!(w, Workload::W1 | Workload::W2 | Workload::W4))
+        .collect();
     let mut rows = Vec::new();
-    for (name, sync, ws) in [
-        ("sqlite", Synchronous::Normal, selected),
-        ("sqlite-full", Synchronous::Full, full),
+    for (name, sync, hop, ws) in [
+        ("sqlite", Synchronous::Normal, false, selected),
+        ("sqlite-full", Synchronous::Full, false, full),
+        ("sqlite-hop", Synchronous::Normal, true, hopped),
     ] {
         if ws.is_empty() {
             continue;
         }
-        match bench(name, &dir, sync, ws).run() {
+        match bench(name, &dir, sync, hop, ws).run() {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("bench {name}: {}", eskit_core::error::error_chain(&e));
@@ -355,8 +391,26 @@ fn main() -> ExitCode {
             );
         }
     }
+    let sizes = eskit_testing::bench::Sizes::from_env();
+    if run_command {
+        match command::run(&dir, Synchronous::Normal, sizes.budget, sizes.rounds) {
+            Ok(row) => {
+                println!(
+                    "\nCommand handler on sqlite ({} rounds, eskit then baseline in each):\n",
+                    sizes.rounds
+                );
+                print!("{}", dcb::DcbRow::table(&[row]));
+            }
+            Err(e) => {
+                eprintln!(
+                    "bench sqlite command: {}",
+                    eskit_core::error::error_chain(e.as_ref())
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if run_dcb {
-        let sizes = eskit_testing::bench::Sizes::from_env();
         match dcb::run(
             &dir,
             Synchronous::Normal,

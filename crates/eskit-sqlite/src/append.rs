@@ -415,22 +415,26 @@ pub(crate) fn write_append(
     let tenant = tenant_key(job.tenant.as_ref());
     let key = job.options.idempotency_key();
     let overflow = || corrupt("version or position overflow");
-    let sid = match sid {
-        Some(sid) => sid,
+    // A new stream's row is written with its final version at once: the
+    // append then runs one statement fewer than an append to an existing
+    // stream, which updates the version after the events.
+    let (sid, existing) = match sid {
+        Some(sid) => (sid, true),
         None => {
             conn.prepare_cached(
                 "INSERT INTO eskit_streams (stream_type, stream_id, version, state, tenant) \
-                 VALUES (?1, ?2, 0, 1, ?3)",
+                 VALUES (?1, ?2, ?3, 1, ?4)",
             )
             .and_then(|mut s| {
                 s.execute((
                     stream.stream_type().as_str(),
                     stream.stream_id().as_str(),
+                    new_version,
                     tenant,
                 ))
             })
             .map_err(store_error)?;
-            conn.last_insert_rowid()
+            (conn.last_insert_rowid(), false)
         }
     };
     let timestamp = job
@@ -509,9 +513,11 @@ pub(crate) fn write_append(
             timestamp: Timestamp::from_unix_micros(timestamp),
         });
     }
-    conn.prepare_cached("UPDATE eskit_streams SET version = ?1 WHERE sid = ?2")
-        .and_then(|mut s| s.execute((new_version, sid)))
-        .map_err(store_error)?;
+    if existing {
+        conn.prepare_cached("UPDATE eskit_streams SET version = ?1 WHERE sid = ?2")
+            .and_then(|mut s| s.execute((new_version, sid)))
+            .map_err(store_error)?;
+    }
     if let Some(key) = key {
         conn.prepare_cached(
             "INSERT INTO eskit_idempotency (stream, key, first_version, event_count) \

@@ -79,6 +79,12 @@
 //!   every acknowledged append also survives a power loss.
 //! - `OFF` is refused with [`OpenError::SynchronousOff`].
 //!
+//! WAL checkpoints (copying the log into the database, with a sync of
+//! both) run on a thread of their own once the log passes
+//! [`BACKGROUND_CHECKPOINT_FRAMES`], SQLite's own threshold, instead of
+//! inside the commit that crossed it; the writer's commit checkpoints
+//! itself only when the log reaches [`INLINE_CHECKPOINT_FRAMES`].
+//!
 //! # Concurrency and group commit
 //! One writer thread owns the write connection. Appends that arrive while a
 //! commit is running are committed together in the next `BEGIN IMMEDIATE`
@@ -142,6 +148,8 @@ mod append;
 mod checkpoint;
 mod chunks;
 mod claims;
+#[cfg(test)]
+mod compiles;
 mod dead_letter;
 mod error;
 mod kinds;
@@ -157,6 +165,7 @@ mod schema;
 mod snapshot;
 mod store;
 mod tx;
+mod wal;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
@@ -177,4 +186,5 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;
 pub use tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
+pub use wal::{BACKGROUND_CHECKPOINT_FRAMES, INLINE_CHECKPOINT_FRAMES};
 pub use worker::{GROUP_COMMIT_LINGER, MAX_QUEUED_REQUESTS};

@@ -212,6 +212,18 @@ fn open_conn(options: &SqliteOptions, read_only: bool) -> Result<Connection, Ope
     conn.busy_timeout(options.busy_timeout())
         .map_err(|e| OpenError::from_sqlite(path, e))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The query planner stability guarantee: plans never depend on bound
+    // values. Without it the bundled SQLite marks a statement with a
+    // bound `LIMIT ?` (every load and global read) to be compiled again on
+    // each new binding, which undoes the statement cache; with STAT4 data
+    // (after an `ANALYZE`) other bound values would do the same.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(|e| OpenError::from_sqlite(path, e))?;
+    #[cfg(test)]
+    crate::compiles::install(&conn, path);
     Ok(conn)
 }
 
@@ -375,6 +387,12 @@ pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, OpenErr
     conn.pragma_update(None, "query_only", true)
         .map_err(|e| OpenError::from_sqlite(path, e))?;
     Ok(conn)
+}
+
+/// Opens the connection that runs WAL checkpoints off the writer's path
+/// (see the `wal` module).
+pub(crate) fn open_checkpointer(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    open_conn(options, false)
 }
 
 /// Opens a connection for polling `PRAGMA data_version`.

@@ -145,8 +145,12 @@ impl SqliteStore {
             Synchronous::Normal => Duration::ZERO,
             _ => GROUP_COMMIT_LINGER,
         };
-        let workers =
-            Workers::start(writer, readers, notifier.clone(), linger).map_err(OpenError::Thread)?;
+        let checkpoints = match options.location() {
+            Location::Memory => None,
+            Location::File(_) => Some(schema::open_checkpointer(&options)?),
+        };
+        let workers = Workers::start(writer, readers, checkpoints, notifier.clone(), linger)
+            .map_err(OpenError::Thread)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 workers,

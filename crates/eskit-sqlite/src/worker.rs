@@ -26,6 +26,7 @@ use crate::chunks;
 use crate::error::{SqliteError, stopped};
 use crate::oneshot;
 use crate::options::MAX_GROUP_COMMIT;
+use crate::wal::{self, Checkpointer};
 use eskit_core::backend::CommitNotifier;
 
 /// Most requests queued for the writer, and separately for the readers,
@@ -195,21 +196,35 @@ impl Workers {
     pub(crate) fn start(
         writer_conn: Connection,
         reader_conns: Vec<Connection>,
+        checkpoint_conn: Option<Connection>,
         notifier: CommitNotifier,
         linger: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(Running::default());
+        let checkpointer = match checkpoint_conn {
+            Some(conn) => {
+                let guard = running.enter();
+                Some(Checkpointer::start(conn, move || drop(guard))?)
+            }
+            None => None,
+        };
         {
             let pending = Arc::clone(&pending);
             let guard = running.enter();
             thread::Builder::new()
                 .name("eskit-sqlite-writer".into())
                 .spawn(move || {
+                    if let Some(c) = checkpointer {
+                        wal::attach(&writer_conn, c);
+                    }
                     // `run_writer` owns the connection and closes it (which
-                    // checkpoints the WAL) before the guard counts it out.
+                    // checkpoints the WAL when it is the last one) before
+                    // the guard counts it out; the checkpoint thread stops
+                    // after it.
                     run_writer(writer_conn, &rx, &pending, &notifier, linger);
+                    wal::detach();
                     drop(guard);
                 })?;
         }
