@@ -1,0 +1,213 @@
+//! Named locks on PostgreSQL session advisory locks, with fencing tokens.
+//!
+//! **Invariant**: a guard's lock is a session advisory lock held by one
+//! connection taken out of the pool for as long as the guard lives; the
+//! server releases it when that session ends, so a lock never outlives its
+//! holder's process or connection. Fencing tokens come from the
+//! `lock_tokens` row of the key, raised by the holder right after it got
+//! the lock, so they grow across every process sharing the schema.
+
+use std::time::Duration;
+
+use eskit_core::backend::validate_name;
+use eskit_core::error::StoreError;
+use eskit_core::event::NameKind;
+use eskit_core::store::{FencingToken, Lease, LeaseLost, LockGuard, LockRegistry};
+use sqlx::{Connection, PgConnection, Row};
+use tokio::sync::oneshot;
+
+use crate::dcb::fnv1a;
+use crate::error::{corrupt, store_error};
+use crate::store::{PgStore, op_span};
+
+/// How often a holder checks that its session (and so its lock) is alive.
+/// A lost connection is reported through the guard's lease within this.
+pub const LOCK_PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The [`LockRegistry`] of a [`PgStore`]: advisory locks shared by every
+/// process using the same database and schema. Get it with
+/// [`PgStore::locks`].
+///
+/// # Keys
+/// A key is hashed (64 bits, with the schema name) into the advisory lock
+/// space; two different keys with the same hash exclude each other, which
+/// is safe (never two holders of one key), only slower.
+///
+/// # Lost leases
+/// A guard reports [`LeaseLost::RenewalFailed`] when its session stops
+/// answering (the server then released the lock, or will once it notices
+/// the dead connection), and [`LeaseLost::Closed`] when the store closes.
+#[derive(Debug, Clone)]
+pub struct PgLockRegistry {
+    store: PgStore,
+}
+
+impl PgStore {
+    /// The lock registry over the same database and schema.
+    pub fn locks(&self) -> PgLockRegistry {
+        PgLockRegistry {
+            store: self.clone(),
+        }
+    }
+}
+
+fn lock_key(schema: &str, key: &str) -> i64 {
+    i64::from_ne_bytes(fnv1a(&[b"eskit-lock", schema.as_bytes(), key.as_bytes()]).to_ne_bytes())
+}
+
+/// What the holding task hands the caller.
+struct Granted {
+    token: FencingToken,
+    lease: Lease,
+    release: oneshot::Sender<()>,
+}
+
+impl PgLockRegistry {
+    async fn take(&self, key: &str, wait: bool) -> Result<Option<LockGuard>, StoreError> {
+        validate_name(NameKind::Lock, key)?;
+        self.store.check_open()?;
+        let inner = std::sync::Arc::clone(self.store.inner());
+        let name = key.to_owned();
+        let id = lock_key(inner.schema.as_str(), key);
+        let (reply, granted) = oneshot::channel::<Result<Option<Granted>, StoreError>>();
+        let span = op_span(if wait { "lock_acquire" } else { "lock_try_acquire" });
+        let _task = inner.runtime.handle().spawn({
+            let inner = std::sync::Arc::clone(&inner);
+            tracing::Instrument::instrument(
+                async move {
+                    let mut conn = match inner.pool.acquire().await {
+                        Ok(c) => c.detach(),
+                        Err(e) => {
+                            let _ = reply.send(Err(store_error(e)));
+                            return;
+                        }
+                    };
+                    match lock_and_token(&inner.sql.schema, &mut conn, id, &name, wait).await {
+                        Ok(Some(token)) => {
+                            let lease = Lease::new();
+                            let (release, released) = oneshot::channel();
+                            let granted = Granted {
+                                token,
+                                lease: lease.clone(),
+                                release,
+                            };
+                            if reply.send(Ok(Some(granted))).is_err() {
+                                // The caller gave up: never keep the lock.
+                                let _ = conn.close().await;
+                                return;
+                            }
+                            hold(conn, lease, released, inner.closing.subscribe()).await;
+                        }
+                        Ok(None) => {
+                            let _ = reply.send(Ok(None));
+                            let _ = conn.close().await;
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            let _ = conn.close().await;
+                        }
+                    }
+                },
+                span,
+            )
+        });
+        let granted = granted
+            .await
+            .map_err(|_| StoreError::internal("the lock task ended without an answer"))??;
+        Ok(granted.map(|g| LockGuard::new(g.token, g.lease, g.release)))
+    }
+}
+
+/// Takes the advisory lock (waiting or not), then the next fencing token.
+async fn lock_and_token(
+    schema: &str,
+    conn: &mut PgConnection,
+    id: i64,
+    name: &str,
+    wait: bool,
+) -> Result<Option<FencingToken>, StoreError> {
+    if wait {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    } else {
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(store_error)?;
+        if !got {
+            return Ok(None);
+        }
+    }
+    let token: i64 = sqlx::query(&format!(
+        "INSERT INTO {schema}.lock_tokens (name, token) VALUES ($1, 1) \
+         ON CONFLICT (name) DO UPDATE SET token = lock_tokens.token + 1 RETURNING token"
+    ))
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|r| r.try_get(0))
+    .map_err(store_error)?;
+    let token = u64::try_from(token).map_err(|_| corrupt("negative fencing token"))?;
+    if token > FencingToken::MAX.get() {
+        return Err(corrupt("the fencing token counter is exhausted"));
+    }
+    Ok(Some(FencingToken::new(token)))
+}
+
+/// Holds the lock's session until the guard is dropped, the session stops
+/// answering or the store closes.
+async fn hold(
+    mut conn: PgConnection,
+    lease: Lease,
+    mut released: oneshot::Receiver<()>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    if *closing.borrow() {
+        lease.lose(LeaseLost::Closed);
+        let _ = conn.close().await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = &mut released => {
+                // Closing the session releases its advisory locks.
+                let _ = conn.close().await;
+                return;
+            }
+            _ = closing.changed() => {
+                lease.lose(LeaseLost::Closed);
+                let _ = conn.close().await;
+                return;
+            }
+            () = tokio::time::sleep(LOCK_PING_INTERVAL) => {
+                if let Err(e) = conn.ping().await {
+                    lease.lose(LeaseLost::RenewalFailed(std::sync::Arc::new(store_error(e))));
+                    let _ = conn.close().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl LockRegistry for PgLockRegistry {
+    /// Waits on `pg_advisory_lock` in a task of the store's runtime.
+    ///
+    /// # Cancel safety
+    /// A dropped acquisition never keeps the lock: the task that waits
+    /// releases it as soon as it gets it.
+    async fn acquire(&self, key: &str) -> Result<LockGuard, StoreError> {
+        self.take(key, true)
+            .await?
+            .ok_or_else(|| StoreError::internal("a waiting lock acquisition came back empty"))
+    }
+
+    async fn try_acquire(&self, key: &str) -> Result<Option<LockGuard>, StoreError> {
+        self.take(key, false).await
+    }
+}

@@ -1,0 +1,163 @@
+//! The SQL text of every statement, built once per store from the
+//! validated schema name (the only part not sent as a bind parameter).
+
+use crate::options::SchemaName;
+
+/// The event columns every read selects, in the order [`crate::row`] decodes.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx::text AS tx_text, e.stream_type, \
+     e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, \
+     e.recorded_at, e.metadata, e.tags";
+
+/// How many columns [`EVENT_COLUMNS`] has.
+pub(crate) const EVENT_COLUMN_COUNT: usize = 13;
+
+/// Statements of one store.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) schema: String,
+    pub(crate) lock_head: String,
+    pub(crate) write: String,
+    pub(crate) lock_events: String,
+    pub(crate) idempotency: String,
+    pub(crate) load: String,
+    pub(crate) versions: String,
+    pub(crate) stream_row: String,
+    pub(crate) status: String,
+    pub(crate) lock_stream: String,
+    pub(crate) set_state: String,
+    pub(crate) restore: String,
+    pub(crate) delete_events: String,
+    pub(crate) delete_keys: String,
+    pub(crate) delete_snapshot: String,
+    pub(crate) mark_deleted: String,
+    pub(crate) read: String,
+    pub(crate) head: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &SchemaName) -> Self {
+        let s = schema.quoted();
+        let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
+        Self {
+            schema: s.clone(),
+            // Takes the DCB advisory locks (sorted, shared for written tags,
+            // exclusive for queried ones) before the head row lock, then
+            // creates or locks the stream's head row and returns it with the
+            // transaction's own id.
+            lock_head: format!(
+                "WITH l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
+                 ELSE pg_advisory_xact_lock_shared(u.k1, u.k2)::text END) AS n \
+                 FROM unnest($4::int4[], $5::int4[], $6::bool[]) AS u(k1, k2, x)) \
+                 INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) \
+                 SELECT $1, $2, $3 FROM l \
+                 ON CONFLICT (tenant, stream_type, stream_id) DO UPDATE SET version = h.version \
+                 RETURNING h.version, h.state, \
+                 (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind"
+            ),
+            // One statement for the whole batch: the events from parallel
+            // arrays, the head's new version and the idempotency entry.
+            write: format!(
+                "WITH ins AS (\
+                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
+                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
+                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
+                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
+                 FROM unnest($8::bytea[], $9::text[], $10::int4[], $11::text[], $12::bytea[], \
+                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
+                 RETURNING position, version, tx::text AS tx_text), \
+                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
+                 WHERE {stream}), \
+                 idem AS (INSERT INTO {s}.idempotency \
+                 (tenant, stream_type, stream_id, key, first_version, event_count) \
+                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
+                 SELECT position, version, tx_text FROM ins ORDER BY version"
+            ),
+            lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
+            idempotency: format!(
+                "SELECT first_version, event_count FROM {s}.idempotency WHERE {stream} AND key = $4"
+            ),
+            load: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version >= $4 AND e.version <= $5 \
+                 AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
+                 ORDER BY e.version LIMIT $7"
+            ),
+            versions: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version BETWEEN $4 AND $5 ORDER BY e.version"
+            ),
+            stream_row: format!("SELECT version, state FROM {s}.streams WHERE {stream}"),
+            status: format!(
+                "SELECT version, state, reason, changed_at FROM {s}.streams WHERE {stream}"
+            ),
+            lock_stream: format!(
+                "SELECT version, state FROM {s}.streams WHERE {stream} FOR UPDATE"
+            ),
+            set_state: format!(
+                "UPDATE {s}.streams SET state = $4, reason = $5, changed_at = $6 WHERE {stream}"
+            ),
+            restore: format!(
+                "UPDATE {s}.streams SET state = 1, reason = NULL, changed_at = $4 WHERE {stream}"
+            ),
+            delete_events: format!("DELETE FROM {s}.events WHERE {stream}"),
+            delete_keys: format!("DELETE FROM {s}.idempotency WHERE {stream}"),
+            delete_snapshot: format!("DELETE FROM {s}.snapshots WHERE {stream}"),
+            mark_deleted: format!(
+                "UPDATE {s}.streams SET state = 4, changed_at = $4 WHERE {stream}"
+            ),
+            // Reads below the horizon (the oldest transaction still running
+            // when the statement's snapshot was taken) in (tx, position)
+            // order, with the newest cursor below it as the head, in one
+            // statement so both use the same snapshot.
+            read: format!(
+                "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+                 hd AS (SELECT e.tx::text AS htx, e.position AS hpos FROM {s}.events e, h \
+                 WHERE e.tx < h.xmin ORDER BY e.tx DESC, e.position DESC LIMIT 1), \
+                 p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
+                 WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin \
+                 AND (cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
+                 AND ($4::text IS NULL OR e.stream_type = $4::text) \
+                 ORDER BY e.tx, e.position LIMIT $5) \
+                 SELECT hd.htx, hd.hpos, p.* FROM (SELECT 1) AS one \
+                 LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+            ),
+            head: format!(
+                "SELECT e.tx::text, e.position FROM {s}.events e \
+                 WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY e.tx DESC, e.position DESC LIMIT 1"
+            ),
+        }
+    }
+
+    /// A DCB query read: [`Sql::read`]'s shape with `matches` (built by
+    /// [`crate::dcb::match_clause`] from bind parameters from `$4` on) as
+    /// the filter.
+    pub(crate) fn query(&self, matches: &str) -> String {
+        let s = &self.schema;
+        format!(
+            "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+             hd AS (SELECT e.tx::text AS htx, e.position AS hpos FROM {s}.events e, h \
+             WHERE e.tx < h.xmin ORDER BY e.tx DESC, e.position DESC LIMIT 1), \
+             p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
+             WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin AND ({matches}) \
+             ORDER BY e.tx, e.position LIMIT $3) \
+             SELECT hd.htx, hd.hpos, p.* FROM (SELECT 1) AS one \
+             LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+        )
+    }
+
+    /// The first event matching `matches` after a cursor, committed or
+    /// the caller's own, without the horizon: an append condition must see
+    /// everything committed.
+    pub(crate) fn first_match(&self, matches: &str) -> String {
+        let s = &self.schema;
+        format!(
+            "SELECT e.tx::text, e.position FROM {s}.events e \
+             WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND ({matches}) \
+             ORDER BY e.tx, e.position LIMIT 1"
+        )
+    }
+}
