@@ -70,4 +70,4 @@ pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,
 };
-pub use store::PgStore;
+pub use store::{PgStore, READ_YOUR_WRITES_WAIT};

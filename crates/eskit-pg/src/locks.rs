@@ -7,6 +7,7 @@
 //! `lock_tokens` row of the key, raised by the holder right after it got
 //! the lock, so they grow across every process sharing the schema.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use eskit_core::backend::validate_name;
@@ -62,6 +63,73 @@ struct Granted {
     release: oneshot::Sender<()>,
 }
 
+/// Releases of this process that a guard's drop started and its holding
+/// task has not finished: a later acquisition of the same key in this
+/// process waits for them, so "dropped, then taken again" never fails
+/// because the unlock had not reached the server yet.
+#[derive(Default)]
+pub(crate) struct Releasing {
+    counts: std::sync::Mutex<HashMap<i64, usize>>,
+    done: tokio::sync::Notify,
+}
+
+impl Releasing {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, usize>> {
+        // Critical sections only change counters: a poisoned lock still
+        // guards consistent data.
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(&self, key: i64) {
+        *self.counts().entry(key).or_insert(0) += 1;
+    }
+
+    fn finish(&self, key: i64) {
+        {
+            let mut counts = self.counts();
+            if let Some(n) = counts.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+        self.done.notify_waiters();
+    }
+
+    async fn wait(&self, key: i64) {
+        loop {
+            // Created before the check, so a finish in between still wakes it.
+            let notified = self.done.notified();
+            if !self.counts().contains_key(&key) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The value a [`LockGuard`] holds: dropping it tells the holding task to
+/// unlock.
+struct Release {
+    key: i64,
+    signal: Option<oneshot::Sender<()>>,
+    inner: std::sync::Arc<crate::store::Inner>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.inner.releasing.start(self.key);
+        let sent = self.signal.take().is_some_and(|s| s.send(()).is_ok());
+        if !sent {
+            // The holding task is gone (the lease was lost): nothing to wait for.
+            self.inner.releasing.finish(self.key);
+        }
+    }
+}
+
 impl PgLockRegistry {
     async fn take(&self, key: &str, wait: bool) -> Result<Option<LockGuard>, StoreError> {
         validate_name(NameKind::Lock, key)?;
@@ -69,8 +137,13 @@ impl PgLockRegistry {
         let inner = std::sync::Arc::clone(self.store.inner());
         let name = key.to_owned();
         let id = lock_key(inner.schema.as_str(), key);
+        inner.releasing.wait(id).await;
         let (reply, granted) = oneshot::channel::<Result<Option<Granted>, StoreError>>();
-        let span = op_span(if wait { "lock_acquire" } else { "lock_try_acquire" });
+        let span = op_span(if wait {
+            "lock_acquire"
+        } else {
+            "lock_try_acquire"
+        });
         let _task = inner.runtime.handle().spawn({
             let inner = std::sync::Arc::clone(&inner);
             tracing::Instrument::instrument(
@@ -96,7 +169,7 @@ impl PgLockRegistry {
                                 let _ = conn.close().await;
                                 return;
                             }
-                            hold(conn, lease, released, inner.closing.subscribe()).await;
+                            hold(&inner, conn, id, lease, released).await;
                         }
                         Ok(None) => {
                             let _ = reply.send(Ok(None));
@@ -114,7 +187,17 @@ impl PgLockRegistry {
         let granted = granted
             .await
             .map_err(|_| StoreError::internal("the lock task ended without an answer"))??;
-        Ok(granted.map(|g| LockGuard::new(g.token, g.lease, g.release)))
+        Ok(granted.map(|g| {
+            LockGuard::new(
+                g.token,
+                g.lease,
+                Release {
+                    key: id,
+                    signal: Some(g.release),
+                    inner,
+                },
+            )
+        }))
     }
 }
 
@@ -162,36 +245,43 @@ async fn lock_and_token(
 /// Holds the lock's session until the guard is dropped, the session stops
 /// answering or the store closes.
 async fn hold(
+    inner: &crate::store::Inner,
     mut conn: PgConnection,
+    id: i64,
     lease: Lease,
     mut released: oneshot::Receiver<()>,
-    mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    if *closing.borrow() {
-        lease.lose(LeaseLost::Closed);
-        let _ = conn.close().await;
-        return;
-    }
-    loop {
+    let mut closing = inner.closing.subscribe();
+    let lost = loop {
+        if *closing.borrow() {
+            break LeaseLost::Closed;
+        }
         tokio::select! {
             _ = &mut released => {
-                // Closing the session releases its advisory locks.
+                // Unlock first, so the next holder need not wait for the
+                // server to notice the closed session.
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await;
                 let _ = conn.close().await;
+                inner.releasing.finish(id);
                 return;
             }
-            _ = closing.changed() => {
-                lease.lose(LeaseLost::Closed);
-                let _ = conn.close().await;
-                return;
-            }
+            _ = closing.changed() => {}
             () = tokio::time::sleep(LOCK_PING_INTERVAL) => {
                 if let Err(e) = conn.ping().await {
-                    lease.lose(LeaseLost::RenewalFailed(std::sync::Arc::new(store_error(e))));
-                    let _ = conn.close().await;
-                    return;
+                    break LeaseLost::RenewalFailed(std::sync::Arc::new(store_error(e)));
                 }
             }
         }
+    };
+    lease.lose(lost);
+    let _ = conn.close().await;
+    // A guard dropped meanwhile counted a release this task must finish.
+    released.close();
+    if released.try_recv().is_ok() {
+        inner.releasing.finish(id);
     }
 }
 

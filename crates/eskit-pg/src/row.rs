@@ -72,7 +72,7 @@ pub(crate) fn event(row: &PgRow, at: usize) -> Result<RawEvent, StoreError> {
     let version: i64 = get(row, at + 4)?;
     let id: Vec<u8> = get(row, at + 5)?;
     let event_type: String = get(row, at + 6)?;
-    let schema_version: i32 = get(row, at + 7)?;
+    let schema_version: i64 = get(row, at + 7)?;
     let codec: String = get(row, at + 8)?;
     let payload: Vec<u8> = get(row, at + 9)?;
     let recorded_at: i64 = get(row, at + 10)?;

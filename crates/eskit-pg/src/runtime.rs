@@ -55,7 +55,10 @@ impl Runtime {
 
     /// Spawns `fut` and returns a future of its output that completes under
     /// any executor. The task runs to its end even if that future is dropped.
-    pub(crate) fn run<T, F>(&self, fut: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
+    pub(crate) fn run<T, F>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,

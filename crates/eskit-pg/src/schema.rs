@@ -27,6 +27,9 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", INITIAL)];
 ///   transaction of the stream's newest event (the stream-order check).
 /// - `UNIQUE (tenant, stream_type, stream_id, version)` is the last safety
 ///   net behind the head row lock; a violation becomes a version conflict.
+/// - `deleted_high` keeps the newest cursor of any hard-deleted event, so
+///   the head (and a caught-up reader's resume cursor) never moves back
+///   below events a reader may already have passed.
 /// - `metadata` is `bytea` holding JSON text: `jsonb` cannot store the NUL
 ///   character a metadata value may hold, and every read would pay to turn
 ///   it back into text.
@@ -52,7 +55,7 @@ CREATE TABLE {s}.events (
     version        bigint  NOT NULL,
     event_id       bytea   NOT NULL CHECK (octet_length(event_id) = 16),
     event_type     text    NOT NULL,
-    schema_version integer NOT NULL,
+    schema_version bigint  NOT NULL,
     codec          text    NOT NULL,
     payload        bytea   NOT NULL,
     recorded_at    bigint  NOT NULL,
@@ -91,6 +94,11 @@ CREATE TABLE {s}.checkpoints (
     updated_at bigint NOT NULL,
     PRIMARY KEY (tenant, name)
 );
+CREATE TABLE {s}.deleted_high (
+    id       smallint PRIMARY KEY CHECK (id = 1),
+    tx       xid8     NOT NULL,
+    position bigint   NOT NULL
+);
 CREATE TABLE {s}.lock_tokens (
     name  text   PRIMARY KEY,
     token bigint NOT NULL
@@ -105,7 +113,10 @@ pub(crate) fn latest() -> i32 {
 /// Creates the schema if needed and applies the migrations it lacks.
 /// Takes its arguments by value: with borrowed ones the compiler cannot
 /// prove the future `Send` for every lifetime.
-pub(crate) async fn migrate(mut conn: PoolConnection<Postgres>, schema: SchemaName) -> Result<(), PgError> {
+pub(crate) async fn migrate(
+    mut conn: PoolConnection<Postgres>,
+    schema: SchemaName,
+) -> Result<(), PgError> {
     let s = schema.quoted();
     let lock_name = format!("eskit-migrate:{schema}");
     let mut tx = conn.begin().await.map_err(store_error)?;

@@ -8,8 +8,9 @@ pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx::text AS tx_text, e.str
      e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, \
      e.recorded_at, e.metadata, e.tags";
 
-/// How many columns [`EVENT_COLUMNS`] has.
-pub(crate) const EVENT_COLUMN_COUNT: usize = 13;
+/// The column of a read's rows holding the horizon (as text): after the
+/// head (2), the event columns (13) and the ordering key (1).
+pub(crate) const HORIZON_COLUMN: usize = 16;
 
 /// Statements of one store.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ pub(crate) struct Sql {
     pub(crate) set_state: String,
     pub(crate) restore: String,
     pub(crate) delete_events: String,
+    pub(crate) keep_deleted_high: String,
     pub(crate) delete_keys: String,
     pub(crate) delete_snapshot: String,
     pub(crate) mark_deleted: String,
@@ -38,12 +40,16 @@ impl Sql {
     pub(crate) fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
         let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
+        let head_below = head_below(&s);
+        let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
         Self {
             schema: s.clone(),
             // Takes the DCB advisory locks (sorted, shared for written tags,
             // exclusive for queried ones) before the head row lock, then
-            // creates or locks the stream's head row and returns it with the
-            // transaction's own id.
+            // creates or locks the stream's head row and returns it, with
+            // whether the stream order check fails and the first of the
+            // append's event ids already stored (found before the insert, so
+            // a refused append burns no position).
             lock_head: format!(
                 "WITH l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
                  ELSE pg_advisory_xact_lock_shared(u.k1, u.k2)::text END) AS n \
@@ -52,7 +58,9 @@ impl Sql {
                  SELECT $1, $2, $3 FROM l \
                  ON CONFLICT (tenant, stream_type, stream_id) DO UPDATE SET version = h.version \
                  RETURNING h.version, h.state, \
-                 (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind"
+                 (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
+                 (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
+                 LIMIT 1) AS duplicate"
             ),
             // One statement for the whole batch: the events from parallel
             // arrays, the head's new version and the idempotency entry.
@@ -63,7 +71,7 @@ impl Sql {
                  SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
                  u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
                  coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
-                 FROM unnest($8::bytea[], $9::text[], $10::int4[], $11::text[], $12::bytea[], \
+                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
                  $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
                  RETURNING position, version, tx::text AS tx_text), \
                  head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
@@ -102,6 +110,13 @@ impl Sql {
             restore: format!(
                 "UPDATE {s}.streams SET state = 1, reason = NULL, changed_at = $4 WHERE {stream}"
             ),
+            keep_deleted_high: format!(
+                "INSERT INTO {s}.deleted_high AS d (id, tx, position) \
+                 SELECT 1, e.tx, e.position FROM {s}.events e WHERE {stream_e} \
+                 ORDER BY e.tx DESC, e.position DESC LIMIT 1 \
+                 ON CONFLICT (id) DO UPDATE SET tx = excluded.tx, position = excluded.position \
+                 WHERE (d.tx, d.position) < (excluded.tx, excluded.position)"
+            ),
             delete_events: format!("DELETE FROM {s}.events WHERE {stream}"),
             delete_keys: format!("DELETE FROM {s}.idempotency WHERE {stream}"),
             delete_snapshot: format!("DELETE FROM {s}.snapshots WHERE {stream}"),
@@ -114,20 +129,19 @@ impl Sql {
             // statement so both use the same snapshot.
             read: format!(
                 "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-                 hd AS (SELECT e.tx::text AS htx, e.position AS hpos FROM {s}.events e, h \
-                 WHERE e.tx < h.xmin ORDER BY e.tx DESC, e.position DESC LIMIT 1), \
+                 hd AS ({head_below}), \
                  p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
                  WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin \
                  AND (cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
                  AND ($4::text IS NULL OR e.stream_type = $4::text) \
                  ORDER BY e.tx, e.position LIMIT $5) \
-                 SELECT hd.htx, hd.hpos, p.* FROM (SELECT 1) AS one \
+                 SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+                 FROM (SELECT 1) AS one \
                  LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
             ),
             head: format!(
-                "SELECT e.tx::text, e.position FROM {s}.events e \
-                 WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                 ORDER BY e.tx DESC, e.position DESC LIMIT 1"
+                "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+                 {head_below}"
             ),
         }
     }
@@ -137,14 +151,15 @@ impl Sql {
     /// the filter.
     pub(crate) fn query(&self, matches: &str) -> String {
         let s = &self.schema;
+        let head_below = head_below(s);
         format!(
             "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-             hd AS (SELECT e.tx::text AS htx, e.position AS hpos FROM {s}.events e, h \
-             WHERE e.tx < h.xmin ORDER BY e.tx DESC, e.position DESC LIMIT 1), \
+             hd AS ({head_below}), \
              p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
              WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin AND ({matches}) \
              ORDER BY e.tx, e.position LIMIT $3) \
-             SELECT hd.htx, hd.hpos, p.* FROM (SELECT 1) AS one \
+             SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+             FROM (SELECT 1) AS one \
              LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
         )
     }
@@ -160,4 +175,16 @@ impl Sql {
              ORDER BY e.tx, e.position LIMIT 1"
         )
     }
+}
+
+/// The newest cursor below the horizon (CTE `h`): of the live events and of
+/// the hard-deleted ones, as `(htx text, hpos bigint)`; no row when none.
+fn head_below(s: &str) -> String {
+    format!(
+        "SELECT x.t::text AS htx, x.p AS hpos FROM (\
+         (SELECT e.tx AS t, e.position AS p FROM {s}.events e, h WHERE e.tx < h.xmin \
+         ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
+         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h WHERE d.tx < h.xmin)\
+         ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1"
+    )
 }

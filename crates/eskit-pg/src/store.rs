@@ -11,8 +11,8 @@ use eskit_core::backend::{
 use eskit_core::dcb::{EventQueryReader, QueryOptions};
 use eskit_core::error::{LifecycleOp, StoreError};
 use eskit_core::event::{
-    AppendResult, EventRecord, ExpectedVersion, GlobalCursor, NewEvent, RawEvent,
-    StreamName, Timestamp, Version,
+    AppendResult, EventRecord, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName,
+    Timestamp, Version,
 };
 use eskit_core::store::{
     AppendOptions, CommitFeed, EventStore, FeedError, GlobalBatch, GlobalReader, Listener,
@@ -26,11 +26,10 @@ use crate::dcb::{LockPlan, match_clause, tag_namespace};
 use crate::error::{PgError, UNIQUE_VIOLATION, constraint, corrupt, sqlstate, store_error};
 use crate::options::{PgOptions, SchemaName};
 use crate::row::{
-    self, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, cursor_of, state_of, to_sql,
-    to_version,
+    self, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, cursor_of, state_of, to_sql, to_version,
 };
 use crate::runtime::Runtime;
-use crate::sql::{EVENT_COLUMN_COUNT, Sql};
+use crate::sql::{HORIZON_COLUMN, Sql};
 
 /// The tenant every stream belongs to until the tenant API lands: the
 /// column exists from the first migration, with this default.
@@ -65,6 +64,10 @@ pub(crate) struct Inner {
     pub(crate) runtime: Runtime,
     /// Set to `true` by [`PgStore::close`]; lock holders watch it.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// The newest transaction id this store committed an append in.
+    pub(crate) last_commit: std::sync::atomic::AtomicU64,
+    /// Lock releases of this process still under way, by advisory key.
+    pub(crate) releasing: crate::locks::Releasing,
     tag_ns: i32,
 }
 
@@ -113,6 +116,8 @@ impl PgStore {
                 closed: AtomicBool::new(false),
                 runtime,
                 closing: tokio::sync::watch::Sender::new(false),
+                releasing: crate::locks::Releasing::default(),
+                last_commit: std::sync::atomic::AtomicU64::new(0),
                 tag_ns,
             }),
         })
@@ -274,6 +279,7 @@ impl PgStore {
                     }
                     _ => {
                         for sql in [
+                            &inner.sql.keep_deleted_high,
                             &inner.sql.delete_events,
                             &inner.sql.delete_keys,
                             &inner.sql.delete_snapshot,
@@ -381,6 +387,7 @@ pub(crate) async fn append_in_tx(
 ) -> Result<AppendResult, AppendFail> {
     let (t, i) = parts(stream);
     let plan = LockPlan::new(inner.tag_ns, events, options.condition());
+    let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id().to_bytes().to_vec()).collect();
     let head = sqlx::query(&inner.sql.lock_head)
         .bind(DEFAULT_TENANT)
         .bind(t)
@@ -388,12 +395,14 @@ pub(crate) async fn append_in_tx(
         .bind(&plan.k1)
         .bind(&plan.k2)
         .bind(&plan.exclusive)
+        .bind(&ids)
         .fetch_one(&mut *conn)
         .await
         .map_err(store_error)?;
     let version: i64 = head.try_get(0).map_err(store_error)?;
     let state: i16 = head.try_get(1).map_err(store_error)?;
     let behind: bool = head.try_get(2).map_err(store_error)?;
+    let duplicate: Option<Vec<u8>> = head.try_get(3).map_err(store_error)?;
     let key = options.idempotency_key();
     if let Some(key) = key
         && let Some(found) = idempotent_in(inner, conn, stream, key).await?
@@ -463,6 +472,14 @@ pub(crate) async fn append_in_tx(
             .into());
         }
     }
+    if let Some(id) = duplicate {
+        let id = events
+            .iter()
+            .map(NewEvent::id)
+            .find(|e| e.to_bytes()[..] == id[..])
+            .ok_or_else(|| corrupt("a duplicate event id not in the append"))?;
+        return Err(StoreError::DuplicateEventId { id }.into());
+    }
     let count = i32::try_from(events.len()).map_err(|_| corrupt("append too long"))?;
     i64::from(count)
         .checked_add(version)
@@ -482,17 +499,11 @@ pub(crate) async fn append_in_tx(
         t0.push(i32::try_from(start).map_err(|_| corrupt("too many tags"))?);
         t1.push(i32::try_from(all_tags.len()).map_err(|_| corrupt("too many tags"))?);
     }
-    let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id().to_bytes().to_vec()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
-    let schema_versions = events
+    let schema_versions: Vec<i64> = events
         .iter()
-        .map(|e| i32::try_from(e.schema_version()))
-        .collect::<Result<Vec<i32>, _>>()
-        .map_err(|_| {
-            StoreError::Validation(eskit_core::error::ValidationError::OutOfRange {
-                value: u64::from(u32::MAX),
-            })
-        })?;
+        .map(|e| i64::from(e.schema_version()))
+        .collect();
     let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
     let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
     let rows = sqlx::query(&inner.sql.write)
@@ -607,13 +618,42 @@ async fn idempotent_in(
         .map(Some)
 }
 
+/// The longest a read waits for the horizon to pass this store's own
+/// newest commit (read-your-writes): transactions older than that commit
+/// still running hold the horizon back. Past it the read returns what is
+/// below the horizon, which is correct, only older.
+pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often a read waiting for the horizon asks again.
+const HORIZON_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Runs a read statement until its horizon passes the store's newest own
+/// commit, or [`READ_YOUR_WRITES_WAIT`] has passed.
+async fn read_rows<'q>(
+    inner: &Inner,
+    query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Vec<PgRow>, StoreError> {
+    let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+    loop {
+        let rows = query().fetch_all(&inner.pool).await.map_err(store_error)?;
+        let own = inner.last_commit.load(Ordering::Acquire);
+        let horizon = match rows.first() {
+            Some(r) => row::parse_tx(
+                &r.try_get::<String, _>(HORIZON_COLUMN)
+                    .map_err(store_error)?,
+            )?,
+            None => return Err(StoreError::internal("a read returned no row")),
+        };
+        if own < horizon || tokio::time::Instant::now() >= deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(HORIZON_POLL).await;
+    }
+}
+
 /// Builds a page from a read's rows: column 0-1 the head, then the event
 /// (absent on the single row of an empty page).
-fn page(
-    rows: &[PgRow],
-    after: GlobalCursor,
-    limit: usize,
-) -> Result<GlobalBatch, StoreError> {
+fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch, StoreError> {
     let mut head = GlobalCursor::START;
     let mut events = Vec::with_capacity(rows.len());
     for (n, r) in rows.iter().enumerate() {
@@ -629,7 +669,6 @@ fn page(
             events.push(row::event(r, 2)?);
         }
     }
-    debug_assert!(EVENT_COLUMN_COUNT == 13);
     // A full page resumes after its last event; a short one scanned
     // everything below the horizon, whose newest event is the head.
     let scanned = match events.last() {
@@ -666,14 +705,16 @@ impl EventStore for PgStore {
             async move {
                 let mut conn = inner.pool.acquire().await.map_err(store_error)?;
                 let mut tx = conn.begin().await.map_err(store_error)?;
-                match append_in_tx(&inner, &mut tx, &stream, expected, &events, &options).await
-                {
+                match append_in_tx(&inner, &mut tx, &stream, expected, &events, &options).await {
                     Ok(r) if r.deduplicated => {
                         tx.rollback().await.map_err(store_error)?;
                         Ok(r)
                     }
                     Ok(r) => {
                         tx.commit().await.map_err(store_error)?;
+                        if let Some(rec) = r.records.last() {
+                            inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                        }
                         inner.notifier.notify(r.last_position());
                         Ok(r)
                     }
@@ -711,9 +752,11 @@ impl EventStore for PgStore {
                     .bind(options.from().map_or(0, |v| to_sql(v.get())))
                     .bind(options.to().map_or(i64::MAX, |v| to_sql(v.get())))
                     .bind(types)
-                    .bind(options.limit().map_or(i64::MAX, |l| {
-                        i64::try_from(l).unwrap_or(i64::MAX)
-                    }))
+                    .bind(
+                        options
+                            .limit()
+                            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+                    )
                     .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
@@ -800,15 +843,16 @@ impl GlobalReader for PgStore {
                     .map(|t| t.as_str().to_owned())
                     .collect();
                 let limit = options.limit();
-                let rows = sqlx::query(&inner.sql.read)
-                    .bind(after.tx().to_string())
-                    .bind(to_sql(after.position().get()))
-                    .bind(types)
-                    .bind(options.stream_type().map(|t| t.as_str().to_owned()))
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&inner.pool)
-                    .await
-                    .map_err(store_error)?;
+                let stream_type = options.stream_type().map(|t| t.as_str().to_owned());
+                let rows = read_rows(&inner, || {
+                    sqlx::query(&inner.sql.read)
+                        .bind(after.tx().to_string())
+                        .bind(to_sql(after.position().get()))
+                        .bind(types.clone())
+                        .bind(stream_type.clone())
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                })
+                .await?;
                 page(&rows, after, limit)
             }
             .instrument(span)
@@ -850,14 +894,17 @@ impl EventQueryReader for PgStore {
                 let limit = options.limit();
                 let (matches, binds) = match_clause(options.query(), 4);
                 let sql = inner.sql.query(&matches);
-                let mut q = sqlx::query(&sql)
-                    .bind(after.tx().to_string())
-                    .bind(to_sql(after.position().get()))
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-                for a in binds.arrays {
-                    q = q.bind(a);
-                }
-                let rows = q.fetch_all(&inner.pool).await.map_err(store_error)?;
+                let rows = read_rows(&inner, || {
+                    let mut q = sqlx::query(&sql)
+                        .bind(after.tx().to_string())
+                        .bind(to_sql(after.position().get()))
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                    for a in &binds.arrays {
+                        q = q.bind(a.clone());
+                    }
+                    q
+                })
+                .await?;
                 page(&rows, after, limit)
             }
             .instrument(span)
