@@ -42,7 +42,7 @@
 //! order. Every event also stores its transaction id (`xid8`), and global
 //! reads return only events of transactions older than the oldest one still
 //! running, in (transaction id, position) order: the core's
-//! [`GlobalCursor`](eskit_core::event::GlobalCursor). The crate's
+//! [`GlobalCursor`](eskit_core::event::GlobalCursor). The workspace's
 //! `docs/ordering.md` explains why that is gap-free, and how stream order
 //! is kept when a caller's transaction got its id early.
 //!
