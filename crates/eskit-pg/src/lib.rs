@@ -55,6 +55,7 @@
 mod dcb;
 mod error;
 mod extra;
+mod feed;
 mod locks;
 mod meta;
 mod options;
@@ -66,6 +67,7 @@ mod store;
 
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
+pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,

@@ -71,9 +71,20 @@ struct Granted {
 pub(crate) struct Releasing {
     counts: std::sync::Mutex<HashMap<i64, usize>>,
     done: tokio::sync::Notify,
+    locals: std::sync::Mutex<HashMap<i64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Releasing {
+    /// The in-process mutex of a key (one per key ever used by this store;
+    /// keys are few: they name processors and leaders).
+    fn local(&self, key: i64) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locals = self
+            .locals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::Arc::clone(locals.entry(key).or_default())
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, usize>> {
         // Critical sections only change counters: a poisoned lock still
         // guards consistent data.
@@ -137,7 +148,20 @@ impl PgLockRegistry {
         let inner = std::sync::Arc::clone(self.store.inner());
         let name = key.to_owned();
         let id = lock_key(inner.schema.as_str(), key);
+        // Releases this process started finish first, then this process's
+        // holders and waiters of the key queue on its local mutex; only its
+        // holder talks to the server. A waiter dropped here leaves nothing
+        // behind.
         inner.releasing.wait(id).await;
+        let mutex = inner.releasing.local(id);
+        let local = if wait {
+            mutex.lock_owned().await
+        } else {
+            match mutex.try_lock_owned() {
+                Ok(g) => g,
+                Err(_) => return Ok(None),
+            }
+        };
         let (reply, granted) = oneshot::channel::<Result<Option<Granted>, StoreError>>();
         let span = op_span(if wait {
             "lock_acquire"
@@ -148,6 +172,10 @@ impl PgLockRegistry {
             let inner = std::sync::Arc::clone(&inner);
             tracing::Instrument::instrument(
                 async move {
+                    // The task keeps the local mutex until the server lock is
+                    // released (or was never taken), also when the caller
+                    // gave up meanwhile.
+                    let local = local;
                     let mut conn = match inner.pool.acquire().await {
                         Ok(c) => c.detach(),
                         Err(e) => {
@@ -166,10 +194,11 @@ impl PgLockRegistry {
                             };
                             if reply.send(Ok(Some(granted))).is_err() {
                                 // The caller gave up: never keep the lock.
+                                unlock(&mut conn, id).await;
                                 let _ = conn.close().await;
                                 return;
                             }
-                            hold(&inner, conn, id, lease, released).await;
+                            hold(&inner, conn, id, lease, released, local).await;
                         }
                         Ok(None) => {
                             let _ = reply.send(Ok(None));
@@ -242,6 +271,15 @@ async fn lock_and_token(
     Ok(Some(FencingToken::new(token)))
 }
 
+/// Releases the session lock; errors are moot, as closing the session
+/// releases it too.
+async fn unlock(conn: &mut PgConnection, id: i64) {
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(id)
+        .execute(&mut *conn)
+        .await;
+}
+
 /// Holds the lock's session until the guard is dropped, the session stops
 /// answering or the store closes.
 async fn hold(
@@ -250,6 +288,7 @@ async fn hold(
     id: i64,
     lease: Lease,
     mut released: oneshot::Receiver<()>,
+    local: tokio::sync::OwnedMutexGuard<()>,
 ) {
     let mut closing = inner.closing.subscribe();
     let lost = loop {
@@ -257,15 +296,17 @@ async fn hold(
             break LeaseLost::Closed;
         }
         tokio::select! {
-            _ = &mut released => {
+            signal = &mut released => {
                 // Unlock first, so the next holder need not wait for the
                 // server to notice the closed session.
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(id)
-                    .execute(&mut conn)
-                    .await;
+                unlock(&mut conn, id).await;
                 let _ = conn.close().await;
-                inner.releasing.finish(id);
+                drop(local);
+                // A guard's drop counted this release (a guard never built,
+                // its value dropped unread, counted nothing).
+                if signal.is_ok() {
+                    inner.releasing.finish(id);
+                }
                 return;
             }
             _ = closing.changed() => {}
@@ -278,6 +319,7 @@ async fn hold(
     };
     lease.lose(lost);
     let _ = conn.close().await;
+    drop(local);
     // A guard dropped meanwhile counted a release this task must finish.
     released.close();
     if released.try_recv().is_ok() {

@@ -79,7 +79,8 @@ impl Sql {
                  idem AS (INSERT INTO {s}.idempotency \
                  (tenant, stream_type, stream_id, key, first_version, event_count) \
                  SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
-                 SELECT position, version, tx_text FROM ins ORDER BY version"
+                 SELECT i.position, i.version, i.tx_text FROM ins i, \
+                 (SELECT pg_notify($17, '')) AS n ORDER BY i.version"
             ),
             lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
             idempotency: format!(

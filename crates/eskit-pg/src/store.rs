@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) schema: SchemaName,
     pub(crate) sql: Sql,
+    /// The `LISTEN`/`NOTIFY` channel of the schema.
+    pub(crate) channel: String,
     pub(crate) notifier: CommitNotifier,
     pub(crate) closed: AtomicBool,
     pub(crate) runtime: Runtime,
@@ -69,6 +71,13 @@ pub(crate) struct Inner {
     /// Lock releases of this process still under way, by advisory key.
     pub(crate) releasing: crate::locks::Releasing,
     tag_ns: i32,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stops the feed task and lock holders of a store dropped unclosed.
+        self.closing.send_replace(true);
+    }
 }
 
 impl PgStore {
@@ -107,15 +116,30 @@ impl PgStore {
             .map_err(PgError::Store)??;
         let sql = Sql::new(&schema);
         let tag_ns = tag_namespace(schema.as_str());
+        let notifier = CommitNotifier::new();
+        let closing = tokio::sync::watch::Sender::new(false);
+        // The feed task holds no handle of the store: dropping the last one
+        // stops it (through `closing`). Once `connect` returns, the feed
+        // hears every later commit (or reports itself broken).
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        let _feed = runtime.handle().spawn(crate::feed::listen(
+            pool.clone(),
+            crate::feed::channel(schema.as_str()),
+            notifier.clone(),
+            closing.subscribe(),
+            ready,
+        ));
+        let _ = listening.await;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                channel: crate::feed::channel(schema.as_str()),
                 schema,
                 sql,
-                notifier: CommitNotifier::new(),
+                notifier,
                 closed: AtomicBool::new(false),
                 runtime,
-                closing: tokio::sync::watch::Sender::new(false),
+                closing,
                 releasing: crate::locks::Releasing::default(),
                 last_commit: std::sync::atomic::AtomicU64::new(0),
                 tag_ns,
@@ -302,6 +326,11 @@ impl PgStore {
                             .map_err(store_error)?;
                     }
                 }
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&inner.channel)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
                 tx.commit().await.map_err(store_error)?;
                 // Lifecycle changes wake listeners too.
                 inner.notifier.notify(inner.notifier.latest());
@@ -523,6 +552,7 @@ pub(crate) async fn append_in_tx(
         .bind(&t1)
         .bind(count)
         .bind(key)
+        .bind(&inner.channel)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| {
@@ -914,7 +944,9 @@ impl EventQueryReader for PgStore {
 }
 
 impl CommitFeed for PgStore {
-    /// Listens to this store's own commits (every handle of it).
+    /// Listens to every commit to the schema: this store's at once (before
+    /// its append returns), others' (other handles, other processes,
+    /// caller transactions) through `LISTEN`/`NOTIFY` when they commit.
     fn listen(&self) -> Result<Listener, FeedError> {
         self.inner.notifier.listen()
     }
