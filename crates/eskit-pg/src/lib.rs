@@ -7,8 +7,8 @@
 //! [`CommitFeed`](eskit_core::store::CommitFeed) and DCB query reads
 //! ([`EventQueryReader`](eskit_core::dcb::EventQueryReader)) with append
 //! conditions; [`PgStore::snapshots`], [`PgStore::checkpoints`] and
-//! [`PgStore::locks`] hand out the snapshot, checkpoint and lock stores over
-//! the same pool. [`PgStore::append_in`] appends inside the caller's own
+//! [`PgStore::locks`] and [`PgStore::dead_letters`] hand out the snapshot,
+//! checkpoint, lock and dead-letter stores over the same pool. [`PgStore::append_in`] appends inside the caller's own
 //! transaction.
 //!
 //! ```no_run
@@ -53,6 +53,7 @@
 //! executor.
 
 mod dcb;
+mod dead_letter;
 mod error;
 mod extra;
 mod feed;
@@ -65,6 +66,7 @@ mod schema;
 mod sql;
 mod store;
 
+pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
 pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};

@@ -13,7 +13,36 @@ use crate::options::SchemaName;
 
 /// The migrations, oldest first; `{s}` stands for the quoted schema name.
 /// Never edit a released one: add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", INITIAL)];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", INITIAL), (2, "dead letters", DEAD_LETTERS)];
+
+/// Events a subscription gave up on, each a copy of the event with the
+/// error, the attempts and when (the event may be deleted from the log
+/// later; the letter keeps it).
+const DEAD_LETTERS: &str = r#"
+CREATE TABLE {s}.dead_letters (
+    id             bigserial PRIMARY KEY,
+    tenant         text    NOT NULL DEFAULT '',
+    subscription   text    NOT NULL,
+    error          text    NOT NULL,
+    attempts       bigint  NOT NULL,
+    failed_at      bigint  NOT NULL,
+    position       bigint  NOT NULL,
+    tx             xid8    NOT NULL,
+    stream_type    text    NOT NULL,
+    stream_id      text    NOT NULL,
+    version        bigint  NOT NULL,
+    event_id       bytea   NOT NULL,
+    event_type     text    NOT NULL,
+    schema_version bigint  NOT NULL,
+    codec          text    NOT NULL,
+    payload        bytea   NOT NULL,
+    recorded_at    bigint  NOT NULL,
+    metadata       bytea,
+    tags           text[]  NOT NULL DEFAULT '{}'
+);
+CREATE INDEX dead_letters_subscription ON {s}.dead_letters (tenant, subscription, id);
+"#;
 
 /// The first migration: events, stream heads, idempotency entries,
 /// snapshots, checkpoints and lock tokens.
