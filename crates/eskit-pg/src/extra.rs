@@ -24,6 +24,12 @@ pub struct PgCheckpointStore {
     store: PgStore,
 }
 
+impl PgCheckpointStore {
+    pub(crate) fn store(&self) -> &PgStore {
+        &self.store
+    }
+}
+
 impl PgStore {
     /// The snapshot store over the same schema and pool.
     pub fn snapshots(&self) -> PgSnapshotStore {

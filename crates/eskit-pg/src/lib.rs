@@ -63,6 +63,7 @@ mod options;
 mod row;
 mod runtime;
 mod schema;
+mod sink;
 mod sql;
 mod store;
 
@@ -74,4 +75,5 @@ pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,
 };
+pub use sink::{PgProjection, PgSink};
 pub use store::{PgStore, READ_YOUR_WRITES_WAIT};
