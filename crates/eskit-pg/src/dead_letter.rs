@@ -7,11 +7,12 @@ use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::store::{DeadLetter, DeadLetterStore};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
 use crate::row::{self, to_sql, to_u64};
 use crate::sql::EVENT_COLUMNS;
-use crate::store::{DEFAULT_TENANT, PgStore};
+use crate::store::{DEFAULT_TENANT, PgStore, op_span};
 
 /// The [`DeadLetterStore`] of a [`PgStore`]: letters get increasing ids and
 /// keep a copy of their event. Get it with [`PgStore::dead_letters`].
@@ -55,6 +56,7 @@ impl DeadLetterStore for PgDeadLetterStore {
         let subscription = subscription.to_owned();
         let error = bounded_error(error).to_owned();
         let event = event.clone();
+        let span = op_span("dead_letter_put");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -89,6 +91,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .map_err(store_error)?;
                 to_u64(r.try_get(0).map_err(store_error)?, "dead letter id")
             })
+            .instrument(span)
             .await
     }
 
@@ -103,6 +106,7 @@ impl DeadLetterStore for PgDeadLetterStore {
             return Err(ValidationError::InvalidLimit { limit }.into());
         }
         let subscription = subscription.to_owned();
+        let span = op_span("dead_letter_list");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -120,10 +124,12 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .map_err(store_error)?;
                 rows.iter().map(letter).collect()
             })
+            .instrument(span)
             .await
     }
 
     async fn get(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let span = op_span("dead_letter_get");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -138,10 +144,12 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .map_err(store_error)?;
                 row.as_ref().map(letter).transpose()
             })
+            .instrument(span)
             .await
     }
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
+        let span = op_span("dead_letter_delete");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -155,6 +163,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .map_err(store_error)?;
                 Ok(done.rows_affected() > 0)
             })
+            .instrument(span)
             .await
     }
 }

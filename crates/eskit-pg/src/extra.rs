@@ -5,10 +5,11 @@ use eskit_core::error::StoreError;
 use eskit_core::event::{GlobalCursor, NameKind, Position, StreamName, Timestamp};
 use eskit_core::store::{CheckpointStore, Snapshot, SnapshotStore};
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
 use crate::row::{to_sql, to_u64, to_version};
-use crate::store::{DEFAULT_TENANT, PgStore};
+use crate::store::{DEFAULT_TENANT, PgStore, op_span};
 
 /// The snapshot store of a [`PgStore`]: one snapshot per stream, removed
 /// with the stream by a hard delete. Get it with [`PgStore::snapshots`].
@@ -56,6 +57,7 @@ fn stream_parts(stream: &StreamName) -> (String, String) {
 impl SnapshotStore for PgSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         snapshot.validate()?;
+        let span = op_span("snapshot_save");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -84,11 +86,13 @@ impl SnapshotStore for PgSnapshotStore {
                 .map_err(store_error)?;
                 Ok(())
             })
+            .instrument(span)
             .await
     }
 
     async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         let owned = stream.clone();
+        let span = op_span("snapshot_load");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -115,11 +119,13 @@ impl SnapshotStore for PgSnapshotStore {
                     created_at: Timestamp::from_unix_micros(r.try_get(4).map_err(store_error)?),
                 }))
             })
+            .instrument(span)
             .await
     }
 
     async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         let (t, i) = stream_parts(stream);
+        let span = op_span("snapshot_invalidate");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -134,10 +140,12 @@ impl SnapshotStore for PgSnapshotStore {
                 .map_err(store_error)?;
                 Ok(())
             })
+            .instrument(span)
             .await
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
+        let span = op_span("snapshot_invalidate_all");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -148,6 +156,7 @@ impl SnapshotStore for PgSnapshotStore {
                     .map_err(store_error)?;
                 Ok(())
             })
+            .instrument(span)
             .await
     }
 }
@@ -156,6 +165,7 @@ impl CheckpointStore for PgCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
+        let span = op_span("checkpoint_load");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -172,6 +182,7 @@ impl CheckpointStore for PgCheckpointStore {
                 let p = to_u64(r.try_get(1).map_err(store_error)?, "checkpoint position")?;
                 Ok(Some(GlobalCursor::new(tx, Position::new(p))))
             })
+            .instrument(span)
             .await
     }
 
@@ -179,6 +190,7 @@ impl CheckpointStore for PgCheckpointStore {
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
         let name = name.to_owned();
+        let span = op_span("checkpoint_save");
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
@@ -197,6 +209,7 @@ impl CheckpointStore for PgCheckpointStore {
                 .map_err(store_error)?;
                 Ok(())
             })
+            .instrument(span)
             .await
     }
 }
