@@ -88,6 +88,10 @@ const GROUPS: &[(&str, &str)] = &[
         "dcb",
         "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
     ),
+    (
+        "tenants",
+        "tenant-scoped handles: streams, reads, queries, conditions, lifecycle, snapshots, checkpoints; 0 cross-tenant events under racing tenants",
+    ),
 ];
 
 /// Column order; backends without a report are left out.

@@ -13,7 +13,7 @@ use std::fmt;
 use crate::codec::DomainEvent;
 use crate::dcb::{AppendCondition, EventQuery, EventQueryReader, QueryOptions, QueryPager};
 use crate::error::StoreError;
-use crate::event::RecordedEvent;
+use crate::event::{EventHeader, RecordedEvent};
 use crate::handler::{CommandOptions, HandleError, RetryPolicy};
 use crate::id::EventId;
 use crate::limits::MAX_READ_LIMIT;
@@ -431,16 +431,19 @@ where
             }
             n += 1;
             let recorded = RecordedEvent {
-                id: EventId::new(),
-                stream: stream.clone(),
-                version: Version::new(n),
-                position: Position::new(n),
-                tx: 0,
-                event_type,
-                schema_version: 1,
-                timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
-                metadata: Metadata::new(),
-                tags,
+                header: EventHeader {
+                    id: EventId::new(),
+                    stream: stream.clone(),
+                    version: Version::new(n),
+                    position: Position::new(n),
+                    tx: 0,
+                    event_type,
+                    schema_version: 1,
+                    timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
+                    metadata: Metadata::new(),
+                    tags,
+                    tenant: None,
+                },
                 data,
             };
             state = self.decider.evolve(state, &recorded);

@@ -463,6 +463,13 @@ pub enum StoreError {
         /// The refused operation.
         operation: LifecycleOp,
     },
+    /// The stream belongs to another tenant than the handle's (or to a
+    /// tenant, and the handle is unscoped, or the other way round). Nothing
+    /// was written. The error does not say who owns the stream.
+    WrongTenant {
+        /// The stream.
+        stream: StreamName,
+    },
     /// The idempotency key was used before on this stream with different events.
     IdempotencyConflict {
         /// The stream.
@@ -690,6 +697,11 @@ impl fmt::Display for StoreError {
                 write!(f, "stream {} is archived", stream.quoted())
             }
             Self::StreamNotFound { stream } => write!(f, "stream {} not found", stream.quoted()),
+            Self::WrongTenant { stream } => write!(
+                f,
+                "stream {} belongs to another tenant than this handle's",
+                stream.quoted()
+            ),
             Self::InvalidLifecycle {
                 stream,
                 state,

@@ -11,7 +11,7 @@ pub use crate::id::{EventId, InvalidEventId};
 pub use crate::metadata::{Metadata, Principal, PrincipalKind};
 pub use crate::name::{
     CodecName, EventType, InvalidName, InvalidNameReason, NameKind, StreamId, StreamName,
-    StreamType,
+    StreamType, TenantId,
 };
 pub use crate::tag::Tag;
 pub use crate::time::Timestamp;
@@ -110,22 +110,15 @@ impl NewEvent {
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
-
-    /// Whether two events carry the same content (type, schema, codec,
-    /// payload, tags), ignoring ids. Idempotent appends compare retries with
-    /// this.
-    pub fn same_content(&self, other: &Self) -> bool {
-        self.event_type == other.event_type
-            && self.schema_version == other.schema_version
-            && self.codec == other.codec
-            && self.payload == other.payload
-            && self.tags == other.tags
-    }
 }
 
-/// A stored event as bytes: the output of every backend read.
+/// What every stored event carries besides its payload: the one envelope
+/// header shared by [`RawEvent`] (bytes) and [`RecordedEvent`] (decoded).
+///
+/// Both dereference to it, so `event.stream` or `event.metadata` read the
+/// header's fields on either.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
+pub struct EventHeader {
     /// Unique id of the event.
     pub id: EventId,
     /// The stream it belongs to.
@@ -137,59 +130,25 @@ pub struct RawEvent {
     /// The backend's transaction key, the first part of the event's
     /// [`GlobalCursor`]; 0 on backends ordered by position alone.
     pub tx: u64,
-    /// Its wire type name.
+    /// Its wire type name (on a [`RecordedEvent`], the canonical name after
+    /// alias resolution).
     pub event_type: EventType,
-    /// Schema version of the payload.
+    /// Schema version of the stored payload, before upcasting.
     pub schema_version: u32,
     /// When it was recorded (or the custom timestamp it was appended with).
     pub timestamp: Timestamp,
     /// Its metadata.
     pub metadata: Metadata,
-    /// Name of the codec that produced the payload.
-    pub codec: CodecName,
-    /// The encoded payload.
-    pub payload: Vec<u8>,
     /// Its tags, sorted and without duplicates.
     pub tags: Vec<Tag>,
+    /// The tenant that owns its stream; `None` outside any tenant.
+    pub tenant: Option<TenantId>,
 }
 
-impl RawEvent {
+impl EventHeader {
     /// Where this event stands in the global delivery order.
     pub fn cursor(&self) -> GlobalCursor {
         GlobalCursor::new(self.tx, self.position)
-    }
-
-    /// Builds a stored event from an appended one and what the store assigned
-    /// (transaction key 0: see [`with_tx`](Self::with_tx)).
-    pub fn from_new(
-        event: NewEvent,
-        stream: StreamName,
-        version: Version,
-        position: Position,
-        timestamp: Timestamp,
-        metadata: Metadata,
-    ) -> Self {
-        Self {
-            id: event.id,
-            stream,
-            version,
-            position,
-            tx: 0,
-            event_type: event.event_type,
-            schema_version: event.schema_version,
-            timestamp,
-            metadata,
-            codec: CodecName::from_cow_unchecked(event.codec),
-            payload: event.payload,
-            tags: event.tags,
-        }
-    }
-
-    /// Sets the transaction key (backends that order by transaction).
-    #[must_use]
-    pub fn with_tx(mut self, tx: u64) -> Self {
-        self.tx = tx;
-        self
     }
 
     /// What the store assigned to this event.
@@ -201,6 +160,87 @@ impl RawEvent {
             tx: self.tx,
             timestamp: self.timestamp,
         }
+    }
+}
+
+/// A stored event as bytes: the output of every backend read. Its
+/// [`EventHeader`] fields are reachable directly (`raw.stream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The envelope: id, stream, version, position, type, metadata, tags, tenant.
+    pub header: EventHeader,
+    /// Name of the codec that produced the payload.
+    pub codec: CodecName,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+}
+
+impl std::ops::Deref for RawEvent {
+    type Target = EventHeader;
+    fn deref(&self) -> &EventHeader {
+        &self.header
+    }
+}
+
+impl std::ops::DerefMut for RawEvent {
+    fn deref_mut(&mut self) -> &mut EventHeader {
+        &mut self.header
+    }
+}
+
+impl RawEvent {
+    /// Where this event stands in the global delivery order.
+    pub fn cursor(&self) -> GlobalCursor {
+        self.header.cursor()
+    }
+
+    /// Builds a stored event from an appended one and what the store assigned
+    /// (transaction key 0 and no tenant: see [`with_tx`](Self::with_tx) and
+    /// [`with_tenant`](Self::with_tenant)).
+    pub fn from_new(
+        event: NewEvent,
+        stream: StreamName,
+        version: Version,
+        position: Position,
+        timestamp: Timestamp,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            header: EventHeader {
+                id: event.id,
+                stream,
+                version,
+                position,
+                tx: 0,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                timestamp,
+                metadata,
+                tags: event.tags,
+                tenant: None,
+            },
+            codec: CodecName::from_cow_unchecked(event.codec),
+            payload: event.payload,
+        }
+    }
+
+    /// Sets the transaction key (backends that order by transaction).
+    #[must_use]
+    pub fn with_tx(mut self, tx: u64) -> Self {
+        self.header.tx = tx;
+        self
+    }
+
+    /// Sets the owning tenant.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: Option<TenantId>) -> Self {
+        self.header.tenant = tenant;
+        self
+    }
+
+    /// What the store assigned to this event.
+    pub fn record(&self) -> EventRecord {
+        self.header.record()
     }
 }
 
@@ -234,6 +274,8 @@ pub struct AppendResult {
     /// `true` when an idempotency key matched an earlier append: nothing was
     /// written and `records` describe the original events.
     pub deduplicated: bool,
+    /// The tenant that owns the stream (the appending handle's).
+    pub tenant: Option<TenantId>,
 }
 
 impl AppendResult {
@@ -256,53 +298,40 @@ impl AppendResult {
     }
 }
 
-/// A stored event with its payload decoded into `E`.
+/// A stored event with its payload decoded into `E`. Its [`EventHeader`]
+/// fields are reachable directly (`event.version`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent<E> {
-    /// Unique id of the event.
-    pub id: EventId,
-    /// The stream it belongs to.
-    pub stream: StreamName,
-    /// Its version within the stream, from 1.
-    pub version: Version,
-    /// Its global position.
-    pub position: Position,
-    /// The backend's transaction key (0 on backends ordered by position alone).
-    pub tx: u64,
-    /// Its wire type name (the canonical name, after alias resolution).
-    pub event_type: EventType,
-    /// Schema version of the stored payload, before upcasting.
-    pub schema_version: u32,
-    /// When it was recorded.
-    pub timestamp: Timestamp,
-    /// Its metadata.
-    pub metadata: Metadata,
-    /// Its tags, sorted and without duplicates.
-    pub tags: Vec<Tag>,
+    /// The envelope, as stored (the type name is the canonical one).
+    pub header: EventHeader,
     /// The decoded event.
     pub data: E,
+}
+
+impl<E> std::ops::Deref for RecordedEvent<E> {
+    type Target = EventHeader;
+    fn deref(&self) -> &EventHeader {
+        &self.header
+    }
+}
+
+impl<E> std::ops::DerefMut for RecordedEvent<E> {
+    fn deref_mut(&mut self) -> &mut EventHeader {
+        &mut self.header
+    }
 }
 
 impl<E> RecordedEvent<E> {
     /// Replaces the data, keeping the envelope.
     pub fn map<F>(self, f: impl FnOnce(E) -> F) -> RecordedEvent<F> {
         RecordedEvent {
-            id: self.id,
-            stream: self.stream,
-            version: self.version,
-            position: self.position,
-            tx: self.tx,
-            event_type: self.event_type,
-            schema_version: self.schema_version,
-            timestamp: self.timestamp,
-            metadata: self.metadata,
-            tags: self.tags,
+            header: self.header,
             data: f(self.data),
         }
     }
 
     /// Where the event stands in the global delivery order.
     pub fn cursor(&self) -> GlobalCursor {
-        GlobalCursor::new(self.tx, self.position)
+        self.header.cursor()
     }
 }

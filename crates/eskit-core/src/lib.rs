@@ -139,6 +139,7 @@ pub mod memory;
 mod metadata;
 mod name;
 mod registry;
+mod retry;
 pub mod rt;
 mod sink;
 // The public `store` module below is the traits' API; this one holds them
@@ -151,6 +152,7 @@ mod time;
 pub mod typed;
 mod upcast;
 mod version;
+mod wire;
 
 pub mod store {
     //! The backend traits and what callers pass to them and get back: the
@@ -184,7 +186,7 @@ pub mod store {
         AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
         GlobalReader, Lease, LeaseLost, LoadOptions, LockGuard, LockLost, LockRegistry,
         PageOptions, PageSource, Pager, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle,
-        StreamState, StreamStatus,
+        StreamState, StreamStatus, TenantScoped,
     };
     // Everything else in the implementation module (the backend helpers)
     // stays reachable inside the crate as `crate::store::...`.
@@ -200,13 +202,26 @@ pub mod backend {
     //! checks an append against a stream's lifecycle state with
     //! [`StreamState::check_append`](crate::store::StreamState::check_append);
     //! the bounds are in [`limits`](crate::limits).
+    //!
+    //! An append whose idempotency key was used before is decided by
+    //! [`idempotent_retry`] on every backend.
+    //!
+    //! Metadata has one wire shape on every backend: flat string pairs
+    //! ([`Metadata::to_wire`](crate::event::Metadata::to_wire) and the strict
+    //! [`Metadata::from_wire`](crate::event::Metadata::from_wire)), stored as
+    //! text with [`metadata_to_json`] and read with [`metadata_from_json`],
+    //! or put one pair per message header.
 
     pub use crate::dead_letter::bounded_error;
     pub use crate::feed::CommitNotifier;
     pub use crate::metadata::validate_idempotency_key;
     pub use crate::name::{QuotedName, quote_name, validate_name};
+    pub use crate::retry::{EventContent, HasContent, idempotent_retry};
     pub use crate::store_impl::{
         validate_append, validate_cursor, validate_in_range, validate_reason,
+    };
+    pub use crate::wire::{
+        MetadataWireError, decode_flat_json, encode_flat_json, metadata_from_json, metadata_to_json,
     };
 }
 

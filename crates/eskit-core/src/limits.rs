@@ -35,6 +35,16 @@ pub const MAX_METADATA_ENTRIES: usize = 100;
 /// Counted as the sum of the lengths of every string the metadata holds.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
+/// Most pairs in metadata's wire shape
+/// ([`Metadata::to_wire`](crate::event::Metadata::to_wire)): the seven named
+/// fields and [`MAX_METADATA_ENTRIES`] extra entries.
+pub const MAX_METADATA_WIRE_PAIRS: usize = MAX_METADATA_ENTRIES + 7;
+
+/// Largest metadata JSON text a backend reads back
+/// ([`metadata_from_json`](crate::backend::metadata_from_json)), in bytes
+/// (512 KiB): the JSON of any valid metadata fits, escapes included.
+pub const MAX_METADATA_JSON_BYTES: usize = 8 * MAX_METADATA_BYTES;
+
 /// Largest [`Tag`](crate::event::Tag), in bytes.
 pub const MAX_TAG_BYTES: usize = 256;
 

@@ -27,6 +27,8 @@ pub enum NameKind {
     Lock,
     /// A metadata key.
     MetadataKey,
+    /// A [`TenantId`].
+    Tenant,
 }
 
 impl fmt::Display for NameKind {
@@ -39,6 +41,7 @@ impl fmt::Display for NameKind {
             Self::Checkpoint => "checkpoint name",
             Self::Lock => "lock key",
             Self::MetadataKey => "metadata key",
+            Self::Tenant => "tenant id",
         })
     }
 }
@@ -263,6 +266,12 @@ name_type!(
     /// The stable wire name of an event, stored beside its payload.
     EventType,
     NameKind::EventType
+);
+name_type!(
+    /// A tenant: the owner of a set of streams that no other tenant's handle
+    /// sees or writes (see [`TenantScoped`](crate::store::TenantScoped)).
+    TenantId,
+    NameKind::Tenant
 );
 name_type!(
     /// The name of the codec that encoded a stored payload, such as `json`.

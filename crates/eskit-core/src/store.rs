@@ -17,7 +17,7 @@ use crate::limits::{
     MAX_READ_LIMIT, MAX_REASON_BYTES, MAX_SNAPSHOT_BYTES,
 };
 use crate::metadata::{Metadata, validate_idempotency_key};
-use crate::name::{EventType, NameKind, StreamName, StreamType, validate_name};
+use crate::name::{EventType, NameKind, StreamName, StreamType, TenantId, validate_name};
 use crate::time::Timestamp;
 use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 
@@ -579,6 +579,51 @@ pub fn validate_reason(reason: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::ReasonTooLong { len: reason.len() });
     }
     Ok(())
+}
+
+/// A store handle that can be narrowed to one tenant.
+///
+/// Every stream belongs to one tenant, or to none, from its first append
+/// on. A handle scoped with [`for_tenant`](Self::for_tenant) sees and
+/// writes only its tenant's streams; the unscoped handle only the streams
+/// of no tenant. Seeing means: loads, versions, global and query reads,
+/// snapshots and lifecycle operations of a stream owned by someone else
+/// behave as for a stream that does not exist, and its events never appear
+/// in a read. An append to such a stream fails with
+/// [`StoreError::WrongTenant`] and writes nothing. Checkpoints are kept per
+/// tenant: two tenants may use one checkpoint name.
+///
+/// Global positions are shared by all tenants, so a tenant's reads have
+/// holes where other tenants' events stand; cursors and
+/// [`GlobalBatch::head`] stay store-wide.
+///
+/// ```
+/// use eskit_core::event::{EventType, NewEvent, StreamName, TenantId};
+/// use eskit_core::memory::MemoryStore;
+/// use eskit_core::store::{AppendOptions, EventStore, TenantScoped};
+/// use eskit_core::event::ExpectedVersion;
+/// # eskit_core::rt::block_on(async {
+/// let store = MemoryStore::new();
+/// let acme = store.for_tenant(TenantId::new("acme")?);
+/// let order = StreamName::new("order", "o-1")?;
+/// let placed = NewEvent::new(EventType::new("OrderPlaced")?, b"{}".to_vec());
+/// acme.append(&order, ExpectedVersion::NoStream, vec![placed], AppendOptions::new()).await?;
+///
+/// // Another tenant (and the unscoped handle) does not see the stream.
+/// let globex = store.for_tenant(TenantId::new("globex")?);
+/// assert!(globex.load(&order, Default::default()).await?.is_empty());
+/// assert!(store.load(&order, Default::default()).await?.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub trait TenantScoped: Sized {
+    /// A handle on the same store that sees and writes only `tenant`'s
+    /// streams, reads and feed.
+    #[must_use]
+    fn for_tenant(&self, tenant: TenantId) -> Self;
+
+    /// The tenant this handle is scoped to; `None` for an unscoped handle.
+    fn tenant(&self) -> Option<&TenantId>;
 }
 
 /// The bytes-level event store every backend implements.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::decider::Decider;
-use crate::event::RecordedEvent;
+use crate::event::{EventHeader, RecordedEvent};
 use crate::id::EventId;
 use crate::metadata::Metadata;
 use crate::name::{EventType, StreamName};
@@ -296,16 +296,19 @@ where
         for (i, data) in events.into_iter().enumerate() {
             let n = i as u64 + 1;
             let recorded = RecordedEvent {
-                id: EventId::new(),
-                stream: stream.clone(),
-                version: Version::new(n),
-                position: Position::new(n),
-                tx: 0,
-                event_type: event_type.clone(),
-                schema_version: 1,
-                timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
-                metadata: Metadata::new(),
-                tags: Vec::new(),
+                header: EventHeader {
+                    id: EventId::new(),
+                    stream: stream.clone(),
+                    version: Version::new(n),
+                    position: Position::new(n),
+                    tx: 0,
+                    event_type: event_type.clone(),
+                    schema_version: 1,
+                    timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
+                    metadata: Metadata::new(),
+                    tags: Vec::new(),
+                    tenant: None,
+                },
                 data,
             };
             state = apply(state, &recorded);

@@ -10,16 +10,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{CodecError, StoreError};
-use crate::event::{EventRecord, NewEvent, RawEvent, RecordedEvent};
+use crate::event::{EventHeader, EventRecord, Metadata, NewEvent, RawEvent, RecordedEvent};
 use crate::limits::MAX_FILTER_TYPES;
-use crate::name::{EventType, StreamName};
+use crate::name::{EventType, StreamName, TenantId};
 use crate::store::{
-    AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
+    AppendOptions, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions, TenantScoped,
 };
 use crate::tag::Tag;
 use crate::version::{ExpectedVersion, Version};
 
-pub use crate::codec::{Codec, DomainEvent, EventCodec};
+pub use crate::codec::{Codec, CodecContext, DomainEvent, EventCodec};
 pub use crate::dispatch::{DispatchError, Dispatched, Dispatcher};
 pub use crate::registry::{EventRegistry, RegistryError, derive_type_name};
 pub use crate::upcast::UpcasterRegistry;
@@ -138,14 +138,38 @@ impl<E: DomainEvent> EventSchema<E> {
         self.writer.name()
     }
 
-    /// Encodes one event with the writer codec.
+    /// Encodes one event with the writer codec, for an append to `stream`
+    /// that stores `metadata` with it (the codec sees both through a
+    /// [`CodecContext`]; pass what the append will store,
+    /// [`AppendOptions::stored_metadata`], so that decoding sees the same).
     ///
     /// # Errors
     /// [`CodecError::Encode`] whose source is the [`InvalidName`](crate::event::InvalidName)
     /// when the event's name is not a valid event type,
     /// [`CodecError::UnknownEventType`] when a non-empty registry does not
     /// know it (or knows it only as a legacy alias), or the codec's error.
-    pub fn encode(&self, event: &E) -> Result<NewEvent, CodecError> {
+    pub fn encode(
+        &self,
+        event: &E,
+        stream: &StreamName,
+        metadata: &Metadata,
+    ) -> Result<NewEvent, CodecError> {
+        self.encode_for(event, stream, None, metadata)
+    }
+
+    /// Encodes one event like [`encode`](Self::encode), for an append by a
+    /// handle of `tenant` (the codec sees it in the [`CodecContext`], as
+    /// decoding will: the stored event carries its stream's tenant).
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode).
+    pub fn encode_for(
+        &self,
+        event: &E,
+        stream: &StreamName,
+        tenant: Option<&TenantId>,
+        metadata: &Metadata,
+    ) -> Result<NewEvent, CodecError> {
         let name = event.event_type();
         // Validate first: an invalid name is a bug in the event type, not
         // an unknown name, and must not be copied into the error.
@@ -162,15 +186,18 @@ impl<E: DomainEvent> EventSchema<E> {
                 event_type: name.to_owned(),
             });
         }
+        let cx = CodecContext::new(stream, name, metadata).with_tenant(tenant);
         let mut payload = Vec::new();
-        self.writer.encode(event, &mut payload)?;
+        self.writer.encode_with(event, &cx, &mut payload)?;
         Ok(NewEvent::new(ty, payload)
             .with_schema_version(self.registry.schema_version(name))
             .with_codec(self.writer.name()))
     }
 
     /// Decodes a stored event: resolves aliases, picks the codec by the stored
-    /// codec name, upcasts to the current schema version, decodes.
+    /// codec name, upcasts to the current schema version, decodes (the codec
+    /// and the upcasters see the event's stream and metadata through a
+    /// [`CodecContext`]).
     ///
     /// # Errors
     /// [`CodecError`] for an unknown type or codec, a missing upcaster, or
@@ -189,25 +216,21 @@ impl<E: DomainEvent> EventSchema<E> {
                     codec: raw.codec.to_string(),
                 })?;
         let target = self.registry.schema_version(canonical.as_str());
-        let payload = self.upcasters.upcast(
-            canonical.as_str(),
+        let cx = CodecContext::new(&raw.stream, canonical.as_str(), &raw.metadata)
+            .with_tenant(raw.tenant.as_ref());
+        let payload = self.upcasters.upcast_in(
+            &cx,
             raw.codec.as_str(),
             &raw.payload,
             raw.schema_version,
             target,
         )?;
-        let data = codec.decode(canonical.as_str(), &payload)?;
+        let data = codec.decode_with(&cx, &payload)?;
         Ok(RecordedEvent {
-            id: raw.id,
-            stream: raw.stream,
-            version: raw.version,
-            position: raw.position,
-            tx: raw.tx,
-            event_type: canonical,
-            schema_version: raw.schema_version,
-            timestamp: raw.timestamp,
-            metadata: raw.metadata,
-            tags: raw.tags,
+            header: EventHeader {
+                event_type: canonical,
+                ..raw.header
+            },
             data,
         })
     }
@@ -252,6 +275,8 @@ pub struct Appended<E> {
 pub struct TypedStore<B, E> {
     backend: B,
     schema: Arc<EventSchema<E>>,
+    /// The tenant codecs see on encode (set by [`TenantScoped::for_tenant`]).
+    tenant: Option<TenantId>,
 }
 
 impl<B: Clone, E> Clone for TypedStore<B, E> {
@@ -259,7 +284,25 @@ impl<B: Clone, E> Clone for TypedStore<B, E> {
         Self {
             backend: self.backend.clone(),
             schema: Arc::clone(&self.schema),
+            tenant: self.tenant.clone(),
         }
+    }
+}
+
+/// Scopes the backend and tells the codecs the tenant on encode. Scope a
+/// typed store this way rather than wrapping a scoped backend with
+/// [`TypedStore::new`], whose codecs would see no tenant when encoding.
+impl<B: TenantScoped, E> TenantScoped for TypedStore<B, E> {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            backend: self.backend.for_tenant(tenant.clone()),
+            schema: Arc::clone(&self.schema),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
@@ -278,6 +321,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         Self {
             backend,
             schema: Arc::new(schema),
+            tenant: None,
         }
     }
 
@@ -388,10 +432,15 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         events: Vec<(E, Vec<Tag>)>,
         options: AppendOptions,
     ) -> Result<Appended<E>, StoreError> {
+        let metadata = options.stored_metadata();
         let mut encoded = Vec::with_capacity(events.len());
         let mut data = Vec::with_capacity(events.len());
         for (event, tags) in events {
-            encoded.push(self.schema.encode(&event)?.with_tags(tags));
+            encoded.push(
+                self.schema
+                    .encode_for(&event, stream, self.tenant.as_ref(), &metadata)?
+                    .with_tags(tags),
+            );
             data.push(event);
         }
         let heads: Vec<(EventType, u32, Vec<Tag>)> = encoded
@@ -404,7 +453,6 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                 )
             })
             .collect();
-        let metadata = options.stored_metadata();
         let key = options.idempotency_key().map(str::to_owned);
         let result = self
             .backend
@@ -429,16 +477,19 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
             .zip(result.records)
             .map(
                 |((data, (event_type, schema_version, tags)), r)| RecordedEvent {
-                    id: r.id,
-                    stream: stream.clone(),
-                    version: r.version,
-                    position: r.position,
-                    tx: r.tx,
-                    event_type,
-                    schema_version,
-                    timestamp: r.timestamp,
-                    metadata: metadata.clone(),
-                    tags,
+                    header: EventHeader {
+                        id: r.id,
+                        stream: stream.clone(),
+                        version: r.version,
+                        position: r.position,
+                        tx: r.tx,
+                        event_type,
+                        schema_version,
+                        timestamp: r.timestamp,
+                        metadata: metadata.clone(),
+                        tags,
+                        tenant: result.tenant.clone(),
+                    },
                     data,
                 },
             )

@@ -6,12 +6,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::codec::CodecContext;
 use crate::error::{BoxError, CodecError};
 use crate::limits::MAX_UPCAST_STEPS;
 use crate::name::{EventType, NameKind, validate_name};
 use crate::registry::RegistryError;
 
-type UpcastFn = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, BoxError> + Send + Sync>;
+/// A step; it gets the event's context when the caller has one
+/// ([`UpcasterRegistry::upcast_in`], what the schema calls).
+type UpcastFn =
+    Arc<dyn Fn(Option<&CodecContext<'_>>, &[u8]) -> Result<Vec<u8>, BoxError> + Send + Sync>;
 
 struct Step {
     to: u32,
@@ -26,7 +30,9 @@ struct Step {
 /// for payloads of any codec ([`register`](Self::register)); when both exist
 /// for the same version, the codec's own step wins. Lookup of a step is O(1);
 /// a chain v1 -> v2 -> v3 runs step by step, and a missing step is an error
-/// naming it.
+/// naming it. A step that needs the event's [`CodecContext`] (one that
+/// decrypts with the data subject's key, rewrites, and encrypts again) is
+/// registered with [`register_for_codec_in_context`](Self::register_for_codec_in_context).
 ///
 /// ```
 /// use eskit_core::typed::UpcasterRegistry;
@@ -116,7 +122,7 @@ impl UpcasterRegistry {
             "any codec",
             from,
             to,
-            Arc::new(f),
+            Arc::new(move |_: Option<&CodecContext<'_>>, b: &[u8]| f(b)),
         )?;
         Ok(self)
     }
@@ -134,9 +140,57 @@ impl UpcasterRegistry {
         to: u32,
         f: impl Fn(&[u8]) -> Result<Vec<u8>, BoxError> + Send + Sync + 'static,
     ) -> Result<&mut Self, RegistryError> {
+        self.insert_for_codec(
+            event_type,
+            codec,
+            from,
+            to,
+            Arc::new(move |_: Option<&CodecContext<'_>>, b: &[u8]| f(b)),
+        )
+    }
+
+    /// Registers the step `from -> to` for `event_type`, only for payloads
+    /// written by the codec named `codec`, with the event's
+    /// [`CodecContext`]: for a codec whose bytes depend on the context (an
+    /// encrypting codec), the step can undo and redo what the codec did.
+    ///
+    /// [`EventSchema`](crate::typed::EventSchema) always runs steps with the
+    /// context; [`upcast`](Self::upcast), which has none, fails such a step
+    /// with [`CodecError::Upcast`].
+    ///
+    /// # Errors
+    /// As [`UpcasterRegistry::register_for_codec`].
+    pub fn register_for_codec_in_context(
+        &mut self,
+        event_type: &str,
+        codec: &str,
+        from: u32,
+        to: u32,
+        f: impl Fn(&CodecContext<'_>, &[u8]) -> Result<Vec<u8>, BoxError> + Send + Sync + 'static,
+    ) -> Result<&mut Self, RegistryError> {
+        self.insert_for_codec(
+            event_type,
+            codec,
+            from,
+            to,
+            Arc::new(move |cx: Option<&CodecContext<'_>>, b: &[u8]| match cx {
+                Some(cx) => f(cx, b),
+                None => Err("this upcaster needs the event's codec context".into()),
+            }),
+        )
+    }
+
+    fn insert_for_codec(
+        &mut self,
+        event_type: &str,
+        codec: &str,
+        from: u32,
+        to: u32,
+        f: UpcastFn,
+    ) -> Result<&mut Self, RegistryError> {
         validate_name(NameKind::Codec, codec)?;
         let steps = self.by_codec.entry(codec.to_owned()).or_default();
-        insert_step(steps, event_type, codec, from, to, Arc::new(f))?;
+        insert_step(steps, event_type, codec, from, to, f)?;
         Ok(self)
     }
 
@@ -180,6 +234,34 @@ impl UpcasterRegistry {
         from: u32,
         target: u32,
     ) -> Result<Cow<'a, [u8]>, CodecError> {
+        self.run(event_type, None, codec, payload, from, target)
+    }
+
+    /// [`upcast`](Self::upcast) for the event `cx` describes (its event type
+    /// is `cx`'s), giving every step the context.
+    ///
+    /// # Errors
+    /// As [`upcast`](Self::upcast).
+    pub fn upcast_in<'a>(
+        &self,
+        cx: &CodecContext<'_>,
+        codec: &str,
+        payload: &'a [u8],
+        from: u32,
+        target: u32,
+    ) -> Result<Cow<'a, [u8]>, CodecError> {
+        self.run(cx.event_type(), Some(cx), codec, payload, from, target)
+    }
+
+    fn run<'a>(
+        &self,
+        event_type: &str,
+        cx: Option<&CodecContext<'_>>,
+        codec: &str,
+        payload: &'a [u8],
+        from: u32,
+        target: u32,
+    ) -> Result<Cow<'a, [u8]>, CodecError> {
         if from > target {
             return Err(CodecError::NewerSchema {
                 event_type: event_type.to_owned(),
@@ -202,7 +284,7 @@ impl UpcasterRegistry {
             if step.to > target {
                 return Err(missing());
             }
-            data = Cow::Owned((step.f)(&data).map_err(|source| CodecError::Upcast {
+            data = Cow::Owned((step.f)(cx, &data).map_err(|source| CodecError::Upcast {
                 event_type: event_type.to_owned(),
                 from: version,
                 source,

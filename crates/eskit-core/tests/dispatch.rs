@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::{CounterEvent, TextCodec};
 use eskit_core::{
     error::CodecError,
-    event::{EventType, ExpectedVersion, NewEvent, RecordedEvent, StreamName},
+    event::{EventType, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamName},
     memory::MemoryStore,
     rt::block_on,
     store::{AppendOptions, EventStore, GlobalReader, ReadOptions},
@@ -210,7 +210,11 @@ impl EventCodec<Unlisted> for Nothing {
 fn a_name_missing_from_event_types_is_refused_before_it_is_stored() -> TestResult {
     let schema = EventSchema::new(Nothing);
     assert!(matches!(
-        schema.encode(&Unlisted),
+        schema.encode(
+            &Unlisted,
+            &StreamName::new("secret", "s-1")?,
+            &Metadata::new()
+        ),
         Err(CodecError::UnknownEventType { event_type }) if event_type == "Secret"
     ));
     assert_eq!(

@@ -53,18 +53,30 @@ pub(crate) fn tag_namespace(schema: &str) -> i32 {
 }
 
 impl LockPlan {
-    pub(crate) fn new(ns: i32, events: &[NewEvent], condition: Option<&AppendCondition>) -> Self {
+    /// The keys of an append by `tenant` (tenants' tags never share locks).
+    pub(crate) fn new(
+        ns: i32,
+        tenant: &str,
+        events: &[NewEvent],
+        condition: Option<&AppendCondition>,
+    ) -> Self {
         let mut keys: Vec<(i32, bool)> = Vec::new();
         for e in events {
             for t in e.tags() {
-                keys.push((fold(fnv1a(&[t.as_str().as_bytes()])), false));
+                keys.push((
+                    fold(fnv1a(&[tenant.as_bytes(), t.as_str().as_bytes()])),
+                    false,
+                ));
             }
         }
         let mut table = false;
         if let Some(c) = condition {
             for item in c.query().items() {
                 match item.tags().first() {
-                    Some(t) => keys.push((fold(fnv1a(&[t.as_str().as_bytes()])), true)),
+                    Some(t) => keys.push((
+                        fold(fnv1a(&[tenant.as_bytes(), t.as_str().as_bytes()])),
+                        true,
+                    )),
                     None => table = true,
                 }
             }
@@ -138,10 +150,10 @@ mod tests {
             .with_item(QueryItem::new().with_tags([t("a")?]))
             .with_item(QueryItem::new().with_event_types([EventType::new("E")?]));
         let c = AppendCondition::new(q, GlobalCursor::START);
-        let plan = LockPlan::new(7, &[e.clone(), e], Some(&c));
+        let plan = LockPlan::new(7, "", &[e.clone(), e], Some(&c));
         assert_eq!(plan.k2.len(), 2);
         assert!(plan.k2.windows(2).all(|w| w[0] < w[1]));
-        let a = fold(fnv1a(&[b"a"]));
+        let a = fold(fnv1a(&[b"", b"a"]));
         let i = plan.k2.iter().position(|k| *k == a).ok_or("no key for a")?;
         assert!(plan.exclusive[i]);
         assert_eq!(plan.exclusive.iter().filter(|x| **x).count(), 1);

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::error::{corrupt, store_error};
 use crate::row::{self, to_sql, to_u64};
 use crate::sql::EVENT_COLUMNS;
-use crate::store::{DEFAULT_TENANT, PgStore, op_span};
+use crate::store::{PgStore, op_span};
 
 /// The [`DeadLetterStore`] of a [`PgStore`]: letters get increasing ids and
 /// keep a copy of their event. Get it with [`PgStore::dead_letters`].
@@ -68,7 +68,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $7::text::xid8, $8, $9, $10, $11, $12, $13, \
                      $14, $15, $16, $17, $18) RETURNING id"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(&subscription)
                 .bind(&error)
                 .bind(i64::from(attempts))
@@ -115,7 +115,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                      FROM {s}.dead_letters e WHERE e.tenant = $1 AND e.subscription = $2 \
                      AND e.id > $3 ORDER BY e.id LIMIT $4"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(&subscription)
                 .bind(to_sql(after_id))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -137,7 +137,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                     "SELECT e.id, e.subscription, e.error, e.attempts, e.failed_at, {EVENT_COLUMNS} \
                      FROM {s}.dead_letters e WHERE e.tenant = $1 AND e.id = $2"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(to_sql(id))
                 .fetch_optional(&inner.pool)
                 .await
@@ -156,7 +156,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                 let done = sqlx::query(&format!(
                     "DELETE FROM {s}.dead_letters WHERE tenant = $1 AND id = $2"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(to_sql(id))
                 .execute(&inner.pool)
                 .await

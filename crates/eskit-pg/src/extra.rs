@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
 use crate::row::{to_sql, to_u64, to_version};
-use crate::store::{DEFAULT_TENANT, PgStore, op_span};
+use crate::store::{PgStore, op_span};
 
 /// The snapshot store of a [`PgStore`]: one snapshot per stream, removed
 /// with the stream by a hard delete. Get it with [`PgStore::snapshots`].
@@ -62,18 +62,20 @@ impl SnapshotStore for PgSnapshotStore {
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
                 let (t, i) = stream_parts(&snapshot.stream);
-                let schema_version = i32::try_from(snapshot.schema_version).map_err(|_| {
-                    StoreError::Validation(eskit_core::error::ValidationError::OutOfRange {
-                        value: u64::from(snapshot.schema_version),
-                    })
-                })?;
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.snapshots (tenant, stream_type, stream_id, version, \
-                     schema_version, codec, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (tenant, stream_type, stream_id) DO UPDATE SET \
-                     version = $4, schema_version = $5, codec = $6, state = $7, created_at = $8"
+                let schema_version = i64::from(snapshot.schema_version);
+                // Only for a stream of this handle's tenant (or none yet):
+                // another tenant's stream, or its snapshot, writes nothing.
+                let done = sqlx::query(&format!(
+                    "INSERT INTO {s}.snapshots AS x (tenant, stream_type, stream_id, version, \
+                     schema_version, codec, state, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
+                     SELECT 1 FROM {s}.streams h WHERE h.stream_type = $2 AND h.stream_id = $3 \
+                     AND h.tenant <> $1) \
+                     ON CONFLICT (stream_type, stream_id) DO UPDATE SET \
+                     version = $4, schema_version = $5, codec = $6, state = $7, created_at = $8 \
+                     WHERE x.tenant = excluded.tenant"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
                 .bind(to_sql(snapshot.version.get()))
@@ -84,6 +86,11 @@ impl SnapshotStore for PgSnapshotStore {
                 .execute(&inner.pool)
                 .await
                 .map_err(store_error)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::WrongTenant {
+                        stream: snapshot.stream,
+                    });
+                }
                 Ok(())
             })
             .instrument(span)
@@ -101,14 +108,14 @@ impl SnapshotStore for PgSnapshotStore {
                     "SELECT version, schema_version, codec, state, created_at FROM {s}.snapshots \
                      WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
                 .fetch_optional(&inner.pool)
                 .await
                 .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
-                let schema_version: i32 = r.try_get(1).map_err(store_error)?;
+                let schema_version: i64 = r.try_get(1).map_err(store_error)?;
                 Ok(Some(Snapshot {
                     stream: owned,
                     version: to_version(r.try_get(0).map_err(store_error)?)?,
@@ -132,7 +139,7 @@ impl SnapshotStore for PgSnapshotStore {
                 sqlx::query(&format!(
                     "DELETE FROM {s}.snapshots WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
                 .execute(&inner.pool)
@@ -150,7 +157,7 @@ impl SnapshotStore for PgSnapshotStore {
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
                 sqlx::query(&format!("DELETE FROM {s}.snapshots WHERE tenant = $1"))
-                    .bind(DEFAULT_TENANT)
+                    .bind(inner.tenant.as_str())
                     .execute(&inner.pool)
                     .await
                     .map_err(store_error)?;
@@ -172,7 +179,7 @@ impl CheckpointStore for PgCheckpointStore {
                 let row = sqlx::query(&format!(
                     "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(&name)
                 .fetch_optional(&inner.pool)
                 .await
@@ -199,7 +206,7 @@ impl CheckpointStore for PgCheckpointStore {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, name) DO UPDATE SET \
                      tx = $3, position = $4, updated_at = $5"
                 ))
-                .bind(DEFAULT_TENANT)
+                .bind(inner.tenant.as_str())
                 .bind(&name)
                 .bind(to_sql(cursor.tx()))
                 .bind(to_sql(cursor.position().get()))

@@ -3,8 +3,8 @@
 
 use eskit_core::error::StoreError;
 use eskit_core::event::{
-    EventId, EventType, GlobalCursor, NewEvent, Position, RawEvent, StreamName, Tag, Timestamp,
-    Version,
+    EventId, EventType, GlobalCursor, NewEvent, Position, RawEvent, StreamName, Tag, TenantId,
+    Timestamp, Version,
 };
 use eskit_core::store::StreamState;
 use sqlx::Row;
@@ -78,6 +78,11 @@ pub(crate) fn event(row: &PgRow, at: usize) -> Result<RawEvent, StoreError> {
     let recorded_at: i64 = get(row, at + 10)?;
     let metadata: Option<Vec<u8>> = get(row, at + 11)?;
     let tags: Vec<String> = get(row, at + 12)?;
+    let tenant: String = get(row, at + 13)?;
+    let tenant = match tenant.as_str() {
+        "" => None,
+        t => Some(TenantId::new(t).map_err(|e| corrupt(format!("stored tenant is invalid: {e}")))?),
+    };
 
     let stream = StreamName::new(&stream_type, &stream_id)
         .map_err(|e| corrupt(format!("stored stream name is invalid: {e}")))?;
@@ -110,15 +115,6 @@ pub(crate) fn event(row: &PgRow, at: usize) -> Result<RawEvent, StoreError> {
         Timestamp::from_unix_micros(recorded_at),
         meta::decode(metadata.as_deref())?,
     )
-    .with_tx(parse_tx(&tx)?))
-}
-
-/// Whether a stored event has the content of a new one (the idempotency
-/// comparison every backend makes: type, schema version, codec, payload, tags).
-pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
-    stored.event_type == *new.event_type()
-        && stored.schema_version == new.schema_version()
-        && stored.codec.as_str() == new.codec()
-        && stored.payload == new.payload()
-        && stored.tags == new.tags()
+    .with_tx(parse_tx(&tx)?)
+    .with_tenant(tenant))
 }

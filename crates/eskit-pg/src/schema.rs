@@ -54,14 +54,18 @@ CREATE INDEX dead_letters_subscription ON {s}.dead_letters (tenant, subscription
 /// - `streams` holds one row per stream: the version check locks and reads
 ///   it instead of scanning the stream's events. `last_tx` is the
 ///   transaction of the stream's newest event (the stream-order check).
-/// - `UNIQUE (tenant, stream_type, stream_id, version)` is the last safety
-///   net behind the head row lock; a violation becomes a version conflict.
-/// - `deleted_high` keeps the newest cursor of any hard-deleted event, so
+/// - `UNIQUE (stream_type, stream_id, version)` is the last safety net
+///   behind the head row lock; a violation becomes a version conflict.
+/// - `tenant` is `''` for no tenant (a `TenantId` is never empty). A stream
+///   name is unique in the store and owned by the tenant that created it;
+///   every read filters on the handle's tenant, so another tenant's rows are
+///   invisible, and writes to another tenant's stream are refused.
+/// - `deleted_high` keeps each tenant's newest cursor of a hard-deleted event, so
 ///   the head (and a caught-up reader's resume cursor) never moves back
 ///   below events a reader may already have passed.
-/// - `metadata` is `bytea` holding JSON text: `jsonb` cannot store the NUL
-///   character a metadata value may hold, and every read would pay to turn
-///   it back into text.
+/// - `metadata` is `bytea` holding the core's flat JSON wire shape: with
+///   `jsonb` every read would pay to turn it back into text, and nothing
+///   queries inside it.
 const INITIAL: &str = r#"
 CREATE TABLE {s}.streams (
     tenant      text     NOT NULL DEFAULT '',
@@ -72,7 +76,7 @@ CREATE TABLE {s}.streams (
     reason      text,
     changed_at  bigint,
     last_tx     xid8,
-    PRIMARY KEY (tenant, stream_type, stream_id)
+    PRIMARY KEY (stream_type, stream_id)
 );
 CREATE SEQUENCE {s}.positions AS bigint MINVALUE 1;
 CREATE TABLE {s}.events (
@@ -91,9 +95,9 @@ CREATE TABLE {s}.events (
     metadata       bytea,
     tags           text[]  NOT NULL DEFAULT '{}',
     CONSTRAINT events_event_id UNIQUE (event_id),
-    CONSTRAINT events_stream_version UNIQUE (tenant, stream_type, stream_id, version)
+    CONSTRAINT events_stream_version UNIQUE (stream_type, stream_id, version)
 );
-CREATE INDEX events_cursor ON {s}.events (tx, position);
+CREATE INDEX events_cursor ON {s}.events (tenant, tx, position);
 CREATE INDEX events_tags ON {s}.events USING gin (tags);
 CREATE TABLE {s}.idempotency (
     tenant        text    NOT NULL DEFAULT '',
@@ -102,18 +106,18 @@ CREATE TABLE {s}.idempotency (
     key           text    NOT NULL,
     first_version bigint  NOT NULL,
     event_count   integer NOT NULL,
-    PRIMARY KEY (tenant, stream_type, stream_id, key)
+    PRIMARY KEY (stream_type, stream_id, key)
 );
 CREATE TABLE {s}.snapshots (
     tenant         text    NOT NULL DEFAULT '',
     stream_type    text    NOT NULL,
     stream_id      text    NOT NULL,
     version        bigint  NOT NULL,
-    schema_version integer NOT NULL,
+    schema_version bigint  NOT NULL,
     codec          text    NOT NULL,
     state          bytea   NOT NULL,
     created_at     bigint  NOT NULL,
-    PRIMARY KEY (tenant, stream_type, stream_id)
+    PRIMARY KEY (stream_type, stream_id)
 );
 CREATE TABLE {s}.checkpoints (
     tenant     text   NOT NULL DEFAULT '',
@@ -124,9 +128,9 @@ CREATE TABLE {s}.checkpoints (
     PRIMARY KEY (tenant, name)
 );
 CREATE TABLE {s}.deleted_high (
-    id       smallint PRIMARY KEY CHECK (id = 1),
-    tx       xid8     NOT NULL,
-    position bigint   NOT NULL
+    tenant   text   PRIMARY KEY,
+    tx       xid8   NOT NULL,
+    position bigint NOT NULL
 );
 CREATE TABLE {s}.lock_tokens (
     name  text   PRIMARY KEY,

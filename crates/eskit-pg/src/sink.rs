@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, Row};
 use crate::dcb::fnv1a;
 use crate::error::store_error;
 use crate::row::{to_sql, to_u64};
-use crate::store::{DEFAULT_TENANT, Inner, PgStore, op_span};
+use crate::store::{Inner, PgStore, op_span};
 
 /// A read model in the same database, applied page by page inside the
 /// transaction that also stores its cursor. Wrap it with
@@ -97,6 +97,7 @@ impl PgStore {
 /// Reads a checkpoint on `conn`.
 async fn checkpoint_on(
     inner: &Inner,
+    tenant: &str,
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<GlobalCursor>, StoreError> {
@@ -104,7 +105,7 @@ async fn checkpoint_on(
     let row = sqlx::query(&format!(
         "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
     ))
-    .bind(DEFAULT_TENANT)
+    .bind(tenant)
     .bind(name)
     .fetch_optional(&mut *conn)
     .await
@@ -118,6 +119,7 @@ async fn checkpoint_on(
 /// Saves a checkpoint on `conn`.
 pub(crate) async fn save_checkpoint_on(
     inner: &Inner,
+    tenant: &str,
     conn: &mut PgConnection,
     name: &str,
     cursor: GlobalCursor,
@@ -128,7 +130,7 @@ pub(crate) async fn save_checkpoint_on(
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, name) DO UPDATE SET \
          tx = $3, position = $4, updated_at = $5"
     ))
-    .bind(DEFAULT_TENANT)
+    .bind(tenant)
     .bind(name)
     .bind(to_sql(cursor.tx()))
     .bind(to_sql(cursor.position().get()))
@@ -154,12 +156,14 @@ impl crate::PgCheckpointStore {
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
         self.store().check_open()?;
-        save_checkpoint_on(self.store().inner(), conn, name, cursor).await
+        let tenant = self.store().tenant_key();
+        save_checkpoint_on(self.store().inner(), &tenant, conn, name, cursor).await
     }
 }
 
 async fn apply_page<P: PgProjection>(
     inner: Arc<Inner>,
+    tenant: String,
     projection: Arc<P>,
     name: String,
     events: Vec<RawEvent>,
@@ -181,7 +185,7 @@ async fn apply_page<P: PgProjection>(
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-    let stored = checkpoint_on(&inner, &mut tx, &name).await?;
+    let stored = checkpoint_on(&inner, &tenant, &mut tx, &name).await?;
     let fresh = match stored {
         Some(c) => events
             .iter()
@@ -197,7 +201,14 @@ async fn apply_page<P: PgProjection>(
         let _ = tx.rollback().await;
         return Err(SinkError::Projection(e));
     }
-    save_checkpoint_on(&inner, &mut tx, &name, stored.map_or(next, |c| c.max(next))).await?;
+    save_checkpoint_on(
+        &inner,
+        &tenant,
+        &mut tx,
+        &name,
+        stored.map_or(next, |c| c.max(next)),
+    )
+    .await?;
     tx.commit().await.map_err(store_error)?;
     Ok(())
 }
@@ -229,7 +240,14 @@ impl<P: PgProjection> ProjectionSink for PgSink<P> {
         let (name, events) = (name.to_owned(), events.to_vec());
         let span = op_span("projection_apply");
         let task = inner.runtime.run(tracing::Instrument::instrument(
-            apply_page(Arc::clone(&inner), projection, name, events, next),
+            apply_page(
+                Arc::clone(&inner),
+                self.store.tenant_key(),
+                projection,
+                name,
+                events,
+                next,
+            ),
             span,
         ));
         task.await?

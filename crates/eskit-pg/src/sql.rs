@@ -6,11 +6,11 @@ use crate::options::SchemaName;
 /// The event columns every read selects, in the order [`crate::row`] decodes.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx::text AS tx_text, e.stream_type, \
      e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, \
-     e.recorded_at, e.metadata, e.tags";
+     e.recorded_at, e.metadata, e.tags, e.tenant";
 
 /// The column of a read's rows holding the horizon (as text): after the
-/// head (2), the event columns (13) and the ordering key (1).
-pub(crate) const HORIZON_COLUMN: usize = 16;
+/// head (2), the event columns (14) and the ordering key (1).
+pub(crate) const HORIZON_COLUMN: usize = 17;
 
 /// Statements of one store.
 #[derive(Debug)]
@@ -40,7 +40,6 @@ impl Sql {
     pub(crate) fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
         let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
-        let head_below = head_below(&s);
         let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
         Self {
             schema: s.clone(),
@@ -56,8 +55,8 @@ impl Sql {
                  FROM unnest($4::int4[], $5::int4[], $6::bool[]) AS u(k1, k2, x)) \
                  INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) \
                  SELECT $1, $2, $3 FROM l \
-                 ON CONFLICT (tenant, stream_type, stream_id) DO UPDATE SET version = h.version \
-                 RETURNING h.version, h.state, \
+                 ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+                 RETURNING h.version, h.state, h.tenant = $1 AS owned, \
                  (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
                  (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
                  LIMIT 1) AS duplicate"
@@ -75,7 +74,7 @@ impl Sql {
                  $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
                  RETURNING position, version, tx::text AS tx_text), \
                  head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
-                 WHERE {stream}), \
+                 WHERE stream_type = $2 AND stream_id = $3), \
                  idem AS (INSERT INTO {s}.idempotency \
                  (tenant, stream_type, stream_id, key, first_version, event_count) \
                  SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
@@ -112,10 +111,10 @@ impl Sql {
                 "UPDATE {s}.streams SET state = 1, reason = NULL, changed_at = $4 WHERE {stream}"
             ),
             keep_deleted_high: format!(
-                "INSERT INTO {s}.deleted_high AS d (id, tx, position) \
-                 SELECT 1, e.tx, e.position FROM {s}.events e WHERE {stream_e} \
+                "INSERT INTO {s}.deleted_high AS d (tenant, tx, position) \
+                 SELECT $1, e.tx, e.position FROM {s}.events e WHERE {stream_e} \
                  ORDER BY e.tx DESC, e.position DESC LIMIT 1 \
-                 ON CONFLICT (id) DO UPDATE SET tx = excluded.tx, position = excluded.position \
+                 ON CONFLICT (tenant) DO UPDATE SET tx = excluded.tx, position = excluded.position \
                  WHERE (d.tx, d.position) < (excluded.tx, excluded.position)"
             ),
             delete_events: format!("DELETE FROM {s}.events WHERE {stream}"),
@@ -128,64 +127,72 @@ impl Sql {
             // when the statement's snapshot was taken) in (tx, position)
             // order, with the newest cursor below it as the head, in one
             // statement so both use the same snapshot.
-            read: format!(
-                "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-                 hd AS ({head_below}), \
-                 p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
-                 WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin \
-                 AND (cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
-                 AND ($4::text IS NULL OR e.stream_type = $4::text) \
-                 ORDER BY e.tx, e.position LIMIT $5) \
-                 SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
-                 FROM (SELECT 1) AS one \
-                 LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+            read: read_with(
+                &s,
+                "$6",
+                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
+                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
+                "$5",
             ),
             head: format!(
                 "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-                 {head_below}"
+                 {}",
+                head_below(&s, "$1")
             ),
         }
     }
 
     /// A DCB query read: [`Sql::read`]'s shape with `matches` (built by
-    /// [`crate::dcb::match_clause`] from bind parameters from `$4` on) as
-    /// the filter.
+    /// [`crate::dcb::match_clause`] from bind parameters from `$5` on) as
+    /// the filter; `$3` is the limit, `$4` the tenant.
     pub(crate) fn query(&self, matches: &str) -> String {
-        let s = &self.schema;
-        let head_below = head_below(s);
-        format!(
-            "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-             hd AS ({head_below}), \
-             p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
-             WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND e.tx < h.xmin AND ({matches}) \
-             ORDER BY e.tx, e.position LIMIT $3) \
-             SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
-             FROM (SELECT 1) AS one \
-             LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
-        )
+        read_with(&self.schema, "$4", matches, "$3")
     }
 
-    /// The first event matching `matches` after a cursor, committed or
-    /// the caller's own, without the horizon: an append condition must see
-    /// everything committed.
+    /// The first event of tenant `$3` matching `matches` (parameters from
+    /// `$4` on) after a cursor, committed or the caller's own, without the
+    /// horizon: an append condition must see everything committed.
     pub(crate) fn first_match(&self, matches: &str) -> String {
         let s = &self.schema;
         format!(
             "SELECT e.tx::text, e.position FROM {s}.events e \
-             WHERE (e.tx, e.position) > ($1::text::xid8, $2) AND ({matches}) \
+             WHERE e.tenant = $3 AND (e.tx, e.position) > ($1::text::xid8, $2) AND ({matches}) \
              ORDER BY e.tx, e.position LIMIT 1"
         )
     }
 }
 
-/// The newest cursor below the horizon (CTE `h`): of the live events and of
-/// the hard-deleted ones, as `(htx text, hpos bigint)`; no row when none.
-fn head_below(s: &str) -> String {
+/// A read below the horizon, in (tx, position) order after the cursor
+/// `($1, $2)`, of tenant `tenant` passing `filter`, at most `limit`: with the
+/// newest cursor below it as the head and the horizon itself, in one
+/// statement so all use the same snapshot. Always one row at least (the
+/// head and horizon with no event when the page is empty).
+fn read_with(s: &str, tenant: &str, filter: &str, limit: &str) -> String {
+    let head = head_below(s, tenant);
+    format!(
+        "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+         hd AS ({head}), \
+         p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
+         WHERE e.tenant = {tenant} AND (e.tx, e.position) > ($1::text::xid8, $2) \
+         AND e.tx < h.xmin AND ({filter}) \
+         ORDER BY e.tx, e.position LIMIT {limit}) \
+         SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+    )
+}
+
+/// A tenant's newest cursor below the horizon (CTE `h`): of its live
+/// events and of its hard-deleted ones, as `(htx text, hpos bigint)`; no
+/// row when none.
+fn head_below(s: &str, tenant: &str) -> String {
     format!(
         "SELECT x.t::text AS htx, x.p AS hpos FROM (\
-         (SELECT e.tx AS t, e.position AS p FROM {s}.events e, h WHERE e.tx < h.xmin \
+         (SELECT e.tx AS t, e.position AS p FROM {s}.events e, h \
+         WHERE e.tenant = {tenant} AND e.tx < h.xmin \
          ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
-         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h WHERE d.tx < h.xmin)\
+         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h \
+         WHERE d.tenant = {tenant} AND d.tx < h.xmin)\
          ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1"
     )
 }

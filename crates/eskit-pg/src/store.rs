@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use eskit_core::backend::{
-    CommitNotifier, validate_append, validate_idempotency_key, validate_reason,
+    CommitNotifier, idempotent_retry, validate_append, validate_idempotency_key, validate_reason,
 };
 use eskit_core::dcb::{EventQueryReader, QueryOptions};
 use eskit_core::error::{LifecycleOp, StoreError};
 use eskit_core::event::{
     AppendResult, EventRecord, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName,
-    Timestamp, Version,
+    TenantId, Timestamp, Version,
 };
 use eskit_core::store::{
     AppendOptions, CommitFeed, EventStore, FeedError, GlobalBatch, GlobalReader, Listener,
-    LoadOptions, ReadOptions, StreamLifecycle, StreamState, StreamStatus,
+    LoadOptions, ReadOptions, StreamLifecycle, StreamState, StreamStatus, TenantScoped,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
@@ -31,9 +31,28 @@ use crate::row::{
 use crate::runtime::Runtime;
 use crate::sql::{HORIZON_COLUMN, Sql};
 
-/// The tenant every stream belongs to until the tenant API lands: the
-/// column exists from the first migration, with this default.
-pub(crate) const DEFAULT_TENANT: &str = "";
+/// How "no tenant" is stored (a `TenantId` is never empty).
+pub(crate) const NO_TENANT: &str = "";
+
+/// The stored form of a handle's tenant.
+pub(crate) fn tenant_key(tenant: Option<&TenantId>) -> String {
+    tenant.map_or(NO_TENANT, TenantId::as_str).to_owned()
+}
+
+/// What an operation runs with: the shared state and the handle's tenant.
+pub(crate) struct Scoped {
+    inner: Arc<Inner>,
+    /// The handle's tenant as stored (`''` for none).
+    pub(crate) tenant: String,
+}
+
+impl std::ops::Deref for Scoped {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
 
 /// An event store on PostgreSQL. Cloning is cheap and shares the pool.
 ///
@@ -44,12 +63,14 @@ pub(crate) const DEFAULT_TENANT: &str = "";
 #[derive(Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
+    tenant: Option<TenantId>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("schema", &self.inner.schema.as_str())
+            .field("tenant", &self.tenant)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -144,6 +165,7 @@ impl PgStore {
                 last_commit: std::sync::atomic::AtomicU64::new(0),
                 tag_ns,
             }),
+            tenant: None,
         })
     }
 
@@ -189,15 +211,24 @@ impl PgStore {
         }
     }
 
-    /// Runs `f` with the store's state on its runtime.
+    /// The handle's tenant as stored.
+    pub(crate) fn tenant_key(&self) -> String {
+        tenant_key(self.tenant.as_ref())
+    }
+
+    /// Runs `f` with the store's state and the handle's tenant on its runtime.
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Inner>) -> Fut,
+        F: FnOnce(Scoped) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         self.check_open()?;
-        let fut = f(Arc::clone(&self.inner)).in_current_span();
+        let scoped = Scoped {
+            inner: Arc::clone(&self.inner),
+            tenant: self.tenant_key(),
+        };
+        let fut = f(scoped).in_current_span();
         self.inner.runtime.run(fut).await?
     }
 
@@ -233,10 +264,20 @@ impl PgStore {
         self.check_open()?;
         validate_append(&events, &options)?;
         let span = op_span("append");
-        append_in_tx(&self.inner, conn, stream, expected, &events, &options)
-            .instrument(span)
-            .await
-            .map_err(|f| f.into_error(&events))
+        let tenant = self.tenant_key();
+        append_in_tx(
+            &self.inner,
+            &tenant,
+            self.tenant.as_ref(),
+            conn,
+            stream,
+            expected,
+            &events,
+            &options,
+        )
+        .instrument(span)
+        .await
+        .map_err(|f| f.into_error(&events))
     }
 
     async fn transition(
@@ -261,7 +302,7 @@ impl PgStore {
                 let mut tx = inner.pool.begin().await.map_err(store_error)?;
                 let (t, i) = parts(&stream);
                 let row = sqlx::query(&inner.sql.lock_stream)
-                    .bind(DEFAULT_TENANT)
+                    .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
                     .fetch_optional(&mut *tx)
@@ -281,7 +322,7 @@ impl PgStore {
                             STATE_TOMBSTONED
                         };
                         sqlx::query(&inner.sql.set_state)
-                            .bind(DEFAULT_TENANT)
+                            .bind(inner.tenant.as_str())
                             .bind(t)
                             .bind(i)
                             .bind(code)
@@ -293,7 +334,7 @@ impl PgStore {
                     }
                     LifecycleOp::Restore => {
                         sqlx::query(&inner.sql.restore)
-                            .bind(DEFAULT_TENANT)
+                            .bind(inner.tenant.as_str())
                             .bind(t)
                             .bind(i)
                             .bind(now)
@@ -309,7 +350,7 @@ impl PgStore {
                             &inner.sql.delete_snapshot,
                         ] {
                             sqlx::query(sql)
-                                .bind(DEFAULT_TENANT)
+                                .bind(inner.tenant.as_str())
                                 .bind(t)
                                 .bind(i)
                                 .execute(&mut *tx)
@@ -317,7 +358,7 @@ impl PgStore {
                                 .map_err(store_error)?;
                         }
                         sqlx::query(&inner.sql.mark_deleted)
-                            .bind(DEFAULT_TENANT)
+                            .bind(inner.tenant.as_str())
                             .bind(t)
                             .bind(i)
                             .bind(now)
@@ -406,8 +447,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Appends on a connection that is inside a transaction; writes nothing
 /// when it returns an error or a deduplicated result.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_in_tx(
     inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
     conn: &mut PgConnection,
     stream: &StreamName,
     expected: ExpectedVersion,
@@ -415,10 +459,10 @@ pub(crate) async fn append_in_tx(
     options: &AppendOptions,
 ) -> Result<AppendResult, AppendFail> {
     let (t, i) = parts(stream);
-    let plan = LockPlan::new(inner.tag_ns, events, options.condition());
+    let plan = LockPlan::new(inner.tag_ns, tenant, events, options.condition());
     let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id().to_bytes().to_vec()).collect();
     let head = sqlx::query(&inner.sql.lock_head)
-        .bind(DEFAULT_TENANT)
+        .bind(tenant)
         .bind(t)
         .bind(i)
         .bind(&plan.k1)
@@ -430,29 +474,25 @@ pub(crate) async fn append_in_tx(
         .map_err(store_error)?;
     let version: i64 = head.try_get(0).map_err(store_error)?;
     let state: i16 = head.try_get(1).map_err(store_error)?;
-    let behind: bool = head.try_get(2).map_err(store_error)?;
-    let duplicate: Option<Vec<u8>> = head.try_get(3).map_err(store_error)?;
+    let owned: bool = head.try_get(2).map_err(store_error)?;
+    let behind: bool = head.try_get(3).map_err(store_error)?;
+    let duplicate: Option<Vec<u8>> = head.try_get(4).map_err(store_error)?;
+    if !owned {
+        // Before anything else, an idempotent retry included: another
+        // tenant's stream is refused without telling what it holds.
+        return Err(StoreError::WrongTenant {
+            stream: stream.clone(),
+        }
+        .into());
+    }
     let key = options.idempotency_key();
     if let Some(key) = key
-        && let Some(found) = idempotent_in(inner, conn, stream, key).await?
+        && let Some(found) = idempotent_in(inner, tenant, conn, stream, key).await?
     {
-        let same = found.len() == events.len()
-            && found
-                .iter()
-                .zip(events)
-                .all(|(a, b)| row::same_content(a, b));
-        return if same {
-            Ok(AppendResult {
-                records: found.iter().map(RawEvent::record).collect(),
-                deduplicated: true,
-            })
-        } else {
-            Err(StoreError::IdempotencyConflict {
-                stream: stream.clone(),
-                key: key.to_owned(),
-            }
-            .into())
-        };
+        return idempotent_retry(stream, key, &found, events, tenant_id, || {
+            found.iter().map(RawEvent::record).collect()
+        })
+        .map_err(AppendFail::from);
     }
     let state = if version == 0 && state == row::STATE_ACTIVE {
         StreamState::NotFound
@@ -483,12 +523,13 @@ pub(crate) async fn append_in_tx(
                 .await
                 .map_err(store_error)?;
         }
-        let (matches, binds) = match_clause(condition.query(), 3);
+        let (matches, binds) = match_clause(condition.query(), 4);
         let sql = inner.sql.first_match(&matches);
         let after = condition.after();
         let mut q = sqlx::query(&sql)
             .bind(after.tx().to_string())
-            .bind(to_sql(after.position().get()));
+            .bind(to_sql(after.position().get()))
+            .bind(tenant);
         for a in binds.arrays {
             q = q.bind(a);
         }
@@ -536,7 +577,7 @@ pub(crate) async fn append_in_tx(
     let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
     let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
     let rows = sqlx::query(&inner.sql.write)
-        .bind(DEFAULT_TENANT)
+        .bind(tenant)
         .bind(t)
         .bind(i)
         .bind(version)
@@ -599,19 +640,21 @@ pub(crate) async fn append_in_tx(
     Ok(AppendResult {
         records,
         deduplicated: false,
+        tenant: tenant_id.cloned(),
     })
 }
 
 /// The events the keyed append to `stream` wrote, read on `conn`.
 async fn idempotent_in(
     inner: &Inner,
+    tenant: &str,
     conn: &mut PgConnection,
     stream: &StreamName,
     key: &str,
 ) -> Result<Option<Vec<RawEvent>>, StoreError> {
     let (t, i) = parts(stream);
     let Some(entry) = sqlx::query(&inner.sql.idempotency)
-        .bind(DEFAULT_TENANT)
+        .bind(tenant)
         .bind(t)
         .bind(i)
         .bind(key)
@@ -628,7 +671,7 @@ async fn idempotent_in(
         .filter(|l| *l >= first)
         .ok_or_else(|| corrupt("an idempotency entry is out of range"))?;
     let rows = sqlx::query(&inner.sql.versions)
-        .bind(DEFAULT_TENANT)
+        .bind(tenant)
         .bind(t)
         .bind(i)
         .bind(first)
@@ -730,12 +773,25 @@ impl EventStore for PgStore {
         self.check_open()?;
         validate_append(&events, &options)?;
         let stream = stream.clone();
+        let tenant_id = self.tenant.clone();
         let span = op_span("append");
         self.run(move |inner| {
             async move {
                 let mut conn = inner.pool.acquire().await.map_err(store_error)?;
                 let mut tx = conn.begin().await.map_err(store_error)?;
-                match append_in_tx(&inner, &mut tx, &stream, expected, &events, &options).await {
+                let tenant_id = tenant_id.as_ref();
+                match append_in_tx(
+                    &inner,
+                    &inner.tenant,
+                    tenant_id,
+                    &mut tx,
+                    &stream,
+                    expected,
+                    &events,
+                    &options,
+                )
+                .await
+                {
                     Ok(r) if r.deduplicated => {
                         tx.rollback().await.map_err(store_error)?;
                         Ok(r)
@@ -776,7 +832,7 @@ impl EventStore for PgStore {
                     .map(|t| t.as_str().to_owned())
                     .collect();
                 let rows = sqlx::query(&inner.sql.load)
-                    .bind(DEFAULT_TENANT)
+                    .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
                     .bind(options.from().map_or(0, |v| to_sql(v.get())))
@@ -804,7 +860,7 @@ impl EventStore for PgStore {
             async move {
                 let (t, i) = parts(&stream);
                 let row = sqlx::query(&inner.sql.stream_row)
-                    .bind(DEFAULT_TENANT)
+                    .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
                     .fetch_optional(&inner.pool)
@@ -846,7 +902,7 @@ impl EventStore for PgStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                let found = idempotent_in(&inner, &mut tx, &stream, &key).await;
+                let found = idempotent_in(&inner, &inner.tenant, &mut tx, &stream, &key).await;
                 let _ = tx.rollback().await;
                 found
             }
@@ -881,6 +937,7 @@ impl GlobalReader for PgStore {
                         .bind(types.clone())
                         .bind(stream_type.clone())
                         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(inner.tenant.as_str())
                 })
                 .await?;
                 page(&rows, after, limit)
@@ -895,6 +952,7 @@ impl GlobalReader for PgStore {
         self.run(move |inner| {
             async move {
                 let row = sqlx::query(&inner.sql.head)
+                    .bind(inner.tenant.as_str())
                     .fetch_optional(&inner.pool)
                     .await
                     .map_err(store_error)?;
@@ -922,13 +980,14 @@ impl EventQueryReader for PgStore {
             async move {
                 let after = options.after();
                 let limit = options.limit();
-                let (matches, binds) = match_clause(options.query(), 4);
+                let (matches, binds) = match_clause(options.query(), 5);
                 let sql = inner.sql.query(&matches);
                 let rows = read_rows(&inner, || {
                     let mut q = sqlx::query(&sql)
                         .bind(after.tx().to_string())
                         .bind(to_sql(after.position().get()))
-                        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(inner.tenant.as_str());
                     for a in &binds.arrays {
                         q = q.bind(a.clone());
                     }
@@ -940,6 +999,22 @@ impl EventQueryReader for PgStore {
             .instrument(span)
         })
         .await
+    }
+}
+
+impl TenantScoped for PgStore {
+    /// A handle that sees and writes only `tenant`'s streams, reads,
+    /// queries, lifecycle, snapshots, checkpoints and dead letters, sharing
+    /// the pool, the feed and the locks.
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
@@ -981,7 +1056,7 @@ impl StreamLifecycle for PgStore {
             async move {
                 let (t, i) = parts(&stream);
                 let row = sqlx::query(&inner.sql.status)
-                    .bind(DEFAULT_TENANT)
+                    .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
                     .fetch_optional(&inner.pool)

@@ -13,17 +13,26 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use eskit_core::error::BoxError;
+use eskit_core::store::TenantScoped;
 use eskit_pg::{PgOptions, PgStore};
 use eskit_testing::conformance::{Fixture, Suite};
 
-fn fixture(store: PgStore) -> Fixture {
-    let closer = store.clone();
+/// The event store with queries, snapshots and checkpoints, all scoped like
+/// `store` (unscoped, or one tenant's).
+fn scoped(store: PgStore) -> Fixture {
     Fixture::store(store.clone())
         .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
+}
+
+fn fixture(store: PgStore) -> Fixture {
+    let closer = store.clone();
+    let tenants = store.clone();
+    scoped(store.clone())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
+        .with_tenants(move |t| scoped(tenants.for_tenant(t)))
         .with_close(move || closer.close())
 }
 

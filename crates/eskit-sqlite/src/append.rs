@@ -13,7 +13,9 @@
 
 use eskit_core::{
     error::StoreError,
-    event::{AppendResult, EventRecord, Position, RawEvent, StreamName, Timestamp, Version},
+    event::{
+        AppendResult, EventRecord, Position, RawEvent, StreamName, TenantId, Timestamp, Version,
+    },
     store::StreamState,
 };
 use rusqlite::{Connection, OptionalExtension, params};
@@ -21,10 +23,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::row::{
-    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, same_content, tags_blob,
+    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, index_tag, tags_blob, tenant_key,
 };
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
-use eskit_core::backend::CommitNotifier;
+use eskit_core::backend::{CommitNotifier, idempotent_retry};
 
 pub(crate) const STATE_ACTIVE: i64 = 1;
 pub(crate) const STATE_ARCHIVED: i64 = 2;
@@ -47,28 +49,44 @@ pub(crate) fn to_version(v: i64) -> Result<Version, StoreError> {
         .map_err(|_| corrupt(format!("negative stream version {v}")))
 }
 
-/// A stream's row: its key, last version and lifecycle state code.
-pub(crate) fn stream_row(
+/// A stream's row, whoever owns it: its key, last version, lifecycle
+/// state code and tenant (`''` for none).
+pub(crate) fn stream_row_any(
     conn: &Connection,
     stream: &StreamName,
-) -> Result<Option<(i64, i64, i64)>, StoreError> {
+) -> Result<Option<(i64, i64, i64, String)>, StoreError> {
     conn.prepare_cached(
-        "SELECT sid, version, state FROM eskit_streams WHERE stream_type = ?1 AND stream_id = ?2",
+        "SELECT sid, version, state, tenant FROM eskit_streams \
+         WHERE stream_type = ?1 AND stream_id = ?2",
     )
     .and_then(|mut s| {
         s.query_row(
             (stream.stream_type().as_str(), stream.stream_id().as_str()),
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
     })
     .map_err(store_error)
 }
 
+/// A stream's row as `tenant` (`''` for none) sees it: its key, last
+/// version and lifecycle state code; `None` for a stream that does not
+/// exist or that another tenant owns.
+pub(crate) fn stream_row(
+    conn: &Connection,
+    stream: &StreamName,
+    tenant: &str,
+) -> Result<Option<(i64, i64, i64)>, StoreError> {
+    Ok(stream_row_any(conn, stream)?
+        .filter(|row| row.3 == tenant)
+        .map(|(sid, version, state, _)| (sid, version, state)))
+}
+
 /// The events of stream `sid` with versions in `first..=last`.
 pub(crate) fn load_versions(
     conn: &Connection,
     stream: &StreamName,
+    tenant: Option<&TenantId>,
     sid: i64,
     first: i64,
     last: i64,
@@ -80,7 +98,7 @@ pub(crate) fn load_versions(
     let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt.query((sid, first, last)).map_err(store_error)?;
     // Inside the writer's transaction: kinds read here may not be committed.
-    let mut batch = BatchBuilder::new(KindReader::uncommitted(), 0);
+    let mut batch = BatchBuilder::new(KindReader::uncommitted(), 0, tenant.cloned());
     let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
         batch.push(conn, row, owner)?;
@@ -103,7 +121,7 @@ fn next_position(conn: &Connection) -> Result<i64, StoreError> {
 
 /// Removes the tag index rows of stream `sid`'s events, before the events
 /// are deleted. Each row is found by its key from the event's stored tags.
-pub(crate) fn delete_tags(conn: &Connection, sid: i64) -> Result<(), StoreError> {
+pub(crate) fn delete_tags(conn: &Connection, sid: i64, tenant: &str) -> Result<(), StoreError> {
     let mut select = conn
         .prepare_cached(
             "SELECT position, tags FROM eskit_events WHERE stream = ?1 AND tags IS NOT NULL",
@@ -119,7 +137,7 @@ pub(crate) fn delete_tags(conn: &Connection, sid: i64) -> Result<(), StoreError>
         for tag in blob.split(|b| *b == 0) {
             let tag = String::from_utf8_lossy(tag);
             delete
-                .execute((tag.as_ref(), position))
+                .execute((index_tag(tenant, &tag).as_ref(), position))
                 .map_err(store_error)?;
         }
     }
@@ -289,7 +307,15 @@ pub(crate) fn check_append(
     next_position: i64,
 ) -> Result<Checked, StoreError> {
     let stream = &job.stream;
-    let row = stream_row(conn, stream)?;
+    let tenant = tenant_key(job.tenant.as_ref());
+    let row = match stream_row_any(conn, stream)? {
+        Some((_, _, _, owner)) if owner != tenant => {
+            return Err(StoreError::WrongTenant {
+                stream: stream.clone(),
+            });
+        }
+        row => row.map(|(sid, version, state, _)| (sid, version, state)),
+    };
     let key = job.options.idempotency_key();
     if let (Some(key), Some((sid, _, _))) = (key, row) {
         let previous: Option<(i64, i64)> = conn
@@ -304,28 +330,21 @@ pub(crate) fn check_append(
             .map_err(store_error)?;
         if let Some((first, count)) = previous {
             let last = first.saturating_add(count).saturating_sub(1);
-            let stored = load_versions(conn, stream, sid, first, last)?;
+            let stored = load_versions(conn, stream, job.tenant.as_ref(), sid, first, last)?;
             if i64::try_from(stored.len()).ok() != Some(count) {
                 return Err(corrupt(format!(
                     "idempotency entry of stream {stream} names missing events"
                 )));
             }
-            let same = stored.len() == job.events.len()
-                && stored
-                    .iter()
-                    .zip(&job.events)
-                    .all(|(a, b)| same_content(a, b));
-            return if same {
-                Ok(Checked::Deduplicated(AppendResult {
-                    records: stored.iter().map(RawEvent::record).collect(),
-                    deduplicated: true,
-                }))
-            } else {
-                Err(StoreError::IdempotencyConflict {
-                    stream: stream.clone(),
-                    key: key.to_owned(),
-                })
-            };
+            return idempotent_retry(
+                stream,
+                key,
+                &stored,
+                &job.events,
+                job.tenant.as_ref(),
+                || stored.iter().map(RawEvent::record).collect(),
+            )
+            .map(Checked::Deduplicated);
         }
     }
     let (sid, version) = match row {
@@ -345,7 +364,7 @@ pub(crate) fn check_append(
     }
     // Inside the batch's transaction: appends earlier in the batch count.
     if let Some(condition) = job.options.condition()
-        && let Some(cursor) = crate::query::first_match(conn, condition)?
+        && let Some(cursor) = crate::query::first_match(conn, condition, tenant)?
     {
         return Err(StoreError::ConditionFailed { cursor });
     }
@@ -354,7 +373,7 @@ pub(crate) fn check_append(
     let new_version = version.checked_add(count).ok_or_else(overflow)?;
     next_position.checked_add(count).ok_or_else(overflow)?;
     let metadata = job.options.stored_metadata();
-    let meta = StoredMetadata::of(&metadata)?;
+    let meta = StoredMetadata::of(&metadata);
     Ok(Checked::Write(Plan {
         sid,
         version,
@@ -393,17 +412,22 @@ pub(crate) fn write_append(
         meta,
     } = plan;
     let stream = &job.stream;
+    let tenant = tenant_key(job.tenant.as_ref());
     let key = job.options.idempotency_key();
     let overflow = || corrupt("version or position overflow");
     let sid = match sid {
         Some(sid) => sid,
         None => {
             conn.prepare_cached(
-                "INSERT INTO eskit_streams (stream_type, stream_id, version, state) \
-                 VALUES (?1, ?2, 0, 1)",
+                "INSERT INTO eskit_streams (stream_type, stream_id, version, state, tenant) \
+                 VALUES (?1, ?2, 0, 1, ?3)",
             )
             .and_then(|mut s| {
-                s.execute((stream.stream_type().as_str(), stream.stream_id().as_str()))
+                s.execute((
+                    stream.stream_type().as_str(),
+                    stream.stream_id().as_str(),
+                    tenant,
+                ))
             })
             .map_err(store_error)?;
             conn.last_insert_rowid()
@@ -417,8 +441,8 @@ pub(crate) fn write_append(
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO eskit_events (position, stream, version, event_id, kind, \
-             payload, timestamp, metadata, checksum, tags) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             payload, timestamp, metadata, checksum, tags, tenant) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
@@ -444,6 +468,7 @@ pub(crate) fn write_append(
             timestamp,
             meta.text(),
             tags.as_deref(),
+            tenant,
         );
         insert
             .execute(params![
@@ -457,6 +482,7 @@ pub(crate) fn write_append(
                 meta.0,
                 checksum,
                 tags,
+                tenant,
             ])
             .map_err(|e| {
                 if is_event_id_violation(&e) {
@@ -471,7 +497,7 @@ pub(crate) fn write_append(
                 .map_err(store_error)?;
             for tag in event.tags() {
                 tag_insert
-                    .execute((tag.as_str(), position))
+                    .execute((index_tag(tenant, tag.as_str()).as_ref(), position))
                     .map_err(store_error)?;
             }
         }
@@ -497,5 +523,6 @@ pub(crate) fn write_append(
     Ok(AppendResult {
         records,
         deduplicated: false,
+        tenant: job.tenant.clone(),
     })
 }

@@ -4,11 +4,12 @@ use eskit_core::{
     backend::{validate_cursor, validate_name},
     error::StoreError,
     event::{GlobalCursor, NameKind, Position, Timestamp},
-    store::CheckpointStore,
+    store::{CheckpointStore, TenantScoped},
 };
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::store_error;
+use crate::row::tenant_key;
 use crate::store::SqliteStore;
 
 /// Named cursors in the `eskit_checkpoints` table of the store's database.
@@ -44,9 +45,10 @@ impl CheckpointStore for SqliteCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .workers()
-            .read(move |c| read_checkpoint(c, &name))
+            .read(move |c| read_checkpoint(c, &tenant, &name))
             .await
     }
 
@@ -54,38 +56,44 @@ impl CheckpointStore for SqliteCheckpointStore {
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
         let name = name.to_owned();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
-            .write_tx(move |tx| write_checkpoint(tx, &name, cursor))
+            .write_tx(move |tx| write_checkpoint(tx, &tenant, &name, cursor))
             .await
     }
 }
 
-/// The cursor saved under `name` (already validated), read on `conn`.
+/// The cursor `tenant` (`''` for none) saved under `name` (already
+/// validated), read on `conn`.
 pub(crate) fn read_checkpoint(
     conn: &Connection,
+    tenant: &str,
     name: &str,
 ) -> Result<Option<GlobalCursor>, StoreError> {
-    conn.prepare_cached("SELECT tx, position FROM eskit_checkpoints WHERE name = ?1")
-        .and_then(|mut s| {
-            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .map_err(store_error)?
-        .map(from_sql)
-        .transpose()
+    conn.prepare_cached(
+        "SELECT tx, position FROM eskit_checkpoints WHERE tenant = ?1 AND name = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row([tenant, name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    })
+    .map_err(store_error)?
+    .map(from_sql)
+    .transpose()
 }
 
 /// Saves `cursor` under `name` (both already validated) inside the
 /// transaction open on `conn`.
 pub(crate) fn write_checkpoint(
     conn: &Connection,
+    tenant: &str,
     name: &str,
     cursor: GlobalCursor,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO eskit_checkpoints (name, tx, position, updated_at) \
-         VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (name) DO UPDATE SET tx = ?2, position = ?3, updated_at = ?4",
+        "INSERT INTO eskit_checkpoints (tenant, name, tx, position, updated_at) \
+         VALUES (?5, ?1, ?2, ?3, ?4) \
+         ON CONFLICT (tenant, name) DO UPDATE SET tx = ?2, position = ?3, updated_at = ?4",
     )
     .and_then(|mut s| {
         s.execute((
@@ -93,6 +101,7 @@ pub(crate) fn write_checkpoint(
             to_sql(cursor.tx()),
             to_sql(cursor.position().get()),
             Timestamp::now().as_unix_micros(),
+            tenant,
         ))
     })
     .map_err(store_error)?;

@@ -1,11 +1,12 @@
 //! Dead letters in the store's database (`eskit_dead_letters`).
 
+use eskit_core::store::TenantScoped;
 use eskit_core::{
     backend::{bounded_error, validate_name},
     error::{StoreError, ValidationError},
     event::{
-        CodecName, EventId, EventType, Metadata, NameKind, Position, RawEvent, StreamName,
-        Timestamp, Version,
+        CodecName, EventHeader, EventId, EventType, Metadata, NameKind, Position, RawEvent,
+        StreamName, TenantId, Timestamp, Version,
     },
     limits::MAX_READ_LIMIT,
     store::{DeadLetter, DeadLetterStore},
@@ -13,12 +14,14 @@ use eskit_core::{
 use rusqlite::{OptionalExtension, Row};
 
 use crate::error::{corrupt, store_error};
-use crate::row::{StoredMetadata, parse_metadata, parse_tags, tags_blob};
+use crate::row::{StoredMetadata, parse_metadata, parse_tags, tags_blob, tenant_key};
 use crate::store::SqliteStore;
 
 /// Dead letters kept in the store's file, so they survive restarts and are
 /// shared by every process on the file. Get one with
-/// [`SqliteStore::dead_letters`].
+/// [`SqliteStore::dead_letters`]; one from a tenant's handle
+/// ([`TenantScoped::for_tenant`](eskit_core::store::TenantScoped::for_tenant))
+/// keeps and sees that tenant's letters only.
 #[derive(Debug, Clone)]
 pub struct SqliteDeadLetterStore {
     store: SqliteStore,
@@ -31,7 +34,8 @@ impl SqliteDeadLetterStore {
 }
 
 const COLUMNS: &str = "id, subscription, tx, position, stream_type, stream_id, version, event_id, \
-    event_type, schema_version, codec, payload, timestamp, metadata, tags, error, attempts, at";
+    event_type, schema_version, codec, payload, timestamp, metadata, tags, error, attempts, at, \
+    tenant";
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -50,27 +54,34 @@ fn letter(r: &Row<'_>) -> rusqlite::Result<Result<DeadLetter, StoreError>> {
     let metadata: Option<String> = r.get(13)?;
     let tags: Option<Vec<u8>> = r.get(14)?;
     let (error, attempts, at): (String, i64, i64) = (r.get(15)?, r.get(16)?, r.get(17)?);
+    let tenant: String = r.get(18)?;
     let bad = |what: &str| corrupt(format!("invalid {what} in dead letter {id}"));
     Ok((|| {
         let num = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
         let event = RawEvent {
-            id: EventId::from_bytes(
-                <[u8; 16]>::try_from(event_id.as_slice()).map_err(|_| bad("event id"))?,
-            ),
-            stream: StreamName::new(stream_type, stream_id).map_err(|_| bad("stream"))?,
-            version: Version::new(num(version, "version")?),
-            position: Position::new(num(position, "position")?),
-            tx: num(tx, "transaction key")?,
-            event_type: EventType::new(event_type).map_err(|_| bad("event type"))?,
-            schema_version: u32::try_from(schema_version).map_err(|_| bad("schema version"))?,
-            timestamp: Timestamp::from_unix_micros(timestamp),
-            metadata: match metadata {
-                None => Metadata::new(),
-                Some(t) => parse_metadata(&t).ok_or_else(|| bad("metadata"))?,
-            },
-            tags: match tags {
-                None => Vec::new(),
-                Some(b) => parse_tags(&b).ok_or_else(|| bad("tags"))?,
+            header: EventHeader {
+                id: EventId::from_bytes(
+                    <[u8; 16]>::try_from(event_id.as_slice()).map_err(|_| bad("event id"))?,
+                ),
+                stream: StreamName::new(stream_type, stream_id).map_err(|_| bad("stream"))?,
+                version: Version::new(num(version, "version")?),
+                position: Position::new(num(position, "position")?),
+                tx: num(tx, "transaction key")?,
+                event_type: EventType::new(event_type).map_err(|_| bad("event type"))?,
+                schema_version: u32::try_from(schema_version).map_err(|_| bad("schema version"))?,
+                timestamp: Timestamp::from_unix_micros(timestamp),
+                metadata: match metadata {
+                    None => Metadata::new(),
+                    Some(t) => parse_metadata(&t).ok_or_else(|| bad("metadata"))?,
+                },
+                tags: match tags {
+                    None => Vec::new(),
+                    Some(b) => parse_tags(&b).ok_or_else(|| bad("tags"))?,
+                },
+                tenant: match tenant.as_str() {
+                    "" => None,
+                    t => Some(TenantId::new(t).map_err(|_| bad("tenant"))?),
+                },
             },
             codec: CodecName::new(codec).map_err(|_| bad("codec"))?,
             payload,
@@ -98,13 +109,15 @@ impl DeadLetterStore for SqliteDeadLetterStore {
         let subscription = subscription.to_owned();
         let event = event.clone();
         let error = bounded_error(error).to_owned();
-        let metadata = StoredMetadata::of(&event.metadata)?;
+        let metadata = StoredMetadata::of(&event.metadata);
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .write_tx(move |tx| {
                 let id = event.id.to_bytes();
                 tx.prepare_cached(&format!(
                     "INSERT INTO eskit_dead_letters ({COLUMNS}) VALUES \
-                     (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                     (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+                     ?18)"
                 ))
                 .and_then(|mut s| {
                     s.execute(rusqlite::params![
@@ -125,6 +138,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
                         error,
                         i64::from(attempts),
                         Timestamp::now().as_unix_micros(),
+                        tenant,
                     ])
                 })
                 .map_err(store_error)?;
@@ -144,13 +158,14 @@ impl DeadLetterStore for SqliteDeadLetterStore {
             return Err(ValidationError::InvalidLimit { limit }.into());
         }
         let subscription = subscription.to_owned();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .workers()
             .read(move |c| {
                 let mut stmt = c
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM eskit_dead_letters \
-                         WHERE subscription = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                         WHERE subscription = ?1 AND id > ?2 AND tenant = ?4 ORDER BY id LIMIT ?3"
                     ))
                     .map_err(store_error)?;
                 let rows = stmt
@@ -158,7 +173,8 @@ impl DeadLetterStore for SqliteDeadLetterStore {
                         rusqlite::params![
                             subscription,
                             to_i64(after_id),
-                            i64::try_from(limit).unwrap_or(i64::MAX)
+                            i64::try_from(limit).unwrap_or(i64::MAX),
+                            tenant,
                         ],
                         letter,
                     )
@@ -173,13 +189,17 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .workers()
             .read(move |c| {
                 c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM eskit_dead_letters WHERE id = ?1"
+                    "SELECT {COLUMNS} FROM eskit_dead_letters WHERE id = ?1 AND tenant = ?2"
                 ))
-                .and_then(|mut s| s.query_row([to_i64(id)], letter).optional())
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![to_i64(id), tenant], letter)
+                        .optional()
+                })
                 .map_err(store_error)?
                 .transpose()
             })
@@ -187,10 +207,11 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .write_tx(move |tx| {
-                tx.prepare_cached("DELETE FROM eskit_dead_letters WHERE id = ?1")
-                    .and_then(|mut s| s.execute([to_i64(id)]))
+                tx.prepare_cached("DELETE FROM eskit_dead_letters WHERE id = ?1 AND tenant = ?2")
+                    .and_then(|mut s| s.execute(rusqlite::params![to_i64(id), tenant]))
                     .map(|n| n > 0)
                     .map_err(store_error)
             })

@@ -41,7 +41,12 @@
 //!
 //! # Storage
 //! Each event is one row of `eskit_events`: its stream key, version, id
-//! (16 bytes), payload, timestamp, metadata (JSON text) and a *kind* key.
+//! (16 bytes), payload, timestamp, metadata and a *kind* key. Metadata is
+//! the core's flat wire shape as one JSON object of strings
+//! (`{"correlation_id":"..","initiator.kind":"user","x.region":"eu"}`, see
+//! `eskit_core::backend::metadata_to_json`), the same text every backend
+//! stores; rows written before it, with principals as nested objects and
+//! extras under `"extra"`, are still read.
 //! A kind is one (event type, schema version, codec name) triple, stored
 //! once in `eskit_event_kinds`, so a load reads one integer per event
 //! instead of three fields and hands out shared names. The view

@@ -11,14 +11,16 @@
 use eskit_core::{
     dcb::{AppendCondition, EventQuery, QueryItem, QueryOptions},
     error::StoreError,
-    event::{GlobalCursor, Position, RawEvent},
+    event::{GlobalCursor, Position, RawEvent, TenantId},
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{corrupt, store_error};
 use crate::kinds::{KindCache, KindReader};
-use crate::row::{BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch};
+use crate::row::{
+    BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, index_tag, tenant_key,
+};
 use crate::worker::{Part, PartSender};
 
 /// The positions of the events matching `query` in `(?1, ?2]`, as a
@@ -29,19 +31,29 @@ use crate::worker::{Part, PartSender};
 /// The limit is written into the SQL, not bound: SQLite (with STAT4, as
 /// rusqlite bundles it) marks a statement whose `LIMIT` is a parameter to
 /// be prepared again on every new binding, which cost more than the read.
-fn positions_sql(query: &EventQuery, limit: i64, params: &mut Vec<Value>) -> String {
+fn positions_sql(query: &EventQuery, tenant: &str, limit: i64, params: &mut Vec<Value>) -> String {
     let mut next = |v: Value| {
         params.push(v);
         format!("?{}", params.len() + 2)
     };
     let mut members = Vec::with_capacity(query.items().len());
     for item in query.items() {
-        members.push(item_sql(item, limit, &mut next));
+        members.push(item_sql(item, tenant, limit, &mut next));
     }
     members.join(" UNION ")
 }
 
-fn item_sql(item: &QueryItem, limit: i64, next: &mut impl FnMut(Value) -> String) -> String {
+/// A tag as the index keys it, as a parameter value.
+fn tag_value(tenant: &str, tag: &str) -> Value {
+    Value::Text(index_tag(tenant, tag).into_owned())
+}
+
+fn item_sql(
+    item: &QueryItem,
+    tenant: &str,
+    limit: i64,
+    next: &mut impl FnMut(Value) -> String,
+) -> String {
     let types = if item.event_types().is_empty() {
         String::new()
     } else {
@@ -56,16 +68,17 @@ fn item_sql(item: &QueryItem, limit: i64, next: &mut impl FnMut(Value) -> String
         )
     };
     let Some((first, rest)) = item.tags().split_first() else {
+        let t = next(Value::Text(tenant.to_owned()));
         return format!(
             "SELECT position FROM (SELECT ei.position FROM eskit_events ei \
-             WHERE ei.position > ?1 AND ei.position <= ?2{types} \
+             WHERE ei.position > ?1 AND ei.position <= ?2 AND ei.tenant = {t}{types} \
              ORDER BY ei.position LIMIT {limit})"
         );
     };
-    let first = next(Value::Text(first.as_str().to_owned()));
+    let first = next(tag_value(tenant, first.as_str()));
     let mut joins = String::new();
     for (i, tag) in rest.iter().enumerate() {
-        let p = next(Value::Text(tag.as_str().to_owned()));
+        let p = next(tag_value(tenant, tag.as_str()));
         joins.push_str(&format!(
             " JOIN eskit_event_tags t{n} ON t{n}.tag = {p} AND t{n}.position = t0.position",
             n = i + 1
@@ -87,6 +100,7 @@ fn item_sql(item: &QueryItem, limit: i64, next: &mut impl FnMut(Value) -> String
 /// several through the compound select of their positions.
 pub(crate) fn read_sql(
     query: &EventQuery,
+    tenant: &str,
     after: i64,
     horizon: i64,
     limit: i64,
@@ -95,9 +109,9 @@ pub(crate) fn read_sql(
     let mut extra = Vec::new();
     let sql = match query.items() {
         [] => return None,
-        [item] => single_item_sql(item, limit, &mut extra),
+        [item] => single_item_sql(item, tenant, limit, &mut extra),
         _ => {
-            let positions = positions_sql(query, limit, &mut extra);
+            let positions = positions_sql(query, tenant, limit, &mut extra);
             format!(
                 "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
                  FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
@@ -111,7 +125,7 @@ pub(crate) fn read_sql(
 
 /// One item as a join: the first tag's index range drives, every other tag
 /// is a primary-key lookup, then the event row and its stream by key.
-fn single_item_sql(item: &QueryItem, limit: i64, params: &mut Vec<Value>) -> String {
+fn single_item_sql(item: &QueryItem, tenant: &str, limit: i64, params: &mut Vec<Value>) -> String {
     let mut next = |v: Value| {
         params.push(v);
         format!("?{}", params.len() + 2)
@@ -130,17 +144,18 @@ fn single_item_sql(item: &QueryItem, limit: i64, params: &mut Vec<Value>) -> Str
         )
     };
     let Some((first, rest)) = item.tags().split_first() else {
+        let t = next(Value::Text(tenant.to_owned()));
         return format!(
             "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
              FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
-             WHERE e.position > ?1 AND e.position <= ?2{types} \
+             WHERE e.position > ?1 AND e.position <= ?2 AND e.tenant = {t}{types} \
              ORDER BY e.position LIMIT {limit}"
         );
     };
-    let first = next(Value::Text(first.as_str().to_owned()));
+    let first = next(tag_value(tenant, first.as_str()));
     let mut joins = String::new();
     for (i, tag) in rest.iter().enumerate() {
-        let p = next(Value::Text(tag.as_str().to_owned()));
+        let p = next(tag_value(tenant, tag.as_str()));
         joins.push_str(&format!(
             " JOIN eskit_event_tags t{n} ON t{n}.tag = {p} AND t{n}.position = t0.position",
             n = i + 1
@@ -161,6 +176,7 @@ fn single_item_sql(item: &QueryItem, limit: i64, params: &mut Vec<Value>) -> Str
 pub(crate) fn query_sync(
     c: &Connection,
     kinds: &KindCache,
+    tenant: Option<&TenantId>,
     options: &QueryOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
@@ -176,6 +192,7 @@ pub(crate) fn query_sync(
     let limit = i64::try_from(options.limit()).unwrap_or(0);
     let Some((sql, params)) = read_sql(
         options.query(),
+        tenant_key(tenant),
         to_i64(after.position().get()),
         to_i64(horizon),
         limit,
@@ -186,7 +203,7 @@ pub(crate) fn query_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned());
     while let Some(row) = rows.next().map_err(store_error)? {
         // The stream's names come with the row: a query's events are
         // spread over many streams, and a lookup per stream costs more
@@ -227,6 +244,7 @@ pub(crate) fn check_matches(query: &EventQuery, events: &[RawEvent]) -> Result<(
 pub(crate) fn first_match(
     conn: &Connection,
     condition: &AppendCondition,
+    tenant: &str,
 ) -> Result<Option<GlobalCursor>, StoreError> {
     let after = condition.after();
     if after.tx() > 0 || condition.query().items().is_empty() {
@@ -237,7 +255,7 @@ pub(crate) fn first_match(
         Value::Integer(i64::MAX),
     ];
     let mut extra = Vec::new();
-    let positions = positions_sql(condition.query(), 1, &mut extra);
+    let positions = positions_sql(condition.query(), tenant, 1, &mut extra);
     params.extend(extra);
     let sql = format!("SELECT min(position) FROM ({positions})");
     let first: Option<i64> = conn
@@ -290,7 +308,7 @@ mod tests {
         let mut stmt = None;
         for i in 0..5 {
             let query = EventQuery::from(QueryItem::new().with_tags([t(&format!("course:{i}"))]));
-            let (sql, params) = read_sql(&query, i, 1000 + i, 100).unwrap_or_default();
+            let (sql, params) = read_sql(&query, "", i, 1000 + i, 100).unwrap_or_default();
             let s = stmt.get_or_insert_with(|| c.prepare(&sql).unwrap_or_else(|e| panic!("{e}")));
             let mut rows = s
                 .query(rusqlite::params_from_iter(params))
@@ -323,7 +341,7 @@ mod tests {
                     .with_tags([t("student:s-1"), t("term:2026")])
                     .with_event_types([ty("Enrolled"), ty("Left")]),
             );
-        let (sql, params) = read_sql(&query, 0, i64::MAX, 100).unwrap_or_default();
+        let (sql, params) = read_sql(&query, "", 0, i64::MAX, 100).unwrap_or_default();
         let steps = plan(&c, &sql, params);
         let joined = steps.join("\n");
         assert!(
@@ -347,7 +365,7 @@ mod tests {
                 .with_tags([t("student:s-1"), t("term:2026")])
                 .with_event_types([ty("Enrolled")]),
         );
-        let (sql, params) = read_sql(&single, 0, i64::MAX, 100).unwrap_or_default();
+        let (sql, params) = read_sql(&single, "", 0, i64::MAX, 100).unwrap_or_default();
         let steps = plan(&c, &sql, params);
         let joined = steps.join("\n");
         assert!(
@@ -363,7 +381,7 @@ mod tests {
         let condition = AppendCondition::new(query, GlobalCursor::START);
         let mut params = vec![Value::Integer(0), Value::Integer(i64::MAX)];
         let mut extra = Vec::new();
-        let positions = positions_sql(condition.query(), 1, &mut extra);
+        let positions = positions_sql(condition.query(), "", 1, &mut extra);
         params.extend(extra);
         let steps = plan(
             &c,

@@ -4,10 +4,11 @@
 //! every field parses; anything else is [`StoreError::Corrupt`].
 
 use eskit_core::{
+    backend::{metadata_from_json, metadata_to_json},
     error::StoreError,
     event::{
-        EventId, Metadata, NewEvent, Position, Principal, PrincipalKind, RawEvent, StreamName, Tag,
-        Timestamp, Version,
+        EventHeader, EventId, Metadata, Position, Principal, PrincipalKind, RawEvent, StreamName,
+        Tag, TenantId, Timestamp, Version,
     },
 };
 use std::collections::HashMap;
@@ -24,6 +25,22 @@ pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.kin
 
 /// Number of columns in [`EVENT_COLUMNS`].
 pub(crate) const EVENT_COLUMN_COUNT: usize = 9;
+
+/// A tenant as stored: its id, or `''` for none.
+pub(crate) fn tenant_key(tenant: Option<&TenantId>) -> &str {
+    tenant.map_or("", TenantId::as_str)
+}
+
+/// A tag as the tag index keys it: `tenant NUL tag` for a tenant's event,
+/// the tag alone otherwise (neither a tag nor a tenant holds a NUL, so no
+/// two tenants' keys meet).
+pub(crate) fn index_tag<'a>(tenant: &str, tag: &'a str) -> std::borrow::Cow<'a, str> {
+    if tenant.is_empty() {
+        std::borrow::Cow::Borrowed(tag)
+    } else {
+        std::borrow::Cow::Owned(format!("{tenant}\0{tag}"))
+    }
+}
 
 /// The stored form of an event's tags: joined by NUL bytes (a tag never
 /// holds one), `None` when it has none.
@@ -106,45 +123,14 @@ impl<'a> Checksum<'a> {
     }
 }
 
-/// The stored form of one event's metadata: a JSON object in one `TEXT`
-/// column (queryable with SQLite's `json_extract`), `NULL` when empty.
+/// The stored form of one event's metadata: the core's flat wire shape as a
+/// JSON object of strings in one `TEXT` column (queryable with SQLite's
+/// `json_extract`, e.g. `$."x.region"`), `NULL` when empty.
 pub(crate) struct StoredMetadata(pub(crate) Option<String>);
 
-fn principal_json(p: &Principal) -> serde_json::Value {
-    serde_json::json!({ "kind": p.kind().as_str(), "id": p.id() })
-}
-
 impl StoredMetadata {
-    pub(crate) fn of(m: &Metadata) -> Result<Self, StoreError> {
-        if m.is_empty() {
-            return Ok(Self(None));
-        }
-        let mut o = serde_json::Map::new();
-        let mut put = |k: &str, v: Option<&str>| {
-            if let Some(v) = v {
-                o.insert(k.to_owned(), v.into());
-            }
-        };
-        put("correlation_id", m.correlation_id());
-        put("causation_id", m.causation_id());
-        put("idempotency_key", m.idempotency_key());
-        if let Some(p) = m.initiator() {
-            o.insert("initiator".into(), principal_json(p));
-        }
-        if let Some(p) = m.originator() {
-            o.insert("originator".into(), principal_json(p));
-        }
-        if !m.extra().is_empty() {
-            let extra = m
-                .extra()
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-                .collect();
-            o.insert("extra".into(), serde_json::Value::Object(extra));
-        }
-        serde_json::to_string(&o)
-            .map(|s| Self(Some(s)))
-            .map_err(StoreError::backend)
+    pub(crate) fn of(m: &Metadata) -> Self {
+        Self(metadata_to_json(m))
     }
 
     /// The stored text, as the checksum sees it.
@@ -153,9 +139,19 @@ impl StoredMetadata {
     }
 }
 
-/// Parses stored metadata; anything but the shape [`StoredMetadata::of`]
-/// writes is `None`.
+/// Parses stored metadata: the flat wire shape every row is written in
+/// now, or the nested shape of files written before it (principals as
+/// objects, extras under `extra`); anything else is `None`.
 pub(crate) fn parse_metadata(text: &str) -> Option<Metadata> {
+    metadata_from_json(text)
+        .ok()
+        .or_else(|| parse_nested_metadata(text))
+}
+
+/// The nested shape rows were written in before the flat wire shape:
+/// `{"correlation_id": .., "initiator": {"kind": .., "id": ..},
+/// "extra": {..}}`. Read only; never written.
+fn parse_nested_metadata(text: &str) -> Option<Metadata> {
     use serde_json::Value;
     let Value::Object(o) = serde_json::from_str::<Value>(text).ok()? else {
         return None;
@@ -195,6 +191,9 @@ pub(crate) fn parse_metadata(text: &str) -> Option<Metadata> {
 /// Precedes the tags in an event row's checksum.
 const TAGS_MARK: i64 = 0x7461_6773;
 
+/// Precedes the tenant in an event row's checksum.
+const TENANT_MARK: i64 = 0x7465_6e61;
+
 /// The checksum of an event row.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn event_checksum(
@@ -210,6 +209,7 @@ pub(crate) fn event_checksum(
     timestamp: i64,
     meta: Option<&str>,
     tags: Option<&[u8]>,
+    tenant: &str,
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
@@ -225,6 +225,10 @@ pub(crate) fn event_checksum(
     // Rows without tags keep the sum they had before tags existed.
     if let Some(tags) = tags {
         c.int(TAGS_MARK).bytes(tags);
+    }
+    // So do rows of no tenant; a tenant's rows cannot be moved to another.
+    if !tenant.is_empty() {
+        c.int(TENANT_MARK).bytes(tenant.as_bytes());
     }
     c.finish(payload)
 }
@@ -248,6 +252,8 @@ pub(crate) struct EventBatch {
     streams: Vec<StreamName>,
     /// How many events the whole read expects, when known (first batch).
     expected: usize,
+    /// The tenant whose events these are (a read sees one tenant's only).
+    tenant: Option<TenantId>,
 }
 
 impl EventBatch {
@@ -336,6 +342,7 @@ impl Assembler {
                 h.timestamp,
                 meta_text,
                 tags_raw,
+                tenant_key(batch.tenant.as_ref()),
             );
             if h.checksum != expected {
                 return Err(corrupt(format!(
@@ -352,18 +359,21 @@ impl Assembler {
             };
             let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {
-                id: EventId::from_bytes(h.id),
-                stream: stream.clone(),
-                version: Version::new(to_u64(h.version, "version")?),
-                position: Position::new(to_u64(h.position, "position")?),
-                tx: 0,
-                event_type: kind.event_type.clone(),
-                schema_version: kind.schema_version,
-                timestamp: Timestamp::from_unix_micros(h.timestamp),
-                metadata,
+                header: EventHeader {
+                    id: EventId::from_bytes(h.id),
+                    stream: stream.clone(),
+                    version: Version::new(to_u64(h.version, "version")?),
+                    position: Position::new(to_u64(h.position, "position")?),
+                    tx: 0,
+                    event_type: kind.event_type.clone(),
+                    schema_version: kind.schema_version,
+                    timestamp: Timestamp::from_unix_micros(h.timestamp),
+                    metadata,
+                    tags,
+                    tenant: batch.tenant.clone(),
+                },
                 codec: kind.codec.clone(),
                 payload: payload.to_vec(),
-                tags,
             });
         }
         Ok(())
@@ -390,11 +400,13 @@ pub(crate) struct BatchBuilder<'a> {
     kinds_sent: usize,
     streams_sent: usize,
     expected: usize,
+    tenant: Option<TenantId>,
 }
 
 impl<'a> BatchBuilder<'a> {
-    /// A builder for a read expected to return `expected` rows (0: unknown).
-    pub(crate) fn new(kinds: KindReader<'a>, expected: usize) -> Self {
+    /// A builder for a read of `tenant`'s events expected to return
+    /// `expected` rows (0: unknown).
+    pub(crate) fn new(kinds: KindReader<'a>, expected: usize, tenant: Option<TenantId>) -> Self {
         Self {
             heads: Vec::with_capacity(expected.clamp(1, BATCH_ROWS)),
             bytes: Vec::new(),
@@ -406,6 +418,7 @@ impl<'a> BatchBuilder<'a> {
             kinds_sent: 0,
             streams_sent: 0,
             expected,
+            tenant,
         }
     }
 
@@ -432,6 +445,7 @@ impl<'a> BatchBuilder<'a> {
             kinds,
             streams,
             expected: std::mem::take(&mut self.expected),
+            tenant: self.tenant.clone(),
         }
     }
 
@@ -568,28 +582,19 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
-/// Whether a stored event carries the same content as a retried one.
-pub(crate) fn same_content(stored: &RawEvent, new: &NewEvent) -> bool {
-    stored.event_type == *new.event_type()
-        && stored.schema_version == new.schema_version()
-        && stored.codec.as_str() == new.codec()
-        && stored.payload == new.payload()
-        && stored.tags == new.tags()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn metadata_round_trips_and_garbage_is_refused() -> Result<(), StoreError> {
+    fn metadata_round_trips_and_garbage_is_refused() {
         let m = Metadata::new_chain(Principal::user("ada"))
             .with_causation_id("c")
             .with_idempotency_key("k")
-            .with_extra("a", "\"quoted\"\n\u{0}");
-        let text = StoredMetadata::of(&m)?.0.unwrap_or_default();
+            .with_extra("a", "\"quoted\"\n\u{1}");
+        let text = StoredMetadata::of(&m).0.unwrap_or_default();
         assert_eq!(parse_metadata(&text), Some(m));
-        assert!(StoredMetadata::of(&Metadata::new())?.0.is_none());
+        assert!(StoredMetadata::of(&Metadata::new()).0.is_none());
         for bad in [
             "",
             "{",
@@ -598,6 +603,8 @@ mod tests {
             "1e999",
             "{\"correlation_id\":1}",
             "{\"unknown\":\"x\"}",
+            "{\"x.a\":\"1\",\"x.a\":\"2\"}",
+            "{\"initiator.kind\":\"user\"}",
             "{\"initiator\":{\"kind\":\"user\"}}",
             "{\"initiator\":{\"kind\":\"user\",\"id\":\"a\",\"x\":1}}",
             "{\"extra\":{\"a\":NaN}}",
@@ -609,6 +616,162 @@ mod tests {
         }
         let deep = "[".repeat(100_000);
         assert_eq!(parse_metadata(&deep), None);
+    }
+
+    /// The nested JSON rows were written in before the flat wire shape.
+    fn nested_text(m: &Metadata) -> String {
+        let principal =
+            |p: &Principal| serde_json::json!({ "kind": p.kind().as_str(), "id": p.id() });
+        let mut o = serde_json::Map::new();
+        for (k, v) in [
+            ("correlation_id", m.correlation_id()),
+            ("causation_id", m.causation_id()),
+            ("idempotency_key", m.idempotency_key()),
+        ] {
+            if let Some(v) = v {
+                o.insert(k.into(), v.into());
+            }
+        }
+        if let Some(p) = m.initiator() {
+            o.insert("initiator".into(), principal(p));
+        }
+        if let Some(p) = m.originator() {
+            o.insert("originator".into(), principal(p));
+        }
+        if !m.extra().is_empty() {
+            let extra = m
+                .extra()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().into()))
+                .collect();
+            o.insert("extra".into(), serde_json::Value::Object(extra));
+        }
+        serde_json::Value::Object(o).to_string()
+    }
+
+    fn sample_metadata() -> Metadata {
+        Metadata::new_chain(Principal::user("ada"))
+            .continue_from(EventId::new(), Principal::service("billing"))
+            .with_idempotency_key("retry-1")
+            .with_extra("region", "eu")
+            .with_extra("note", "{\"nested\": [1]}")
+    }
+
+    #[test]
+    fn rows_are_written_flat_and_nested_rows_still_read() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use eskit_core::{
+            event::{EventType, ExpectedVersion, NewEvent},
+            rt::block_on,
+            store::{AppendOptions, EventStore, LoadOptions},
+        };
+        let dir = std::env::temp_dir().join(format!("eskit-sqlite-meta-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("store.db");
+        let m = sample_metadata();
+        let stream = StreamName::new("order", "o-1")?;
+        let store = crate::SqliteStore::open(&path)?;
+        let events = ["A", "B"]
+            .map(|t| EventType::new(t).map(|t| NewEvent::new(t, b"{}".to_vec())))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        block_on(store.append(
+            &stream,
+            ExpectedVersion::NoStream,
+            events,
+            AppendOptions::new().with_metadata(m.clone()),
+        ))?;
+        block_on(store.close());
+        drop(store);
+
+        let c = Connection::open(&path)?;
+        let stored: Vec<Option<String>> = c
+            .prepare("SELECT metadata FROM eskit_events ORDER BY position")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let flat = metadata_to_json(&m);
+        assert_eq!(stored, [flat.clone(), flat]);
+        assert!(
+            stored[0]
+                .as_deref()
+                .is_some_and(|t| t.contains("\"initiator.kind\":\"service\""))
+        );
+
+        // Turn the first row into one written before the flat shape, with
+        // its checksum, as an older file holds it.
+        let nested = nested_text(&m);
+        type RowParts = (
+            i64,
+            String,
+            String,
+            i64,
+            Vec<u8>,
+            String,
+            u32,
+            String,
+            Vec<u8>,
+            i64,
+            Option<Vec<u8>>,
+        );
+        let row: RowParts = c.query_row(
+            "SELECT e.position, s.stream_type, s.stream_id, e.version, e.event_id, k.event_type, \
+             k.schema_version, k.codec, e.payload, e.timestamp, e.tags FROM eskit_events e \
+             JOIN eskit_streams s ON s.sid = e.stream JOIN eskit_event_kinds k ON k.kind = e.kind \
+             ORDER BY e.position LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            },
+        )?;
+        let (position, st, sid, version, id, ty, schema, codec, payload, ts, tags) = row;
+        let id: [u8; 16] = id.try_into().map_err(|_| "event id of 16 bytes")?;
+        let sum = event_checksum(
+            &mut Vec::new(),
+            position,
+            &StreamName::new(st, sid)?,
+            version,
+            &id,
+            &ty,
+            schema,
+            &codec,
+            &payload,
+            ts,
+            Some(&nested),
+            tags.as_deref(),
+            "",
+        );
+        c.execute(
+            "UPDATE eskit_events SET metadata = ?1, checksum = ?2 WHERE position = ?3",
+            (&nested, sum, position),
+        )?;
+        drop(c);
+
+        let store = crate::SqliteStore::open(&path)?;
+        let loaded = block_on(store.load(&stream, LoadOptions::new()))?;
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].metadata, m, "the nested row");
+        assert_eq!(loaded[1].metadata, m, "the flat row");
+        // A retry with the key still finds the append through either row.
+        assert_eq!(
+            block_on(store.find_idempotent(&stream, "retry-1"))?.map(|e| e.len()),
+            Some(2)
+        );
+        block_on(store.close());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 

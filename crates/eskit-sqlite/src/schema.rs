@@ -107,8 +107,26 @@ JOIN eskit_event_kinds k ON k.kind = e.kind;
 ",
     r"
 ALTER TABLE eskit_locks ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
--- Checkpoints store cursors: the transaction key beside the position.
-ALTER TABLE eskit_checkpoints ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+-- Checkpoints store cursors (the transaction key beside the position) and
+-- belong to a tenant ('' for none): one name per tenant.
+CREATE TABLE eskit_checkpoints_v2 (
+    tenant      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    tx          INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+INSERT INTO eskit_checkpoints_v2 (tenant, name, tx, position, updated_at)
+    SELECT '', name, 0, position, updated_at FROM eskit_checkpoints;
+DROP TABLE eskit_checkpoints;
+ALTER TABLE eskit_checkpoints_v2 RENAME TO eskit_checkpoints;
+-- Tenants: every stream belongs to one tenant, or to none (''), from its
+-- first append; its events carry the same tenant, so reads filter by it
+-- without a join, and the tenant is part of an event row's checksum when set.
+ALTER TABLE eskit_streams ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE eskit_events ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE eskit_snapshots ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
 -- Event ids are unique across the store; an append reusing one is refused.
 CREATE UNIQUE INDEX eskit_events_event_id ON eskit_events (event_id);
 -- Dead letters: events a subscription gave up on, kept whole (they outlive
@@ -129,13 +147,16 @@ CREATE TABLE eskit_dead_letters (
     timestamp       INTEGER NOT NULL,
     metadata        TEXT,
     tags            BLOB,
+    tenant          TEXT NOT NULL,
     error           TEXT NOT NULL,
     attempts        INTEGER NOT NULL,
     at              INTEGER NOT NULL
 );
 CREATE INDEX eskit_dead_letters_by_subscription ON eskit_dead_letters (subscription, id);
 -- Tags (DCB): each event's tags joined by NUL bytes, NULL when it has none,
--- covered by the row's checksum; and the index queries by tag read.
+-- covered by the row's checksum; and the index queries by tag read. A
+-- tenant's event is indexed under `tenant NUL tag` (neither holds a NUL), so
+-- one tenant's queries never meet another's rows.
 ALTER TABLE eskit_events ADD COLUMN tags BLOB;
 CREATE TABLE eskit_event_tags (
     tag       TEXT NOT NULL,

@@ -3,12 +3,12 @@
 use eskit_core::{
     error::StoreError,
     event::{StreamName, Timestamp, Version},
-    store::{Snapshot, SnapshotStore},
+    store::{Snapshot, SnapshotStore, TenantScoped},
 };
 use rusqlite::OptionalExtension;
 
 use crate::error::{corrupt, store_error};
-use crate::row::Checksum;
+use crate::row::{Checksum, tenant_key};
 use crate::store::SqliteStore;
 
 /// One snapshot per stream, in the `eskit_snapshots` table of the store's
@@ -50,9 +50,35 @@ impl SnapshotStore for SqliteSnapshotStore {
         snapshot.validate()?;
         let version = i64::try_from(snapshot.version.get())
             .map_err(|_| StoreError::backend(crate::SqliteError::OutOfRange { what: "version" }))?;
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .write_tx(move |tx| {
                 let s = &snapshot;
+                // A snapshot belongs to its stream's tenant: refused for a
+                // stream (or a snapshot) another tenant owns.
+                let owner: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT tenant FROM eskit_streams WHERE stream_type = ?1 AND stream_id = ?2 \
+                         UNION ALL SELECT tenant FROM eskit_snapshots \
+                         WHERE stream_type = ?1 AND stream_id = ?2 AND tenant <> ?3 LIMIT 1",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(
+                            (
+                                s.stream.stream_type().as_str(),
+                                s.stream.stream_id().as_str(),
+                                tenant.as_str(),
+                            ),
+                            |r| r.get(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(store_error)?;
+                if owner.is_some_and(|o| o != tenant) {
+                    return Err(StoreError::WrongTenant {
+                        stream: s.stream.clone(),
+                    });
+                }
                 let schema_version = i64::from(s.schema_version);
                 let created = s.created_at.as_unix_micros();
                 let sum = checksum(
@@ -65,8 +91,8 @@ impl SnapshotStore for SqliteSnapshotStore {
                 );
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO eskit_snapshots (stream_type, stream_id, version, \
-                     schema_version, codec, state, created_at, checksum) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     schema_version, codec, state, created_at, checksum, tenant) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .and_then(|mut st| {
                     st.execute(rusqlite::params![
@@ -77,7 +103,8 @@ impl SnapshotStore for SqliteSnapshotStore {
                         s.codec,
                         s.state,
                         created,
-                        sum
+                        sum,
+                        tenant,
                     ])
                 })
                 .map_err(store_error)?;
@@ -88,6 +115,7 @@ impl SnapshotStore for SqliteSnapshotStore {
 
     async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.clone();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .workers()
             .read(move |c| {
@@ -95,11 +123,16 @@ impl SnapshotStore for SqliteSnapshotStore {
                 let row: Option<Row> = c
                     .prepare_cached(
                         "SELECT version, schema_version, codec, state, created_at, checksum \
-                         FROM eskit_snapshots WHERE stream_type = ?1 AND stream_id = ?2",
+                         FROM eskit_snapshots \
+                         WHERE stream_type = ?1 AND stream_id = ?2 AND tenant = ?3",
                     )
                     .and_then(|mut s| {
                         s.query_row(
-                            (stream.stream_type().as_str(), stream.stream_id().as_str()),
+                            (
+                                stream.stream_type().as_str(),
+                                stream.stream_id().as_str(),
+                                tenant.as_str(),
+                            ),
                             |r| {
                                 Ok((
                                     r.get(0)?,
@@ -137,13 +170,19 @@ impl SnapshotStore for SqliteSnapshotStore {
 
     async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         let stream = stream.clone();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .write_tx(move |tx| {
                 tx.prepare_cached(
-                    "DELETE FROM eskit_snapshots WHERE stream_type = ?1 AND stream_id = ?2",
+                    "DELETE FROM eskit_snapshots \
+                     WHERE stream_type = ?1 AND stream_id = ?2 AND tenant = ?3",
                 )
                 .and_then(|mut s| {
-                    s.execute((stream.stream_type().as_str(), stream.stream_id().as_str()))
+                    s.execute((
+                        stream.stream_type().as_str(),
+                        stream.stream_id().as_str(),
+                        tenant.as_str(),
+                    ))
                 })
                 .map_err(store_error)?;
                 Ok(())
@@ -152,9 +191,10 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
-            .write_tx(|tx| {
-                tx.execute("DELETE FROM eskit_snapshots", [])
+            .write_tx(move |tx| {
+                tx.execute("DELETE FROM eskit_snapshots WHERE tenant = ?1", [tenant])
                     .map_err(store_error)?;
                 Ok(())
             })

@@ -13,11 +13,11 @@ use eskit_core::{
     error::{LifecycleOp, StoreError},
     event::{
         AppendResult, ExpectedVersion, GlobalCursor, NewEvent, Position, RawEvent, StreamName,
-        Timestamp, Version,
+        TenantId, Timestamp, Version,
     },
     store::{
         AppendOptions, CommitFeed, EventStore, GlobalBatch, GlobalReader, LoadOptions, ReadOptions,
-        StreamLifecycle, StreamState, StreamStatus,
+        StreamLifecycle, StreamState, StreamStatus, TenantScoped,
     },
 };
 use rusqlite::types::Value;
@@ -36,7 +36,9 @@ use crate::notify::{ExternalWatcher, MIN_POLL_INTERVAL};
 use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
-use crate::row::{Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch};
+use crate::row::{
+    Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, tenant_key,
+};
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
 use crate::worker::{GROUP_COMMIT_LINGER, Part, PartSender, Workers};
@@ -61,6 +63,8 @@ use crate::worker::{GROUP_COMMIT_LINGER, Part, PartSender, Workers};
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// The tenant this handle sees ([`TenantScoped`]); `None` when unscoped.
+    tenant: Option<TenantId>,
 }
 
 struct Inner {
@@ -150,6 +154,7 @@ impl SqliteStore {
                 options,
                 kinds: Arc::default(),
             }),
+            tenant: None,
         })
     }
 
@@ -363,13 +368,14 @@ fn type_filter(types: &[eskit_core::event::EventType], first_param: usize) -> (S
 fn load_sync(
     c: &Connection,
     kinds: &KindCache,
+    tenant: Option<&TenantId>,
     stream: &StreamName,
     options: &LoadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
     // The stream's row gives its key, and its version sizes the result:
     // growing a vector of events page by page copies them again and again.
-    let Some((sid, version, state)) = stream_row(c, stream)? else {
+    let Some((sid, version, state)) = stream_row(c, stream, tenant_key(tenant))? else {
         return Ok(());
     };
     let (filter, type_params) = type_filter(options.event_types(), 5);
@@ -399,7 +405,7 @@ fn load_sync(
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
     let mut holes = HoleCheck::new(options, state, from, to.min(version), limit);
-    let mut batch = BatchBuilder::new(KindReader::committed(kinds), capacity);
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), capacity, tenant.cloned());
     let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
         holes.row(stream, row.get(1).map_err(store_error)?)?;
@@ -414,7 +420,7 @@ fn load_sync(
         // Deletion is final, so a stream not deleted now was not deleted
         // when its events were read.
         let deleted_since = holes.saw_none()
-            && !matches!(stream_row(c, stream)?, Some((_, _, s)) if s != STATE_DELETED);
+            && !matches!(stream_row(c, stream, tenant_key(tenant))?, Some((_, _, s)) if s != STATE_DELETED);
         if !deleted_since {
             return Err(missing_version(stream, missing));
         }
@@ -529,6 +535,7 @@ const LOAD_CAPACITY_HINT_MAX: i64 = 16_384;
 fn read_sync(
     c: &Connection,
     kinds: &KindCache,
+    tenant: Option<&TenantId>,
     options: &ReadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
@@ -542,7 +549,7 @@ fn read_sync(
     if after.tx() > 0 || after.position().get() >= horizon {
         return Ok(());
     }
-    let (type_sql, type_params) = type_filter(options.event_types(), 5);
+    let (type_sql, type_params) = type_filter(options.event_types(), 6);
     let stream_type_sql = if options.stream_type().is_some() {
         " AND e.stream IN (SELECT sid FROM eskit_streams WHERE stream_type = ?3)"
     } else {
@@ -551,7 +558,7 @@ fn read_sync(
     // Stream names are looked up once per stream (by key), not per row.
     let sql = format!(
         "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
-         WHERE e.position > ?1 AND e.position <= ?4{stream_type_sql}{type_sql} \
+         WHERE e.position > ?1 AND e.position <= ?4 AND e.tenant = ?5{stream_type_sql}{type_sql} \
          ORDER BY e.position LIMIT ?2"
     );
     let mut params: Vec<Value> = vec![
@@ -561,13 +568,14 @@ fn read_sync(
             .stream_type()
             .map_or(Value::Null, |t| Value::Text(t.as_str().to_owned())),
         Value::Integer(clamp(horizon)),
+        Value::Text(tenant_key(tenant).to_owned()),
     ];
     params.extend(type_params);
     let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0);
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned());
     while let Some(row) = rows.next().map_err(store_error)? {
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
         let stream = batch.stream(c, sid)?;
@@ -578,6 +586,25 @@ fn read_sync(
     }
     tx.send(Ok(Part::Chunk(batch.finish())));
     Ok(())
+}
+
+impl TenantScoped for SqliteStore {
+    /// A handle on the same file and threads that sees and writes only
+    /// `tenant`'s streams; the checkpoint, snapshot and dead-letter stores
+    /// it hands out ([`checkpoints`](Self::checkpoints),
+    /// [`snapshots`](Self::snapshots), [`dead_letters`](Self::dead_letters))
+    /// and its [`write_transaction`](Self::write_transaction)s are scoped
+    /// with it.
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
 }
 
 impl EventStore for SqliteStore {
@@ -600,7 +627,13 @@ impl EventStore for SqliteStore {
         validate_append(&events, &options)?;
         self.inner
             .workers
-            .append(stream.clone(), expected, events, options)
+            .append(
+                self.tenant.clone(),
+                stream.clone(),
+                expected,
+                events,
+                options,
+            )
             .await
     }
 
@@ -615,23 +648,26 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         let kinds = Arc::clone(&self.inner.kinds);
-        let parts = self
-            .inner
-            .workers
-            .read_parts(move |c, tx| load_sync(c, &kinds, &stream, &options, tx))?;
+        let parts = self.inner.workers.read_parts(move |c, tx| {
+            load_sync(c, &kinds, tenant.as_ref(), &stream, &options, tx)
+        })?;
         Ok(collect_events(parts).await?.0)
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         self.inner
             .workers
-            .read(move |c| match stream_row(c, &stream)? {
-                None => Ok(Version::ZERO),
-                Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
-                Some((_, v, _)) => to_version(v),
-            })
+            .read(
+                move |c| match stream_row(c, &stream, tenant_key(tenant.as_ref()))? {
+                    None => Ok(Version::ZERO),
+                    Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
+                    Some((_, v, _)) => to_version(v),
+                },
+            )
             .await
     }
 
@@ -644,11 +680,12 @@ impl EventStore for SqliteStore {
     ) -> Result<Option<Vec<RawEvent>>, StoreError> {
         validate_idempotency_key(key)?;
         let (name, owned) = (stream.clone(), key.to_owned());
+        let tenant = self.tenant.clone();
         let entry: Option<(i64, i64)> = self
             .inner
             .workers
             .read(move |c| {
-                let Some((sid, _, _)) = stream_row(c, &name)? else {
+                let Some((sid, _, _)) = stream_row(c, &name, tenant_key(tenant.as_ref()))? else {
                     return Ok(None);
                 };
                 c.prepare_cached(
@@ -708,11 +745,12 @@ impl GlobalReader for SqliteStore {
     async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
+        let tenant = self.tenant.clone();
         let read_options = options.clone();
         let parts = self
             .inner
             .workers
-            .read_parts(move |c, tx| read_sync(c, &kinds, &read_options, tx))?;
+            .read_parts(move |c, tx| read_sync(c, &kinds, tenant.as_ref(), &read_options, tx))?;
         let (events, horizon) = collect_events(parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a global read sent no horizon"))?;
@@ -734,11 +772,11 @@ impl EventQueryReader for SqliteStore {
     async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
+        let tenant = self.tenant.clone();
         let read_options = options.clone();
-        let parts = self
-            .inner
-            .workers
-            .read_parts(move |c, tx| crate::query::query_sync(c, &kinds, &read_options, tx))?;
+        let parts = self.inner.workers.read_parts(move |c, tx| {
+            crate::query::query_sync(c, &kinds, tenant.as_ref(), &read_options, tx)
+        })?;
         let (events, horizon) = collect_events(parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a query read sent no horizon"))?;
@@ -758,9 +796,10 @@ impl SqliteStore {
             validate_reason(r)?;
         }
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         let reason = reason.map(str::to_owned);
         self.write_tx(move |tx| {
-            let Some((sid, _, code)) = stream_row(tx, &stream)? else {
+            let Some((sid, _, code)) = stream_row(tx, &stream, tenant_key(tenant.as_ref()))? else {
                 return StreamState::NotFound.transition(&stream, op).map(|_| ());
             };
             // The one transition table all backends share.
@@ -793,7 +832,7 @@ impl SqliteStore {
                 }
                 _ => {
                     keep_high_water(tx)?;
-                    delete_tags(tx, sid)?;
+                    delete_tags(tx, sid, tenant_key(tenant.as_ref()))?;
                     run("DELETE FROM eskit_events WHERE stream = ?1", &[&sid])?;
                     run("DELETE FROM eskit_idempotency WHERE stream = ?1", &[&sid])?;
                     run(
@@ -848,17 +887,22 @@ impl StreamLifecycle for SqliteStore {
 
     async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         self.inner
             .workers
             .read(move |c| {
                 let row: Option<(i64, i64, Option<String>, Option<i64>)> = c
                     .prepare_cached(
                         "SELECT version, state, reason, changed_at FROM eskit_streams \
-                         WHERE stream_type = ?1 AND stream_id = ?2",
+                         WHERE stream_type = ?1 AND stream_id = ?2 AND tenant = ?3",
                     )
                     .and_then(|mut s| {
                         s.query_row(
-                            (stream.stream_type().as_str(), stream.stream_id().as_str()),
+                            (
+                                stream.stream_type().as_str(),
+                                stream.stream_id().as_str(),
+                                tenant_key(tenant.as_ref()),
+                            ),
                             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                         )
                         .optional()

@@ -18,9 +18,9 @@ use eskit_core::{
     error::{BoxError, StoreError},
     event::{
         AppendResult, ExpectedVersion, GlobalCursor, NameKind, NewEvent, Position, RawEvent,
-        RecordedEvent, StreamName, Version,
+        RecordedEvent, StreamName, TenantId, Version,
     },
-    store::{AppendOptions, ProjectionSink, SinkError},
+    store::{AppendOptions, ProjectionSink, SinkError, TenantScoped},
     typed::{DomainEvent, EventSchema},
 };
 use rusqlite::Connection;
@@ -31,6 +31,7 @@ use crate::append::{
 };
 use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::kinds::{FreshKinds, KindKeys};
+use crate::row::tenant_key;
 use crate::store::SqliteStore;
 use crate::worker::{AppendRequest, rollback_if_open};
 
@@ -74,6 +75,8 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TxError<E> {
 /// not at all.
 pub struct WriteTx<'a> {
     conn: &'a Connection,
+    /// The tenant of the store handle that opened the transaction.
+    tenant: Option<TenantId>,
     kinds: &'a KindKeys,
     next: i64,
     fresh: FreshKinds,
@@ -108,6 +111,7 @@ impl WriteTx<'_> {
     ) -> Result<AppendResult, StoreError> {
         validate_append(&events, &options)?;
         let request = AppendRequest {
+            tenant: self.tenant.clone(),
             stream: stream.clone(),
             expected,
             events,
@@ -155,9 +159,11 @@ impl WriteTx<'_> {
     /// [`StoreError::Corrupt`] for a row that fails its checksum, or a
     /// failed read.
     pub fn load_stream(&self, stream: &StreamName) -> Result<Vec<RawEvent>, StoreError> {
-        match stream_row(self.conn, stream)? {
+        match stream_row(self.conn, stream, tenant_key(self.tenant.as_ref()))? {
             None | Some((_, _, STATE_DELETED)) => Ok(Vec::new()),
-            Some((sid, version, _)) => load_versions(self.conn, stream, sid, 1, version),
+            Some((sid, version, _)) => {
+                load_versions(self.conn, stream, self.tenant.as_ref(), sid, 1, version)
+            }
         }
     }
 
@@ -167,7 +173,7 @@ impl WriteTx<'_> {
     /// # Errors
     /// A failed read, or [`StoreError::Corrupt`] for a negative version.
     pub fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        match stream_row(self.conn, stream)? {
+        match stream_row(self.conn, stream, tenant_key(self.tenant.as_ref()))? {
             None | Some((_, _, STATE_DELETED)) => Ok(Version::ZERO),
             Some((_, v, _)) => to_version(v),
         }
@@ -188,9 +194,10 @@ impl WriteTx<'_> {
         events: &[E],
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
+        let metadata = options.stored_metadata();
         let events = events
             .iter()
-            .map(|e| schema.encode(e))
+            .map(|e| schema.encode_for(e, stream, self.tenant.as_ref(), &metadata))
             .collect::<Result<Vec<_>, _>>()?;
         self.append(stream, expected, events, options)
     }
@@ -225,7 +232,7 @@ impl WriteTx<'_> {
     pub fn save_checkpoint(&mut self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
-        write_checkpoint(self.conn, name, cursor)
+        write_checkpoint(self.conn, tenant_key(self.tenant.as_ref()), name, cursor)
     }
 
     /// The checkpoint `name` as this transaction sees it.
@@ -234,7 +241,7 @@ impl WriteTx<'_> {
     /// [`StoreError::Validation`] for a bad name, or a failed read.
     pub fn checkpoint(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
-        read_checkpoint(self.conn, name)
+        read_checkpoint(self.conn, tenant_key(self.tenant.as_ref()), name)
     }
 
     /// The writer connection, inside the open transaction, for the caller's
@@ -294,8 +301,9 @@ impl SqliteStore {
         E: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
     {
+        let tenant = self.tenant().cloned();
         self.workers()
-            .transaction(move |conn, state, notifier| run(conn, state, notifier, f))
+            .transaction(move |conn, state, notifier| run(conn, state, notifier, tenant, f))
             .await
             .map_err(TxError::Store)?
     }
@@ -316,6 +324,7 @@ fn run<T, E>(
     conn: &mut Connection,
     state: &mut WriterState,
     notifier: &CommitNotifier,
+    tenant: Option<TenantId>,
     f: impl FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
 ) -> Result<T, TxError<E>> {
     exec(conn, "BEGIN IMMEDIATE").map_err(TxError::Store)?;
@@ -331,6 +340,7 @@ fn run<T, E>(
     state.next = None;
     let mut tx = WriteTx {
         conn,
+        tenant,
         kinds: &state.kinds,
         next,
         fresh: FreshKinds::new(),
@@ -425,9 +435,10 @@ impl<P: SqliteProjection> ProjectionSink for SqliteSink<P> {
     async fn cursor(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
+        let tenant = tenant_key(self.store.tenant()).to_owned();
         self.store
             .workers()
-            .read(move |c| read_checkpoint(c, &name))
+            .read(move |c| read_checkpoint(c, &tenant, &name))
             .await
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use eskit_core::{
     error::StoreError,
-    event::{AppendResult, ExpectedVersion, NewEvent, StreamName},
+    event::{AppendResult, ExpectedVersion, NewEvent, StreamName, TenantId},
     store::AppendOptions,
 };
 use rusqlite::Connection;
@@ -59,6 +59,8 @@ pub(crate) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// What an append asks for, checked and written by the writer.
 pub(crate) struct AppendRequest {
+    /// The tenant of the appending handle; `None` when unscoped.
+    pub(crate) tenant: Option<TenantId>,
     pub(crate) stream: StreamName,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<NewEvent>,
@@ -359,6 +361,7 @@ impl Workers {
 
     pub(crate) async fn append(
         &self,
+        tenant: Option<TenantId>,
         stream: StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
@@ -367,6 +370,7 @@ impl Workers {
         let (reply, rx) = oneshot::channel();
         self.send_write(WriteJob::Append(Box::new(AppendJob {
             request: AppendRequest {
+                tenant,
                 stream,
                 expected,
                 events,

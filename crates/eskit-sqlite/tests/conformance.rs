@@ -17,17 +17,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::TempDir;
 use eskit_core::error::BoxError;
+use eskit_core::store::TenantScoped;
 use eskit_sqlite::{SqliteOptions, SqliteStore};
 use eskit_testing::conformance::{Fixture, Suite};
 
-fn fixture(store: SqliteStore) -> Fixture {
-    let closer = store.clone();
+/// The store's handles: its events, queries, snapshots and checkpoints,
+/// all scoped like `store` (unscoped, or one tenant's).
+fn scoped(store: SqliteStore) -> Fixture {
     Fixture::store(store.clone())
         .with_queries(store.clone())
         .with_snapshots(store.snapshots())
         .with_checkpoints(store.checkpoints())
+}
+
+fn fixture(store: SqliteStore) -> Fixture {
+    let closer = store.clone();
+    let tenants = store.clone();
+    scoped(store.clone())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
+        .with_tenants(move |t| scoped(tenants.for_tenant(t)))
         .with_close(move || {
             let closer = closer.clone();
             async move { closer.close().await }

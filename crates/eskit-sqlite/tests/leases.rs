@@ -64,6 +64,26 @@ fn rows(path: &std::path::Path, key: &str) -> Result<Vec<(String, i64)>, rusqlit
         .collect()
 }
 
+/// Turns a new file back into schema version 1: drops what migration 2
+/// adds (extend it with every addition to migration 2).
+const TO_VERSION_1: &str = "
+    ALTER TABLE eskit_locks DROP COLUMN token;
+    DROP TABLE eskit_checkpoints;
+    CREATE TABLE eskit_checkpoints (
+        name        TEXT PRIMARY KEY,
+        position    INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    DROP INDEX eskit_events_event_id;
+    DROP TABLE eskit_dead_letters;
+    ALTER TABLE eskit_events DROP COLUMN tags;
+    DROP TABLE eskit_event_tags;
+    ALTER TABLE eskit_streams DROP COLUMN tenant;
+    ALTER TABLE eskit_events DROP COLUMN tenant;
+    ALTER TABLE eskit_snapshots DROP COLUMN tenant;
+    DELETE FROM eskit_schema WHERE version = 2;
+";
+
 #[test]
 fn fencing_tokens_grow_across_handles_releases_reopens_and_deleted_rows() -> TestResult {
     let dir = TempDir::new("tokens")?;
@@ -337,16 +357,10 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
         // Turn the file back into schema version 1, with a lease held by a
         // process running the old version.
         let c = rusqlite::Connection::open(&path)?;
-        c.execute_batch(
-            "ALTER TABLE eskit_locks DROP COLUMN token;
-             ALTER TABLE eskit_checkpoints DROP COLUMN tx;
-             DROP INDEX eskit_events_event_id;
-             DROP TABLE eskit_dead_letters;
-             ALTER TABLE eskit_events DROP COLUMN tags;
-             DROP TABLE eskit_event_tags;
-             INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);
-             DELETE FROM eskit_schema WHERE version = 2;",
-        )?;
+        c.execute_batch(&format!(
+            "{TO_VERSION_1}
+                 INSERT INTO eskit_checkpoints (name, position, updated_at) VALUES ('v1', 7, 0);"
+        ))?;
         let far = eskit_core::event::Timestamp::now().as_unix_micros() + 3_600_000_000;
         c.execute(
             "INSERT INTO eskit_locks (key, owner, expires_at) VALUES ('held-by-v1', 'old', ?1)",
@@ -402,19 +416,16 @@ fn a_version_1_file_with_duplicate_event_ids_is_refused_and_left_at_version_1() 
     block_on(SqliteStore::open(&path)?.close());
     {
         let c = rusqlite::Connection::open(&path)?;
-        c.execute_batch(
-            "ALTER TABLE eskit_locks DROP COLUMN token;
-             ALTER TABLE eskit_checkpoints DROP COLUMN tx;
-             DROP INDEX eskit_events_event_id;
-             DELETE FROM eskit_schema WHERE version = 2;
+        c.execute_batch(&format!(
+            "{TO_VERSION_1}
              INSERT INTO eskit_streams (sid, stream_type, stream_id, version, state)
                  VALUES (1, 't', 's', 2, 1);
              INSERT INTO eskit_event_kinds (kind, event_type, schema_version, codec)
                  VALUES (1, 'E', 1, 'raw');
              INSERT INTO eskit_events
                  (position, stream, version, event_id, kind, payload, timestamp, checksum)
-                 VALUES (1, 1, 1, x'01', 1, x'', 0, 0), (2, 1, 2, x'01', 1, x'', 0, 0);",
-        )?;
+                 VALUES (1, 1, 1, x'01', 1, x'', 0, 0), (2, 1, 2, x'01', 1, x'', 0, 0);"
+        ))?;
     }
     let err = SqliteStore::open(&path)
         .err()

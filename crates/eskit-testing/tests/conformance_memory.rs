@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use eskit_core::{
     error::BoxError,
     memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryStore},
+    store::TenantScoped,
 };
 use eskit_testing::conformance::{Fixture, Suite};
 
@@ -14,12 +15,21 @@ fn main() -> ExitCode {
     Suite::new("memory", || async {
         let locks = MemoryLockRegistry::new();
         let store = MemoryStore::new();
+        let checkpoints = MemoryCheckpointStore::new();
         let closer = store.clone();
+        let (tenants, tenant_checkpoints) = (store.clone(), checkpoints.clone());
         Ok::<_, BoxError>(
             Fixture::store(store.clone())
                 .with_queries(store.clone())
                 .with_snapshots(store.snapshots())
-                .with_checkpoints(MemoryCheckpointStore::new())
+                .with_checkpoints(checkpoints)
+                .with_tenants(move |t| {
+                    let scoped = tenants.for_tenant(t.clone());
+                    Fixture::store(scoped.clone())
+                        .with_queries(scoped.clone())
+                        .with_snapshots(scoped.snapshots())
+                        .with_checkpoints(tenant_checkpoints.for_tenant(t))
+                })
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

@@ -8,11 +8,12 @@ use crate::event::{AppendResult, EventRecord, NewEvent, RawEvent};
 use crate::feed::{CommitFeed, CommitNotifier, FeedError, Listener};
 use crate::id::EventId;
 use crate::metadata::validate_idempotency_key;
-use crate::name::{NameKind, StreamName, validate_name};
+use crate::name::{NameKind, StreamName, TenantId, validate_name};
+use crate::retry::idempotent_retry;
 use crate::rt::yield_now;
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions,
-    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus,
+    ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamState, StreamStatus, TenantScoped,
     validate_append, validate_cursor, validate_reason,
 };
 use crate::time::Timestamp;
@@ -42,6 +43,8 @@ use crate::version::{ExpectedVersion, GlobalCursor, Position, Version};
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
+    /// The tenant this handle sees ([`TenantScoped`]); `None` when unscoped.
+    tenant: Option<TenantId>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +76,8 @@ struct Inner {
 
 #[derive(Debug)]
 struct StreamData {
+    /// The tenant that owns the stream, fixed by its first append.
+    tenant: Option<TenantId>,
     events: Vec<Arc<RawEvent>>,
     version: Version,
     state: StreamState,
@@ -82,8 +87,9 @@ struct StreamData {
 }
 
 impl StreamData {
-    fn new() -> Self {
+    fn new(tenant: Option<TenantId>) -> Self {
         Self {
+            tenant,
             events: Vec::new(),
             version: Version::ZERO,
             state: StreamState::Active,
@@ -131,7 +137,19 @@ impl MemoryStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn snapshots(&self) -> MemorySnapshotStore {
-        self.shared.snapshots.clone()
+        MemorySnapshotStore {
+            inner: Arc::clone(&self.shared.snapshots.inner),
+            tenant: self.tenant.clone(),
+            owners: Some(Arc::downgrade(&self.shared)),
+        }
+    }
+
+    /// The stream's data, if it exists and this handle's tenant owns it.
+    fn visible<'a>(&self, inner: &'a Inner, stream: &StreamName) -> Option<&'a StreamData> {
+        inner
+            .streams
+            .get(stream)
+            .filter(|d| d.tenant == self.tenant)
     }
 
     /// Closes the store for every handle (every clone): later operations
@@ -175,24 +193,19 @@ impl MemoryStore {
         } = &mut *inner;
         let data = streams
             .entry(stream.clone())
-            .or_insert_with(StreamData::new);
+            .or_insert_with(|| StreamData::new(self.tenant.clone()));
+        if data.tenant != self.tenant {
+            return Err(StoreError::WrongTenant {
+                stream: stream.clone(),
+            });
+        }
         let key = options.idempotency_key().map(str::to_owned);
         if let Some(key) = &key
             && let Some((previous, records)) = data.idempotency.get(key)
         {
-            let same = previous.len() == events.len()
-                && previous.iter().zip(&events).all(|(a, b)| a.same_content(b));
-            return if same {
-                Ok(AppendResult {
-                    records: records.clone(),
-                    deduplicated: true,
-                })
-            } else {
-                Err(StoreError::IdempotencyConflict {
-                    stream: stream.clone(),
-                    key: key.clone(),
-                })
-            };
+            return idempotent_retry(stream, key, previous, &events, self.tenant.as_ref(), || {
+                records.clone()
+            });
         }
         data.state.check_append(stream)?;
         if !expected.matches(data.version) {
@@ -208,7 +221,10 @@ impl MemoryStore {
         }
         // Checked under the same lock (and, as on SQLite, before event ids) as the write, so no append can come
         // between the check and the events.
-        if let Some(cursor) = options.condition().and_then(|c| first_match(log, c)) {
+        if let Some(cursor) = options
+            .condition()
+            .and_then(|c| first_match(log, c, self.tenant.as_ref()))
+        {
             if data.events.is_empty() && data.version == Version::ZERO {
                 streams.remove(stream);
             }
@@ -235,14 +251,17 @@ impl MemoryStore {
         for event in events {
             data.version = Version::new(data.version.get() + 1);
             *last_position += 1;
-            let raw = Arc::new(RawEvent::from_new(
-                event,
-                stream.clone(),
-                data.version,
-                Position::new(*last_position),
-                timestamp,
-                metadata.clone(),
-            ));
+            let raw = Arc::new(
+                RawEvent::from_new(
+                    event,
+                    stream.clone(),
+                    data.version,
+                    Position::new(*last_position),
+                    timestamp,
+                    metadata.clone(),
+                )
+                .with_tenant(self.tenant.clone()),
+            );
             records.push(raw.record());
             ids.insert(raw.id);
             data.events.push(Arc::clone(&raw));
@@ -254,6 +273,7 @@ impl MemoryStore {
         Ok(AppendResult {
             records,
             deduplicated: false,
+            tenant: self.tenant.clone(),
         })
     }
 
@@ -273,7 +293,7 @@ impl MemoryStore {
             streams,
             ids,
         } = &mut *inner;
-        let Some(data) = streams.get_mut(stream) else {
+        let Some(data) = streams.get_mut(stream).filter(|d| d.tenant == self.tenant) else {
             return StreamState::NotFound.transition(stream, op).map(|_| ());
         };
         data.state = data.state.transition(stream, op)?;
@@ -295,13 +315,26 @@ impl MemoryStore {
                 // Under the data lock, so no load sees the events gone and
                 // the snapshot still there. Snapshot calls never take the
                 // data lock, so the order cannot deadlock.
-                lock(&self.shared.snapshots.inner).remove(stream);
+                lock(&self.shared.snapshots.inner).remove(&(data.tenant.clone(), stream.clone()));
             }
         }
         let latest = Position::new(*last_position);
         drop(inner);
         self.shared.feed.notify(latest);
         Ok(())
+    }
+}
+
+impl TenantScoped for MemoryStore {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
@@ -331,7 +364,7 @@ impl EventStore for MemoryStore {
         self.check_open()?;
         options.validate()?;
         let inner = lock(&self.shared.data);
-        let Some(data) = inner.streams.get(stream) else {
+        let Some(data) = self.visible(&inner, stream) else {
             return Ok(Vec::new());
         };
         let start = options
@@ -350,9 +383,8 @@ impl EventStore for MemoryStore {
         yield_now().await;
         self.check_open()?;
         let inner = lock(&self.shared.data);
-        Ok(inner
-            .streams
-            .get(stream)
+        Ok(self
+            .visible(&inner, stream)
             .filter(|d| d.state != StreamState::Deleted)
             .map_or(Version::ZERO, |d| d.version))
     }
@@ -365,7 +397,7 @@ impl EventStore for MemoryStore {
         yield_now().await;
         validate_idempotency_key(key)?;
         let inner = lock(&self.shared.data);
-        let Some(data) = inner.streams.get(stream) else {
+        let Some(data) = self.visible(&inner, stream) else {
             return Ok(None);
         };
         let Some((_, records)) = data.idempotency.get(key) else {
@@ -413,7 +445,7 @@ impl GlobalReader for MemoryStore {
         };
         let events = inner.log[start..]
             .iter()
-            .filter(|e| options.matches(&e.stream, &e.event_type))
+            .filter(|e| e.tenant == self.tenant && options.matches(&e.stream, &e.event_type))
             .take(options.limit())
             .map(|e| RawEvent::clone(e))
             .collect();
@@ -445,10 +477,14 @@ fn start_after(log: &[Arc<RawEvent>], after: GlobalCursor) -> usize {
 
 /// The cursor of the first event after the condition's cursor that matches
 /// its query.
-fn first_match(log: &[Arc<RawEvent>], condition: &AppendCondition) -> Option<GlobalCursor> {
+fn first_match(
+    log: &[Arc<RawEvent>],
+    condition: &AppendCondition,
+    tenant: Option<&TenantId>,
+) -> Option<GlobalCursor> {
     log[start_after(log, condition.after())..]
         .iter()
-        .find(|e| condition.query().matches_event(e))
+        .find(|e| e.tenant.as_ref() == tenant && condition.query().matches_event(e))
         .map(|e| e.cursor())
 }
 
@@ -461,7 +497,7 @@ impl EventQueryReader for MemoryStore {
         let inner = lock(&self.shared.data);
         let events = inner.log[start_after(&inner.log, options.after())..]
             .iter()
-            .filter(|e| options.query().matches_event(e))
+            .filter(|e| e.tenant == self.tenant && options.query().matches_event(e))
             .take(options.limit())
             .map(|e| RawEvent::clone(e))
             .collect();
@@ -508,9 +544,8 @@ impl StreamLifecycle for MemoryStore {
         yield_now().await;
         self.check_open()?;
         let inner = lock(&self.shared.data);
-        Ok(inner
-            .streams
-            .get(stream)
+        Ok(self
+            .visible(&inner, stream)
             .map_or_else(StreamStatus::not_found, |d| StreamStatus {
                 state: d.state,
                 version: d.version,
@@ -520,6 +555,9 @@ impl StreamLifecycle for MemoryStore {
     }
 }
 
+/// A key within one tenant's data (`None`: no tenant).
+type TenantKey<K> = (Option<TenantId>, K);
+
 /// A snapshot store kept in memory. Cloning shares the same data.
 ///
 /// [`MemorySnapshotStore::new`] makes one on its own; use
@@ -527,7 +565,11 @@ impl StreamLifecycle for MemoryStore {
 /// streams keeps in step with.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySnapshotStore {
-    inner: Arc<Mutex<HashMap<StreamName, Snapshot>>>,
+    inner: Arc<Mutex<HashMap<TenantKey<StreamName>, Snapshot>>>,
+    tenant: Option<TenantId>,
+    /// The event store whose streams' tenants a save checks (from
+    /// [`MemoryStore::snapshots`]); weak, as the store holds this one.
+    owners: Option<std::sync::Weak<Shared>>,
 }
 
 impl MemorySnapshotStore {
@@ -536,14 +578,35 @@ impl MemorySnapshotStore {
         Self::default()
     }
 
-    /// How many snapshots are stored.
+    /// How many snapshots this handle's tenant has stored.
     pub fn len(&self) -> usize {
-        lock(&self.inner).len()
+        lock(&self.inner)
+            .keys()
+            .filter(|(t, _)| *t == self.tenant)
+            .count()
     }
 
-    /// Whether no snapshot is stored.
+    /// Whether this handle's tenant has no snapshot stored.
     pub fn is_empty(&self) -> bool {
-        lock(&self.inner).is_empty()
+        self.len() == 0
+    }
+
+    fn key(&self, stream: &StreamName) -> (Option<TenantId>, StreamName) {
+        (self.tenant.clone(), stream.clone())
+    }
+}
+
+impl TenantScoped for MemorySnapshotStore {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+            owners: self.owners.clone(),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
     }
 }
 
@@ -551,24 +614,35 @@ impl SnapshotStore for MemorySnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         yield_now().await;
         snapshot.validate()?;
-        lock(&self.inner).insert(snapshot.stream.clone(), snapshot);
+        if let Some(shared) = self.owners.as_ref().and_then(std::sync::Weak::upgrade) {
+            let owner = lock(&shared.data)
+                .streams
+                .get(&snapshot.stream)
+                .map(|d| d.tenant.clone());
+            if owner.is_some_and(|o| o != self.tenant) {
+                return Err(StoreError::WrongTenant {
+                    stream: snapshot.stream,
+                });
+            }
+        }
+        lock(&self.inner).insert(self.key(&snapshot.stream), snapshot);
         Ok(())
     }
 
     async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         yield_now().await;
-        Ok(lock(&self.inner).get(stream).cloned())
+        Ok(lock(&self.inner).get(&self.key(stream)).cloned())
     }
 
     async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         yield_now().await;
-        lock(&self.inner).remove(stream);
+        lock(&self.inner).remove(&self.key(stream));
         Ok(())
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
         yield_now().await;
-        lock(&self.inner).clear();
+        lock(&self.inner).retain(|(t, _), _| *t != self.tenant);
         Ok(())
     }
 }
@@ -576,7 +650,8 @@ impl SnapshotStore for MemorySnapshotStore {
 /// A checkpoint store kept in memory. Cloning shares the same data.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryCheckpointStore {
-    inner: Arc<Mutex<HashMap<String, GlobalCursor>>>,
+    inner: Arc<Mutex<HashMap<TenantKey<String>, GlobalCursor>>>,
+    tenant: Option<TenantId>,
 }
 
 impl MemoryCheckpointStore {
@@ -586,18 +661,33 @@ impl MemoryCheckpointStore {
     }
 }
 
+impl TenantScoped for MemoryCheckpointStore {
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+}
+
 impl CheckpointStore for MemoryCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
-        Ok(lock(&self.inner).get(name).copied())
+        Ok(lock(&self.inner)
+            .get(&(self.tenant.clone(), name.to_owned()))
+            .copied())
     }
 
     async fn save(&self, name: &str, cursor: GlobalCursor) -> Result<(), StoreError> {
         yield_now().await;
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
-        lock(&self.inner).insert(name.to_owned(), cursor);
+        lock(&self.inner).insert((self.tenant.clone(), name.to_owned()), cursor);
         Ok(())
     }
 }

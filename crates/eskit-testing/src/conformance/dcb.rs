@@ -90,13 +90,18 @@ async fn round_trip(c: Ctx) -> Outcome {
         ensure_eq!(e.tags(), &want[..], "tags of the event before appending");
     }
     c.append(&s, ExpectedVersion::NoStream, events).await?;
-    let loaded: Vec<Vec<Tag>> = c.load_all(&s).await?.into_iter().map(|e| e.tags).collect();
+    let loaded: Vec<Vec<Tag>> = c
+        .load_all(&s)
+        .await?
+        .into_iter()
+        .map(|e| e.header.tags)
+        .collect();
     ensure_eq!(loaded, expected, "tags after load");
     let read: Vec<Vec<Tag>> = c
         .read_everything()
         .await?
         .into_iter()
-        .map(|e| e.tags)
+        .map(|e| e.header.tags)
         .collect();
     ensure_eq!(read, expected, "tags after a global read");
     Ok(())

@@ -59,6 +59,7 @@ mod model;
 mod names;
 mod snapshots;
 mod stress;
+mod tenants;
 
 use std::fmt;
 use std::future::Future;
@@ -75,6 +76,7 @@ use eskit_core::{
     error::{BoxError, StoreError, error_chain},
     event::{
         AppendResult, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent, StreamName,
+        TenantId,
     },
     store::{
         AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
@@ -100,10 +102,14 @@ pub struct Fixture {
     other_locks: Option<Arc<dyn DynLockRegistry>>,
     close: Option<Closer>,
     queries: Option<Arc<dyn DynEventQueryReader>>,
+    tenants: Option<Scoper>,
 }
 
 /// Closes the fixture's store, through a handle of its own.
 type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Makes the fixture of one tenant's handles on the same store.
+type Scoper = Arc<dyn Fn(TenantId) -> Fixture + Send + Sync>;
 
 impl fmt::Debug for Fixture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,6 +138,7 @@ impl Fixture {
             other_locks: None,
             close: None,
             queries: None,
+            tenants: None,
         }
     }
 
@@ -148,6 +155,7 @@ impl Fixture {
             other_locks: None,
             close: None,
             queries: None,
+            tenants: None,
         }
     }
 
@@ -241,6 +249,41 @@ impl Fixture {
         self
     }
 
+    /// Adds tenants ([`TenantScoped`](eskit_core::store::TenantScoped)):
+    /// `scope` makes the fixture of one tenant's handles on the same store
+    /// (the same capabilities as this one, each scoped with `for_tenant`),
+    /// while this fixture's handles stay unscoped. The `tenants.*`
+    /// scenarios check that nothing crosses tenants.
+    ///
+    /// ```
+    /// use eskit_core::memory::{MemoryCheckpointStore, MemoryStore};
+    /// use eskit_core::store::TenantScoped;
+    /// use eskit_testing::conformance::Fixture;
+    /// let store = MemoryStore::new();
+    /// let checkpoints = MemoryCheckpointStore::new();
+    /// let scoped = (store.clone(), checkpoints.clone());
+    /// let fixture = Fixture::store(store.clone())
+    ///     .with_checkpoints(checkpoints)
+    ///     .with_tenants(move |t| {
+    ///         Fixture::store(scoped.0.for_tenant(t.clone()))
+    ///             .with_checkpoints(scoped.1.for_tenant(t))
+    ///     });
+    /// # drop(fixture);
+    /// ```
+    #[must_use]
+    pub fn with_tenants<F>(mut self, scope: F) -> Self
+    where
+        F: Fn(TenantId) -> Fixture + Send + Sync + 'static,
+    {
+        self.tenants = Some(Arc::new(scope));
+        self
+    }
+
+    /// The fixture of `tenant`'s handles, if tenants were given.
+    pub fn tenant(&self, tenant: TenantId) -> Option<Fixture> {
+        self.tenants.as_ref().map(|scope| scope(tenant))
+    }
+
     /// The event store.
     pub fn events(&self) -> &Arc<dyn DynEventStore> {
         &self.events
@@ -301,6 +344,7 @@ impl Fixture {
             Capability::Feed => self.feed.is_some(),
             Capability::Close => self.close.is_some(),
             Capability::Queries => self.queries.is_some(),
+            Capability::Tenants => self.tenants.is_some(),
         }
     }
 }
@@ -327,10 +371,12 @@ pub enum Capability {
     Close,
     /// [`EventQueryReader`] and append conditions.
     Queries,
+    /// Tenant-scoped handles ([`Fixture::with_tenants`]).
+    Tenants,
 }
 
 impl Capability {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -340,6 +386,7 @@ impl Capability {
         Self::Feed,
         Self::Close,
         Self::Queries,
+        Self::Tenants,
     ];
 }
 
@@ -355,6 +402,7 @@ impl fmt::Display for Capability {
             Self::Feed => "commit feed",
             Self::Close => "close",
             Self::Queries => "query reader",
+            Self::Tenants => "tenant scope",
         })
     }
 }
@@ -1005,6 +1053,20 @@ impl Ctx {
         self.stress
     }
 
+    /// A context over `tenant`'s handles on the same store.
+    pub(crate) fn tenant(&self, tenant: &str) -> Result<Ctx, Failure> {
+        let id = TenantId::new(tenant).map_err(|e| Failure(format!("tenant {tenant}: {e}")))?;
+        let fixture = self
+            .fixture
+            .tenant(id)
+            .ok_or_else(|| Failure("no tenant scope".into()))?;
+        Ok(Ctx {
+            fixture,
+            executor: Arc::clone(&self.executor),
+            stress: self.stress,
+        })
+    }
+
     /// A start gate for `n` tasks: spawned tasks are started one after the
     /// other, and a fast backend can finish a whole task before the next one
     /// starts, so concurrent scenarios wait here until all have started.
@@ -1168,5 +1230,6 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(model::scenarios());
     all.extend(close::scenarios());
     all.extend(dcb::scenarios());
+    all.extend(tenants::scenarios());
     all
 }
