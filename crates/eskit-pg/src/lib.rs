@@ -46,6 +46,14 @@
 //! `docs/ordering.md` explains why that is gap-free, and how stream order
 //! is kept when a caller's transaction got its id early.
 //!
+//! # Tenants
+//! [`PgStore`] is [`TenantScoped`](eskit_core::store::TenantScoped):
+//! `store.for_tenant(t)` is a handle that sees and writes only `t`'s
+//! streams, reads, queries, snapshots, checkpoints and dead letters. Every
+//! row carries its tenant (`''` for none) and every statement filters on
+//! the handle's; an append to another tenant's stream fails with
+//! `StoreError::WrongTenant`.
+//!
 //! # Runtime
 //! The store uses sqlx on Tokio. Its work runs on the runtime current at
 //! [`PgStore::connect`] (or the one given with [`PgOptions::with_runtime`]),
