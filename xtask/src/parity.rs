@@ -89,8 +89,16 @@ const GROUPS: &[(&str, &str)] = &[
         "tags (round trip, bounds, idempotent retries), queries by type and tag, conditional appends",
     ),
     (
+        "sink",
+        "transactions: a projection page's effects and cursor commit together or not at all; redelivered, overlapping, stale and racing pages take effect once",
+    ),
+    (
         "tenants",
         "tenant-scoped handles: streams, reads, queries, conditions, lifecycle, snapshots, checkpoints; 0 cross-tenant events under racing tenants",
+    ),
+    (
+        "claim",
+        "claim store: keys, exclusive claims under 8 workers, lease expiry hands over, stale claims refused, max attempts to dead, not-before order, seeded operations match the memory model",
     ),
 ];
 

@@ -78,6 +78,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     })?;
     step("demo (the README's first command)", || {
         run_cmd(cargo().args(["run", "--locked", "--example", "bank"]))?;
+        run_cmd(cargo().args(["run", "--locked", "--example", "bank_live"]))?;
         run_cmd(cargo().args(["run", "--locked", "--example", "counter"]))?;
         run_cmd(cargo().args(["run", "--locked", "--example", "inventory"]))?;
         run_cmd(cargo().args(["run", "--locked", "--example", "courses"]))

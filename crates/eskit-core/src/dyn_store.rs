@@ -23,11 +23,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use crate::claim::{
+    AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, Enqueued, NewWorkItem, WorkItem,
+};
 use crate::dcb::{EventQueryReader, QueryOptions};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::StoreError;
 use crate::event::{AppendResult, NewEvent, RawEvent};
 use crate::name::StreamName;
+use crate::sink::{ProjectionSink, SinkError};
 use crate::store::{
     AppendOptions, CheckpointStore, EventStore, GlobalBatch, GlobalReader, LoadOptions, LockGuard,
     LockRegistry, ReadOptions, Snapshot, SnapshotStore, StreamLifecycle, StreamStatus,
@@ -218,5 +224,51 @@ object_safe_twin! {
     pub trait DynLockRegistry for LockRegistry {
         fn acquire => dyn_acquire(&self, &key: str) -> Result<LockGuard, StoreError>;
         fn try_acquire => dyn_try_acquire(&self, &key: str) -> Result<Option<LockGuard>, StoreError>;
+    }
+}
+
+object_safe_twin! {
+    /// Object-safe [`ProjectionSink`].
+    pub trait DynProjectionSink for ProjectionSink {
+        fn cursor => dyn_cursor(&self, &name: str) -> Result<Option<GlobalCursor>, StoreError>;
+        fn apply => dyn_apply(
+            &self,
+            &name: str,
+            &events: [RawEvent],
+            next: GlobalCursor,
+        ) -> Result<(), SinkError>;
+    }
+}
+
+object_safe_twin! {
+    /// Object-safe [`ClaimStore`].
+    pub trait DynClaimStore for ClaimStore {
+        fn enqueue => dyn_enqueue(
+            &self,
+            &queue: str,
+            items: Vec<NewWorkItem>,
+        ) -> Result<Vec<Enqueued>, StoreError>;
+        fn claim => dyn_claim(
+            &self,
+            &queue: str,
+            options: ClaimOptions,
+        ) -> Result<Vec<ClaimedItem>, StoreError>;
+        fn renew => dyn_renew(&self, claim: Claim, lease: Duration) -> Result<bool, StoreError>;
+        fn complete => dyn_complete(&self, claim: Claim) -> Result<bool, StoreError>;
+        fn fail => dyn_fail(
+            &self,
+            claim: Claim,
+            &error: str,
+            then: AfterFailure,
+        ) -> Result<bool, StoreError>;
+        fn get => dyn_get(&self, id: u64) -> Result<Option<WorkItem>, StoreError>;
+        fn dead => dyn_dead(
+            &self,
+            &queue: str,
+            after_id: u64,
+            limit: usize,
+        ) -> Result<Vec<WorkItem>, StoreError>;
+        fn requeue => dyn_requeue(&self, id: u64) -> Result<bool, StoreError>;
+        fn delete => dyn_delete(&self, id: u64) -> Result<bool, StoreError>;
     }
 }

@@ -136,6 +136,8 @@ pub enum ValidationError {
         /// Tags it names.
         count: usize,
     },
+    /// A claim-store input is outside its bounds.
+    Work(crate::claim::InvalidWork),
 }
 
 impl fmt::Display for ValidationError {
@@ -214,6 +216,7 @@ impl fmt::Display for ValidationError {
                 f,
                 "query item {item} names {count} tags, the maximum is {MAX_TAGS_PER_EVENT}"
             ),
+            Self::Work(e) => e.fmt(f),
         }
     }
 }

@@ -13,7 +13,9 @@
 //!   [`StreamLifecycle`](store::StreamLifecycle),
 //!   [`SnapshotStore`](store::SnapshotStore),
 //!   [`CheckpointStore`](store::CheckpointStore),
-//!   [`LockRegistry`](store::LockRegistry)), with the helpers in [`backend`].
+//!   [`LockRegistry`](store::LockRegistry),
+//!   [`DeadLetterStore`](store::DeadLetterStore),
+//!   [`ClaimStore`](store::ClaimStore)), with the helpers in [`backend`].
 //!   They store payload bytes with the event type, schema version, codec
 //!   name and metadata beside them.
 //! - [`typed`]: [`TypedStore`](typed::TypedStore) puts an
@@ -122,6 +124,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod claim;
 mod codec;
 pub mod dcb;
 mod dcb_decider;
@@ -157,7 +160,7 @@ mod wire;
 pub mod store {
     //! The backend traits and what callers pass to them and get back: the
     //! event store, global reader, stream lifecycle, snapshots,
-    //! checkpoints, locks and the commit feed, their options and results,
+    //! checkpoints, locks, work claims and the commit feed, their options and results,
     //! and the object-safe `Dyn` twins for backends chosen at run time.
     //!
     //! Every `Dyn` twin is implemented for every implementor of its trait,
@@ -175,13 +178,17 @@ pub mod store {
     //! # Ok::<(), Box<dyn std::error::Error>>(())
     //! ```
 
+    pub use crate::claim::{
+        AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, DynClaimStore, Enqueued,
+        InvalidWork, NewWorkItem, WorkItem, WorkState,
+    };
     pub use crate::dead_letter::{DeadLetter, DeadLetterStore, DynDeadLetterStore};
     pub use crate::dyn_store::{
         BoxFuture, DynCheckpointStore, DynEventQueryReader, DynEventStore, DynGlobalReader,
-        DynLockRegistry, DynSnapshotStore, DynStreamLifecycle,
+        DynLockRegistry, DynProjectionSink, DynSnapshotStore, DynStreamLifecycle,
     };
     pub use crate::feed::{Changed, CommitFeed, FeedError, Listener};
-    pub use crate::sink::{ProjectionSink, SinkError};
+    pub use crate::sink::{ProjectionSink, ShadowRebuild, SinkError, SwapOutcome};
     pub use crate::store_impl::{
         AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
         GlobalReader, Lease, LeaseLost, LoadOptions, LockGuard, LockLost, LockRegistry,
@@ -212,6 +219,9 @@ pub mod backend {
     //! text with [`metadata_to_json`] and read with [`metadata_from_json`],
     //! or put one pair per message header.
 
+    pub use crate::claim::{
+        lease_expired_error, timestamp_after, validate_dead_list, validate_enqueue, validate_lease,
+    };
     pub use crate::dead_letter::bounded_error;
     pub use crate::feed::CommitNotifier;
     pub use crate::metadata::validate_idempotency_key;

@@ -87,4 +87,8 @@ pub const MAX_CONFLICT_RETRIES: u32 = 1_000;
 /// ([`FeedError::TooManyListeners`](crate::store::FeedError::TooManyListeners) past it).
 pub const MAX_LISTENERS: usize = 1024;
 
+pub use crate::claim::{
+    DEFAULT_MAX_ATTEMPTS, MAX_CLAIM_ATTEMPTS, MAX_CLAIM_BATCH, MAX_CLAIM_LEASE, MAX_ENQUEUE_ITEMS,
+    MAX_WORK_PAYLOAD_BYTES, MIN_CLAIM_LEASE,
+};
 pub use crate::dead_letter::MAX_DEAD_LETTER_ERROR_BYTES;

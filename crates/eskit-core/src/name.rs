@@ -29,6 +29,12 @@ pub enum NameKind {
     MetadataKey,
     /// A [`TenantId`].
     Tenant,
+    /// A work queue's name.
+    Queue,
+    /// A work item's key.
+    WorkKey,
+    /// The owner of a work claim.
+    ClaimOwner,
 }
 
 impl fmt::Display for NameKind {
@@ -42,6 +48,9 @@ impl fmt::Display for NameKind {
             Self::Lock => "lock key",
             Self::MetadataKey => "metadata key",
             Self::Tenant => "tenant id",
+            Self::Queue => "queue name",
+            Self::WorkKey => "work item key",
+            Self::ClaimOwner => "claim owner",
         })
     }
 }

@@ -25,7 +25,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::error::{BoxError, StoreError};
 use crate::event::RawEvent;
@@ -120,20 +119,64 @@ pub trait ProjectionSink: Send + Sync {
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-impl<S: ProjectionSink> ProjectionSink for Arc<S> {
-    fn cursor(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<GlobalCursor>, StoreError>> + Send {
-        (**self).cursor(name)
-    }
+/// What [`ShadowRebuild::swap_in_shadow`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SwapOutcome {
+    /// The shadow replaced the live read model, and the live cursor is
+    /// now the shadow's.
+    Swapped {
+        /// The cursor the read model is at now.
+        cursor: GlobalCursor,
+    },
+    /// Nothing changed: the shadow's cursor is behind the live one (the
+    /// live projection went on while the shadow caught up). Catch the
+    /// shadow up again and retry.
+    Behind {
+        /// The shadow's cursor (`None` before its first page).
+        shadow: Option<GlobalCursor>,
+        /// The live projection's cursor.
+        live: GlobalCursor,
+    },
+    /// There is no shadow: [`begin_shadow`](ShadowRebuild::begin_shadow)
+    /// was not called, or its shadow was swapped in already.
+    NoShadow,
+}
 
-    fn apply(
-        &self,
-        name: &str,
-        events: &[RawEvent],
-        next: GlobalCursor,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        (**self).apply(name, events, next)
-    }
+/// A read model that can be rebuilt from zero in a shadow (on SQLite,
+/// shadow tables in the same database) while the live one keeps serving
+/// reads, then swapped in atomically.
+///
+/// The rebuild runs a subscription from the start through the sink
+/// [`begin_shadow`](Self::begin_shadow) returns, under the checkpoint name
+/// [`shadow_name`](Self::shadow_name), until it has caught up; then
+/// [`swap_in_shadow`](Self::swap_in_shadow).
+///
+/// **Invariant**: the swap is one atomic step. Readers see the old read
+/// model or the new one, never an empty or partial one. After it, the live
+/// cursor is the shadow's, and a live subscription still running with an
+/// older cursor in hand applies nothing twice (a [`ProjectionSink`] skips
+/// events at or before its stored cursor).
+///
+/// **Invariant**: a swap never moves the live cursor back: when the shadow
+/// is behind the live read model it refuses with [`SwapOutcome::Behind`].
+pub trait ShadowRebuild: Send + Sync {
+    /// The sink that writes into the shadow.
+    type Shadow: ProjectionSink + 'static;
+
+    /// The checkpoint name of the shadow's subscription.
+    fn shadow_name(&self) -> &str;
+
+    /// Drops any earlier shadow and creates an empty one, with no cursor.
+    ///
+    /// # Errors
+    /// A backend failure.
+    fn begin_shadow(&self) -> impl Future<Output = Result<Self::Shadow, StoreError>> + Send;
+
+    /// Replaces the live read model with the shadow, and the live cursor
+    /// with the shadow's, in one atomic step, unless the shadow is behind.
+    ///
+    /// # Errors
+    /// A backend failure; nothing was swapped then.
+    fn swap_in_shadow(&self) -> impl Future<Output = Result<SwapOutcome, StoreError>> + Send;
 }

@@ -70,6 +70,17 @@ fn the_processor_depends_on_the_core_and_tokio_only() -> Result<(), std::io::Err
     let mut deps = normal_dependencies(&manifest);
     deps.sort();
     assert_eq!(deps, ["eskit-core.workspace", "tokio"]);
+    // Tokio's features are chosen one by one: `signal` is there for the
+    // runner's SIGTERM / ctrl-c shutdown; add others deliberately.
+    let tokio = manifest
+        .split("[dev-dependencies]")
+        .next()
+        .and_then(|normal| normal.lines().find(|l| l.trim_start().starts_with("tokio")))
+        .unwrap_or_default();
+    assert_eq!(
+        tokio.trim(),
+        r#"tokio = { workspace = true, features = ["rt", "time", "sync", "macros", "signal"] }"#
+    );
     Ok(())
 }
 

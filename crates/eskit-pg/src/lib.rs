@@ -7,8 +7,9 @@
 //! [`CommitFeed`](eskit_core::store::CommitFeed) and DCB query reads
 //! ([`EventQueryReader`](eskit_core::dcb::EventQueryReader)) with append
 //! conditions; [`PgStore::snapshots`], [`PgStore::checkpoints`] and
-//! [`PgStore::locks`] and [`PgStore::dead_letters`] hand out the snapshot,
-//! checkpoint, lock and dead-letter stores over the same pool. [`PgStore::append_in`] appends inside the caller's own
+//! [`PgStore::locks`], [`PgStore::dead_letters`] and [`PgStore::claims`]
+//! hand out the snapshot, checkpoint, lock, dead-letter and claim stores
+//! over the same pool. [`PgStore::append_in`] appends inside the caller's own
 //! transaction.
 //!
 //! ```no_run
@@ -60,6 +61,7 @@
 //! else on a small runtime of its own, so its futures complete under any
 //! executor.
 
+mod claims;
 mod dcb;
 mod dead_letter;
 mod error;
@@ -75,6 +77,7 @@ mod sink;
 mod sql;
 mod store;
 
+pub use claims::PgClaimStore;
 pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};

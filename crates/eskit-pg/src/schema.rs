@@ -13,8 +13,32 @@ use crate::options::SchemaName;
 
 /// The migrations, oldest first; `{s}` stands for the quoted schema name.
 /// Never edit a released one: add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", INITIAL), (2, "dead letters", DEAD_LETTERS)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", INITIAL),
+    (2, "dead letters", DEAD_LETTERS),
+    (3, "work items", WORK_ITEMS),
+];
+
+/// The claim store's work queues. `due` is when a pending item may be
+/// claimed or a claimed item's lease runs out (`NULL` once done or dead);
+/// `token` grows with every claim, so a stale claim matches no row.
+const WORK_ITEMS: &str = r#"
+CREATE TABLE {s}.work_items (
+    id         bigserial PRIMARY KEY,
+    queue      text     NOT NULL,
+    key        text     NOT NULL,
+    payload    bytea    NOT NULL,
+    metadata   bytea,
+    state      smallint NOT NULL,
+    due        bigint,
+    owner      text,
+    attempts   bigint   NOT NULL DEFAULT 0,
+    last_error text,
+    token      bigint   NOT NULL DEFAULT 0,
+    CONSTRAINT work_items_key UNIQUE (queue, key)
+);
+CREATE INDEX work_items_due ON {s}.work_items (queue, due, id) WHERE due IS NOT NULL;
+"#;
 
 /// Events a subscription gave up on, each a copy of the event with the
 /// error, the attempts and when (the event may be deleted from the log

@@ -1,11 +1,21 @@
 //! Subscriptions for eskit-rs: follow the global log from a durable cursor,
 //! catch up, then stay live, and never skip an event.
 //!
+//! Beside subscriptions: [`Reactor`] (typed handlers whose commands carry
+//! the trigger's correlation and causation through a [`CausalContext`]),
+//! [`TodoProcessor`] (workers over a claim store's queue, fed by
+//! [`TodoFeed`] or direct enqueue), and [`Runner`] (several services, one
+//! shutdown, SIGTERM / ctrl-c with a deadline).
+//!
 //! A [`Subscription`] reads pages with [`GlobalReader::read`](eskit_core::store::GlobalReader::read), hands each page
 //! to a [`BatchHandler`], and stores the page's resume cursor in a
 //! [`CheckpointStore`](eskit_core::store::CheckpointStore) every N events or every interval, whichever comes
 //! first. When it has caught up it waits on the backend's [`CommitFeed`](eskit_core::store::CommitFeed),
 //! and falls back to polling while the feed is broken.
+//!
+//! Read models: [`view`] (state views, rebuild from zero),
+//! [`rebuild`] (zero-downtime rebuild into a shadow that is swapped in) and
+//! [`notifier`] (change notifications for live reads).
 //!
 //! # Ordering
 //! Delivery is in cursor order, each event once per run. The subscription
@@ -58,8 +68,22 @@
 //! # }
 //! ```
 
+mod causal;
+pub mod notifier;
+pub mod rebuild;
+mod runner;
 mod subscription;
+mod todo;
 mod typed;
+pub mod view;
+
+pub use causal::{CausalContext, Reactor};
+pub use runner::{DEFAULT_SHUTDOWN_DEADLINE, MAX_SERVICES, RunError, Runner, Shutdown};
+pub use todo::{
+    DEFAULT_TODO_BACKOFF, DEFAULT_TODO_BATCH, DEFAULT_TODO_LEASE, DEFAULT_TODO_MAX_BACKOFF,
+    DEFAULT_TODO_POLL_INTERVAL, DEFAULT_TODO_WORKERS, MAX_TODO_WORKERS, MIN_TODO_POLL_INTERVAL,
+    TodoError, TodoFeed, TodoOptions, TodoProcessor, TodoStats, WorkHandler, event_key,
+};
 
 pub use subscription::{
     BatchHandler, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,

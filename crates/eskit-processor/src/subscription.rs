@@ -881,3 +881,15 @@ fn age(t: Timestamp) -> Duration {
     let now = Timestamp::now().as_unix_micros();
     Duration::from_micros(u64::try_from(now.saturating_sub(t.as_unix_micros())).unwrap_or(0))
 }
+
+/// `options` under another name (checked like a new one).
+pub(crate) fn with_name(
+    options: SubscriptionOptions,
+    name: &str,
+) -> Result<SubscriptionOptions, SubscriptionError> {
+    let named = SubscriptionOptions::new(name)?;
+    Ok(SubscriptionOptions {
+        name: named.name,
+        ..options
+    })
+}

@@ -3,8 +3,8 @@
 //! a leader lease over the same SQLite file. At most one handles events at
 //! any moment; when the leader stops, the other takes over from the
 //! checkpoint; nothing is lost, and redeliveries stay within one checkpoint
-//! interval. (Killing the leader's process, so that its lease must expire,
-//! is the part a multi-process test still has to show.)
+//! interval. Killing the leader's process, so that its lease must expire,
+//! is `leader_kill.rs`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -127,7 +127,10 @@
 //! statements on [`WriteTx::connection`] commit together or not at all, and
 //! the notifier fires only at the commit. [`SqliteStore::projection_sink`]
 //! builds a [`ProjectionSink`](eskit_core::store::ProjectionSink) on it: a read
-//! model whose pages and cursor commit together.
+//! model whose pages and cursor commit together. [`SqliteStore::read_model`]
+//! wraps a [`SqliteView`] (tables, create, apply) as such a read model that
+//! can also be rebuilt without downtime in shadow tables of the same file
+//! ([`read_model`], [`ShadowRebuild`](eskit_core::store::ShadowRebuild)).
 //!
 //! # Notifications
 //! [`SqliteStore::notifier`] is signalled right after each commit, before the
@@ -138,6 +141,7 @@
 mod append;
 mod checkpoint;
 mod chunks;
+mod claims;
 mod dead_letter;
 mod error;
 mod kinds;
@@ -146,6 +150,7 @@ mod notify;
 mod oneshot;
 mod options;
 mod query;
+pub mod read_model;
 mod relay;
 mod row;
 mod schema;
@@ -155,6 +160,7 @@ mod tx;
 mod worker;
 
 pub use checkpoint::SqliteCheckpointStore;
+pub use claims::SqliteClaimStore;
 pub use dead_letter::SqliteDeadLetterStore;
 pub use error::{OpenError, SqliteError};
 pub use kinds::MAX_CACHED_KINDS;
@@ -165,6 +171,7 @@ pub use notify::{ExternalWatcher, MIN_POLL_INTERVAL};
 pub use options::{
     DEFAULT_BUSY_TIMEOUT, MAX_GROUP_COMMIT, MAX_READERS, SqliteOptions, Synchronous,
 };
+pub use read_model::{SqliteReadModel, SqliteView};
 pub use relay::{ChangeRelay, RelayedChange};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;

@@ -21,9 +21,8 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// Migrations in order; entry `i` brings the schema from version `i` to `i + 1`.
 /// Version 2 gives each lock its fencing token (the counter is the `locks`
 /// row of `eskit_sequence`), checkpoints their cursor's transaction key,
-/// event ids a unique index, and events their tags with the tag index. Later
-/// versions add the claim store and the
-/// command queue.
+/// event ids a unique index, events their tags with the tag index, and adds
+/// the claim store's work items. Later versions add the command queue.
 const MIGRATIONS: &[&str] = &[
     r"
 CREATE TABLE eskit_schema (
@@ -163,6 +162,31 @@ CREATE TABLE eskit_event_tags (
     position  INTEGER NOT NULL,
     PRIMARY KEY (tag, position)
 ) WITHOUT ROWID;
+-- The claim store: work items by queue and key (unique over every state,
+-- so a redelivered event cannot enqueue the same work twice). `due_at` is
+-- the not-before time of a pending item and the lease end of a claimed one;
+-- `token` grows with every claim and fences stale claims. AUTOINCREMENT so
+-- that a deleted item's id (and with it a stale claim) is never reused.
+CREATE TABLE eskit_work_items (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    metadata     TEXT,
+    state        INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL,
+    owner        TEXT,
+    attempts     INTEGER NOT NULL,
+    token        INTEGER NOT NULL,
+    last_error   TEXT,
+    enqueued_at  INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (queue, key)
+);
+-- Claims walk the items not yet done or dead in due order and stop at the
+-- limit; dead items are listed by id.
+CREATE INDEX eskit_work_items_due ON eskit_work_items (queue, due_at, id) WHERE state < 2;
+CREATE INDEX eskit_work_items_by_state ON eskit_work_items (queue, state, id);
 ",
 ];
 

@@ -197,6 +197,12 @@ impl SqliteStore {
         crate::SqliteDeadLetterStore::new(self.clone())
     }
 
+    /// The claim store (work queues) on this database, shared with every
+    /// process that opens the same file.
+    pub fn claims(&self) -> crate::SqliteClaimStore {
+        crate::SqliteClaimStore::new(self.clone())
+    }
+
     /// The checkpoint store on this database.
     pub fn checkpoints(&self) -> SqliteCheckpointStore {
         SqliteCheckpointStore::new(self.clone())

@@ -394,6 +394,25 @@ pub trait SqliteProjection: Send + Sync + 'static {
     /// # Errors
     /// Whatever the projection refuses; the subscription retries the page.
     fn apply(&self, tx: &mut WriteTx<'_>, events: &[RawEvent]) -> Result<(), BoxError>;
+
+    /// [`apply`](Self::apply), told the page's cursors as well: `before`,
+    /// the cursor stored before the page (`None` for none), and `next`, the
+    /// one stored after it in the same transaction. For projections that
+    /// keep more than one cursor (a read model feeding its shadow during a
+    /// rebuild). The default calls [`apply`](Self::apply).
+    ///
+    /// # Errors
+    /// As for [`apply`](Self::apply).
+    fn apply_page(
+        &self,
+        tx: &mut WriteTx<'_>,
+        events: &[RawEvent],
+        before: Option<GlobalCursor>,
+        next: GlobalCursor,
+    ) -> Result<(), BoxError> {
+        let _ = (before, next);
+        self.apply(tx, events)
+    }
 }
 
 impl<F> SqliteProjection for F
@@ -476,7 +495,7 @@ impl<P: SqliteProjection> ProjectionSink for SqliteSink<P> {
                     return Ok(());
                 }
                 projection
-                    .apply(tx, &events[fresh..])
+                    .apply_page(tx, &events[fresh..], stored, next)
                     .map_err(SinkError::Projection)?;
                 tx.save_checkpoint(&name, stored.map_or(next, |c| c.max(next)))?;
                 Ok::<_, SinkError>(())

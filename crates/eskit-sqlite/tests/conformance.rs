@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::TempDir;
 use eskit_core::error::BoxError;
+use eskit_core::event::{EventId, RawEvent};
 use eskit_core::store::TenantScoped;
-use eskit_sqlite::{SqliteOptions, SqliteStore};
+use eskit_sqlite::{SqliteOptions, SqliteStore, WriteTx};
 use eskit_testing::conformance::{Fixture, Suite};
 
 /// The store's handles: its events, queries, snapshots and checkpoints,
@@ -30,10 +31,58 @@ fn scoped(store: SqliteStore) -> Fixture {
         .with_checkpoints(store.checkpoints())
 }
 
+/// The sink scenarios' projection: each event's id into a table of the
+/// read model, in the page's transaction; a `refuse` payload refuses the page.
+fn record_ids(tx: &mut WriteTx<'_>, events: &[RawEvent]) -> Result<(), BoxError> {
+    let c = tx.connection();
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS sink_effects (n INTEGER PRIMARY KEY, id BLOB NOT NULL)",
+        [],
+    )?;
+    for e in events {
+        if e.payload == b"refuse" {
+            return Err("the sink scenarios refuse this event".into());
+        }
+        c.execute(
+            "INSERT INTO sink_effects (id) VALUES (?1)",
+            [&e.id.to_bytes()[..]],
+        )?;
+    }
+    Ok(())
+}
+
+/// The ids [`record_ids`] stored, in order.
+async fn recorded(store: SqliteStore) -> Result<Vec<EventId>, BoxError> {
+    let ids = store
+        .write_transaction(|tx| {
+            let c = tx.connection();
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS sink_effects (n INTEGER PRIMARY KEY, id BLOB NOT NULL)",
+                [],
+            )?;
+            let mut stmt = c.prepare("SELECT id FROM sink_effects ORDER BY n")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let bytes: [u8; 16] = r?.try_into().map_err(|_| "an id of 16 bytes")?;
+                out.push(EventId::from_bytes(bytes));
+            }
+            Ok::<_, BoxError>(out)
+        })
+        .await
+        .map_err(|e| -> BoxError { e.to_string().into() })?;
+    Ok(ids)
+}
+
 fn fixture(store: SqliteStore) -> Fixture {
     let closer = store.clone();
     let tenants = store.clone();
+    let effects = store.clone();
     scoped(store.clone())
+        .with_sink(store.projection_sink(record_ids), move || {
+            recorded(effects.clone())
+        })
+        .with_claims(store.claims())
         .with_locks(store.locks())
         .with_other_locks(store.locks())
         .with_tenants(move |t| scoped(tenants.for_tenant(t)))

@@ -81,6 +81,7 @@ const TO_VERSION_1: &str = "
     ALTER TABLE eskit_streams DROP COLUMN tenant;
     ALTER TABLE eskit_events DROP COLUMN tenant;
     ALTER TABLE eskit_snapshots DROP COLUMN tenant;
+    DROP TABLE eskit_work_items;
     DELETE FROM eskit_schema WHERE version = 2;
 ";
 
@@ -403,6 +404,13 @@ fn a_version_1_file_is_migrated_and_its_leases_still_count() -> TestResult {
             eskit_core::event::Position::new(7)
         ))
     );
+    // The claim store's table comes with the migration.
+    let added = block_on(eskit_core::store::ClaimStore::enqueue(
+        &store.claims(),
+        "after-migration",
+        vec![eskit_core::store::NewWorkItem::new("k", vec![])],
+    ))?;
+    assert!(matches!(added[..], [eskit_core::store::Enqueued::Added(_)]));
     Ok(())
 }
 

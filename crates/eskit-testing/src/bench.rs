@@ -732,7 +732,7 @@ impl Bench {
         };
         let target = crate::executor::run(&*self.executor, async {
             Ok::<_, BoxError>(match which {
-                Impl::Eskit => Target::Store((self.store)().await?),
+                Impl::Eskit => Target::Store(Box::new((self.store)().await?)),
                 Impl::Baseline => match &self.baseline {
                     Some(f) => Target::Baseline(f().await?),
                     None => return Err("no baseline".into()),
@@ -768,7 +768,7 @@ fn median_round(rounds: Vec<BenchRow>) -> Option<BenchRow> {
 }
 
 enum Target {
-    Store(Fixture),
+    Store(Box<Fixture>),
     Baseline(Arc<dyn Baseline>),
 }
 

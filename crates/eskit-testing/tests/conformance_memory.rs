@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use eskit_core::{
     error::BoxError,
-    memory::{MemoryCheckpointStore, MemoryLockRegistry, MemoryStore},
+    event::EventId,
+    memory::{
+        MemoryCheckpointStore, MemoryClaimStore, MemoryLockRegistry, MemoryReadModel, MemoryStore,
+    },
     store::TenantScoped,
 };
 use eskit_testing::conformance::{Fixture, Suite};
@@ -17,6 +20,14 @@ fn main() -> ExitCode {
         let store = MemoryStore::new();
         let checkpoints = MemoryCheckpointStore::new();
         let closer = store.clone();
+        let sink = MemoryReadModel::new("sink-effects", |ids: &mut Vec<EventId>, e| {
+            if e.payload == b"refuse" {
+                return Err("the sink scenarios refuse this event".into());
+            }
+            ids.push(e.id);
+            Ok(())
+        })?;
+        let effects = sink.clone();
         let (tenants, tenant_checkpoints) = (store.clone(), checkpoints.clone());
         Ok::<_, BoxError>(
             Fixture::store(store.clone())
@@ -30,6 +41,10 @@ fn main() -> ExitCode {
                         .with_snapshots(scoped.snapshots())
                         .with_checkpoints(tenant_checkpoints.for_tenant(t))
                 })
+                .with_sink(sink, move || {
+                    std::future::ready(Ok(effects.read().to_vec()))
+                })
+                .with_claims(MemoryClaimStore::new())
                 .with_locks(locks.clone())
                 .with_other_locks(locks)
                 .with_close(move || {

@@ -44,6 +44,7 @@
 //! never yield.
 
 mod basic;
+mod claims;
 mod close;
 mod dcb;
 mod edge;
@@ -57,6 +58,7 @@ mod locks;
 mod metadata;
 mod model;
 mod names;
+mod sink;
 mod snapshots;
 mod stress;
 mod tenants;
@@ -75,14 +77,14 @@ use eskit_core::{
     dcb::EventQueryReader,
     error::{BoxError, StoreError, error_chain},
     event::{
-        AppendResult, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent, StreamName,
-        TenantId,
+        AppendResult, EventId, EventType, ExpectedVersion, InvalidName, NewEvent, RawEvent,
+        StreamName, TenantId,
     },
     store::{
-        AppendOptions, BoxFuture, CheckpointStore, CommitFeed, DynCheckpointStore,
-        DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry, DynSnapshotStore,
-        DynStreamLifecycle, EventStore, GlobalPager, GlobalReader, LockRegistry, ReadOptions,
-        SnapshotStore, StreamLifecycle,
+        AppendOptions, BoxFuture, CheckpointStore, ClaimStore, CommitFeed, DynCheckpointStore,
+        DynClaimStore, DynEventQueryReader, DynEventStore, DynGlobalReader, DynLockRegistry,
+        DynProjectionSink, DynSnapshotStore, DynStreamLifecycle, EventStore, GlobalPager,
+        GlobalReader, LockRegistry, ProjectionSink, ReadOptions, SnapshotStore, StreamLifecycle,
     },
 };
 
@@ -103,7 +105,21 @@ pub struct Fixture {
     close: Option<Closer>,
     queries: Option<Arc<dyn DynEventQueryReader>>,
     tenants: Option<Scoper>,
+    sink: Option<SinkParts>,
+    claims: Option<Arc<dyn DynClaimStore>>,
 }
+
+/// A backend's projection sink with the reader of its effects
+/// ([`Fixture::with_sink`]).
+#[derive(Clone)]
+struct SinkParts {
+    sink: Arc<dyn DynProjectionSink>,
+    effects: Effects,
+}
+
+/// Reads the ids a sink's projection recorded, in the order it recorded them.
+pub(crate) type Effects =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<EventId>, BoxError>> + Send + Sync>;
 
 /// Closes the fixture's store, through a handle of its own.
 type Closer = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -139,6 +155,8 @@ impl Fixture {
             close: None,
             queries: None,
             tenants: None,
+            sink: None,
+            claims: None,
         }
     }
 
@@ -156,6 +174,8 @@ impl Fixture {
             close: None,
             queries: None,
             tenants: None,
+            sink: None,
+            claims: None,
         }
     }
 
@@ -194,6 +214,13 @@ impl Fixture {
     #[must_use]
     pub fn with_snapshots<S: SnapshotStore + 'static>(mut self, snapshots: S) -> Self {
         self.snapshots = Some(Arc::new(snapshots));
+        self
+    }
+
+    /// Adds a claim store (work queues); the `claim` scenarios check it.
+    #[must_use]
+    pub fn with_claims<Q: ClaimStore + 'static>(mut self, claims: Q) -> Self {
+        self.claims = Some(Arc::new(claims));
         self
     }
 
@@ -279,6 +306,47 @@ impl Fixture {
         self
     }
 
+    /// Adds a transactional projection sink over the same store, and the
+    /// reader of its effects. The `sink.*` scenarios check that a page's
+    /// effects and its cursor commit together or not at all, and that a
+    /// page delivered again has its effect once.
+    ///
+    /// The sink's projection must, in the transaction of each page:
+    /// record every event's id as one effect in the read model (in the
+    /// order given), and refuse the page (return an error, so nothing of it
+    /// is stored) when an event's payload is exactly `b"refuse"`. `effects`
+    /// reads back every recorded id in recording order.
+    ///
+    /// ```
+    /// use eskit_core::{event::EventId, memory::{MemoryReadModel, MemoryStore}};
+    /// use eskit_testing::conformance::Fixture;
+    /// let sink = MemoryReadModel::new("effects", |ids: &mut Vec<EventId>, e| {
+    ///     if e.payload == b"refuse" {
+    ///         return Err("refused".into());
+    ///     }
+    ///     ids.push(e.id);
+    ///     Ok(())
+    /// })?;
+    /// let reader = sink.clone();
+    /// let fixture = Fixture::store(MemoryStore::new())
+    ///     .with_sink(sink, move || std::future::ready(Ok(reader.read().to_vec())));
+    /// # drop(fixture);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_sink<S, F, Fut>(mut self, sink: S, effects: F) -> Self
+    where
+        S: ProjectionSink + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<EventId>, BoxError>> + Send + 'static,
+    {
+        self.sink = Some(SinkParts {
+            sink: Arc::new(sink),
+            effects: Arc::new(move || Box::pin(effects())),
+        });
+        self
+    }
+
     /// The fixture of `tenant`'s handles, if tenants were given.
     pub fn tenant(&self, tenant: TenantId) -> Option<Fixture> {
         self.tenants.as_ref().map(|scope| scope(tenant))
@@ -307,6 +375,11 @@ impl Fixture {
     /// The checkpoint store, if given.
     pub fn checkpoints(&self) -> Option<&Arc<dyn DynCheckpointStore>> {
         self.checkpoints.as_ref()
+    }
+
+    /// The claim store, if given.
+    pub fn claims(&self) -> Option<&Arc<dyn DynClaimStore>> {
+        self.claims.as_ref()
     }
 
     /// The lock registry, if given.
@@ -345,6 +418,8 @@ impl Fixture {
             Capability::Close => self.close.is_some(),
             Capability::Queries => self.queries.is_some(),
             Capability::Tenants => self.tenants.is_some(),
+            Capability::Sink => self.sink.is_some(),
+            Capability::Claims => self.claims.is_some(),
         }
     }
 }
@@ -373,10 +448,14 @@ pub enum Capability {
     Queries,
     /// Tenant-scoped handles ([`Fixture::with_tenants`]).
     Tenants,
+    /// A transactional projection sink ([`Fixture::with_sink`]).
+    Sink,
+    /// [`ClaimStore`].
+    Claims,
 }
 
 impl Capability {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::Events,
         Self::GlobalReads,
         Self::Lifecycle,
@@ -387,6 +466,8 @@ impl Capability {
         Self::Close,
         Self::Queries,
         Self::Tenants,
+        Self::Sink,
+        Self::Claims,
     ];
 }
 
@@ -403,6 +484,8 @@ impl fmt::Display for Capability {
             Self::Close => "close",
             Self::Queries => "query reader",
             Self::Tenants => "tenant scope",
+            Self::Sink => "projection sink",
+            Self::Claims => "claim store",
         })
     }
 }
@@ -1041,6 +1124,13 @@ impl Ctx {
             .ok_or_else(|| Failure("no query reader".into()))
     }
 
+    pub(crate) fn claims(&self) -> Result<&Arc<dyn DynClaimStore>, Failure> {
+        self.fixture
+            .claims
+            .as_ref()
+            .ok_or_else(|| Failure("no claim store".into()))
+    }
+
     /// The second lock registry, or the first when the fixture has none.
     pub(crate) fn other_locks(&self) -> Result<&Arc<dyn DynLockRegistry>, Failure> {
         match &self.fixture.other_locks {
@@ -1051,6 +1141,15 @@ impl Ctx {
 
     pub(crate) fn stress(&self) -> StressSize {
         self.stress
+    }
+
+    /// The projection sink and the reader of its effects.
+    pub(crate) fn sink(&self) -> Result<(&Arc<dyn DynProjectionSink>, &Effects), Failure> {
+        self.fixture
+            .sink
+            .as_ref()
+            .map(|p| (&p.sink, &p.effects))
+            .ok_or_else(|| Failure("no projection sink".into()))
     }
 
     /// A context over `tenant`'s handles on the same store.
@@ -1231,5 +1330,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(close::scenarios());
     all.extend(dcb::scenarios());
     all.extend(tenants::scenarios());
+    all.extend(sink::scenarios());
+    all.extend(claims::scenarios());
     all
 }
