@@ -243,8 +243,9 @@ fn render(dir: &Path) -> Result<String, String> {
     }
     out.push_str(
         "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-memory` on `:memory:`. \
-         \"not offered\" means the backend lacks that capability. PostgreSQL and NATS JetStream \
-         columns appear once their backends exist.\n",
+         `postgres` is PostgreSQL, each scenario on a fresh schema of the server `cargo xtask test` \
+         starts. \"not offered\" means the backend lacks that capability. The NATS JetStream \
+         column appears once its backend exists.\n",
     );
     Ok(out)
 }

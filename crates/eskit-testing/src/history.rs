@@ -339,17 +339,20 @@ pub fn check(history: &History, final_read: &[RawEvent]) -> CheckReport {
         }
     }
 
-    // Global order: positions strictly increasing in read order.
+    // Global order: cursors (transaction key, then position) strictly
+    // increasing in read order; with key 0 (memory, SQLite) that is
+    // position order.
     for w in final_read.windows(2) {
         if let [a, b] = w
-            && b.position <= a.position
+            && b.cursor() <= a.cursor()
         {
             report.order_violations.push(OrderViolation {
                 first: a.id,
                 second: b.id,
                 detail: format!(
-                    "position {} follows position {} in the global read",
-                    b.position, a.position
+                    "cursor {} follows cursor {} in the global read",
+                    b.cursor(),
+                    a.cursor()
                 ),
             });
         }
@@ -448,9 +451,15 @@ pub fn contiguous_from_one(events: &[RawEvent]) -> bool {
         .all(|(i, e)| e.version == Version::new(i as u64 + 1))
 }
 
-/// Whether positions strictly increase.
+/// Whether cursors strictly increase (the read contract's order: by
+/// transaction key, then position; position order where the key is 0), and
+/// positions are unique.
 pub fn strictly_increasing(events: &[RawEvent]) -> bool {
-    events
-        .windows(2)
-        .all(|w| matches!(w, [a, b] if a.position < b.position))
+    let mut positions: Vec<_> = events.iter().map(|e| e.position).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    positions.len() == events.len()
+        && events
+            .windows(2)
+            .all(|w| matches!(w, [a, b] if a.cursor() < b.cursor()))
 }

@@ -123,12 +123,67 @@ fn same<T: PartialEq>(a: &Result<T, StoreError>, b: &Result<T, StoreError>) -> b
     }
 }
 
+/// The transaction keys the backend gave its events, by backend position.
+/// The model (the memory store) orders by position alone and records key 0;
+/// a backend ordered by transaction first records its own keys. The model
+/// run is sequential, so the backend's keys grow with its positions, and a
+/// model cursor "after position p" is the backend cursor (key of the newest
+/// event at or before p, p): it splits the log at the same place.
+#[derive(Default)]
+struct TxKeys(std::collections::BTreeMap<u64, u64>);
+
+impl TxKeys {
+    fn record(&mut self, r: &Result<AppendResult, StoreError>) {
+        if let Ok(a) = r {
+            for rec in &a.records {
+                self.0.insert(rec.position.get(), rec.tx);
+            }
+        }
+    }
+
+    /// The backend cursor that splits the log where model `at(p)` does.
+    fn cursor(&self, p: u64) -> GlobalCursor {
+        let tx = self.0.range(..=p).next_back().map_or(0, |(_, tx)| *tx);
+        GlobalCursor::new(tx, Position::new(p))
+    }
+}
+
+/// Transaction keys cleared, to compare with the model's.
+fn no_tx_result(r: Result<AppendResult, StoreError>) -> Result<AppendResult, StoreError> {
+    r.map(|mut a| {
+        for rec in &mut a.records {
+            rec.tx = 0;
+        }
+        a
+    })
+}
+
+fn no_tx_events(r: Result<Vec<RawEvent>, StoreError>) -> Result<Vec<RawEvent>, StoreError> {
+    r.map(|mut v| {
+        for e in &mut v {
+            e.tx = 0;
+        }
+        v
+    })
+}
+
+fn no_tx_page(r: Result<GlobalBatch, StoreError>) -> Result<GlobalBatch, StoreError> {
+    r.map(|mut p| {
+        for e in &mut p.events {
+            e.tx = 0;
+        }
+        p.next = GlobalCursor::at(p.next.position());
+        p.head = GlobalCursor::at(p.head.position());
+        p
+    })
+}
+
 /// Every event after `after`, page by page.
 async fn read_from<R: GlobalReader>(
     global: &R,
-    after: Position,
+    after: GlobalCursor,
 ) -> Result<Vec<RawEvent>, StoreError> {
-    GlobalPager::new(global, ReadOptions::new(GlobalCursor::at(after), 1000))
+    GlobalPager::new(global, ReadOptions::new(after, 1000))
         .collect()
         .await
 }
@@ -216,6 +271,7 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
         .collect::<Result<_, _>>()?;
     let t0 = Timestamp::from_unix_micros(1_700_000_000_000_000);
     let mut last_append: Option<(usize, Vec<NewEvent>, AppendOptions)> = None;
+    let mut keys = TxKeys::default();
 
     for step in 0..ops {
         let s = rng.below(STREAMS as u64) as usize;
@@ -275,6 +331,8 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
             let got = events
                 .dyn_append(stream, expected, batch.clone(), options.clone())
                 .await;
+            keys.record(&got);
+            let got = no_tx_result(got);
             if !same(&want, &got) {
                 return Err(Failure(format!(
                     "{}: append {expected}: expected {} (the model), got {}",
@@ -305,7 +363,7 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                 o = o.with_event_types([types[rng.below(3) as usize].clone()]);
             }
             let want = shift_events(model.load(stream, o.clone()).await, offset);
-            let got = events.dyn_load(stream, o.clone()).await;
+            let got = no_tx_events(events.dyn_load(stream, o.clone()).await);
             if !same(&want, &got) {
                 return Err(Failure(format!(
                     "{}: load {o:?}: expected {} (the model), got {}",
@@ -337,14 +395,13 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
                 })?);
             }
             // Model position p is backend position p + offset.
-            let mut shifted =
-                ReadOptions::new(GlobalCursor::at(Position::new(from + offset)), o.limit())
-                    .with_event_types(o.event_types().iter().cloned());
+            let mut shifted = ReadOptions::new(keys.cursor(from + offset), o.limit())
+                .with_event_types(o.event_types().iter().cloned());
             if let Some(t) = o.stream_type() {
                 shifted = shifted.with_stream_type(t.clone());
             }
             let want = shift_page(model.read(o).await, offset);
-            let got = global.dyn_read(shifted).await;
+            let got = no_tx_page(global.dyn_read(shifted).await);
             if !same(&want, &got) {
                 return Err(Failure(format!(
                     "{}: read after {from}: expected {} (the model), got {}",
@@ -436,10 +493,9 @@ async fn run_seed_inner(c: &Ctx, seed: u64, ops: usize) -> Outcome {
         }
     }
     // Finally everything stored must be the same.
-    let want = shift_events(read_from(&model, Position::ZERO).await, offset)
+    let want = shift_events(read_from(&model, GlobalCursor::START).await, offset)
         .map_err(|e| Failure(format!("final model read: {}", sig(&e))))?;
-    let got = read_from(global, Position::new(offset))
-        .await
+    let got = no_tx_events(read_from(global, keys.cursor(offset)).await)
         .map_err(|e| Failure(format!("final backend read: {}", sig(&e))))?;
     if want != got {
         return Err(Failure(format!(

@@ -1,0 +1,198 @@
+//! The SQL text of every statement, built once per store from the
+//! validated schema name (the only part not sent as a bind parameter).
+
+use crate::options::SchemaName;
+
+/// The event columns every read selects, in the order [`crate::row`] decodes.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx::text AS tx_text, e.stream_type, \
+     e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, \
+     e.recorded_at, e.metadata, e.tags, e.tenant";
+
+/// The column of a read's rows holding the horizon (as text): after the
+/// head (2), the event columns (14) and the ordering key (1).
+pub(crate) const HORIZON_COLUMN: usize = 17;
+
+/// Statements of one store.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) schema: String,
+    pub(crate) lock_head: String,
+    pub(crate) write: String,
+    pub(crate) lock_events: String,
+    pub(crate) idempotency: String,
+    pub(crate) load: String,
+    pub(crate) versions: String,
+    pub(crate) stream_row: String,
+    pub(crate) status: String,
+    pub(crate) lock_stream: String,
+    pub(crate) set_state: String,
+    pub(crate) restore: String,
+    pub(crate) delete_events: String,
+    pub(crate) keep_deleted_high: String,
+    pub(crate) delete_keys: String,
+    pub(crate) delete_snapshot: String,
+    pub(crate) mark_deleted: String,
+    pub(crate) read: String,
+    pub(crate) head: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &SchemaName) -> Self {
+        let s = schema.quoted();
+        let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
+        let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
+        Self {
+            schema: s.clone(),
+            // Takes the DCB advisory locks (sorted, shared for written tags,
+            // exclusive for queried ones) before the head row lock, then
+            // creates or locks the stream's head row and returns it, with
+            // whether the stream order check fails and the first of the
+            // append's event ids already stored (found before the insert, so
+            // a refused append burns no position).
+            lock_head: format!(
+                "WITH l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
+                 ELSE pg_advisory_xact_lock_shared(u.k1, u.k2)::text END) AS n \
+                 FROM unnest($4::int4[], $5::int4[], $6::bool[]) AS u(k1, k2, x)) \
+                 INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) \
+                 SELECT $1, $2, $3 FROM l \
+                 ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+                 RETURNING h.version, h.state, h.tenant = $1 AS owned, \
+                 (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
+                 (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
+                 LIMIT 1) AS duplicate"
+            ),
+            // One statement for the whole batch: the events from parallel
+            // arrays, the head's new version and the idempotency entry.
+            write: format!(
+                "WITH ins AS (\
+                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
+                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
+                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
+                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
+                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
+                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
+                 RETURNING position, version, tx::text AS tx_text), \
+                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
+                 WHERE stream_type = $2 AND stream_id = $3), \
+                 idem AS (INSERT INTO {s}.idempotency \
+                 (tenant, stream_type, stream_id, key, first_version, event_count) \
+                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
+                 SELECT i.position, i.version, i.tx_text FROM ins i, \
+                 (SELECT pg_notify($17, '')) AS n ORDER BY i.version"
+            ),
+            lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
+            idempotency: format!(
+                "SELECT first_version, event_count FROM {s}.idempotency WHERE {stream} AND key = $4"
+            ),
+            load: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version >= $4 AND e.version <= $5 \
+                 AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
+                 ORDER BY e.version LIMIT $7"
+            ),
+            versions: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version BETWEEN $4 AND $5 ORDER BY e.version"
+            ),
+            stream_row: format!("SELECT version, state FROM {s}.streams WHERE {stream}"),
+            status: format!(
+                "SELECT version, state, reason, changed_at FROM {s}.streams WHERE {stream}"
+            ),
+            lock_stream: format!(
+                "SELECT version, state FROM {s}.streams WHERE {stream} FOR UPDATE"
+            ),
+            set_state: format!(
+                "UPDATE {s}.streams SET state = $4, reason = $5, changed_at = $6 WHERE {stream}"
+            ),
+            restore: format!(
+                "UPDATE {s}.streams SET state = 1, reason = NULL, changed_at = $4 WHERE {stream}"
+            ),
+            keep_deleted_high: format!(
+                "INSERT INTO {s}.deleted_high AS d (tenant, tx, position) \
+                 SELECT $1, e.tx, e.position FROM {s}.events e WHERE {stream_e} \
+                 ORDER BY e.tx DESC, e.position DESC LIMIT 1 \
+                 ON CONFLICT (tenant) DO UPDATE SET tx = excluded.tx, position = excluded.position \
+                 WHERE (d.tx, d.position) < (excluded.tx, excluded.position)"
+            ),
+            delete_events: format!("DELETE FROM {s}.events WHERE {stream}"),
+            delete_keys: format!("DELETE FROM {s}.idempotency WHERE {stream}"),
+            delete_snapshot: format!("DELETE FROM {s}.snapshots WHERE {stream}"),
+            mark_deleted: format!(
+                "UPDATE {s}.streams SET state = 4, changed_at = $4 WHERE {stream}"
+            ),
+            // Reads below the horizon (the oldest transaction still running
+            // when the statement's snapshot was taken) in (tx, position)
+            // order, with the newest cursor below it as the head, in one
+            // statement so both use the same snapshot.
+            read: read_with(
+                &s,
+                "$6",
+                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
+                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
+                "$5",
+            ),
+            head: format!(
+                "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+                 {}",
+                head_below(&s, "$1")
+            ),
+        }
+    }
+
+    /// A DCB query read: [`Sql::read`]'s shape with `matches` (built by
+    /// [`crate::dcb::match_clause`] from bind parameters from `$5` on) as
+    /// the filter; `$3` is the limit, `$4` the tenant.
+    pub(crate) fn query(&self, matches: &str) -> String {
+        read_with(&self.schema, "$4", matches, "$3")
+    }
+
+    /// The first event of tenant `$3` matching `matches` (parameters from
+    /// `$4` on) after a cursor, committed or the caller's own, without the
+    /// horizon: an append condition must see everything committed.
+    pub(crate) fn first_match(&self, matches: &str) -> String {
+        let s = &self.schema;
+        format!(
+            "SELECT e.tx::text, e.position FROM {s}.events e \
+             WHERE e.tenant = $3 AND (e.tx, e.position) > ($1::text::xid8, $2) AND ({matches}) \
+             ORDER BY e.tx, e.position LIMIT 1"
+        )
+    }
+}
+
+/// A read below the horizon, in (tx, position) order after the cursor
+/// `($1, $2)`, of tenant `tenant` passing `filter`, at most `limit`: with the
+/// newest cursor below it as the head and the horizon itself, in one
+/// statement so all use the same snapshot. Always one row at least (the
+/// head and horizon with no event when the page is empty).
+fn read_with(s: &str, tenant: &str, filter: &str, limit: &str) -> String {
+    let head = head_below(s, tenant);
+    format!(
+        "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+         hd AS ({head}), \
+         p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e, h \
+         WHERE e.tenant = {tenant} AND (e.tx, e.position) > ($1::text::xid8, $2) \
+         AND e.tx < h.xmin AND ({filter}) \
+         ORDER BY e.tx, e.position LIMIT {limit}) \
+         SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+    )
+}
+
+/// A tenant's newest cursor below the horizon (CTE `h`): of its live
+/// events and of its hard-deleted ones, as `(htx text, hpos bigint)`; no
+/// row when none.
+fn head_below(s: &str, tenant: &str) -> String {
+    format!(
+        "SELECT x.t::text AS htx, x.p AS hpos FROM (\
+         (SELECT e.tx AS t, e.position AS p FROM {s}.events e, h \
+         WHERE e.tenant = {tenant} AND e.tx < h.xmin \
+         ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
+         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h \
+         WHERE d.tenant = {tenant} AND d.tx < h.xmin)\
+         ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1"
+    )
+}

@@ -1,0 +1,1083 @@
+//! [`PgStore`]: the event store, global reader, stream lifecycle, commit
+//! feed and DCB query reader over one connection pool.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eskit_core::backend::{
+    CommitNotifier, idempotent_retry, validate_append, validate_idempotency_key, validate_reason,
+};
+use eskit_core::dcb::{EventQueryReader, QueryOptions};
+use eskit_core::error::{LifecycleOp, StoreError};
+use eskit_core::event::{
+    AppendResult, EventRecord, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName,
+    TenantId, Timestamp, Version,
+};
+use eskit_core::store::{
+    AppendOptions, CommitFeed, EventStore, FeedError, GlobalBatch, GlobalReader, Listener,
+    LoadOptions, ReadOptions, StreamLifecycle, StreamState, StreamStatus, TenantScoped,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
+use tracing::Instrument;
+
+use crate::dcb::{LockPlan, match_clause, tag_namespace};
+use crate::error::{PgError, UNIQUE_VIOLATION, constraint, corrupt, sqlstate, store_error};
+use crate::options::{PgOptions, SchemaName};
+use crate::row::{
+    self, STATE_ARCHIVED, STATE_DELETED, STATE_TOMBSTONED, cursor_of, state_of, to_sql, to_version,
+};
+use crate::runtime::Runtime;
+use crate::sql::{HORIZON_COLUMN, Sql};
+
+/// How "no tenant" is stored (a `TenantId` is never empty).
+pub(crate) const NO_TENANT: &str = "";
+
+/// The stored form of a handle's tenant.
+pub(crate) fn tenant_key(tenant: Option<&TenantId>) -> String {
+    tenant.map_or(NO_TENANT, TenantId::as_str).to_owned()
+}
+
+/// What an operation runs with: the shared state and the handle's tenant.
+pub(crate) struct Scoped {
+    inner: Arc<Inner>,
+    /// The handle's tenant as stored (`''` for none).
+    pub(crate) tenant: String,
+}
+
+impl std::ops::Deref for Scoped {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// An event store on PostgreSQL. Cloning is cheap and shares the pool.
+///
+/// Work runs on a Tokio runtime: the one current when
+/// [`connect`](Self::connect) was called, or else a small one the store
+/// starts for itself. The store's futures therefore complete under any
+/// executor, Tokio or not.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+    tenant: Option<TenantId>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.schema.as_str())
+            .field("tenant", &self.tenant)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: SchemaName,
+    pub(crate) sql: Sql,
+    /// The `LISTEN`/`NOTIFY` channel of the schema.
+    pub(crate) channel: String,
+    pub(crate) notifier: CommitNotifier,
+    pub(crate) closed: AtomicBool,
+    pub(crate) runtime: Runtime,
+    /// Set to `true` by [`PgStore::close`]; lock holders watch it.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// The newest transaction id this store committed an append in.
+    pub(crate) last_commit: std::sync::atomic::AtomicU64,
+    /// Lock releases of this process still under way, by advisory key.
+    pub(crate) releasing: crate::locks::Releasing,
+    tag_ns: i32,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stops the feed task and lock holders of a store dropped unclosed.
+        self.closing.send_replace(true);
+    }
+}
+
+impl PgStore {
+    /// Connects, creates the schema if it is missing and applies the
+    /// migrations it lacks.
+    ///
+    /// # Errors
+    /// [`PgError::InvalidSchema`], [`PgError::InvalidUrl`] or
+    /// [`PgError::InvalidPoolSize`] before anything is sent to the server;
+    /// [`PgError::SchemaTooNew`] for a schema a newer release migrated;
+    /// [`PgError::Store`] when the server cannot be reached or refuses.
+    pub async fn connect(options: PgOptions) -> Result<Self, PgError> {
+        let (schema, connect) = options.check()?;
+        let runtime = Runtime::new(options.runtime()).map_err(|e| {
+            PgError::Store(StoreError::internal(format!(
+                "cannot start a runtime for the store: {e}"
+            )))
+        })?;
+        let pool_size = options.pool_size();
+        let task_schema = schema.clone();
+        let pool = runtime
+            .run(async move {
+                let pool = PgPoolOptions::new()
+                    .max_connections(pool_size)
+                    .connect_with(connect)
+                    .await
+                    .map_err(|e| PgError::Store(store_error(e)))?;
+                let conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| PgError::Store(store_error(e)))?;
+                crate::schema::migrate(conn, task_schema).await?;
+                Ok::<_, PgError>(pool)
+            })
+            .await
+            .map_err(PgError::Store)??;
+        let sql = Sql::new(&schema);
+        let tag_ns = tag_namespace(schema.as_str());
+        let notifier = CommitNotifier::new();
+        let closing = tokio::sync::watch::Sender::new(false);
+        // The feed task holds no handle of the store: dropping the last one
+        // stops it (through `closing`). Once `connect` returns, the feed
+        // hears every later commit (or reports itself broken).
+        let (ready, listening) = tokio::sync::oneshot::channel();
+        let _feed = runtime.handle().spawn(crate::feed::listen(
+            pool.clone(),
+            crate::feed::channel(schema.as_str()),
+            notifier.clone(),
+            closing.subscribe(),
+            ready,
+        ));
+        let _ = listening.await;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                channel: crate::feed::channel(schema.as_str()),
+                schema,
+                sql,
+                notifier,
+                closed: AtomicBool::new(false),
+                runtime,
+                closing,
+                releasing: crate::locks::Releasing::default(),
+                last_commit: std::sync::atomic::AtomicU64::new(0),
+                tag_ns,
+            }),
+            tenant: None,
+        })
+    }
+
+    /// The schema the store's tables are in.
+    pub fn schema(&self) -> &SchemaName {
+        &self.inner.schema
+    }
+
+    /// The connection pool (for the caller's own transactions: see
+    /// [`append_in`](Self::append_in)).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Closes the store for every handle: from now on every call through
+    /// any clone fails with [`StoreError::Closed`], the commit feed ends
+    /// its listeners with [`FeedError::Closed`], and the pool's connections
+    /// are closed (awaiting this waits for that).
+    ///
+    /// # Cancel safety
+    /// The store is closed when this is called; awaiting only waits for the
+    /// connections to close.
+    pub fn close(&self) -> impl Future<Output = ()> + Send + use<> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.notifier.close();
+        self.inner.closing.send_replace(true);
+        let pool = self.inner.pool.clone();
+        let task = self.inner.runtime.run(async move { pool.close().await });
+        async move {
+            let _ = task.await;
+        }
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), StoreError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The handle's tenant as stored.
+    pub(crate) fn tenant_key(&self) -> String {
+        tenant_key(self.tenant.as_ref())
+    }
+
+    /// Runs `f` with the store's state and the handle's tenant on its runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Scoped) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.check_open()?;
+        let scoped = Scoped {
+            inner: Arc::clone(&self.inner),
+            tenant: self.tenant_key(),
+        };
+        let fut = f(scoped).in_current_span();
+        self.inner.runtime.run(fut).await?
+    }
+
+    /// Appends inside the caller's own transaction (or on any connection
+    /// already in a transaction): the events commit or roll back with it,
+    /// together with whatever else the caller wrote. Takes the same locks
+    /// and makes the same checks as [`EventStore::append`].
+    ///
+    /// Listeners of this store's commit feed are not woken (the commit is
+    /// the caller's); a subscription polling sees the events once the
+    /// transaction committed.
+    ///
+    /// **Stream order:** a transaction gets its id at its first write. When
+    /// this transaction wrote something before, and another append to the
+    /// same stream committed since, this transaction's id is the lower one:
+    /// its events would be read before that stream's earlier version. Such
+    /// an append is refused with [`StoreError::WrongExpectedVersion`]
+    /// (see `docs/ordering.md`); roll back and run the transaction again.
+    ///
+    /// Must be called from a Tokio runtime (the connection's).
+    ///
+    /// # Errors
+    /// As [`EventStore::append`]. After an error the transaction may be
+    /// aborted: roll it back.
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        self.check_open()?;
+        validate_append(&events, &options)?;
+        let span = op_span("append");
+        let tenant = self.tenant_key();
+        append_in_tx(
+            &self.inner,
+            &tenant,
+            self.tenant.as_ref(),
+            conn,
+            stream,
+            expected,
+            &events,
+            &options,
+        )
+        .instrument(span)
+        .await
+        .map_err(|f| f.into_error(&events))
+    }
+
+    async fn transition(
+        &self,
+        stream: &StreamName,
+        op: LifecycleOp,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(r) = reason {
+            validate_reason(r)?;
+        }
+        let stream = stream.clone();
+        let reason = reason.map(str::to_owned);
+        let span = op_span(match op {
+            LifecycleOp::Tombstone => "tombstone",
+            LifecycleOp::Archive => "archive",
+            LifecycleOp::Restore => "restore",
+            _ => "delete",
+        });
+        self.run(move |inner| {
+            async move {
+                let mut tx = inner.pool.begin().await.map_err(store_error)?;
+                let (t, i) = parts(&stream);
+                let row = sqlx::query(&inner.sql.lock_stream)
+                    .bind(inner.tenant.as_str())
+                    .bind(t)
+                    .bind(i)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let state = match &row {
+                    Some(r) => state_of(r.try_get::<i16, _>(1).map_err(store_error)?)?,
+                    None => StreamState::NotFound,
+                };
+                state.transition(&stream, op)?;
+                let now = Timestamp::now().as_unix_micros();
+                match op {
+                    LifecycleOp::Tombstone | LifecycleOp::Archive => {
+                        let code = if op == LifecycleOp::Archive {
+                            STATE_ARCHIVED
+                        } else {
+                            STATE_TOMBSTONED
+                        };
+                        sqlx::query(&inner.sql.set_state)
+                            .bind(inner.tenant.as_str())
+                            .bind(t)
+                            .bind(i)
+                            .bind(code)
+                            .bind(&reason)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(store_error)?;
+                    }
+                    LifecycleOp::Restore => {
+                        sqlx::query(&inner.sql.restore)
+                            .bind(inner.tenant.as_str())
+                            .bind(t)
+                            .bind(i)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(store_error)?;
+                    }
+                    _ => {
+                        for sql in [
+                            &inner.sql.keep_deleted_high,
+                            &inner.sql.delete_events,
+                            &inner.sql.delete_keys,
+                            &inner.sql.delete_snapshot,
+                        ] {
+                            sqlx::query(sql)
+                                .bind(inner.tenant.as_str())
+                                .bind(t)
+                                .bind(i)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(store_error)?;
+                        }
+                        sqlx::query(&inner.sql.mark_deleted)
+                            .bind(inner.tenant.as_str())
+                            .bind(t)
+                            .bind(i)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(store_error)?;
+                    }
+                }
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&inner.channel)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(store_error)?;
+                // Lifecycle changes wake listeners too.
+                inner.notifier.notify(inner.notifier.latest());
+                Ok(())
+            }
+            .instrument(span)
+        })
+        .await
+    }
+}
+
+/// A span for one public operation: OpenTelemetry's database fields, never
+/// a payload.
+pub(crate) fn op_span(operation: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "eskit_pg",
+        db.system = "postgresql",
+        db.system.name = "postgresql",
+        db.operation = operation,
+        db.operation.name = operation,
+    )
+}
+
+fn parts(stream: &StreamName) -> (&str, &str) {
+    (stream.stream_type().as_str(), stream.stream_id().as_str())
+}
+
+/// Why an append inside a transaction failed: most reasons are final;
+/// a duplicate event id is found out from the violated constraint.
+pub(crate) enum AppendFail {
+    Store(StoreError),
+    /// The unique index of event ids refused the insert; the detail names
+    /// the id when the server sent it.
+    DuplicateId(Option<String>),
+}
+
+impl From<StoreError> for AppendFail {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl AppendFail {
+    fn into_error(self, events: &[NewEvent]) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::DuplicateId(detail) => {
+                let id = detail
+                    .and_then(|d| {
+                        events
+                            .iter()
+                            .find(|e| d.contains(&hex(&e.id().to_bytes())))
+                            .map(NewEvent::id)
+                    })
+                    .or_else(|| events.first().map(NewEvent::id));
+                match id {
+                    Some(id) => StoreError::DuplicateEventId { id },
+                    None => StoreError::internal("a duplicate event id in an empty append"),
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Appends on a connection that is inside a transaction; writes nothing
+/// when it returns an error or a deduplicated result.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_in_tx(
+    inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<AppendResult, AppendFail> {
+    let (t, i) = parts(stream);
+    let plan = LockPlan::new(inner.tag_ns, tenant, events, options.condition());
+    let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id().to_bytes().to_vec()).collect();
+    let head = sqlx::query(&inner.sql.lock_head)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .bind(&plan.k1)
+        .bind(&plan.k2)
+        .bind(&plan.exclusive)
+        .bind(&ids)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    let version: i64 = head.try_get(0).map_err(store_error)?;
+    let state: i16 = head.try_get(1).map_err(store_error)?;
+    let owned: bool = head.try_get(2).map_err(store_error)?;
+    let behind: bool = head.try_get(3).map_err(store_error)?;
+    let duplicate: Option<Vec<u8>> = head.try_get(4).map_err(store_error)?;
+    if !owned {
+        // Before anything else, an idempotent retry included: another
+        // tenant's stream is refused without telling what it holds.
+        return Err(StoreError::WrongTenant {
+            stream: stream.clone(),
+        }
+        .into());
+    }
+    let key = options.idempotency_key();
+    if let Some(key) = key
+        && let Some(found) = idempotent_in(inner, tenant, conn, stream, key).await?
+    {
+        return idempotent_retry(stream, key, &found, events, tenant_id, || {
+            found.iter().map(RawEvent::record).collect()
+        })
+        .map_err(AppendFail::from);
+    }
+    let state = if version == 0 && state == row::STATE_ACTIVE {
+        StreamState::NotFound
+    } else {
+        state_of(state)?
+    };
+    state.check_append(stream)?;
+    let current = if state == StreamState::Deleted {
+        Version::ZERO
+    } else {
+        to_version(version)?
+    };
+    if !expected.matches(current) || behind {
+        // `behind`: the stream's last event was written by a transaction
+        // with a higher id than ours; appending would break stream order
+        // in cursor order (see docs/ordering.md).
+        return Err(StoreError::WrongExpectedVersion {
+            stream: stream.clone(),
+            expected,
+            actual: current,
+        }
+        .into());
+    }
+    if let Some(condition) = options.condition() {
+        if plan.table {
+            sqlx::query(&inner.sql.lock_events)
+                .execute(&mut *conn)
+                .await
+                .map_err(store_error)?;
+        }
+        let (matches, binds) = match_clause(condition.query(), 4);
+        let sql = inner.sql.first_match(&matches);
+        let after = condition.after();
+        let mut q = sqlx::query(&sql)
+            .bind(after.tx().to_string())
+            .bind(to_sql(after.position().get()))
+            .bind(tenant);
+        for a in binds.arrays {
+            q = q.bind(a);
+        }
+        if let Some(r) = q.fetch_optional(&mut *conn).await.map_err(store_error)? {
+            let tx: String = r.try_get(0).map_err(store_error)?;
+            let position: i64 = r.try_get(1).map_err(store_error)?;
+            return Err(StoreError::ConditionFailed {
+                cursor: cursor_of(&tx, position)?,
+            }
+            .into());
+        }
+    }
+    if let Some(id) = duplicate {
+        let id = events
+            .iter()
+            .map(NewEvent::id)
+            .find(|e| e.to_bytes()[..] == id[..])
+            .ok_or_else(|| corrupt("a duplicate event id not in the append"))?;
+        return Err(StoreError::DuplicateEventId { id }.into());
+    }
+    let count = i32::try_from(events.len()).map_err(|_| corrupt("append too long"))?;
+    i64::from(count)
+        .checked_add(version)
+        .ok_or_else(|| corrupt("version overflow"))?;
+    let timestamp = options
+        .timestamp()
+        .unwrap_or_else(Timestamp::now)
+        .as_unix_micros();
+    let metadata = options.stored_metadata();
+    let meta = crate::meta::encode(&metadata);
+    let mut all_tags = Vec::new();
+    let (mut t0, mut t1) = (Vec::with_capacity(events.len()), Vec::new());
+    for e in events {
+        // 1-based inclusive slice bounds into the flat tag array.
+        let start = all_tags.len() + 1;
+        all_tags.extend(e.tags().iter().map(|t| t.as_str().to_owned()));
+        t0.push(i32::try_from(start).map_err(|_| corrupt("too many tags"))?);
+        t1.push(i32::try_from(all_tags.len()).map_err(|_| corrupt("too many tags"))?);
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
+    let schema_versions: Vec<i64> = events
+        .iter()
+        .map(|e| i64::from(e.schema_version()))
+        .collect();
+    let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
+    let rows = sqlx::query(&inner.sql.write)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .bind(version)
+        .bind(timestamp)
+        .bind(meta)
+        .bind(&all_tags)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&codecs)
+        .bind(&payloads)
+        .bind(&t0)
+        .bind(&t1)
+        .bind(count)
+        .bind(key)
+        .bind(&inner.channel)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| {
+            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+                match constraint(&e).as_deref() {
+                    Some("events_event_id") => {
+                        let detail = match &e {
+                            sqlx::Error::Database(db) => db
+                                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                                .and_then(|p| p.detail().map(str::to_owned)),
+                            _ => None,
+                        };
+                        return AppendFail::DuplicateId(detail);
+                    }
+                    Some("events_stream_version") => {
+                        return AppendFail::Store(StoreError::WrongExpectedVersion {
+                            stream: stream.clone(),
+                            expected,
+                            actual: current,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            AppendFail::Store(store_error(e))
+        })?;
+    if rows.len() != events.len() {
+        return Err(corrupt("the insert returned another number of rows").into());
+    }
+    let mut records = Vec::with_capacity(events.len());
+    for (r, e) in rows.iter().zip(events) {
+        let position: i64 = r.try_get(0).map_err(store_error)?;
+        let v: i64 = r.try_get(1).map_err(store_error)?;
+        let tx: String = r.try_get(2).map_err(store_error)?;
+        let cursor = cursor_of(&tx, position)?;
+        records.push(EventRecord {
+            id: e.id(),
+            version: to_version(v)?,
+            position: cursor.position(),
+            tx: cursor.tx(),
+            timestamp: Timestamp::from_unix_micros(timestamp),
+        });
+    }
+    Ok(AppendResult {
+        records,
+        deduplicated: false,
+        tenant: tenant_id.cloned(),
+    })
+}
+
+/// The events the keyed append to `stream` wrote, read on `conn`.
+async fn idempotent_in(
+    inner: &Inner,
+    tenant: &str,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+    key: &str,
+) -> Result<Option<Vec<RawEvent>>, StoreError> {
+    let (t, i) = parts(stream);
+    let Some(entry) = sqlx::query(&inner.sql.idempotency)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let first: i64 = entry.try_get(0).map_err(store_error)?;
+    let count: i32 = entry.try_get(1).map_err(store_error)?;
+    let last = first
+        .checked_add(i64::from(count) - 1)
+        .filter(|l| *l >= first)
+        .ok_or_else(|| corrupt("an idempotency entry is out of range"))?;
+    let rows = sqlx::query(&inner.sql.versions)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    if rows.len() != usize::try_from(count).unwrap_or(usize::MAX) {
+        return Err(corrupt(format!(
+            "idempotency entry of stream {} names missing events",
+            stream.quoted()
+        )));
+    }
+    rows.iter()
+        .map(|r| row::event(r, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The longest a read waits for the horizon to pass this store's own
+/// newest commit (read-your-writes): transactions older than that commit
+/// still running hold the horizon back. Past it the read returns what is
+/// below the horizon, which is correct, only older.
+pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often a read waiting for the horizon asks again.
+const HORIZON_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Runs a read statement until its horizon passes the store's newest own
+/// commit, or [`READ_YOUR_WRITES_WAIT`] has passed.
+async fn read_rows<'q>(
+    inner: &Inner,
+    query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Vec<PgRow>, StoreError> {
+    let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+    loop {
+        let rows = query().fetch_all(&inner.pool).await.map_err(store_error)?;
+        let own = inner.last_commit.load(Ordering::Acquire);
+        let horizon = match rows.first() {
+            Some(r) => row::parse_tx(
+                &r.try_get::<String, _>(HORIZON_COLUMN)
+                    .map_err(store_error)?,
+            )?,
+            None => return Err(StoreError::internal("a read returned no row")),
+        };
+        if own < horizon || tokio::time::Instant::now() >= deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(HORIZON_POLL).await;
+    }
+}
+
+/// Builds a page from a read's rows: column 0-1 the head, then the event
+/// (absent on the single row of an empty page).
+fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch, StoreError> {
+    let mut head = GlobalCursor::START;
+    let mut events = Vec::with_capacity(rows.len());
+    for (n, r) in rows.iter().enumerate() {
+        if n == 0 {
+            let htx: Option<String> = r.try_get(0).map_err(store_error)?;
+            let hpos: Option<i64> = r.try_get(1).map_err(store_error)?;
+            if let (Some(tx), Some(p)) = (htx, hpos) {
+                head = cursor_of(&tx, p)?;
+            }
+        }
+        let position: Option<i64> = r.try_get(2).map_err(store_error)?;
+        if position.is_some() {
+            events.push(row::event(r, 2)?);
+        }
+    }
+    // A full page resumes after its last event; a short one scanned
+    // everything below the horizon, whose newest event is the head.
+    let scanned = match events.last() {
+        Some(last) if events.len() >= limit => last.cursor(),
+        _ => head,
+    };
+    Ok(GlobalBatch {
+        next: scanned.max(after),
+        head,
+        events,
+    })
+}
+
+impl EventStore for PgStore {
+    /// Appends in one transaction at READ COMMITTED: the head row lock
+    /// decides the version check, one `UNNEST` statement writes the batch.
+    ///
+    /// # Cancel safety
+    /// The append runs to its end on the store's runtime even when this
+    /// future is dropped; retry with the same idempotency key to learn its
+    /// outcome.
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        self.check_open()?;
+        validate_append(&events, &options)?;
+        let stream = stream.clone();
+        let tenant_id = self.tenant.clone();
+        let span = op_span("append");
+        self.run(move |inner| {
+            async move {
+                let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+                let mut tx = conn.begin().await.map_err(store_error)?;
+                let tenant_id = tenant_id.as_ref();
+                match append_in_tx(
+                    &inner,
+                    &inner.tenant,
+                    tenant_id,
+                    &mut tx,
+                    &stream,
+                    expected,
+                    &events,
+                    &options,
+                )
+                .await
+                {
+                    Ok(r) if r.deduplicated => {
+                        tx.rollback().await.map_err(store_error)?;
+                        Ok(r)
+                    }
+                    Ok(r) => {
+                        tx.commit().await.map_err(store_error)?;
+                        if let Some(rec) = r.records.last() {
+                            inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                        }
+                        inner.notifier.notify(r.last_position());
+                        Ok(r)
+                    }
+                    Err(f) => {
+                        let _ = tx.rollback().await;
+                        Err(f.into_error(&events))
+                    }
+                }
+            }
+            .instrument(span)
+        })
+        .await
+    }
+
+    async fn load(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        options.validate()?;
+        let stream = stream.clone();
+        let span = op_span("load");
+        self.run(move |inner| {
+            async move {
+                let (t, i) = parts(&stream);
+                let types: Vec<String> = options
+                    .event_types()
+                    .iter()
+                    .map(|t| t.as_str().to_owned())
+                    .collect();
+                let rows = sqlx::query(&inner.sql.load)
+                    .bind(inner.tenant.as_str())
+                    .bind(t)
+                    .bind(i)
+                    .bind(options.from().map_or(0, |v| to_sql(v.get())))
+                    .bind(options.to().map_or(i64::MAX, |v| to_sql(v.get())))
+                    .bind(types)
+                    .bind(
+                        options
+                            .limit()
+                            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+                    )
+                    .fetch_all(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
+                rows.iter().map(|r| row::event(r, 0)).collect()
+            }
+            .instrument(span)
+        })
+        .await
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        let stream = stream.clone();
+        let span = op_span("stream_version");
+        self.run(move |inner| {
+            async move {
+                let (t, i) = parts(&stream);
+                let row = sqlx::query(&inner.sql.stream_row)
+                    .bind(inner.tenant.as_str())
+                    .bind(t)
+                    .bind(i)
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
+                match row {
+                    None => Ok(Version::ZERO),
+                    Some(r) => {
+                        let state: i16 = r.try_get(1).map_err(store_error)?;
+                        if state == STATE_DELETED {
+                            Ok(Version::ZERO)
+                        } else {
+                            to_version(r.try_get(0).map_err(store_error)?)
+                        }
+                    }
+                }
+            }
+            .instrument(span)
+        })
+        .await
+    }
+
+    async fn find_idempotent(
+        &self,
+        stream: &StreamName,
+        key: &str,
+    ) -> Result<Option<Vec<RawEvent>>, StoreError> {
+        validate_idempotency_key(key)?;
+        let stream = stream.clone();
+        let key = key.to_owned();
+        let span = op_span("find_idempotent");
+        self.run(move |inner| {
+            async move {
+                // One repeatable-read transaction: the entry and the events
+                // it names are read from the same snapshot.
+                let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+                let mut tx = conn.begin().await.map_err(store_error)?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let found = idempotent_in(&inner, &inner.tenant, &mut tx, &stream, &key).await;
+                let _ = tx.rollback().await;
+                found
+            }
+            .instrument(span)
+        })
+        .await
+    }
+}
+
+impl GlobalReader for PgStore {
+    /// Reads in (transaction id, position) order below the horizon: only
+    /// events whose transaction is older than every transaction still
+    /// running, so nothing before the page can still commit (see
+    /// `docs/ordering.md`).
+    async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
+        options.validate()?;
+        let span = op_span("read");
+        self.run(move |inner| {
+            async move {
+                let after = options.after();
+                let types: Vec<String> = options
+                    .event_types()
+                    .iter()
+                    .map(|t| t.as_str().to_owned())
+                    .collect();
+                let limit = options.limit();
+                let stream_type = options.stream_type().map(|t| t.as_str().to_owned());
+                let rows = read_rows(&inner, || {
+                    sqlx::query(&inner.sql.read)
+                        .bind(after.tx().to_string())
+                        .bind(to_sql(after.position().get()))
+                        .bind(types.clone())
+                        .bind(stream_type.clone())
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(inner.tenant.as_str())
+                })
+                .await?;
+                page(&rows, after, limit)
+            }
+            .instrument(span)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<GlobalCursor, StoreError> {
+        let span = op_span("head");
+        self.run(move |inner| {
+            async move {
+                let row = sqlx::query(&inner.sql.head)
+                    .bind(inner.tenant.as_str())
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
+                match row {
+                    None => Ok(GlobalCursor::START),
+                    Some(r) => cursor_of(
+                        &r.try_get::<String, _>(0).map_err(store_error)?,
+                        r.try_get(1).map_err(store_error)?,
+                    ),
+                }
+            }
+            .instrument(span)
+        })
+        .await
+    }
+}
+
+impl EventQueryReader for PgStore {
+    /// Reads the matching events with the global read's horizon rule; the
+    /// tag filter is served by the GIN index on `tags`.
+    async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
+        options.validate()?;
+        let span = op_span("query");
+        self.run(move |inner| {
+            async move {
+                let after = options.after();
+                let limit = options.limit();
+                let (matches, binds) = match_clause(options.query(), 5);
+                let sql = inner.sql.query(&matches);
+                let rows = read_rows(&inner, || {
+                    let mut q = sqlx::query(&sql)
+                        .bind(after.tx().to_string())
+                        .bind(to_sql(after.position().get()))
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(inner.tenant.as_str());
+                    for a in &binds.arrays {
+                        q = q.bind(a.clone());
+                    }
+                    q
+                })
+                .await?;
+                page(&rows, after, limit)
+            }
+            .instrument(span)
+        })
+        .await
+    }
+}
+
+impl TenantScoped for PgStore {
+    /// A handle that sees and writes only `tenant`'s streams, reads,
+    /// queries, lifecycle, snapshots, checkpoints and dead letters, sharing
+    /// the pool, the feed and the locks.
+    fn for_tenant(&self, tenant: TenantId) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+}
+
+impl CommitFeed for PgStore {
+    /// Listens to every commit to the schema: this store's at once (before
+    /// its append returns), others' (other handles, other processes,
+    /// caller transactions) through `LISTEN`/`NOTIFY` when they commit.
+    fn listen(&self) -> Result<Listener, FeedError> {
+        self.inner.notifier.listen()
+    }
+}
+
+impl StreamLifecycle for PgStore {
+    async fn tombstone(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Tombstone, Some(reason))
+            .await
+    }
+
+    async fn archive(&self, stream: &StreamName, reason: &str) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Archive, Some(reason))
+            .await
+    }
+
+    async fn restore(&self, stream: &StreamName) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Restore, None).await
+    }
+
+    /// Removes the stream's events, idempotency keys and snapshot in one
+    /// transaction; the stream stays as `Deleted`. Positions come from a
+    /// sequence and are never reused.
+    async fn delete(&self, stream: &StreamName) -> Result<(), StoreError> {
+        self.transition(stream, LifecycleOp::Delete, None).await
+    }
+
+    async fn status(&self, stream: &StreamName) -> Result<StreamStatus, StoreError> {
+        let stream = stream.clone();
+        let span = op_span("status");
+        self.run(move |inner| {
+            async move {
+                let (t, i) = parts(&stream);
+                let row = sqlx::query(&inner.sql.status)
+                    .bind(inner.tenant.as_str())
+                    .bind(t)
+                    .bind(i)
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
+                let Some(r) = row else {
+                    return Ok(StreamStatus::not_found());
+                };
+                let version: i64 = r.try_get(0).map_err(store_error)?;
+                let state: i16 = r.try_get(1).map_err(store_error)?;
+                let reason: Option<String> = r.try_get(2).map_err(store_error)?;
+                let changed_at: Option<i64> = r.try_get(3).map_err(store_error)?;
+                Ok(StreamStatus {
+                    state: state_of(state)?,
+                    version: to_version(version)?,
+                    reason,
+                    changed_at: changed_at.map(Timestamp::from_unix_micros),
+                })
+            }
+            .instrument(span)
+        })
+        .await
+    }
+}
