@@ -87,4 +87,4 @@ pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,
 };
 pub use sink::{PgProjection, PgSink};
-pub use store::{PgStore, READ_YOUR_WRITES_WAIT};
+pub use store::{MAX_STREAM_ORDER_RETRIES, PgStore, READ_YOUR_WRITES_WAIT};

@@ -406,7 +406,21 @@ pub(crate) enum AppendFail {
     /// The unique index of event ids refused the insert; the detail names
     /// the id when the server sent it.
     DuplicateId(Option<String>),
+    /// The expected version matched, but the stream's last event was
+    /// written by a transaction with a higher id than this one: appending
+    /// would break stream order in cursor order. A transaction of the
+    /// store's own is retried afresh; a caller's gets a conflict.
+    Behind {
+        stream: StreamName,
+        expected: ExpectedVersion,
+        actual: Version,
+    },
 }
+
+/// Most times a standalone append starts over in a new transaction after
+/// finding the stream written by a newer transaction
+/// ([`AppendFail::Behind`]) before it reports a conflict.
+pub const MAX_STREAM_ORDER_RETRIES: usize = 16;
 
 impl From<StoreError> for AppendFail {
     fn from(e: StoreError) -> Self {
@@ -418,6 +432,15 @@ impl AppendFail {
     fn into_error(self, events: &[NewEvent]) -> StoreError {
         match self {
             Self::Store(e) => e,
+            Self::Behind {
+                stream,
+                expected,
+                actual,
+            } => StoreError::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            },
             Self::DuplicateId(detail) => {
                 let id = detail
                     .and_then(|d| {
@@ -505,16 +528,23 @@ pub(crate) async fn append_in_tx(
     } else {
         to_version(version)?
     };
-    if !expected.matches(current) || behind {
-        // `behind`: the stream's last event was written by a transaction
-        // with a higher id than ours; appending would break stream order
-        // in cursor order (see docs/ordering.md).
+    if !expected.matches(current) {
         return Err(StoreError::WrongExpectedVersion {
             stream: stream.clone(),
             expected,
             actual: current,
         }
         .into());
+    }
+    if behind {
+        // The stream's last event was written by a transaction with a
+        // higher id than ours; appending would break stream order in
+        // cursor order (see docs/ordering.md).
+        return Err(AppendFail::Behind {
+            stream: stream.clone(),
+            expected,
+            actual: current,
+        });
     }
     if let Some(condition) = options.condition() {
         if plan.table {
@@ -778,35 +808,45 @@ impl EventStore for PgStore {
         self.run(move |inner| {
             async move {
                 let mut conn = inner.pool.acquire().await.map_err(store_error)?;
-                let mut tx = conn.begin().await.map_err(store_error)?;
                 let tenant_id = tenant_id.as_ref();
-                match append_in_tx(
-                    &inner,
-                    &inner.tenant,
-                    tenant_id,
-                    &mut tx,
-                    &stream,
-                    expected,
-                    &events,
-                    &options,
-                )
-                .await
-                {
-                    Ok(r) if r.deduplicated => {
-                        tx.rollback().await.map_err(store_error)?;
-                        Ok(r)
-                    }
-                    Ok(r) => {
-                        tx.commit().await.map_err(store_error)?;
-                        if let Some(rec) = r.records.last() {
-                            inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                let mut retries = 0;
+                loop {
+                    let mut tx = conn.begin().await.map_err(store_error)?;
+                    match append_in_tx(
+                        &inner,
+                        &inner.tenant,
+                        tenant_id,
+                        &mut tx,
+                        &stream,
+                        expected,
+                        &events,
+                        &options,
+                    )
+                    .await
+                    {
+                        Ok(r) if r.deduplicated => {
+                            tx.rollback().await.map_err(store_error)?;
+                            return Ok(r);
                         }
-                        inner.notifier.notify(r.last_position());
-                        Ok(r)
-                    }
-                    Err(f) => {
-                        let _ = tx.rollback().await;
-                        Err(f.into_error(&events))
+                        Ok(r) => {
+                            tx.commit().await.map_err(store_error)?;
+                            if let Some(rec) = r.records.last() {
+                                inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                            }
+                            inner.notifier.notify(r.last_position());
+                            return Ok(r);
+                        }
+                        // A new transaction gets a newer id than the one
+                        // that wrote the stream's last event (it committed
+                        // before our head lock was granted): start over.
+                        Err(AppendFail::Behind { .. }) if retries < MAX_STREAM_ORDER_RETRIES => {
+                            let _ = tx.rollback().await;
+                            retries += 1;
+                        }
+                        Err(f) => {
+                            let _ = tx.rollback().await;
+                            return Err(f.into_error(&events));
+                        }
                     }
                 }
             }
