@@ -418,8 +418,10 @@ pub(crate) enum AppendFail {
 }
 
 /// Most times a standalone append starts over in a new transaction after
-/// finding the stream written by a newer transaction
-/// ([`AppendFail::Behind`]) before it reports a conflict.
+/// finding its stream's last event written by a transaction with a higher
+/// id (appending would break stream order in cursor order, see
+/// `docs/ordering.md`) before it reports a conflict. An append inside the
+/// caller's transaction gets the conflict at once.
 pub const MAX_STREAM_ORDER_RETRIES: usize = 16;
 
 impl From<StoreError> for AppendFail {
