@@ -277,7 +277,7 @@ impl ClaimStore for PgClaimStore {
     async fn renew(&self, claim: Claim, lease: Duration) -> Result<bool, StoreError> {
         eskit_core::backend::validate_lease(lease)?;
         let until = eskit_core::backend::timestamp_after(Timestamp::now(), lease).as_unix_micros();
-        self.held_update("claim_renew", claim, format!("due = {until}"))
+        self.held_update("claim_renew", claim, "due = $4".to_owned(), Some(until))
             .await
     }
 
@@ -286,6 +286,7 @@ impl ClaimStore for PgClaimStore {
             "claim_complete",
             claim,
             format!("state = {DONE}, due = NULL, owner = NULL"),
+            None,
         )
         .await
     }
@@ -421,28 +422,33 @@ impl ClaimStore for PgClaimStore {
 
 impl PgClaimStore {
     /// Updates an item only while `claim` holds it (its token, claimed).
+    /// `set` is built from constants only (one statement text per
+    /// operation, so the server can reuse its plan); a new due time is
+    /// bound as `$4`.
     async fn held_update(
         &self,
         operation: &'static str,
         claim: Claim,
         set: String,
+        due: Option<i64>,
     ) -> Result<bool, StoreError> {
         let span = op_span(operation);
         let tenant = self.store.tenant_key();
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
-                // `set` is built here from integers and constants only.
-                let done = sqlx::query(&format!(
+                let sql = format!(
                     "UPDATE {s}.work_items SET {set} \
                      WHERE id = $1 AND token = $2 AND state = {CLAIMED} AND tenant = $3"
-                ))
-                .bind(to_sql(claim.id))
-                .bind(to_sql(claim.token))
-                .bind(&tenant)
-                .execute(&inner.pool)
-                .await
-                .map_err(store_error)?;
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(to_sql(claim.id))
+                    .bind(to_sql(claim.token))
+                    .bind(&tenant);
+                if let Some(due) = due {
+                    q = q.bind(due);
+                }
+                let done = q.execute(&inner.pool).await.map_err(store_error)?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)
