@@ -4,12 +4,11 @@ use eskit_core::{
     backend::{validate_cursor, validate_name},
     error::StoreError,
     event::{GlobalCursor, NameKind, Position, Timestamp},
-    store::{CheckpointStore, TenantScoped},
+    store::CheckpointStore,
 };
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::store_error;
-use crate::row::tenant_key;
 use crate::store::SqliteStore;
 
 /// Named cursors in the `eskit_checkpoints` table of the store's database.
@@ -45,7 +44,7 @@ impl CheckpointStore for SqliteCheckpointStore {
     async fn load(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| read_checkpoint(c, &tenant, &name))
@@ -56,7 +55,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         validate_name(NameKind::Checkpoint, name)?;
         validate_cursor(cursor)?;
         let name = name.to_owned();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| write_checkpoint(tx, &tenant, &name, cursor))
             .await

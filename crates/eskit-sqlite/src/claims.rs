@@ -16,13 +16,13 @@ use eskit_core::{
     event::{Metadata, NameKind, Timestamp},
     store::{
         AfterFailure, Claim, ClaimOptions, ClaimStore, ClaimedItem, Enqueued, NewWorkItem,
-        TenantScoped, WorkItem, WorkState,
+        WorkItem, WorkState,
     },
 };
 use rusqlite::{OptionalExtension, Row, Transaction};
 
 use crate::error::{corrupt, store_error};
-use crate::row::{StoredMetadata, parse_metadata, tenant_key};
+use crate::row::{StoredMetadata, parse_metadata};
 use crate::store::SqliteStore;
 
 /// Work queues kept in the store's file, shared by every process on it.
@@ -144,13 +144,6 @@ fn with_held(
     Ok(n > 0)
 }
 
-impl SqliteClaimStore {
-    /// The tenant of the store handle this came from, as stored.
-    fn tenant_key(&self) -> String {
-        tenant_key(self.store.tenant()).to_owned()
-    }
-}
-
 impl ClaimStore for SqliteClaimStore {
     async fn enqueue(
         &self,
@@ -159,7 +152,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<Enqueued>, StoreError> {
         validate_enqueue(queue, &items)?;
         let queue = queue.to_owned();
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         let metadata = items
             .iter()
             .map(|i| StoredMetadata::of(i.metadata()))
@@ -221,7 +214,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<ClaimedItem>, StoreError> {
         validate_name(NameKind::Queue, queue)?;
         let queue = queue.to_owned();
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 // The time is read inside the write lock, so claims of every
@@ -312,7 +305,7 @@ impl ClaimStore for SqliteClaimStore {
 
     async fn renew(&self, claim: Claim, lease: Duration) -> Result<bool, StoreError> {
         validate_lease(lease)?;
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now();
@@ -329,7 +322,7 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn complete(&self, claim: Claim) -> Result<bool, StoreError> {
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
@@ -353,7 +346,7 @@ impl ClaimStore for SqliteClaimStore {
         then: AfterFailure,
     ) -> Result<bool, StoreError> {
         let error = bounded_error(error).to_owned();
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
@@ -374,7 +367,7 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<WorkItem>, StoreError> {
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| {
@@ -400,7 +393,7 @@ impl ClaimStore for SqliteClaimStore {
     ) -> Result<Vec<WorkItem>, StoreError> {
         validate_dead_list(queue, limit)?;
         let queue = queue.to_owned();
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| {
@@ -426,7 +419,7 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn requeue(&self, id: u64) -> Result<bool, StoreError> {
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let now = Timestamp::now().as_unix_micros();
@@ -442,7 +435,7 @@ impl ClaimStore for SqliteClaimStore {
     }
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
-        let tenant = self.tenant_key();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 tx.prepare_cached("DELETE FROM eskit_work_items WHERE id = ?1 AND tenant = ?2")

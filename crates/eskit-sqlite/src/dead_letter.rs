@@ -1,6 +1,5 @@
 //! Dead letters in the store's database (`eskit_dead_letters`).
 
-use eskit_core::store::TenantScoped;
 use eskit_core::{
     backend::{bounded_error, validate_name},
     error::{StoreError, ValidationError},
@@ -14,7 +13,7 @@ use eskit_core::{
 use rusqlite::{OptionalExtension, Row};
 
 use crate::error::{corrupt, store_error};
-use crate::row::{StoredMetadata, parse_metadata, parse_tags, tags_blob, tenant_key};
+use crate::row::{StoredMetadata, parse_metadata, parse_tags, tags_blob};
 use crate::store::SqliteStore;
 
 /// Dead letters kept in the store's file, so they survive restarts and are
@@ -110,7 +109,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
         let event = event.clone();
         let error = bounded_error(error).to_owned();
         let metadata = StoredMetadata::of(&event.metadata);
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let id = event.id.to_bytes();
@@ -158,7 +157,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
             return Err(ValidationError::InvalidLimit { limit }.into());
         }
         let subscription = subscription.to_owned();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| {
@@ -189,7 +188,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn get(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| {
@@ -207,7 +206,7 @@ impl DeadLetterStore for SqliteDeadLetterStore {
     }
 
     async fn delete(&self, id: u64) -> Result<bool, StoreError> {
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 tx.prepare_cached("DELETE FROM eskit_dead_letters WHERE id = ?1 AND tenant = ?2")

@@ -16,13 +16,12 @@ use eskit_core::{
     backend::validate_name,
     error::{BoxError, StoreError},
     event::{GlobalCursor, InvalidName, NameKind, RawEvent},
-    store::{ProjectionSink, ShadowRebuild, SwapOutcome, TenantScoped},
+    store::{ProjectionSink, ShadowRebuild, SwapOutcome},
 };
 use rusqlite::Connection;
 
 use crate::checkpoint::{read_checkpoint, write_checkpoint};
 use crate::error::store_error;
-use crate::row::tenant_key;
 use crate::store::SqliteStore;
 use crate::tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
 
@@ -409,7 +408,7 @@ impl<V: SqliteView> SqliteReadModel<V> {
     pub async fn reset(&self) -> Result<(), StoreError> {
         let view = Arc::clone(&self.view);
         let (name, shadow) = (Arc::clone(&self.name), Arc::clone(&self.shadow_name));
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_transaction(move |tx| {
                 let conn = tx.connection();
@@ -433,7 +432,7 @@ impl<V: SqliteView> SqliteReadModel<V> {
     /// A failed statement or transaction; nothing changed then.
     pub async fn drop_shadow(&self) -> Result<(), StoreError> {
         let (view, shadow) = (Arc::clone(&self.view), Arc::clone(&self.shadow_name));
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_transaction(move |tx| {
                 drop_tables(tx.connection(), view.tables(), &Tables::SHADOW)?;
@@ -478,7 +477,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
     /// shadow's checkpoint, in one transaction.
     async fn begin_shadow(&self) -> Result<Self::Shadow, StoreError> {
         let (view, name) = (Arc::clone(&self.view), Arc::clone(&self.shadow_name));
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_transaction(move |tx| {
                 drop_tables(tx.connection(), view.tables(), &Tables::SHADOW)?;
@@ -503,7 +502,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
     async fn swap_in_shadow(&self) -> Result<SwapOutcome, StoreError> {
         let view = Arc::clone(&self.view);
         let (name, shadow_name) = (Arc::clone(&self.name), Arc::clone(&self.shadow_name));
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_transaction(move |tx| {
                 let conn = tx.connection();

@@ -3,12 +3,12 @@
 use eskit_core::{
     error::StoreError,
     event::{StreamName, Timestamp, Version},
-    store::{Snapshot, SnapshotStore, TenantScoped},
+    store::{Snapshot, SnapshotStore},
 };
 use rusqlite::OptionalExtension;
 
 use crate::error::{corrupt, store_error};
-use crate::row::{Checksum, tenant_key};
+use crate::row::Checksum;
 use crate::store::SqliteStore;
 
 /// One snapshot per stream, in the `eskit_snapshots` table of the store's
@@ -50,7 +50,7 @@ impl SnapshotStore for SqliteSnapshotStore {
         snapshot.validate()?;
         let version = i64::try_from(snapshot.version.get())
             .map_err(|_| StoreError::backend(crate::SqliteError::OutOfRange { what: "version" }))?;
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 let s = &snapshot;
@@ -115,7 +115,7 @@ impl SnapshotStore for SqliteSnapshotStore {
 
     async fn load(&self, stream: &StreamName) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.clone();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| {
@@ -170,7 +170,7 @@ impl SnapshotStore for SqliteSnapshotStore {
 
     async fn invalidate(&self, stream: &StreamName) -> Result<(), StoreError> {
         let stream = stream.clone();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 tx.prepare_cached(
@@ -191,7 +191,7 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .write_tx(move |tx| {
                 tx.execute("DELETE FROM eskit_snapshots WHERE tenant = ?1", [tenant])

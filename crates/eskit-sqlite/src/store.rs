@@ -598,6 +598,13 @@ fn read_sync(
     Ok(())
 }
 
+impl SqliteStore {
+    /// This handle's tenant as stored (`''` for none).
+    pub(crate) fn tenant_key(&self) -> String {
+        tenant_key(self.tenant.as_ref()).to_owned()
+    }
+}
+
 impl TenantScoped for SqliteStore {
     /// A handle on the same file and threads that sees and writes only
     /// `tenant`'s streams; the checkpoint, snapshot and dead-letter stores

@@ -454,7 +454,7 @@ impl<P: SqliteProjection> ProjectionSink for SqliteSink<P> {
     async fn cursor(&self, name: &str) -> Result<Option<GlobalCursor>, StoreError> {
         validate_name(NameKind::Checkpoint, name)?;
         let name = name.to_owned();
-        let tenant = tenant_key(self.store.tenant()).to_owned();
+        let tenant = self.store.tenant_key();
         self.store
             .workers()
             .read(move |c| read_checkpoint(c, &tenant, &name))
