@@ -54,6 +54,35 @@ fn stream_parts(stream: &StreamName) -> (String, String) {
     )
 }
 
+/// Whether the stream is `tenant`'s or nobody's, asked of the head table's
+/// unique index: under row-level security another tenant's head row is
+/// invisible to a query, but an insert still runs into it. The probe upserts
+/// the head row inside a savepoint (leaving another tenant's row alone, as
+/// an append does) and rolls it back, so it writes nothing.
+async fn owned_or_new(
+    conn: &mut sqlx::PgConnection,
+    s: &str,
+    tenant: &str,
+    stream_type: &str,
+    stream_id: &str,
+) -> Result<bool, StoreError> {
+    use sqlx::Connection;
+    let mut probe = conn.begin().await.map_err(store_error)?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+         WHERE h.tenant = $1 RETURNING 1"
+    ))
+    .bind(tenant)
+    .bind(stream_type)
+    .bind(stream_id)
+    .fetch_optional(&mut *probe)
+    .await
+    .map_err(store_error)?;
+    probe.rollback().await.map_err(store_error)?;
+    Ok(row.is_some())
+}
+
 impl SnapshotStore for PgSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         snapshot.validate()?;
@@ -65,6 +94,12 @@ impl SnapshotStore for PgSnapshotStore {
                 let schema_version = i64::from(snapshot.schema_version);
                 // Only for a stream of this handle's tenant (or none yet):
                 // another tenant's stream, or its snapshot, writes nothing.
+                let mut session = inner.session().await?;
+                if inner.row_security && !owned_or_new(&mut session, s, &inner.tenant, &t, &i).await? {
+                    return Err(StoreError::WrongTenant {
+                        stream: snapshot.stream,
+                    });
+                }
                 let done = sqlx::query(&format!(
                     "INSERT INTO {s}.snapshots AS x (tenant, stream_type, stream_id, version, \
                      schema_version, codec, state, created_at) \
@@ -83,9 +118,10 @@ impl SnapshotStore for PgSnapshotStore {
                 .bind(&snapshot.codec)
                 .bind(&snapshot.state)
                 .bind(snapshot.created_at.as_unix_micros())
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::WrongTenant {
                         stream: snapshot.stream,
@@ -104,6 +140,7 @@ impl SnapshotStore for PgSnapshotStore {
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
                 let (t, i) = stream_parts(&owned);
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&format!(
                     "SELECT version, schema_version, codec, state, created_at FROM {s}.snapshots \
                      WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
@@ -111,7 +148,7 @@ impl SnapshotStore for PgSnapshotStore {
                 .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *session)
                 .await
                 .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
@@ -136,15 +173,17 @@ impl SnapshotStore for PgSnapshotStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 sqlx::query(&format!(
                     "DELETE FROM {s}.snapshots WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
                 ))
                 .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(())
             })
             .instrument(span)
@@ -156,11 +195,13 @@ impl SnapshotStore for PgSnapshotStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 sqlx::query(&format!("DELETE FROM {s}.snapshots WHERE tenant = $1"))
                     .bind(inner.tenant.as_str())
-                    .execute(&inner.pool)
+                    .execute(&mut *session)
                     .await
                     .map_err(store_error)?;
+                session.commit().await?;
                 Ok(())
             })
             .instrument(span)
@@ -176,12 +217,13 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&format!(
                     "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
                 ))
                 .bind(inner.tenant.as_str())
                 .bind(&name)
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *session)
                 .await
                 .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
@@ -201,6 +243,7 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 sqlx::query(&format!(
                     "INSERT INTO {s}.checkpoints (tenant, name, tx, position, updated_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, name) DO UPDATE SET \
@@ -211,9 +254,10 @@ impl CheckpointStore for PgCheckpointStore {
                 .bind(to_sql(cursor.tx()))
                 .bind(to_sql(cursor.position().get()))
                 .bind(Timestamp::now().as_unix_micros())
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(())
             })
             .instrument(span)

@@ -39,6 +39,7 @@ pub(crate) struct Sql {
 impl Sql {
     pub(crate) fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
+        let setting = crate::schema::TENANT_SETTING;
         let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
         let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
         Self {
@@ -49,13 +50,27 @@ impl Sql {
             // whether the stream order check fails and the first of the
             // append's event ids already stored (found before the insert, so
             // a refused append burns no position).
+            //
+            // It also names the transaction's tenant for the row-level
+            // security policies (CTE `sc`), so an append costs no statement
+            // more: the row the upsert writes is made from `sc`'s row, so
+            // the setting is in place before any policy check of this
+            // statement and of every later one in the transaction. Were a
+            // check ever evaluated before it, it would see the setting a
+            // fresh transaction starts with, "no tenant": it fails closed
+            // (a refusal or fewer rows), never shows another tenant's row.
+            // Another tenant's head row (found by the unique index, which
+            // row-level security does not hide) is left alone by the
+            // `WHERE` of the update: no row comes back.
             lock_head: format!(
-                "WITH l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
+                "WITH sc AS MATERIALIZED (SELECT set_config('{setting}', $1, true) AS t), \
+                 l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
                  ELSE pg_advisory_xact_lock_shared(u.k1, u.k2)::text END) AS n \
                  FROM unnest($4::int4[], $5::int4[], $6::bool[]) AS u(k1, k2, x)) \
                  INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) \
-                 SELECT $1, $2, $3 FROM l \
+                 SELECT $1, $2, $3 FROM sc, l WHERE sc.t IS NOT NULL \
                  ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+                 WHERE h.tenant = $1 \
                  RETURNING h.version, h.state, h.tenant = $1 AS owned, \
                  (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
                  (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
