@@ -95,7 +95,9 @@ impl SnapshotStore for PgSnapshotStore {
                 // Only for a stream of this handle's tenant (or none yet):
                 // another tenant's stream, or its snapshot, writes nothing.
                 let mut session = inner.session().await?;
-                if inner.row_security && !owned_or_new(&mut session, s, &inner.tenant, &t, &i).await? {
+                if inner.row_security
+                    && !owned_or_new(&mut session, s, &inner.tenant, &t, &i).await?
+                {
                     return Err(StoreError::WrongTenant {
                         stream: snapshot.stream,
                     });

@@ -84,7 +84,8 @@ pub use extra::{PgCheckpointStore, PgSnapshotStore};
 pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
-    DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, RoleName, SchemaName,
+    DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, RoleName,
+    SchemaName,
 };
 pub use sink::{PgProjection, PgSink};
 pub use store::{MAX_STREAM_ORDER_RETRIES, PgStore, READ_YOUR_WRITES_WAIT};
