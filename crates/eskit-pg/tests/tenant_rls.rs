@@ -730,3 +730,70 @@ async fn bypassing_roles_and_unmigrated_schemas_are_refused() -> TestResult {
     ));
     Ok(())
 }
+
+/// Under row-level security another tenant's stream is invisible to a
+/// query, yet a snapshot of it must still be refused (not stored as the
+/// saver's, where it would block the owner's own snapshots).
+#[tokio::test]
+async fn snapshot_of_another_tenants_unsnapshotted_stream_is_refused() -> TestResult {
+    let url = common::url()?;
+    roles(&url).await?;
+    let schema = common::fresh_schema("e1_snap");
+    let owner =
+        PgStore::connect(PgOptions::new(url_as(&url, OWNER_ROLE)?).with_schema(schema.clone()))
+            .await?;
+    owner.grant_access(APP_ROLE).await?;
+    let app = PgStore::connect(
+        PgOptions::new(url_as(&url, APP_ROLE)?)
+            .with_schema(schema)
+            .require_row_security(),
+    )
+    .await?;
+    let (acme, globex) = (
+        app.for_tenant(TenantId::new(TENANTS[0])?),
+        app.for_tenant(TenantId::new(TENANTS[1])?),
+    );
+    let s = stream_of(TENANTS[0], 0)?;
+    acme.append(
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event(TENANTS[0], 0)?],
+        AppendOptions::new(),
+    )
+    .await?;
+    let snapshot = |state: &[u8]| Snapshot {
+        stream: s.clone(),
+        version: Version::new(1),
+        schema_version: 1,
+        codec: "raw".into(),
+        state: state.to_vec(),
+        created_at: Timestamp::from_unix_micros(1),
+    };
+    for (who, handle) in [("globex", &globex), ("the unscoped handle", &app)] {
+        let r = handle.snapshots().save(snapshot(b"forged")).await;
+        assert!(
+            matches!(r, Err(StoreError::WrongTenant { .. })),
+            "{who} saving a snapshot of acme's stream: {r:?}"
+        );
+    }
+    acme.snapshots().save(snapshot(b"acme")).await?;
+    let got = acme.snapshots().load(&s).await?.map(|x| x.state);
+    assert_eq!(got, Some(b"acme".to_vec()));
+    // A snapshot of a stream nobody has yet is the saver's, and the probe
+    // left no stream behind.
+    let fresh = stream_of(TENANTS[1], 99)?;
+    globex
+        .snapshots()
+        .save(Snapshot {
+            stream: fresh.clone(),
+            ..snapshot(b"early")
+        })
+        .await?;
+    assert_eq!(
+        globex.status(&fresh).await?.state,
+        eskit_core::store::StreamState::NotFound
+    );
+    app.close().await;
+    owner.close().await;
+    Ok(())
+}
