@@ -797,3 +797,78 @@ async fn snapshot_of_another_tenants_unsnapshotted_stream_is_refused() -> TestRe
     owner.close().await;
     Ok(())
 }
+
+/// What naming the tenant costs, measured by hand (`cargo test -p eskit-pg
+/// --test tenant_rls -- --ignored --nocapture`): the same tenant-scoped
+/// appends, loads and global pages through a store whose role bypasses
+/// row-level security (no setting sent) and through the application role
+/// (the setting sent). Prints same-run ratios; asserts nothing about time.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn tenant_setting_cost() -> TestResult {
+    const N: usize = 1_000;
+    let url = common::url()?;
+    roles(&url).await?;
+    let schema = common::fresh_schema("e1_cost");
+    let owner =
+        PgStore::connect(PgOptions::new(url_as(&url, OWNER_ROLE)?).with_schema(schema.clone()))
+            .await?;
+    owner.grant_access(APP_ROLE).await?;
+    let su = PgStore::connect(
+        PgOptions::new(url.clone())
+            .with_schema(schema.clone())
+            .with_pool_size(2),
+    )
+    .await?;
+    let app = PgStore::connect(
+        PgOptions::new(url_as(&url, APP_ROLE)?)
+            .with_schema(schema)
+            .with_pool_size(2)
+            .require_row_security(),
+    )
+    .await?;
+    // Interleaved, one operation on each store in turn, medians of each.
+    let handles = [
+        su.for_tenant(TenantId::new("cost-a")?),
+        app.for_tenant(TenantId::new("cost-b")?),
+    ];
+    let streams = [StreamName::new("cost", "a")?, StreamName::new("cost", "b")?];
+    let mut times: [[Vec<f64>; 3]; 2] = Default::default();
+    for n in 0..N {
+        for k in 0..2 {
+            let (h, s) = (&handles[k], &streams[k]);
+            let t0 = std::time::Instant::now();
+            h.append(
+                s,
+                ExpectedVersion::Any,
+                vec![event("cost", n as u64)?],
+                AppendOptions::new(),
+            )
+            .await?;
+            times[k][0].push(t0.elapsed().as_secs_f64() * 1e6);
+            let t0 = std::time::Instant::now();
+            h.load(s, LoadOptions::new().with_limit(1)).await?;
+            times[k][1].push(t0.elapsed().as_secs_f64() * 1e6);
+            let t0 = std::time::Instant::now();
+            h.read(ReadOptions::new(GlobalCursor::START, 1)).await?;
+            times[k][2].push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (i, what) in ["append", "load", "global page"].into_iter().enumerate() {
+        let a = median(&mut times[0][i]);
+        let b = median(&mut times[1][i]);
+        println!(
+            "{what}: median {a:.0} us with no setting, {b:.0} us with the tenant set ({:.2}x), \
+             {N} each, interleaved",
+            b / a
+        );
+    }
+    app.close().await;
+    su.close().await;
+    owner.close().await;
+    Ok(())
+}
