@@ -51,6 +51,20 @@ const TASKS_PER_TENANT: usize = 2;
 /// Streams per tenant.
 const STREAMS: usize = 8;
 const TENANTS: [&str; 2] = ["acme", "globex"];
+/// The tenant tables [`fill_every_table`] puts rows of both tenants into
+/// (every one the crate has). A table another change adds is still found
+/// from the catalog and must have forced row-level security and a policy;
+/// add it here and to the fill to have its rows checked too.
+const FILLED: &[&str] = &[
+    "checkpoints",
+    "dead_letters",
+    "deleted_high",
+    "events",
+    "idempotency",
+    "snapshots",
+    "streams",
+    "work_items",
+];
 
 fn url_as(url: &str, user: &str) -> Result<String, BoxError> {
     let (scheme, rest) = url
@@ -435,8 +449,9 @@ async fn database_refuses(
             a,
         )
         .await?;
+        let filled = FILLED.contains(&table.as_str());
         assert!(
-            own > 0,
+            own > 0 || !filled,
             "{who} with tenant {a} sees none of its rows of {table}"
         );
         let updated = as_tenant(
@@ -472,7 +487,11 @@ async fn database_refuses(
         .await?;
         assert_eq!(
             moved,
-            Err("42501".to_owned()),
+            if filled {
+                Err("42501".to_owned())
+            } else {
+                moved.clone()
+            },
             "{who} with tenant {a} moving its rows of {table} to {b}"
         );
         // No tenant set: no tenant row at all.
@@ -649,7 +668,12 @@ async fn e1_two_tenants_ten_thousand_operations_pool_of_two() -> TestResult {
     // security, forced, and a policy.
     let mut su = PgConnection::connect(&url).await?;
     let tables = tenant_tables(&mut su, &schema).await?;
-    assert!(tables.len() >= 8, "tenant tables found: {tables:?}");
+    for t in FILLED {
+        assert!(
+            tables.iter().any(|x| x == t),
+            "no tenant column found in {t}: {tables:?}"
+        );
+    }
     for table in &tables {
         let row = sqlx::query(
             "SELECT c.relrowsecurity, c.relforcerowsecurity, \
@@ -674,7 +698,7 @@ async fn e1_two_tenants_ten_thousand_operations_pool_of_two() -> TestResult {
         )
         .await?;
         assert!(
-            other > 0,
+            other > 0 || !FILLED.contains(&table.as_str()),
             "the setup left no row of {} in {table}",
             TENANTS[1]
         );
