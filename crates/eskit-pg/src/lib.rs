@@ -108,22 +108,29 @@
 //! policies to the store's role. For a superuser or `BYPASSRLS` role the
 //! store sends no setting at all (it would change nothing).
 //!
-//! **Cost.** An append names its tenant inside its first statement, so it
-//! costs no round trip more: the head-row upsert takes its row from a
-//! `set_config` in the same statement, so the setting is in place before
-//! that statement's and every later statement's policy checks; were one
-//! ever evaluated first, it would see a fresh transaction's "no tenant" and
-//! fail closed (a refusal, or no rows), never show another tenant's row.
-//! Every other operation of a tenant handle under row-level security runs
-//! in a transaction that first names the tenant: `BEGIN` and the
-//! `set_config` are two round trips more for what was one autocommit
-//! statement (a read's transaction is dropped, its `ROLLBACK` sent with the
-//! pool's release check, off the caller's path). Measured on a shared
-//! 2-core machine, medians of 1,000 interleaved operations each, the
-//! application role against a bypassing role: append 1.06x, stream load
-//! 1.37x (about 0.35 ms more on a local socket), a one-event global page
-//! 1.46x. Operations of the unscoped handle and of bypassing roles cost
-//! nothing more.
+//! **Cost.** The hot paths name the tenant inside their own statement, so
+//! they cost no round trip more. An append's head-row upsert takes its row
+//! from a `set_config` in the same statement; a stream load and a global or
+//! DCB query page read their tables in `LATERAL` subqueries (fenced with
+//! `OFFSET 0`) of the row that calls `set_config`, so every scan starts
+//! after it. Either way the setting is in place before the statement's (and
+//! the transaction's later statements') policy checks; were one ever
+//! evaluated first, it would see a fresh transaction's "no tenant" and fail
+//! closed (a refusal, or fewer rows), never show another tenant's row.
+//! Every other operation of a tenant handle under row-level security
+//! (stream version and status, lifecycle, snapshots, checkpoints, dead
+//! letters, claims, idempotent lookups) runs in a transaction that first
+//! names the tenant: `BEGIN` and the `set_config` are two round trips more
+//! for what was one autocommit statement (a read's transaction is dropped,
+//! its `ROLLBACK` sent with the pool's release check, off the caller's
+//! path). Measured on a shared 2-core machine (`tenant_setting_cost` in
+//! the crate's tests), medians of 1,000 interleaved operations each, the
+//! application role against a bypassing role, two runs: append 1.01x and
+//! 1.04x, stream load 1.07x and 0.93x, a one-event global page 1.03x and
+//! 1.18x (noise of the shared machine); with a separate `BEGIN` and
+//! `set_config`, as the other operations do, a load was 1.37x and a page
+//! 1.46x (about 0.35 ms more on a local socket). Operations of the unscoped
+//! handle and of bypassing roles send no setting and cost nothing more.
 //!
 //! **Limits.** The policies trust the setting: they keep the store's own
 //! statements (and any SQL run on its connections) to one tenant, not a

@@ -34,6 +34,11 @@ pub(crate) struct Sql {
     pub(crate) mark_deleted: String,
     pub(crate) read: String,
     pub(crate) head: String,
+    /// [`Sql::load`] naming tenant `$1` for the row-level security
+    /// policies in the same statement (see [`scoped_read`]).
+    pub(crate) load_scoped: String,
+    /// [`Sql::read`] naming tenant `$6` in the same statement.
+    pub(crate) read_scoped: String,
 }
 
 impl Sql {
@@ -107,6 +112,14 @@ impl Sql {
                  AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
                  ORDER BY e.version LIMIT $7"
             ),
+            load_scoped: format!(
+                "SELECT x.* FROM (SELECT set_config('{setting}', $1, true) AS t OFFSET 0) AS sc \
+                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = sc.t AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version >= $4 AND e.version <= $5 \
+                 AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
+                 ORDER BY e.version LIMIT $7 OFFSET 0) AS x"
+            ),
             versions: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
                  WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
@@ -149,6 +162,13 @@ impl Sql {
                  AND ($4::text IS NULL OR e.stream_type = $4::text)",
                 "$5",
             ),
+            read_scoped: scoped_read(
+                &s,
+                "$6",
+                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
+                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
+                "$5",
+            ),
             head: format!(
                 "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
                  {}",
@@ -162,6 +182,11 @@ impl Sql {
     /// the filter; `$3` is the limit, `$4` the tenant.
     pub(crate) fn query(&self, matches: &str) -> String {
         read_with(&self.schema, "$4", matches, "$3")
+    }
+
+    /// [`Sql::query`] naming tenant `$4` in the same statement.
+    pub(crate) fn query_scoped(&self, matches: &str) -> String {
+        scoped_read(&self.schema, "$4", matches, "$3")
     }
 
     /// The first event of tenant `$3` matching `matches` (parameters from
@@ -209,5 +234,45 @@ fn head_below(s: &str, tenant: &str) -> String {
          UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h \
          WHERE d.tenant = {tenant} AND d.tx < h.xmin)\
          ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1"
+    )
+}
+
+/// [`read_with`] for a tenant handle under row-level security, naming the
+/// tenant (`tenant`, a parameter) for the policies in the same statement,
+/// so the read costs no round trip more.
+///
+/// Why the setting is in place before any policy check reads it: the CTE
+/// `h` computes the horizon and calls `set_config` (transaction-local: the
+/// statement's own implicit transaction, or the caller's). Every scan of a
+/// tenant table is a `LATERAL` subquery referencing `h.t`, fenced by
+/// `OFFSET 0` so the planner cannot flatten it into a join it could
+/// reorder: each must run as the inner side of a nested loop whose outer
+/// side is `h`, so it starts (and computes its index keys, policy quals
+/// included) only after `h`'s row, and with it the setting, exists. Were a
+/// check ever evaluated earlier, it would see the setting a fresh
+/// transaction has, "no tenant", and return fewer rows: it fails closed,
+/// never shows another tenant's row (the library's own `tenant = h.t`
+/// filter stands as well).
+fn scoped_read(s: &str, tenant: &str, filter: &str, limit: &str) -> String {
+    let setting = crate::schema::TENANT_SETTING;
+    format!(
+        "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
+         set_config('{setting}', {tenant}, true) AS t), \
+         hd AS (SELECT y.htx, y.hpos FROM h CROSS JOIN LATERAL (\
+         SELECT x.t::text AS htx, x.p AS hpos FROM (\
+         (SELECT e.tx AS t, e.position AS p FROM {s}.events e \
+         WHERE e.tenant = h.t AND e.tx < h.xmin \
+         ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
+         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d \
+         WHERE d.tenant = h.t AND d.tx < h.xmin)\
+         ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1 OFFSET 0) AS y), \
+         p AS (SELECT z.* FROM h CROSS JOIN LATERAL (\
+         SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e \
+         WHERE e.tenant = h.t AND (e.tx, e.position) > ($1::text::xid8, $2) \
+         AND e.tx < h.xmin AND ({filter}) \
+         ORDER BY e.tx, e.position LIMIT {limit} OFFSET 0) AS z) \
+         SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
     )
 }

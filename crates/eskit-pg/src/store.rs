@@ -649,7 +649,11 @@ pub(crate) async fn append_in_tx(
     // No row: the stream is another tenant's (the head upsert leaves such a
     // row alone, and row-level security hides it). Refused before anything
     // else, an idempotent retry included, without telling what it holds.
-    let Some(head) = head.filter(|h| h.try_get::<bool, _>(2).unwrap_or(false)) else {
+    let owned = match &head {
+        Some(h) => h.try_get::<bool, _>(2).map_err(store_error)?,
+        None => false,
+    };
+    let Some(head) = head.filter(|_| owned) else {
         return Err(StoreError::WrongTenant {
             stream: stream.clone(),
         }
@@ -888,13 +892,10 @@ async fn read_rows<'q>(
     query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<Vec<PgRow>, StoreError> {
     let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
-    // At READ COMMITTED each try takes a fresh snapshot, in the session too.
-    let mut session = inner.session().await?;
     loop {
-        let rows = query()
-            .fetch_all(&mut *session)
-            .await
-            .map_err(store_error)?;
+        // The statement names the tenant itself under row-level security
+        // (`sql::scoped_read`): autocommit, one round trip.
+        let rows = query().fetch_all(&inner.pool).await.map_err(store_error)?;
         let own = inner.last_commit.load(Ordering::Acquire);
         let horizon = match rows.first() {
             Some(r) => row::parse_tx(
@@ -1027,8 +1028,14 @@ impl EventStore for PgStore {
                     .iter()
                     .map(|t| t.as_str().to_owned())
                     .collect();
-                let mut session = inner.session().await?;
-                let rows = sqlx::query(&inner.sql.load)
+                // Under row-level security the statement names the tenant
+                // itself (no round trip more, see `sql::scoped_read`).
+                let sql = if inner.needs_scope() {
+                    &inner.sql.load_scoped
+                } else {
+                    &inner.sql.load
+                };
+                let rows = sqlx::query(sql)
                     .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
@@ -1040,7 +1047,7 @@ impl EventStore for PgStore {
                             .limit()
                             .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
                     )
-                    .fetch_all(&mut *session)
+                    .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
                 rows.iter().map(|r| row::event(r, 0)).collect()
@@ -1129,8 +1136,13 @@ impl GlobalReader for PgStore {
                     .collect();
                 let limit = options.limit();
                 let stream_type = options.stream_type().map(|t| t.as_str().to_owned());
+                let sql = if inner.needs_scope() {
+                    &inner.sql.read_scoped
+                } else {
+                    &inner.sql.read
+                };
                 let rows = read_rows(&inner, || {
-                    sqlx::query(&inner.sql.read)
+                    sqlx::query(sql)
                         .bind(after.tx().to_string())
                         .bind(to_sql(after.position().get()))
                         .bind(types.clone())
@@ -1181,7 +1193,11 @@ impl EventQueryReader for PgStore {
                 let after = options.after();
                 let limit = options.limit();
                 let (matches, binds) = match_clause(options.query(), 5);
-                let sql = inner.sql.query(&matches);
+                let sql = if inner.needs_scope() {
+                    inner.sql.query_scoped(&matches)
+                } else {
+                    inner.sql.query(&matches)
+                };
                 let rows = read_rows(&inner, || {
                     let mut q = sqlx::query(&sql)
                         .bind(after.tx().to_string())
