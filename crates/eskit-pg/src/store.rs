@@ -210,6 +210,7 @@ impl PgStore {
         })?;
         let pool_size = options.pool_size();
         let task_schema = schema.clone();
+        let required = options.row_security_required();
         let pool = runtime
             .run(async move {
                 let pool = PgPoolOptions::new()
@@ -238,15 +239,15 @@ impl PgStore {
                     ),
                     None => (String::new(), false),
                 };
-                Ok::<_, PgError>((pool, role, bypass))
+                if bypass && required {
+                    pool.close().await;
+                    return Err(PgError::RowSecurityBypassed { role });
+                }
+                Ok::<_, PgError>((pool, bypass))
             })
             .await
             .map_err(PgError::Store)??;
-        let (pool, role, bypass) = pool;
-        if bypass && options.row_security_required() {
-            pool.close().await;
-            return Err(PgError::RowSecurityBypassed { role });
-        }
+        let (pool, bypass) = pool;
         let sql = Sql::new(&schema);
         let tag_ns = tag_namespace(schema.as_str());
         let notifier = CommitNotifier::new();
@@ -888,7 +889,7 @@ const HORIZON_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Runs a read statement until its horizon passes the store's newest own
 /// commit, or [`READ_YOUR_WRITES_WAIT`] has passed.
 async fn read_rows<'q>(
-    inner: &Scoped,
+    inner: &Inner,
     query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<Vec<PgRow>, StoreError> {
     let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
