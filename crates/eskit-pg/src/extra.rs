@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
 use crate::row::{to_sql, to_u64, to_version};
+use crate::schema::TENANT_SETTING;
 use crate::store::{PgStore, op_span};
 
 /// The snapshot store of a [`PgStore`]: one snapshot per stream, removed
@@ -219,15 +220,27 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
-                let mut session = inner.session().await?;
-                let row = sqlx::query(&format!(
-                    "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
-                ))
-                .bind(inner.tenant.as_str())
-                .bind(&name)
-                .fetch_optional(&mut *session)
-                .await
-                .map_err(store_error)?;
+                // Under row-level security the statement names the tenant
+                // itself: the scan is a `LATERAL` subquery of the row that
+                // sets it (as `sql::scoped_read` explains), one round trip.
+                let sql = if inner.needs_scope() {
+                    format!(
+                        "SELECT c.tx, c.position FROM \
+                         (SELECT set_config('{TENANT_SETTING}', $1, true) AS t OFFSET 0) AS sc \
+                         CROSS JOIN LATERAL (SELECT tx, position FROM {s}.checkpoints \
+                         WHERE tenant = sc.t AND name = $2 OFFSET 0) AS c"
+                    )
+                } else {
+                    format!(
+                        "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
+                    )
+                };
+                let row = sqlx::query(&sql)
+                    .bind(inner.tenant.as_str())
+                    .bind(&name)
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
                 let tx = to_u64(r.try_get(0).map_err(store_error)?, "checkpoint tx")?;
                 let p = to_u64(r.try_get(1).map_err(store_error)?, "checkpoint position")?;
@@ -245,10 +258,21 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
-                let mut session = inner.session().await?;
+                // Under row-level security the row written comes from the
+                // `set_config` that names the tenant, so the setting is in
+                // place before the policy checks the row (or the existing
+                // row the update meets): one autocommit statement.
+                let source = if inner.needs_scope() {
+                    format!(
+                        "SELECT sc.t, $2, $3, $4, $5 FROM \
+                     (SELECT set_config('{TENANT_SETTING}', $1, true) AS t) AS sc"
+                    )
+                } else {
+                    "VALUES ($1, $2, $3, $4, $5)".to_owned()
+                };
                 sqlx::query(&format!(
                     "INSERT INTO {s}.checkpoints (tenant, name, tx, position, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, name) DO UPDATE SET \
+                     {source} ON CONFLICT (tenant, name) DO UPDATE SET \
                      tx = $3, position = $4, updated_at = $5"
                 ))
                 .bind(inner.tenant.as_str())
@@ -256,10 +280,9 @@ impl CheckpointStore for PgCheckpointStore {
                 .bind(to_sql(cursor.tx()))
                 .bind(to_sql(cursor.position().get()))
                 .bind(Timestamp::now().as_unix_micros())
-                .execute(&mut *session)
+                .execute(&inner.pool)
                 .await
                 .map_err(store_error)?;
-                session.commit().await?;
                 Ok(())
             })
             .instrument(span)

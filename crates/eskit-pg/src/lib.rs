@@ -110,15 +110,15 @@
 //!
 //! **Cost.** The hot paths name the tenant inside their own statement, so
 //! they cost no round trip more. An append's head-row upsert takes its row
-//! from a `set_config` in the same statement; a stream load and a global or
-//! DCB query page read their tables in `LATERAL` subqueries (fenced with
-//! `OFFSET 0`) of the row that calls `set_config`, so every scan starts
-//! after it. Either way the setting is in place before the statement's (and
+//! from a `set_config` in the same statement, and so does a checkpoint
+//! save's row; a stream load, a global or DCB query page and a checkpoint
+//! load read their tables in `LATERAL` subqueries (fenced with `OFFSET 0`)
+//! of the row that calls `set_config`, so every scan starts after it. Either way the setting is in place before the statement's (and
 //! the transaction's later statements') policy checks; were one ever
 //! evaluated first, it would see a fresh transaction's "no tenant" and fail
 //! closed (a refusal, or fewer rows), never show another tenant's row.
 //! Every other operation of a tenant handle under row-level security
-//! (stream version and status, lifecycle, snapshots, checkpoints, dead
+//! (stream version and status, the head, lifecycle, snapshots, dead
 //! letters, claims, idempotent lookups) runs in a transaction that first
 //! names the tenant: `BEGIN` and the `set_config` are two round trips more
 //! for what was one autocommit statement (a read's transaction is dropped,
