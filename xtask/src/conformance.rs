@@ -1,4 +1,4 @@
-//! `cargo xtask conformance --backend <memory|sqlite|postgres|nats> [-- FILTER]`:
+//! `cargo xtask conformance --backend <memory|sqlite|postgres|postgres-rls|nats> [-- FILTER]`:
 //! runs one backend's conformance test target and ends with its summary line
 //! `conformance <backend>: N passed, M failed`.
 
@@ -13,17 +13,17 @@ pub(crate) const BACKENDS: &[(&str, &str, &str)] = &[
     ("memory", "eskit-testing", "conformance_memory"),
     ("sqlite", "eskit-sqlite", "conformance"),
     ("postgres", "eskit-pg", "conformance"),
+    ("postgres-rls", "eskit-pg", "conformance_rls"),
     ("nats", "eskit-nats", "conformance"),
 ];
 
 /// Whether a backend needs the throw-away servers.
 pub(crate) fn needs_servers(backend: &str) -> bool {
-    matches!(backend, "postgres" | "nats")
+    matches!(backend, "postgres" | "postgres-rls" | "nats")
 }
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let usage =
-        "usage: cargo xtask conformance --backend <memory|sqlite|postgres|nats> [-- FILTER]";
+    let usage = "usage: cargo xtask conformance --backend <memory|sqlite|postgres|postgres-rls|nats> [-- FILTER]";
     let backend = flag(args, "--backend").ok_or(usage)?;
     let &(_, package, target) = BACKENDS
         .iter()

@@ -2,7 +2,7 @@
 //!
 //! - `test [--fresh]`: the whole gate (fetch, fmt, clippy, tests against real servers, docs,
 //!   cargo-deny); `--fresh` runs it under an empty `CARGO_HOME` and target dir.
-//! - `conformance --backend <memory|sqlite|postgres|nats>`: the store conformance suite.
+//! - `conformance --backend <memory|sqlite|postgres|postgres-rls|nats>`: the store conformance suite.
 //! - `bench [--backend B] [--workload W] [--json FILE]`: cross-backend benchmarks.
 //! - `codegen [--check]`: regenerate committed generated code.
 //! - `parity [--check]`: render STORE_PARITY.md from the conformance reports.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 const HELP: &str = "usage: cargo xtask <command>
   test [--fresh [--keep]]      fetch, fmt, clippy, all tests against real servers, docs, cargo-deny
                                (--fresh: under an empty CARGO_HOME and target dir, as on a new machine)
-  conformance --backend B      run the store conformance suite (memory|sqlite|postgres|nats)
+  conformance --backend B      run the store conformance suite (memory|sqlite|postgres|postgres-rls|nats)
   bench [--backend B] [--workload W] [--json FILE]
                                run benchmark workloads and print a comparison table
   codegen [--check]            regenerate generated code (or check it is current)

@@ -103,7 +103,14 @@ const GROUPS: &[(&str, &str)] = &[
 ];
 
 /// Column order; backends without a report are left out.
-const BACKEND_ORDER: &[&str] = &["memory", "sqlite-file", "sqlite-memory", "postgres", "nats"];
+const BACKEND_ORDER: &[&str] = &[
+    "memory",
+    "sqlite-file",
+    "sqlite-memory",
+    "postgres",
+    "postgres-rls",
+    "nats",
+];
 
 pub(crate) fn report_dir() -> PathBuf {
     crate::util::target_dir().join("conformance")
@@ -244,7 +251,9 @@ fn render(dir: &Path) -> Result<String, String> {
     out.push_str(
         "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-memory` on `:memory:`. \
          `postgres` is PostgreSQL, each scenario on a fresh schema of the server `cargo xtask test` \
-         starts. \"not offered\" means the backend lacks that capability. The NATS JetStream \
+         starts; `postgres-rls` the same with the store connected as an application role bound by \
+         row-level security (no superuser, not the tables' owner, only the grants of \
+         `PgStore::grant_access`). \"not offered\" means the backend lacks that capability. The NATS JetStream \
          column appears once its backend exists.\n",
     );
     Ok(out)

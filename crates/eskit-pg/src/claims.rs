@@ -104,6 +104,7 @@ impl ClaimStore for PgClaimStore {
                     .collect();
                 // One statement: new keys are inserted in item order (ids
                 // grow with it), existing ones left alone.
+                let mut session = inner.session().await?;
                 let added = sqlx::query(&format!(
                     "INSERT INTO {s}.work_items (tenant, queue, key, payload, metadata, state, due) \
                      SELECT $6, $1, u.key, u.payload, u.metadata, {PENDING}, u.due \
@@ -117,9 +118,10 @@ impl ClaimStore for PgClaimStore {
                 .bind(&metas)
                 .bind(&due)
                 .bind(&tenant)
-                .fetch_all(&inner.pool)
+                .fetch_all(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 let mut ids = std::collections::HashMap::new();
                 for r in &added {
                     let id: i64 = r.try_get(0).map_err(store_error)?;
@@ -129,6 +131,7 @@ impl ClaimStore for PgClaimStore {
                 if ids.len() < items.len() {
                     // The others existed (perhaps committed by a concurrent
                     // enqueue this statement waited for): read them now.
+                    let mut session = inner.session().await?;
                     let existing = sqlx::query(&format!(
                         "SELECT id, key FROM {s}.work_items \
                          WHERE tenant = $3 AND queue = $1 AND key = ANY($2::text[])"
@@ -136,7 +139,7 @@ impl ClaimStore for PgClaimStore {
                     .bind(&queue)
                     .bind(&keys)
                     .bind(&tenant)
-                    .fetch_all(&inner.pool)
+                    .fetch_all(&mut *session)
                     .await
                     .map_err(store_error)?;
                     for r in &existing {
@@ -176,6 +179,7 @@ impl ClaimStore for PgClaimStore {
                 let max = i64::from(options.max_attempts());
                 let mut conn = inner.pool.acquire().await.map_err(store_error)?;
                 let mut tx = conn.begin().await.map_err(store_error)?;
+                inner.scope(&mut tx).await?;
                 let mut out = Vec::new();
                 // Items whose lease ran out on their last attempt die and
                 // take no slot, so take candidates until the batch is full.
@@ -307,6 +311,7 @@ impl ClaimStore for PgClaimStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let done = sqlx::query(&format!(
                     "UPDATE {s}.work_items SET state = $3, due = $4, owner = NULL, last_error = $5 \
                      WHERE id = $1 AND token = $2 AND state = {CLAIMED} AND tenant = $6"
@@ -317,9 +322,10 @@ impl ClaimStore for PgClaimStore {
                 .bind(due)
                 .bind(&error)
                 .bind(&tenant)
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)
@@ -332,12 +338,13 @@ impl ClaimStore for PgClaimStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&format!(
                     "SELECT {ITEM_COLUMNS} FROM {s}.work_items WHERE id = $1 AND tenant = $2"
                 ))
                 .bind(to_sql(id))
                 .bind(&tenant)
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *session)
                 .await
                 .map_err(store_error)?;
                 row.as_ref().map(item).transpose()
@@ -359,6 +366,7 @@ impl ClaimStore for PgClaimStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let rows = sqlx::query(&format!(
                     "SELECT {ITEM_COLUMNS} FROM {s}.work_items \
                      WHERE tenant = $4 AND queue = $1 AND state = {DEAD} AND id > $2 \
@@ -368,7 +376,7 @@ impl ClaimStore for PgClaimStore {
                 .bind(to_sql(after_id))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .bind(&tenant)
-                .fetch_all(&inner.pool)
+                .fetch_all(&mut *session)
                 .await
                 .map_err(store_error)?;
                 rows.iter().map(item).collect()
@@ -383,6 +391,7 @@ impl ClaimStore for PgClaimStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let done = sqlx::query(&format!(
                     "UPDATE {s}.work_items SET state = {PENDING}, due = $2, attempts = 0 \
                      WHERE id = $1 AND state = {DEAD} AND tenant = $3"
@@ -390,9 +399,10 @@ impl ClaimStore for PgClaimStore {
                 .bind(to_sql(id))
                 .bind(Timestamp::now().as_unix_micros())
                 .bind(&tenant)
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)
@@ -405,14 +415,16 @@ impl ClaimStore for PgClaimStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let done = sqlx::query(&format!(
                     "DELETE FROM {s}.work_items WHERE id = $1 AND tenant = $2"
                 ))
                 .bind(to_sql(id))
                 .bind(&tenant)
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)
@@ -448,7 +460,9 @@ impl PgClaimStore {
                 if let Some(due) = due {
                     q = q.bind(due);
                 }
-                let done = q.execute(&inner.pool).await.map_err(store_error)?;
+                let mut session = inner.session().await?;
+                let done = q.execute(&mut *session).await.map_err(store_error)?;
+                session.commit().await?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)

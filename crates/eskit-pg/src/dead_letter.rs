@@ -61,6 +61,7 @@ impl DeadLetterStore for PgDeadLetterStore {
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
                 let tags: Vec<String> = event.tags.iter().map(|t| t.as_str().to_owned()).collect();
+                let mut session = inner.session().await?;
                 let r = sqlx::query(&format!(
                     "INSERT INTO {s}.dead_letters (tenant, subscription, error, attempts, failed_at, \
                      position, tx, stream_type, stream_id, version, event_id, event_type, \
@@ -86,9 +87,10 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .bind(event.timestamp.as_unix_micros())
                 .bind(crate::meta::encode(&event.metadata))
                 .bind(tags)
-                .fetch_one(&inner.pool)
+                .fetch_one(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 to_u64(r.try_get(0).map_err(store_error)?, "dead letter id")
             })
             .instrument(span)
@@ -110,6 +112,7 @@ impl DeadLetterStore for PgDeadLetterStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let rows = sqlx::query(&format!(
                     "SELECT e.id, e.subscription, e.error, e.attempts, e.failed_at, {EVENT_COLUMNS} \
                      FROM {s}.dead_letters e WHERE e.tenant = $1 AND e.subscription = $2 \
@@ -119,7 +122,7 @@ impl DeadLetterStore for PgDeadLetterStore {
                 .bind(&subscription)
                 .bind(to_sql(after_id))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&inner.pool)
+                .fetch_all(&mut *session)
                 .await
                 .map_err(store_error)?;
                 rows.iter().map(letter).collect()
@@ -133,13 +136,14 @@ impl DeadLetterStore for PgDeadLetterStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&format!(
                     "SELECT e.id, e.subscription, e.error, e.attempts, e.failed_at, {EVENT_COLUMNS} \
                      FROM {s}.dead_letters e WHERE e.tenant = $1 AND e.id = $2"
                 ))
                 .bind(inner.tenant.as_str())
                 .bind(to_sql(id))
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *session)
                 .await
                 .map_err(store_error)?;
                 row.as_ref().map(letter).transpose()
@@ -153,14 +157,16 @@ impl DeadLetterStore for PgDeadLetterStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 let done = sqlx::query(&format!(
                     "DELETE FROM {s}.dead_letters WHERE tenant = $1 AND id = $2"
                 ))
                 .bind(inner.tenant.as_str())
                 .bind(to_sql(id))
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(done.rows_affected() > 0)
             })
             .instrument(span)

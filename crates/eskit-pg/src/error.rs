@@ -34,6 +34,29 @@ pub enum PgError {
         /// The newest migration this crate has.
         known: i32,
     },
+    /// The role name is not `[a-z_][a-z0-9_]*` of at most 63 bytes.
+    InvalidRole {
+        /// The name, quoted and cut for the message.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The schema lacks migrations this crate needs, and the connecting
+    /// role may not apply them (it is an application role without DDL
+    /// privileges): connect once as the schema's owner first.
+    NotMigrated {
+        /// The newest migration found (0 for none).
+        found: i32,
+        /// The newest migration this crate has.
+        needed: i32,
+    },
+    /// [`PgOptions::require_row_security`](crate::PgOptions::require_row_security)
+    /// was asked for, but the role is a superuser or has `BYPASSRLS`, so
+    /// PostgreSQL would not apply the tenant policies to it.
+    RowSecurityBypassed {
+        /// The role the store connected as.
+        role: String,
+    },
     /// Connecting or migrating failed.
     Store(StoreError),
 }
@@ -53,6 +76,20 @@ impl fmt::Display for PgError {
             Self::SchemaTooNew { found, known } => write!(
                 f,
                 "the schema has migration {found}, newer than the newest this crate knows ({known})"
+            ),
+            Self::InvalidRole { name, reason } => {
+                write!(f, "invalid role name {name}: {reason}")
+            }
+            Self::NotMigrated { found, needed } => write!(
+                f,
+                "the schema has migration {found}, this crate needs {needed}, and this role may \
+                 not migrate it: connect once as the schema's owner"
+            ),
+            Self::RowSecurityBypassed { role } => write!(
+                f,
+                "row-level security was required, but role {} bypasses it (a superuser or \
+                 BYPASSRLS role)",
+                eskit_core::backend::quote_name(role)
             ),
             Self::Store(_) => f.write_str("cannot open the store"),
         }

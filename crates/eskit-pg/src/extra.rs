@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
 use crate::row::{to_sql, to_u64, to_version};
+use crate::schema::TENANT_SETTING;
 use crate::store::{PgStore, op_span};
 
 /// The snapshot store of a [`PgStore`]: one snapshot per stream, removed
@@ -71,21 +72,38 @@ impl PgSnapshotStore {
         snapshot.validate()?;
         self.store.check_open()?;
         let tenant = self.store.tenant_key();
-        let schema = &self.store.inner().sql.schema;
-        save_snapshot_on(schema, &tenant, &mut *conn, snapshot)
-            .instrument(op_span("snapshot_save"))
-            .await
+        let inner = self.store.inner();
+        if inner.row_security {
+            // The caller's transaction may not have named this tenant yet.
+            crate::store::set_tenant(conn, &tenant).await?;
+        }
+        save_snapshot_on(
+            conn,
+            &inner.sql.schema,
+            &tenant,
+            inner.row_security,
+            snapshot,
+        )
+        .instrument(op_span("snapshot_save"))
+        .await
     }
 }
 
-/// The one snapshot upsert, on the pool or on a caller's connection.
-async fn save_snapshot_on<'e, E: sqlx::PgExecutor<'e>>(
+/// The one snapshot upsert, on a store session or a caller's connection
+/// (under row-level security, one that named the tenant).
+async fn save_snapshot_on(
+    conn: &mut PgConnection,
     s: &str,
     tenant: &str,
-    exec: E,
+    row_security: bool,
     snapshot: Snapshot,
 ) -> Result<(), StoreError> {
     let (t, i) = stream_parts(&snapshot.stream);
+    if row_security && !owned_or_new(conn, s, tenant, &t, &i).await? {
+        return Err(StoreError::WrongTenant {
+            stream: snapshot.stream,
+        });
+    }
     let schema_version = i64::from(snapshot.schema_version);
     // Only for a stream of this handle's tenant (or none yet): another
     // tenant's stream, or its snapshot, writes nothing.
@@ -107,7 +125,7 @@ async fn save_snapshot_on<'e, E: sqlx::PgExecutor<'e>>(
     .bind(&snapshot.codec)
     .bind(&snapshot.state)
     .bind(snapshot.created_at.as_unix_micros())
-    .execute(exec)
+    .execute(&mut *conn)
     .await
     .map_err(store_error)?;
     if done.rows_affected() == 0 {
@@ -118,13 +136,51 @@ async fn save_snapshot_on<'e, E: sqlx::PgExecutor<'e>>(
     Ok(())
 }
 
+/// Whether the stream is `tenant`'s or nobody's, asked of the head table's
+/// unique index: under row-level security another tenant's head row is
+/// invisible to a query, but an insert still runs into it. The probe upserts
+/// the head row inside a savepoint (leaving another tenant's row alone, as
+/// an append does) and rolls it back, so it writes nothing.
+async fn owned_or_new(
+    conn: &mut sqlx::PgConnection,
+    s: &str,
+    tenant: &str,
+    stream_type: &str,
+    stream_id: &str,
+) -> Result<bool, StoreError> {
+    use sqlx::Connection;
+    let mut probe = conn.begin().await.map_err(store_error)?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+         WHERE h.tenant = $1 RETURNING 1"
+    ))
+    .bind(tenant)
+    .bind(stream_type)
+    .bind(stream_id)
+    .fetch_optional(&mut *probe)
+    .await
+    .map_err(store_error)?;
+    probe.rollback().await.map_err(store_error)?;
+    Ok(row.is_some())
+}
+
 impl SnapshotStore for PgSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         snapshot.validate()?;
         let span = op_span("snapshot_save");
         self.store
             .run(move |inner| async move {
-                save_snapshot_on(&inner.sql.schema, &inner.tenant, &inner.pool, snapshot).await
+                let mut session = inner.session().await?;
+                save_snapshot_on(
+                    &mut session,
+                    &inner.sql.schema,
+                    &inner.tenant,
+                    inner.row_security,
+                    snapshot,
+                )
+                .await?;
+                session.commit().await
             })
             .instrument(span)
             .await
@@ -137,6 +193,7 @@ impl SnapshotStore for PgSnapshotStore {
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
                 let (t, i) = stream_parts(&owned);
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&format!(
                     "SELECT version, schema_version, codec, state, created_at FROM {s}.snapshots \
                      WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
@@ -144,7 +201,7 @@ impl SnapshotStore for PgSnapshotStore {
                 .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *session)
                 .await
                 .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
@@ -169,15 +226,17 @@ impl SnapshotStore for PgSnapshotStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 sqlx::query(&format!(
                     "DELETE FROM {s}.snapshots WHERE tenant = $1 AND stream_type = $2 AND stream_id = $3"
                 ))
                 .bind(inner.tenant.as_str())
                 .bind(t)
                 .bind(i)
-                .execute(&inner.pool)
+                .execute(&mut *session)
                 .await
                 .map_err(store_error)?;
+                session.commit().await?;
                 Ok(())
             })
             .instrument(span)
@@ -189,11 +248,13 @@ impl SnapshotStore for PgSnapshotStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                let mut session = inner.session().await?;
                 sqlx::query(&format!("DELETE FROM {s}.snapshots WHERE tenant = $1"))
                     .bind(inner.tenant.as_str())
-                    .execute(&inner.pool)
+                    .execute(&mut *session)
                     .await
                     .map_err(store_error)?;
+                session.commit().await?;
                 Ok(())
             })
             .instrument(span)
@@ -209,14 +270,27 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
-                let row = sqlx::query(&format!(
-                    "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
-                ))
-                .bind(inner.tenant.as_str())
-                .bind(&name)
-                .fetch_optional(&inner.pool)
-                .await
-                .map_err(store_error)?;
+                // Under row-level security the statement names the tenant
+                // itself: the scan is a `LATERAL` subquery of the row that
+                // sets it (as `sql::scoped_read` explains), one round trip.
+                let sql = if inner.needs_scope() {
+                    format!(
+                        "SELECT c.tx, c.position FROM \
+                         (SELECT set_config('{TENANT_SETTING}', $1, true) AS t OFFSET 0) AS sc \
+                         CROSS JOIN LATERAL (SELECT tx, position FROM {s}.checkpoints \
+                         WHERE tenant = sc.t AND name = $2 OFFSET 0) AS c"
+                    )
+                } else {
+                    format!(
+                        "SELECT tx, position FROM {s}.checkpoints WHERE tenant = $1 AND name = $2"
+                    )
+                };
+                let row = sqlx::query(&sql)
+                    .bind(inner.tenant.as_str())
+                    .bind(&name)
+                    .fetch_optional(&inner.pool)
+                    .await
+                    .map_err(store_error)?;
                 let Some(r) = row else { return Ok(None) };
                 let tx = to_u64(r.try_get(0).map_err(store_error)?, "checkpoint tx")?;
                 let p = to_u64(r.try_get(1).map_err(store_error)?, "checkpoint position")?;
@@ -234,9 +308,21 @@ impl CheckpointStore for PgCheckpointStore {
         self.store
             .run(move |inner| async move {
                 let s = &inner.sql.schema;
+                // Under row-level security the row written comes from the
+                // `set_config` that names the tenant, so the setting is in
+                // place before the policy checks the row (or the existing
+                // row the update meets): one autocommit statement.
+                let source = if inner.needs_scope() {
+                    format!(
+                        "SELECT sc.t, $2, $3, $4, $5 FROM \
+                     (SELECT set_config('{TENANT_SETTING}', $1, true) AS t) AS sc"
+                    )
+                } else {
+                    "VALUES ($1, $2, $3, $4, $5)".to_owned()
+                };
                 sqlx::query(&format!(
                     "INSERT INTO {s}.checkpoints (tenant, name, tx, position, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, name) DO UPDATE SET \
+                     {source} ON CONFLICT (tenant, name) DO UPDATE SET \
                      tx = $3, position = $4, updated_at = $5"
                 ))
                 .bind(inner.tenant.as_str())

@@ -40,30 +40,13 @@ impl SchemaName {
     /// a byte outside `a-z`, `0-9` and `_`.
     pub fn new(name: impl Into<String>) -> Result<Self, PgError> {
         let name = name.into();
-        let bad = |reason: &'static str| PgError::InvalidSchema {
-            name: eskit_core::backend::quote_name(&name).to_string(),
-            reason,
-        };
-        let bytes = name.as_bytes();
-        let Some(first) = bytes.first() else {
-            return Err(bad("it is empty"));
-        };
-        if bytes.len() > MAX_SCHEMA_BYTES {
-            return Err(bad("it is longer than 63 bytes"));
+        match identifier_rule(&name) {
+            None => Ok(Self(name)),
+            Some(reason) => Err(PgError::InvalidSchema {
+                name: eskit_core::backend::quote_name(&name).to_string(),
+                reason,
+            }),
         }
-        if !(first.is_ascii_lowercase() || *first == b'_') {
-            return Err(bad("it must start with a-z or _"));
-        }
-        if !bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
-        {
-            return Err(bad("only a-z, 0-9 and _ are allowed"));
-        }
-        if name.starts_with("pg_") {
-            return Err(bad("names starting with pg_ are reserved"));
-        }
-        Ok(Self(name))
     }
 
     /// The name.
@@ -75,6 +58,78 @@ impl SchemaName {
     /// name has no quote or other special character.
     pub(crate) fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
+    }
+}
+
+/// The rule `name` breaks as an identifier the crate splices (quoted)
+/// into SQL, or `None` when it keeps them all: `[a-z_][a-z0-9_]*`, at most
+/// [`MAX_SCHEMA_BYTES`] bytes, not starting with `pg_`.
+fn identifier_rule(name: &str) -> Option<&'static str> {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return Some("it is empty");
+    };
+    if bytes.len() > MAX_SCHEMA_BYTES {
+        return Some("it is longer than 63 bytes");
+    }
+    if !(first.is_ascii_lowercase() || *first == b'_') {
+        return Some("it must start with a-z or _");
+    }
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+    {
+        return Some("only a-z, 0-9 and _ are allowed");
+    }
+    if name.starts_with("pg_") {
+        return Some("names starting with pg_ are reserved");
+    }
+    None
+}
+
+/// A validated role name for [`PgStore::grant_access`](crate::PgStore::grant_access),
+/// under the same rule as [`SchemaName`]: `[a-z_][a-z0-9_]*`, at most
+/// [`MAX_SCHEMA_BYTES`] bytes, not starting with `pg_`; always
+/// double-quoted in SQL.
+///
+/// ```
+/// use eskit_pg::RoleName;
+/// assert!(RoleName::new("orders_app").is_ok());
+/// assert!(RoleName::new("app; DROP ROLE x").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleName(String);
+
+impl RoleName {
+    /// Checks a role name.
+    ///
+    /// # Errors
+    /// [`PgError::InvalidRole`] when it breaks the rule.
+    pub fn new(name: impl Into<String>) -> Result<Self, PgError> {
+        let name = name.into();
+        match identifier_rule(&name) {
+            None => Ok(Self(name)),
+            Some(reason) => Err(PgError::InvalidRole {
+                name: eskit_core::backend::quote_name(&name).to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as an SQL identifier, double-quoted.
+    pub(crate) fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -113,6 +168,7 @@ pub struct PgOptions {
     schema: String,
     pool_size: u32,
     runtime: Option<tokio::runtime::Handle>,
+    require_row_security: bool,
 }
 
 impl fmt::Debug for PgOptions {
@@ -121,6 +177,7 @@ impl fmt::Debug for PgOptions {
         f.debug_struct("PgOptions")
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("require_row_security", &self.require_row_security)
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +191,24 @@ impl PgOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             runtime: None,
+            require_row_security: false,
         }
+    }
+
+    /// Refuses to connect as a role that bypasses row-level security (a
+    /// superuser or a `BYPASSRLS` role): [`PgStore::connect`](crate::PgStore::connect)
+    /// then fails with [`PgError::RowSecurityBypassed`]. Use it for the
+    /// application role, so a misconfigured URL cannot quietly turn the
+    /// database's tenant wall off. See the crate docs, "Row-level security".
+    #[must_use]
+    pub fn require_row_security(mut self) -> Self {
+        self.require_row_security = true;
+        self
+    }
+
+    /// Whether [`require_row_security`](Self::require_row_security) was asked for.
+    pub fn row_security_required(&self) -> bool {
+        self.require_row_security
     }
 
     /// Runs the store's work on this Tokio runtime. Without it the store

@@ -6,7 +6,7 @@
 //! schema at once do not both create it.
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Postgres, Row};
+use sqlx::{Connection, PgConnection, Postgres, Row};
 
 use crate::error::{PgError, store_error};
 use crate::options::SchemaName;
@@ -17,11 +17,103 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", INITIAL),
     (2, "dead letters", DEAD_LETTERS),
     (3, "work items", WORK_ITEMS),
-    (4, "change relay", CHANGES),
+    (4, "row level security", ROW_SECURITY),
+    (5, "change relay", CHANGES),
 ];
 
+/// The setting that names the transaction's tenant for the row-level
+/// security policies: set with `set_config(TENANT_SETTING, $1, true)`
+/// (transaction-local, a bind parameter). Unset or empty means "no tenant".
+pub(crate) const TENANT_SETTING: &str = "eskit.tenant";
+
+/// Every table that holds tenant rows: each has a `tenant text NOT NULL`
+/// column and the `tenant_rows` policy of [`ROW_SECURITY`].
+pub(crate) const TENANT_TABLES: &[&str] = &[
+    "streams",
+    "events",
+    "idempotency",
+    "snapshots",
+    "checkpoints",
+    "deleted_high",
+    "dead_letters",
+    "work_items",
+];
+
+/// The tables without tenant rows the store writes (so an application role
+/// needs write grants on them too).
+pub(crate) const SHARED_TABLES: &[&str] = &["lock_tokens", "changes"];
+
+/// Row-level security on every table of [`TENANT_TABLES`]: PostgreSQL
+/// itself keeps a transaction to the rows of the tenant named by the
+/// `eskit.tenant` setting ([`TENANT_SETTING`]), for reads (`USING`) and
+/// for the rows it writes (`WITH CHECK`). An unset or empty setting means
+/// the rows of no tenant (`tenant = ''`), so such a transaction sees no
+/// tenant's row and cannot write one. `FORCE` makes the policies bind the
+/// tables' owner too; superusers and `BYPASSRLS` roles still bypass them
+/// (the store then relies on its own filters, see the crate docs).
+///
+/// **Adding a table that holds tenant rows** (the pattern, in the new
+/// table's migration): give it `tenant text NOT NULL DEFAULT ''`, then
+///
+/// ```sql
+/// ALTER TABLE {s}.new_table ENABLE ROW LEVEL SECURITY;
+/// ALTER TABLE {s}.new_table FORCE ROW LEVEL SECURITY;
+/// CREATE POLICY tenant_rows ON {s}.new_table
+///     USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+///     WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+/// ```
+///
+/// add its name to [`TENANT_TABLES`] (so [`grant`] gives the application
+/// role access to it and the tests check its policy), and make every
+/// statement on it run on a connection the store scoped with
+/// `crate::store::Scoped::session` or `crate::store::set_tenant`. A table
+/// without tenant rows goes into [`SHARED_TABLES`] instead.
+const ROW_SECURITY: &str = r#"
+ALTER TABLE {s}.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.streams FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.streams
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.events FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.events
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.idempotency ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.idempotency FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.idempotency
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.snapshots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.snapshots FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.snapshots
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.checkpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.checkpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.checkpoints
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.deleted_high ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.deleted_high FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.deleted_high
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.dead_letters FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.dead_letters
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''));
+ALTER TABLE {s}.work_items ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.work_items FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON {s}.work_items
+    USING (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+    WITH CHECK (tenant = coalesce(current_setting('eskit.tenant', true), ''))
+"#;
+
 /// The change relay's table ([`PgChangeRelay`](crate::PgChangeRelay)):
-/// store-wide, ids committed in id order (broadcasts take turns on an
+/// store-wide, without tenant rows (so without a policy; see
+/// [`SHARED_TABLES`]); ids commit in id order (broadcasts take turns on an
 /// advisory lock).
 const CHANGES: &str = r#"
 CREATE TABLE {s}.changes (
@@ -190,6 +282,66 @@ pub(crate) async fn migrate(
     schema: SchemaName,
 ) -> Result<(), PgError> {
     let s = schema.quoted();
+    // An up-to-date schema needs no DDL (nor the privileges for it): an
+    // application role that may only read and write the tables connects here.
+    let current = applied(&mut conn, &schema).await.map_err(store_error)?;
+    match current {
+        Some(v) if v == latest() => return Ok(()),
+        Some(v) if v > latest() => {
+            return Err(PgError::SchemaTooNew {
+                found: v,
+                known: latest(),
+            });
+        }
+        _ => {}
+    }
+    match migrate_locked(&mut conn, &s, &schema).await {
+        Err(PgError::Store(e)) if is_insufficient_privilege(&e) => Err(PgError::NotMigrated {
+            found: current.unwrap_or(0),
+            needed: latest(),
+        }),
+        other => other,
+    }
+}
+
+/// SQLSTATE `insufficient_privilege`: the role may not run the DDL.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+fn is_insufficient_privilege(e: &eskit_core::error::StoreError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(sqlx::Error::Database(db)) = err.downcast_ref::<sqlx::Error>() {
+            return db.code().as_deref() == Some(INSUFFICIENT_PRIVILEGE);
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The newest migration applied to the schema, `None` when it has no
+/// migrations table (yet, or none this role can see).
+async fn applied(conn: &mut PgConnection, schema: &SchemaName) -> Result<Option<i32>, sqlx::Error> {
+    let table = format!("{}.eskit_migrations", schema.quoted());
+    let exists: bool = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&table)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!("SELECT coalesce(max(version), 0) FROM {table}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Some(row.try_get(0)?))
+}
+
+/// Applies the missing migrations under the schema's migration lock.
+async fn migrate_locked(
+    conn: &mut PgConnection,
+    s: &str,
+    schema: &SchemaName,
+) -> Result<(), PgError> {
     let lock_name = format!("eskit-migrate:{schema}");
     let mut tx = conn.begin().await.map_err(store_error)?;
     // Serialize concurrent migrations of the same schema.
@@ -230,7 +382,7 @@ pub(crate) async fn migrate(
         // One statement at a time (the migrations hold no `;` but between
         // statements): prepared statements keep to the extended protocol.
         for statement in sql.split(';').map(str::trim).filter(|t| !t.is_empty()) {
-            let text = statement.replace("{s}", &s);
+            let text = statement.replace("{s}", s);
             sqlx::query(&text)
                 .execute(&mut *tx)
                 .await
@@ -244,6 +396,39 @@ pub(crate) async fn migrate(
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(())
+}
+
+/// Grants `role` what the store needs on the schema and nothing more:
+/// `USAGE` on the schema, `SELECT` on `eskit_migrations`, `SELECT`,
+/// `INSERT`, `UPDATE` and `DELETE` on the store's tables, `USAGE` on its
+/// sequences. No DDL, no `TRUNCATE`, no ownership: row-level security binds
+/// such a role. Run by the schema's owner after [`migrate`].
+pub(crate) async fn grant(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    role: &crate::options::RoleName,
+) -> Result<(), PgError> {
+    let s = schema.quoted();
+    let r = role.quoted();
+    let mut statements = vec![
+        format!("GRANT USAGE ON SCHEMA {s} TO {r}"),
+        format!("GRANT SELECT ON {s}.eskit_migrations TO {r}"),
+        format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {r}"),
+    ];
+    for table in TENANT_TABLES.iter().chain(SHARED_TABLES) {
+        statements.push(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.{table} TO {r}"
+        ));
+    }
+    let mut tx = conn.begin().await.map_err(store_error)?;
+    for text in statements {
+        sqlx::query(&text)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
     }
     tx.commit().await.map_err(store_error)?;
     Ok(())

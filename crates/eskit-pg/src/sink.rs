@@ -157,6 +157,11 @@ impl crate::PgCheckpointStore {
         validate_cursor(cursor)?;
         self.store().check_open()?;
         let tenant = self.store().tenant_key();
+        // The caller's transaction may carry another handle's tenant:
+        // always name this one.
+        if self.store().inner().row_security {
+            crate::store::set_tenant(conn, &tenant).await?;
+        }
         save_checkpoint_on(self.store().inner(), &tenant, conn, name, cursor).await
     }
 }
@@ -171,6 +176,9 @@ async fn apply_page<P: PgProjection>(
 ) -> Result<(), SinkError> {
     let mut conn = inner.pool.acquire().await.map_err(store_error)?;
     let mut tx = conn.begin().await.map_err(store_error)?;
+    if inner.row_security && !tenant.is_empty() {
+        crate::store::set_tenant(&mut tx, &tenant).await?;
+    }
     // Two applies of one sink at once (two runs of a subscription) take
     // turns here; the second then skips what the first stored.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")

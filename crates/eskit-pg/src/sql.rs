@@ -34,11 +34,17 @@ pub(crate) struct Sql {
     pub(crate) mark_deleted: String,
     pub(crate) read: String,
     pub(crate) head: String,
+    /// [`Sql::load`] naming tenant `$1` for the row-level security
+    /// policies in the same statement (see [`scoped_read`]).
+    pub(crate) load_scoped: String,
+    /// [`Sql::read`] naming tenant `$6` in the same statement.
+    pub(crate) read_scoped: String,
 }
 
 impl Sql {
     pub(crate) fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
+        let setting = crate::schema::TENANT_SETTING;
         let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
         let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
         Self {
@@ -49,13 +55,27 @@ impl Sql {
             // whether the stream order check fails and the first of the
             // append's event ids already stored (found before the insert, so
             // a refused append burns no position).
+            //
+            // It also names the transaction's tenant for the row-level
+            // security policies (CTE `sc`), so an append costs no statement
+            // more: the row the upsert writes is made from `sc`'s row, so
+            // the setting is in place before any policy check of this
+            // statement and of every later one in the transaction. Were a
+            // check ever evaluated before it, it would see the setting a
+            // fresh transaction starts with, "no tenant": it fails closed
+            // (a refusal or fewer rows), never shows another tenant's row.
+            // Another tenant's head row (found by the unique index, which
+            // row-level security does not hide) is left alone by the
+            // `WHERE` of the update: no row comes back.
             lock_head: format!(
-                "WITH l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
+                "WITH sc AS MATERIALIZED (SELECT set_config('{setting}', $1, true) AS t), \
+                 l AS (SELECT count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k1, u.k2)::text \
                  ELSE pg_advisory_xact_lock_shared(u.k1, u.k2)::text END) AS n \
                  FROM unnest($4::int4[], $5::int4[], $6::bool[]) AS u(k1, k2, x)) \
                  INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id) \
-                 SELECT $1, $2, $3 FROM l \
+                 SELECT $1, $2, $3 FROM sc, l WHERE sc.t IS NOT NULL \
                  ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = h.version \
+                 WHERE h.tenant = $1 \
                  RETURNING h.version, h.state, h.tenant = $1 AS owned, \
                  (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
                  (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
@@ -91,6 +111,14 @@ impl Sql {
                  AND e.version >= $4 AND e.version <= $5 \
                  AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
                  ORDER BY e.version LIMIT $7"
+            ),
+            load_scoped: format!(
+                "SELECT x.* FROM (SELECT set_config('{setting}', $1, true) AS t OFFSET 0) AS sc \
+                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 WHERE e.tenant = sc.t AND e.stream_type = $2 AND e.stream_id = $3 \
+                 AND e.version >= $4 AND e.version <= $5 \
+                 AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
+                 ORDER BY e.version LIMIT $7 OFFSET 0) AS x"
             ),
             versions: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events e \
@@ -134,6 +162,13 @@ impl Sql {
                  AND ($4::text IS NULL OR e.stream_type = $4::text)",
                 "$5",
             ),
+            read_scoped: scoped_read(
+                &s,
+                "$6",
+                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
+                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
+                "$5",
+            ),
             head: format!(
                 "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
                  {}",
@@ -147,6 +182,11 @@ impl Sql {
     /// the filter; `$3` is the limit, `$4` the tenant.
     pub(crate) fn query(&self, matches: &str) -> String {
         read_with(&self.schema, "$4", matches, "$3")
+    }
+
+    /// [`Sql::query`] naming tenant `$4` in the same statement.
+    pub(crate) fn query_scoped(&self, matches: &str) -> String {
+        scoped_read(&self.schema, "$4", matches, "$3")
     }
 
     /// The first event of tenant `$3` matching `matches` (parameters from
@@ -194,5 +234,45 @@ fn head_below(s: &str, tenant: &str) -> String {
          UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d, h \
          WHERE d.tenant = {tenant} AND d.tx < h.xmin)\
          ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1"
+    )
+}
+
+/// [`read_with`] for a tenant handle under row-level security, naming the
+/// tenant (`tenant`, a parameter) for the policies in the same statement,
+/// so the read costs no round trip more.
+///
+/// Why the setting is in place before any policy check reads it: the CTE
+/// `h` computes the horizon and calls `set_config` (transaction-local: the
+/// statement's own implicit transaction, or the caller's). Every scan of a
+/// tenant table is a `LATERAL` subquery referencing `h.t`, fenced by
+/// `OFFSET 0` so the planner cannot flatten it into a join it could
+/// reorder: each must run as the inner side of a nested loop whose outer
+/// side is `h`, so it starts (and computes its index keys, policy quals
+/// included) only after `h`'s row, and with it the setting, exists. Were a
+/// check ever evaluated earlier, it would see the setting a fresh
+/// transaction has, "no tenant", and return fewer rows: it fails closed,
+/// never shows another tenant's row (the library's own `tenant = h.t`
+/// filter stands as well).
+fn scoped_read(s: &str, tenant: &str, filter: &str, limit: &str) -> String {
+    let setting = crate::schema::TENANT_SETTING;
+    format!(
+        "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
+         set_config('{setting}', {tenant}, true) AS t), \
+         hd AS (SELECT y.htx, y.hpos FROM h CROSS JOIN LATERAL (\
+         SELECT x.t::text AS htx, x.p AS hpos FROM (\
+         (SELECT e.tx AS t, e.position AS p FROM {s}.events e \
+         WHERE e.tenant = h.t AND e.tx < h.xmin \
+         ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
+         UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d \
+         WHERE d.tenant = h.t AND d.tx < h.xmin)\
+         ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1 OFFSET 0) AS y), \
+         p AS (SELECT z.* FROM h CROSS JOIN LATERAL (\
+         SELECT {EVENT_COLUMNS}, e.tx AS txo FROM {s}.events e \
+         WHERE e.tenant = h.t AND (e.tx, e.position) > ($1::text::xid8, $2) \
+         AND e.tx < h.xmin AND ({filter}) \
+         ORDER BY e.tx, e.position LIMIT {limit} OFFSET 0) AS z) \
+         SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
     )
 }

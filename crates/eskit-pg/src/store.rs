@@ -46,6 +46,93 @@ pub(crate) struct Scoped {
     pub(crate) tenant: String,
 }
 
+impl Scoped {
+    /// Whether this handle's transactions must name their tenant for the
+    /// policies: the role is bound by them and the handle has a tenant (an
+    /// unset setting already means "no tenant", and a pooled connection is
+    /// never left with one set: the setting is transaction-local).
+    pub(crate) fn needs_scope(&self) -> bool {
+        self.inner.row_security && !self.tenant.is_empty()
+    }
+
+    /// A connection for statements on tenant rows: a pooled connection as
+    /// is, or for a tenant handle under row-level security a transaction
+    /// that named the tenant (one statement more). Finish a write with
+    /// [`Session::commit`]; a read's session may simply be dropped (its
+    /// transaction then rolls back, which changes nothing).
+    pub(crate) async fn session(&self) -> Result<Session, StoreError> {
+        if self.needs_scope() {
+            let mut tx = self.inner.pool.begin().await.map_err(store_error)?;
+            set_tenant(&mut tx, &self.tenant).await?;
+            Ok(Session::Scoped(tx))
+        } else {
+            Ok(Session::Plain(
+                self.inner.pool.acquire().await.map_err(store_error)?,
+            ))
+        }
+    }
+
+    /// Names the handle's tenant on a connection the store just began a
+    /// transaction on, when the policies need it.
+    pub(crate) async fn scope(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.needs_scope() {
+            set_tenant(conn, &self.tenant).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Names `tenant` (`''` for none) as the transaction's tenant for the
+/// row-level security policies: transaction-local (`SET LOCAL` semantics),
+/// the value a bind parameter. Must run inside a transaction.
+pub(crate) async fn set_tenant(conn: &mut PgConnection, tenant: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(crate::schema::TENANT_SETTING)
+        .bind(tenant)
+        .execute(conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// A connection scoped for one operation (see [`Scoped::session`]).
+pub(crate) enum Session {
+    /// No setting needed: the pooled connection, outside a transaction.
+    Plain(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// A transaction with the tenant named.
+    Scoped(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Session {
+    /// Commits the transaction of a scoped session (nothing for a plain one).
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Plain(_) => Ok(()),
+            Self::Scoped(tx) => tx.commit().await.map_err(store_error),
+        }
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Plain(c) => c,
+            Self::Scoped(t) => t,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Plain(c) => c,
+            Self::Scoped(t) => t,
+        }
+    }
+}
+
 impl std::ops::Deref for Scoped {
     type Target = Inner;
 
@@ -91,6 +178,10 @@ pub(crate) struct Inner {
     pub(crate) last_commit: std::sync::atomic::AtomicU64,
     /// Lock releases of this process still under way, by advisory key.
     pub(crate) releasing: crate::locks::Releasing,
+    /// Whether PostgreSQL applies the tenant policies to the store's role
+    /// (it is no superuser and has no `BYPASSRLS`): then every transaction
+    /// of a tenant handle names its tenant first.
+    pub(crate) row_security: bool,
     tag_ns: i32,
 }
 
@@ -119,6 +210,7 @@ impl PgStore {
         })?;
         let pool_size = options.pool_size();
         let task_schema = schema.clone();
+        let required = options.row_security_required();
         let pool = runtime
             .run(async move {
                 let pool = PgPoolOptions::new()
@@ -131,10 +223,31 @@ impl PgStore {
                     .await
                     .map_err(|e| PgError::Store(store_error(e)))?;
                 crate::schema::migrate(conn, task_schema).await?;
-                Ok::<_, PgError>(pool)
+                let row = sqlx::query(
+                    "SELECT current_user::text, r.rolsuper OR r.rolbypassrls FROM pg_roles r \
+                     WHERE r.rolname = current_user",
+                )
+                .fetch_optional(&pool)
+                .await
+                .map_err(|e| PgError::Store(store_error(e)))?;
+                let (role, bypass) = match row {
+                    Some(r) => (
+                        r.try_get::<String, _>(0)
+                            .map_err(|e| PgError::Store(store_error(e)))?,
+                        r.try_get::<bool, _>(1)
+                            .map_err(|e| PgError::Store(store_error(e)))?,
+                    ),
+                    None => (String::new(), false),
+                };
+                if bypass && required {
+                    pool.close().await;
+                    return Err(PgError::RowSecurityBypassed { role });
+                }
+                Ok::<_, PgError>((pool, bypass))
             })
             .await
             .map_err(PgError::Store)??;
+        let (pool, bypass) = pool;
         let sql = Sql::new(&schema);
         let tag_ns = tag_namespace(schema.as_str());
         let notifier = CommitNotifier::new();
@@ -163,10 +276,46 @@ impl PgStore {
                 closing,
                 releasing: crate::locks::Releasing::default(),
                 last_commit: std::sync::atomic::AtomicU64::new(0),
+                row_security: !bypass,
                 tag_ns,
             }),
             tenant: None,
         })
+    }
+
+    /// Whether PostgreSQL enforces the tenant policies for the role this
+    /// store connected as: `false` for a superuser or a `BYPASSRLS` role,
+    /// whose tenant isolation rests on the store's own filters alone. See
+    /// the crate docs, "Row-level security".
+    pub fn row_security(&self) -> bool {
+        self.inner.row_security
+    }
+
+    /// Grants `role` what an application role needs to use this store's
+    /// schema, and nothing more: `USAGE` on the schema, `SELECT` on
+    /// `eskit_migrations`, `SELECT`, `INSERT`, `UPDATE` and `DELETE` on the
+    /// store's tables and `USAGE` on its sequences (no DDL, no `TRUNCATE`).
+    /// Call it on a store connected as the schema's owner (which applied
+    /// the migrations); the role itself must exist and should be neither a
+    /// superuser nor `BYPASSRLS`, nor own the tables. Grants are per table:
+    /// call it again after an upgrade added tables.
+    ///
+    /// # Errors
+    /// [`PgError::InvalidRole`] before anything is sent for a bad name;
+    /// [`PgError::Store`] when the server refuses (no such role, or this
+    /// store's role may not grant).
+    pub async fn grant_access(&self, role: &str) -> Result<(), PgError> {
+        self.check_open()?;
+        let role = crate::options::RoleName::new(role)?;
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .runtime
+            .run(async move {
+                let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+                crate::schema::grant(&mut conn, &inner.schema, &role).await
+            })
+            .await
+            .map_err(PgError::Store)?
     }
 
     /// The schema the store's tables are in.
@@ -300,6 +449,7 @@ impl PgStore {
         self.run(move |inner| {
             async move {
                 let mut tx = inner.pool.begin().await.map_err(store_error)?;
+                inner.scope(&mut tx).await?;
                 let (t, i) = parts(&stream);
                 let row = sqlx::query(&inner.sql.lock_stream)
                     .bind(inner.tenant.as_str())
@@ -494,22 +644,26 @@ pub(crate) async fn append_in_tx(
         .bind(&plan.k2)
         .bind(&plan.exclusive)
         .bind(&ids)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(store_error)?;
-    let version: i64 = head.try_get(0).map_err(store_error)?;
-    let state: i16 = head.try_get(1).map_err(store_error)?;
-    let owned: bool = head.try_get(2).map_err(store_error)?;
-    let behind: bool = head.try_get(3).map_err(store_error)?;
-    let duplicate: Option<Vec<u8>> = head.try_get(4).map_err(store_error)?;
-    if !owned {
-        // Before anything else, an idempotent retry included: another
-        // tenant's stream is refused without telling what it holds.
+    // No row: the stream is another tenant's (the head upsert leaves such a
+    // row alone, and row-level security hides it). Refused before anything
+    // else, an idempotent retry included, without telling what it holds.
+    let owned = match &head {
+        Some(h) => h.try_get::<bool, _>(2).map_err(store_error)?,
+        None => false,
+    };
+    let Some(head) = head.filter(|_| owned) else {
         return Err(StoreError::WrongTenant {
             stream: stream.clone(),
         }
         .into());
-    }
+    };
+    let version: i64 = head.try_get(0).map_err(store_error)?;
+    let state: i16 = head.try_get(1).map_err(store_error)?;
+    let behind: bool = head.try_get(3).map_err(store_error)?;
+    let duplicate: Option<Vec<u8>> = head.try_get(4).map_err(store_error)?;
     let key = options.idempotency_key();
     if let Some(key) = key
         && let Some(found) = idempotent_in(inner, tenant, conn, stream, key).await?
@@ -740,6 +894,8 @@ async fn read_rows<'q>(
 ) -> Result<Vec<PgRow>, StoreError> {
     let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
     loop {
+        // The statement names the tenant itself under row-level security
+        // (`sql::scoped_read`): autocommit, one round trip.
         let rows = query().fetch_all(&inner.pool).await.map_err(store_error)?;
         let own = inner.last_commit.load(Ordering::Acquire);
         let horizon = match rows.first() {
@@ -873,7 +1029,14 @@ impl EventStore for PgStore {
                     .iter()
                     .map(|t| t.as_str().to_owned())
                     .collect();
-                let rows = sqlx::query(&inner.sql.load)
+                // Under row-level security the statement names the tenant
+                // itself (no round trip more, see `sql::scoped_read`).
+                let sql = if inner.needs_scope() {
+                    &inner.sql.load_scoped
+                } else {
+                    &inner.sql.load
+                };
+                let rows = sqlx::query(sql)
                     .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
@@ -901,11 +1064,12 @@ impl EventStore for PgStore {
         self.run(move |inner| {
             async move {
                 let (t, i) = parts(&stream);
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&inner.sql.stream_row)
                     .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
-                    .fetch_optional(&inner.pool)
+                    .fetch_optional(&mut *session)
                     .await
                     .map_err(store_error)?;
                 match row {
@@ -944,6 +1108,7 @@ impl EventStore for PgStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
+                inner.scope(&mut tx).await?;
                 let found = idempotent_in(&inner, &inner.tenant, &mut tx, &stream, &key).await;
                 let _ = tx.rollback().await;
                 found
@@ -972,8 +1137,13 @@ impl GlobalReader for PgStore {
                     .collect();
                 let limit = options.limit();
                 let stream_type = options.stream_type().map(|t| t.as_str().to_owned());
+                let sql = if inner.needs_scope() {
+                    &inner.sql.read_scoped
+                } else {
+                    &inner.sql.read
+                };
                 let rows = read_rows(&inner, || {
-                    sqlx::query(&inner.sql.read)
+                    sqlx::query(sql)
                         .bind(after.tx().to_string())
                         .bind(to_sql(after.position().get()))
                         .bind(types.clone())
@@ -993,9 +1163,10 @@ impl GlobalReader for PgStore {
         let span = op_span("head");
         self.run(move |inner| {
             async move {
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&inner.sql.head)
                     .bind(inner.tenant.as_str())
-                    .fetch_optional(&inner.pool)
+                    .fetch_optional(&mut *session)
                     .await
                     .map_err(store_error)?;
                 match row {
@@ -1023,7 +1194,11 @@ impl EventQueryReader for PgStore {
                 let after = options.after();
                 let limit = options.limit();
                 let (matches, binds) = match_clause(options.query(), 5);
-                let sql = inner.sql.query(&matches);
+                let sql = if inner.needs_scope() {
+                    inner.sql.query_scoped(&matches)
+                } else {
+                    inner.sql.query(&matches)
+                };
                 let rows = read_rows(&inner, || {
                     let mut q = sqlx::query(&sql)
                         .bind(after.tx().to_string())
@@ -1097,11 +1272,12 @@ impl StreamLifecycle for PgStore {
         self.run(move |inner| {
             async move {
                 let (t, i) = parts(&stream);
+                let mut session = inner.session().await?;
                 let row = sqlx::query(&inner.sql.status)
                     .bind(inner.tenant.as_str())
                     .bind(t)
                     .bind(i)
-                    .fetch_optional(&inner.pool)
+                    .fetch_optional(&mut *session)
                     .await
                     .map_err(store_error)?;
                 let Some(r) = row else {
