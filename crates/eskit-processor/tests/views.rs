@@ -1,19 +1,20 @@
 //! RELIABILITY C4 on memory and SQLite: a state view rebuilt from zero
-//! equals the live one (by a hash of its rows), and a zero-downtime rebuild
+//! equals the live one (by a hash of its rows; the scenario is
+//! `eskit_testing::processor::views`'s), and a zero-downtime rebuild
 //! on SQLite serves the full view to a reader throughout.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eskit_core::{
     error::BoxError,
-    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
+    event::{GlobalCursor, RawEvent},
     memory::{MemoryCheckpointStore, MemoryReadModel, MemoryStore},
-    store::{AppendOptions, EventStore, GlobalReader, ProjectionSink, ReadOptions, ShadowRebuild},
+    store::{GlobalReader, ProjectionSink, ReadOptions, ShadowRebuild},
 };
 use eskit_processor::notifier::ChangeNotifier;
 use eskit_processor::rebuild::rebuild_in_shadow;
@@ -21,49 +22,16 @@ use eskit_processor::view::{NotifyingSink, StateView, ViewHandler, rebuild, run_
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::read_model::{SqliteView, Tables};
 use eskit_sqlite::{SqliteReadModel, SqliteStore, WriteTx};
+use eskit_testing::processor::views::{
+    EVENTS, PER_APPEND, amount, c4_a_view_rebuilt_from_zero_equals_the_live_one,
+    expected_balances as expected, hash_rows, write_movements as write,
+};
 use rusqlite::Connection;
 
 type TestResult = Result<(), BoxError>;
 
-/// RELIABILITY C4's size.
-const EVENTS: usize = 50_000;
-const PER_APPEND: usize = 100;
-const ACCOUNTS: usize = 50;
 /// The most events the busy-rebuild test writes while it waits.
 const MAX_BUSY_EVENTS: usize = 200_000;
-
-/// The signed amount an event moves.
-fn amount(e: &RawEvent) -> Result<i64, BoxError> {
-    let n: i64 = std::str::from_utf8(&e.payload)?.parse()?;
-    match e.event_type.as_str() {
-        "Deposited" => Ok(n),
-        "Withdrawn" => Ok(-n),
-        other => Err(format!("unexpected event type {other}").into()),
-    }
-}
-
-/// Appends `count` events (from `first` on) in appends of `PER_APPEND`,
-/// spread over `ACCOUNTS` accounts.
-async fn write<S: EventStore>(store: &S, first: usize, count: usize) -> TestResult {
-    let deposited = EventType::from_static("Deposited")?;
-    let withdrawn = EventType::from_static("Withdrawn")?;
-    let mut i = first;
-    while i < first + count {
-        let s = StreamName::new("account", format!("a-{}", (i / PER_APPEND) % ACCOUNTS))?;
-        let n = PER_APPEND.min(first + count - i);
-        let events = (i..i + n)
-            .map(|k| {
-                let ty = if k % 3 == 0 { &withdrawn } else { &deposited };
-                NewEvent::new(ty.clone(), format!("{}", 1 + k % 97).into_bytes())
-            })
-            .collect();
-        store
-            .append(&s, ExpectedVersion::Any, events, AppendOptions::new())
-            .await?;
-        i += n;
-    }
-    Ok(())
-}
 
 async fn head<R: GlobalReader>(reader: &R) -> Result<GlobalCursor, BoxError> {
     let mut after = GlobalCursor::START;
@@ -71,28 +39,6 @@ async fn head<R: GlobalReader>(reader: &R) -> Result<GlobalCursor, BoxError> {
         let page = reader.read(ReadOptions::new(after, 1000)).await?;
         if page.events.is_empty() {
             return Ok(after);
-        }
-        after = page.next;
-    }
-}
-
-fn hash_rows(rows: &[(String, i64)]) -> u64 {
-    let mut h = DefaultHasher::new();
-    rows.hash(&mut h);
-    h.finish()
-}
-
-/// The balances every event of the log gives, computed directly.
-async fn expected<R: GlobalReader>(reader: &R) -> Result<Vec<(String, i64)>, BoxError> {
-    let mut balances = BTreeMap::new();
-    let mut after = GlobalCursor::START;
-    loop {
-        let page = reader.read(ReadOptions::new(after, 1000)).await?;
-        if page.events.is_empty() {
-            return Ok(balances.into_iter().collect());
-        }
-        for e in &page.events {
-            *balances.entry(e.stream.to_string()).or_insert(0) += amount(e)?;
         }
         after = page.next;
     }
@@ -145,84 +91,12 @@ fn options(name: &str) -> Result<SubscriptionOptions, eskit_processor::Subscript
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_a_view_rebuilt_from_zero_equals_the_live_one() -> TestResult {
-    let store = MemoryStore::new();
-    let checkpoints = MemoryCheckpointStore::new();
-    let live = Arc::new(Balances::default());
-    let notifier = ChangeNotifier::new();
-    let mut watch_one = notifier.watch("balances", "account/a-7");
-    let pages = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&pages);
-    let handler = ViewHandler::new("balances", Arc::clone(&live))
-        .with_notifier(notifier.clone())
-        .with_on_change(move |change| {
-            assert_eq!(change.view, "balances");
-            counted.fetch_add(1, Ordering::Relaxed);
-        });
-    handler.setup().await?;
+    c4_a_view_rebuilt_from_zero_equals_the_live_one(&common::Memory).await
+}
 
-    // The live view follows the log while it is written.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sub = Subscription::new(
-        store.clone(),
-        checkpoints.clone(),
-        options("balances")?,
-        handler,
-    );
-    let health = sub.health();
-    let run = tokio::spawn(sub.run(async move {
-        let _ = stop_rx.await;
-    }));
-    write(&store, 0, EVENTS).await?;
-    let head = head(&store).await?;
-    reached(health, head).await;
-    let _ = stop_tx.send(());
-    run.await??;
-
-    let want = expected(&store).await?;
-    assert_eq!(want.len(), ACCOUNTS);
-    assert_eq!(
-        live.rows(),
-        want,
-        "the live view misses or repeats an event"
-    );
-    let live_hash = hash_rows(&live.rows());
-    assert!(pages.load(Ordering::Relaxed) > 0);
-    assert!(notifier.sequence("balances") > 0);
-    assert!(watch_one.changed().await? > 0);
-
-    // Rebuilt in place: reset, then replayed from the start.
-    let cursor = rebuild(
-        store.clone(),
-        checkpoints.clone(),
-        options("balances")?,
-        ViewHandler::new("balances", Arc::clone(&live)),
-    )
-    .await?;
-    assert_eq!(cursor, head);
-    assert_eq!(hash_rows(&live.rows()), live_hash);
-
-    // A second instance built from zero under another name.
-    let fresh = Arc::new(Balances::default());
-    rebuild(
-        store.clone(),
-        checkpoints.clone(),
-        options("balances-2")?,
-        ViewHandler::new("balances", Arc::clone(&fresh)),
-    )
-    .await?;
-    assert_eq!(hash_rows(&fresh.rows()), live_hash);
-
-    // The checkpoint was left at the head: a live run goes on from there.
-    write(&store, EVENTS, 1_000).await?;
-    let sub = Subscription::new(
-        store.clone(),
-        checkpoints.clone(),
-        options("balances")?,
-        ViewHandler::new("balances", Arc::clone(&live)),
-    );
-    run_to_head(sub).await?;
-    assert_eq!(live.rows(), expected(&store).await?);
-    Ok(())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_state_view_rebuilt_from_zero_equals_the_live_one() -> TestResult {
+    c4_a_view_rebuilt_from_zero_equals_the_live_one(&common::Sqlite::new("c4-state")?).await
 }
 
 #[tokio::test]
