@@ -10,7 +10,9 @@
 //! [`PgStore::locks`], [`PgStore::dead_letters`] and [`PgStore::claims`]
 //! hand out the snapshot, checkpoint, lock, dead-letter and claim stores
 //! over the same pool. [`PgStore::append_in`] appends inside the caller's own
-//! transaction.
+//! transaction. [`PgStore::read_model`] keeps a view's tables in the
+//! store's schema, written with their cursor in one transaction and
+//! rebuilt without downtime in shadow tables ([`read_model`]).
 //!
 //! ```no_run
 //! use eskit_core::prelude::*;
@@ -70,6 +72,7 @@ mod feed;
 mod locks;
 mod meta;
 mod options;
+pub mod read_model;
 mod row;
 mod runtime;
 mod schema;
@@ -86,5 +89,6 @@ pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,
 };
+pub use read_model::{PgReadModel, PgView};
 pub use sink::{PgProjection, PgSink};
 pub use store::{MAX_STREAM_ORDER_RETRIES, PgStore, READ_YOUR_WRITES_WAIT};
