@@ -85,9 +85,14 @@ impl fmt::Display for ReadModelError {
             Self::Table { table, reason } => {
                 write!(f, "invalid view table name `{table}`: {reason}")
             }
-            Self::TableCount(n) => write!(f, "a view declares 1 to {MAX_VIEW_TABLES} tables, not {n}"),
+            Self::TableCount(n) => {
+                write!(f, "a view declares 1 to {MAX_VIEW_TABLES} tables, not {n}")
+            }
             Self::NoTenantColumn { table } => {
-                write!(f, "the view's table `{table}` has no `{TENANT_COLUMN}` column")
+                write!(
+                    f,
+                    "the view's table `{table}` has no `{TENANT_COLUMN}` column"
+                )
             }
         }
     }
@@ -459,6 +464,11 @@ impl<V: PgView> PgReadModel<V> {
         &self.shared.view
     }
 
+    /// The store (and tenant) the read model lives in.
+    pub fn store(&self) -> &PgStore {
+        &self.shared.store
+    }
+
     /// The live table names (and tenant), for queries.
     pub fn tables(&self) -> &Tables {
         &self.shared.live
@@ -483,8 +493,8 @@ impl<V: PgView> PgReadModel<V> {
         let task = async move {
             let mut conn = inner.pool.acquire().await.map_err(store_error)?;
             let mut tx = conn.begin().await.map_err(store_error)?;
-            locked(&inner, &shared, &mut *tx).await?;
-            let out = f(shared, &mut *tx).await?;
+            locked(&inner, &shared, &mut tx).await?;
+            let out = f(shared, &mut tx).await?;
             tx.commit().await.map_err(store_error)?;
             Ok(out)
         };
@@ -626,8 +636,7 @@ impl<V: PgView> ShadowRebuild for PgReadModel<V> {
             Box::pin(async move {
                 let inner = Arc::clone(shared.store.inner());
                 let tenant = shared.live.tenant();
-                let Some(shadow) =
-                    checkpoint_on(&inner, tenant, conn, &shared.shadow_name).await?
+                let Some(shadow) = checkpoint_on(&inner, tenant, conn, &shared.shadow_name).await?
                 else {
                     return Ok(SwapOutcome::NoShadow);
                 };
@@ -743,10 +752,12 @@ async fn apply_page<V: PgView>(
         // cannot fall behind the live read model and the swap cannot be
         // refused; a shadow further behind is left to its own
         // subscription, which skips what is fed here.
+        // A shadow at the start (begun, nothing stored yet) is its own
+        // subscription's to fill, as on the other backends.
         let before = stored.unwrap_or(GlobalCursor::START);
         if let Some(s) = checkpoint_on(&inner, tenant, &mut tx, &shared.shadow_name)
             .await?
-            .filter(|s| *s >= before)
+            .filter(|s| *s >= before && *s != GlobalCursor::START)
         {
             if let Err(e) = shared
                 .view

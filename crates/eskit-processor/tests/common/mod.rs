@@ -8,14 +8,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use eskit_core::{
     error::BoxError,
-    memory::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStore},
+    event::{GlobalCursor, RawEvent},
+    memory::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryReadModel, MemoryStore},
+    store::ProjectionSink,
 };
+use eskit_sqlite::read_model::{SqliteView, Tables, ViewProjection};
 use eskit_sqlite::{
-    SqliteCheckpointStore, SqliteDeadLetterStore, SqliteLockRegistry, SqliteOptions, SqliteStore,
+    SqliteCheckpointStore, SqliteDeadLetterStore, SqliteLockRegistry, SqliteOptions,
+    SqliteReadModel, SqliteSink, SqliteStore, WriteTx,
 };
+use eskit_testing::processor::read_models::ReadModelBackend;
+use eskit_testing::processor::views::{Row, amount};
 use eskit_testing::processor::{Parts, ProcessBackend, ProcessorBackend};
+use rusqlite::Connection;
 
 /// The memory backend: each store with its own checkpoint and dead-letter
 /// stores.
@@ -113,5 +122,166 @@ impl ProcessBackend for Sqlite {
 
     fn lease_description(&self) -> String {
         format!("a lease of {LEASE:?}")
+    }
+}
+
+// --- read models ----------------------------------------------------------
+
+/// The memory read model's value: balances by account and movements.
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    balances: BTreeMap<String, i64>,
+    moved: i64,
+}
+
+impl ReadModelBackend for Memory {
+    type Model = MemoryReadModel<Book>;
+    type Sink = MemoryReadModel<Book>;
+
+    fn balances(&self, _: &Parts<Self>, name: &str) -> Result<Self::Model, BoxError> {
+        Ok(MemoryReadModel::new(name, |b: &mut Book, e| {
+            *b.balances.entry(e.stream.to_string()).or_insert(0) += amount(e)?;
+            b.moved += 1;
+            Ok(())
+        })?)
+    }
+
+    async fn setup(&self, _: &Self::Model) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn sink(&self, model: &Self::Model) -> Self::Sink {
+        model.clone()
+    }
+
+    async fn rows(&self, model: &Self::Model) -> Result<(Vec<Row>, i64), BoxError> {
+        let book = model.read();
+        let rows = book.balances.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        Ok((rows, book.moved))
+    }
+
+    async fn cursor(&self, model: &Self::Model) -> Result<Option<GlobalCursor>, BoxError> {
+        Ok(model.cursor(model.name()).await?)
+    }
+
+    async fn reset(&self, model: &Self::Model) -> Result<(), BoxError> {
+        model.reset();
+        Ok(())
+    }
+
+    async fn drop_shadow(&self, model: &Self::Model) -> Result<(), BoxError> {
+        model.drop_shadow();
+        Ok(())
+    }
+}
+
+/// Balances per account in SQLite tables, with an index (so the swap has
+/// one to rename) and a second table of per-account event counts.
+pub struct SqlBalances;
+
+impl SqliteView for SqlBalances {
+    fn tables(&self) -> &[&'static str] {
+        &["balances", "movements"]
+    }
+
+    fn create(&self, conn: &Connection, t: &Tables) -> Result<(), BoxError> {
+        let (balances, movements) = (t.name("balances"), t.name("movements"));
+        let by_balance = t.name("balances_by_balance");
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {balances} (account TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS {by_balance} ON {balances} (balance);
+             CREATE TABLE IF NOT EXISTS {movements} (account TEXT PRIMARY KEY, n INTEGER NOT NULL);"
+        ))?;
+        Ok(())
+    }
+
+    fn apply(&self, tx: &mut WriteTx<'_>, t: &Tables, events: &[RawEvent]) -> Result<(), BoxError> {
+        let conn = tx.connection();
+        let mut balance = conn.prepare_cached(&format!(
+            "INSERT INTO {} (account, balance) VALUES (?1, ?2)
+             ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance",
+            t.name("balances")
+        ))?;
+        let mut moved = conn.prepare_cached(&format!(
+            "INSERT INTO {} (account, n) VALUES (?1, 1)
+             ON CONFLICT (account) DO UPDATE SET n = n + 1",
+            t.name("movements")
+        ))?;
+        for e in events {
+            let account = e.stream.to_string();
+            balance.execute((&account, amount(e)?))?;
+            moved.execute([&account])?;
+        }
+        Ok(())
+    }
+}
+
+/// The balances and the movements of `model`, in one read transaction.
+pub async fn sql_rows(
+    model: &SqliteReadModel<SqlBalances>,
+) -> Result<(Vec<Row>, i64), eskit_core::error::StoreError> {
+    model
+        .query(|c| {
+            let mut s = c.prepare("SELECT account, balance FROM balances ORDER BY account")?;
+            let rows = s
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<Row>, _>>()?;
+            let moved: i64 = c.query_row("SELECT coalesce(sum(n), 0) FROM movements", [], |r| {
+                r.get(0)
+            })?;
+            Ok((rows, moved))
+        })
+        .await
+}
+
+impl ReadModelBackend for Sqlite {
+    type Model = SqliteReadModel<SqlBalances>;
+    type Sink = SqliteSink<ViewProjection<SqlBalances>>;
+
+    fn balances(&self, parts: &Parts<Self>, name: &str) -> Result<Self::Model, BoxError> {
+        Ok(parts.store.read_model(name, SqlBalances)?)
+    }
+
+    async fn setup(&self, model: &Self::Model) -> Result<(), BoxError> {
+        Ok(model.setup().await?)
+    }
+
+    fn sink(&self, model: &Self::Model) -> Self::Sink {
+        model.sink()
+    }
+
+    async fn rows(&self, model: &Self::Model) -> Result<(Vec<Row>, i64), BoxError> {
+        Ok(sql_rows(model).await?)
+    }
+
+    async fn cursor(&self, model: &Self::Model) -> Result<Option<GlobalCursor>, BoxError> {
+        Ok(model.cursor().await?)
+    }
+
+    async fn reset(&self, model: &Self::Model) -> Result<(), BoxError> {
+        Ok(model.reset().await?)
+    }
+
+    async fn drop_shadow(&self, model: &Self::Model) -> Result<(), BoxError> {
+        Ok(model.drop_shadow().await?)
+    }
+
+    /// No shadow table or index is left behind, and the index keeps its
+    /// live name.
+    async fn check_after_swap(&self, model: &Self::Model) -> Result<(), BoxError> {
+        let names: Vec<String> = model
+            .query(|c| {
+                let mut s = c.prepare(
+                    "SELECT name FROM sqlite_master WHERE sql IS NOT NULL \
+                     AND tbl_name IN ('balances', 'movements', 'eskit_shadow_balances', 'eskit_shadow_movements') \
+                     ORDER BY name",
+                )?;
+                s.query_map([], |r| r.get(0))?.collect()
+            })
+            .await?;
+        if names != ["balances", "balances_by_balance", "movements"] {
+            return Err(format!("after the swap the tables and indexes are {names:?}").into());
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use eskit_core::{
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 
-use super::{ProcessorBackend, ScenarioResult, Shared, all_events, reached};
+use super::{ProcessorBackend, ScenarioResult, Shared, all_events, log_end, reached};
 
 /// Concurrent writers.
 pub const WRITERS: usize = 4;
@@ -120,7 +120,7 @@ where
         )
         .into());
     }
-    let head = store.head().await?;
+    let head = log_end(store).await?;
     for (name, .., health, _) in &subs {
         reached(name, health, head).await?;
     }

@@ -5,13 +5,15 @@
 //! ([`ProcessBackend`]); each scenario is an `async fn` (or, for the kill
 //! tests, the test binary's `main`) over that description.
 //!
-//! - [`delivery::c1_every_subscription_sees_its_part_once_in_order`]: C1.
-//! - [`kill::kill_resume_main`]: C2, a subscriber process killed with
+//! - C1, [`delivery::c1_every_subscription_sees_its_part_once_in_order`].
+//! - C2, [`kill::kill_resume_main`]: a subscriber process killed with
 //!   SIGKILL again and again.
-//! - [`poison`]: C3, a poison event dead-lettered (and the rest handled) or
+//! - C3, [`poison`]: a poison event dead-lettered (and the rest handled) or
 //!   halted on (and never skipped).
-//! - [`views::c4_a_view_rebuilt_from_zero_equals_the_live_one`]: C4.
-//! - [`kill::leader_kill_main`]: leader handover across processes.
+//! - C4, [`views::c4_a_view_rebuilt_from_zero_equals_the_live_one`] for a
+//!   state view, and [`read_models`] for a transactional read model with a
+//!   zero-downtime shadow rebuild ([`read_models::ReadModelBackend`]).
+//! - Leader handover across processes, [`kill::leader_kill_main`].
 //!
 //! Behind the `processor` feature. Scenarios run on the caller's Tokio
 //! runtime (a multi-thread one: writers and subscriptions run as tasks).
@@ -66,6 +68,7 @@ use eskit_processor::{HealthHandle, SubscriptionState};
 pub mod delivery;
 pub mod kill;
 pub mod poison;
+pub mod read_models;
 pub mod views;
 
 /// What a scenario returns: `Ok` when every check held.
@@ -185,6 +188,22 @@ pub(crate) async fn all_events<R: GlobalReader>(reader: &R) -> Result<Vec<RawEve
             return Ok(out);
         }
         out.extend(page.events);
+        after = page.next;
+    }
+}
+
+/// The cursor after the last event of the log, as a subscription that
+/// read it all stands at. Read with [`GlobalReader::read`], which waits for
+/// the handle's own commits to pass the backend's horizon, rather than
+/// `head`, which may report a horizon held back by a transaction still
+/// running elsewhere (a subscription's checkpoint, say).
+pub(crate) async fn log_end<R: GlobalReader>(reader: &R) -> Result<GlobalCursor, StoreError> {
+    let mut after = GlobalCursor::START;
+    loop {
+        let page = reader.read(ReadOptions::new(after, 1000)).await?;
+        if page.events.is_empty() {
+            return Ok(after);
+        }
         after = page.next;
     }
 }

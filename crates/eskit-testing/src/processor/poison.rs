@@ -15,14 +15,14 @@ use eskit_core::{
     error::BoxError,
     event::{EventType, ExpectedVersion, NewEvent, Position, RawEvent, StreamName},
     handler::RetryPolicy,
-    store::{AppendOptions, CheckpointStore, DeadLetterStore, EventStore, GlobalReader},
+    store::{AppendOptions, CheckpointStore, DeadLetterStore, EventStore},
 };
 use eskit_processor::{
     ReplayError, Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState,
     replay_dead_letter, replay_dead_letters,
 };
 
-use super::{Parts, ProcessorBackend, ScenarioResult, Shared};
+use super::{Parts, ProcessorBackend, ScenarioResult, Shared, log_end};
 
 /// Events in the log; one of them is poison.
 pub const EVENTS: u64 = 10_000;
@@ -181,7 +181,7 @@ async fn dead_letter<B: ProcessorBackend>(parts: &Parts<B>, poison: u64) -> Scen
     }
     // The checkpoint moved past the poison event: the run went on.
     let saved = checkpoints.load("priced").await?.ok_or("no checkpoint")?;
-    if saved != store.head().await? {
+    if saved != log_end(store).await? {
         return Err(format!("the checkpoint {saved} is not at the head").into());
     }
     // Replayed with the handler still broken: refused, and the letter stays.

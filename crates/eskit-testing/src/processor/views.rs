@@ -15,7 +15,7 @@ use eskit_core::{
 use eskit_processor::view::{StateView, ViewHandler, rebuild, run_to_head};
 use eskit_processor::{Subscription, SubscriptionOptions};
 
-use super::{Parts, ProcessorBackend, ScenarioResult, all_events, reached};
+use super::{Parts, ProcessorBackend, ScenarioResult, all_events, log_end, reached};
 
 /// RELIABILITY C4's size.
 pub const EVENTS: usize = 50_000;
@@ -174,7 +174,7 @@ async fn c4<B: ProcessorBackend>(parts: &Parts<B>) -> ScenarioResult {
     for w in writers {
         w.await??;
     }
-    let head = store.head().await?;
+    let head = log_end(store).await?;
     reached("balances", &health, head).await?;
     let _ = stop_tx.send(());
     run.await??;
