@@ -253,7 +253,15 @@ async fn halt<B: ProcessorBackend>(parts: &Parts<B>, poison: u64) -> ScenarioRes
             inner(events)
         },
     );
-    match sub.run(std::future::pending()).await {
+    // The run must stop on its own; one that skipped the poison event and
+    // caught up would be stopped here and return `Ok`.
+    let health = sub.health();
+    let skipped_and_live = async move {
+        while health.snapshot().state != SubscriptionState::Live {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    match sub.run(skipped_and_live).await {
         Err(SubscriptionError::Handler { attempts, .. }) if attempts == 1 + RETRIES => {}
         other => return Err(format!("expected the run to halt, got {other:?}").into()),
     }
