@@ -285,3 +285,88 @@ impl ReadModelBackend for Sqlite {
         Ok(())
     }
 }
+
+// --- exactly-once effects ---------------------------------------------------
+
+impl eskit_testing::processor::exactly_once::EffectsBackend for Memory {
+    type Sink = MemoryReadModel<Vec<eskit_core::event::EventId>>;
+
+    async fn effects(&self, _: &Parts<Self>) -> Result<Self::Sink, BoxError> {
+        Ok(MemoryReadModel::new(
+            eskit_testing::processor::exactly_once::NAME,
+            |ids: &mut Vec<eskit_core::event::EventId>, e| {
+                ids.push(e.id);
+                Ok(())
+            },
+        )?)
+    }
+
+    async fn counts(
+        &self,
+        _: &Parts<Self>,
+        sink: &Self::Sink,
+    ) -> Result<std::collections::HashMap<eskit_core::event::EventId, i64>, BoxError> {
+        let mut counts = std::collections::HashMap::new();
+        for id in sink.read().iter() {
+            *counts.entry(*id).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+/// One row per applied event in the `effects` table, with no unique key,
+/// so a redelivered effect shows as a second row.
+pub struct Effects;
+
+impl eskit_sqlite::SqliteProjection for Effects {
+    fn apply(&self, tx: &mut WriteTx<'_>, events: &[RawEvent]) -> Result<(), BoxError> {
+        let mut insert = tx
+            .connection()
+            .prepare_cached("INSERT INTO effects (event_id, position) VALUES (?1, ?2)")?;
+        for e in events {
+            insert.execute((&e.id.to_bytes()[..], i64::try_from(e.position.get())?))?;
+        }
+        Ok(())
+    }
+}
+
+impl eskit_testing::processor::exactly_once::EffectsBackend for Sqlite {
+    type Sink = SqliteSink<Effects>;
+
+    async fn effects(&self, parts: &Parts<Self>) -> Result<Self::Sink, BoxError> {
+        parts
+            .store
+            .write_transaction(|tx| {
+                tx.connection().execute_batch(
+                    "CREATE TABLE IF NOT EXISTS effects (event_id BLOB NOT NULL, position INTEGER NOT NULL)",
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(parts.store.projection_sink(Effects))
+    }
+
+    async fn counts(
+        &self,
+        parts: &Parts<Self>,
+        _: &Self::Sink,
+    ) -> Result<std::collections::HashMap<eskit_core::event::EventId, i64>, BoxError> {
+        let rows: Vec<(Vec<u8>, i64)> = parts
+            .store
+            .write_transaction(|tx| {
+                let mut s = tx
+                    .connection()
+                    .prepare("SELECT event_id, count(*) FROM effects GROUP BY event_id")?;
+                let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.into_iter()
+            .map(|(id, n)| {
+                let bytes: [u8; 16] = id.try_into().map_err(|_| "an id of 16 bytes")?;
+                Ok((eskit_core::event::EventId::from_bytes(bytes), n))
+            })
+            .collect()
+    }
+}

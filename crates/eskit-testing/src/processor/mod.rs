@@ -7,7 +7,8 @@
 //!
 //! - C1, [`delivery::c1_every_subscription_sees_its_part_once_in_order`].
 //! - C2, [`kill::kill_resume_main`]: a subscriber process killed with
-//!   SIGKILL again and again.
+//!   SIGKILL again and again; and in one process with a transactional
+//!   sink, [`exactly_once`] ([`exactly_once::EffectsBackend`]).
 //! - C3, [`poison`]: a poison event dead-lettered (and the rest handled) or
 //!   halted on (and never skipped).
 //! - C4, [`views::c4_a_view_rebuilt_from_zero_equals_the_live_one`] for a
@@ -66,6 +67,7 @@ use eskit_core::{
 use eskit_processor::{HealthHandle, SubscriptionState};
 
 pub mod delivery;
+pub mod exactly_once;
 pub mod kill;
 pub mod poison;
 pub mod read_models;
