@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eskit_core::{
     error::BoxError,
@@ -20,25 +20,14 @@ use eskit_core::{
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::{SqliteStore, WriteTx};
-use eskit_testing::processor::exactly_once::a_subscriber_aborted_at_random_applies_every_event_exactly_once as aborted_at_random;
+use eskit_testing::processor::exactly_once::{
+    Rng, a_subscriber_aborted_at_random_applies_every_event_exactly_once as aborted_at_random,
+};
 
 type TestResult = Result<(), BoxError>;
 
 const EVENTS_PER_APPEND: usize = 4;
 const NAME: &str = "effects";
-
-/// SplitMix64, seeded from `ESKIT_SEED` or the clock, and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn all_events(store: &SqliteStore) -> Result<Vec<RawEvent>, BoxError> {
     let mut out = Vec::new();
@@ -94,16 +83,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
     if let Ok(db) = std::env::var(CHILD_DB) {
         return child(&db).await;
     }
-    let seed = std::env::var("ESKIT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("ESKIT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::from_env_or_clock();
     let dir = std::env::temp_dir().join(format!("eskit-processor-c2p-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -138,7 +118,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
             .env(CHILD_DB, &db)
             .stdout(std::process::Stdio::null())
             .spawn()?;
-        tokio::time::sleep(Duration::from_millis(10 + rng.next() % 70)).await;
+        tokio::time::sleep(Duration::from_millis(10 + rng.next_u64() % 70)).await;
         // SIGKILL on Unix: no destructor, no rollback by the child.
         child.kill()?;
         child.wait()?;

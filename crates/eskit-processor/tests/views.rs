@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use eskit_core::{
     error::BoxError,
@@ -18,13 +18,13 @@ use eskit_core::{
 };
 use eskit_processor::SubscriptionOptions;
 use eskit_processor::rebuild::rebuild_in_shadow;
-use eskit_processor::view::{StateView, ViewHandler, rebuild};
+use eskit_processor::view::{ViewHandler, rebuild};
 use eskit_sqlite::SqliteStore;
 use eskit_sqlite::WriteTx;
 use eskit_sqlite::read_model::{SqliteView, Tables};
 use eskit_testing::processor::views::{
-    amount, c4_a_view_rebuilt_from_zero_equals_the_live_one, expected_balances as expected,
-    write_movements as write,
+    Balances, amount, c4_a_view_rebuilt_from_zero_equals_the_live_one,
+    expected_balances as expected, write_movements as write,
 };
 use rusqlite::Connection;
 
@@ -72,32 +72,6 @@ async fn sqlite_a_state_view_rebuilt_from_zero_equals_the_live_one() -> TestResu
     c4_a_view_rebuilt_from_zero_equals_the_live_one(&common::Sqlite::new("c4-state")?).await
 }
 
-/// Balances per account in memory.
-#[derive(Default)]
-struct Balances(Mutex<BTreeMap<String, i64>>);
-
-impl Balances {
-    fn rows(&self) -> Vec<(String, i64)> {
-        let b = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        b.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
-
-impl StateView for Balances {
-    async fn reset(&self) -> Result<(), BoxError> {
-        self.0.lock().map_err(|_| "poisoned")?.clear();
-        Ok(())
-    }
-
-    async fn apply(&self, events: &[RawEvent]) -> Result<(), BoxError> {
-        let mut b = self.0.lock().map_err(|_| "poisoned")?;
-        for e in events {
-            *b.entry(e.stream.to_string()).or_insert(0) += amount(e)?;
-        }
-        Ok(())
-    }
-}
-
 fn options(name: &str) -> Result<SubscriptionOptions, eskit_processor::SubscriptionError> {
     SubscriptionOptions::new(name)?.with_batch_size(500)
 }
@@ -108,10 +82,7 @@ async fn a_rebuild_resets_the_view_before_it_replays() -> TestResult {
     write(&store, 0, 500).await?;
     let view = Arc::new(Balances::default());
     // Rubbish left from an earlier run must not survive the rebuild.
-    view.0
-        .lock()
-        .map_err(|_| "poisoned")?
-        .insert("account/ghost".into(), 42);
+    view.set("account/ghost", 42)?;
     rebuild(
         store.clone(),
         MemoryCheckpointStore::new(),
@@ -119,7 +90,7 @@ async fn a_rebuild_resets_the_view_before_it_replays() -> TestResult {
         ViewHandler::new("b", Arc::clone(&view)),
     )
     .await?;
-    assert_eq!(view.rows(), expected(&store).await?);
+    assert_eq!(view.rows()?, expected(&store).await?);
     Ok(())
 }
 

@@ -46,11 +46,32 @@ pub trait EffectsBackend: ProcessorBackend {
     ) -> impl Future<Output = Result<HashMap<EventId, i64>, BoxError>> + Send;
 }
 
-/// SplitMix64, seeded from `ESKIT_SEED` or the clock, and printed.
-struct Rng(u64);
+/// SplitMix64, for the random moments of kill tests.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// Seeded from `ESKIT_SEED` or else the clock; prints
+    /// `ESKIT_SEED=<seed>` so a failing run can be repeated. Returns the
+    /// seed too.
+    pub fn from_env_or_clock() -> (Self, u64) {
+        let seed = std::env::var("ESKIT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        #[allow(clippy::print_stdout)]
+        {
+            println!("ESKIT_SEED={seed}");
+        }
+        (Self(seed), seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -74,19 +95,7 @@ pub async fn a_subscriber_aborted_at_random_applies_every_event_exactly_once<B: 
 }
 
 async fn aborted<B: EffectsBackend>(backend: &B, parts: &Parts<B>) -> ScenarioResult {
-    let seed = std::env::var("ESKIT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    #[allow(clippy::print_stdout)]
-    {
-        println!("ESKIT_SEED={seed}");
-    }
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::from_env_or_clock();
     let sink = backend.effects(parts).await?;
     let writer = {
         let store = parts.store.clone();
@@ -112,7 +121,7 @@ async fn aborted<B: EffectsBackend>(backend: &B, parts: &Parts<B>) -> ScenarioRe
     for _ in 0..KILLS {
         let sub = Subscription::with_sink(parts.store.clone(), sink.clone(), options()?);
         let run = tokio::spawn(sub.run(std::future::pending()));
-        tokio::time::sleep(Duration::from_micros(500 + rng.next() % 30_000)).await;
+        tokio::time::sleep(Duration::from_micros(500 + rng.next_u64() % 30_000)).await;
         run.abort();
         // Cancelled, or finished with an error worth seeing.
         if let Ok(r) = run.await {

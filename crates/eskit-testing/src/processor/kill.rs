@@ -112,6 +112,15 @@ impl Drop for WorkDir {
     }
 }
 
+/// The log children append to. `&File` writes, so a handler needs no lock
+/// of its own.
+fn open_log(dir: &Path) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("handled.log"))?)
+}
+
 fn location() -> Result<String> {
     std::env::var(CHILD_LOCATION).map_err(|_| format!("{CHILD_LOCATION} is not set").into())
 }
@@ -158,11 +167,7 @@ fn c2_child<B: ProcessBackend>(backend: &B, dir: &Path, last: bool) -> Result<()
     let rt = runtime()?;
     rt.block_on(async {
         let (parts, _guard) = backend.open(dir, &location()?).await?;
-        // `&File` writes, so the handler needs no lock of its own.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("handled.log"))?;
+        let log = open_log(dir)?;
         // Each run's lines start after a marker, so the parent can count
         // what each kill made the next run deliver again.
         (&log).write_all(b"#\n")?;
@@ -348,10 +353,7 @@ fn leader_child<B: ProcessBackend>(backend: &B, dir: &Path) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let (parts, _guard) = backend.open(dir, &location()?).await?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("handled.log"))?;
+        let log = open_log(dir)?;
         let pid = std::process::id();
         let health: Arc<OnceLock<HealthHandle>> = Arc::default();
         let h = Arc::clone(&health);

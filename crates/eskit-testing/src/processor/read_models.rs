@@ -26,7 +26,7 @@ use eskit_processor::view::{NotifyingSink, run_to_head};
 use eskit_processor::{Subscription, SubscriptionOptions};
 
 use super::views::{
-    EVENTS, PER_APPEND, Row, WRITERS, expected_balances, hash_rows, write_movements,
+    EVENTS, PER_APPEND, Row, expected_balances, hash_rows, write_movements, write_while_live,
 };
 use super::{Parts, ProcessorBackend, ScenarioResult, log_end, reached};
 
@@ -136,7 +136,7 @@ fn ensure(ok: bool, what: impl FnOnce() -> String) -> ScenarioResult {
 }
 
 /// C4 for the read model: its live sink follows the log while
-/// [`WRITERS`] writers append [`EVENTS`] events; then it is reset and
+/// [`WRITERS`](super::views::WRITERS) writers append [`EVENTS`] events; then it is reset and
 /// replayed in place, then rebuilt in a shadow and swapped in. Each time it
 /// equals the balances computed from the log (by hash), with one movement
 /// per event and its cursor at the head.
@@ -165,24 +165,7 @@ async fn c4<B: ReadModelBackend>(
     let run = tokio::spawn(sub.run(async move {
         let _ = stop_rx.await;
     }));
-    let per_writer = EVENTS / WRITERS;
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                write_movements(&store, w * per_writer, per_writer)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await??;
-    }
-    let head = log_end(store).await?;
-    reached(NAME, &health, head).await?;
-    let _ = stop_tx.send(());
-    run.await??;
+    let head = write_while_live(store, NAME, &health, stop_tx, run).await?;
 
     let want = expected_balances(store).await?;
     let events = i64::try_from(EVENTS)?;

@@ -73,6 +73,41 @@ pub async fn write_movements<S: EventStore>(
     Ok(())
 }
 
+/// While the live subscription `run` (with `health`, stopped through
+/// `stop`) follows the log, [`WRITERS`] writers append [`EVENTS`] events
+/// with [`write_movements`]; once they are done and the subscription has
+/// caught up, stops it and returns the end of the log.
+pub(crate) async fn write_while_live<S>(
+    store: &S,
+    name: &str,
+    health: &eskit_processor::HealthHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<Result<(), eskit_processor::SubscriptionError>>,
+) -> Result<eskit_core::event::GlobalCursor, BoxError>
+where
+    S: EventStore + GlobalReader + Clone + Send + Sync + 'static,
+{
+    let per_writer = EVENTS / WRITERS;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                write_movements(&store, w * per_writer, per_writer)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    let head = log_end(store).await?;
+    reached(name, health, head).await?;
+    let _ = stop.send(());
+    run.await??;
+    Ok(head)
+}
+
 /// A hash of a view's rows, in order.
 pub fn hash_rows(rows: &[Row]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -93,14 +128,31 @@ pub async fn expected_balances<R: GlobalReader>(reader: &R) -> Result<Vec<Row>, 
     Ok(balances.into_iter().collect())
 }
 
-/// Balances per account, in memory.
-#[derive(Default)]
-struct Balances(Mutex<BTreeMap<String, i64>>);
+/// Balances per account, in memory: the state view the C4 scenario keeps
+/// (each event's [`amount`] added to its stream's balance).
+#[derive(Debug, Default)]
+pub struct Balances(Mutex<BTreeMap<String, i64>>);
 
 impl Balances {
-    fn rows(&self) -> Result<Vec<Row>, BoxError> {
+    /// The balances, by account in order.
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn rows(&self) -> Result<Vec<Row>, BoxError> {
         let b = self.0.lock().map_err(|_| "poisoned")?;
         Ok(b.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    /// Sets one account's balance (for a test that leaves rubbish behind).
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn set(&self, account: &str, balance: i64) -> Result<(), BoxError> {
+        self.0
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(account.to_owned(), balance);
+        Ok(())
     }
 }
 
@@ -160,24 +212,7 @@ async fn c4<B: ProcessorBackend>(parts: &Parts<B>) -> ScenarioResult {
     let run = tokio::spawn(sub.run(async move {
         let _ = stop_rx.await;
     }));
-    let per_writer = EVENTS / WRITERS;
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                write_movements(&store, w * per_writer, per_writer)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await??;
-    }
-    let head = log_end(store).await?;
-    reached("balances", &health, head).await?;
-    let _ = stop_tx.send(());
-    run.await??;
+    let head = write_while_live(store, "balances", &health, stop_tx, run).await?;
 
     let want = expected_balances(store).await?;
     if want.len() != ACCOUNTS {
