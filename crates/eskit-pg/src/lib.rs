@@ -15,6 +15,9 @@
 //! applies a page to SQL read models with its cursor, exactly once.
 //! [`PgStore::change_relay`] carries projection changes between processes
 //! over the schema's `NOTIFY` channel.
+//! [`PgStore::read_model`] keeps a view's tables in the store's schema,
+//! written with their cursor in one transaction and rebuilt without
+//! downtime in shadow tables ([`read_model`]).
 //!
 //! ```no_run
 //! use eskit_core::prelude::*;
@@ -163,6 +166,7 @@ mod feed;
 mod locks;
 mod meta;
 mod options;
+pub mod read_model;
 mod relay;
 mod row;
 mod runtime;
@@ -181,6 +185,7 @@ pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, RoleName,
     SchemaName,
 };
+pub use read_model::{PgReadModel, PgView};
 pub use relay::PgChangeRelay;
 pub use sink::{PgProjection, PgSink};
 pub use store::{MAX_STREAM_ORDER_RETRIES, PgStore, READ_YOUR_WRITES_WAIT};

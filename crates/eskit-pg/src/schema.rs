@@ -274,6 +274,17 @@ pub(crate) fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.0)
 }
 
+/// The names of the tables the migrations create in a store's schema (a
+/// read model's tables must not take them).
+pub(crate) fn store_tables() -> impl Iterator<Item = &'static str> {
+    MIGRATIONS.iter().flat_map(|(_, _, sql)| {
+        sql.split("CREATE TABLE {s}.").skip(1).filter_map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+        })
+    })
+}
+
 /// Creates the schema if needed and applies the migrations it lacks.
 /// Takes its arguments by value: with borrowed ones the compiler cannot
 /// prove the future `Send` for every lifetime.

@@ -94,8 +94,31 @@ impl PgStore {
     }
 }
 
+/// Takes the transaction-scoped advisory lock of the projection `name`:
+/// every transaction that applies a page to it, or swaps a shadow in,
+/// holds it, so they take turns.
+pub(crate) async fn lock_projection(
+    inner: &Inner,
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(i64::from_ne_bytes(
+            fnv1a(&[
+                b"eskit-sink",
+                inner.schema.as_str().as_bytes(),
+                name.as_bytes(),
+            ])
+            .to_ne_bytes(),
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
 /// Reads a checkpoint on `conn`.
-async fn checkpoint_on(
+pub(crate) async fn checkpoint_on(
     inner: &Inner,
     tenant: &str,
     conn: &mut PgConnection,
@@ -181,18 +204,7 @@ async fn apply_page<P: PgProjection>(
     }
     // Two applies of one sink at once (two runs of a subscription) take
     // turns here; the second then skips what the first stored.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(i64::from_ne_bytes(
-            fnv1a(&[
-                b"eskit-sink",
-                inner.schema.as_str().as_bytes(),
-                name.as_bytes(),
-            ])
-            .to_ne_bytes(),
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+    lock_projection(&inner, &mut tx, &name).await?;
     let stored = checkpoint_on(&inner, &tenant, &mut tx, &name).await?;
     let fresh = match stored {
         Some(c) => events

@@ -1,26 +1,24 @@
-//! RELIABILITY C1 on memory and SQLite: concurrent writers while several
+//! RELIABILITY C1 on memory and SQLite (the scenario is
+//! `eskit_testing::processor::delivery`'s): concurrent writers while several
 //! subscriptions (two filtered) run from empty; each sees exactly its part
 //! of the final log, in cursor order, each event once. Plus resume from a
-//! checkpoint and the poll fallback of a broken feed.
+//! checkpoint, the poll fallback of a broken feed and a cursor that goes
+//! back.
+
+mod common;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eskit_core::{
-    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName, StreamType},
+    event::{EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName},
     memory::{MemoryCheckpointStore, MemoryStore},
-    store::{
-        AppendOptions, CheckpointStore, CommitFeed, EventStore, GlobalPager, GlobalReader,
-        ReadOptions,
-    },
+    store::{AppendOptions, CheckpointStore, CommitFeed, EventStore, GlobalReader, ReadOptions},
 };
 use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions, SubscriptionState};
-use eskit_sqlite::SqliteStore;
+use eskit_testing::processor::delivery::c1_every_subscription_sees_its_part_once_in_order;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const WRITERS: usize = 4;
-const EVENTS_PER_WRITER: usize = 5_000;
+type TestResult = Result<(), eskit_core::error::BoxError>;
 
 /// What a subscription saw of one event.
 type Seen = (GlobalCursor, String, u64);
@@ -44,145 +42,14 @@ impl Log {
     }
 }
 
-async fn write<S: EventStore>(store: S, w: usize) -> Result<(), eskit_core::error::StoreError> {
-    let odd = EventType::from_static("Odd")?;
-    let even = EventType::from_static("Even")?;
-    let mut i = 0;
-    while i < EVENTS_PER_WRITER {
-        // Batches of 1 to 4 events, to streams of two types.
-        let n = (1 + (i + w) % 4).min(EVENTS_PER_WRITER - i);
-        let stream_type = if i % 3 == 0 { "invoice" } else { "order" };
-        let s = StreamName::new(stream_type, format!("w{w}-{}", i % 7))?;
-        let events = (0..n)
-            .map(|k| {
-                let ty = if (i + k) % 2 == 0 { &even } else { &odd };
-                NewEvent::new(ty.clone(), format!("{w}/{}", i + k).into_bytes())
-            })
-            .collect();
-        store
-            .append(&s, ExpectedVersion::Any, events, AppendOptions::new())
-            .await?;
-        i += n;
-        if i % 200 < 4 {
-            tokio::task::yield_now().await;
-        }
-    }
-    Ok(())
-}
-
-/// C1 on one backend.
-async fn c1<S>(store: S) -> TestResult
-where
-    S: EventStore + GlobalReader + CommitFeed + Clone + 'static,
-{
-    let checkpoints = MemoryCheckpointStore::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let filters: [(&str, Option<&str>, Option<&str>); 4] = [
-        ("all-a", None, None),
-        ("all-b", None, None),
-        ("odd", Some("Odd"), None),
-        ("invoices", None, Some("invoice")),
-    ];
-    let mut subs = Vec::new();
-    for (name, ty, stream_type) in filters {
-        let log = Log::default();
-        let sink = log.clone();
-        let mut options = SubscriptionOptions::new(name)?
-            .with_batch_size(97)?
-            .with_checkpoint_every(300)?;
-        if let Some(t) = ty {
-            options = options.with_event_types([EventType::new(t)?]);
-        }
-        if let Some(t) = stream_type {
-            options = options.with_stream_type(StreamType::new(t)?);
-        }
-        let sub = Subscription::new(
-            store.clone(),
-            checkpoints.clone(),
-            options,
-            move |events: &[RawEvent]| {
-                sink.push_all(events);
-                Ok(())
-            },
-        );
-        let health = sub.health();
-        let mut stop = stop_rx.clone();
-        let task = tokio::spawn(sub.run(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-        subs.push((name, ty, stream_type, log, health, task));
-    }
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(write(store.clone(), w)))
-        .collect();
-    for w in writers {
-        w.await??;
-    }
-    let final_log = GlobalPager::new(&store, ReadOptions::from_start(1000))
-        .collect()
-        .await?;
-    assert_eq!(final_log.len(), WRITERS * EVENTS_PER_WRITER);
-    let head = store.head().await?;
-    // Wait until every subscription has caught up with the final head.
-    for (name, .., health, _) in &subs {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while !(health.snapshot().cursor >= head
-            && health.snapshot().state == SubscriptionState::Live)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} did not catch up: {:?}",
-                health.snapshot()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    stop_tx.send(true)?;
-    for (name, ty, stream_type, log, health, task) in subs {
-        task.await??;
-        let want: Vec<Seen> = final_log
-            .iter()
-            .filter(|e| ty.is_none_or(|t| e.event_type == t))
-            .filter(|e| stream_type.is_none_or(|t| e.stream.stream_type() == t))
-            .map(key)
-            .collect();
-        let seen = log.take();
-        let missing = want.iter().filter(|e| !seen.contains(e)).count();
-        let mut unique = seen.clone();
-        unique.sort();
-        unique.dedup();
-        assert!(
-            seen == want,
-            "{name}: expected {} events, saw {} ({missing} skipped, {} duplicated, in order: {})",
-            want.len(),
-            seen.len(),
-            seen.len() - unique.len(),
-            unique == seen
-        );
-        assert_eq!(health.snapshot().state, SubscriptionState::Stopped);
-        assert_eq!(
-            checkpoints.load(name).await?,
-            Some(head),
-            "{name}'s checkpoint after a graceful stop"
-        );
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c1_memory_every_subscription_sees_its_part_once_in_order() -> TestResult {
-    c1(MemoryStore::new()).await
+    c1_every_subscription_sees_its_part_once_in_order(&common::Memory).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c1_sqlite_every_subscription_sees_its_part_once_in_order() -> TestResult {
-    let dir = std::env::temp_dir().join(format!("eskit-processor-c1-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let store = SqliteStore::open(dir.join("events.db"))?;
-    let r = c1(store.clone()).await;
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    c1_every_subscription_sees_its_part_once_in_order(&common::Sqlite::new("c1")?).await
 }
 
 /// A run that stops resumes from its checkpoint: the second run sees only

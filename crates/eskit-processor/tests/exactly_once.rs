@@ -1,13 +1,16 @@
-//! RELIABILITY C2 in its simplest form, in one process on SQLite: a
-//! subscription driving a transactional read model (a projection sink) is
-//! aborted at random moments while a writer appends. Each page's effects and
-//! its cursor commit together, so the read model holds every event's effect
-//! exactly once: 0 redelivered effects, 0 lost. A second test does the
-//! same with a child process (this test binary, run again) killed with
-//! SIGKILL.
+//! RELIABILITY C2 in its simplest form: a subscription driving a
+//! transactional read model (a projection sink) is aborted at random
+//! moments while a writer appends, on memory and SQLite (the scenario is
+//! `eskit_testing::processor::exactly_once`'s, which PostgreSQL runs too).
+//! Each page's effects and its cursor commit together, so the read model
+//! holds every event's effect exactly once: 0 redelivered effects, 0 lost.
+//! A second test does the same on SQLite with a child process (this test
+//! binary, run again) killed with SIGKILL.
+
+mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use eskit_core::{
     error::BoxError,
@@ -17,40 +20,16 @@ use eskit_core::{
 };
 use eskit_processor::{Subscription, SubscriptionOptions, SubscriptionState};
 use eskit_sqlite::{SqliteStore, WriteTx};
+use eskit_testing::processor::exactly_once::{
+    Rng, a_subscriber_aborted_at_random_applies_every_event_exactly_once as aborted_at_random,
+};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+type TestResult = Result<(), BoxError>;
 
-const APPENDS: usize = 300;
 const EVENTS_PER_APPEND: usize = 4;
-const KILLS: usize = 20;
 const NAME: &str = "effects";
 
-/// SplitMix64, seeded from `ESKIT_SEED` or the clock, and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// The read model: one row per applied event, with no unique key, so a
-/// redelivered effect shows as a second row.
-fn project(tx: &mut WriteTx<'_>, events: &[RawEvent]) -> Result<(), BoxError> {
-    let mut insert = tx
-        .connection()
-        .prepare_cached("INSERT INTO effects (event_id, position) VALUES (?1, ?2)")?;
-    for e in events {
-        insert.execute((&e.id.to_bytes()[..], i64::try_from(e.position.get())?))?;
-    }
-    Ok(())
-}
-
-fn all_events(store: &SqliteStore) -> Result<Vec<RawEvent>, Box<dyn std::error::Error>> {
+fn all_events(store: &SqliteStore) -> Result<Vec<RawEvent>, BoxError> {
     let mut out = Vec::new();
     let mut after = GlobalCursor::START;
     loop {
@@ -64,112 +43,13 @@ fn all_events(store: &SqliteStore) -> Result<Vec<RawEvent>, Box<dyn std::error::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_aborted_at_random_applies_every_event_exactly_once() -> TestResult {
-    let seed = std::env::var("ESKIT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("ESKIT_SEED={seed}");
-    let mut rng = Rng(seed);
-    let dir = std::env::temp_dir().join(format!("eskit-processor-c2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let store = SqliteStore::open(dir.join("events.db"))?;
-    store
-        .write_transaction(|tx| {
-            tx.connection().execute_batch(
-                "CREATE TABLE effects (event_id BLOB NOT NULL, position INTEGER NOT NULL)",
-            )
-        })
-        .await?;
+async fn memory_a_subscriber_aborted_at_random_applies_every_event_exactly_once() -> TestResult {
+    aborted_at_random(&common::Memory).await
+}
 
-    // A writer appends while the subscriber is killed and restarted.
-    let writer = {
-        let store = store.clone();
-        std::thread::spawn(move || -> Result<(), String> {
-            for i in 0..APPENDS {
-                let s = StreamName::new("order", format!("o-{i}")).map_err(|e| e.to_string())?;
-                let events = (0..EVENTS_PER_APPEND)
-                    .map(|_| Ok(NewEvent::new(EventType::new("Placed")?, b"{}".to_vec())))
-                    .collect::<Result<Vec<_>, eskit_core::event::InvalidName>>()
-                    .map_err(|e| e.to_string())?;
-                block_on(store.append(&s, ExpectedVersion::NoStream, events, AppendOptions::new()))
-                    .map_err(|e| e.to_string())?;
-                if i % 16 == 0 {
-                    std::thread::sleep(Duration::from_millis(3));
-                }
-            }
-            Ok(())
-        })
-    };
-
-    let options = || -> Result<SubscriptionOptions, eskit_processor::SubscriptionError> {
-        SubscriptionOptions::new(NAME)?.with_batch_size(7)
-    };
-    for _ in 0..KILLS {
-        let sink = store.projection_sink(project);
-        let sub = Subscription::with_sink(store.clone(), sink, options()?);
-        let run = tokio::spawn(sub.run(std::future::pending()));
-        tokio::time::sleep(Duration::from_micros(500 + rng.next() % 30_000)).await;
-        run.abort();
-        // Cancelled, or finished with an error worth seeing.
-        if let Ok(r) = run.await {
-            r?;
-        }
-    }
-    writer.join().map_err(|_| "writer panicked")??;
-
-    // A last run to the end of the log.
-    let total = APPENDS * EVENTS_PER_APPEND;
-    let head = all_events(&store)?
-        .last()
-        .map(RawEvent::cursor)
-        .ok_or("no events")?;
-    let sub = Subscription::with_sink(store.clone(), store.projection_sink(project), options()?);
-    let health = sub.health();
-    let stop = async move {
-        loop {
-            let h = health.snapshot();
-            if h.state == SubscriptionState::Live && h.cursor >= head {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    sub.run(stop).await?;
-
-    let events = all_events(&store)?;
-    assert_eq!(events.len(), total);
-    let counts: HashMap<Vec<u8>, i64> = store
-        .write_transaction(|tx| {
-            let mut s = tx
-                .connection()
-                .prepare("SELECT event_id, count(*) FROM effects GROUP BY event_id")?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<HashMap<_, _>, _>>()
-        })
-        .await?;
-    let redelivered: i64 = counts.values().map(|c| c - 1).filter(|c| *c > 0).sum();
-    let lost = events
-        .iter()
-        .filter(|e| !counts.contains_key(&e.id.to_bytes()[..]))
-        .count();
-    let unexpected = counts.len() + lost - events.len();
-    println!("events {total}, redelivered {redelivered}, lost {lost}, unexpected {unexpected}");
-    assert_eq!(redelivered, 0, "an effect was applied twice (seed {seed})");
-    assert_eq!(lost, 0, "an event's effect is missing (seed {seed})");
-    assert_eq!(unexpected, 0);
-    assert_eq!(
-        store.projection_sink(project).cursor(NAME).await?,
-        Some(head)
-    );
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_subscriber_aborted_at_random_applies_every_event_exactly_once() -> TestResult {
+    aborted_at_random(&common::Sqlite::new("c2-aborted")?).await
 }
 
 /// Set in the child process of the multi-process test: the database it
@@ -183,7 +63,7 @@ const MP_KILLS: usize = 20;
 async fn child(db: &str) -> TestResult {
     let store = SqliteStore::open(db)?;
     let slow = |tx: &mut WriteTx<'_>, events: &[RawEvent]| -> Result<(), BoxError> {
-        project(tx, events)?;
+        eskit_sqlite::SqliteProjection::apply(&common::Effects, tx, events)?;
         std::thread::sleep(Duration::from_millis(3));
         Ok(())
     };
@@ -203,16 +83,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
     if let Ok(db) = std::env::var(CHILD_DB) {
         return child(&db).await;
     }
-    let seed = std::env::var("ESKIT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("ESKIT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::from_env_or_clock();
     let dir = std::env::temp_dir().join(format!("eskit-processor-c2p-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -235,7 +106,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
             .await?;
     }
     let exe = std::env::current_exe()?;
-    let sink = store.projection_sink(project);
+    let sink = store.projection_sink(common::Effects);
     let mut cursors = Vec::new();
     for _ in 0..MP_KILLS {
         let mut child = std::process::Command::new(&exe)
@@ -247,7 +118,7 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
             .env(CHILD_DB, &db)
             .stdout(std::process::Stdio::null())
             .spawn()?;
-        tokio::time::sleep(Duration::from_millis(10 + rng.next() % 70)).await;
+        tokio::time::sleep(Duration::from_millis(10 + rng.next_u64() % 70)).await;
         // SIGKILL on Unix: no destructor, no rollback by the child.
         child.kill()?;
         child.wait()?;
@@ -260,7 +131,11 @@ async fn a_subscriber_process_killed_at_random_applies_every_event_exactly_once(
         .map(RawEvent::cursor)
         .ok_or("no events")?;
     let options = SubscriptionOptions::new(NAME)?.with_batch_size(7)?;
-    let sub = Subscription::with_sink(store.clone(), store.projection_sink(project), options);
+    let sub = Subscription::with_sink(
+        store.clone(),
+        store.projection_sink(common::Effects),
+        options,
+    );
     let health = sub.health();
     let stop = async move {
         loop {

@@ -5,6 +5,11 @@
 //! Depends only on `eskit-core` and no async runtime: concurrency comes
 //! from an [`Executor`] the runner supplies ([`ThreadExecutor`] by default).
 //!
+//! # Feature flags
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `processor` | the `processor` module: RELIABILITY C1-C4 (and leader handover) for `eskit-processor`, written once and run by every backend; brings in `eskit-processor` and Tokio |
+//!
 //! # Example
 //! Running a few conformance scenarios against the memory backend:
 //!
@@ -26,5 +31,7 @@ pub mod bench;
 pub mod conformance;
 mod executor;
 pub mod history;
+#[cfg(feature = "processor")]
+pub mod processor;
 
 pub use executor::{Executor, Task, TaskError, ThreadExecutor, run, spawn, yield_now};
