@@ -2,7 +2,7 @@
 //!
 //! A private cluster (this test's own, since it kills it) takes appends
 //! from 4 writers while 2 subscriptions follow the log with their
-//! checkpoints in the store. Each cycle: load, `pg_ctl stop -m immediate`,
+//! checkpoints in the store, and a processor keeps a read model. Each cycle: load, `pg_ctl stop -m immediate`,
 //! 2 s down, start again on the same data directory and port.
 //!
 //! - Writers append with an idempotency key and an exact expected version;
@@ -13,8 +13,12 @@
 //! - Subscription `through` runs across every crash (its retry policy
 //!   outlasts the outage); subscription `restarted` is dropped at each
 //!   crash, as if its process died too, and started again from its stored
-//!   checkpoint once the server is back. Each delivers the whole log in
+//!   checkpoint half a cycle after the server is back, with a backlog. Each delivers the whole log in
 //!   cursor order: 0 skipped, 0 reordered, at most one page again per run.
+//! - A processor (a leader-elected subscription, its lease an advisory
+//!   lock, feeding a read model through the store's exactly-once sink)
+//!   loses its lease with each crash, takes it again, and in the end has
+//!   applied every event of the log exactly once.
 //! - Every writer has an acknowledged append again soon after the server
 //!   is back; the figure is printed, and only a generous hang guard is
 //!   asserted (machines here are shared).
@@ -31,13 +35,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::PrivateCluster;
+use eskit_core::error::BoxError;
 use eskit_core::event::{
     EventId, EventType, ExpectedVersion, GlobalCursor, NewEvent, RawEvent, StreamName, Version,
 };
 use eskit_core::handler::RetryPolicy;
-use eskit_core::store::{AppendOptions, CommitFeed, EventStore, GlobalPager, ReadOptions};
-use eskit_pg::{PgOptions, PgStore};
+use eskit_core::store::{
+    AppendOptions, BoxFuture, CommitFeed, EventStore, GlobalPager, ReadOptions,
+};
+use eskit_pg::{PgOptions, PgProjection, PgStore};
 use eskit_processor::{Subscription, SubscriptionError, SubscriptionOptions};
+use sqlx::PgConnection;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
@@ -298,6 +306,127 @@ async fn follow(
     }
 }
 
+/// The processor's read model, in the store's database: a row per event
+/// applied, written in the transaction that also stores the sink's cursor.
+struct Applied;
+
+/// The read model's table (no key: an event applied twice would show).
+const MODEL_TABLE: &str = "public.b4_applied";
+
+impl PgProjection for Applied {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RawEvent],
+    ) -> BoxFuture<'a, std::result::Result<(), BoxError>> {
+        Box::pin(async move {
+            let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id.to_bytes().to_vec()).collect();
+            sqlx::query(&format!(
+                "INSERT INTO {MODEL_TABLE} (id) SELECT unnest($1::bytea[])"
+            ))
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// What the processor went through: runs that ended on a lost leader
+/// lease, and on a transient store error.
+#[derive(Debug, Default)]
+struct ProcessorReport {
+    leases_lost: u64,
+    restarts: u64,
+}
+
+/// The processor: a leader-elected subscription (advisory-lock lease)
+/// feeding [`Applied`] through the store's exactly-once sink. A run that
+/// loses its lease (its session died with the server) or fails transiently
+/// is started again, as a supervisor would.
+async fn process(
+    store: PgStore,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<ProcessorReport> {
+    let mut report = ProcessorReport::default();
+    loop {
+        let retry = RetryPolicy::new(200)?
+            .with_base_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_millis(500));
+        let options = SubscriptionOptions::new("model")?
+            .with_batch_size(PAGE)?
+            .with_retry(retry);
+        let sub = Subscription::with_sink(store.clone(), store.projection_sink(Applied), options)
+            .with_leader(store.locks());
+        let mut stop = shutdown.clone();
+        let result = sub
+            .run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        match result {
+            Ok(()) => return Ok(report),
+            Err(SubscriptionError::LeaseLost(_)) => report.leases_lost += 1,
+            Err(SubscriptionError::Store(e)) if e.is_transient() => {
+                say(&format!("the processor stopped ({}); restarting it", kind(&e)));
+                report.restarts += 1;
+            }
+            Err(e) => return Err(format!("the processor failed: {}", kind(&e)).into()),
+        }
+        if *shutdown.borrow_and_update() {
+            return Ok(report);
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Checks the processor's read model: every event of the log applied
+/// exactly once.
+async fn check_model(store: &PgStore, log: &[RawEvent]) -> Result<String> {
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT id FROM {MODEL_TABLE}"))
+        .fetch_all(store.pool())
+        .await?;
+    let mut count: HashMap<Vec<u8>, usize> = HashMap::with_capacity(rows.len());
+    for id in rows {
+        *count.entry(id).or_default() += 1;
+    }
+    let twice = count.values().filter(|n| **n > 1).count();
+    let missing = log
+        .iter()
+        .filter(|e| !count.contains_key(&e.id.to_bytes().to_vec()))
+        .count();
+    let extra = count.len() + missing - log.len();
+    let summary = format!(
+        "processor read model: {} events applied, {missing} missing, {twice} applied twice, \
+         {extra} not in the log",
+        count.values().sum::<usize>()
+    );
+    if twice > 0 || missing > 0 || extra > 0 {
+        return Err(summary.into());
+    }
+    Ok(summary)
+}
+
+/// Waits until the read model holds `n` rows (or the guard passes).
+async fn wait_for_model(store: &PgStore, n: usize) -> Result<()> {
+    let deadline = Instant::now() + CATCH_UP_GUARD;
+    loop {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {MODEL_TABLE}"))
+            .fetch_one(store.pool())
+            .await?;
+        if usize::try_from(rows).is_ok_and(|r| r >= n) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the processor applied {rows} of {n} events within {CATCH_UP_GUARD:?}"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Checks what one subscription delivered against the log.
 fn check_deliveries(
     name: &str,
@@ -397,6 +526,10 @@ fn run() -> Result<()> {
     let reader = rt.block_on(PgStore::connect(
         PgOptions::new(cluster.url()).with_schema("b4"),
     ))?;
+    rt.block_on(
+        sqlx::query(&format!("CREATE TABLE {MODEL_TABLE} (id bytea NOT NULL)"))
+            .execute(reader.pool()),
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| rt.spawn(writer(store.clone(), w, Arc::clone(&stop))))
@@ -410,37 +543,44 @@ fn run() -> Result<()> {
         Arc::clone(&through),
         shutdown_rx.clone(),
     ));
-    let mut restarted_task = rt.spawn(follow(
-        reader.clone(),
-        "restarted",
-        Arc::clone(&restarted),
-        shutdown_rx.clone(),
-    ));
+    let spawn_restarted = || {
+        rt.spawn(follow(
+            reader.clone(),
+            "restarted",
+            Arc::clone(&restarted),
+            shutdown_rx.clone(),
+        ))
+    };
+    let mut restarted_task = Some(spawn_restarted());
+    let processor = rt.spawn(process(reader.clone(), shutdown_rx.clone()));
     let started = Instant::now();
     let mut backs = Vec::new();
     let mut feeds = Vec::new();
     for cycle in 1..=cycles {
-        std::thread::sleep(load);
+        // The restarted subscription comes back half a cycle after the
+        // server, so it resumes from its checkpoint with a backlog.
+        std::thread::sleep(load / 2);
+        if restarted_task.is_none() {
+            restarted_task = Some(spawn_restarted());
+        }
+        std::thread::sleep(load - load / 2);
         if let Some(w) = writers.iter().position(|w| w.is_finished()) {
             return Err(format!("writer {w} ended during cycle {cycle}").into());
         }
-        // The restarted subscription's process "dies" with the server.
-        restarted_task.abort();
-        let _ = rt.block_on(restarted_task);
+        // Its process "dies" with the server.
+        if let Some(task) = restarted_task.take() {
+            task.abort();
+            let _ = rt.block_on(task);
+        }
         cluster.stop_immediate()?;
         std::thread::sleep(DOWN);
         cluster.start_again()?;
         let back = Instant::now();
         backs.push(back);
         feeds.push(rt.spawn(feed_back(reader.clone(), back)));
-        restarted_task = rt.spawn(follow(
-            reader.clone(),
-            "restarted",
-            Arc::clone(&restarted),
-            shutdown_rx.clone(),
-        ));
         say(&format!("cycle {cycle}: crashed, down {DOWN:?}, back"));
     }
+    let restarted_task = restarted_task.unwrap_or_else(spawn_restarted);
     std::thread::sleep(SETTLE);
     stop.store(true, Ordering::Release);
     let mut reports = Vec::new();
@@ -500,7 +640,11 @@ fn run() -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    rt.block_on(wait_for_model(&reader, log.len()))?;
     let _ = shutdown.send(true);
+    let processed = rt
+        .block_on(processor)
+        .map_err(|e| format!("the processor panicked: {e}"))??;
     let through_restarts = rt
         .block_on(through_task)
         .map_err(|e| format!("subscription through panicked: {e}"))??;
@@ -541,8 +685,18 @@ fn run() -> Result<()> {
         "subscription restarts after a failed run: through {through_restarts}, restarted \
          {restarted_restarts} (besides the {cycles} deliberate ones)"
     ));
+    say(&format!(
+        "processor runs ended by a lost leader lease: {}, by a store error: {}",
+        processed.leases_lost, processed.restarts
+    ));
+    let model_summary = rt.block_on(check_model(&reader, &log));
     let mut failed = Vec::new();
-    for s in [log_summary, through_summary, restarted_summary] {
+    for s in [
+        log_summary,
+        through_summary,
+        restarted_summary,
+        model_summary,
+    ] {
         match s {
             Ok(line) => say(&line),
             Err(e) => {
