@@ -393,7 +393,7 @@ async fn check_model(store: &PgStore, log: &[RawEvent]) -> Result<String> {
     let twice = count.values().filter(|n| **n > 1).count();
     let missing = log
         .iter()
-        .filter(|e| !count.contains_key(&e.id.to_bytes().to_vec()))
+        .filter(|e| !count.contains_key(e.id.to_bytes().as_slice()))
         .count();
     let extra = count.len() + missing - log.len();
     let summary = format!(
