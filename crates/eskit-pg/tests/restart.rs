@@ -250,6 +250,13 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| "a lock was poisoned".into())
 }
 
+/// How a subscription's runs went: the restarts after a failed run, and
+/// whether its last run's health reported the commit feed working.
+struct Followed {
+    restarts: u64,
+    feed_ok: bool,
+}
+
 /// Runs one subscription until `shutdown` turns true; a run that fails
 /// with a transient store error is started again from its checkpoint (as
 /// a supervisor would), and counted.
@@ -258,7 +265,7 @@ async fn follow(
     name: &'static str,
     log: Deliveries,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<u64> {
+) -> Result<Followed> {
     let mut restarts = 0u64;
     loop {
         lock(&log)?.push(Vec::new());
@@ -283,6 +290,7 @@ async fn follow(
                 Ok(())
             },
         );
+        let health = sub.health();
         let mut stop = shutdown.clone();
         let result = sub
             .run(async move {
@@ -290,7 +298,12 @@ async fn follow(
             })
             .await;
         match result {
-            Ok(()) => return Ok(restarts),
+            Ok(()) => {
+                return Ok(Followed {
+                    restarts,
+                    feed_ok: health.snapshot().feed_ok,
+                });
+            }
             Err(SubscriptionError::Store(e)) if e.is_transient() && !*shutdown.borrow() => {
                 say(&format!(
                     "subscription {name} stopped ({}); restarting it",
@@ -301,7 +314,10 @@ async fn follow(
             Err(e) => return Err(format!("subscription {name} failed: {}", kind(&e)).into()),
         }
         if *shutdown.borrow_and_update() {
-            return Ok(restarts);
+            return Ok(Followed {
+                restarts,
+                feed_ok: health.snapshot().feed_ok,
+            });
         }
     }
 }
@@ -368,7 +384,10 @@ async fn process(
             Ok(()) => return Ok(report),
             Err(SubscriptionError::LeaseLost(_)) => report.leases_lost += 1,
             Err(SubscriptionError::Store(e)) if e.is_transient() => {
-                say(&format!("the processor stopped ({}); restarting it", kind(&e)));
+                say(&format!(
+                    "the processor stopped ({}); restarting it",
+                    kind(&e)
+                ));
                 report.restarts += 1;
             }
             Err(e) => return Err(format!("the processor failed: {}", kind(&e)).into()),
@@ -645,10 +664,10 @@ fn run() -> Result<()> {
     let processed = rt
         .block_on(processor)
         .map_err(|e| format!("the processor panicked: {e}"))??;
-    let through_restarts = rt
+    let through_runs = rt
         .block_on(through_task)
         .map_err(|e| format!("subscription through panicked: {e}"))??;
-    let restarted_restarts = rt
+    let restarted_runs = rt
         .block_on(restarted_task)
         .map_err(|e| format!("subscription restarted panicked: {e}"))??;
     let unknown: u64 = reports.iter().map(|r| r.unknown).sum();
@@ -682,8 +701,12 @@ fn run() -> Result<()> {
     let through_summary = check_deliveries("through", &lock(&through)?, &log);
     let restarted_summary = check_deliveries("restarted", &lock(&restarted)?, &log);
     say(&format!(
-        "subscription restarts after a failed run: through {through_restarts}, restarted \
-         {restarted_restarts} (besides the {cycles} deliberate ones)"
+        "subscription restarts after a failed run: through {}, restarted {} (besides the \
+         {cycles} deliberate ones); feed reported working at the end: through {}, restarted {}",
+        through_runs.restarts,
+        restarted_runs.restarts,
+        through_runs.feed_ok,
+        restarted_runs.feed_ok,
     ));
     say(&format!(
         "processor runs ended by a lost leader lease: {}, by a store error: {}",
@@ -691,6 +714,9 @@ fn run() -> Result<()> {
     ));
     let model_summary = rt.block_on(check_model(&reader, &log));
     let mut failed = Vec::new();
+    if !through_runs.feed_ok || !restarted_runs.feed_ok {
+        failed.push("a subscription's health reports the repaired commit feed down".to_owned());
+    }
     for s in [
         log_summary,
         through_summary,
