@@ -2,8 +2,9 @@
 //!
 //! A private cluster (this test's own, since it kills it) takes appends
 //! from 4 writers while 2 subscriptions follow the log with their
-//! checkpoints in the store, and a processor keeps a read model. Each cycle: load, `pg_ctl stop -m immediate`,
-//! 2 s down, start again on the same data directory and port.
+//! checkpoints in the store, and a processor keeps a read model. Each
+//! cycle: load, `pg_ctl stop -m immediate`, 2 s down, start again on the
+//! same data directory and port.
 //!
 //! - Writers append with an idempotency key and an exact expected version;
 //!   an append whose outcome is unknown (`StoreError::is_outcome_unknown`)
@@ -13,8 +14,13 @@
 //! - Subscription `through` runs across every crash (its retry policy
 //!   outlasts the outage); subscription `restarted` is dropped at each
 //!   crash, as if its process died too, and started again from its stored
-//!   checkpoint half a cycle after the server is back, with a backlog. Each delivers the whole log in
-//!   cursor order: 0 skipped, 0 reordered, at most one page again per run.
+//!   checkpoint half a cycle after the server is back, with a backlog.
+//!   Each delivers the whole log in cursor order: 0 skipped, 0 reordered,
+//!   at most one page again per run, and reports its commit feed working
+//!   again at the end (the LISTEN connection reconnected).
+//! - The subscriptions read through a store of their own, as another
+//!   process would; how soon its LISTEN feed hears commits again after
+//!   each restart is printed.
 //! - A processor (a leader-elected subscription, its lease an advisory
 //!   lock, feeding a read model through the store's exactly-once sink)
 //!   loses its lease with each crash, takes it again, and in the end has
@@ -230,7 +236,8 @@ async fn feed_back(store: PgStore, back: Instant) -> Result<Duration> {
     let mut listener = store.listen()?;
     loop {
         match tokio::time::timeout(RECOVERY_GUARD, listener.changed()).await {
-            Ok(Ok(_)) => return Ok(back.elapsed()),
+            Ok(Ok(_)) if !listener.is_broken() => return Ok(back.elapsed()),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) if e.is_retryable() => {}
             Ok(Err(e)) => return Err(format!("the commit feed failed: {e}").into()),
             Err(_) => {
