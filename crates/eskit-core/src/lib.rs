@@ -142,6 +142,7 @@ pub mod memory;
 mod metadata;
 mod name;
 mod registry;
+mod relay;
 mod retry;
 pub mod rt;
 mod sink;
@@ -188,6 +189,7 @@ pub mod store {
         DynLockRegistry, DynProjectionSink, DynSnapshotStore, DynStreamLifecycle,
     };
     pub use crate::feed::{Changed, CommitFeed, FeedError, Listener};
+    pub use crate::relay::RelayedChange;
     pub use crate::sink::{ProjectionSink, ShadowRebuild, SinkError, SwapOutcome};
     pub use crate::store_impl::{
         AppendOptions, CheckpointStore, EventStore, FencingToken, GlobalBatch, GlobalPager,
@@ -226,6 +228,7 @@ pub mod backend {
     pub use crate::feed::CommitNotifier;
     pub use crate::metadata::validate_idempotency_key;
     pub use crate::name::{QuotedName, quote_name, validate_name};
+    pub use crate::relay::{validate_change, validate_change_limit};
     pub use crate::retry::{EventContent, HasContent, idempotent_retry};
     pub use crate::store_impl::{
         validate_append, validate_cursor, validate_in_range, validate_reason,

@@ -4,7 +4,7 @@ use eskit_core::backend::{validate_cursor, validate_name};
 use eskit_core::error::StoreError;
 use eskit_core::event::{GlobalCursor, NameKind, Position, StreamName, Timestamp};
 use eskit_core::store::{CheckpointStore, Snapshot, SnapshotStore};
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
@@ -54,44 +54,77 @@ fn stream_parts(stream: &StreamName) -> (String, String) {
     )
 }
 
+impl PgSnapshotStore {
+    /// Saves a snapshot inside the caller's transaction (for example with
+    /// the append whose state it captures), as [`SnapshotStore::save`] does
+    /// standalone: it commits or rolls back with the caller's transaction.
+    ///
+    /// # Errors
+    /// As [`SnapshotStore::save`]: [`StoreError::WrongTenant`] for another
+    /// tenant's stream. After an error the transaction may be aborted: roll
+    /// it back.
+    pub async fn save_in(
+        &self,
+        conn: &mut PgConnection,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        snapshot.validate()?;
+        self.store.check_open()?;
+        let tenant = self.store.tenant_key();
+        let schema = &self.store.inner().sql.schema;
+        save_snapshot_on(schema, &tenant, &mut *conn, snapshot)
+            .instrument(op_span("snapshot_save"))
+            .await
+    }
+}
+
+/// The one snapshot upsert, on the pool or on a caller's connection.
+async fn save_snapshot_on<'e, E: sqlx::PgExecutor<'e>>(
+    s: &str,
+    tenant: &str,
+    exec: E,
+    snapshot: Snapshot,
+) -> Result<(), StoreError> {
+    let (t, i) = stream_parts(&snapshot.stream);
+    let schema_version = i64::from(snapshot.schema_version);
+    // Only for a stream of this handle's tenant (or none yet): another
+    // tenant's stream, or its snapshot, writes nothing.
+    let done = sqlx::query(&format!(
+        "INSERT INTO {s}.snapshots AS x (tenant, stream_type, stream_id, version, \
+         schema_version, codec, state, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
+         SELECT 1 FROM {s}.streams h WHERE h.stream_type = $2 AND h.stream_id = $3 \
+         AND h.tenant <> $1) \
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET \
+         version = $4, schema_version = $5, codec = $6, state = $7, created_at = $8 \
+         WHERE x.tenant = excluded.tenant"
+    ))
+    .bind(tenant)
+    .bind(t)
+    .bind(i)
+    .bind(to_sql(snapshot.version.get()))
+    .bind(schema_version)
+    .bind(&snapshot.codec)
+    .bind(&snapshot.state)
+    .bind(snapshot.created_at.as_unix_micros())
+    .execute(exec)
+    .await
+    .map_err(store_error)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::WrongTenant {
+            stream: snapshot.stream,
+        });
+    }
+    Ok(())
+}
+
 impl SnapshotStore for PgSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         snapshot.validate()?;
         let span = op_span("snapshot_save");
         self.store
             .run(move |inner| async move {
-                let s = &inner.sql.schema;
-                let (t, i) = stream_parts(&snapshot.stream);
-                let schema_version = i64::from(snapshot.schema_version);
-                // Only for a stream of this handle's tenant (or none yet):
-                // another tenant's stream, or its snapshot, writes nothing.
-                let done = sqlx::query(&format!(
-                    "INSERT INTO {s}.snapshots AS x (tenant, stream_type, stream_id, version, \
-                     schema_version, codec, state, created_at) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
-                     SELECT 1 FROM {s}.streams h WHERE h.stream_type = $2 AND h.stream_id = $3 \
-                     AND h.tenant <> $1) \
-                     ON CONFLICT (stream_type, stream_id) DO UPDATE SET \
-                     version = $4, schema_version = $5, codec = $6, state = $7, created_at = $8 \
-                     WHERE x.tenant = excluded.tenant"
-                ))
-                .bind(inner.tenant.as_str())
-                .bind(t)
-                .bind(i)
-                .bind(to_sql(snapshot.version.get()))
-                .bind(schema_version)
-                .bind(&snapshot.codec)
-                .bind(&snapshot.state)
-                .bind(snapshot.created_at.as_unix_micros())
-                .execute(&inner.pool)
-                .await
-                .map_err(store_error)?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::WrongTenant {
-                        stream: snapshot.stream,
-                    });
-                }
-                Ok(())
+                save_snapshot_on(&inner.sql.schema, &inner.tenant, &inner.pool, snapshot).await
             })
             .instrument(span)
             .await

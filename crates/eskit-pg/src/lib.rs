@@ -10,7 +10,11 @@
 //! [`PgStore::locks`], [`PgStore::dead_letters`] and [`PgStore::claims`]
 //! hand out the snapshot, checkpoint, lock, dead-letter and claim stores
 //! over the same pool. [`PgStore::append_in`] appends inside the caller's own
-//! transaction.
+//! transaction, as [`PgSnapshotStore::save_in`] and
+//! [`PgCheckpointStore::save_in`] save there; [`PgStore::projection_sink`]
+//! applies a page to SQL read models with its cursor, exactly once.
+//! [`PgStore::change_relay`] carries projection changes between processes
+//! over the schema's `NOTIFY` channel.
 //!
 //! ```no_run
 //! use eskit_core::prelude::*;
@@ -70,6 +74,7 @@ mod feed;
 mod locks;
 mod meta;
 mod options;
+mod relay;
 mod row;
 mod runtime;
 mod schema;
@@ -86,5 +91,6 @@ pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,
 };
+pub use relay::PgChangeRelay;
 pub use sink::{PgProjection, PgSink};
 pub use store::{MAX_STREAM_ORDER_RETRIES, PgStore, READ_YOUR_WRITES_WAIT};

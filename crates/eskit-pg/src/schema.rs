@@ -17,7 +17,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", INITIAL),
     (2, "dead letters", DEAD_LETTERS),
     (3, "work items", WORK_ITEMS),
+    (4, "change relay", CHANGES),
 ];
+
+/// The change relay's table ([`PgChangeRelay`](crate::PgChangeRelay)):
+/// store-wide, ids committed in id order (broadcasts take turns on an
+/// advisory lock).
+const CHANGES: &str = r#"
+CREATE TABLE {s}.changes (
+    id         bigserial PRIMARY KEY,
+    origin     text   NOT NULL,
+    topic      text   NOT NULL,
+    key        text,
+    created_at bigint NOT NULL
+);
+"#;
 
 /// The claim store's work queues. `due` is when a pending item may be
 /// claimed or a claimed item's lease runs out (`NULL` once done or dead);

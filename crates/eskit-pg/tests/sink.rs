@@ -1,13 +1,17 @@
 //! SQL read models exactly once: a page's effects and its cursor commit
 //! together, a page applied twice counts once, a refused page leaves both
-//! untouched; checkpoints saved inside the caller's transaction.
+//! untouched; checkpoints and snapshots saved inside the caller's
+//! transaction.
 
 mod common;
 
-use eskit_core::error::BoxError;
-use eskit_core::event::{EventType, ExpectedVersion, NewEvent, RawEvent, StreamName};
+use eskit_core::error::{BoxError, StoreError};
+use eskit_core::event::{
+    EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, TenantId, Timestamp, Version,
+};
 use eskit_core::store::{
-    AppendOptions, BoxFuture, CheckpointStore, EventStore, LoadOptions, ProjectionSink,
+    AppendOptions, BoxFuture, CheckpointStore, EventStore, LoadOptions, ProjectionSink, Snapshot,
+    SnapshotStore, TenantScoped,
 };
 use eskit_pg::{PgOptions, PgProjection, PgStore};
 use sqlx::{PgConnection, Row};
@@ -108,6 +112,88 @@ async fn pages_apply_exactly_once() -> TestResult {
         .await?;
     tx.commit().await?;
     assert_eq!(checkpoints.load("mine").await?, Some(all[1].cursor()));
+    store.close().await;
+    Ok(())
+}
+
+fn snapshot_of(
+    stream: &StreamName,
+    version: u64,
+    state: &[u8],
+) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Snapshot {
+        stream: stream.clone(),
+        version: Version::new(version),
+        schema_version: 1,
+        codec: "json".to_owned(),
+        state: state.to_vec(),
+        created_at: Timestamp::now(),
+    })
+}
+
+#[tokio::test]
+async fn snapshots_commit_and_roll_back_with_the_callers_append() -> TestResult {
+    let schema = common::fresh_schema("snap_tx");
+    let store = PgStore::connect(PgOptions::new(common::url()?).with_schema(&schema)).await?;
+    let snapshots = store.snapshots();
+    let s = StreamName::new("t", "1")?;
+    let ty = EventType::new("E")?;
+
+    // Rolled back: neither the event nor the snapshot stays.
+    let mut tx = store.pool().begin().await?;
+    store
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(ty.clone(), b"a".to_vec())],
+            AppendOptions::new(),
+        )
+        .await?;
+    snapshots
+        .save_in(&mut tx, snapshot_of(&s, 1, b"one")?)
+        .await?;
+    tx.rollback().await?;
+    assert!(store.load(&s, LoadOptions::new()).await?.is_empty());
+    assert_eq!(snapshots.load(&s).await?, None);
+
+    // Committed: both.
+    let mut tx = store.pool().begin().await?;
+    store
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(ty.clone(), b"a".to_vec())],
+            AppendOptions::new(),
+        )
+        .await?;
+    snapshots
+        .save_in(&mut tx, snapshot_of(&s, 1, b"one")?)
+        .await?;
+    tx.commit().await?;
+    assert_eq!(store.load(&s, LoadOptions::new()).await?.len(), 1);
+    let loaded = snapshots.load(&s).await?.ok_or("snapshot missing")?;
+    assert_eq!(
+        (loaded.version.get(), loaded.state.as_slice()),
+        (1, &b"one"[..])
+    );
+
+    // Another tenant's handle cannot snapshot the stream, in a transaction
+    // either, and the stored snapshot stays.
+    let other = store.for_tenant(TenantId::new("acme")?);
+    let mut tx = store.pool().begin().await?;
+    let refused = other
+        .snapshots()
+        .save_in(&mut tx, snapshot_of(&s, 1, b"theirs")?)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::WrongTenant { .. })),
+        "{refused:?}"
+    );
+    tx.rollback().await?;
+    let kept = snapshots.load(&s).await?.ok_or("snapshot missing")?;
+    assert_eq!(kept.state, b"one");
     store.close().await;
     Ok(())
 }

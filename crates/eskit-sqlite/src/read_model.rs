@@ -8,7 +8,12 @@
 //! the shadow's cursor to the live checkpoint and deletes the shadow's.
 //! Readers (WAL snapshots) see the old tables or the new ones, never a
 //! mix, never an empty set.
+//!
+//! **Invariant (tenants)**: a read model made on a tenant's handle writes
+//! and swaps only tables named with that tenant's prefix ([`Tables`]), so
+//! tenants sharing a read model name never share a row.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -30,6 +35,9 @@ use crate::tx::{SqliteProjection, SqliteSink, TxError, WriteTx};
 pub const SHADOW_PREFIX: &str = "eskit_shadow_";
 /// The suffix of the checkpoint name a shadow's subscription uses.
 pub const SHADOW_SUFFIX: &str = ".shadow";
+/// The prefix of a tenant's read-model tables, before the tenant id in hex
+/// (see [`Tables`]).
+pub const TENANT_TABLE_PREFIX: &str = "eskit_t";
 /// The longest table name a view may declare, in bytes.
 pub const MAX_VIEW_TABLE_NAME: usize = 48;
 /// The most tables one view may declare.
@@ -57,19 +65,45 @@ pub enum ReadModelError {
 }
 
 /// The table names a [`SqliteView`] writes: its own names for the live
-/// tables, the same behind [`SHADOW_PREFIX`] for a shadow.
+/// tables, the same behind [`SHADOW_PREFIX`] for a shadow. A tenant's read
+/// model (made on a [`TenantScoped::for_tenant`](eskit_core::store::TenantScoped::for_tenant) handle) puts
+/// [`TENANT_TABLE_PREFIX`] and the tenant id in hex before them, so each
+/// tenant has tables of its own and no query of one tenant sees another's
+/// rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
-    prefix: &'static str,
+    prefix: Cow<'static, str>,
+    shadow: bool,
 }
 
 impl Tables {
-    /// The live names.
-    pub const LIVE: Self = Self { prefix: "" };
-    /// The shadow names.
-    pub const SHADOW: Self = Self {
-        prefix: SHADOW_PREFIX,
+    /// The live names of a read model of no tenant.
+    pub const LIVE: Self = Self {
+        prefix: Cow::Borrowed(""),
+        shadow: false,
     };
+    /// The shadow names of a read model of no tenant.
+    pub const SHADOW: Self = Self {
+        prefix: Cow::Borrowed(SHADOW_PREFIX),
+        shadow: true,
+    };
+
+    /// The names for the tenant key `tenant` (`""` for none).
+    fn scoped(tenant: &str, shadow: bool) -> Self {
+        if tenant.is_empty() {
+            return if shadow { Self::SHADOW } else { Self::LIVE };
+        }
+        let mut prefix = String::from(if shadow { SHADOW_PREFIX } else { "" });
+        prefix.push_str(TENANT_TABLE_PREFIX);
+        for b in tenant.bytes() {
+            prefix.push_str(&format!("{b:02x}"));
+        }
+        prefix.push('_');
+        Self {
+            prefix: Cow::Owned(prefix),
+            shadow,
+        }
+    }
 
     /// The name to use in SQL for the view's table (or index) `name`.
     pub fn name(&self, name: &str) -> String {
@@ -78,7 +112,7 @@ impl Tables {
 
     /// Whether these are the shadow names.
     pub fn is_shadow(&self) -> bool {
-        !self.prefix.is_empty()
+        self.shadow
     }
 }
 
@@ -119,8 +153,8 @@ pub trait SqliteView: Send + Sync + 'static {
 pub struct ViewProjection<V> {
     view: Arc<V>,
     tables: Tables,
-    /// For the live projection: the shadow's checkpoint name.
-    feeds: Option<Arc<str>>,
+    /// For the live projection: the shadow's checkpoint name and tables.
+    feeds: Option<(Arc<str>, Tables)>,
 }
 
 impl<V> fmt::Debug for ViewProjection<V> {
@@ -145,7 +179,9 @@ impl<V: SqliteView> SqliteProjection for ViewProjection<V> {
     ) -> Result<(), BoxError> {
         self.view.apply(tx, &self.tables, events)?;
         match &self.feeds {
-            Some(shadow) => feed_shadow(&*self.view, tx, shadow, events, before, next),
+            Some((name, shadow)) => {
+                feed_shadow(&*self.view, tx, name, shadow, events, before, next)
+            }
             None => Ok(()),
         }
     }
@@ -163,6 +199,7 @@ fn feed_shadow<V: SqliteView>(
     view: &V,
     tx: &mut WriteTx<'_>,
     shadow_name: &str,
+    tables: &Tables,
     events: &[RawEvent],
     before: Option<GlobalCursor>,
     next: GlobalCursor,
@@ -171,7 +208,7 @@ fn feed_shadow<V: SqliteView>(
         return Ok(());
     };
     if shadow < before.unwrap_or(GlobalCursor::START)
-        || !table_exists(tx.connection(), &Tables::SHADOW.name(view.tables()[0]))?
+        || !table_exists(tx.connection(), &tables.name(view.tables()[0]))?
     {
         return Ok(());
     }
@@ -179,7 +216,7 @@ fn feed_shadow<V: SqliteView>(
         .iter()
         .position(|e| e.cursor() > shadow)
         .unwrap_or(events.len());
-    view.apply(tx, &Tables::SHADOW, &events[fresh..])?;
+    view.apply(tx, tables, &events[fresh..])?;
     if next > shadow {
         tx.save_checkpoint(shadow_name, next)?;
     }
@@ -247,6 +284,8 @@ pub struct SqliteReadModel<V> {
     store: SqliteStore,
     name: Arc<str>,
     shadow_name: Arc<str>,
+    live: Tables,
+    shadow: Tables,
     view: Arc<V>,
 }
 
@@ -264,6 +303,8 @@ impl<V> Clone for SqliteReadModel<V> {
             store: self.store.clone(),
             name: Arc::clone(&self.name),
             shadow_name: Arc::clone(&self.shadow_name),
+            live: self.live.clone(),
+            shadow: self.shadow.clone(),
             view: Arc::clone(&self.view),
         }
     }
@@ -342,10 +383,13 @@ impl SqliteStore {
         let shadow_name = format!("{name}{SHADOW_SUFFIX}");
         validate_name(NameKind::Checkpoint, &shadow_name).map_err(ReadModelError::Name)?;
         check_tables(view.tables())?;
+        let tenant = self.tenant_key();
         Ok(SqliteReadModel {
             store: self.clone(),
             name: name.into(),
             shadow_name: shadow_name.into(),
+            live: Tables::scoped(&tenant, false),
+            shadow: Tables::scoped(&tenant, true),
             view: Arc::new(view),
         })
     }
@@ -362,14 +406,26 @@ impl<V: SqliteView> SqliteReadModel<V> {
         &self.view
     }
 
+    /// The live table names of this read model: the view's own names, or
+    /// for a tenant's read model the tenant's (see [`Tables`]). Build the
+    /// SQL of a [`query`](Self::query) with them.
+    pub fn tables(&self) -> &Tables {
+        &self.live
+    }
+
+    fn names(&self) -> (Tables, Tables) {
+        (self.live.clone(), self.shadow.clone())
+    }
+
     /// Creates the live tables if they do not exist.
     ///
     /// # Errors
     /// A failed statement or transaction.
     pub async fn setup(&self) -> Result<(), StoreError> {
         let view = Arc::clone(&self.view);
+        let live = self.live.clone();
         self.store
-            .write_transaction(move |tx| view.create(tx.connection(), &Tables::LIVE))
+            .write_transaction(move |tx| view.create(tx.connection(), &live))
             .await
             .map_err(tx_error)
     }
@@ -384,8 +440,8 @@ impl<V: SqliteView> SqliteReadModel<V> {
     pub fn sink(&self) -> SqliteSink<ViewProjection<V>> {
         self.store.projection_sink(ViewProjection {
             view: Arc::clone(&self.view),
-            tables: Tables::LIVE,
-            feeds: Some(Arc::clone(&self.shadow_name)),
+            tables: self.live.clone(),
+            feeds: Some((Arc::clone(&self.shadow_name), self.shadow.clone())),
         })
     }
 
@@ -409,12 +465,13 @@ impl<V: SqliteView> SqliteReadModel<V> {
         let view = Arc::clone(&self.view);
         let (name, shadow) = (Arc::clone(&self.name), Arc::clone(&self.shadow_name));
         let tenant = self.store.tenant_key();
+        let (live, shadow_tables) = self.names();
         self.store
             .write_transaction(move |tx| {
                 let conn = tx.connection();
-                drop_tables(conn, view.tables(), &Tables::LIVE)?;
-                drop_tables(conn, view.tables(), &Tables::SHADOW)?;
-                view.create(conn, &Tables::LIVE)?;
+                drop_tables(conn, view.tables(), &live)?;
+                drop_tables(conn, view.tables(), &shadow_tables)?;
+                view.create(conn, &live)?;
                 delete_checkpoint(conn, &tenant, &name)?;
                 delete_checkpoint(conn, &tenant, &shadow)?;
                 Ok::<_, BoxError>(())
@@ -433,9 +490,10 @@ impl<V: SqliteView> SqliteReadModel<V> {
     pub async fn drop_shadow(&self) -> Result<(), StoreError> {
         let (view, shadow) = (Arc::clone(&self.view), Arc::clone(&self.shadow_name));
         let tenant = self.store.tenant_key();
+        let tables = self.shadow.clone();
         self.store
             .write_transaction(move |tx| {
-                drop_tables(tx.connection(), view.tables(), &Tables::SHADOW)?;
+                drop_tables(tx.connection(), view.tables(), &tables)?;
                 delete_checkpoint(tx.connection(), &tenant, &shadow)?;
                 Ok::<_, BoxError>(())
             })
@@ -478,10 +536,11 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
     async fn begin_shadow(&self) -> Result<Self::Shadow, StoreError> {
         let (view, name) = (Arc::clone(&self.view), Arc::clone(&self.shadow_name));
         let tenant = self.store.tenant_key();
+        let tables = self.shadow.clone();
         self.store
             .write_transaction(move |tx| {
-                drop_tables(tx.connection(), view.tables(), &Tables::SHADOW)?;
-                view.create(tx.connection(), &Tables::SHADOW)?;
+                drop_tables(tx.connection(), view.tables(), &tables)?;
+                view.create(tx.connection(), &tables)?;
                 delete_checkpoint(tx.connection(), &tenant, &name)?;
                 Ok::<_, BoxError>(())
             })
@@ -489,7 +548,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
             .map_err(tx_error)?;
         Ok(self.store.projection_sink(ViewProjection {
             view: Arc::clone(&self.view),
-            tables: Tables::SHADOW,
+            tables: self.shadow.clone(),
             feeds: None,
         }))
     }
@@ -503,12 +562,13 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
         let view = Arc::clone(&self.view);
         let (name, shadow_name) = (Arc::clone(&self.name), Arc::clone(&self.shadow_name));
         let tenant = self.store.tenant_key();
+        let (live_tables, shadow_tables) = self.names();
         self.store
             .write_transaction(move |tx| {
                 let conn = tx.connection();
                 let shadow = read_checkpoint(conn, &tenant, &shadow_name)?;
                 let live = read_checkpoint(conn, &tenant, &name)?;
-                if !table_exists(conn, &Tables::SHADOW.name(view.tables()[0]))? {
+                if !table_exists(conn, &shadow_tables.name(view.tables()[0]))? {
                     return Ok(SwapOutcome::NoShadow);
                 }
                 let cursor = match (shadow, live) {
@@ -518,7 +578,7 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
                     (s, _) => s.unwrap_or(GlobalCursor::START),
                 };
                 for t in view.tables() {
-                    let (live, shadow) = (Tables::LIVE.name(t), Tables::SHADOW.name(t));
+                    let (live, shadow) = (live_tables.name(t), shadow_tables.name(t));
                     conn.execute_batch(&format!(
                         "DROP TABLE IF EXISTS {live}; ALTER TABLE {shadow} RENAME TO {live};"
                     ))?;
@@ -526,22 +586,24 @@ impl<V: SqliteView> ShadowRebuild for SqliteReadModel<V> {
                 // Indexes keep their names through a rename: drop the
                 // shadow-named ones so the shadow prefix is free for the
                 // next rebuild, and create them under live names.
-                let tables = view.tables();
+                let tables: Vec<String> =
+                    view.tables().iter().map(|t| live_tables.name(t)).collect();
                 let stale: Vec<(String, String)> = {
                     let mut s = conn.prepare(
                         "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' \
                          AND sql IS NOT NULL AND substr(name, 1, length(?1)) = ?1",
                     )?;
-                    let rows = s.query_map([SHADOW_PREFIX], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let rows =
+                        s.query_map([shadow_tables.name("")], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect::<Result<_, _>>()?
                 };
                 for (index, table) in stale {
-                    if tables.contains(&table.as_str()) {
+                    if tables.contains(&table) {
                         let index = index.replace('"', "\"\"");
                         conn.execute_batch(&format!("DROP INDEX \"{index}\""))?;
                     }
                 }
-                view.create(conn, &Tables::LIVE)?;
+                view.create(conn, &live_tables)?;
                 delete_checkpoint(conn, &tenant, &shadow_name)?;
                 write_checkpoint(conn, &tenant, &name, cursor)?;
                 Ok::<_, BoxError>(SwapOutcome::Swapped { cursor })

@@ -1,30 +1,13 @@
 //! A change relay: projections in other processes hear about changes through
 //! a shared table (SQLite has no LISTEN/NOTIFY).
 
-use eskit_core::limits::MAX_READ_LIMIT;
-use eskit_core::{
-    backend::validate_name,
-    error::{StoreError, ValidationError},
-    event::{EventId, NameKind, Timestamp},
-};
+use eskit_core::backend::{validate_change, validate_change_limit};
+use eskit_core::error::StoreError;
+use eskit_core::event::{EventId, Timestamp};
+pub use eskit_core::store::RelayedChange;
 
 use crate::error::{corrupt, store_error};
 use crate::store::SqliteStore;
-
-/// One change read back from the relay table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayedChange {
-    /// The entry's id; ids increase in commit order and are never reused.
-    pub id: u64,
-    /// The origin id of the relay that broadcast it.
-    pub origin: String,
-    /// What changed, for example a projection name.
-    pub topic: String,
-    /// Which entity changed, if one.
-    pub key: Option<String>,
-    /// When it was broadcast.
-    pub created_at: Timestamp,
-}
 
 /// Broadcasts changes (for example "projection `orders` updated entity `o-1`")
 /// to every process using the same database file, through the
@@ -65,10 +48,7 @@ impl ChangeRelay {
     /// # Cancel safety
     /// Once polled, the change is recorded whether or not the future is kept.
     pub async fn broadcast(&self, topic: &str, key: Option<&str>) -> Result<u64, StoreError> {
-        validate_name(NameKind::Checkpoint, topic).map_err(ValidationError::from)?;
-        if let Some(k) = key {
-            validate_name(NameKind::StreamId, k).map_err(ValidationError::from)?;
-        }
+        validate_change(topic, key)?;
         let origin = self.origin.clone();
         let topic = topic.to_owned();
         let key = key.map(str::to_owned);
@@ -93,16 +73,14 @@ impl ChangeRelay {
     /// Changes with ids greater than `after`, oldest first, at most `limit`.
     ///
     /// # Errors
-    /// [`ValidationError::InvalidLimit`] unless `1 <= limit <= MAX_READ_LIMIT`;
+    /// [`StoreError::Validation`] unless `1 <= limit <= MAX_READ_LIMIT`;
     /// [`StoreError::Corrupt`] for a damaged row; a backend failure.
     pub async fn changes_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<RelayedChange>, StoreError> {
-        if limit == 0 || limit > MAX_READ_LIMIT {
-            return Err(ValidationError::InvalidLimit { limit }.into());
-        }
+        validate_change_limit(limit)?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.store
