@@ -11,9 +11,10 @@
 //!   `'; DROP TABLE events;--`, `events" --`, U+202E, ...) are used as
 //!   stream types and ids, event types, tags, tenants, idempotency keys,
 //!   checkpoint, lock, dead-letter, queue, work-key and claim-owner names,
-//!   and reasons. Everything round-trips, and every statement text of that
-//!   phase is one that the same calls send with plain names: the names
-//!   reached the server only as bind parameters.
+//!   change-relay topics and keys, and reasons. Everything round-trips,
+//!   and every statement text of that phase is one that the same calls
+//!   send with plain names: the names reached the server only as bind
+//!   parameters.
 
 mod common;
 
@@ -338,6 +339,16 @@ async fn refuse_everywhere(
             .enqueue("q", vec![NewWorkItem::new(bad, b"p".to_vec())])
             .await,
     );
+    // Change relay.
+    let relay = store.change_relay();
+    w.refused(
+        &l("relay broadcast topic"),
+        relay.broadcast(bad, None).await,
+    );
+    w.refused(
+        &l("relay broadcast key"),
+        relay.broadcast("orders", Some(bad)).await,
+    );
     w.refused(
         &l("claim queue"),
         claims.claim(bad, ClaimOptions::new("w", 1, LEASE)?).await,
@@ -347,7 +358,8 @@ async fn refuse_everywhere(
 
 /// The same calls a user makes with a name, all expected to work: the
 /// name as stream type and id, event type, tag, tenant, idempotency key,
-/// checkpoint, lock, dead-letter, queue, work-key and owner name, reason.
+/// checkpoint, lock, dead-letter, queue, work-key and owner name, relay
+/// topic and key, reason.
 async fn use_everywhere(store: &PgStore, name: &str) -> TestResult {
     let fail = |what: &str| -> Error { format!("{what} with name {name:?}").into() };
     let stream = StreamName::new(name, name)?;
@@ -421,6 +433,17 @@ async fn use_everywhere(store: &PgStore, name: &str) -> TestResult {
         .await?;
     if claimed.len() != 1 {
         return Err(fail("the work item was not claimed"));
+    }
+    // A change relay's topic and key.
+    let relay = store.change_relay();
+    let id = relay.broadcast(name, Some(name)).await?;
+    let relayed = relay.changes_after(id - 1, 1).await?;
+    if relayed
+        .first()
+        .map(|c| (c.topic.as_str(), c.key.as_deref()))
+        != Some((name, Some(name)))
+    {
+        return Err(fail("the relayed change did not round-trip"));
     }
     // A reason.
     store.tombstone(&stream, name).await?;
@@ -560,5 +583,36 @@ async fn hostile_names_never_reach_the_server_as_sql() -> TestResult {
         Ok(())
     } else {
         Err(failures.join("\n").into())
+    }
+}
+
+/// A tombstone or archive reason is text, not a name, and the core bounds
+/// only its length.
+///
+/// FIXME: a reason with NUL reaches PostgreSQL, whose text cannot hold it,
+/// and comes back as an untyped `StoreError::Backend` (SQLSTATE 22021).
+/// It should be refused before any SQL, as metadata with NUL is; that needs
+/// a NUL rule (and its own `ValidationError` variant) in the core's
+/// `validate_reason`, for every backend. This asserts today's behaviour.
+#[tokio::test]
+async fn a_reason_with_nul_reaches_the_server_today() -> TestResult {
+    let store = PgStore::connect(
+        PgOptions::new(common::url()?).with_schema(common::fresh_schema("reason_nul")),
+    )
+    .await?;
+    let stream = StreamName::new("order", "o-1")?;
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Placed")?],
+            AppendOptions::new(),
+        )
+        .await?;
+    let got = store.tombstone(&stream, "spam\0").await;
+    store.close().await;
+    match got {
+        Err(StoreError::Backend(_)) => Ok(()),
+        other => Err(format!("a reason with NUL gave {other:?}").into()),
     }
 }
