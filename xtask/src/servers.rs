@@ -60,6 +60,9 @@ impl Drop for Server {
 pub(crate) struct Servers {
     pub(crate) pg_url: String,
     pub(crate) nats_url: String,
+    /// The PostgreSQL binaries, when found: tests that start a cluster of
+    /// their own use the same ones.
+    pg_bin: Option<PathBuf>,
     _owned: Vec<Server>,
 }
 
@@ -90,22 +93,32 @@ impl Servers {
         Ok(Self {
             pg_url,
             nats_url,
+            pg_bin: postgres_bin_dir().ok(),
             _owned: owned,
         })
     }
 
-    /// Sets the URLs on a command.
+    /// Sets the URLs on a command, and `ESKIT_PG_BIN` when the PostgreSQL
+    /// binaries are known.
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.env("ESKIT_PG_URL", &self.pg_url)
             .env("ESKIT_NATS_URL", &self.nats_url);
+        if let Some(bin) = &self.pg_bin {
+            cmd.env("ESKIT_PG_BIN", bin);
+        }
     }
 }
 
 /// `cargo xtask servers`: start both servers and keep them until Ctrl-C.
 pub(crate) fn run(_args: &[String]) -> Result<(), String> {
     let servers = Servers::provision()?;
+    let bin = servers
+        .pg_bin
+        .as_ref()
+        .map(|b| format!("export ESKIT_PG_BIN={}\n", b.display()))
+        .unwrap_or_default();
     say(&format!(
-        "export ESKIT_PG_URL={}\nexport ESKIT_NATS_URL={}\n(Ctrl-C stops both servers)",
+        "export ESKIT_PG_URL={}\nexport ESKIT_NATS_URL={}\n{bin}(Ctrl-C stops both servers)",
         servers.pg_url, servers.nats_url
     ));
     // Block until stdin closes or a line is read (Ctrl-C kills us; the

@@ -265,6 +265,13 @@ impl Listener {
     pub fn latest(&self) -> Position {
         self.feed.latest()
     }
+
+    /// Whether the feed is broken now (a breakage was reported and not yet
+    /// repaired). A wake-up while it is broken came from a commit of this
+    /// process, not through the feed.
+    pub fn is_broken(&self) -> bool {
+        self.feed.lock().broken.is_some()
+    }
 }
 
 impl Drop for Listener {
@@ -323,8 +330,10 @@ mod tests {
                 reason: "connection lost".into()
             })
         );
+        assert!(l.is_broken());
         feed.repair();
         assert_eq!(block_on(l.changed()), Ok(Position::ZERO));
+        assert!(!l.is_broken());
     }
 
     #[test]

@@ -424,13 +424,19 @@ impl Metadata {
     }
 }
 
-/// Checks an idempotency key: non-empty and at most [`MAX_IDEMPOTENCY_KEY_BYTES`].
+/// Checks an idempotency key: non-empty, at most [`MAX_IDEMPOTENCY_KEY_BYTES`]
+/// and without NUL (the key is kept in the append's metadata, where no
+/// backend takes a NUL, so no append can have used such a key).
 ///
 /// # Errors
-/// [`ValidationError::InvalidIdempotencyKey`] with the key's length.
+/// [`ValidationError::InvalidIdempotencyKey`] with the key's length;
+/// [`ValidationError::MetadataContainsNul`] for a key with NUL.
 pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
         return Err(ValidationError::InvalidIdempotencyKey { len: key.len() });
+    }
+    if key.contains('\0') {
+        return Err(ValidationError::MetadataContainsNul);
     }
     Ok(())
 }

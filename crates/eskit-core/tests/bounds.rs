@@ -3,7 +3,7 @@
 
 use eskit_core::limits::*;
 use eskit_core::{
-    backend::validate_name,
+    backend::{validate_idempotency_key, validate_name},
     error::{StoreError, ValidationError},
     event::{
         EventType, ExpectedVersion, InvalidNameReason, Metadata, NameKind, NewEvent, Position,
@@ -204,6 +204,13 @@ fn metadata_bounds() {
         Some(ValidationError::InvalidIdempotencyKey {
             len: MAX_IDEMPOTENCY_KEY_BYTES + 1,
         }),
+    );
+    // A lookup by a key with NUL is refused as the append with it is, so
+    // it never reaches a backend (PostgreSQL text cannot hold NUL).
+    check(
+        "idempotency key with NUL",
+        validate_idempotency_key("x\0y").err(),
+        Some(ValidationError::MetadataContainsNul),
     );
     check(
         "idempotency key in metadata",

@@ -301,7 +301,7 @@ impl ClaimStore for PgClaimStore {
         error: &str,
         then: AfterFailure,
     ) -> Result<bool, StoreError> {
-        let error = eskit_core::backend::bounded_error(error).to_owned();
+        let error = crate::dead_letter::stored_error(error);
         let (state, due) = match then {
             AfterFailure::RetryAt(t) => (PENDING, Some(t.as_unix_micros())),
             AfterFailure::Dead => (DEAD, None),

@@ -7,6 +7,7 @@ use eskit_core::limits::MAX_READ_LIMIT;
 use eskit_core::store::{DeadLetter, DeadLetterStore};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use std::borrow::Cow;
 use tracing::Instrument;
 
 use crate::error::{corrupt, store_error};
@@ -44,6 +45,19 @@ fn letter(r: &PgRow) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// An error text as stored: within the bound, each NUL replaced by U+FFFD.
+/// PostgreSQL text cannot hold NUL, and refusing the text would stop the
+/// subscription or worker reporting its failure; the text is a diagnostic,
+/// so a visible stand-in is better.
+pub(crate) fn stored_error(error: &str) -> String {
+    let text = if error.contains('\0') {
+        Cow::Owned(error.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(error)
+    };
+    bounded_error(&text).to_owned()
+}
+
 impl DeadLetterStore for PgDeadLetterStore {
     async fn put(
         &self,
@@ -54,7 +68,7 @@ impl DeadLetterStore for PgDeadLetterStore {
     ) -> Result<u64, StoreError> {
         validate_name(NameKind::Checkpoint, subscription)?;
         let subscription = subscription.to_owned();
-        let error = bounded_error(error).to_owned();
+        let error = stored_error(error);
         let event = event.clone();
         let span = op_span("dead_letter_put");
         self.store

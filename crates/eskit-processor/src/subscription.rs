@@ -611,6 +611,7 @@ where
             h.state = SubscriptionState::CatchingUp;
         });
         let mut listener = self.listen();
+        let mut feed_ok = listener.is_some();
         let mut since_save = 0u64;
         let mut last_save = Instant::now();
         loop {
@@ -682,10 +683,21 @@ where
                     tokio::select! {
                         biased;
                         () = &mut shutdown => return self.stop(cursor, saved).await,
-                        r = l.changed() => if let Err(e) = r {
-                            self.feed_failed(&e);
-                            if !e.is_retryable() {
-                                listener = None;
+                        r = l.changed() => match r {
+                            // After a breakage, a wake-up by the repair
+                            // (not by a commit of this process while the
+                            // feed is still down) means the feed works.
+                            Ok(_) if !feed_ok && !l.is_broken() => {
+                                feed_ok = true;
+                                self.health.update(|h| h.feed_ok = true);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                feed_ok = false;
+                                self.feed_failed(&e);
+                                if !e.is_retryable() {
+                                    listener = None;
+                                }
                             }
                         },
                         () = poll => {}
@@ -695,7 +707,10 @@ where
                     tokio::select! {
                         biased;
                         () = &mut shutdown => return self.stop(cursor, saved).await,
-                        () = poll => listener = self.listen(),
+                        () = poll => {
+                            listener = self.listen();
+                            feed_ok = listener.is_some();
+                        }
                     }
                 }
             }

@@ -139,6 +139,86 @@ async fn a_broken_feed_falls_back_to_polling() -> TestResult {
     Ok(())
 }
 
+/// A feed that breaks and is repaired (PostgreSQL's LISTEN connection lost
+/// with a server restart, then reconnected): health reports the feed down
+/// while it is broken, and working again once it is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_repaired_feed() -> TestResult {
+    let feed = RepairableFeed {
+        store: MemoryStore::new(),
+        notifier: eskit_core::backend::CommitNotifier::new(),
+    };
+    let sub = Subscription::new(
+        feed.clone(),
+        MemoryCheckpointStore::new(),
+        SubscriptionOptions::new("repaired")?.with_poll_interval(Duration::from_millis(5))?,
+        |_: &[RawEvent]| Ok(()),
+    );
+    let health = sub.health();
+    let task = tokio::spawn(sub.run(std::future::pending()));
+    let wait_for = |want: bool| {
+        let health = health.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while health.snapshot().feed_ok != want {
+                if tokio::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            true
+        }
+    };
+    // Live and listening first, so the breakage reaches its listener.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while health.snapshot().state != SubscriptionState::Live || feed.notifier.listeners() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never went live");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    feed.notifier.break_feed("connection lost");
+    assert!(wait_for(false).await, "a broken feed was not reported");
+    // A commit of this process wakes the listener while the feed is still
+    // down: that is no repair.
+    feed.notifier.notify(eskit_core::event::Position::new(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !health.snapshot().feed_ok,
+        "a local commit was taken for a repair"
+    );
+    feed.notifier.repair();
+    assert!(
+        wait_for(true).await,
+        "the repaired feed is still reported down"
+    );
+    task.abort();
+    Ok(())
+}
+
+/// A memory store with a commit feed the test breaks and repairs.
+#[derive(Clone)]
+struct RepairableFeed {
+    store: MemoryStore,
+    notifier: eskit_core::backend::CommitNotifier,
+}
+
+impl GlobalReader for RepairableFeed {
+    async fn read(
+        &self,
+        o: ReadOptions,
+    ) -> Result<eskit_core::store::GlobalBatch, eskit_core::error::StoreError> {
+        self.store.read(o).await
+    }
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::error::StoreError> {
+        self.store.head().await
+    }
+}
+
+impl CommitFeed for RepairableFeed {
+    fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
+        self.notifier.listen()
+    }
+}
+
 /// A store whose commit feed is always broken.
 #[derive(Clone)]
 struct BrokenFeed(MemoryStore);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The variable naming the test server.
