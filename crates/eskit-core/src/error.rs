@@ -81,6 +81,9 @@ pub enum ValidationError {
         /// The reason's length in bytes.
         len: usize,
     },
+    /// A tombstone or archive reason contains a NUL character, which
+    /// several backends cannot store (PostgreSQL `text`).
+    ReasonContainsNul,
     /// A read limit is zero or larger than [`MAX_READ_LIMIT`].
     InvalidLimit {
         /// The rejected limit.
@@ -179,6 +182,7 @@ impl fmt::Display for ValidationError {
                 f,
                 "reason is {len} bytes, the maximum is {MAX_REASON_BYTES}"
             ),
+            Self::ReasonContainsNul => f.write_str("reason contains a NUL character"),
             Self::InvalidLimit { limit } => {
                 write!(f, "read limit {limit} is not within 1..={MAX_READ_LIMIT}")
             }

@@ -578,6 +578,9 @@ pub fn validate_reason(reason: &str) -> Result<(), ValidationError> {
     if reason.len() > MAX_REASON_BYTES {
         return Err(ValidationError::ReasonTooLong { len: reason.len() });
     }
+    if reason.contains('\0') {
+        return Err(ValidationError::ReasonContainsNul);
+    }
     Ok(())
 }
 

@@ -366,6 +366,17 @@ async fn reason_too_long(c: Ctx) -> Outcome {
             long.len()
         );
     }
+    // A NUL cannot be stored by every backend: refused everywhere.
+    for (op, r) in [
+        ("tombstone", c.lifecycle()?.tombstone(&s, "spam\0").await),
+        ("archive", c.lifecycle()?.archive(&s, "spam\0").await),
+    ] {
+        expect_err!(
+            r,
+            StoreError::Validation(ValidationError::ReasonContainsNul),
+            "{op} with a reason holding NUL"
+        );
+    }
     ensure_eq!(
         status(&c, &s).await?.state,
         StreamState::Active,
