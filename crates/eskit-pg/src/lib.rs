@@ -67,6 +67,7 @@ mod dead_letter;
 mod error;
 mod extra;
 mod feed;
+mod group;
 mod locks;
 mod meta;
 mod options;
@@ -82,6 +83,7 @@ pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
 pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
+pub use group::MAX_GROUP_APPENDS;
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, SchemaName,

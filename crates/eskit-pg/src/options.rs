@@ -113,6 +113,7 @@ pub struct PgOptions {
     schema: String,
     pool_size: u32,
     runtime: Option<tokio::runtime::Handle>,
+    group_commit: bool,
 }
 
 impl fmt::Debug for PgOptions {
@@ -121,6 +122,7 @@ impl fmt::Debug for PgOptions {
         f.debug_struct("PgOptions")
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("group_commit", &self.group_commit)
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +136,28 @@ impl PgOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             runtime: None,
+            group_commit: false,
         }
+    }
+
+    /// Group commit: standalone appends of this store that wait at the
+    /// same time are written by one task in one transaction (at most
+    /// [`MAX_GROUP_APPENDS`](crate::MAX_GROUP_APPENDS) of one tenant), each
+    /// keeping its own outcome: a refused append (conflict, failed
+    /// condition, duplicate id) writes nothing and the others commit; an
+    /// idempotent retry is answered from the stored events. One commit
+    /// (one WAL flush, one `NOTIFY`) serves the whole group. Off by
+    /// default; appends inside a caller's transaction
+    /// ([`PgStore::append_in`](crate::PgStore::append_in)) are never grouped.
+    #[must_use]
+    pub fn with_group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
+    /// Whether group commit is on.
+    pub fn group_commit(&self) -> bool {
+        self.group_commit
     }
 
     /// Runs the store's work on this Tokio runtime. Without it the store

@@ -91,6 +91,11 @@ pub(crate) struct Inner {
     pub(crate) last_commit: std::sync::atomic::AtomicU64,
     /// Lock releases of this process still under way, by advisory key.
     pub(crate) releasing: crate::locks::Releasing,
+    /// Wakes the task that announces this store's commits to other
+    /// processes (see `crate::feed::announce`).
+    pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// The group commit task's queue, when group commit is on.
+    group: Option<tokio::sync::mpsc::Sender<crate::group::Request>>,
     tag_ns: i32,
 }
 
@@ -151,8 +156,22 @@ impl PgStore {
             ready,
         ));
         let _ = listening.await;
-        Ok(Self {
-            inner: Arc::new(Inner {
+        let announce = Arc::new(tokio::sync::Notify::new());
+        drop(runtime.handle().spawn(crate::feed::announce(
+            pool.clone(),
+            crate::feed::channel(schema.as_str()),
+            Arc::clone(&announce),
+            closing.subscribe(),
+        )));
+        let group_commit = options.group_commit();
+        let handle = runtime.handle().clone();
+        let inner = Arc::new_cyclic(|weak| {
+            let group = group_commit.then(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(crate::group::GROUP_QUEUE);
+                drop(handle.spawn(crate::group::writer(rx, weak.clone())));
+                tx
+            });
+            Inner {
                 pool,
                 channel: crate::feed::channel(schema.as_str()),
                 schema,
@@ -163,8 +182,13 @@ impl PgStore {
                 closing,
                 releasing: crate::locks::Releasing::default(),
                 last_commit: std::sync::atomic::AtomicU64::new(0),
+                announce,
+                group,
                 tag_ns,
-            }),
+            }
+        });
+        Ok(Self {
+            inner,
             tenant: None,
         })
     }
@@ -274,6 +298,7 @@ impl PgStore {
             expected,
             &events,
             &options,
+            true,
         )
         .instrument(span)
         .await
@@ -431,7 +456,7 @@ impl From<StoreError> for AppendFail {
 }
 
 impl AppendFail {
-    fn into_error(self, events: &[NewEvent]) -> StoreError {
+    pub(crate) fn into_error(self, events: &[NewEvent]) -> StoreError {
         match self {
             Self::Store(e) => e,
             Self::Behind {
@@ -482,6 +507,7 @@ pub(crate) async fn append_in_tx(
     expected: ExpectedVersion,
     events: &[NewEvent],
     options: &AppendOptions,
+    notify: bool,
 ) -> Result<AppendResult, AppendFail> {
     let (t, i) = parts(stream);
     let plan = LockPlan::new(inner.tag_ns, tenant, events, options.condition());
@@ -608,7 +634,12 @@ pub(crate) async fn append_in_tx(
         .collect();
     let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
     let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
-    let rows = sqlx::query(&inner.sql.write)
+    let write = if notify {
+        &inner.sql.write
+    } else {
+        &inner.sql.write_quiet
+    };
+    let rows = sqlx::query(write)
         .bind(tenant)
         .bind(t)
         .bind(i)
@@ -674,6 +705,55 @@ pub(crate) async fn append_in_tx(
         deduplicated: false,
         tenant: tenant_id.cloned(),
     })
+}
+
+/// A standalone append in a transaction of its own, started over (up to
+/// [`MAX_STREAM_ORDER_RETRIES`] times) when the stream's last event was
+/// written by a transaction with a higher id.
+pub(crate) async fn append_alone(
+    inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<AppendResult, StoreError> {
+    let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+    let mut retries = 0;
+    loop {
+        let mut tx = conn.begin().await.map_err(store_error)?;
+        match append_in_tx(
+            inner, tenant, tenant_id, &mut tx, stream, expected, events, options, false,
+        )
+        .await
+        {
+            Ok(r) if r.deduplicated => {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(r);
+            }
+            Ok(r) => {
+                tx.commit().await.map_err(store_error)?;
+                if let Some(rec) = r.records.last() {
+                    inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                }
+                inner.notifier.notify(r.last_position());
+                inner.announce.notify_one();
+                return Ok(r);
+            }
+            // A new transaction gets a newer id than the one that wrote the
+            // stream's last event (it committed before our head lock was
+            // granted): start over.
+            Err(AppendFail::Behind { .. }) if retries < MAX_STREAM_ORDER_RETRIES => {
+                let _ = tx.rollback().await;
+                retries += 1;
+            }
+            Err(f) => {
+                let _ = tx.rollback().await;
+                return Err(f.into_error(events));
+            }
+        }
+    }
 }
 
 /// The events the keyed append to `stream` wrote, read on `conn`.
@@ -804,53 +884,42 @@ impl EventStore for PgStore {
     ) -> Result<AppendResult, StoreError> {
         self.check_open()?;
         validate_append(&events, &options)?;
+        let span = op_span("append");
+        if let Some(queue) = &self.inner.group {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let request = crate::group::Request {
+                tenant: self.tenant_key(),
+                tenant_id: self.tenant.clone(),
+                stream: stream.clone(),
+                expected,
+                events,
+                options,
+                reply,
+            };
+            return async move {
+                queue
+                    .send(request)
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)?
+            }
+            .instrument(span)
+            .await;
+        }
         let stream = stream.clone();
         let tenant_id = self.tenant.clone();
-        let span = op_span("append");
         self.run(move |inner| {
             async move {
-                let mut conn = inner.pool.acquire().await.map_err(store_error)?;
-                let tenant_id = tenant_id.as_ref();
-                let mut retries = 0;
-                loop {
-                    let mut tx = conn.begin().await.map_err(store_error)?;
-                    match append_in_tx(
-                        &inner,
-                        &inner.tenant,
-                        tenant_id,
-                        &mut tx,
-                        &stream,
-                        expected,
-                        &events,
-                        &options,
-                    )
-                    .await
-                    {
-                        Ok(r) if r.deduplicated => {
-                            tx.rollback().await.map_err(store_error)?;
-                            return Ok(r);
-                        }
-                        Ok(r) => {
-                            tx.commit().await.map_err(store_error)?;
-                            if let Some(rec) = r.records.last() {
-                                inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
-                            }
-                            inner.notifier.notify(r.last_position());
-                            return Ok(r);
-                        }
-                        // A new transaction gets a newer id than the one
-                        // that wrote the stream's last event (it committed
-                        // before our head lock was granted): start over.
-                        Err(AppendFail::Behind { .. }) if retries < MAX_STREAM_ORDER_RETRIES => {
-                            let _ = tx.rollback().await;
-                            retries += 1;
-                        }
-                        Err(f) => {
-                            let _ = tx.rollback().await;
-                            return Err(f.into_error(&events));
-                        }
-                    }
-                }
+                append_alone(
+                    &inner,
+                    &inner.tenant,
+                    tenant_id.as_ref(),
+                    &stream,
+                    expected,
+                    &events,
+                    &options,
+                )
+                .await
             }
             .instrument(span)
         })
