@@ -65,10 +65,7 @@ pub(crate) async fn announce(
         // A `NOTIFY` gets a transaction id and its commit would wait for
         // a WAL flush; notifications do not outlive a server restart
         // anyway, so this one transaction does not wait.
-        let _ = sqlx::query(ANNOUNCE)
-            .bind(&channel)
-            .execute(&pool)
-            .await;
+        let _ = sqlx::query(ANNOUNCE).bind(&channel).execute(&pool).await;
     }
 }
 

@@ -90,7 +90,10 @@ pub(crate) async fn writer(mut rx: mpsc::Receiver<Request>, inner: Weak<Inner>) 
         };
         // One tenant per transaction (a tenant may be set per transaction);
         // the others keep their place in the queue.
-        let tenant = pending.front().map(|r| r.tenant.clone()).unwrap_or_default();
+        let tenant = pending
+            .front()
+            .map(|r| r.tenant.clone())
+            .unwrap_or_default();
         let mut group = Vec::new();
         let mut rest = VecDeque::with_capacity(pending.len());
         for r in pending.drain(..) {
@@ -238,7 +241,10 @@ async fn grouped(inner: &Inner, group: &[Request]) -> Result<Vec<Outcome>, Group
             Err(AppendFail::Store(e)) if refused_before_write(&e) => {
                 // A refused append to a stream it would have created left
                 // that stream's empty head row behind: remove it.
-                let (t, i) = (r.stream.stream_type().as_str(), r.stream.stream_id().as_str());
+                let (t, i) = (
+                    r.stream.stream_type().as_str(),
+                    r.stream.stream_id().as_str(),
+                );
                 let cleaned = sqlx::query(&inner.sql.drop_empty_head)
                     .bind(r.tenant.as_str())
                     .bind(t)

@@ -841,6 +841,7 @@ async fn read_rows<'q>(
 fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch, StoreError> {
     let mut head = GlobalCursor::START;
     let mut events = Vec::with_capacity(rows.len());
+    let mut names = row::Names::default();
     for (n, r) in rows.iter().enumerate() {
         if n == 0 {
             let htx: Option<String> = r.try_get(0).map_err(store_error)?;
@@ -851,7 +852,7 @@ fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch
         }
         let position: Option<i64> = r.try_get(2).map_err(store_error)?;
         if position.is_some() {
-            events.push(row::event(r, 2)?);
+            events.push(names.event(r, 2)?);
         }
     }
     // A full page resumes after its last event; a short one scanned
@@ -897,10 +898,7 @@ impl EventStore for PgStore {
                 reply,
             };
             return async move {
-                queue
-                    .send(request)
-                    .await
-                    .map_err(|_| StoreError::Closed)?;
+                queue.send(request).await.map_err(|_| StoreError::Closed)?;
                 answer.await.map_err(|_| StoreError::Closed)?
             }
             .instrument(span)
@@ -957,7 +955,8 @@ impl EventStore for PgStore {
                     .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
-                rows.iter().map(|r| row::event(r, 0)).collect()
+                let mut names = row::Names::default();
+                rows.iter().map(|r| names.event(r, 0)).collect()
             }
             .instrument(span)
         })

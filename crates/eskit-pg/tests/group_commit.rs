@@ -66,7 +66,12 @@ async fn concurrent_appends_share_transactions_and_keep_their_outcomes() -> Test
         );
         tasks.push(tokio::spawn(async move {
             store
-                .append(&stream, ExpectedVersion::NoStream, vec![e], AppendOptions::new())
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    vec![e],
+                    AppendOptions::new(),
+                )
                 .await
         }));
     }
@@ -102,7 +107,12 @@ async fn concurrent_appends_share_transactions_and_keep_their_outcomes() -> Test
         let stream = StreamName::new("group", "duplicate")?;
         tokio::spawn(async move {
             store
-                .append(&stream, ExpectedVersion::Any, vec![taken], AppendOptions::new())
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![taken],
+                    AppendOptions::new(),
+                )
                 .await
         })
     };
