@@ -147,7 +147,11 @@ impl PgOptions {
     /// condition, duplicate id) writes nothing and the others commit; an
     /// idempotent retry is answered from the stored events. One commit
     /// (one WAL flush, one `NOTIFY`) serves the whole group. Off by
-    /// default; appends inside a caller's transaction
+    /// default: PostgreSQL already lets concurrent commits share a WAL
+    /// flush, and a group's appends run one after another on one
+    /// connection, which measured slower than separate transactions with 8
+    /// writers on a loaded 2-core machine (see the workspace's
+    /// `docs/benchmarks.md`). Appends inside a caller's transaction
     /// ([`PgStore::append_in`](crate::PgStore::append_in)) are never grouped.
     #[must_use]
     pub fn with_group_commit(mut self, on: bool) -> Self {
