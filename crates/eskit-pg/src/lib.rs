@@ -54,6 +54,20 @@
 //! `docs/ordering.md` explains why that is gap-free, and how stream order
 //! is kept when a caller's transaction got its id early.
 //!
+//! # Commit feed and group commit
+//! A standalone append announces its commit to other processes with a
+//! `NOTIFY` sent right after the commit, by one task per store that folds
+//! the commits of a burst into one announcement; appends inside a caller's
+//! transaction and lifecycle changes notify inside their transaction. A
+//! `NOTIFY` inside the transaction takes a database-wide lock held through
+//! the commit's WAL flush: concurrent appends that each notified committed
+//! one flush after another. Listeners in this process are woken directly.
+//!
+//! [`PgOptions::with_group_commit`] (off by default) makes concurrent
+//! standalone appends of one store share transactions, each keeping its own
+//! outcome; see the option for what it does and the workspace's
+//! `docs/benchmarks.md` for what it measured.
+//!
 //! # Tenants
 //! [`PgStore`] is [`TenantScoped`](eskit_core::store::TenantScoped):
 //! `store.for_tenant(t)` is a handle that sees and writes only `t`'s
@@ -163,6 +177,7 @@ mod dead_letter;
 mod error;
 mod extra;
 mod feed;
+mod group;
 mod locks;
 mod meta;
 mod options;
@@ -180,6 +195,7 @@ pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
 pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
+pub use group::MAX_GROUP_APPENDS;
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
     DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE, MAX_SCHEMA_BYTES, PgOptions, RoleName,

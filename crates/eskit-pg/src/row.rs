@@ -3,8 +3,8 @@
 
 use eskit_core::error::StoreError;
 use eskit_core::event::{
-    EventId, EventType, GlobalCursor, NewEvent, Position, RawEvent, StreamName, Tag, TenantId,
-    Timestamp, Version,
+    CodecName, EventHeader, EventId, EventType, GlobalCursor, Position, RawEvent, StreamName, Tag,
+    TenantId, Timestamp, Version,
 };
 use eskit_core::store::StreamState;
 use sqlx::Row;
@@ -65,56 +65,129 @@ where
 
 /// Decodes [`EVENT_COLUMNS`](crate::sql::EVENT_COLUMNS) starting at column `at`.
 pub(crate) fn event(row: &PgRow, at: usize) -> Result<RawEvent, StoreError> {
-    let position: i64 = get(row, at)?;
-    let tx: String = get(row, at + 1)?;
-    let stream_type: String = get(row, at + 2)?;
-    let stream_id: String = get(row, at + 3)?;
-    let version: i64 = get(row, at + 4)?;
-    let id: Vec<u8> = get(row, at + 5)?;
-    let event_type: String = get(row, at + 6)?;
-    let schema_version: i64 = get(row, at + 7)?;
-    let codec: String = get(row, at + 8)?;
-    let payload: Vec<u8> = get(row, at + 9)?;
-    let recorded_at: i64 = get(row, at + 10)?;
-    let metadata: Option<Vec<u8>> = get(row, at + 11)?;
-    let tags: Vec<String> = get(row, at + 12)?;
-    let tenant: String = get(row, at + 13)?;
-    let tenant = match tenant.as_str() {
-        "" => None,
-        t => Some(TenantId::new(t).map_err(|e| corrupt(format!("stored tenant is invalid: {e}")))?),
-    };
+    Names::default().event(row, at)
+}
 
-    let stream = StreamName::new(&stream_type, &stream_id)
-        .map_err(|e| corrupt(format!("stored stream name is invalid: {e}")))?;
-    let id: [u8; 16] = id
-        .try_into()
-        .map_err(|_| corrupt("stored event id is not 16 bytes"))?;
-    let event_type = EventType::new(&event_type)
-        .map_err(|e| corrupt(format!("stored event type is invalid: {e}")))?;
-    let schema_version = u32::try_from(schema_version)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| corrupt("stored schema version is not positive"))?;
-    eskit_core::backend::validate_name(eskit_core::event::NameKind::Codec, &codec)
-        .map_err(|e| corrupt(format!("stored codec name is invalid: {e}")))?;
-    let tags = tags
-        .iter()
-        .map(Tag::new)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(format!("stored tag is invalid: {e}")))?;
-    let new = NewEvent::new(event_type, payload)
-        .with_id(EventId::from_bytes(id))
-        .with_schema_version(schema_version)
-        .with_codec(codec)
-        .with_tags(tags);
-    Ok(RawEvent::from_new(
-        new,
-        stream,
-        to_version(version)?,
-        Position::new(to_u64(position, "position")?),
-        Timestamp::from_unix_micros(recorded_at),
-        meta::decode(metadata.as_deref())?,
-    )
-    .with_tx(parse_tx(&tx)?)
-    .with_tenant(tenant))
+/// The names met by the previous rows of one read, so that rows of the
+/// same stream, type, codec and tenant share them: a name equal to the
+/// previous row's is neither copied out of the row nor validated again
+/// (names are shared, cloning one never allocates). A 1,000-event load
+/// otherwise allocated and checked six strings per row.
+#[derive(Default)]
+pub(crate) struct Names {
+    stream: Option<StreamName>,
+    event_type: Option<EventType>,
+    codec: Option<CodecName>,
+    tenant: Option<Option<TenantId>>,
+}
+
+/// `cached` when it holds `text`, else `make(text)` kept in it.
+fn reuse<T: Clone>(
+    cached: &mut Option<T>,
+    text: &str,
+    same: impl Fn(&T, &str) -> bool,
+    make: impl FnOnce(&str) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if let Some(c) = cached.as_ref()
+        && same(c, text)
+    {
+        return Ok(c.clone());
+    }
+    let v = make(text)?;
+    *cached = Some(v.clone());
+    Ok(v)
+}
+
+impl Names {
+    /// Decodes [`EVENT_COLUMNS`](crate::sql::EVENT_COLUMNS) starting at
+    /// column `at`, reusing the names of the previous rows.
+    pub(crate) fn event(&mut self, row: &PgRow, at: usize) -> Result<RawEvent, StoreError> {
+        let position: i64 = get(row, at)?;
+        let tx: &str = get(row, at + 1)?;
+        let stream_type: &str = get(row, at + 2)?;
+        let stream_id: &str = get(row, at + 3)?;
+        let version: i64 = get(row, at + 4)?;
+        let id: &[u8] = get(row, at + 5)?;
+        let event_type: &str = get(row, at + 6)?;
+        let schema_version: i64 = get(row, at + 7)?;
+        let codec: &str = get(row, at + 8)?;
+        let payload: Vec<u8> = get(row, at + 9)?;
+        let recorded_at: i64 = get(row, at + 10)?;
+        let metadata: Option<&[u8]> = get(row, at + 11)?;
+        let tags: Vec<String> = get(row, at + 12)?;
+        let tenant: &str = get(row, at + 13)?;
+
+        let tenant = reuse(
+            &mut self.tenant,
+            tenant,
+            |t, s| t.as_ref().map_or("", TenantId::as_str) == s,
+            |s| match s {
+                "" => Ok(None),
+                t => TenantId::new(t)
+                    .map(Some)
+                    .map_err(|e| corrupt(format!("stored tenant is invalid: {e}"))),
+            },
+        )?;
+        let stream = match self.stream.as_ref() {
+            Some(s)
+                if s.stream_type().as_str() == stream_type
+                    && s.stream_id().as_str() == stream_id =>
+            {
+                s.clone()
+            }
+            _ => {
+                let s = StreamName::new(stream_type, stream_id)
+                    .map_err(|e| corrupt(format!("stored stream name is invalid: {e}")))?;
+                self.stream = Some(s.clone());
+                s
+            }
+        };
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| corrupt("stored event id is not 16 bytes"))?;
+        let event_type = reuse(
+            &mut self.event_type,
+            event_type,
+            |t, s| t.as_str() == s,
+            |s| {
+                EventType::new(s).map_err(|e| corrupt(format!("stored event type is invalid: {e}")))
+            },
+        )?;
+        let schema_version = u32::try_from(schema_version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| corrupt("stored schema version is not positive"))?;
+        let codec = reuse(
+            &mut self.codec,
+            codec,
+            |c, s| c.as_str() == s,
+            |s| {
+                CodecName::new(s).map_err(|e| corrupt(format!("stored codec name is invalid: {e}")))
+            },
+        )?;
+        let mut tags = tags
+            .iter()
+            .map(Tag::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt(format!("stored tag is invalid: {e}")))?;
+        tags.sort_unstable();
+        tags.dedup();
+        Ok(RawEvent {
+            header: EventHeader {
+                id: EventId::from_bytes(id),
+                stream,
+                version: to_version(version)?,
+                position: Position::new(to_u64(position, "position")?),
+                tx: parse_tx(tx)?,
+                event_type,
+                schema_version,
+                timestamp: Timestamp::from_unix_micros(recorded_at),
+                metadata: meta::decode(metadata)?,
+                tags,
+                tenant,
+            },
+            codec,
+            payload,
+        })
+    }
 }

@@ -182,6 +182,11 @@ pub(crate) struct Inner {
     /// (it is no superuser and has no `BYPASSRLS`): then every transaction
     /// of a tenant handle names its tenant first.
     pub(crate) row_security: bool,
+    /// Wakes the task that announces this store's commits to other
+    /// processes (see `crate::feed::announce`).
+    pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// The group commit task's queue, when group commit is on.
+    group: Option<tokio::sync::mpsc::Sender<crate::group::Request>>,
     tag_ns: i32,
 }
 
@@ -264,8 +269,22 @@ impl PgStore {
             ready,
         ));
         let _ = listening.await;
-        Ok(Self {
-            inner: Arc::new(Inner {
+        let announce = Arc::new(tokio::sync::Notify::new());
+        drop(runtime.handle().spawn(crate::feed::announce(
+            pool.clone(),
+            crate::feed::channel(schema.as_str()),
+            Arc::clone(&announce),
+            closing.subscribe(),
+        )));
+        let group_commit = options.group_commit();
+        let handle = runtime.handle().clone();
+        let inner = Arc::new_cyclic(|weak| {
+            let group = group_commit.then(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(crate::group::GROUP_QUEUE);
+                drop(handle.spawn(crate::group::writer(rx, weak.clone())));
+                tx
+            });
+            Inner {
                 pool,
                 channel: crate::feed::channel(schema.as_str()),
                 schema,
@@ -277,8 +296,13 @@ impl PgStore {
                 releasing: crate::locks::Releasing::default(),
                 last_commit: std::sync::atomic::AtomicU64::new(0),
                 row_security: !bypass,
+                announce,
+                group,
                 tag_ns,
-            }),
+            }
+        });
+        Ok(Self {
+            inner,
             tenant: None,
         })
     }
@@ -423,6 +447,7 @@ impl PgStore {
             expected,
             &events,
             &options,
+            true,
         )
         .instrument(span)
         .await
@@ -581,7 +606,7 @@ impl From<StoreError> for AppendFail {
 }
 
 impl AppendFail {
-    fn into_error(self, events: &[NewEvent]) -> StoreError {
+    pub(crate) fn into_error(self, events: &[NewEvent]) -> StoreError {
         match self {
             Self::Store(e) => e,
             Self::Behind {
@@ -632,6 +657,7 @@ pub(crate) async fn append_in_tx(
     expected: ExpectedVersion,
     events: &[NewEvent],
     options: &AppendOptions,
+    notify: bool,
 ) -> Result<AppendResult, AppendFail> {
     let (t, i) = parts(stream);
     let plan = LockPlan::new(inner.tag_ns, tenant, events, options.condition());
@@ -762,7 +788,12 @@ pub(crate) async fn append_in_tx(
         .collect();
     let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
     let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
-    let rows = sqlx::query(&inner.sql.write)
+    let write = if notify {
+        &inner.sql.write
+    } else {
+        &inner.sql.write_quiet
+    };
+    let rows = sqlx::query(write)
         .bind(tenant)
         .bind(t)
         .bind(i)
@@ -828,6 +859,55 @@ pub(crate) async fn append_in_tx(
         deduplicated: false,
         tenant: tenant_id.cloned(),
     })
+}
+
+/// A standalone append in a transaction of its own, started over (up to
+/// [`MAX_STREAM_ORDER_RETRIES`] times) when the stream's last event was
+/// written by a transaction with a higher id.
+pub(crate) async fn append_alone(
+    inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<AppendResult, StoreError> {
+    let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+    let mut retries = 0;
+    loop {
+        let mut tx = conn.begin().await.map_err(store_error)?;
+        match append_in_tx(
+            inner, tenant, tenant_id, &mut tx, stream, expected, events, options, false,
+        )
+        .await
+        {
+            Ok(r) if r.deduplicated => {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(r);
+            }
+            Ok(r) => {
+                tx.commit().await.map_err(store_error)?;
+                if let Some(rec) = r.records.last() {
+                    inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+                }
+                inner.notifier.notify(r.last_position());
+                inner.announce.notify_one();
+                return Ok(r);
+            }
+            // A new transaction gets a newer id than the one that wrote the
+            // stream's last event (it committed before our head lock was
+            // granted): start over.
+            Err(AppendFail::Behind { .. }) if retries < MAX_STREAM_ORDER_RETRIES => {
+                let _ = tx.rollback().await;
+                retries += 1;
+            }
+            Err(f) => {
+                let _ = tx.rollback().await;
+                return Err(f.into_error(events));
+            }
+        }
+    }
 }
 
 /// The events the keyed append to `stream` wrote, read on `conn`.
@@ -917,6 +997,7 @@ async fn read_rows<'q>(
 fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch, StoreError> {
     let mut head = GlobalCursor::START;
     let mut events = Vec::with_capacity(rows.len());
+    let mut names = row::Names::default();
     for (n, r) in rows.iter().enumerate() {
         if n == 0 {
             let htx: Option<String> = r.try_get(0).map_err(store_error)?;
@@ -927,7 +1008,7 @@ fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch
         }
         let position: Option<i64> = r.try_get(2).map_err(store_error)?;
         if position.is_some() {
-            events.push(row::event(r, 2)?);
+            events.push(names.event(r, 2)?);
         }
     }
     // A full page resumes after its last event; a short one scanned
@@ -960,53 +1041,39 @@ impl EventStore for PgStore {
     ) -> Result<AppendResult, StoreError> {
         self.check_open()?;
         validate_append(&events, &options)?;
+        let span = op_span("append");
+        if let Some(queue) = &self.inner.group {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let request = crate::group::Request {
+                tenant: self.tenant_key(),
+                tenant_id: self.tenant.clone(),
+                stream: stream.clone(),
+                expected,
+                events,
+                options,
+                reply,
+            };
+            return async move {
+                queue.send(request).await.map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)?
+            }
+            .instrument(span)
+            .await;
+        }
         let stream = stream.clone();
         let tenant_id = self.tenant.clone();
-        let span = op_span("append");
         self.run(move |inner| {
             async move {
-                let mut conn = inner.pool.acquire().await.map_err(store_error)?;
-                let tenant_id = tenant_id.as_ref();
-                let mut retries = 0;
-                loop {
-                    let mut tx = conn.begin().await.map_err(store_error)?;
-                    match append_in_tx(
-                        &inner,
-                        &inner.tenant,
-                        tenant_id,
-                        &mut tx,
-                        &stream,
-                        expected,
-                        &events,
-                        &options,
-                    )
-                    .await
-                    {
-                        Ok(r) if r.deduplicated => {
-                            tx.rollback().await.map_err(store_error)?;
-                            return Ok(r);
-                        }
-                        Ok(r) => {
-                            tx.commit().await.map_err(store_error)?;
-                            if let Some(rec) = r.records.last() {
-                                inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
-                            }
-                            inner.notifier.notify(r.last_position());
-                            return Ok(r);
-                        }
-                        // A new transaction gets a newer id than the one
-                        // that wrote the stream's last event (it committed
-                        // before our head lock was granted): start over.
-                        Err(AppendFail::Behind { .. }) if retries < MAX_STREAM_ORDER_RETRIES => {
-                            let _ = tx.rollback().await;
-                            retries += 1;
-                        }
-                        Err(f) => {
-                            let _ = tx.rollback().await;
-                            return Err(f.into_error(&events));
-                        }
-                    }
-                }
+                append_alone(
+                    &inner,
+                    &inner.tenant,
+                    tenant_id.as_ref(),
+                    &stream,
+                    expected,
+                    &events,
+                    &options,
+                )
+                .await
             }
             .instrument(span)
         })
@@ -1051,7 +1118,8 @@ impl EventStore for PgStore {
                     .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
-                rows.iter().map(|r| row::event(r, 0)).collect()
+                let mut names = row::Names::default();
+                rows.iter().map(|r| names.event(r, 0)).collect()
             }
             .instrument(span)
         })
