@@ -493,9 +493,12 @@ fn leader_run<B: ProcessBackend>(
     children.push(spawn_leader_child(dir, location)?);
     let mut handovers = Vec::new();
     for round in 0..kills {
-        append(LEADER_EVENTS_PER_ROUND)?;
-        // The leader is whoever handled the newest line with the largest token.
+        // The leader is whoever handles a line after this point with the
+        // largest token. Count the lines before appending: a leader quick
+        // enough to handle the round before the count would leave no fresh
+        // line to wait for.
         let after = read_log(dir)?.len();
+        append(LEADER_EVENTS_PER_ROUND)?;
         let (leader, token) = wait_log(dir, WAIT_BOUND, "a leader to handle events", |log| {
             log.get(after..)
                 .and_then(|fresh| fresh.iter().max_by_key(|l| l.token))
