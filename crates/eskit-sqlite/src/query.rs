@@ -181,7 +181,7 @@ pub(crate) fn query_sync(
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
     let horizon = crate::store::horizon(c)?;
-    if !tx.send(Ok(Part::Horizon(horizon))) {
+    if !tx.queue(Ok(Part::Horizon(horizon))) {
         return Ok(());
     }
     let after = options.after();
@@ -223,7 +223,8 @@ pub(crate) fn query_sync(
             return Ok(());
         }
     }
-    tx.send(Ok(Part::Chunk(batch.finish())));
+    // `read_parts` sends the end right after: one wake-up for both.
+    tx.queue(Ok(Part::Chunk(batch.finish())));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use eskit_core::{
         Tag, TenantId, Timestamp, Version,
     },
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -57,10 +57,27 @@ pub(crate) fn tags_blob(tags: &[Tag]) -> Option<Vec<u8>> {
 /// Parses stored tags; anything [`tags_blob`] does not write (a bad tag,
 /// tags out of order or repeated) is `None`.
 pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
+    parse_tags_in(blob, &mut HashSet::new())
+}
+
+/// Parses stored tags as [`parse_tags`] does, sharing each tag with the
+/// earlier events of the same read: `met` holds the tags the read has
+/// already built, and a tag found there is cloned (a reference count)
+/// instead of checked and allocated again. The events of a query share
+/// their tags by design, so this saves an allocation and a free per tag
+/// per event. `met` holds no tag the read's events do not hold.
+pub(crate) fn parse_tags_in(blob: &[u8], met: &mut HashSet<Tag>) -> Option<Vec<Tag>> {
     let text = std::str::from_utf8(blob).ok()?;
     let tags = text
         .split('\0')
-        .map(|t| Tag::new(t).ok())
+        .map(|t| match met.get(t) {
+            Some(tag) => Some(tag.clone()),
+            None => {
+                let tag = Tag::new(t).ok()?;
+                met.insert(tag.clone());
+                Some(tag)
+            }
+        })
         .collect::<Option<Vec<_>>>()?;
     tags.windows(2).all(|w| w[0] < w[1]).then_some(tags)
 }
@@ -297,6 +314,8 @@ pub(crate) struct Assembler {
     kinds: Vec<Kind>,
     streams: Vec<StreamName>,
     scratch: Vec<u8>,
+    /// The tags met so far, shared by the events that carry them.
+    tags: HashSet<Tag>,
 }
 
 impl Assembler {
@@ -355,7 +374,7 @@ impl Assembler {
             };
             let tags = match tags_raw {
                 None => Vec::new(),
-                Some(t) => parse_tags(t).ok_or_else(|| bad("tags"))?,
+                Some(t) => parse_tags_in(t, &mut self.tags).ok_or_else(|| bad("tags"))?,
             };
             let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {

@@ -435,7 +435,8 @@ fn load_sync(
             return Err(missing_version(stream, missing));
         }
     }
-    tx.send(Ok(Part::Chunk(batch.finish())));
+    // `read_parts` sends the end right after: one wake-up for both.
+    tx.queue(Ok(Part::Chunk(batch.finish())));
     Ok(())
 }
 
@@ -550,7 +551,7 @@ fn read_sync(
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
     let horizon = horizon(c)?;
-    if !tx.send(Ok(Part::Horizon(horizon))) {
+    if !tx.queue(Ok(Part::Horizon(horizon))) {
         return Ok(());
     }
     // This store's cursors have transaction key 0; one with a larger key lies
@@ -594,7 +595,8 @@ fn read_sync(
             return Ok(());
         }
     }
-    tx.send(Ok(Part::Chunk(batch.finish())));
+    // `read_parts` sends the end right after: one wake-up for both.
+    tx.queue(Ok(Part::Chunk(batch.finish())));
     Ok(())
 }
 
@@ -936,5 +938,93 @@ impl StreamLifecycle for SqliteStore {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eskit_core::dcb::{EventQuery, QueryItem};
+    use eskit_core::event::{EventType, Tag};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake, Waker};
+
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The parts one of the reader functions sends for a read that fits
+    /// one batch, with the number of times it woke a caller that waited
+    /// for them from the start.
+    fn parts_and_wakes(
+        read: impl FnOnce(&PartSender<EventBatch>) -> Result<(), StoreError>,
+    ) -> Result<(usize, usize), Box<dyn std::error::Error>> {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = chunks::channel();
+        assert!(rx.poll_next(&mut cx).is_pending());
+        read(&tx)?;
+        let woken = wakes.0.load(Ordering::SeqCst);
+        let mut parts = 0;
+        while let std::task::Poll::Ready(Some(part)) = rx.poll_next(&mut cx) {
+            part?;
+            parts += 1;
+        }
+        Ok((parts, woken))
+    }
+
+    /// A short read used to wake its caller for its horizon, again for its
+    /// one batch and again for its end: a thread switch each. Its parts now
+    /// wait for the end (which `read_parts` sends), and wake the caller once.
+    #[test]
+    fn a_short_read_does_not_wake_its_caller_before_its_end()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!(
+            "eskit-sqlite-short-read-wakes-{}-{}",
+            std::process::id(),
+            Timestamp::now().as_unix_micros()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("events.db");
+        let store = SqliteStore::open(&path)?;
+        let stream = StreamName::new("course", "c-1")?;
+        let tag = Tag::new("course:c-1")?;
+        let events = (0..3)
+            .map(|_| {
+                Ok(NewEvent::new(EventType::new("Enrolled")?, b"{}".to_vec())
+                    .with_tags([tag.clone()]))
+            })
+            .collect::<Result<Vec<_>, eskit_core::error::ValidationError>>()?;
+        eskit_core::rt::block_on(store.append(
+            &stream,
+            ExpectedVersion::NoStream,
+            events,
+            AppendOptions::new(),
+        ))?;
+        eskit_core::rt::block_on(store.close());
+        let c = Connection::open(&path)?;
+        let kinds = KindCache::default();
+
+        let query =
+            QueryOptions::from_start(EventQuery::from(QueryItem::new().with_tags([tag])), 100);
+        let (parts, woken) =
+            parts_and_wakes(|tx| crate::query::query_sync(&c, &kinds, None, &query, tx))?;
+        assert_eq!((parts, woken), (2, 0), "query: horizon and one batch");
+
+        let read = ReadOptions::from_start(100);
+        let (parts, woken) = parts_and_wakes(|tx| read_sync(&c, &kinds, None, &read, tx))?;
+        assert_eq!((parts, woken), (2, 0), "global read: horizon and one batch");
+
+        let (parts, woken) =
+            parts_and_wakes(|tx| load_sync(&c, &kinds, None, &stream, &LoadOptions::new(), tx))?;
+        assert_eq!((parts, woken), (1, 0), "load: one batch");
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
 }

@@ -323,7 +323,10 @@ impl Workers {
     /// over its result in parts through the sender it is given; the
     /// receiver yields them as they come, then [`Part::Done`] when `f`
     /// returned `Ok`, or the error it returned. A receiver that is dropped
-    /// makes the sender refuse further parts, so `f` can stop early.
+    /// makes the sender refuse further parts, so `f` can stop early. Parts
+    /// `f` queues without waking the receiver (`chunks::Sender::queue`)
+    /// reach it with the end at the latest: the end is always sent, and a
+    /// panic in `f` drops the sender, which wakes the receiver too.
     pub(crate) fn read_parts<T, F>(
         &self,
         f: F,

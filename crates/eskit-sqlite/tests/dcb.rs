@@ -125,3 +125,39 @@ fn a_tag_index_row_naming_the_wrong_event_is_corrupt() -> TestResult {
     assert!(matches!(e, Some(StoreError::Corrupt { .. })), "{e:?}");
     Ok(())
 }
+
+/// The events of one read that carry the same tag share it: the tag is
+/// built once per read, not once per event (an allocation and a free each).
+#[test]
+fn the_events_of_one_read_share_their_tags() -> TestResult {
+    let dir = TempDir::new("dcb-shared-tags")?;
+    let s = SqliteStore::open(dir.file("events.db"))?;
+    let course = tags(&["course:c-1"])?;
+    for i in 0..3 {
+        let e = event("Enrolled", &i.to_string())?.with_tags(tags(&["course:c-1", "term:2026"])?);
+        block_on(s.append(
+            &stream("enrolment", &format!("s-{i}"))?,
+            ExpectedVersion::NoStream,
+            vec![e],
+            AppendOptions::new(),
+        ))?;
+    }
+    let query = EventQuery::from(QueryItem::new().with_tags(course));
+    let page = block_on(s.query(QueryOptions::from_start(query, 100)))?;
+    let loaded = block_on(GlobalReader::read(&s, ReadOptions::from_start(100)))?;
+    for events in [&page.events, &loaded.events] {
+        assert_eq!(events.len(), 3);
+        for e in events.iter() {
+            assert_eq!(e.tags.len(), 2);
+            for (tag, first) in e.tags.iter().zip(&events[0].tags) {
+                assert_eq!(tag, first);
+                assert!(
+                    std::ptr::eq(tag.as_str().as_ptr(), first.as_str().as_ptr()),
+                    "{tag} is a copy of the read's first one"
+                );
+            }
+        }
+    }
+    block_on(s.close());
+    Ok(())
+}
