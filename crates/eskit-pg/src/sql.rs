@@ -49,6 +49,25 @@ impl Sql {
         let setting = crate::schema::TENANT_SETTING;
         let stream = "tenant = $1 AND stream_type = $2 AND stream_id = $3";
         let stream_e = "e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3";
+        // The batch insert of an append (see `write`), up to its last
+        // `FROM` item.
+        let write_batch = format!(
+            "WITH ins AS (\
+                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
+                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
+                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
+                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
+                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
+                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
+                 RETURNING position, version, tx::text AS tx_text), \
+                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
+                 WHERE stream_type = $2 AND stream_id = $3), \
+                 idem AS (INSERT INTO {s}.idempotency \
+                 (tenant, stream_type, stream_id, key, first_version, event_count) \
+                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
+                 SELECT i.position, i.version, i.tx_text FROM ins i, "
+        );
         Self {
             schema: s.clone(),
             // Takes the DCB advisory locks (sorted, shared for written tags,
@@ -85,44 +104,10 @@ impl Sql {
             ),
             // One statement for the whole batch: the events from parallel
             // arrays, the head's new version and the idempotency entry.
-            write: format!(
-                "WITH ins AS (\
-                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
-                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
-                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
-                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
-                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
-                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
-                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
-                 RETURNING position, version, tx::text AS tx_text), \
-                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
-                 WHERE stream_type = $2 AND stream_id = $3), \
-                 idem AS (INSERT INTO {s}.idempotency \
-                 (tenant, stream_type, stream_id, key, first_version, event_count) \
-                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
-                 SELECT i.position, i.version, i.tx_text FROM ins i, \
-                 (SELECT pg_notify($17, '')) AS n ORDER BY i.version"
-            ),
+            write: format!("{write_batch}(SELECT pg_notify($17, '')) AS n ORDER BY i.version"),
             // The same without the `NOTIFY` (standalone appends announce
             // their commit after it, see `crate::feed::announce`).
-            write_quiet: format!(
-                "WITH ins AS (\
-                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
-                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
-                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
-                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
-                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
-                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
-                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
-                 RETURNING position, version, tx::text AS tx_text), \
-                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
-                 WHERE stream_type = $2 AND stream_id = $3), \
-                 idem AS (INSERT INTO {s}.idempotency \
-                 (tenant, stream_type, stream_id, key, first_version, event_count) \
-                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
-                 SELECT i.position, i.version, i.tx_text FROM ins i, \
-                 (SELECT $17::text) AS n ORDER BY i.version"
-            ),
+            write_quiet: format!("{write_batch}(SELECT $17::text) AS n ORDER BY i.version"),
             lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
             // The head row a refused append of a group commit created for a
             // stream that has no event, no state and no past (see
