@@ -19,6 +19,9 @@ pub(crate) struct Sql {
     pub(crate) lock_head: String,
     pub(crate) write: String,
     pub(crate) write_quiet: String,
+    /// A standalone append without a condition in one statement (see
+    /// [`Sql::new`]).
+    pub(crate) append_one: String,
     pub(crate) lock_events: String,
     pub(crate) drop_empty_head: String,
     pub(crate) idempotency: String,
@@ -108,6 +111,71 @@ impl Sql {
             // The same without the `NOTIFY` (standalone appends announce
             // their commit after it, see `crate::feed::announce`).
             write_quiet: format!("{write_batch}(SELECT $17::text) AS n ORDER BY i.version"),
+            // A standalone append without a condition, in one statement of
+            // its own (autocommit: one round trip instead of `BEGIN`, the
+            // two statements above and `COMMIT`). It appends only when
+            // every check passes on the head row, and otherwise writes
+            // nothing but, at most, an empty head row; the store then runs
+            // the full transaction (`lock_head`, `write`), which finds and
+            // reports the reason. The checks:
+            //
+            // - tenant, lifecycle state (active only; anything else takes
+            //   the full path), stream order (`last_tx`) and the expected
+            //   version (`$6`: 0 any, 1 no stream, 2 stream exists, 3
+            //   exactly `$7`) are the `WHERE` of the upsert's update, which
+            //   sees the newest committed head row and locks it;
+            // - a stream without a head row is created with the batch's
+            //   version when the expectation allows a new stream (`$6` 0 or
+            //   1), else with version 0 (the empty head row the store drops
+            //   after the full path refused the append);
+            // - a stored event id of the batch or its idempotency key
+            //   (`d`, looked up before any position is taken, so a refused
+            //   append burns none, as in the full path) refuses it too; one
+            //   committed after the statement began is a unique violation:
+            //   the statement, and with it everything it wrote, is rolled
+            //   back.
+            //
+            // `h.version > 0` is "the append passed": an updated row has at
+            // least one event more, an inserted row is 0 exactly when the
+            // expectation refused a new stream. The tenant is named for the
+            // row-level security policies as in `lock_head` (`sc`), and the
+            // tags' shared DCB locks are taken before the head row lock.
+            append_one: format!(
+                "WITH sc AS MATERIALIZED (SELECT set_config('{setting}', $1, true) AS t), \
+                 l AS (SELECT count(pg_advisory_xact_lock_shared(u.k1, u.k2)::text) AS n \
+                 FROM unnest($4::int4[], $5::int4[]) AS u(k1, k2)), \
+                 d AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM {s}.events e \
+                 WHERE e.event_id = ANY($12::bytea[])) \
+                 OR ($19::text IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.idempotency k \
+                 WHERE k.stream_type = $2 AND k.stream_id = $3 AND k.key = $19)) AS dup FROM sc), \
+                 h AS (INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id, version, last_tx) \
+                 SELECT $1, $2, $3, CASE WHEN $6::int2 <= 1 AND NOT d.dup THEN $8::int8 ELSE 0 END, \
+                 CASE WHEN $6::int2 <= 1 AND NOT d.dup THEN pg_current_xact_id() END \
+                 FROM sc, l, d WHERE sc.t IS NOT NULL \
+                 ON CONFLICT (stream_type, stream_id) DO UPDATE \
+                 SET version = h.version + $8::int8, last_tx = pg_current_xact_id() \
+                 WHERE h.tenant = $1 AND h.state = 1 AND NOT (SELECT d.dup FROM d) \
+                 AND (h.last_tx IS NULL OR h.last_tx < pg_current_xact_id()) \
+                 AND CASE $6::int2 WHEN 0 THEN true WHEN 1 THEN h.version = 0 \
+                 WHEN 2 THEN h.version > 0 ELSE h.version = $7::int8 END \
+                 RETURNING h.version - $8::int8 AS base, h.version > 0 AS ok), \
+                 ins AS (\
+                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
+                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, h.base + u.ord, \
+                 u.id, u.ty, u.sv, u.codec, u.payload, $9, $10, \
+                 coalesce(($11::text[])[u.t0:u.t1], '{{}}') \
+                 FROM h, unnest($12::bytea[], $13::text[], $14::int8[], $15::text[], $16::bytea[], \
+                 $17::int4[], $18::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
+                 WHERE h.ok \
+                 RETURNING position, version, tx::text AS tx_text), \
+                 idem AS (INSERT INTO {s}.idempotency \
+                 (tenant, stream_type, stream_id, key, first_version, event_count) \
+                 SELECT $1, $2, $3, $19, h.base + 1, $8::int4 FROM h \
+                 WHERE h.ok AND $19::text IS NOT NULL) \
+                 SELECT h.ok, i.position, i.version, i.tx_text FROM h LEFT JOIN ins i ON true \
+                 ORDER BY i.version"
+            ),
             lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
             // The head row a refused append of a group commit created for a
             // stream that has no event, no state and no past (see

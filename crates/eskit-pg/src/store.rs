@@ -762,32 +762,10 @@ pub(crate) async fn append_in_tx(
             .ok_or_else(|| corrupt("a duplicate event id not in the append"))?;
         return Err(StoreError::DuplicateEventId { id }.into());
     }
-    let count = i32::try_from(events.len()).map_err(|_| corrupt("append too long"))?;
-    i64::from(count)
+    let batch = Batch::new(events, options)?;
+    i64::from(batch.count)
         .checked_add(version)
         .ok_or_else(|| corrupt("version overflow"))?;
-    let timestamp = options
-        .timestamp()
-        .unwrap_or_else(Timestamp::now)
-        .as_unix_micros();
-    let metadata = options.stored_metadata();
-    let meta = crate::meta::encode(&metadata);
-    let mut all_tags = Vec::new();
-    let (mut t0, mut t1) = (Vec::with_capacity(events.len()), Vec::new());
-    for e in events {
-        // 1-based inclusive slice bounds into the flat tag array.
-        let start = all_tags.len() + 1;
-        all_tags.extend(e.tags().iter().map(|t| t.as_str().to_owned()));
-        t0.push(i32::try_from(start).map_err(|_| corrupt("too many tags"))?);
-        t1.push(i32::try_from(all_tags.len()).map_err(|_| corrupt("too many tags"))?);
-    }
-    let types: Vec<&str> = events.iter().map(|e| e.event_type().as_str()).collect();
-    let schema_versions: Vec<i64> = events
-        .iter()
-        .map(|e| i64::from(e.schema_version()))
-        .collect();
-    let codecs: Vec<&str> = events.iter().map(NewEvent::codec).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(NewEvent::payload).collect();
     let write = if notify {
         &inner.sql.write
     } else {
@@ -798,17 +776,17 @@ pub(crate) async fn append_in_tx(
         .bind(t)
         .bind(i)
         .bind(version)
-        .bind(timestamp)
-        .bind(meta)
-        .bind(&all_tags)
+        .bind(batch.timestamp)
+        .bind(&batch.meta)
+        .bind(&batch.all_tags)
         .bind(&ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&codecs)
-        .bind(&payloads)
-        .bind(&t0)
-        .bind(&t1)
-        .bind(count)
+        .bind(&batch.types)
+        .bind(&batch.schema_versions)
+        .bind(&batch.codecs)
+        .bind(&batch.payloads)
+        .bind(&batch.t0)
+        .bind(&batch.t1)
+        .bind(batch.count)
         .bind(key)
         .bind(&inner.channel)
         .fetch_all(&mut *conn)
@@ -837,15 +815,82 @@ pub(crate) async fn append_in_tx(
             }
             AppendFail::Store(store_error(e))
         })?;
+    Ok(AppendResult {
+        records: records(&rows, 0, events, batch.timestamp)?,
+        deduplicated: false,
+        tenant: tenant_id.cloned(),
+    })
+}
+
+/// The bind values of a batch's events, in the parallel arrays the insert
+/// statements `UNNEST`.
+struct Batch<'a> {
+    count: i32,
+    timestamp: i64,
+    meta: Option<Vec<u8>>,
+    /// Every event's tags in one flat array; event `n`'s are
+    /// `all_tags[t0[n]..=t1[n]]` (1-based, as SQL slices).
+    all_tags: Vec<String>,
+    t0: Vec<i32>,
+    t1: Vec<i32>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i64>,
+    codecs: Vec<&'a str>,
+    payloads: Vec<&'a [u8]>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(events: &'a [NewEvent], options: &AppendOptions) -> Result<Self, StoreError> {
+        let count = i32::try_from(events.len()).map_err(|_| corrupt("append too long"))?;
+        let timestamp = options
+            .timestamp()
+            .unwrap_or_else(Timestamp::now)
+            .as_unix_micros();
+        let meta = crate::meta::encode(&options.stored_metadata());
+        let mut all_tags = Vec::new();
+        let (mut t0, mut t1) = (Vec::with_capacity(events.len()), Vec::new());
+        for e in events {
+            let start = all_tags.len() + 1;
+            all_tags.extend(e.tags().iter().map(|t| t.as_str().to_owned()));
+            t0.push(i32::try_from(start).map_err(|_| corrupt("too many tags"))?);
+            t1.push(i32::try_from(all_tags.len()).map_err(|_| corrupt("too many tags"))?);
+        }
+        Ok(Self {
+            count,
+            timestamp,
+            meta,
+            all_tags,
+            t0,
+            t1,
+            types: events.iter().map(|e| e.event_type().as_str()).collect(),
+            schema_versions: events
+                .iter()
+                .map(|e| i64::from(e.schema_version()))
+                .collect(),
+            codecs: events.iter().map(NewEvent::codec).collect(),
+            payloads: events.iter().map(NewEvent::payload).collect(),
+        })
+    }
+}
+
+/// The records of an append from the rows its insert returned, a
+/// `(position, version, tx::text)` triple from column `at` on, in version
+/// order.
+fn records(
+    rows: &[PgRow],
+    at: usize,
+    events: &[NewEvent],
+    timestamp: i64,
+) -> Result<Vec<EventRecord>, StoreError> {
     if rows.len() != events.len() {
-        return Err(corrupt("the insert returned another number of rows").into());
+        return Err(corrupt("the insert returned another number of rows"));
     }
     let mut records = Vec::with_capacity(events.len());
     for (r, e) in rows.iter().zip(events) {
-        let position: i64 = r.try_get(0).map_err(store_error)?;
-        let v: i64 = r.try_get(1).map_err(store_error)?;
-        let tx: String = r.try_get(2).map_err(store_error)?;
-        let cursor = cursor_of(&tx, position)?;
+        let position: i64 = r.try_get(at).map_err(store_error)?;
+        let v: i64 = r.try_get(at + 1).map_err(store_error)?;
+        let tx: &str = r.try_get(at + 2).map_err(store_error)?;
+        let cursor = cursor_of(tx, position)?;
         records.push(EventRecord {
             id: e.id(),
             version: to_version(v)?,
@@ -854,11 +899,95 @@ pub(crate) async fn append_in_tx(
             timestamp: Timestamp::from_unix_micros(timestamp),
         });
     }
-    Ok(AppendResult {
-        records,
+    Ok(records)
+}
+
+/// The code of [`ExpectedVersion`] in [`Sql::append_one`] (`$6`, `$7`).
+fn expected_code(expected: ExpectedVersion) -> (i16, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::Exact(v) if v == Version::ZERO => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        ExpectedVersion::Exact(v) => (3, to_sql(v.get())),
+    }
+}
+
+/// What the one-statement append ([`Sql::append_one`]) did.
+enum OneStatement {
+    /// Committed.
+    Appended(AppendResult),
+    /// Wrote nothing: the full transaction finds out why (a conflict,
+    /// another tenant's stream, a stream not active, stream order, a
+    /// duplicate id, an idempotent retry). `empty_head` when the statement
+    /// left the empty head row of a stream it refused to create.
+    Refused { empty_head: bool },
+}
+
+/// SQLSTATE classes of a one-statement append that wrote nothing and
+/// leaves the reason to the full transaction: integrity constraint
+/// violations (a duplicate event id or idempotency key) and
+/// `insufficient_privilege` (a row-level security policy).
+fn refused_by_server(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c.starts_with("23") || c == "42501")
+}
+
+/// A standalone append without a condition in one autocommit statement.
+#[allow(clippy::too_many_arguments)]
+async fn append_one(
+    inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<OneStatement, StoreError> {
+    let (t, i) = parts(stream);
+    let plan = LockPlan::new(inner.tag_ns, tenant, events, None);
+    let ids: Vec<Vec<u8>> = events.iter().map(|e| e.id().to_bytes().to_vec()).collect();
+    let batch = Batch::new(events, options)?;
+    let (code, exact) = expected_code(expected);
+    let rows = sqlx::query(&inner.sql.append_one)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .bind(&plan.k1)
+        .bind(&plan.k2)
+        .bind(code)
+        .bind(exact)
+        .bind(i64::from(batch.count))
+        .bind(batch.timestamp)
+        .bind(&batch.meta)
+        .bind(&batch.all_tags)
+        .bind(&ids)
+        .bind(&batch.types)
+        .bind(&batch.schema_versions)
+        .bind(&batch.codecs)
+        .bind(&batch.payloads)
+        .bind(&batch.t0)
+        .bind(&batch.t1)
+        .bind(options.idempotency_key())
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if refused_by_server(&e) => return Ok(OneStatement::Refused { empty_head: false }),
+        Err(e) => return Err(store_error(e)),
+    };
+    let Some(first) = rows.first() else {
+        return Ok(OneStatement::Refused { empty_head: false });
+    };
+    if !first.try_get::<bool, _>(0).map_err(store_error)? {
+        return Ok(OneStatement::Refused { empty_head: true });
+    }
+    let timestamp = batch.timestamp;
+    Ok(OneStatement::Appended(AppendResult {
+        records: records(&rows, 1, events, timestamp)?,
         deduplicated: false,
         tenant: tenant_id.cloned(),
-    })
+    }))
 }
 
 /// A standalone append in a transaction of its own, started over (up to
@@ -874,6 +1003,62 @@ pub(crate) async fn append_alone(
     options: &AppendOptions,
 ) -> Result<AppendResult, StoreError> {
     let mut conn = inner.pool.acquire().await.map_err(store_error)?;
+    let mut empty_head = false;
+    if options.condition().is_none() {
+        match append_one(
+            inner, tenant, tenant_id, &mut *conn, stream, expected, events, options,
+        )
+        .await?
+        {
+            OneStatement::Appended(r) => {
+                committed(inner, &r);
+                return Ok(r);
+            }
+            OneStatement::Refused { empty_head: e } => empty_head = e,
+        }
+    }
+    let outcome = append_full(
+        inner, tenant, tenant_id, &mut *conn, stream, expected, events, options,
+    )
+    .await;
+    if empty_head {
+        // The head row the one statement created for a stream it refused
+        // to create (the full transaction refused it too, or wrote to it:
+        // then the row is no longer empty and stays).
+        let (t, i) = parts(stream);
+        sqlx::query(&inner.sql.drop_empty_head)
+            .bind(tenant)
+            .bind(t)
+            .bind(i)
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    }
+    outcome
+}
+
+/// What a commit of a standalone append tells this process and others.
+fn committed(inner: &Inner, r: &AppendResult) {
+    if let Some(rec) = r.records.last() {
+        inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
+    }
+    inner.notifier.notify(r.last_position());
+    inner.announce.notify_one();
+}
+
+/// [`append_alone`]'s full transaction: `BEGIN`, [`append_in_tx`],
+/// `COMMIT`, started over on a stream-order refusal.
+#[allow(clippy::too_many_arguments)]
+async fn append_full(
+    inner: &Inner,
+    tenant: &str,
+    tenant_id: Option<&TenantId>,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    options: &AppendOptions,
+) -> Result<AppendResult, StoreError> {
     let mut retries = 0;
     loop {
         let mut tx = conn.begin().await.map_err(store_error)?;
@@ -888,11 +1073,7 @@ pub(crate) async fn append_alone(
             }
             Ok(r) => {
                 tx.commit().await.map_err(store_error)?;
-                if let Some(rec) = r.records.last() {
-                    inner.last_commit.fetch_max(rec.tx, Ordering::AcqRel);
-                }
-                inner.notifier.notify(r.last_position());
-                inner.announce.notify_one();
+                committed(inner, &r);
                 return Ok(r);
             }
             // A new transaction gets a newer id than the one that wrote the
