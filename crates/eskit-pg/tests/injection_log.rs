@@ -601,3 +601,80 @@ async fn hostile_names_never_reach_the_server_as_sql() -> TestResult {
         Err(failures.join("\n").into())
     }
 }
+
+/// A standalone append without a condition is one statement on the wire
+/// (no `BEGIN`/`COMMIT` round trips), and an append that statement refuses
+/// takes the full transaction, which reports the reason.
+#[tokio::test]
+async fn a_standalone_append_is_one_statement() -> TestResult {
+    let cluster = PrivateCluster::start(LOG_SETTINGS)?;
+    let url = cluster.url();
+    let store = PgStore::connect(PgOptions::new(&url).with_schema("one")).await?;
+    let mut own = PgConnection::connect(&url).await?;
+    let stream = StreamName::new("order", "one")?;
+
+    mark(&mut own, "one-start").await?;
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Placed")?],
+            AppendOptions::new(),
+        )
+        .await?;
+    tokio::time::sleep(SETTLE).await;
+    mark(&mut own, "one-end").await?;
+
+    mark(&mut own, "conflict-start").await?;
+    let refused = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Placed")?],
+            AppendOptions::new(),
+        )
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    mark(&mut own, "conflict-end").await?;
+    store.close().await;
+
+    let log = cluster.log()?;
+    let parsed = entries(&log);
+    let statements = |from: &str, to: &str| -> Result<Vec<String>, Error> {
+        Ok(between(&parsed, from, to)?
+            .iter()
+            .filter(|e| !is_announcement(e))
+            .filter_map(statement_text)
+            .map(|s| s.chars().take(120).collect())
+            .collect())
+    };
+    let one = statements("one-start", "one-end")?;
+    let conflict = statements("conflict-start", "conflict-end")?;
+    println!(
+        "a new-stream append sent {} statement(s); a refused one {}",
+        one.len(),
+        conflict.len()
+    );
+    assert_eq!(one.len(), 1, "statements of one append: {one:#?}");
+    assert!(
+        matches!(refused, Err(StoreError::WrongExpectedVersion { .. })),
+        "{refused:?}"
+    );
+    // The one statement, then the full transaction: BEGIN, head lock,
+    // ROLLBACK at least.
+    assert!(
+        conflict.len() >= 4,
+        "statements of a refused append: {conflict:#?}"
+    );
+    assert_eq!(store_events(&url).await?, 1);
+    Ok(())
+}
+
+/// The events of schema `one`, counted on a connection of the test's own.
+async fn store_events(url: &str) -> Result<i64, Error> {
+    let mut conn = PgConnection::connect(url).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM one.events")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(n)
+}
