@@ -71,6 +71,21 @@ impl Sql {
                  SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
                  SELECT i.position, i.version, i.tx_text FROM ins i, "
         );
+        // The first stored id of a batch's ids (`$n`), probed one id at a
+        // time: `event_id = ANY($n)` is planned as a sequential scan while
+        // the table is small and has no statistics, and the prepared
+        // statement's generic plan keeps that scan as the table grows (each
+        // append then read the whole table), while an equality on one id
+        // is planned as a probe of the unique index at any size.
+        let first_stored = |n: usize| {
+            format!(
+                "SELECT f.id FROM unnest(${n}::bytea[]) AS x(id) CROSS JOIN LATERAL \
+                 (SELECT e.event_id AS id FROM {s}.events e WHERE e.event_id = x.id LIMIT 1) AS f \
+                 LIMIT 1"
+            )
+        };
+        let probe = first_stored(12);
+        let duplicate = first_stored(7);
         Self {
             schema: s.clone(),
             // Takes the DCB advisory locks (sorted, shared for written tags,
@@ -102,8 +117,7 @@ impl Sql {
                  WHERE h.tenant = $1 \
                  RETURNING h.version, h.state, h.tenant = $1 AS owned, \
                  (h.last_tx IS NOT NULL AND h.last_tx > pg_current_xact_id()) AS behind, \
-                 (SELECT e.event_id FROM {s}.events e WHERE e.event_id = ANY($7::bytea[]) \
-                 LIMIT 1) AS duplicate"
+                 ({duplicate}) AS duplicate"
             ),
             // One statement for the whole batch: the events from parallel
             // arrays, the head's new version and the idempotency entry.
@@ -144,8 +158,7 @@ impl Sql {
                 "WITH sc AS MATERIALIZED (SELECT set_config('{setting}', $1, true) AS t), \
                  l AS (SELECT count(pg_advisory_xact_lock_shared(u.k1, u.k2)::text) AS n \
                  FROM unnest($4::int4[], $5::int4[]) AS u(k1, k2)), \
-                 d AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM {s}.events e \
-                 WHERE e.event_id = ANY($12::bytea[])) \
+                 d AS MATERIALIZED (SELECT EXISTS ({probe}) \
                  OR ($19::text IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.idempotency k \
                  WHERE k.stream_type = $2 AND k.stream_id = $3 AND k.key = $19)) AS dup FROM sc), \
                  h AS (INSERT INTO {s}.streams AS h (tenant, stream_type, stream_id, version, last_tx) \
