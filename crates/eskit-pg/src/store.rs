@@ -1006,7 +1006,7 @@ pub(crate) async fn append_alone(
     let mut empty_head = false;
     if options.condition().is_none() {
         match append_one(
-            inner, tenant, tenant_id, &mut *conn, stream, expected, events, options,
+            inner, tenant, tenant_id, &mut conn, stream, expected, events, options,
         )
         .await?
         {
@@ -1018,7 +1018,7 @@ pub(crate) async fn append_alone(
         }
     }
     let outcome = append_full(
-        inner, tenant, tenant_id, &mut *conn, stream, expected, events, options,
+        inner, tenant, tenant_id, &mut conn, stream, expected, events, options,
     )
     .await;
     if empty_head {
