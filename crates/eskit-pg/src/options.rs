@@ -259,7 +259,8 @@ impl PgOptions {
         self
     }
 
-    /// The most connections the pool opens (1 to [`MAX_POOL_SIZE`]).
+    /// The most connections the pool opens (1 to [`MAX_POOL_SIZE`]). The
+    /// commit feed's `LISTEN` session has one connection more, of its own.
     #[must_use]
     pub fn with_pool_size(mut self, size: u32) -> Self {
         self.pool_size = size;

@@ -216,6 +216,17 @@ impl PgStore {
         let pool_size = options.pool_size();
         let task_schema = schema.clone();
         let required = options.row_security_required();
+        // The commit feed's `LISTEN` session holds its connection for good:
+        // it gets a pool of its own, so it never takes one of the store's
+        // (with a pool of one, every operation would wait for it).
+        let feed_pool = {
+            let _on_runtime = runtime.handle().enter();
+            PgPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(connect.clone())
+        };
         let pool = runtime
             .run(async move {
                 let pool = PgPoolOptions::new()
@@ -262,7 +273,7 @@ impl PgStore {
         // hears every later commit (or reports itself broken).
         let (ready, listening) = tokio::sync::oneshot::channel();
         let _feed = runtime.handle().spawn(crate::feed::listen(
-            pool.clone(),
+            feed_pool,
             crate::feed::channel(schema.as_str()),
             notifier.clone(),
             closing.subscribe(),

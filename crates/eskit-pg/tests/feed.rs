@@ -29,6 +29,7 @@ fn event() -> Result<NewEvent, Box<dyn std::error::Error + Send + Sync>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_across_handles_and_after_a_lost_connection() -> TestResult {
+    a_pool_of_one_is_not_taken_by_the_feed().await?;
     let schema = common::fresh_schema("feed");
     let a = open(&schema).await?;
     let b = open(&schema).await?;
@@ -97,5 +98,54 @@ async fn feed_across_handles_and_after_a_lost_connection() -> TestResult {
         other => return Err(format!("expected a closed feed, got {other:?}").into()),
     }
     b.close().await;
+    Ok(())
+}
+
+/// The feed's `LISTEN` session has a connection of its own: a store with
+/// a pool of one still appends, reads, and hears another handle's commit.
+/// (Run by the test above: that one ends every `LISTEN` session on the
+/// server, this one's included, so the two do not run side by side.)
+async fn a_pool_of_one_is_not_taken_by_the_feed() -> TestResult {
+    let schema = common::fresh_schema("feed_pool");
+    let small = PgStore::connect(
+        PgOptions::new(common::url()?)
+            .with_schema(schema.as_str())
+            .with_pool_size(1),
+    )
+    .await?;
+    let other = open(&schema).await?;
+    let s = StreamName::new("feed", "pool")?;
+    let mut listener = small.listen()?;
+    tokio::time::timeout(
+        GUARD,
+        small.append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![event()?],
+            AppendOptions::new(),
+        ),
+    )
+    .await??;
+    tokio::time::timeout(GUARD, small.stream_version(&s)).await??;
+    other
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![event()?],
+            AppendOptions::new(),
+        )
+        .await?;
+    // The own append's wake-up may come first; the other's follows.
+    let mut woken = 0;
+    while woken < 2 {
+        tokio::time::timeout(GUARD, listener.changed()).await??;
+        woken += 1;
+    }
+    assert_eq!(
+        small.stream_version(&s).await?,
+        eskit_core::event::Version::new(2)
+    );
+    small.close().await;
+    other.close().await;
     Ok(())
 }
