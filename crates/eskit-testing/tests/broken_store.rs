@@ -59,8 +59,15 @@ impl EventStore for Broken {
                     });
                 }
                 // The window between check and write that a real backend
-                // closes with a transaction or a compare-and-set.
-                std::thread::sleep(Duration::from_millis(20));
+                // closes with a transaction or a compare-and-set. It yields
+                // while it lasts, so the other racers run their checks in it
+                // whether they share this thread or run on others (a
+                // blocking sleep let racers on one thread run one after
+                // another, and the race was sometimes won fairly).
+                let open = std::time::Instant::now();
+                while open.elapsed() < Duration::from_millis(20) {
+                    eskit_core::rt::yield_now().await;
+                }
                 self.inner
                     .append(stream, ExpectedVersion::Any, events, options)
                     .await
