@@ -55,21 +55,8 @@ impl Sql {
         // The batch insert of an append (see `write`), up to its last
         // `FROM` item.
         let write_batch = format!(
-            "WITH ins AS (\
-                 INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
-                 event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
-                 SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
-                 u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
-                 coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
-                 FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
-                 $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
-                 RETURNING position, version, tx::text AS tx_text), \
-                 head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
-                 WHERE stream_type = $2 AND stream_id = $3), \
-                 idem AS (INSERT INTO {s}.idempotency \
-                 (tenant, stream_type, stream_id, key, first_version, event_count) \
-                 SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL) \
-                 SELECT i.position, i.version, i.tx_text FROM ins i, "
+            "WITH {} SELECT i.position, i.version, i.tx_text FROM ins i, ",
+            write_ctes(&s, "true")
         );
         // The first stored id of a batch's ids (`$n`), probed one id at a
         // time: `event_id = ANY($n)` is planned as a sequential scan while
@@ -293,6 +280,59 @@ impl Sql {
             "SELECT e.tx::text, e.position FROM {s}.events e \
              WHERE e.tenant = $3 AND (e.tx, e.position) > ($1::text::xid8, $2) AND ({matches}) \
              ORDER BY e.tx, e.position LIMIT 1"
+        )
+    }
+}
+
+/// The CTEs of an append's batch write: the events from parallel arrays
+/// (`ins`), the head's new version (`head`) and the idempotency entry
+/// (`idem`), each only where `guard` holds.
+fn write_ctes(s: &str, guard: &str) -> String {
+    format!(
+        "ins AS (\
+         INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+         event_id, event_type, schema_version, codec, payload, recorded_at, metadata, tags) \
+         SELECT nextval('{s}.positions'), pg_current_xact_id(), $1, $2, $3, $4 + u.ord, \
+         u.id, u.ty, u.sv, u.codec, u.payload, $5, $6, \
+         coalesce(($7::text[])[u.t0:u.t1], '{{}}') \
+         FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
+         $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
+         WHERE {guard} \
+         RETURNING position, version, tx::text AS tx_text), \
+         head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
+         WHERE stream_type = $2 AND stream_id = $3 AND {guard}), \
+         idem AS (INSERT INTO {s}.idempotency \
+         (tenant, stream_type, stream_id, key, first_version, event_count) \
+         SELECT $1, $2, $3, $16, $4 + 1, $15 WHERE $16::text IS NOT NULL AND {guard})"
+    )
+}
+
+impl Sql {
+    /// The batch write of an append with a condition, checked in the same
+    /// statement: the first event of tenant `$1` matching `matches`
+    /// (parameters from `$20` on) after the cursor (`$18`, `$19`) is
+    /// columns 0-1 of the first row, and when there is one nothing is
+    /// written (one row, the event columns null); else the rows of
+    /// [`Sql::write`] from column 2 on. It runs after the statement that
+    /// took the condition's locks, so its snapshot sees every commit of
+    /// a writer that held them (READ COMMITTED: a snapshot per
+    /// statement); `notify` as [`Sql::write`] against [`Sql::write_quiet`].
+    pub(crate) fn write_checked(&self, matches: &str, notify: bool) -> String {
+        let s = &self.schema;
+        let announce = if notify {
+            "pg_notify($17, '')"
+        } else {
+            "$17::text"
+        };
+        format!(
+            "WITH c AS MATERIALIZED (SELECT e.tx::text AS ctx, e.position AS cpos \
+             FROM {s}.events e WHERE e.tenant = $1 \
+             AND (e.tx, e.position) > ($18::text::xid8, $19) AND ({matches}) \
+             ORDER BY e.tx, e.position LIMIT 1), {} \
+             SELECT c.ctx, c.cpos, i.position, i.version, i.tx_text \
+             FROM (SELECT 1) AS one LEFT JOIN c ON true LEFT JOIN ins i ON true, \
+             (SELECT {announce}) AS n ORDER BY i.version",
+            write_ctes(s, "NOT EXISTS (SELECT 1 FROM c)")
         )
     }
 }

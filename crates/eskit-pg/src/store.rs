@@ -746,23 +746,27 @@ pub(crate) async fn append_in_tx(
                 .await
                 .map_err(store_error)?;
         }
-        let (matches, binds) = match_clause(condition.query(), 4);
-        let sql = inner.sql.first_match(&matches);
-        let after = condition.after();
-        let mut q = sqlx::query(&sql)
-            .bind(after.tx().to_string())
-            .bind(to_sql(after.position().get()))
-            .bind(tenant);
-        for a in binds.arrays {
-            q = q.bind(a);
-        }
-        if let Some(r) = q.fetch_optional(&mut *conn).await.map_err(store_error)? {
-            let tx: String = r.try_get(0).map_err(store_error)?;
-            let position: i64 = r.try_get(1).map_err(store_error)?;
-            return Err(StoreError::ConditionFailed {
-                cursor: cursor_of(&tx, position)?,
+        if duplicate.is_some() {
+            // A failed condition is reported before a duplicate id: check
+            // it on its own first (the duplicate is refused either way).
+            let (matches, binds) = match_clause(condition.query(), 4);
+            let sql = inner.sql.first_match(&matches);
+            let after = condition.after();
+            let mut q = sqlx::query(&sql)
+                .bind(after.tx().to_string())
+                .bind(to_sql(after.position().get()))
+                .bind(tenant);
+            for a in binds.arrays {
+                q = q.bind(a);
             }
-            .into());
+            if let Some(r) = q.fetch_optional(&mut *conn).await.map_err(store_error)? {
+                let tx: &str = r.try_get(0).map_err(store_error)?;
+                let position: i64 = r.try_get(1).map_err(store_error)?;
+                return Err(StoreError::ConditionFailed {
+                    cursor: cursor_of(tx, position)?,
+                }
+                .into());
+            }
         }
     }
     if let Some(id) = duplicate {
@@ -777,12 +781,21 @@ pub(crate) async fn append_in_tx(
     i64::from(batch.count)
         .checked_add(version)
         .ok_or_else(|| corrupt("version overflow"))?;
-    let write = if notify {
-        &inner.sql.write
-    } else {
-        &inner.sql.write_quiet
+    // Otherwise the condition is checked by the write itself, one round
+    // trip less (`Sql::write_checked`).
+    let checked = options
+        .condition()
+        .map(|c| (c, match_clause(c.query(), 20)));
+    let checked_sql;
+    let write = match &checked {
+        Some((_, (matches, _))) => {
+            checked_sql = inner.sql.write_checked(matches, notify);
+            &checked_sql
+        }
+        None if notify => &inner.sql.write,
+        None => &inner.sql.write_quiet,
     };
-    let rows = sqlx::query(write)
+    let mut q = sqlx::query(write)
         .bind(tenant)
         .bind(t)
         .bind(i)
@@ -799,35 +812,57 @@ pub(crate) async fn append_in_tx(
         .bind(&batch.t1)
         .bind(batch.count)
         .bind(key)
-        .bind(&inner.channel)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| {
-            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
-                match constraint(&e).as_deref() {
-                    Some("events_event_id") => {
-                        let detail = match &e {
-                            sqlx::Error::Database(db) => db
-                                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                                .and_then(|p| p.detail().map(str::to_owned)),
-                            _ => None,
-                        };
-                        return AppendFail::DuplicateId(detail);
-                    }
-                    Some("events_stream_version") => {
-                        return AppendFail::Store(StoreError::WrongExpectedVersion {
-                            stream: stream.clone(),
-                            expected,
-                            actual: current,
-                        });
-                    }
-                    _ => {}
+        .bind(&inner.channel);
+    if let Some((condition, (_, binds))) = checked.as_ref() {
+        let after = condition.after();
+        q = q
+            .bind(after.tx().to_string())
+            .bind(to_sql(after.position().get()));
+        for a in &binds.arrays {
+            q = q.bind(a);
+        }
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(|e| {
+        if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+            match constraint(&e).as_deref() {
+                Some("events_event_id") => {
+                    let detail = match &e {
+                        sqlx::Error::Database(db) => db
+                            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                            .and_then(|p| p.detail().map(str::to_owned)),
+                        _ => None,
+                    };
+                    return AppendFail::DuplicateId(detail);
                 }
+                Some("events_stream_version") => {
+                    return AppendFail::Store(StoreError::WrongExpectedVersion {
+                        stream: stream.clone(),
+                        expected,
+                        actual: current,
+                    });
+                }
+                _ => {}
             }
-            AppendFail::Store(store_error(e))
-        })?;
+        }
+        AppendFail::Store(store_error(e))
+    })?;
+    let at = if checked.is_some() {
+        if let Some(r) = rows.first() {
+            let tx: Option<&str> = r.try_get(0).map_err(store_error)?;
+            let position: Option<i64> = r.try_get(1).map_err(store_error)?;
+            if let (Some(tx), Some(position)) = (tx, position) {
+                return Err(StoreError::ConditionFailed {
+                    cursor: cursor_of(tx, position)?,
+                }
+                .into());
+            }
+        }
+        2
+    } else {
+        0
+    };
     Ok(AppendResult {
-        records: records(&rows, 0, events, batch.timestamp)?,
+        records: records(&rows, at, events, batch.timestamp)?,
         deduplicated: false,
         tenant: tenant_id.cloned(),
     })

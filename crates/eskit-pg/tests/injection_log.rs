@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::PrivateCluster;
-use eskit_core::dcb::{EventQuery, EventQueryReader, QueryItem, QueryOptions};
+use eskit_core::dcb::{AppendCondition, EventQuery, EventQueryReader, QueryItem, QueryOptions};
 use eskit_core::error::StoreError;
 use eskit_core::event::{
     EventType, ExpectedVersion, GlobalCursor, Metadata, NewEvent, Position, RawEvent, StreamId,
@@ -604,7 +604,9 @@ async fn hostile_names_never_reach_the_server_as_sql() -> TestResult {
 
 /// A standalone append without a condition is one statement on the wire
 /// (no `BEGIN`/`COMMIT` round trips), and an append that statement refuses
-/// takes the full transaction, which reports the reason.
+/// takes the full transaction, which reports the reason. A conditional
+/// append is four: `BEGIN`, the locks and head, the write that checks the
+/// condition itself, `COMMIT`.
 #[tokio::test]
 async fn a_standalone_append_is_one_statement() -> TestResult {
     let cluster = PrivateCluster::start(LOG_SETTINGS)?;
@@ -636,6 +638,35 @@ async fn a_standalone_append_is_one_statement() -> TestResult {
         .await;
     tokio::time::sleep(SETTLE).await;
     mark(&mut own, "conflict-end").await?;
+
+    // A conditional append: the lock statement, then the write checks
+    // the condition itself.
+    let tagged =
+        |ty: &str| -> Result<NewEvent, Error> { Ok(event(ty)?.with_tags([Tag::new("course:1")?])) };
+    let query = EventQuery::new().with_item(QueryItem::new().with_tags([Tag::new("course:1")?]));
+    let read = store
+        .query(QueryOptions::from_start(query.clone(), 10))
+        .await?;
+    mark(&mut own, "condition-start").await?;
+    store
+        .append(
+            &StreamName::new("course", "1")?,
+            ExpectedVersion::Any,
+            vec![tagged("Enrolled")?],
+            AppendOptions::new().with_condition(AppendCondition::new(query.clone(), read.next)),
+        )
+        .await?;
+    tokio::time::sleep(SETTLE).await;
+    mark(&mut own, "condition-end").await?;
+    // The same condition again fails: the write statement finds the event.
+    let failed = store
+        .append(
+            &StreamName::new("course", "1")?,
+            ExpectedVersion::Any,
+            vec![tagged("Enrolled")?],
+            AppendOptions::new().with_condition(AppendCondition::new(query, read.next)),
+        )
+        .await;
     store.close().await;
 
     let log = cluster.log()?;
@@ -650,6 +681,17 @@ async fn a_standalone_append_is_one_statement() -> TestResult {
     };
     let one = statements("one-start", "one-end")?;
     let conflict = statements("conflict-start", "conflict-end")?;
+    let conditional = statements("condition-start", "condition-end")?;
+    assert_eq!(
+        conditional.len(),
+        4,
+        "statements of a conditional append (BEGIN, locks and head, checked write, COMMIT): \
+         {conditional:#?}"
+    );
+    assert!(
+        matches!(failed, Err(StoreError::ConditionFailed { .. })),
+        "{failed:?}"
+    );
     println!(
         "a new-stream append sent {} statement(s); a refused one {}",
         one.len(),
@@ -666,7 +708,7 @@ async fn a_standalone_append_is_one_statement() -> TestResult {
         conflict.len() >= 4,
         "statements of a refused append: {conflict:#?}"
     );
-    assert_eq!(store_events(&url).await?, 1);
+    assert_eq!(store_events(&url).await?, 2);
     Ok(())
 }
 
