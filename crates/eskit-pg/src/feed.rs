@@ -36,12 +36,23 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("eskit_{:016x}", fnv1a(&[b"eskit-feed", schema.as_bytes()]))
 }
 
+/// The least time between two announcements of one store: the first
+/// commit after a quiet spell is announced at once, the commits that follow
+/// within this time share one announcement at its end. Each announcement is
+/// a transaction on the server and wakes every listening session and its
+/// client; a sequential writer announced every append, which cost about as
+/// much server and client work again as the append. Other processes hear
+/// of a commit at most this much later (this process's own listeners are
+/// woken at the commit).
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(5);
+
 /// The announcement: a `NOTIFY` whose commit does not wait for the flush.
 const ANNOUNCE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
 
 /// Announces this store's standalone commits to other processes: one
 /// `NOTIFY` on the schema's channel per wake-up, however many commits woke
-/// it meanwhile, until the store closes or is dropped. A failed
+/// it meanwhile, at most one per [`ANNOUNCE_INTERVAL`], until the store
+/// closes or is dropped. A failed
 /// announcement is not repeated (the next commit announces again; the
 /// listeners' poll fallback covers the gap).
 pub(crate) async fn announce(
@@ -66,6 +77,16 @@ pub(crate) async fn announce(
         // a WAL flush; notifications do not outlive a server restart
         // anyway, so this one transaction does not wait.
         let _ = sqlx::query(ANNOUNCE).bind(&channel).execute(&pool).await;
+        // Commits meanwhile leave the wake-up's permit set: the next
+        // announcement goes out when this pause ends.
+        tokio::select! {
+            () = tokio::time::sleep(ANNOUNCE_INTERVAL) => {}
+            r = closing.changed() => {
+                if r.is_err() || *closing.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -57,7 +57,9 @@
 //! # Commit feed and group commit
 //! A standalone append announces its commit to other processes with a
 //! `NOTIFY` sent right after the commit, by one task per store that folds
-//! the commits of a burst into one announcement; appends inside a caller's
+//! the commits of a burst into one announcement (at most one per
+//! [`ANNOUNCE_INTERVAL`], so other processes hear of a commit up to that
+//! much later); appends inside a caller's
 //! transaction and lifecycle changes notify inside their transaction. A
 //! `NOTIFY` inside the transaction takes a database-wide lock held through
 //! the commit's WAL flush: concurrent appends that each notified committed
@@ -194,7 +196,7 @@ pub use claims::PgClaimStore;
 pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
-pub use feed::{FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
+pub use feed::{ANNOUNCE_INTERVAL, FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
 pub use group::MAX_GROUP_APPENDS;
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{
