@@ -1060,6 +1060,13 @@ pub(crate) async fn append_alone(
                 committed(inner, &r);
                 return Ok(r);
             }
+            OneStatement::Refused { empty_head: false } if options.idempotency_key().is_none() => {
+                if let Some(conflict) =
+                    version_conflict(inner, tenant, &mut conn, stream, expected).await?
+                {
+                    return Err(conflict);
+                }
+            }
             OneStatement::Refused { empty_head: e } => empty_head = e,
         }
     }
@@ -1081,6 +1088,45 @@ pub(crate) async fn append_alone(
             .map_err(store_error)?;
     }
     outcome
+}
+
+/// The conflict of an append the one statement refused, when the stream's
+/// head row (read afresh) shows an active stream of this tenant whose
+/// version the expectation does not match: one round trip, where the full
+/// transaction takes three. `None` leaves the reason to the full
+/// transaction (another tenant's stream or one hidden by row-level
+/// security, a stream not active, a matching version refused for stream
+/// order or a duplicate id). Only for appends without an idempotency key
+/// (a keyed retry is answered from the key, whatever the version).
+async fn version_conflict(
+    inner: &Inner,
+    tenant: &str,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+    expected: ExpectedVersion,
+) -> Result<Option<StoreError>, StoreError> {
+    let (t, i) = parts(stream);
+    let Some(row) = sqlx::query(&inner.sql.stream_row)
+        .bind(tenant)
+        .bind(t)
+        .bind(i)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let version: i64 = row.try_get(0).map_err(store_error)?;
+    let state: i16 = row.try_get(1).map_err(store_error)?;
+    let actual = to_version(version)?;
+    if state != row::STATE_ACTIVE || expected.matches(actual) {
+        return Ok(None);
+    }
+    Ok(Some(StoreError::WrongExpectedVersion {
+        stream: stream.clone(),
+        expected,
+        actual,
+    }))
 }
 
 /// What a commit of a standalone append tells this process and others.
