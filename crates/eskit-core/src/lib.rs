@@ -156,6 +156,7 @@ mod time;
 pub mod typed;
 mod upcast;
 mod version;
+mod view;
 mod wire;
 
 pub mod store {
@@ -233,6 +234,7 @@ pub mod backend {
     pub use crate::store_impl::{
         validate_append, validate_cursor, validate_in_range, validate_reason,
     };
+    pub use crate::view::{TableNaming, ViewTableError, check_view_tables};
     pub use crate::wire::{
         MetadataWireError, decode_flat_json, encode_flat_json, metadata_from_json, metadata_to_json,
     };

@@ -70,6 +70,14 @@ pub const MAX_READ_LIMIT: usize = 10_000;
 /// Most event types one load or read filter may name.
 pub const MAX_FILTER_TYPES: usize = 256;
 
+/// Most tables one read model's view may declare.
+pub const MAX_VIEW_TABLES: usize = 32;
+
+/// Longest table name a read model's view may declare, in bytes (with a
+/// backend's shadow prefix it stays within PostgreSQL's 63-byte
+/// identifiers).
+pub const MAX_VIEW_TABLE_NAME: usize = 48;
+
 /// Largest encoded snapshot state, in bytes (16 MiB).
 pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
 

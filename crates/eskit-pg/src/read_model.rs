@@ -23,7 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use eskit_core::{
-    backend::{validate_cursor, validate_name},
+    backend::{TableNaming, ViewTableError, check_view_tables, validate_cursor, validate_name},
     error::{BoxError, StoreError},
     event::{GlobalCursor, InvalidName, NameKind, RawEvent},
     store::{BoxFuture, CheckpointStore, ProjectionSink, ShadowRebuild, SinkError, SwapOutcome},
@@ -40,11 +40,7 @@ use crate::store::{Inner, PgStore, op_span};
 pub const SHADOW_PREFIX: &str = "eskit_shadow_";
 /// The suffix of the checkpoint name a shadow's subscription uses.
 pub const SHADOW_SUFFIX: &str = ".shadow";
-/// The longest table name a view may declare, in bytes (with
-/// [`SHADOW_PREFIX`] it stays within PostgreSQL's 63-byte identifiers).
-pub const MAX_VIEW_TABLE_NAME: usize = 48;
-/// The most tables one view may declare.
-pub const MAX_VIEW_TABLES: usize = 32;
+pub use eskit_core::limits::{MAX_VIEW_TABLE_NAME, MAX_VIEW_TABLES};
 /// The column every view table must have: the tenant of the row (`''` for
 /// none), bound from [`Tables::tenant`].
 pub const TENANT_COLUMN: &str = "tenant";
@@ -265,36 +261,18 @@ impl<V> Clone for PgReadModel<V> {
 }
 
 fn check_tables(tables: &[&str]) -> Result<(), ReadModelError> {
-    if tables.is_empty() || tables.len() > MAX_VIEW_TABLES {
-        return Err(ReadModelError::TableCount(tables.len()));
-    }
-    for (i, t) in tables.iter().enumerate() {
-        let reason = if t.is_empty() {
-            Some("empty")
-        } else if t.len() > MAX_VIEW_TABLE_NAME {
-            Some("longer than MAX_VIEW_TABLE_NAME bytes")
-        } else if !t
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            Some("only lowercase ASCII letters, digits and `_` are allowed")
-        } else if t.as_bytes()[0].is_ascii_digit() {
-            Some("starts with a digit")
-        } else if t.starts_with("eskit_") || t.starts_with("pg_") {
-            Some("the prefixes `eskit_` and `pg_` are reserved")
-        } else if crate::schema::store_tables().any(|s| s == *t) {
-            Some("the store has a table of that name")
-        } else if tables[..i].contains(t) {
-            Some("declared twice")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let table = t.chars().take(MAX_VIEW_TABLE_NAME).collect();
-            return Err(ReadModelError::Table { table, reason });
-        }
-    }
-    Ok(())
+    let own: Vec<&str> = crate::schema::store_tables().collect();
+    let naming = TableNaming {
+        lowercase_only: true,
+        reserved_prefixes: &["eskit_", "pg_"],
+        reserved_reason: "the prefixes `eskit_` and `pg_` are reserved",
+        reserved_names: &own,
+    };
+    check_view_tables(tables, &naming).map_err(|e| match e {
+        ViewTableError::Count(n) => ReadModelError::TableCount(n),
+        ViewTableError::Table { table, reason } => ReadModelError::Table { table, reason },
+        _ => ReadModelError::TableCount(tables.len()),
+    })
 }
 
 impl PgStore {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use eskit_core::{
-    backend::validate_name,
+    backend::{TableNaming, ViewTableError, check_view_tables, validate_name},
     error::{BoxError, StoreError},
     event::{GlobalCursor, InvalidName, NameKind, RawEvent},
     store::{ProjectionSink, ShadowRebuild, SwapOutcome},
@@ -38,10 +38,7 @@ pub const SHADOW_SUFFIX: &str = ".shadow";
 /// The prefix of a tenant's read-model tables, before the tenant id in hex
 /// (see [`Tables`]).
 pub const TENANT_TABLE_PREFIX: &str = "eskit_t";
-/// The longest table name a view may declare, in bytes.
-pub const MAX_VIEW_TABLE_NAME: usize = 48;
-/// The most tables one view may declare.
-pub const MAX_VIEW_TABLES: usize = 32;
+pub use eskit_core::limits::{MAX_VIEW_TABLE_NAME, MAX_VIEW_TABLES};
 
 /// Why [`SqliteStore::read_model`] refused a view.
 #[derive(Debug, thiserror::Error)]
@@ -311,33 +308,16 @@ impl<V> Clone for SqliteReadModel<V> {
 }
 
 fn check_tables(tables: &[&str]) -> Result<(), ReadModelError> {
-    if tables.is_empty() || tables.len() > MAX_VIEW_TABLES {
-        return Err(ReadModelError::TableCount(tables.len()));
-    }
-    for (i, t) in tables.iter().enumerate() {
-        let reason = if t.is_empty() {
-            Some("empty")
-        } else if t.len() > MAX_VIEW_TABLE_NAME {
-            Some("longer than MAX_VIEW_TABLE_NAME bytes")
-        } else if !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            Some("only ASCII letters, digits and `_` are allowed")
-        } else if t.as_bytes()[0].is_ascii_digit() {
-            Some("starts with a digit")
-        } else if t.to_ascii_lowercase().starts_with("eskit_")
-            || t.to_ascii_lowercase().starts_with("sqlite_")
-        {
-            Some("the prefixes `eskit_` and `sqlite_` are reserved")
-        } else if tables[..i].iter().any(|o| o.eq_ignore_ascii_case(t)) {
-            Some("declared twice")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let table = t.chars().take(MAX_VIEW_TABLE_NAME).collect();
-            return Err(ReadModelError::Table { table, reason });
-        }
-    }
-    Ok(())
+    let naming = TableNaming {
+        lowercase_only: false,
+        reserved_prefixes: &["eskit_", "sqlite_"],
+        reserved_reason: "the prefixes `eskit_` and `sqlite_` are reserved",
+        reserved_names: &[],
+    };
+    check_view_tables(tables, &naming).map_err(|e| match e {
+        ViewTableError::Table { table, reason } => ReadModelError::Table { table, reason },
+        _ => ReadModelError::TableCount(tables.len()),
+    })
 }
 
 fn tx_error(e: TxError<BoxError>) -> StoreError {
