@@ -3,10 +3,18 @@
 
 use crate::options::SchemaName;
 
-/// The event columns every read selects, in the order [`crate::row`] decodes.
-pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx::text AS tx_text, e.stream_type, \
-     e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.codec, e.payload, \
-     e.recorded_at, e.metadata, e.tags, e.tenant";
+/// The columns of a stream's load, in the order [`crate::row`] decodes:
+/// the event without its stream and tenant, which the statement fixes.
+/// The transaction id comes as `xid8` in binary form (8 bytes), not as
+/// text: no cast on the server, no string per row on the client.
+pub(crate) const LOAD_COLUMNS: &str = "e.position, e.tx, e.version, e.event_id, e.event_type, \
+     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, e.tags";
+
+/// The event columns every other read selects: [`LOAD_COLUMNS`], then
+/// stream type, stream id and tenant.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx, e.version, e.event_id, e.event_type, \
+     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, e.tags, \
+     e.stream_type, e.stream_id, e.tenant";
 
 /// The column of a read's rows holding the horizon (as text): after the
 /// head (2), the event columns (14) and the ordering key (1).
@@ -120,7 +128,7 @@ impl Sql {
                 "SELECT first_version, event_count FROM {s}.idempotency WHERE {stream} AND key = $4"
             ),
             load: format!(
-                "SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                "SELECT {LOAD_COLUMNS} FROM {s}.events e \
                  WHERE e.tenant = $1 AND e.stream_type = $2 AND e.stream_id = $3 \
                  AND e.version >= $4 AND e.version <= $5 \
                  AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \
@@ -128,7 +136,7 @@ impl Sql {
             ),
             load_scoped: format!(
                 "SELECT x.* FROM (SELECT set_config('{setting}', $1, true) AS t OFFSET 0) AS sc \
-                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events e \
+                 CROSS JOIN LATERAL (SELECT {LOAD_COLUMNS} FROM {s}.events e \
                  WHERE e.tenant = sc.t AND e.stream_type = $2 AND e.stream_id = $3 \
                  AND e.version >= $4 AND e.version <= $5 \
                  AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6::text[])) \

@@ -1087,6 +1087,7 @@ impl EventStore for PgStore {
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         let span = op_span("load");
         self.run(move |inner| {
             async move {
@@ -1118,8 +1119,10 @@ impl EventStore for PgStore {
                     .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
-                let mut names = row::Names::default();
-                rows.iter().map(|r| names.event(r, 0)).collect()
+                // The statement selects only the rows of this stream and
+                // tenant, and not those columns.
+                let mut names = row::Names::of_stream(stream, tenant);
+                rows.iter().map(|r| names.loaded(r, 0)).collect()
             }
             .instrument(span)
         })
