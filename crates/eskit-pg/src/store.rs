@@ -1370,3 +1370,7 @@ impl StreamLifecycle for PgStore {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod plan_tests;
