@@ -135,7 +135,8 @@ async fn an_older_schema_gets_the_tag_index_of_tagged_events() -> TestResult {
     for ddl in [
         format!("DROP INDEX {s}.events_tags"),
         format!("CREATE INDEX events_tags ON {s}.events USING gin (tags)"),
-        format!("DELETE FROM {s}.eskit_migrations WHERE version = 6"),
+        format!("DROP FUNCTION {s}.read_page"),
+        format!("DELETE FROM {s}.eskit_migrations WHERE version >= 6"),
     ] {
         sqlx::query(&ddl).execute(&pool).await?;
     }
@@ -165,6 +166,99 @@ async fn an_older_schema_gets_the_tag_index_of_tagged_events() -> TestResult {
     store.close().await;
     sqlx::query(&format!("DROP SCHEMA {s} CASCADE"))
         .execute(&pool)
+        .await?;
+    Ok(())
+}
+
+/// Events the never-analyzed table of the global read test holds, in
+/// transactions of [`SEED_BATCH`].
+const SEEDED: i64 = 60_000;
+const SEED_BATCH: i64 = 10_000;
+/// The page the global read test asks for.
+const PAGE: i64 = 1_000;
+
+/// A global read page walks the cursor index in order and stops at its
+/// limit, also on a table never analyzed since a bulk load (whose
+/// estimates once made the planner scan every row after the cursor with a
+/// bitmap and sort them): the rows the statement fetches through indexes,
+/// counted by PostgreSQL for the current transaction, stay near the page
+/// size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_read_page_walks_the_cursor_index_on_a_fresh_table() -> TestResult {
+    let schema = schema_name("plans_read");
+    let store = PgStore::connect(PgOptions::new(url()?).with_schema(&schema)).await?;
+    let s = store.inner.sql.schema.clone();
+    let pool = store.inner.pool.clone();
+    // No analyze may run behind the test's back.
+    sqlx::query(&format!(
+        "ALTER TABLE {s}.events SET (autovacuum_enabled = false)"
+    ))
+    .execute(&pool)
+    .await?;
+    for first in (0..SEEDED).step_by(usize::try_from(SEED_BATCH)?) {
+        sqlx::query(&format!(
+            "INSERT INTO {s}.events (position, tx, tenant, stream_type, stream_id, version, \
+             event_id, event_type, schema_version, codec, payload, recorded_at) \
+             SELECT nextval('{s}.positions'), pg_current_xact_id(), '', 'order', \
+             'o-' || ($1 / $2), g - $1, decode(md5(g::text), 'hex'), 'Happened', 1, 'raw', \
+             convert_to('{{\"n\":' || g || '}}', 'UTF8'), 0 \
+             FROM generate_series($1 + 1, $1 + $2) AS g"
+        ))
+        .bind(first)
+        .bind(SEED_BATCH)
+        .execute(&pool)
+        .await?;
+    }
+    let analyzed: Option<i64> = sqlx::query(
+        "SELECT coalesce(analyze_count, 0) + coalesce(autoanalyze_count, 0) \
+         FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'events'",
+    )
+    .bind(&schema)
+    .fetch_optional(&pool)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?;
+    assert_eq!(analyzed.unwrap_or(0), 0, "the events table was analyzed");
+
+    // From the middle of the log: the first event of the fourth batch.
+    let cursor = sqlx::query(&format!(
+        "SELECT tx::text, position FROM {s}.events ORDER BY tx, position OFFSET $1 LIMIT 1"
+    ))
+    .bind(SEEDED / 2)
+    .fetch_one(&pool)
+    .await?;
+    let (tx, position): (String, i64) = (cursor.try_get(0)?, cursor.try_get(1)?);
+
+    let mut conn = pool.acquire().await?;
+    let mut t = sqlx::Connection::begin(&mut *conn).await?;
+    let rows = sqlx::query(&store.inner.sql.read)
+        .bind(&tx)
+        .bind(position)
+        .bind(Vec::<String>::new())
+        .bind(None::<String>)
+        .bind(PAGE)
+        .bind("")
+        .fetch_all(&mut *t)
+        .await?;
+    assert_eq!(i64::try_from(rows.len())?, PAGE);
+    let read: i64 = sqlx::query(
+        "SELECT coalesce(sum(idx_tup_fetch), 0)::int8 FROM pg_stat_xact_user_tables \
+         WHERE schemaname = $1 AND relname = 'events'",
+    )
+    .bind(&schema)
+    .fetch_one(&mut *t)
+    .await?
+    .try_get(0)?;
+    t.rollback().await?;
+    drop(conn);
+    // The page and the head's one row, with room to spare; scanning
+    // everything after the cursor fetches 30,000.
+    assert!(read <= 2 * PAGE, "a page of {PAGE} fetched {read} rows");
+
+    store.close().await;
+    let cleanup = sqlx::PgPool::connect(&url()?).await?;
+    sqlx::query(&format!("DROP SCHEMA {s} CASCADE"))
+        .execute(&cleanup)
         .await?;
     Ok(())
 }

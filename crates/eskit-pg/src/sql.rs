@@ -177,20 +177,8 @@ impl Sql {
             // when the statement's snapshot was taken) in (tx, position)
             // order, with the newest cursor below it as the head, in one
             // statement so both use the same snapshot.
-            read: read_with(
-                &s,
-                "$6",
-                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
-                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
-                "$5",
-            ),
-            read_scoped: scoped_read(
-                &s,
-                "$6",
-                "(cardinality($3::text[]) = 0 OR e.event_type = ANY($3::text[])) \
-                 AND ($4::text IS NULL OR e.stream_type = $4::text)",
-                "$5",
-            ),
+            read: global_read(&s, false),
+            read_scoped: global_read(&s, true),
             head: format!(
                 "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
                  {}",
@@ -238,6 +226,52 @@ fn read_with(s: &str, tenant: &str, filter: &str, limit: &str) -> String {
          WHERE e.tenant = {tenant} AND (e.tx, e.position) > ($1::text::xid8, $2) \
          AND e.tx < h.xmin AND ({filter}) \
          ORDER BY e.tx, e.position LIMIT {limit}) \
+         SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
+    )
+}
+
+/// The global read ([`Sql::read`], or [`Sql::read_scoped`] naming tenant
+/// `$6` for row-level security): [`read_with`]'s shape, with the page
+/// from the schema's `read_page` function (its plan walks the cursor index
+/// in order whatever the table's statistics, see
+/// `crate::schema::READ_PAGE`). Parameters: the cursor `($1, $2)`, the
+/// event types `$3`, the stream type `$4`, the limit `$5`, the tenant `$6`.
+/// Under row-level security the function runs in a `LATERAL` item
+/// referencing `h.t`, so after the setting is in place (as
+/// [`scoped_read`] explains).
+fn global_read(s: &str, scoped: bool) -> String {
+    let setting = crate::schema::TENANT_SETTING;
+    let (h, hd, tenant) = if scoped {
+        (
+            format!(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
+                 set_config('{setting}', $6, true) AS t"
+            ),
+            format!(
+                "SELECT y.htx, y.hpos FROM h CROSS JOIN LATERAL (\
+                 SELECT x.t::text AS htx, x.p AS hpos FROM (\
+                 (SELECT e.tx AS t, e.position AS p FROM {s}.events e \
+                 WHERE e.tenant = h.t AND e.tx < h.xmin \
+                 ORDER BY e.tx DESC, e.position DESC LIMIT 1) \
+                 UNION ALL (SELECT d.tx, d.position FROM {s}.deleted_high d \
+                 WHERE d.tenant = h.t AND d.tx < h.xmin)\
+                 ) AS x ORDER BY x.t DESC, x.p DESC LIMIT 1 OFFSET 0) AS y"
+            ),
+            "h.t",
+        )
+    } else {
+        (
+            "SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin".to_owned(),
+            head_below(s, "$6"),
+            "$6",
+        )
+    };
+    format!(
+        "WITH h AS MATERIALIZED ({h}), hd AS ({hd}), \
+         p AS (SELECT {EVENT_COLUMNS}, e.tx AS txo FROM h CROSS JOIN LATERAL \
+         {s}.read_page({tenant}, $1::text::xid8, $2, $3::text[], $4::text, $5, h.xmin) AS e) \
          SELECT hd.htx, hd.hpos, p.*, (SELECT h.xmin::text FROM h) AS horizon \
          FROM (SELECT 1) AS one \
          LEFT JOIN hd ON true LEFT JOIN p ON true ORDER BY p.txo, p.position"
