@@ -336,7 +336,12 @@ impl Names {
         let payload = bytes(row, at + 7, "payload")?.to_vec();
         let recorded_at = int8(row, at + 8, "recording time")?;
         let metadata = raw(row, at + 9)?;
-        let tags = self.tags(bytes(row, at + 10, "tags")?)?;
+        // The column is `NOT NULL`: the statements send an empty array as
+        // `NULL` (see `LOAD_COLUMNS`).
+        let tags = match raw(row, at + 10)? {
+            Some(b) => self.tags(b)?,
+            None => Vec::new(),
+        };
         Ok(RawEvent {
             header: EventHeader {
                 id: EventId::from_bytes(id),

@@ -7,13 +7,19 @@ use crate::options::SchemaName;
 /// the event without its stream and tenant, which the statement fixes.
 /// The transaction id comes as `xid8` in binary form (8 bytes), not as
 /// text: no cast on the server, no string per row on the client.
+///
+/// An empty tag array comes as `NULL`: the server then sends 4 bytes
+/// instead of running the array's output function (about a tenth of a
+/// 1,000-event load's statement time for untagged events).
 pub(crate) const LOAD_COLUMNS: &str = "e.position, e.tx, e.version, e.event_id, e.event_type, \
-     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, e.tags";
+     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, \
+     CASE WHEN cardinality(e.tags) = 0 THEN NULL ELSE e.tags END AS tags";
 
 /// The event columns every other read selects: [`LOAD_COLUMNS`], then
 /// stream type, stream id and tenant.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.tx, e.version, e.event_id, e.event_type, \
-     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, e.tags, \
+     e.schema_version, e.codec, e.payload, e.recorded_at, e.metadata, \
+     CASE WHEN cardinality(e.tags) = 0 THEN NULL ELSE e.tags END AS tags, \
      e.stream_type, e.stream_id, e.tenant";
 
 /// The column of a read's rows holding the horizon (as text): after the
