@@ -1011,6 +1011,9 @@ fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch
             events.push(names.event(r, 2)?);
         }
     }
+    // The global read's statement leaves the order to the client (see
+    // `sql::global_read`); on rows already in order this is one pass.
+    events.sort_by_key(RawEvent::cursor);
     // A full page resumes after its last event; a short one scanned
     // everything below the horizon, whose newest event is the head.
     let scanned = match events.last() {
