@@ -118,7 +118,12 @@ pub(crate) fn match_clause(query: &EventQuery, first: usize) -> (String, MatchBi
             n += 1;
         }
         if !item.tags().is_empty() {
-            conds.push(format!("e.tags @> ${n}::text[]"));
+            // Only tagged events contain tags: naming the tag index's
+            // predicate lets the planner use it.
+            conds.push(format!(
+                "e.tags @> ${n}::text[] AND {}",
+                crate::schema::TAGGED
+            ));
             arrays.push(item.tags().iter().map(|t| t.as_str().to_owned()).collect());
             n += 1;
         }
@@ -174,7 +179,7 @@ mod tests {
         let (sql, binds) = match_clause(&q, 4);
         assert_eq!(
             sql,
-            "(e.event_type = ANY($4::text[]) AND e.tags @> $5::text[]) OR true"
+            "(e.event_type = ANY($4::text[]) AND e.tags @> $5::text[] AND e.tags <> '{}') OR true"
         );
         assert_eq!(binds.arrays.len(), 2);
         assert_eq!(match_clause(&EventQuery::new(), 1).0, "false");

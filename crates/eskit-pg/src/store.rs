@@ -329,7 +329,8 @@ impl PgStore {
     /// Grants `role` what an application role needs to use this store's
     /// schema, and nothing more: `USAGE` on the schema, `SELECT` on
     /// `eskit_migrations`, `SELECT`, `INSERT`, `UPDATE` and `DELETE` on the
-    /// store's tables and `USAGE` on its sequences (no DDL, no `TRUNCATE`).
+    /// store's tables, `USAGE` on its sequences and `EXECUTE` on its
+    /// functions (no DDL, no `TRUNCATE`).
     /// Call it on a store connected as the schema's owner (which applied
     /// the migrations); the role itself must exist and should be neither a
     /// superuser nor `BYPASSRLS`, nor own the tables. Grants are per table:
@@ -1284,6 +1285,9 @@ fn page(rows: &[PgRow], after: GlobalCursor, limit: usize) -> Result<GlobalBatch
             events.push(names.event(r, 2)?);
         }
     }
+    // The global read's statement leaves the order to the client (see
+    // `sql::global_read`); on rows already in order this is one pass.
+    events.sort_by_key(RawEvent::cursor);
     // A full page resumes after its last event; a short one scanned
     // everything below the horizon, whose newest event is the head.
     let scanned = match events.last() {
@@ -1360,6 +1364,7 @@ impl EventStore for PgStore {
     ) -> Result<Vec<RawEvent>, StoreError> {
         options.validate()?;
         let stream = stream.clone();
+        let tenant = self.tenant.clone();
         let span = op_span("load");
         self.run(move |inner| {
             async move {
@@ -1391,8 +1396,10 @@ impl EventStore for PgStore {
                     .fetch_all(&inner.pool)
                     .await
                     .map_err(store_error)?;
-                let mut names = row::Names::default();
-                rows.iter().map(|r| names.event(r, 0)).collect()
+                // The statement selects only the rows of this stream and
+                // tenant, and not those columns.
+                let mut names = row::Names::of_stream(stream, tenant);
+                rows.iter().map(|r| names.loaded(r, 0)).collect()
             }
             .instrument(span)
         })
@@ -1640,3 +1647,7 @@ impl StreamLifecycle for PgStore {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod plan_tests;

@@ -580,6 +580,13 @@ async fn e1_two_tenants_ten_thousand_operations_pool_of_two() -> TestResult {
         owner.row_security(),
         "the owner role must be bound by the policies"
     );
+    // A hardened database: nobody may run the store's functions unless
+    // granted (PUBLIC may by default), so the grants must name them.
+    sqlx::query(&format!(
+        "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA \"{schema}\" FROM PUBLIC"
+    ))
+    .execute(owner.pool())
+    .await?;
     owner.grant_access(APP_ROLE).await?;
 
     let app = PgStore::connect(
