@@ -610,6 +610,24 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         self.backend.load(stream, options).await
     }
 
+    /// Loads events without decoding them and hands them to `each` one by
+    /// one, in version order, as the backend reads them
+    /// ([`EventStore::load_each`]).
+    ///
+    /// # Errors
+    /// As [`EventStore::load_each`].
+    pub async fn load_raw_each<F>(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+        each: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(RawEvent) -> Result<(), StoreError> + Send,
+    {
+        self.backend.load_each(stream, options, each).await
+    }
+
     /// The stream's last version.
     ///
     /// # Errors

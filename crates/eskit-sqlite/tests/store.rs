@@ -1309,3 +1309,35 @@ fn loads_with_every_combination_of_bounds_and_types_return_the_right_events() ->
         Ok(())
     })
 }
+
+#[test]
+fn load_each_hands_over_what_load_returns_and_stops_at_the_first_error() -> TestResult {
+    both(|s| {
+        let st = stream("each", "1").map_err(|e| e.to_string())?;
+        // Several reader batches (128 rows each).
+        let payloads: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        append(s, &st, ExpectedVersion::NoStream, &refs)?;
+        let loaded = block_on(s.load(&st, LoadOptions::new()))?;
+        let mut handed = Vec::new();
+        block_on(s.load_each(&st, LoadOptions::new(), |e| {
+            handed.push(e);
+            Ok(())
+        }))?;
+        assert_eq!(handed, loaded);
+        let mut calls = 0;
+        let r = block_on(s.load_each(&st, LoadOptions::new(), |_| {
+            calls += 1;
+            if calls == 130 {
+                Err(StoreError::internal("enough"))
+            } else {
+                Ok(())
+            }
+        }));
+        assert!(matches!(r, Err(StoreError::Internal { .. })), "{r:?}");
+        assert_eq!(calls, 130);
+        // The store still serves reads after a load was stopped.
+        assert_eq!(block_on(s.load(&st, LoadOptions::new()))?.len(), 300);
+        Ok(())
+    })
+}
