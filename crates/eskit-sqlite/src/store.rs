@@ -397,7 +397,19 @@ fn load_sync(
         (to.min(version) - from.max(1) + 1).clamp(0, limit.min(LOAD_CAPACITY_HINT_MAX)),
     )
     .unwrap_or(0);
-    let (sql, params) = load_statement(options.event_types(), sid, from, to, limit);
+    let (filter, type_params) = type_filter(options.event_types(), 5);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM eskit_events e \
+         WHERE e.stream = ?1 AND e.version >= ?2 AND e.version <= ?3{filter} \
+         ORDER BY e.version LIMIT ?4"
+    );
+    let mut params: Vec<Value> = vec![
+        Value::Integer(sid),
+        Value::Integer(from),
+        Value::Integer(to),
+        Value::Integer(limit),
+    ];
+    params.extend(type_params);
     let mut stmt = c.prepare_cached(&sql).map_err(store_error)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
@@ -426,42 +438,6 @@ fn load_sync(
     // `read_parts` sends the end right after: one wake-up for both.
     tx.queue(Ok(Part::Chunk(batch.finish())));
     Ok(())
-}
-
-/// The statement of a load and its parameters. Only the bounds a load sets
-/// are in the statement: a whole-stream load (the common one: a command
-/// handler folding its stream) is then a plain index scan of the stream's
-/// versions, which SQLite runs about a third faster than the same scan
-/// checking an upper bound and a row limit on every row. Each shape is
-/// prepared once and cached.
-fn load_statement(
-    types: &[eskit_core::event::EventType],
-    sid: i64,
-    from: i64,
-    to: i64,
-    limit: i64,
-) -> (String, Vec<Value>) {
-    use std::fmt::Write as _;
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM eskit_events e WHERE e.stream = ?1");
-    let mut params = vec![Value::Integer(sid)];
-    // Versions start at 1: a lower bound of 1 or less bounds nothing.
-    if from > 1 {
-        params.push(Value::Integer(from));
-        let _ = write!(sql, " AND e.version >= ?{}", params.len());
-    }
-    if to < i64::MAX {
-        params.push(Value::Integer(to));
-        let _ = write!(sql, " AND e.version <= ?{}", params.len());
-    }
-    let (filter, type_params) = type_filter(types, params.len() + 1);
-    sql.push_str(&filter);
-    params.extend(type_params);
-    sql.push_str(" ORDER BY e.version");
-    if limit < i64::MAX {
-        params.push(Value::Integer(limit));
-        let _ = write!(sql, " LIMIT ?{}", params.len());
-    }
-    (sql, params)
 }
 
 /// Finds versions missing from a load: versions are read in order, so a
