@@ -1256,8 +1256,8 @@ fn a_row_missing_inside_a_stream_makes_its_loads_corrupt() -> TestResult {
 
 #[test]
 fn loads_with_every_combination_of_bounds_and_types_return_the_right_events() -> TestResult {
-    // The statement of a load carries only the bounds it sets, so each
-    // combination is a different statement with its own parameter numbers.
+    // Every combination of bounds and a type filter gives the versions a
+    // filter in memory gives.
     both(|s| {
         let st = stream("combo", "1").map_err(|e| e.to_string())?;
         let events = (1..=12u64)
