@@ -641,20 +641,26 @@ where
             }
         }
         let from_snapshot = start.is_some();
-        let (mut state, mut version) =
+        let (state, mut version) =
             start.unwrap_or_else(|| (self.decider.initial_state(), Version::ZERO));
         let options = match version.next() {
             Some(next) if version > Version::ZERO => LoadOptions::new().with_from(next),
             _ => LoadOptions::new(),
         };
-        // Each event is decoded, folded and dropped in turn: decoding the
-        // whole stream first would hold every decoded event at once only
-        // to drop them after the fold.
-        for raw in self.store.load_raw(stream, options).await? {
-            let event = self.store.schema().decode(raw)?;
-            state = self.decider.evolve(state, &event.data);
-            version = event.version;
-        }
+        // Each event is decoded, folded and dropped in turn, as the backend
+        // hands it over: holding the whole stream, raw or decoded, would
+        // only allocate memory to free it after the fold.
+        let (schema, decider) = (self.store.schema(), &self.decider);
+        let mut folded = Some(state);
+        self.store
+            .load_raw_each(stream, options, |raw| {
+                let event = schema.decode(raw)?;
+                folded = folded.take().map(|s| decider.evolve(s, &event.data));
+                version = event.version;
+                Ok(())
+            })
+            .await?;
+        let state = folded.ok_or_else(|| StoreError::internal("the fold lost its state"))?;
         Ok((state, version, from_snapshot))
     }
 

@@ -217,6 +217,22 @@ impl EventRegistry {
         None
     }
 
+    /// The current type for a stored `event_type`, as [`resolve`](Self::resolve)
+    /// answers, without building the name again when the answer is
+    /// `event_type` itself (an empty registry, or a name it holds): the
+    /// type is then cloned, a reference count, not allocated. Decoding
+    /// resolves every event it reads this way.
+    pub(crate) fn resolve_type(&self, event_type: &EventType) -> Option<EventType> {
+        let name = event_type.as_str();
+        if let Some((ty, _)) = self.names.get_key_value(name) {
+            return Some(ty.clone());
+        }
+        if let Some(ty) = self.aliases.get(name) {
+            return Some(ty.clone());
+        }
+        self.names.is_empty().then(|| event_type.clone())
+    }
+
     /// Whether `name` is registered as a name or an alias.
     pub fn contains(&self, name: &str) -> bool {
         self.names.contains_key(name) || self.aliases.contains_key(name)

@@ -665,6 +665,34 @@ pub trait EventStore: Send + Sync {
         options: LoadOptions,
     ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
+    /// Loads like [`load`](Self::load) and hands the events to `each` one by
+    /// one, in version order; the first error `each` returns ends the load
+    /// and is returned. A load that fails after some events (a damaged row
+    /// further on) may have handed those to `each` first. For a fold that keeps nothing of an event once it
+    /// has applied it (a command handler rebuilding its state): a backend
+    /// that reads in batches overrides this so that only one batch is held
+    /// at a time, not a list of the whole stream. The default loads the
+    /// list first.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), or the first error of `each`.
+    fn load_each<F>(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+        mut each: F,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        F: FnMut(RawEvent) -> Result<(), StoreError> + Send,
+    {
+        async move {
+            for event in self.load(stream, options).await? {
+                each(event)?;
+            }
+            Ok(())
+        }
+    }
+
     /// The version of the stream's last stored event, [`Version::ZERO`] when
     /// it has none (also after a hard delete, while
     /// [`StreamLifecycle::status`] keeps the last version the stream reached).

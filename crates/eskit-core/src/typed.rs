@@ -30,6 +30,9 @@ pub use crate::upcast::UpcasterRegistry;
 pub struct EventSchema<E> {
     writer: Arc<dyn EventCodec<E>>,
     readers: HashMap<&'static str, Arc<dyn EventCodec<E>>>,
+    /// `readers`' entry for the writer's codec name, the codec most stored
+    /// events name: found by comparing names, without a hash per event.
+    writer_reader: Arc<dyn EventCodec<E>>,
     registry: EventRegistry,
     upcasters: UpcasterRegistry,
     /// `E::event_types()`, for O(1) "is this mine" checks.
@@ -56,6 +59,7 @@ impl<E: DomainEvent> EventSchema<E> {
         let mut readers = HashMap::new();
         readers.insert(writer.name(), Arc::clone(&writer));
         Self {
+            writer_reader: Arc::clone(&writer),
             writer,
             readers,
             registry: EventRegistry::new(),
@@ -110,6 +114,9 @@ impl<E: DomainEvent> EventSchema<E> {
     #[must_use]
     pub fn with_reader(mut self, codec: impl EventCodec<E>) -> Self {
         let codec: Arc<dyn EventCodec<E>> = Arc::new(codec);
+        if codec.name() == self.writer.name() {
+            self.writer_reader = Arc::clone(&codec);
+        }
         self.readers.insert(codec.name(), codec);
         self
     }
@@ -203,18 +210,22 @@ impl<E: DomainEvent> EventSchema<E> {
     /// [`CodecError`] for an unknown type or codec, a missing upcaster, or
     /// malformed bytes.
     pub fn decode(&self, raw: RawEvent) -> Result<RecordedEvent<E>, CodecError> {
-        let canonical = self
-            .registry
-            .resolve(raw.event_type.as_str())
-            .ok_or_else(|| CodecError::UnknownEventType {
+        let canonical = self.registry.resolve_type(&raw.event_type).ok_or_else(|| {
+            CodecError::UnknownEventType {
                 event_type: raw.event_type.to_string(),
-            })?;
-        let codec =
+            }
+        })?;
+        // Most stored events carry the writer's codec: a comparison of two
+        // short names instead of a hash lookup per event.
+        let codec = if raw.codec.as_str() == self.writer.name() {
+            &self.writer_reader
+        } else {
             self.readers
                 .get(raw.codec.as_str())
                 .ok_or_else(|| CodecError::UnknownCodec {
                     codec: raw.codec.to_string(),
-                })?;
+                })?
+        };
         let target = self.registry.schema_version(canonical.as_str());
         let cx = CodecContext::new(&raw.stream, canonical.as_str(), &raw.metadata)
             .with_tenant(raw.tenant.as_ref());
@@ -597,6 +608,24 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
         options: LoadOptions,
     ) -> Result<Vec<RawEvent>, StoreError> {
         self.backend.load(stream, options).await
+    }
+
+    /// Loads events without decoding them and hands them to `each` one by
+    /// one, in version order, as the backend reads them
+    /// ([`EventStore::load_each`]).
+    ///
+    /// # Errors
+    /// As [`EventStore::load_each`].
+    pub async fn load_raw_each<F>(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+        each: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(RawEvent) -> Result<(), StoreError> + Send,
+    {
+        self.backend.load_each(stream, options, each).await
     }
 
     /// The stream's last version.

@@ -471,3 +471,72 @@ fn a_hard_delete_removes_the_snapshot_the_handler_would_load() -> TestResult {
     );
     Ok(())
 }
+
+/// A backend that hands a load's events over one by one and refuses to
+/// build the whole list.
+struct OneByOne {
+    inner: MemoryStore,
+    handed: Arc<AtomicUsize>,
+}
+
+impl EventStore for OneByOne {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<eskit_core::event::AppendResult, StoreError> {
+        self.inner.append(stream, expected, events, options).await
+    }
+
+    async fn load(
+        &self,
+        _: &StreamName,
+        _: LoadOptions,
+    ) -> Result<Vec<eskit_core::event::RawEvent>, StoreError> {
+        Err(StoreError::internal(
+            "this backend only hands events over one by one",
+        ))
+    }
+
+    async fn load_each<F>(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+        mut each: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(eskit_core::event::RawEvent) -> Result<(), StoreError> + Send,
+    {
+        for event in self.inner.load(stream, options).await? {
+            self.handed.fetch_add(1, Ordering::SeqCst);
+            each(event)?;
+        }
+        Ok(())
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+}
+
+#[test]
+fn the_handler_folds_the_events_as_the_backend_hands_them_over() -> TestResult {
+    let handed = Arc::new(AtomicUsize::new(0));
+    let store = OneByOne {
+        inner: MemoryStore::new(),
+        handed: Arc::clone(&handed),
+    };
+    let handler = CommandHandler::new(Counter, TypedStore::new(store, EventSchema::new(TextCodec)));
+    for _ in 0..3 {
+        block_on(handler.handle(&counter(), &CounterCommand::Add(2)))?;
+    }
+    // The loads before the three commands saw 0, 1 and 2 events.
+    assert_eq!(handed.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        block_on(handler.load_state(&counter()))?,
+        (6, Version::new(3))
+    );
+    Ok(())
+}

@@ -219,3 +219,59 @@ fn a_deduplicated_append_returns_the_stored_events_not_the_retry() -> TestResult
     assert_eq!(block_on(store.find_idempotent(&s(), "other"))?, None);
     Ok(())
 }
+
+#[test]
+fn decoding_shares_the_stored_event_type_instead_of_building_it_again() -> TestResult {
+    // An empty registry resolves every stored name to itself: the decoded
+    // event carries the stored name (a shared reference), not a copy made
+    // per event.
+    let store = TypedStore::new(MemoryStore::new(), EventSchema::new(TextCodec));
+    block_on(store.append(
+        &s(),
+        ExpectedVersion::NoStream,
+        vec![CounterEvent::Added(3)],
+    ))?;
+    let raw = block_on(store.load_raw(&s(), Default::default()))?
+        .pop()
+        .expect("one event");
+    let stored = raw.event_type.as_str().as_ptr();
+    let decoded = store.schema().decode(raw)?;
+    assert_eq!(decoded.event_type.as_str(), "Added");
+    assert!(
+        std::ptr::eq(decoded.event_type.as_str().as_ptr(), stored),
+        "the decoded event's type is a new allocation"
+    );
+    Ok(())
+}
+
+/// A codec named like [`TextCodec`] that reads every event as `Added(42)`.
+struct TextAs42;
+
+impl eskit_core::typed::EventCodec<CounterEvent> for TextAs42 {
+    fn name(&self) -> &'static str {
+        "text"
+    }
+
+    fn encode(&self, _: &CounterEvent, _: &mut Vec<u8>) -> Result<(), CodecError> {
+        Ok(())
+    }
+
+    fn decode(&self, _: &str, _: &[u8]) -> Result<CounterEvent, CodecError> {
+        Ok(CounterEvent::Added(42))
+    }
+}
+
+#[test]
+fn a_reader_named_like_the_writer_decodes_what_the_writer_wrote() -> TestResult {
+    let backend = MemoryStore::new();
+    let writer = TypedStore::new(backend.clone(), EventSchema::new(TextCodec));
+    block_on(writer.append(
+        &s(),
+        ExpectedVersion::NoStream,
+        vec![CounterEvent::Added(3)],
+    ))?;
+    let reader = TypedStore::new(backend, EventSchema::new(TextCodec).with_reader(TextAs42));
+    let events = block_on(reader.load(&s()))?;
+    assert_eq!(events[0].data, CounterEvent::Added(42));
+    Ok(())
+}

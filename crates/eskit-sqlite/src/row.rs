@@ -316,16 +316,34 @@ pub(crate) struct Assembler {
     scratch: Vec<u8>,
     /// The tags met so far, shared by the events that carry them.
     tags: HashSet<Tag>,
+    /// The events are taken batch by batch ([`Self::drain`]): room is
+    /// reserved for one batch, not for the whole read.
+    streaming: bool,
 }
 
 impl Assembler {
+    /// An assembler whose caller takes the events of each batch before it
+    /// adds the next ([`Self::drain`]), so one batch's room is reused for
+    /// the whole read instead of a list of every event.
+    pub(crate) fn streaming() -> Self {
+        Self {
+            streaming: true,
+            ..Self::default()
+        }
+    }
+
     /// Checks and adds the events of the next batch.
     pub(crate) fn add(&mut self, batch: EventBatch) -> Result<(), StoreError> {
         let lost = || corrupt("an event batch refers to a kind or stream it lacks");
         self.kinds.extend(batch.kinds);
         self.streams.extend(batch.streams);
         // `expected` is capped by the reader (`LOAD_CAPACITY_HINT_MAX`).
-        self.events.reserve(batch.expected.max(batch.heads.len()));
+        let room = if self.streaming {
+            batch.heads.len()
+        } else {
+            batch.expected.max(batch.heads.len())
+        };
+        self.events.reserve(room);
         let mut start = 0;
         for h in batch.heads {
             let kind = self.kinds.get(h.kind as usize).ok_or_else(lost)?;
@@ -396,6 +414,11 @@ impl Assembler {
             });
         }
         Ok(())
+    }
+
+    /// Takes the events added since the last call, in order.
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, RawEvent> {
+        self.events.drain(..)
     }
 
     /// The events of every batch added, in order.

@@ -388,12 +388,6 @@ fn load_sync(
     let Some((sid, version, state)) = stream_row(c, stream, tenant_key(tenant))? else {
         return Ok(());
     };
-    let (filter, type_params) = type_filter(options.event_types(), 5);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM eskit_events e \
-         WHERE e.stream = ?1 AND e.version >= ?2 AND e.version <= ?3{filter} \
-         ORDER BY e.version LIMIT ?4"
-    );
     let limit = options
         .limit()
         .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -403,6 +397,12 @@ fn load_sync(
         (to.min(version) - from.max(1) + 1).clamp(0, limit.min(LOAD_CAPACITY_HINT_MAX)),
     )
     .unwrap_or(0);
+    let (filter, type_params) = type_filter(options.event_types(), 5);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM eskit_events e \
+         WHERE e.stream = ?1 AND e.version >= ?2 AND e.version <= ?3{filter} \
+         ORDER BY e.version LIMIT ?4"
+    );
     let mut params: Vec<Value> = vec![
         Value::Integer(sid),
         Value::Integer(from),
@@ -673,6 +673,45 @@ impl EventStore for SqliteStore {
             load_sync(c, &kinds, tenant.as_ref(), &stream, &options, tx)
         })?;
         Ok(collect_events(parts).await?.0)
+    }
+
+    /// Loads on a reader thread like [`load`](EventStore::load), handing
+    /// each batch's events to `each` as the batch arrives, while the reader
+    /// reads the next: no list of the whole stream is built, and one
+    /// batch's memory serves the whole load. The checks are the load's
+    /// (checksums, missing versions); an error `each` returns stops the
+    /// reader too.
+    async fn load_each<F>(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+        mut each: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(RawEvent) -> Result<(), StoreError> + Send,
+    {
+        options.validate()?;
+        let stream = stream.clone();
+        let tenant = self.tenant.clone();
+        let kinds = Arc::clone(&self.inner.kinds);
+        let mut parts = self.inner.workers.read_parts(move |c, tx| {
+            load_sync(c, &kinds, tenant.as_ref(), &stream, &options, tx)
+        })?;
+        let mut events = Assembler::streaming();
+        loop {
+            match parts.next().await {
+                Some(Ok(Part::Chunk(batch))) => {
+                    events.add(batch)?;
+                    for event in events.drain() {
+                        each(event)?;
+                    }
+                }
+                Some(Ok(Part::Horizon(_))) => {}
+                Some(Ok(Part::Done)) => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                None => return Err(stopped()),
+            }
+        }
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {

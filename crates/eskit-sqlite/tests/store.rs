@@ -1253,3 +1253,91 @@ fn a_row_missing_inside_a_stream_makes_its_loads_corrupt() -> TestResult {
     block_on(s.close());
     Ok(())
 }
+
+#[test]
+fn loads_with_every_combination_of_bounds_and_types_return_the_right_events() -> TestResult {
+    // Every combination of bounds and a type filter gives the versions a
+    // filter in memory gives.
+    both(|s| {
+        let st = stream("combo", "1").map_err(|e| e.to_string())?;
+        let events = (1..=12u64)
+            .map(|i| {
+                let ty = if i % 3 == 0 { "Tick" } else { "Tock" };
+                eskit_core::event::NewEvent::new(
+                    EventType::new(ty).map_err(StoreError::from)?,
+                    i.to_string().into_bytes(),
+                )
+                .with_codec("json")
+                .pipe(Ok)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        block_on(s.append(&st, ExpectedVersion::NoStream, events, AppendOptions::new()))?;
+        let tick = EventType::new("Tick")?;
+        for from in [None, Some(1u64), Some(4)] {
+            for to in [None, Some(9u64)] {
+                for limit in [None, Some(2usize)] {
+                    for typed in [false, true] {
+                        let mut options = LoadOptions::new();
+                        if let Some(v) = from {
+                            options = options.with_from(Version::new(v));
+                        }
+                        if let Some(v) = to {
+                            options = options.with_to(Version::new(v));
+                        }
+                        if let Some(n) = limit {
+                            options = options.with_limit(n);
+                        }
+                        if typed {
+                            options = options.with_event_types([tick.clone()]);
+                        }
+                        let got: Vec<u64> = block_on(s.load(&st, options))?
+                            .iter()
+                            .map(|e| e.version.get())
+                            .collect();
+                        let want: Vec<u64> = (from.unwrap_or(1)..=to.unwrap_or(12))
+                            .filter(|v| !typed || v % 3 == 0)
+                            .take(limit.unwrap_or(usize::MAX))
+                            .collect();
+                        assert_eq!(
+                            got, want,
+                            "from {from:?} to {to:?} limit {limit:?} typed {typed}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn load_each_hands_over_what_load_returns_and_stops_at_the_first_error() -> TestResult {
+    both(|s| {
+        let st = stream("each", "1").map_err(|e| e.to_string())?;
+        // Several reader batches (128 rows each).
+        let payloads: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        append(s, &st, ExpectedVersion::NoStream, &refs)?;
+        let loaded = block_on(s.load(&st, LoadOptions::new()))?;
+        let mut handed = Vec::new();
+        block_on(s.load_each(&st, LoadOptions::new(), |e| {
+            handed.push(e);
+            Ok(())
+        }))?;
+        assert_eq!(handed, loaded);
+        let mut calls = 0;
+        let r = block_on(s.load_each(&st, LoadOptions::new(), |_| {
+            calls += 1;
+            if calls == 130 {
+                Err(StoreError::internal("enough"))
+            } else {
+                Ok(())
+            }
+        }));
+        assert!(matches!(r, Err(StoreError::Internal { .. })), "{r:?}");
+        assert_eq!(calls, 130);
+        // The store still serves reads after a load was stopped.
+        assert_eq!(block_on(s.load(&st, LoadOptions::new()))?.len(), 300);
+        Ok(())
+    })
+}
