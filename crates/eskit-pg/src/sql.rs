@@ -69,7 +69,7 @@ impl Sql {
         // The batch insert of an append (see `write`), up to its last
         // `FROM` item.
         let write_batch = format!(
-            "WITH {} SELECT i.position, i.version, i.tx_text FROM ins i, ",
+            "WITH {} SELECT pg_current_xact_id()::text AS tx_text, array_agg(i.position ORDER BY i.version) AS positions, min(i.version) AS first FROM ins i, ",
             write_ctes(&s, "true")
         );
         // The first stored id of a batch's ids (`$n`), probed one id at a
@@ -122,10 +122,10 @@ impl Sql {
             ),
             // One statement for the whole batch: the events from parallel
             // arrays, the head's new version and the idempotency entry.
-            write: format!("{write_batch}(SELECT pg_notify($17, '')) AS n ORDER BY i.version"),
+            write: format!("{write_batch}(SELECT pg_notify($17, '')) AS n"),
             // The same without the `NOTIFY` (standalone appends announce
             // their commit after it, see `crate::feed::announce`).
-            write_quiet: format!("{write_batch}(SELECT $17::text) AS n ORDER BY i.version"),
+            write_quiet: format!("{write_batch}(SELECT $17::text) AS n"),
             // A standalone append without a condition, in one statement of
             // its own (autocommit: one round trip instead of `BEGIN`, the
             // two statements above and `COMMIT`). It appends only when
@@ -182,13 +182,12 @@ impl Sql {
                  FROM h, unnest($12::bytea[], $13::text[], $14::int8[], $15::text[], $16::bytea[], \
                  $17::int4[], $18::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
                  WHERE h.ok \
-                 RETURNING position, version, tx::text AS tx_text), \
+                 RETURNING position, version), \
                  idem AS (INSERT INTO {s}.idempotency \
                  (tenant, stream_type, stream_id, key, first_version, event_count) \
                  SELECT $1, $2, $3, $19, h.base + 1, $8::int4 FROM h \
                  WHERE h.ok AND $19::text IS NOT NULL) \
-                 SELECT h.ok, i.position, i.version, i.tx_text FROM h LEFT JOIN ins i ON true \
-                 ORDER BY i.version"
+                 SELECT h.ok, w.* FROM h, (SELECT pg_current_xact_id()::text AS tx_text, array_agg(i.position ORDER BY i.version) AS positions, min(i.version) AS first FROM ins i) AS w"
             ),
             lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
             // The head row a refused append of a group commit created for a
@@ -300,7 +299,7 @@ fn write_ctes(s: &str, guard: &str) -> String {
          FROM unnest($8::bytea[], $9::text[], $10::int8[], $11::text[], $12::bytea[], \
          $13::int4[], $14::int4[]) WITH ORDINALITY AS u(id, ty, sv, codec, payload, t0, t1, ord) \
          WHERE {guard} \
-         RETURNING position, version, tx::text AS tx_text), \
+         RETURNING position, version), \
          head AS (UPDATE {s}.streams SET version = $4 + $15, last_tx = pg_current_xact_id() \
          WHERE stream_type = $2 AND stream_id = $3 AND {guard}), \
          idem AS (INSERT INTO {s}.idempotency \
@@ -331,9 +330,9 @@ impl Sql {
              FROM {s}.events e WHERE e.tenant = $1 \
              AND (e.tx, e.position) > ($18::text::xid8, $19) AND ({matches}) \
              ORDER BY e.tx, e.position LIMIT 1), {} \
-             SELECT c.ctx, c.cpos, i.position, i.version, i.tx_text \
-             FROM (SELECT 1) AS one LEFT JOIN c ON true LEFT JOIN ins i ON true, \
-             (SELECT {announce}) AS n ORDER BY i.version",
+             SELECT c.ctx, c.cpos, w.* FROM (SELECT 1) AS one LEFT JOIN c ON true, \
+             (SELECT pg_current_xact_id()::text AS tx_text, array_agg(i.position ORDER BY i.version) AS positions, min(i.version) AS first FROM ins i) AS w, \
+             (SELECT {announce}) AS n",
             write_ctes(s, "NOT EXISTS (SELECT 1 FROM c)")
         )
     }

@@ -920,24 +920,30 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// The records of an append from the rows its insert returned, a
-/// `(position, version, tx::text)` triple from column `at` on, in version
-/// order.
+/// The records of an append from the one row its write returned: from
+/// column `at` on, the transaction id as text, the positions in version
+/// order and the first version (null when nothing was inserted).
 fn records(
     rows: &[PgRow],
     at: usize,
     events: &[NewEvent],
     timestamp: i64,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    if rows.len() != events.len() {
-        return Err(corrupt("the insert returned another number of rows"));
+    let [r] = rows else {
+        return Err(corrupt("an append's write returned another number of rows"));
+    };
+    let tx: &str = r.try_get(at).map_err(store_error)?;
+    let positions: Option<Vec<i64>> = r.try_get(at + 1).map_err(store_error)?;
+    let first: Option<i64> = r.try_get(at + 2).map_err(store_error)?;
+    let (Some(positions), Some(first)) = (positions, first) else {
+        return Err(corrupt("an append's insert wrote no event"));
+    };
+    if positions.len() != events.len() {
+        return Err(corrupt("the insert returned another number of positions"));
     }
     let mut records = Vec::with_capacity(events.len());
-    for (r, e) in rows.iter().zip(events) {
-        let position: i64 = r.try_get(at).map_err(store_error)?;
-        let v: i64 = r.try_get(at + 1).map_err(store_error)?;
-        let tx: &str = r.try_get(at + 2).map_err(store_error)?;
-        let cursor = cursor_of(tx, position)?;
+    for ((position, e), v) in positions.iter().zip(events).zip(first..) {
+        let cursor = cursor_of(tx, *position)?;
         records.push(EventRecord {
             id: e.id(),
             version: to_version(v)?,
