@@ -1112,6 +1112,28 @@ async fn version_conflict(
     stream: &StreamName,
     expected: ExpectedVersion,
 ) -> Result<Option<StoreError>, StoreError> {
+    let Some((version, state)) = head_row(inner, tenant, conn, stream).await? else {
+        return Ok(None);
+    };
+    let actual = to_version(version)?;
+    if state != row::STATE_ACTIVE || expected.matches(actual) {
+        return Ok(None);
+    }
+    Ok(Some(StoreError::WrongExpectedVersion {
+        stream: stream.clone(),
+        expected,
+        actual,
+    }))
+}
+
+/// The `(version, state)` of the stream's head row of `tenant`, read on
+/// `conn`; `None` when there is none (or row-level security hides it).
+async fn head_row(
+    inner: &Inner,
+    tenant: &str,
+    conn: &mut PgConnection,
+    stream: &StreamName,
+) -> Result<Option<(i64, i16)>, StoreError> {
     let (t, i) = parts(stream);
     let Some(row) = sqlx::query(&inner.sql.stream_row)
         .bind(tenant)
@@ -1123,17 +1145,10 @@ async fn version_conflict(
     else {
         return Ok(None);
     };
-    let version: i64 = row.try_get(0).map_err(store_error)?;
-    let state: i16 = row.try_get(1).map_err(store_error)?;
-    let actual = to_version(version)?;
-    if state != row::STATE_ACTIVE || expected.matches(actual) {
-        return Ok(None);
-    }
-    Ok(Some(StoreError::WrongExpectedVersion {
-        stream: stream.clone(),
-        expected,
-        actual,
-    }))
+    Ok(Some((
+        row.try_get(0).map_err(store_error)?,
+        row.try_get(1).map_err(store_error)?,
+    )))
 }
 
 /// What a commit of a standalone append tells this process and others.
@@ -1417,25 +1432,10 @@ impl EventStore for PgStore {
         let span = op_span("stream_version");
         self.run(move |inner| {
             async move {
-                let (t, i) = parts(&stream);
                 let mut session = inner.session().await?;
-                let row = sqlx::query(&inner.sql.stream_row)
-                    .bind(inner.tenant.as_str())
-                    .bind(t)
-                    .bind(i)
-                    .fetch_optional(&mut *session)
-                    .await
-                    .map_err(store_error)?;
-                match row {
-                    None => Ok(Version::ZERO),
-                    Some(r) => {
-                        let state: i16 = r.try_get(1).map_err(store_error)?;
-                        if state == STATE_DELETED {
-                            Ok(Version::ZERO)
-                        } else {
-                            to_version(r.try_get(0).map_err(store_error)?)
-                        }
-                    }
+                match head_row(&inner, &inner.tenant, &mut session, &stream).await? {
+                    None | Some((_, STATE_DELETED)) => Ok(Version::ZERO),
+                    Some((version, _)) => to_version(version),
                 }
             }
             .instrument(span)
