@@ -14,11 +14,12 @@
 use eskit_core::{
     error::StoreError,
     event::{
-        AppendResult, EventRecord, Position, RawEvent, StreamName, TenantId, Timestamp, Version,
+        AppendResult, EventRecord, NewEvent, Position, RawEvent, StreamName, TenantId, Timestamp,
+        Version,
     },
     store::StreamState,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
@@ -394,6 +395,117 @@ fn is_event_id_violation(e: &rusqlite::Error) -> bool {
     }
 }
 
+/// The columns of one event row that differ from row to row.
+struct EventRow {
+    position: i64,
+    version: i64,
+    event_id: [u8; 16],
+    kind: i64,
+    checksum: i64,
+    tags: Option<Vec<u8>>,
+}
+
+/// The columns every row of one append shares.
+struct SharedColumns<'a> {
+    sid: i64,
+    timestamp: i64,
+    metadata: Option<&'a str>,
+    tenant: &'a str,
+}
+
+/// Columns bound per event row.
+const EVENT_INSERT_COLUMNS: usize = 11;
+
+/// The rows one insert statement writes, largest first: an append of `n`
+/// events runs a few multi-row statements instead of `n` single-row ones
+/// (each statement opens its cursors and seeks from the tables' roots
+/// again), and only these few statements are ever prepared.
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO eskit_events (position, stream, version, event_id, kind, \
+         payload, timestamp, metadata, checksum, tags, tenant) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..EVENT_INSERT_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            sql.push_str(&(r * EVENT_INSERT_COLUMNS + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The statement for the next part of `left` rows, and how many it writes.
+fn insert_statement(left: usize) -> (&'static str, usize) {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| INSERT_CHUNKS.iter().map(|&n| insert_sql(n)).collect());
+    for (i, &n) in INSERT_CHUNKS.iter().enumerate() {
+        if left >= n {
+            return (sql[i].as_str(), n);
+        }
+    }
+    (sql[INSERT_CHUNKS.len() - 1].as_str(), 1)
+}
+
+/// Writes `rows` (the rows of `events`, in order) with one statement.
+fn insert_events(
+    conn: &Connection,
+    sql: &str,
+    rows: &[EventRow],
+    events: &[NewEvent],
+    shared: &SharedColumns<'_>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
+    for (i, (row, event)) in rows.iter().zip(events).enumerate() {
+        let at = i * EVENT_INSERT_COLUMNS;
+        let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
+            stmt.raw_bind_parameter(at + 1, row.position)?;
+            stmt.raw_bind_parameter(at + 2, shared.sid)?;
+            stmt.raw_bind_parameter(at + 3, row.version)?;
+            stmt.raw_bind_parameter(at + 4, &row.event_id[..])?;
+            stmt.raw_bind_parameter(at + 5, row.kind)?;
+            stmt.raw_bind_parameter(at + 6, event.payload())?;
+            stmt.raw_bind_parameter(at + 7, shared.timestamp)?;
+            stmt.raw_bind_parameter(at + 8, shared.metadata)?;
+            stmt.raw_bind_parameter(at + 9, row.checksum)?;
+            stmt.raw_bind_parameter(at + 10, row.tags.as_deref())?;
+            stmt.raw_bind_parameter(at + 11, shared.tenant)
+        };
+        bind(&mut stmt).map_err(store_error)?;
+    }
+    match stmt.raw_execute() {
+        Ok(_) => Ok(()),
+        Err(e) if is_event_id_violation(&e) => {
+            Err(duplicate_among(conn, events).unwrap_or_else(|| store_error(e)))
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// The refusal for the first of `events` whose id is already stored (the
+/// failed statement wrote none of them), if one is.
+fn duplicate_among(conn: &Connection, events: &[NewEvent]) -> Option<StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM eskit_events WHERE event_id = ?1")
+        .ok()?;
+    events.iter().find_map(|e| {
+        let id = e.id().to_bytes();
+        match stmt.exists([&id[..]]) {
+            Ok(true) => Some(StoreError::DuplicateEventId { id: e.id() }),
+            _ => None,
+        }
+    })
+}
+
 /// Writes a checked append. An `Err` may leave part of it written: the
 /// caller must roll the transaction back.
 pub(crate) fn write_append(
@@ -442,14 +554,8 @@ pub(crate) fn write_append(
         .timestamp()
         .unwrap_or_else(Timestamp::now)
         .as_unix_micros();
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO eskit_events (position, stream, version, event_id, kind, \
-             payload, timestamp, metadata, checksum, tags, tenant) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .map_err(store_error)?;
     let mut records = Vec::with_capacity(job.events.len());
+    let mut rows = Vec::with_capacity(job.events.len());
     let mut scratch = Vec::new();
     let mut v = version;
     for event in &job.events {
@@ -474,37 +580,14 @@ pub(crate) fn write_append(
             tags.as_deref(),
             tenant,
         );
-        insert
-            .execute(params![
-                position,
-                sid,
-                v,
-                &event_id[..],
-                kind,
-                event.payload(),
-                timestamp,
-                meta.0,
-                checksum,
-                tags,
-                tenant,
-            ])
-            .map_err(|e| {
-                if is_event_id_violation(&e) {
-                    StoreError::DuplicateEventId { id: event.id() }
-                } else {
-                    store_error(e)
-                }
-            })?;
-        if !event.tags().is_empty() {
-            let mut tag_insert = conn
-                .prepare_cached("INSERT INTO eskit_event_tags (tag, position) VALUES (?1, ?2)")
-                .map_err(store_error)?;
-            for tag in event.tags() {
-                tag_insert
-                    .execute((index_tag(tenant, tag.as_str()).as_ref(), position))
-                    .map_err(store_error)?;
-            }
-        }
+        rows.push(EventRow {
+            position,
+            version: v,
+            event_id,
+            kind,
+            checksum,
+            tags,
+        });
         records.push(EventRecord {
             id: event.id(),
             version: to_version(v)?,
@@ -512,6 +595,33 @@ pub(crate) fn write_append(
             position: Position::new(u64::try_from(position).map_err(|_| overflow())?),
             timestamp: Timestamp::from_unix_micros(timestamp),
         });
+    }
+    let shared = SharedColumns {
+        sid,
+        timestamp,
+        metadata: meta.text(),
+        tenant,
+    };
+    let mut done = 0;
+    while done < rows.len() {
+        let (sql, n) = insert_statement(rows.len() - done);
+        let chunk = &rows[done..done + n];
+        let events = &job.events[done..done + n];
+        insert_events(conn, sql, chunk, events, &shared)?;
+        done += n;
+    }
+    for (event, row) in job.events.iter().zip(&rows) {
+        if event.tags().is_empty() {
+            continue;
+        }
+        let mut tag_insert = conn
+            .prepare_cached("INSERT INTO eskit_event_tags (tag, position) VALUES (?1, ?2)")
+            .map_err(store_error)?;
+        for tag in event.tags() {
+            tag_insert
+                .execute((index_tag(tenant, tag.as_str()).as_ref(), row.position))
+                .map_err(store_error)?;
+        }
     }
     if existing {
         conn.prepare_cached("UPDATE eskit_streams SET version = ?1 WHERE sid = ?2")

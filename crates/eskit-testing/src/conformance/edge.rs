@@ -84,6 +84,17 @@ async fn duplicate_id_across(c: Ctx) -> Outcome {
             vec![with_id("E", 42)?, with_id("E", 41)?],
             "another stream, second event of the batch",
         ),
+        (
+            &b,
+            // Past the first few dozen events of a large batch, which a
+            // backend may write in parts.
+            (100..170)
+                .map(|i| with_id("E", i))
+                .chain([with_id("E", 41)])
+                .chain((170..180).map(|i| with_id("E", i)))
+                .collect::<Result<Vec<_>, _>>()?,
+            "another stream, 71st of 81 events",
+        ),
     ] {
         let e = expect_err!(
             c.append(s, ExpectedVersion::Any, events).await,
