@@ -208,16 +208,16 @@ pub(crate) fn query_sync(
         // The stream's names come with the row: a query's events are
         // spread over many streams, and a lookup per stream costs more
         // than the join.
+        // Only a stream not met before in this read has its names read.
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
-        let stream_type = row
-            .get_ref(EVENT_COLUMN_COUNT + 1)
-            .and_then(|v| Ok(v.as_str()?))
-            .map_err(store_error)?;
-        let stream_id = row
-            .get_ref(EVENT_COLUMN_COUNT + 2)
-            .and_then(|v| Ok(v.as_str()?))
-            .map_err(store_error)?;
-        let stream = batch.stream_named(sid, stream_type, stream_id)?;
+        let stream = batch.stream_named(sid, || {
+            let name = |i| {
+                row.get_ref(EVENT_COLUMN_COUNT + i)
+                    .and_then(|v| Ok(v.as_str()?))
+                    .map_err(store_error)
+            };
+            Ok((name(1)?, name(2)?))
+        })?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());

@@ -524,12 +524,12 @@ impl<'a> BatchBuilder<'a> {
     }
 
     /// The number of the stream with key `sid` whose names the row carries
-    /// (a read that joins `eskit_streams`), without a lookup of its own.
-    pub(crate) fn stream_named(
+    /// (a read that joins `eskit_streams`), without a lookup of its own;
+    /// `names` reads them from the row, only for a stream not met before.
+    pub(crate) fn stream_named<'r>(
         &mut self,
         sid: i64,
-        stream_type: &str,
-        stream_id: &str,
+        names: impl FnOnce() -> Result<(&'r str, &'r str), StoreError>,
     ) -> Result<u32, StoreError> {
         if self.last_sid == Some(sid) {
             return Ok(self.last_stream_number);
@@ -537,6 +537,7 @@ impl<'a> BatchBuilder<'a> {
         let number = match self.sids.get(&sid) {
             Some(n) => *n,
             None => {
+                let (stream_type, stream_id) = names()?;
                 let s = StreamName::new(stream_type, stream_id)
                     .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
                 let n = self.add_stream(s);
