@@ -31,6 +31,7 @@ use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use serde::{Deserialize, Serialize};
 
 use crate::dcb::DcbRow;
+use crate::hop::{Hop, HopBaseline};
 use crate::{RusqliteBaseline, append_sync};
 
 /// Events on the stream before the first command.
@@ -150,6 +151,56 @@ fn raw_command(c: &mut rusqlite::Connection, stream: &str, cmd: &AddItem) -> Res
     Ok(())
 }
 
+/// The command with the baseline behind a hop, as the store reaches its
+/// threads: the load runs on the baseline's thread and its payloads cross
+/// to the caller, which decodes, folds and decides; the append crosses back.
+fn hop_command(hop: &HopBaseline, stream: &'static str, cmd: &AddItem) -> Result<(), BoxError> {
+    let (version, payloads) = block_on(hop.call(move |b| {
+        b.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT version, payload FROM events WHERE stream = ?1 ORDER BY version",
+            )?;
+            let mut rows = stmt.query([stream])?;
+            let (mut version, mut payloads) = (0i64, Vec::new());
+            while let Some(r) = rows.next()? {
+                version = r.get(0)?;
+                payloads.push(r.get_ref(1)?.as_blob()?.to_vec());
+            }
+            Ok((version, payloads))
+        })
+    }))?;
+    let mut state = Order.initial_state();
+    for p in &payloads {
+        let e: OrderEvent = serde_json::from_slice(p)?;
+        state = Order.evolve(state, &e);
+    }
+    let new = Order
+        .decide(&state, cmd)?
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let expected = u64::try_from(version)?;
+    let appended =
+        block_on(hop.call(move |b| b.with(|c| append_sync(c, stream, Some(expected), &new))))?;
+    if !appended {
+        return Err("the hop baseline's command met a conflict".into());
+    }
+    Ok(())
+}
+
+/// Seeds `SEEDED` events on the baseline's stream.
+fn seed_baseline(base: &RusqliteBaseline, stream: &str) -> Result<(), BoxError> {
+    base.with(|c| {
+        for b in 0..SEEDED / 100 {
+            let payloads = (b * 100..(b + 1) * 100)
+                .map(|i| serde_json::to_vec(&item(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            append_sync(c, stream, None, &payloads)?;
+        }
+        Ok(())
+    })
+}
+
 /// Runs up to `ops` operations within the budget; returns (ops, elapsed).
 fn timed(
     budget: Duration,
@@ -165,9 +216,14 @@ fn timed(
     Ok(done as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// One round on fresh files in `dir`: commands/s of the store, then of the
-/// baseline.
-fn round(dir: &Path, n: u32, sync: Synchronous, budget: Duration) -> Result<(f64, f64), BoxError> {
+/// One round on fresh files in `dir`: commands/s of the store, of the
+/// baseline, and of the baseline behind a hop.
+fn round(
+    dir: &Path,
+    n: u32,
+    sync: Synchronous,
+    budget: Duration,
+) -> Result<(f64, f64, f64), BoxError> {
     let store = SqliteStore::open_with(
         SqliteOptions::file(dir.join(format!("cmd-eskit-{n}.db"))).with_synchronous(sync),
     )?;
@@ -186,21 +242,21 @@ fn round(dir: &Path, n: u32, sync: Synchronous, budget: Duration) -> Result<(f64
 
     let base = RusqliteBaseline::create(dir.join(format!("cmd-baseline-{n}.db")), sync)?;
     let raw_stream = "order/42";
-    base.with(|c| {
-        for b in 0..SEEDED / 100 {
-            let payloads = (b * 100..(b + 1) * 100)
-                .map(|i| serde_json::to_vec(&item(i)))
-                .collect::<Result<Vec<_>, _>>()?;
-            append_sync(c, raw_stream, None, &payloads)?;
-        }
-        Ok(())
-    })?;
+    seed_baseline(&base, raw_stream)?;
     let baseline = base.with(|c| {
         timed(budget, COMMANDS, |i| {
             raw_command(c, raw_stream, &AddItem { n: SEEDED + i })
         })
     })?;
-    Ok((eskit, baseline))
+    drop(base);
+
+    let hopped = RusqliteBaseline::create(dir.join(format!("cmd-hop-{n}.db")), sync)?;
+    seed_baseline(&hopped, raw_stream)?;
+    let hop = Hop::new(hopped)?;
+    let behind_hop = timed(budget, COMMANDS, |i| {
+        hop_command(&hop, raw_stream, &AddItem { n: SEEDED + i })
+    })?;
+    Ok((eskit, baseline, behind_hop))
 }
 
 /// Runs `rounds` rounds of C1.
@@ -210,16 +266,15 @@ pub(crate) fn run(
     budget: Duration,
     rounds: u32,
 ) -> Result<DcbRow, BoxError> {
-    let mut row = DcbRow {
-        id: "C1",
-        what: "command (load, decode, fold, decide, append) on a 1,000-event stream",
-        eskit: Vec::new(),
-        baseline: Vec::new(),
-    };
+    let mut row = DcbRow::new(
+        "C1",
+        "command (load, decode, fold, decide, append) on a 1,000-event stream",
+    );
     for n in 0..rounds {
-        let (a, b) = round(dir, n, sync, budget)?;
+        let (a, b, c) = round(dir, n, sync, budget)?;
         row.eskit.push(a);
         row.baseline.push(b);
+        row.hop.push(c);
     }
     Ok(row)
 }

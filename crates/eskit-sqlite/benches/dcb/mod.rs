@@ -33,6 +33,8 @@ use eskit_core::{
 use eskit_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use crate::hop::Hop;
+
 /// Tags the writers cycle through.
 const TAGS: u64 = 100;
 /// Events per tag seeded for D2.
@@ -61,15 +63,31 @@ pub(crate) struct DcbRow {
     pub(crate) what: &'static str,
     pub(crate) eskit: Vec<f64>,
     pub(crate) baseline: Vec<f64>,
+    /// The same baseline behind one thread hop (see the `hop` module).
+    pub(crate) hop: Vec<f64>,
 }
 
 impl DcbRow {
+    /// A row named `id` with no rounds yet.
+    pub(crate) fn new(id: &'static str, what: &'static str) -> Self {
+        Self {
+            id,
+            what,
+            eskit: Vec::new(),
+            baseline: Vec::new(),
+            hop: Vec::new(),
+        }
+    }
+
     /// The median over rounds of eskit's events/s over the baseline's.
     pub(crate) fn median_ratio(&self) -> f64 {
-        let mut r: Vec<f64> = self
-            .eskit
+        Self::median_ratio_to(&self.eskit, &self.baseline)
+    }
+
+    fn median_ratio_to(eskit: &[f64], other: &[f64]) -> f64 {
+        let mut r: Vec<f64> = eskit
             .iter()
-            .zip(&self.baseline)
+            .zip(other)
             .map(|(a, b)| a / b.max(1e-9))
             .collect();
         r.sort_by(f64::total_cmp);
@@ -84,16 +102,19 @@ impl DcbRow {
 
     pub(crate) fn table(rows: &[Self]) -> String {
         let mut t = String::from(
-            "| workload | eskit events/s | baseline events/s | ratio (median of per-round) |\n|---|---:|---:|---:|\n",
+            "| workload | eskit events/s | baseline events/s | ratio (median of per-round) \
+             | baseline behind a hop, events/s | ratio to it |\n|---|---:|---:|---:|---:|---:|\n",
         );
         for r in rows {
             t.push_str(&format!(
-                "| {} {} | {:.0} | {:.0} | {:.2} |\n",
+                "| {} {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |\n",
                 r.id,
                 r.what,
                 Self::median(&r.eskit),
                 Self::median(&r.baseline),
-                r.median_ratio()
+                r.median_ratio(),
+                Self::median(&r.hop),
+                Self::median_ratio_to(&r.eskit, &r.hop),
             ));
         }
         t
@@ -228,6 +249,11 @@ struct Row {
 const ALL_TAG: &str = "term:2026";
 
 fn baseline_query(c: &Connection, tag: &str) -> Result<u64, BoxError> {
+    Ok(std::hint::black_box(query_rows(c, tag)?).len() as u64)
+}
+
+/// The events of `tag` as owned rows.
+fn query_rows(c: &Connection, tag: &str) -> Result<Vec<Row>, BoxError> {
     let mut stmt = c.prepare_cached(
         "SELECT e.position, e.version, e.event_id, e.event_type, e.payload, e.timestamp, s.stream_id
          FROM tags t JOIN events e ON e.position = t.position JOIN streams s ON s.sid = e.stream
@@ -246,7 +272,7 @@ fn baseline_query(c: &Connection, tag: &str) -> Result<u64, BoxError> {
             })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(std::hint::black_box(rows).len() as u64)
+    Ok(rows)
 }
 
 fn query_of(t: u64) -> Result<EventQuery, BoxError> {
@@ -260,7 +286,7 @@ fn round(
     sync: Synchronous,
     budget: Duration,
     ops: u64,
-) -> Result<[(Measured, Measured); 3], BoxError> {
+) -> Result<[[Measured; 3]; 3], BoxError> {
     let enrolled = EventType::new("Enrolled")?;
     let store_path: PathBuf = dir.join(format!("dcb-eskit-{n}.db"));
     let base_path: PathBuf = dir.join(format!("dcb-baseline-{n}.db"));
@@ -296,6 +322,22 @@ fn round(
         seen[t as usize] = last;
         Ok(1)
     })?;
+    let hop = Hop::new(baseline_conn(&dir.join(format!("dcb-hop-{n}.db")), sync)?)?;
+    let mut seen = vec![0i64; TAGS as usize];
+    let d1_hop = timed(budget, ops, |i| {
+        let t = i % TAGS;
+        let tag = format!("course:c-{t:04}");
+        let stream = format!("course/c-{t:04}");
+        let after = seen[t as usize];
+        let event = payload(i);
+        let last = block_on(hop.call(move |c| {
+            baseline_append(c, &stream, &[(event, tag.clone())], Some((&tag, after)))
+        }))?
+        .ok_or("the hop baseline's condition failed")?;
+        seen[t as usize] = last;
+        Ok(1)
+    })?;
+    drop(hop);
 
     // D1's store is done: its checkpoint thread must not copy D1's log
     // while D2 and D3 are timed.
@@ -342,6 +384,15 @@ fn round(
         }
         Ok(read)
     })?;
+    let read_hop = Hop::new(baseline_conn(&seed_base, sync)?)?;
+    let d2_hop = timed(budget, ops / 10, |i| {
+        let tag = format!("course:c-{:04}", i % TAGS);
+        let rows = block_on(read_hop.call(move |c| query_rows(c, &tag)))?;
+        if rows.len() as u64 != PER_TAG {
+            return Err(format!("the hop baseline read {} events of a tag", rows.len()).into());
+        }
+        Ok(rows.len() as u64)
+    })?;
     let all: EventQuery = QueryItem::new().with_tags([Tag::new(ALL_TAG)?]).into();
     let d3_eskit = timed(budget, ops / 10, |_| {
         let options = QueryOptions::from_start(all.clone(), 1000);
@@ -349,11 +400,15 @@ fn round(
         Ok(std::hint::black_box(page).events.len() as u64)
     })?;
     let d3_base = timed(budget, ops / 10, |_| baseline_query(&read_base, ALL_TAG))?;
+    let d3_hop = timed(budget, ops / 10, |_| {
+        let rows = block_on(read_hop.call(|c| query_rows(c, ALL_TAG)))?;
+        Ok(std::hint::black_box(rows).len() as u64)
+    })?;
     block_on(reader.close());
     Ok([
-        (d1_eskit, d1_base),
-        (d2_eskit, d2_base),
-        (d3_eskit, d3_base),
+        [d1_eskit, d1_base, d1_hop],
+        [d2_eskit, d2_base, d2_hop],
+        [d3_eskit, d3_base, d3_hop],
     ])
 }
 
@@ -376,32 +431,18 @@ pub(crate) fn run(
     ops: u64,
     rounds: u32,
 ) -> Result<Vec<DcbRow>, BoxError> {
-    let mut d1 = DcbRow {
-        id: "D1",
-        what: "conditional append (DCB), one tagged event",
-        eskit: Vec::new(),
-        baseline: Vec::new(),
-    };
-    let mut d2 = DcbRow {
-        id: "D2",
-        what: "query read by tag (DCB), 50 of 5,000 events",
-        eskit: Vec::new(),
-        baseline: Vec::new(),
-    };
-    let mut d3 = DcbRow {
-        id: "D3",
-        what: "query page by tag (DCB), 1,000 of 5,000 events",
-        eskit: Vec::new(),
-        baseline: Vec::new(),
-    };
+    let mut rows = [
+        DcbRow::new("D1", "conditional append (DCB), one tagged event"),
+        DcbRow::new("D2", "query read by tag (DCB), 50 of 5,000 events"),
+        DcbRow::new("D3", "query page by tag (DCB), 1,000 of 5,000 events"),
+    ];
     for n in 0..rounds {
-        let [(a, b), (c, d), (e, f)] = round(dir, n, sync, budget, ops)?;
-        d1.eskit.push(a.per_sec());
-        d1.baseline.push(b.per_sec());
-        d2.eskit.push(c.per_sec());
-        d2.baseline.push(d.per_sec());
-        d3.eskit.push(e.per_sec());
-        d3.baseline.push(f.per_sec());
+        let measured = round(dir, n, sync, budget, ops)?;
+        for (row, [eskit, baseline, hop]) in rows.iter_mut().zip(measured) {
+            row.eskit.push(eskit.per_sec());
+            row.baseline.push(baseline.per_sec());
+            row.hop.push(hop.per_sec());
+        }
     }
-    Ok(vec![d1, d2, d3])
+    Ok(rows.into())
 }

@@ -20,8 +20,6 @@ use eskit_testing::bench::Baseline;
 
 use crate::RusqliteBaseline;
 
-type Job = Box<dyn FnOnce(&RusqliteBaseline) + Send>;
-
 /// The reply slot a caller awaits: the value, or the waker to call once it
 /// is there.
 struct Slot<T> {
@@ -78,20 +76,32 @@ impl<T> Drop for Answer<T> {
     }
 }
 
-/// [`RusqliteBaseline`] on its own thread.
-pub(crate) struct HopBaseline {
-    jobs: Mutex<mpsc::Sender<Job>>,
+/// Baseline state (a connection, or the whole lean baseline) owned by one
+/// dedicated thread; each [`Hop::call`] runs there and is awaited.
+pub(crate) struct Hop<T> {
+    jobs: Mutex<mpsc::Sender<Job<T>>>,
 }
+
+type Job<T> = Box<dyn FnOnce(&mut T) + Send>;
+
+/// The lean baseline behind the hop.
+pub(crate) type HopBaseline = Hop<RusqliteBaseline>;
 
 impl HopBaseline {
     pub(crate) fn create(path: PathBuf, sync: Synchronous) -> Result<Self, BoxError> {
-        let base = RusqliteBaseline::create(path, sync)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        Hop::new(RusqliteBaseline::create(path, sync)?)
+    }
+}
+
+impl<T: Send + 'static> Hop<T> {
+    /// Moves `state` to a thread of its own.
+    pub(crate) fn new(mut state: T) -> Result<Self, BoxError> {
+        let (tx, rx) = mpsc::channel::<Job<T>>();
         std::thread::Builder::new()
             .name("baseline-hop".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job(&base);
+                    job(&mut state);
                 }
             })?;
         Ok(Self {
@@ -99,11 +109,11 @@ impl HopBaseline {
         })
     }
 
-    /// Runs `f` on the baseline's thread and awaits its result.
-    fn call<T: Send + 'static>(
+    /// Runs `f` on the state's thread and awaits its result.
+    pub(crate) fn call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&RusqliteBaseline) -> Result<T, BoxError> + Send + 'static,
-    ) -> BoxFuture<'_, Result<T, BoxError>> {
+        f: impl FnOnce(&mut T) -> Result<R, BoxError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<R, BoxError>> {
         let slot = Arc::new(Mutex::new(Slot {
             value: None,
             waker: None,
