@@ -10,6 +10,9 @@
 //! An event id already stored is the one refusal found while writing (by
 //! the unique index of event ids, which costs no extra lookup per event):
 //! it takes that rare path and becomes [`StoreError::DuplicateEventId`].
+//! Events are written a few rows per statement (`INSERT_CHUNKS`); the
+//! statement that meets a stored id writes none of its rows, and its ids
+//! are then looked up to name the one already stored.
 
 use eskit_core::{
     error::StoreError,
