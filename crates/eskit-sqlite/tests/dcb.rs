@@ -161,3 +161,46 @@ fn the_events_of_one_read_share_their_tags() -> TestResult {
     block_on(s.close());
     Ok(())
 }
+
+/// A large batch of tagged events is written a few index rows per
+/// statement: every tag of every event lands in the index, once, and a
+/// query by any of them finds exactly its events in order.
+#[test]
+fn every_tag_of_a_large_batch_is_indexed() -> TestResult {
+    const EVENTS: u64 = 103;
+    let dir = TempDir::new("dcb-large-batch")?;
+    let path = dir.file("events.db");
+    let s = SqliteStore::open(&path)?;
+    let a = stream("import", "a-1")?;
+    let events = (0..EVENTS)
+        .map(|i| {
+            let own = format!("k:{}", i % 3);
+            Ok(event("Imported", &i.to_string())?.with_tags(tags(&["all", &own])?))
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let r = block_on(s.append(&a, ExpectedVersion::NoStream, events, AppendOptions::new()))?;
+    let positions: Vec<u64> = r.records.iter().map(|e| e.position.get()).collect();
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM eskit_event_tags")?,
+        i64::try_from(2 * EVENTS)?
+    );
+    for (tag, want) in [
+        ("all", positions.clone()),
+        ("k:0", positions.iter().copied().step_by(3).collect()),
+        (
+            "k:1",
+            positions.iter().copied().skip(1).step_by(3).collect(),
+        ),
+        (
+            "k:2",
+            positions.iter().copied().skip(2).step_by(3).collect(),
+        ),
+    ] {
+        let query: EventQuery = QueryItem::new().with_tags(tags(&[tag])?).into();
+        let page = block_on(s.query(QueryOptions::from_start(query, 1000)))?;
+        let got: Vec<u64> = page.events.iter().map(|e| e.position.get()).collect();
+        assert_eq!(got, want, "events tagged {tag}");
+    }
+    block_on(s.close());
+    Ok(())
+}
