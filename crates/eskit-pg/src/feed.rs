@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use eskit_core::backend::CommitNotifier;
+use eskit_core::event::Position;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 
@@ -46,8 +47,23 @@ pub(crate) fn channel(schema: &str) -> String {
 /// woken at the commit).
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The announcement: a `NOTIFY` whose commit does not wait for the flush.
-const ANNOUNCE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
+/// The announcement: a `NOTIFY` whose commit does not wait for the flush,
+/// carrying the newest position the announcing store has committed (or
+/// heard of), in decimal.
+const ANNOUNCE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)";
+
+/// Longest announcement payload read as a position: the decimal digits of
+/// `u64::MAX`. Anything else (longer, not a number, another version's
+/// empty payload) wakes the listeners without a position.
+pub const MAX_ANNOUNCED_DIGITS: usize = 20;
+
+/// The position an announcement carries, if it carries one.
+fn announced_position(payload: &str) -> Option<Position> {
+    if payload.is_empty() || payload.len() > MAX_ANNOUNCED_DIGITS {
+        return None;
+    }
+    payload.parse::<u64>().ok().map(Position::new)
+}
 
 /// Announces this store's standalone commits to other processes: one
 /// `NOTIFY` on the schema's channel per wake-up, however many commits woke
@@ -58,6 +74,7 @@ const ANNOUNCE: &str = "SELECT set_config('synchronous_commit', 'off', true), pg
 pub(crate) async fn announce(
     pool: PgPool,
     channel: String,
+    notifier: CommitNotifier,
     wake: std::sync::Arc<tokio::sync::Notify>,
     mut closing: watch::Receiver<bool>,
 ) {
@@ -76,7 +93,12 @@ pub(crate) async fn announce(
         // A `NOTIFY` gets a transaction id and its commit would wait for
         // a WAL flush; notifications do not outlive a server restart
         // anyway, so this one transaction does not wait.
-        let _ = sqlx::query(ANNOUNCE).bind(&channel).execute(&pool).await;
+        let newest = notifier.latest().get().to_string();
+        let _ = sqlx::query(ANNOUNCE)
+            .bind(&channel)
+            .bind(newest)
+            .execute(&pool)
+            .await;
         // Commits meanwhile leave the wake-up's permit set: the next
         // announcement goes out when this pause ends.
         tokio::select! {
@@ -144,7 +166,12 @@ pub(crate) async fn listen(
         loop {
             tokio::select! {
                 r = listener.try_recv() => match r {
-                    Ok(Some(_)) => notifier.notify(notifier.latest()),
+                    // Another store's commits: their newest position
+                    // counts (a subscription's lag reads it), never lowering
+                    // what this store has seen.
+                    Ok(Some(n)) => notifier.notify(
+                        announced_position(n.payload()).unwrap_or_else(|| notifier.latest()),
+                    ),
                     Ok(None) => {
                         notifier.break_feed("the commit feed's connection was lost");
                         break;
@@ -158,5 +185,30 @@ pub(crate) async fn listen(
             }
         }
         broken = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_decimal_position_is_read_from_an_announcement() {
+        assert_eq!(announced_position("42"), Some(Position::new(42)));
+        assert_eq!(
+            announced_position(&u64::MAX.to_string()),
+            Some(Position::new(u64::MAX))
+        );
+        for payload in [
+            "",
+            "-1",
+            "4 2",
+            "0x10",
+            "18446744073709551616",
+            "000000000000000000042",
+            "∞",
+        ] {
+            assert_eq!(announced_position(payload), None, "{payload:?}");
+        }
     }
 }

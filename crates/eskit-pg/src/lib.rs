@@ -59,8 +59,12 @@
 //! `NOTIFY` sent right after the commit, by one task per store that folds
 //! the commits of a burst into one announcement (at most one per
 //! [`ANNOUNCE_INTERVAL`], so other processes hear of a commit up to that
-//! much later); appends inside a caller's
-//! transaction and lifecycle changes notify inside their transaction. A
+//! much later). The announcement carries the newest position the store has
+//! committed (at most [`MAX_ANNOUNCED_DIGITS`] digits are read as one): a
+//! subscription in another process counts it as lag while a transaction
+//! still open holds the commit back from its reads. Appends inside a
+//! caller's transaction and lifecycle changes notify inside their
+//! transaction. A
 //! `NOTIFY` inside the transaction takes a database-wide lock held through
 //! the commit's WAL flush: concurrent appends that each notified committed
 //! one flush after another. Listeners in this process are woken directly.
@@ -196,7 +200,7 @@ pub use claims::PgClaimStore;
 pub use dead_letter::PgDeadLetterStore;
 pub use error::PgError;
 pub use extra::{PgCheckpointStore, PgSnapshotStore};
-pub use feed::{ANNOUNCE_INTERVAL, FEED_RECONNECT_MAX, FEED_RECONNECT_MIN};
+pub use feed::{ANNOUNCE_INTERVAL, FEED_RECONNECT_MAX, FEED_RECONNECT_MIN, MAX_ANNOUNCED_DIGITS};
 pub use group::MAX_GROUP_APPENDS;
 pub use locks::{LOCK_PING_INTERVAL, PgLockRegistry};
 pub use options::{

@@ -284,6 +284,7 @@ impl PgStore {
         drop(runtime.handle().spawn(crate::feed::announce(
             pool.clone(),
             crate::feed::channel(schema.as_str()),
+            notifier.clone(),
             Arc::clone(&announce),
             closing.subscribe(),
         )));

@@ -372,10 +372,13 @@ pub struct Health {
     /// The newest committed cursor its last read saw.
     pub head: GlobalCursor,
     /// Events it is behind, estimated from positions (exact on backends
-    /// ordered by position, without holes).
+    /// ordered by position, without holes): up to the newest position its
+    /// last read saw or its commit feed announced, whichever is higher.
     pub lag_events: u64,
     /// How old the newest handled event was when it was handled, while
-    /// catching up; zero once live.
+    /// catching up; while the backend holds back commits the feed announced
+    /// (a transaction left open on PostgreSQL holds back every later one),
+    /// how long they have been held back; zero otherwise.
     pub lag: Duration,
     /// Events handled in this run.
     pub handled: u64,
@@ -614,6 +617,8 @@ where
         let mut feed_ok = listener.is_some();
         let mut since_save = 0u64;
         let mut last_save = Instant::now();
+        // Since when commits the feed announced have been held back.
+        let mut held_back: Option<Instant> = None;
         loop {
             let page: GlobalBatch = self
                 .retrying(|| self.reader.read(self.options.read_options(cursor)))
@@ -638,17 +643,26 @@ where
                 last_save = Instant::now();
             }
             let caught_up = !full && page.is_caught_up();
+            // The feed may have announced commits the read could not return
+            // yet: on PostgreSQL a transaction still open holds every later
+            // commit back. They count as lag, and so does how long they
+            // have been held back.
+            let announced = listener.as_ref().map_or(0, |l| l.latest().get());
+            let head = page.head.position().get().max(announced);
+            let behind = head > cursor.position().get();
+            held_back = match (behind && page.events.is_empty(), held_back) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
             self.health.update(|h| {
                 h.cursor = cursor;
                 h.head = page.head;
                 h.handled += page.events.len() as u64;
-                h.lag_events = page
-                    .head
-                    .position()
-                    .get()
-                    .saturating_sub(cursor.position().get());
-                h.lag = match (caught_up, newest) {
-                    (false, Some(t)) => age(t),
+                h.lag_events = head.saturating_sub(cursor.position().get());
+                h.lag = match (caught_up, newest, held_back) {
+                    (false, Some(t), _) => age(t),
+                    (_, _, Some(since)) => since.elapsed(),
                     _ => Duration::ZERO,
                 };
                 h.state = if caught_up {
