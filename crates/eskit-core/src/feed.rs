@@ -226,6 +226,7 @@ impl CommitNotifier {
             id,
             seen: s.generation,
             seen_breakage: s.breakage,
+            positions_readable: true,
         })
     }
 }
@@ -243,6 +244,10 @@ pub struct Listener {
     id: u64,
     seen: u64,
     seen_breakage: u64,
+    /// Whether the positions the feed signals are ones the listening
+    /// handle reads (false for a handle that sees one tenant of a shared
+    /// feed).
+    positions_readable: bool,
 }
 
 impl Listener {
@@ -264,6 +269,36 @@ impl Listener {
     /// The newest position the feed has signalled.
     pub fn latest(&self) -> Position {
         self.feed.latest()
+    }
+
+    /// The same listener for a handle that reads only part of what the
+    /// feed signals (one tenant of a feed its store's tenants share): its
+    /// wake-ups still come, but [`readable_latest`](Self::readable_latest)
+    /// no longer offers the signalled positions as a measure of how far
+    /// behind that handle's reader is.
+    ///
+    /// ```
+    /// use eskit_core::{backend::CommitNotifier, event::Position};
+    /// let feed = CommitNotifier::new();
+    /// let whole = feed.listen()?;
+    /// let part = feed.listen()?.for_part_of_the_feed();
+    /// feed.notify(Position::new(7));
+    /// assert_eq!(whole.readable_latest(), Some(Position::new(7)));
+    /// assert_eq!(part.readable_latest(), None);
+    /// assert_eq!(part.latest(), Position::new(7));
+    /// # Ok::<(), eskit_core::store::FeedError>(())
+    /// ```
+    pub fn for_part_of_the_feed(mut self) -> Self {
+        self.positions_readable = false;
+        self
+    }
+
+    /// The newest signalled position, when the listening handle reads every
+    /// position the feed signals (see
+    /// [`for_part_of_the_feed`](Self::for_part_of_the_feed)); a reader
+    /// whose reads stay below it is behind.
+    pub fn readable_latest(&self) -> Option<Position> {
+        self.positions_readable.then(|| self.feed.latest())
     }
 
     /// Whether the feed is broken now (a breakage was reported and not yet

@@ -1594,8 +1594,15 @@ impl CommitFeed for PgStore {
     /// Listens to every commit to the schema: this store's at once (before
     /// its append returns), others' (other handles, other processes,
     /// caller transactions) through `LISTEN`/`NOTIFY` when they commit.
+    /// The tenants of a schema share it: a tenant-scoped handle's listener
+    /// is [`for_part_of_the_feed`](Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<Listener, FeedError> {
-        self.inner.notifier.listen()
+        let l = self.inner.notifier.listen()?;
+        Ok(if self.tenant.is_some() {
+            l.for_part_of_the_feed()
+        } else {
+            l
+        })
     }
 }
 

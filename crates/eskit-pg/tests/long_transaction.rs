@@ -184,3 +184,57 @@ async fn c6_an_open_transaction_stalls_readers_and_their_health_says_so() -> Tes
     reader.close().await;
     Ok(())
 }
+
+/// Another tenant's commits are no lag for a tenant's subscription: the
+/// schema's feed announces them, but its reads never see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_commits_are_no_lag() -> TestResult {
+    use eskit_core::{event::TenantId, store::TenantScoped};
+    let url = common::url()?;
+    let schema = common::fresh_schema("c6tenant");
+    let writer = PgStore::connect(PgOptions::new(url.clone()).with_schema(&schema)).await?;
+    let reader = PgStore::connect(PgOptions::new(url).with_schema(&schema)).await?;
+    let (a, b) = (TenantId::new("tenant-a")?, TenantId::new("tenant-b")?);
+    let mine = reader.for_tenant(a.clone());
+    let log = Log::default();
+    let sink = log.clone();
+    let sub = Subscription::new(
+        mine.clone(),
+        mine.checkpoints(),
+        SubscriptionOptions::new("c6-tenant")?.with_poll_interval(Duration::from_millis(50))?,
+        move |events: &[RawEvent]| {
+            sink.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(events.iter().map(|e| e.id));
+            Ok(())
+        },
+    );
+    let health = sub.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sub.run(async move {
+        let _ = stopped.await;
+    }));
+    let stream = StreamName::new("clock", "c-1")?;
+    let own = append_one(&writer.for_tenant(a), &stream, 0).await?;
+    log.wait_for(1).await?;
+    let others = writer.for_tenant(b);
+    let theirs = StreamName::new("clock", "c-2")?;
+    for n in 0..20 {
+        append_one(&others, &theirs, n).await?;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let h = health.snapshot();
+    assert_eq!(log.ids(), vec![own], "the tenant's own event only");
+    assert_eq!(
+        (h.lag_events, h.lag),
+        (0, Duration::ZERO),
+        "another tenant's 20 commits reported as lag"
+    );
+    let _ = stop.send(());
+    task.await??;
+    writer.close().await;
+    reader.close().await;
+    Ok(())
+}

@@ -373,7 +373,8 @@ pub struct Health {
     pub head: GlobalCursor,
     /// Events it is behind, estimated from positions (exact on backends
     /// ordered by position, without holes): up to the newest position its
-    /// last read saw or its commit feed announced, whichever is higher.
+    /// last read saw or its commit feed announced, whichever is higher (a
+    /// tenant-scoped reader counts only what its reads saw).
     pub lag_events: u64,
     /// How old the newest handled event was when it was handled, while
     /// catching up; while the backend holds back commits the feed announced
@@ -646,8 +647,12 @@ where
             // The feed may have announced commits the read could not return
             // yet: on PostgreSQL a transaction still open holds every later
             // commit back. They count as lag, and so does how long they
-            // have been held back.
-            let announced = listener.as_ref().map_or(0, |l| l.latest().get());
+            // have been held back (not for a tenant's handle, whose feed
+            // also announces the other tenants' commits).
+            let announced = listener
+                .as_ref()
+                .and_then(Listener::readable_latest)
+                .map_or(0, |p| p.get());
             let head = page.head.position().get().max(announced);
             let behind = head > cursor.position().get();
             held_back = match (behind && page.events.is_empty(), held_back) {

@@ -916,9 +916,16 @@ impl SqliteStore {
 impl CommitFeed for SqliteStore {
     /// Listens to this process's commits; add
     /// [`watch_external_writes`](Self::watch_external_writes) to hear other
-    /// processes' too.
+    /// processes' too. The tenants of a file share it: a tenant-scoped
+    /// handle's listener is
+    /// [`for_part_of_the_feed`](eskit_core::store::Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
-        self.inner.notifier.listen()
+        let l = self.inner.notifier.listen()?;
+        Ok(if self.tenant.is_some() {
+            l.for_part_of_the_feed()
+        } else {
+            l
+        })
     }
 }
 

@@ -510,8 +510,15 @@ impl EventQueryReader for MemoryStore {
 }
 
 impl CommitFeed for MemoryStore {
+    /// Listens to every commit of the store; a tenant-scoped handle's
+    /// listener is [`for_part_of_the_feed`](Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<Listener, FeedError> {
-        self.shared.feed.listen()
+        let l = self.shared.feed.listen()?;
+        Ok(if self.tenant.is_some() {
+            l.for_part_of_the_feed()
+        } else {
+            l
+        })
     }
 }
 
