@@ -188,12 +188,19 @@ fn statement_text(e: &Entry) -> Option<&str> {
 /// announce after their commit from a task of their own, so an append of
 /// one phase may be announced in the next.
 fn is_announcement(e: &Entry) -> bool {
+    // The channel, then the announced position (`$2`, decimal digits).
     let channel_param = e
         .text
         .strip_prefix("DETAIL:  parameters: $1 = 'eskit_")
-        .and_then(|rest| rest.strip_suffix('\''))
-        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    channel_param || statement_text(e).is_some_and(|sql| sql.ends_with(", pg_notify($1, '')"))
+        .and_then(|rest| rest.split_once("', $2 = '"))
+        .is_some_and(|(hex, position)| {
+            hex.len() == 16
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && position
+                    .strip_suffix('\'')
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        });
+    channel_param || statement_text(e).is_some_and(|sql| sql.ends_with(", pg_notify($1, $2)"))
 }
 
 /// The calls made with a bad input, and those that did not refuse it.
