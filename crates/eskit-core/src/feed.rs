@@ -205,6 +205,24 @@ impl CommitNotifier {
         }
     }
 
+    /// A listener for a handle scoped to `tenant` (`None`: unscoped): a
+    /// tenant's handle reads only part of what the feed signals, so its
+    /// listener is [`for_part_of_the_feed`](Listener::for_part_of_the_feed).
+    ///
+    /// # Errors
+    /// As [`listen`](Self::listen).
+    pub fn listen_as(
+        &self,
+        tenant: Option<&crate::event::TenantId>,
+    ) -> Result<Listener, FeedError> {
+        let l = self.listen()?;
+        Ok(if tenant.is_some() {
+            l.for_part_of_the_feed()
+        } else {
+            l
+        })
+    }
+
     /// A new listener; its first [`Listener::changed`] waits for the next signal.
     ///
     /// # Errors

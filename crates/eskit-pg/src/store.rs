@@ -1597,12 +1597,7 @@ impl CommitFeed for PgStore {
     /// The tenants of a schema share it: a tenant-scoped handle's listener
     /// is [`for_part_of_the_feed`](Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<Listener, FeedError> {
-        let l = self.inner.notifier.listen()?;
-        Ok(if self.tenant.is_some() {
-            l.for_part_of_the_feed()
-        } else {
-            l
-        })
+        self.inner.notifier.listen_as(self.tenant.as_ref())
     }
 }
 

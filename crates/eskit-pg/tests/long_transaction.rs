@@ -75,22 +75,23 @@ async fn append_one(store: &PgStore, stream: &StreamName, n: u64) -> Result<Even
     Ok(id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c6_an_open_transaction_stalls_readers_and_their_health_says_so() -> TestResult {
-    let stall = Duration::from_secs(env_number("ESKIT_C6_SECS", 3).max(1));
-    let runs = env_number("ESKIT_C6_RUNS", 1).max(1);
-    let url = common::url()?;
-    let schema = common::fresh_schema("c6");
-    // Writer and reader are separate handles, as separate processes
-    // would be: a handle's own reads wait for its own writes.
-    let writer = PgStore::connect(PgOptions::new(url.clone()).with_schema(&schema)).await?;
-    let reader = PgStore::connect(PgOptions::new(url.clone()).with_schema(&schema)).await?;
+/// A running subscription's log, health, stop signal and task.
+struct Running {
+    log: Log,
+    health: eskit_processor::HealthHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), eskit_processor::SubscriptionError>>,
+}
+
+/// A subscription named `name` on `reader`, logging the ids it is handed,
+/// running until `stop` is used (or dropped).
+fn subscribe(reader: &PgStore, name: &str) -> Result<Running, BoxError> {
     let log = Log::default();
     let sink = log.clone();
     let sub = Subscription::new(
         reader.clone(),
         reader.checkpoints(),
-        SubscriptionOptions::new("c6")?.with_poll_interval(Duration::from_millis(50))?,
+        SubscriptionOptions::new(name)?.with_poll_interval(Duration::from_millis(50))?,
         move |events: &[RawEvent]| {
             sink.0
                 .lock()
@@ -104,6 +105,30 @@ async fn c6_an_open_transaction_stalls_readers_and_their_health_says_so() -> Tes
     let task = tokio::spawn(sub.run(async move {
         let _ = stopped.await;
     }));
+    Ok(Running {
+        log,
+        health,
+        stop,
+        task,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_an_open_transaction_stalls_readers_and_their_health_says_so() -> TestResult {
+    let stall = Duration::from_secs(env_number("ESKIT_C6_SECS", 3).max(1));
+    let runs = env_number("ESKIT_C6_RUNS", 1).max(1);
+    let url = common::url()?;
+    let schema = common::fresh_schema("c6");
+    // Writer and reader are separate handles, as separate processes
+    // would be: a handle's own reads wait for its own writes.
+    let writer = PgStore::connect(PgOptions::new(url.clone()).with_schema(&schema)).await?;
+    let reader = PgStore::connect(PgOptions::new(url.clone()).with_schema(&schema)).await?;
+    let Running {
+        log,
+        health,
+        stop,
+        task,
+    } = subscribe(&reader, "c6")?;
 
     let stream = StreamName::new("clock", "c-1")?;
     let mut appended = Vec::new();
@@ -196,25 +221,12 @@ async fn another_tenants_commits_are_no_lag() -> TestResult {
     let reader = PgStore::connect(PgOptions::new(url).with_schema(&schema)).await?;
     let (a, b) = (TenantId::new("tenant-a")?, TenantId::new("tenant-b")?);
     let mine = reader.for_tenant(a.clone());
-    let log = Log::default();
-    let sink = log.clone();
-    let sub = Subscription::new(
-        mine.clone(),
-        mine.checkpoints(),
-        SubscriptionOptions::new("c6-tenant")?.with_poll_interval(Duration::from_millis(50))?,
-        move |events: &[RawEvent]| {
-            sink.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(events.iter().map(|e| e.id));
-            Ok(())
-        },
-    );
-    let health = sub.health();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sub.run(async move {
-        let _ = stopped.await;
-    }));
+    let Running {
+        log,
+        health,
+        stop,
+        task,
+    } = subscribe(&mine, "c6-tenant")?;
     let stream = StreamName::new("clock", "c-1")?;
     let own = append_one(&writer.for_tenant(a), &stream, 0).await?;
     log.wait_for(1).await?;

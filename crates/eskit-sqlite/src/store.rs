@@ -920,12 +920,7 @@ impl CommitFeed for SqliteStore {
     /// handle's listener is
     /// [`for_part_of_the_feed`](eskit_core::store::Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
-        let l = self.inner.notifier.listen()?;
-        Ok(if self.tenant.is_some() {
-            l.for_part_of_the_feed()
-        } else {
-            l
-        })
+        self.inner.notifier.listen_as(self.tenant.as_ref())
     }
 }
 

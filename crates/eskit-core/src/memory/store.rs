@@ -513,12 +513,7 @@ impl CommitFeed for MemoryStore {
     /// Listens to every commit of the store; a tenant-scoped handle's
     /// listener is [`for_part_of_the_feed`](Listener::for_part_of_the_feed).
     fn listen(&self) -> Result<Listener, FeedError> {
-        let l = self.shared.feed.listen()?;
-        Ok(if self.tenant.is_some() {
-            l.for_part_of_the_feed()
-        } else {
-            l
-        })
+        self.shared.feed.listen_as(self.tenant.as_ref())
     }
 }
 
