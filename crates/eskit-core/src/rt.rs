@@ -261,7 +261,7 @@ impl Wake for ThreadWaker {
 /// tens of microseconds; catching them awake saves a thread wake-up, which
 /// costs about as much on a virtual machine. It yields while watching, so
 /// other threads (the backend's) keep the CPU they need.
-const BLOCK_ON_SPIN: Duration = Duration::from_micros(50);
+const BLOCK_ON_SPIN: Duration = Duration::from_micros(200);
 
 /// Most threads that watch for a wake-up in [`block_on`] at the same time;
 /// the others park at once.

@@ -99,6 +99,7 @@ pub struct SqliteOptions {
     synchronous: Synchronous,
     readers: usize,
     busy_timeout: Duration,
+    reads_on_caller_thread: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +123,7 @@ impl SqliteOptions {
             synchronous: Synchronous::default(),
             readers: 2,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            reads_on_caller_thread: false,
         }
     }
 
@@ -147,6 +149,32 @@ impl SqliteOptions {
         self
     }
 
+    /// Runs reads (loads, global and query reads, snapshots, checkpoints)
+    /// on the thread that awaits them, with one of the store's read
+    /// connections, instead of on the store's reader threads (default
+    /// `false`). Writes still go to the writer thread.
+    ///
+    /// A read then blocks the calling thread while SQLite works (and waits
+    /// for a connection when all [`readers`](Self::with_readers) are in
+    /// use), but skips the two thread hand-offs of a read, which cost more
+    /// than a small read itself. Turn it on only when no async executor's
+    /// thread awaits the store: a synchronous program driving the store
+    /// with [`eskit_core::rt::block_on`], threads of your own, or Tokio's
+    /// `spawn_blocking`. On an executor's worker thread a slow read (a
+    /// cold disk, a long stream) would stall every task of that thread.
+    /// Ignored for in-memory stores.
+    ///
+    /// ```
+    /// use eskit_sqlite::SqliteOptions;
+    /// let opts = SqliteOptions::file("events.db").with_reads_on_caller_thread(true);
+    /// assert!(opts.reads_on_caller_thread());
+    /// ```
+    #[must_use]
+    pub fn with_reads_on_caller_thread(mut self, on: bool) -> Self {
+        self.reads_on_caller_thread = on;
+        self
+    }
+
     /// Sets how long a write waits for another process holding the write
     /// lock (default [`DEFAULT_BUSY_TIMEOUT`]).
     #[must_use]
@@ -168,6 +196,12 @@ impl SqliteOptions {
     /// The busy timeout.
     pub fn busy_timeout(&self) -> Duration {
         self.busy_timeout
+    }
+
+    /// Whether reads run on the calling thread (see
+    /// [`with_reads_on_caller_thread`](Self::with_reads_on_caller_thread)).
+    pub fn reads_on_caller_thread(&self) -> bool {
+        self.reads_on_caller_thread
     }
 
     /// The database file, `None` for an in-memory store.

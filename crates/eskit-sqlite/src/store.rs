@@ -149,8 +149,15 @@ impl SqliteStore {
             Location::Memory => None,
             Location::File(_) => Some(schema::open_checkpointer(&options)?),
         };
-        let workers = Workers::start(writer, readers, checkpoints, notifier.clone(), linger)
-            .map_err(OpenError::Thread)?;
+        let workers = Workers::start(
+            writer,
+            readers,
+            options.reads_on_caller_thread(),
+            checkpoints,
+            notifier.clone(),
+            linger,
+        )
+        .map_err(OpenError::Thread)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 workers,

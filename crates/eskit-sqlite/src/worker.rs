@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -185,6 +185,10 @@ pub(crate) struct Workers {
     writer: Queue<WriteJob>,
     readers: Option<Queue<ReadJob>>,
     reader_threads: usize,
+    /// The read connections lent to callers' threads, when reads run
+    /// there (`SqliteOptions::with_reads_on_caller_thread`); there are no
+    /// reader threads then.
+    lent: Option<LentReaders>,
     /// Set by [`Workers::close`]: requests are refused from then on.
     closed: AtomicBool,
     /// The threads (writer and readers) that have not closed their
@@ -196,6 +200,7 @@ impl Workers {
     pub(crate) fn start(
         writer_conn: Connection,
         reader_conns: Vec<Connection>,
+        reads_on_caller: bool,
         checkpoint_conn: Option<Connection>,
         notifier: CommitNotifier,
         linger: Duration,
@@ -229,6 +234,14 @@ impl Workers {
                 })?;
         }
         let writer = Queue { tx, pending };
+        let (reader_conns, lent) = if reads_on_caller && !reader_conns.is_empty() {
+            (
+                Vec::new(),
+                Some(LentReaders::new(reader_conns, running.enter())),
+            )
+        } else {
+            (reader_conns, None)
+        };
         let reader_threads = reader_conns.len();
         let readers = if reader_conns.is_empty() {
             None
@@ -254,6 +267,7 @@ impl Workers {
             writer,
             readers,
             reader_threads,
+            lent,
             closed: AtomicBool::new(false),
             running,
         })
@@ -266,6 +280,9 @@ impl Workers {
             return;
         }
         self.writer.send_unbounded(WriteJob::Stop);
+        if let Some(l) = &self.lent {
+            l.close();
+        }
         if let Some(q) = &self.readers {
             for _ in 0..self.reader_threads {
                 q.send_unbounded(ReadJob::Stop);
@@ -297,6 +314,9 @@ impl Workers {
 
     fn send_read(&self, job: ReadFn) -> Result<(), StoreError> {
         self.check_open()?;
+        if let Some(l) = &self.lent {
+            return l.run(job);
+        }
         match &self.readers {
             Some(q) => q.send(ReadJob::Run(job)),
             None => self.writer.send(WriteJob::Read(job)),
@@ -397,6 +417,95 @@ impl Workers {
             reply,
         })))?;
         rx.await.map_err(|_| self.lost_reply())?
+    }
+}
+
+/// Read connections lent, one at a time, to the threads that call the
+/// store, instead of reader threads: a read runs on the caller's thread,
+/// with no hand-off either way.
+struct LentReaders {
+    pool: Mutex<Lendable>,
+    returned: Condvar,
+}
+
+struct Lendable {
+    idle: Vec<Connection>,
+    /// Connections a caller is using now.
+    out: usize,
+    closed: bool,
+    /// Counts the pool in [`Running`] until its last connection is closed.
+    guard: Option<RunningGuard>,
+}
+
+impl LentReaders {
+    fn new(conns: Vec<Connection>, guard: RunningGuard) -> Self {
+        Self {
+            pool: Mutex::new(Lendable {
+                idle: conns,
+                out: 0,
+                closed: false,
+                guard: Some(guard),
+            }),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lendable> {
+        // Critical sections only move connections and counters.
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `job` on an idle connection, on this thread; waits for one to
+    /// come back when every connection is out.
+    fn run(&self, job: ReadFn) -> Result<(), StoreError> {
+        let conn = {
+            let mut p = self.lock();
+            loop {
+                if p.closed {
+                    return Err(stopped());
+                }
+                if let Some(c) = p.idle.pop() {
+                    p.out += 1;
+                    break c;
+                }
+                p = self
+                    .returned
+                    .wait(p)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        // A panicking job drops its reply sender, so its caller gets an
+        // error; the connection goes back to the pool.
+        let _ = catch_unwind(AssertUnwindSafe(|| job(&conn)));
+        rollback_if_open(&conn);
+        let closed_last = {
+            let mut p = self.lock();
+            p.out -= 1;
+            if p.closed {
+                drop(conn);
+                (p.out == 0).then(|| p.guard.take())
+            } else {
+                p.idle.push(conn);
+                None
+            }
+        };
+        self.returned.notify_one();
+        drop(closed_last);
+        Ok(())
+    }
+
+    /// Closes the idle connections now and the others as they come back.
+    fn close(&self) {
+        let (idle, guard) = {
+            let mut p = self.lock();
+            p.closed = true;
+            let idle = std::mem::take(&mut p.idle);
+            let guard = if p.out == 0 { p.guard.take() } else { None };
+            (idle, guard)
+        };
+        self.returned.notify_all();
+        drop(idle);
+        drop(guard);
     }
 }
 

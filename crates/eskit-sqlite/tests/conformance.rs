@@ -92,13 +92,18 @@ fn fixture(store: SqliteStore) -> Fixture {
         })
 }
 
-fn suite(name: &str, dir: Option<Arc<PathBuf>>) -> Suite {
+/// The suite on a file in `dir` (on `:memory:` without one); with
+/// `caller_reads`, reads run on the awaiting thread.
+fn suite(name: &str, dir: Option<Arc<PathBuf>>, caller_reads: bool) -> Suite {
     let counter = Arc::new(AtomicU64::new(0));
+    let prefix = name.to_owned();
     let mut suite = Suite::new(name, move || {
         let options = match &dir {
-            Some(dir) => SqliteOptions::file(
-                dir.join(format!("c-{}.db", counter.fetch_add(1, Ordering::Relaxed))),
-            ),
+            Some(dir) => SqliteOptions::file(dir.join(format!(
+                "{prefix}-{}.db",
+                counter.fetch_add(1, Ordering::Relaxed)
+            )))
+            .with_reads_on_caller_thread(caller_reads),
             None => SqliteOptions::in_memory(),
         };
         async move { Ok::<_, BoxError>(fixture(SqliteStore::connect(options).await?)) }
@@ -129,11 +134,13 @@ fn main() -> ExitCode {
     };
     let (mut passed, mut failed, mut not_run) = (0, 0, 0);
     let mut out = std::io::stdout();
-    for (name, dir) in [
-        ("sqlite-file", Some(Arc::new(dir.path().to_path_buf()))),
-        ("sqlite-memory", None),
+    let file = Arc::new(dir.path().to_path_buf());
+    for (name, dir, caller_reads) in [
+        ("sqlite-file", Some(Arc::clone(&file)), false),
+        ("sqlite-caller-reads", Some(file), true),
+        ("sqlite-memory", None, false),
     ] {
-        let report = suite(name, dir).run_with(|r| {
+        let report = suite(name, dir, caller_reads).run_with(|r| {
             let _ = writeln!(out, "{}", r.line(name));
             let _ = out.flush();
         });

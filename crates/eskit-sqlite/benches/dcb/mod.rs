@@ -65,6 +65,10 @@ pub(crate) struct DcbRow {
     pub(crate) baseline: Vec<f64>,
     /// The same baseline behind one thread hop (see the `hop` module).
     pub(crate) hop: Vec<f64>,
+    /// The store with reads on the caller's thread
+    /// (`SqliteOptions::with_reads_on_caller_thread`); empty for rows
+    /// that do not read.
+    pub(crate) caller: Vec<f64>,
 }
 
 impl DcbRow {
@@ -76,6 +80,7 @@ impl DcbRow {
             eskit: Vec::new(),
             baseline: Vec::new(),
             hop: Vec::new(),
+            caller: Vec::new(),
         }
     }
 
@@ -103,11 +108,22 @@ impl DcbRow {
     pub(crate) fn table(rows: &[Self]) -> String {
         let mut t = String::from(
             "| workload | eskit events/s | baseline events/s | ratio (median of per-round) \
-             | baseline behind a hop, events/s | ratio to it |\n|---|---:|---:|---:|---:|---:|\n",
+             | baseline behind a hop, events/s | ratio to it \
+             | eskit, reads on the caller's thread, events/s | its ratio to the baseline |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in rows {
+            let caller = if r.caller.is_empty() {
+                "- | -".to_owned()
+            } else {
+                format!(
+                    "{:.0} | {:.2}",
+                    Self::median(&r.caller),
+                    Self::median_ratio_to(&r.caller, &r.baseline)
+                )
+            };
             t.push_str(&format!(
-                "| {} {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |\n",
+                "| {} {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {caller} |\n",
                 r.id,
                 r.what,
                 Self::median(&r.eskit),
@@ -286,7 +302,7 @@ fn round(
     sync: Synchronous,
     budget: Duration,
     ops: u64,
-) -> Result<[[Measured; 3]; 3], BoxError> {
+) -> Result<([[Measured; 3]; 3], [Measured; 2]), BoxError> {
     let enrolled = EventType::new("Enrolled")?;
     let store_path: PathBuf = dir.join(format!("dcb-eskit-{n}.db"));
     let base_path: PathBuf = dir.join(format!("dcb-baseline-{n}.db"));
@@ -405,11 +421,35 @@ fn round(
         Ok(std::hint::black_box(rows).len() as u64)
     })?;
     block_on(reader.close());
-    Ok([
-        [d1_eskit, d1_base, d1_hop],
-        [d2_eskit, d2_base, d2_hop],
-        [d3_eskit, d3_base, d3_hop],
-    ])
+    drop(reader);
+    // D2 and D3 again on the same data, with reads on this thread.
+    let caller = SqliteStore::open_with(
+        SqliteOptions::file(&seed_path)
+            .with_synchronous(sync)
+            .with_reads_on_caller_thread(true),
+    )?;
+    let d2_caller = timed(budget, ops / 10, |i| {
+        let options = QueryOptions::from_start(query_of(i % TAGS)?, 1000);
+        let events = block_on(QueryPager::new(&caller, options).collect())?;
+        if events.len() as u64 != PER_TAG {
+            return Err(format!("read {} events of a tag", events.len()).into());
+        }
+        Ok(events.len() as u64)
+    })?;
+    let d3_caller = timed(budget, ops / 10, |_| {
+        let options = QueryOptions::from_start(all.clone(), 1000);
+        let page = block_on(caller.query(options))?;
+        Ok(std::hint::black_box(page).events.len() as u64)
+    })?;
+    block_on(caller.close());
+    Ok((
+        [
+            [d1_eskit, d1_base, d1_hop],
+            [d2_eskit, d2_base, d2_hop],
+            [d3_eskit, d3_base, d3_hop],
+        ],
+        [d2_caller, d3_caller],
+    ))
 }
 
 async fn store_append(
@@ -437,11 +477,14 @@ pub(crate) fn run(
         DcbRow::new("D3", "query page by tag (DCB), 1,000 of 5,000 events"),
     ];
     for n in 0..rounds {
-        let measured = round(dir, n, sync, budget, ops)?;
+        let (measured, caller) = round(dir, n, sync, budget, ops)?;
         for (row, [eskit, baseline, hop]) in rows.iter_mut().zip(measured) {
             row.eskit.push(eskit.per_sec());
             row.baseline.push(baseline.per_sec());
             row.hop.push(hop.per_sec());
+        }
+        for (row, m) in rows.iter_mut().skip(1).zip(caller) {
+            row.caller.push(m.per_sec());
         }
     }
     Ok(rows.into())

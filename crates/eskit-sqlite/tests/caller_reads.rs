@@ -1,0 +1,157 @@
+//! `SqliteOptions::with_reads_on_caller_thread`: reads run on the awaiting
+//! thread with a lent read connection. No reader threads are started, more
+//! concurrent readers than connections wait for one, and close ends them
+//! all. (The conformance suite also runs whole in this mode, as
+//! `sqlite-caller-reads`.)
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{TempDir, TestResult, event, stream};
+use eskit_core::{
+    error::StoreError,
+    event::ExpectedVersion,
+    rt::block_on,
+    store::{AppendOptions, EventStore, LoadOptions},
+};
+use eskit_sqlite::{SqliteOptions, SqliteStore};
+
+/// The names of this process's threads that start with `prefix`.
+fn threads_named(prefix: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut n = 0;
+    for t in std::fs::read_dir("/proc/self/task")? {
+        let comm = std::fs::read_to_string(t?.path().join("comm"))?;
+        if comm.trim_end().starts_with(prefix) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn open(
+    dir: &TempDir,
+    readers: usize,
+    caller: bool,
+) -> Result<SqliteStore, eskit_sqlite::OpenError> {
+    SqliteStore::open_with(
+        SqliteOptions::file(dir.file("events.db"))
+            .with_readers(readers)
+            .with_reads_on_caller_thread(caller),
+    )
+}
+
+#[test]
+fn no_reader_threads_are_started() -> TestResult {
+    // Thread names are cut to 15 bytes: "eskit-sqlite-re". The other tests
+    // of this binary run only caller-reads stores, so only this test
+    // starts reader threads.
+    let prefix = "eskit-sqlite-re";
+    let dir = TempDir::new("caller-threads")?;
+    let before = threads_named(prefix)?;
+    let caller = open(&dir, 3, true)?;
+    let hopping = open(&dir, 3, false)?;
+    // A thread takes its name once it runs: wait for the hopping store's
+    // three, by which time any of the caller-reads store would be named too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut now = threads_named(prefix)?;
+    while now < before + 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        now = threads_named(prefix)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let both = threads_named(prefix)?;
+    block_on(hopping.close());
+    block_on(caller.close());
+    assert_eq!(
+        both,
+        before + 3,
+        "two stores of 3 readers each, one with reads on the caller's thread, run {} reader threads (expected the other's 3)",
+        both.saturating_sub(before)
+    );
+    Ok(())
+}
+
+#[test]
+fn more_readers_than_connections_wait_for_one() -> TestResult {
+    const THREADS: usize = 8;
+    const READS: usize = 200;
+    let dir = TempDir::new("caller-many")?;
+    let store = open(&dir, 1, true)?;
+    let s = stream("account", "a")?;
+    let events = (0..10)
+        .map(|i| event("Deposited", &format!("{{\"n\":{i}}}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    block_on(store.append(&s, ExpectedVersion::NoStream, events, AppendOptions::new()))?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (store, s, done) = (store.clone(), s.clone(), Arc::clone(&done));
+            std::thread::spawn(move || -> Result<(), String> {
+                for _ in 0..READS {
+                    let loaded =
+                        block_on(store.load(&s, LoadOptions::new())).map_err(|e| e.to_string())?;
+                    if loaded.len() != 10 {
+                        return Err(format!("loaded {} of 10 events", loaded.len()));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "a reading thread panicked")??;
+    }
+    assert_eq!(done.load(Ordering::Relaxed), THREADS * READS);
+    block_on(store.close());
+    Ok(())
+}
+
+#[test]
+fn close_ends_reads_in_flight_and_refuses_later_ones() -> TestResult {
+    let dir = TempDir::new("caller-close")?;
+    let path = dir.file("events.db");
+    let store = open(&dir, 2, true)?;
+    let s = stream("account", "a")?;
+    block_on(store.append(
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event("Opened", "{}")?],
+        AppendOptions::new(),
+    ))?;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, s) = (store.clone(), s.clone());
+            std::thread::spawn(move || -> Result<usize, String> {
+                let mut ok = 0;
+                loop {
+                    match block_on(store.load(&s, LoadOptions::new())) {
+                        Ok(e) if e.len() == 1 => ok += 1,
+                        Ok(e) => return Err(format!("loaded {} events", e.len())),
+                        Err(StoreError::Closed) => return Ok(ok),
+                        Err(e) => return Err(format!("a read failed with {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Close returns once every connection is closed, lent ones included.
+    block_on(store.close());
+    let wal = dir.file("events.db-wal");
+    assert!(!wal.exists(), "a connection outlived close");
+    for t in threads {
+        let ok = t.join().map_err(|_| "a reading thread panicked")??;
+        assert!(ok > 0, "a thread read nothing before close");
+    }
+    match block_on(store.load(&s, LoadOptions::new())) {
+        Err(StoreError::Closed) => {}
+        other => return Err(format!("load after close: {other:?}").into()),
+    }
+    let reopened = SqliteStore::open(&path)?;
+    assert_eq!(block_on(reopened.load(&s, LoadOptions::new()))?.len(), 1);
+    block_on(reopened.close());
+    Ok(())
+}
