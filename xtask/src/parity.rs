@@ -106,7 +106,7 @@ const GROUPS: &[(&str, &str)] = &[
 const BACKEND_ORDER: &[&str] = &[
     "memory",
     "sqlite-file",
-    "sqlite-caller-reads",
+    "sqlite-caller-thread",
     "sqlite-memory",
     "postgres",
     "postgres-rls",
@@ -250,8 +250,8 @@ fn render(dir: &Path) -> Result<String, String> {
         out.push_str(&format!(" {passed}/{ran} |"));
     }
     out.push_str(
-        "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-caller-reads` the same \
-         with `SqliteOptions::with_reads_on_caller_thread(true)` (reads run on the awaiting thread), \
+        "\n\n`sqlite-file` is the SQLite backend on a database file, `sqlite-caller-thread` the same \
+         with `SqliteOptions::with_calls_on_caller_thread(true)` (reads run on the awaiting thread), \
          `sqlite-memory` on `:memory:`. \
          `postgres` is PostgreSQL, each scenario on a fresh schema of the server `cargo xtask test` \
          starts; `postgres-rls` the same with the store connected as an application role bound by \

@@ -26,10 +26,10 @@
 //! Runs every workload with `synchronous = NORMAL` (backend `sqlite`), the
 //! append workloads W1 and W2 again with `FULL` (backend `sqlite-full`), and
 //! every workload but W6 against the same baseline behind a thread hop
-//! (backend `sqlite-hop`, see the `hop` module), the workloads that read
-//! (W4 to W7) again with the store's reads on the caller's thread (backend
-//! `sqlite-caller-reads`, `SqliteOptions::with_reads_on_caller_thread`,
-//! against the lean baseline), then prints W2's speed-up
+//! (backend `sqlite-hop`, see the `hop` module), every workload again with
+//! the store's calls on the caller's thread (backend `sqlite-caller-thread`,
+//! `SqliteOptions::with_calls_on_caller_thread`, against the lean
+//! baseline), then prints W2's speed-up
 //! over W1 per mode, which is what group commit buys. The DCB and command
 //! workloads report their own baseline behind a hop in extra columns.
 //! `--workload W` selects workloads; sizes come from the `ESKIT_BENCH_*`
@@ -286,7 +286,7 @@ fn bench(
     dir: &Arc<PathBuf>,
     sync: Synchronous,
     hop: bool,
-    caller_reads: bool,
+    caller_thread: bool,
     workloads: Vec<Workload>,
 ) -> Bench {
     let n = Arc::new(AtomicU64::new(0));
@@ -302,7 +302,7 @@ fn bench(
         async move {
             let options = SqliteOptions::file(path)
                 .with_synchronous(sync)
-                .with_reads_on_caller_thread(caller_reads);
+                .with_calls_on_caller_thread(caller_thread);
             let store = SqliteStore::connect(options).await?;
             Ok::<_, BoxError>(Fixture::store(store.clone()).with_snapshots(store.snapshots()))
         }
@@ -369,30 +369,26 @@ fn main() -> ExitCode {
         .copied()
         .filter(|w| *w != Workload::W6)
         .collect();
-    // The workloads that read run again with the store's reads on the
-    // caller's thread, against the same lean baseline.
-    let reading: Vec<Workload> = selected
-        .iter()
-        .copied()
-        .filter(|w| matches!(w, Workload::W4 | Workload::W5 | Workload::W6 | Workload::W7))
-        .collect();
+    // Every workload runs again with the store's calls on the caller's
+    // thread, against the same lean baseline.
+    let caller = selected.clone();
     let mut rows = Vec::new();
-    for (name, sync, hop, caller_reads, ws) in [
+    for (name, sync, hop, caller_thread, ws) in [
         ("sqlite", Synchronous::Normal, false, false, selected),
         ("sqlite-full", Synchronous::Full, false, false, full),
         ("sqlite-hop", Synchronous::Normal, true, false, hopped),
         (
-            "sqlite-caller-reads",
+            "sqlite-caller-thread",
             Synchronous::Normal,
             false,
             true,
-            reading,
+            caller,
         ),
     ] {
         if ws.is_empty() {
             continue;
         }
-        match bench(name, &dir, sync, hop, caller_reads, ws).run() {
+        match bench(name, &dir, sync, hop, caller_thread, ws).run() {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("bench {name}: {}", eskit_core::error::error_chain(&e));

@@ -99,7 +99,7 @@ pub struct SqliteOptions {
     synchronous: Synchronous,
     readers: usize,
     busy_timeout: Duration,
-    reads_on_caller_thread: bool,
+    calls_on_caller_thread: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl SqliteOptions {
             synchronous: Synchronous::default(),
             readers: 2,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            reads_on_caller_thread: false,
+            calls_on_caller_thread: false,
         }
     }
 
@@ -149,29 +149,38 @@ impl SqliteOptions {
         self
     }
 
-    /// Runs reads (loads, global and query reads, snapshots, checkpoints)
-    /// on the thread that awaits them, with one of the store's read
-    /// connections, instead of on the store's reader threads (default
-    /// `false`). Writes still go to the writer thread.
+    /// Runs the store's SQLite work on the thread that awaits it instead
+    /// of on the store's own threads (default `false`, the store's threads).
     ///
-    /// A read then blocks the calling thread while SQLite works (and waits
-    /// for a connection when all [`readers`](Self::with_readers) are in
-    /// use), but skips the two thread hand-offs of a read, which cost more
-    /// than a small read itself. Turn it on only when no async executor's
-    /// thread awaits the store: a synchronous program driving the store
-    /// with [`eskit_core::rt::block_on`], threads of your own, or Tokio's
-    /// `spawn_blocking`. On an executor's worker thread a slow read (a
-    /// cold disk, a long stream) would stall every task of that thread.
-    /// Ignored for in-memory stores.
+    /// A read runs with one of the store's read connections, lent to the
+    /// calling thread (which waits for one when all
+    /// [`readers`](Self::with_readers) are in use). A write (append, caller
+    /// transaction, checkpoint save, lease) is queued as usual, then the
+    /// calling thread takes the writer connection (waiting for the thread
+    /// that has it) and runs every write queued, its own and those of
+    /// callers that queued meanwhile, so concurrent appends still share one
+    /// transaction (group commit). WAL checkpoints stay on their own thread.
+    /// Every guarantee of the store holds the same: the conformance suite
+    /// runs whole in this mode.
+    ///
+    /// What it saves is the hand-off to a store thread and back on every
+    /// call, which costs more than a small read or a single append. What it
+    /// costs: the awaiting thread blocks while SQLite works, and while it
+    /// waits for another caller's write. Turn it on only when no async
+    /// executor's thread awaits the store: a synchronous program driving
+    /// the store with [`eskit_core::rt::block_on`], threads of your own, or
+    /// Tokio's `spawn_blocking`. On an executor's worker thread a slow call
+    /// (a cold disk, a long stream, an fsync) would stall every task of that
+    /// thread. Ignored for in-memory stores.
     ///
     /// ```
     /// use eskit_sqlite::SqliteOptions;
-    /// let opts = SqliteOptions::file("events.db").with_reads_on_caller_thread(true);
-    /// assert!(opts.reads_on_caller_thread());
+    /// let opts = SqliteOptions::file("events.db").with_calls_on_caller_thread(true);
+    /// assert!(opts.calls_on_caller_thread());
     /// ```
     #[must_use]
-    pub fn with_reads_on_caller_thread(mut self, on: bool) -> Self {
-        self.reads_on_caller_thread = on;
+    pub fn with_calls_on_caller_thread(mut self, on: bool) -> Self {
+        self.calls_on_caller_thread = on;
         self
     }
 
@@ -198,10 +207,10 @@ impl SqliteOptions {
         self.busy_timeout
     }
 
-    /// Whether reads run on the calling thread (see
-    /// [`with_reads_on_caller_thread`](Self::with_reads_on_caller_thread)).
-    pub fn reads_on_caller_thread(&self) -> bool {
-        self.reads_on_caller_thread
+    /// Whether the store's SQLite work runs on the calling thread (see
+    /// [`with_calls_on_caller_thread`](Self::with_calls_on_caller_thread)).
+    pub fn calls_on_caller_thread(&self) -> bool {
+        self.calls_on_caller_thread
     }
 
     /// The database file, `None` for an in-memory store.

@@ -152,7 +152,7 @@ impl SqliteStore {
         let workers = Workers::start(
             writer,
             readers,
-            options.reads_on_caller_thread(),
+            options.calls_on_caller_thread(),
             checkpoints,
             notifier.clone(),
             linger,

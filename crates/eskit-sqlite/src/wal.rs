@@ -116,6 +116,20 @@ pub(crate) fn detach() {
     CHECKPOINTER.with(|c| c.borrow_mut().take());
 }
 
+/// Replaces SQLite's automatic checkpoint on `conn` with this module's
+/// hook, for a writer connection that moves between threads: each thread
+/// that commits on it is lent the checkpointer with [`lend`] meanwhile.
+pub(crate) fn hook(conn: &Connection) {
+    conn.wal_hook(Some(after_commit));
+}
+
+/// Makes `checkpointer` this thread's, returning the one it had. A commit
+/// on a thread without one checkpoints only at [`INLINE_CHECKPOINT_FRAMES`],
+/// by itself.
+pub(crate) fn lend(checkpointer: Option<Checkpointer>) -> Option<Checkpointer> {
+    CHECKPOINTER.with(|c| std::mem::replace(&mut *c.borrow_mut(), checkpointer))
+}
+
 /// SQLite's hook after every commit, with the frames now in the log.
 fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     if frames >= INLINE_CHECKPOINT_FRAMES {

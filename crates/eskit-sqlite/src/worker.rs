@@ -1,10 +1,18 @@
 //! The threads that own the connections, and the requests sent to them.
 //!
-//! **Invariant**: no SQLite call ever runs on a caller's thread after open.
+//! **Invariant**: no SQLite call ever runs on a caller's thread after open,
+//! unless the store was opened with `SqliteOptions::with_calls_on_caller_thread`.
 //! One writer thread owns the only write connection; reader threads each own
 //! a read connection. Requests travel over channels and answer through a
 //! [`oneshot`] whose receiver is the caller's future (sqlx's SQLite driver
 //! pattern), so no async runtime is assumed.
+//!
+//! With calls on the caller's thread there are no writer or reader threads:
+//! a read borrows a connection from [`LentReaders`]; a write is queued the
+//! same way, then the caller takes the writer connection ([`CallerWriter`])
+//! and runs every queued job, so one caller commits the appends of the
+//! callers that queued behind it (group commit), and every job still runs
+//! on one connection at a time, in queue order.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -181,12 +189,29 @@ impl Drop for RunningGuard {
 /// What every handle of one store shares. [`Workers::close`], or dropping
 /// the last handle, stops the threads; they finish what was queued before
 /// and exit.
+/// Who runs the writer's jobs.
+enum Writer {
+    /// The writer thread, fed through its queue.
+    Thread(Queue<WriteJob>),
+    /// The callers' threads.
+    Caller(Box<CallerWriter>),
+}
+
+impl Writer {
+    fn send(&self, job: WriteJob) -> Result<(), StoreError> {
+        match self {
+            Self::Thread(q) => q.send(job),
+            Self::Caller(c) => c.send(job),
+        }
+    }
+}
+
 pub(crate) struct Workers {
-    writer: Queue<WriteJob>,
+    writer: Writer,
     readers: Option<Queue<ReadJob>>,
     reader_threads: usize,
     /// The read connections lent to callers' threads, when reads run
-    /// there (`SqliteOptions::with_reads_on_caller_thread`); there are no
+    /// there (`SqliteOptions::with_calls_on_caller_thread`); there are no
     /// reader threads then.
     lent: Option<LentReaders>,
     /// Set by [`Workers::close`]: requests are refused from then on.
@@ -200,13 +225,11 @@ impl Workers {
     pub(crate) fn start(
         writer_conn: Connection,
         reader_conns: Vec<Connection>,
-        reads_on_caller: bool,
+        on_caller: bool,
         checkpoint_conn: Option<Connection>,
         notifier: CommitNotifier,
         linger: Duration,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(Running::default());
         let checkpointer = match checkpoint_conn {
             Some(conn) => {
@@ -215,8 +238,26 @@ impl Workers {
             }
             None => None,
         };
-        {
-            let pending = Arc::clone(&pending);
+        // An in-memory database has no reader connections: its one
+        // connection stays on the writer thread.
+        let on_caller = on_caller && !reader_conns.is_empty();
+        let writer = if on_caller {
+            if checkpointer.is_some() {
+                wal::hook(&writer_conn);
+            }
+            Writer::Caller(Box::new(CallerWriter {
+                queue: Mutex::default(),
+                core: Mutex::new(Some(CallerCore {
+                    core: WriterCore::new(writer_conn, linger),
+                    checkpointer,
+                    _running: running.enter(),
+                })),
+                notifier,
+            }))
+        } else {
+            let (tx, rx) = mpsc::channel();
+            let pending = Arc::new(AtomicUsize::new(0));
+            let queued = Arc::clone(&pending);
             let guard = running.enter();
             thread::Builder::new()
                 .name("eskit-sqlite-writer".into())
@@ -228,13 +269,13 @@ impl Workers {
                     // checkpoints the WAL when it is the last one) before
                     // the guard counts it out; the checkpoint thread stops
                     // after it.
-                    run_writer(writer_conn, &rx, &pending, &notifier, linger);
+                    run_writer(writer_conn, &rx, &queued, &notifier, linger);
                     wal::detach();
                     drop(guard);
                 })?;
-        }
-        let writer = Queue { tx, pending };
-        let (reader_conns, lent) = if reads_on_caller && !reader_conns.is_empty() {
+            Writer::Thread(Queue { tx, pending })
+        };
+        let (reader_conns, lent) = if on_caller {
             (
                 Vec::new(),
                 Some(LentReaders::new(reader_conns, running.enter())),
@@ -279,7 +320,10 @@ impl Workers {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.writer.send_unbounded(WriteJob::Stop);
+        match &self.writer {
+            Writer::Thread(q) => q.send_unbounded(WriteJob::Stop),
+            Writer::Caller(c) => c.close(),
+        }
         if let Some(l) = &self.lent {
             l.close();
         }
@@ -525,52 +569,55 @@ fn run_reader(conn: &Connection, rx: &Mutex<mpsc::Receiver<ReadJob>>, pending: &
     }
 }
 
-fn run_writer(
-    mut conn: Connection,
-    rx: &mpsc::Receiver<WriteJob>,
-    pending: &AtomicUsize,
-    notifier: &CommitNotifier,
+/// The writer connection and what the writer keeps between jobs, on
+/// whichever thread runs them (the writer thread, or a caller's).
+struct WriterCore {
+    conn: Connection,
+    state: WriterState,
+    /// Appends in the previous group commit: the concurrency to expect.
+    last_batch: usize,
     linger: Duration,
-) {
-    let mut batch: Vec<AppendJob> = Vec::new();
-    let mut state = WriterState::default();
-    let mut next = None;
-    // Appends in the previous group commit: the concurrency to expect.
-    let mut last_batch = 1usize;
-    loop {
-        let job = match next.take() {
-            Some(j) => j,
-            None => match recv_watching(rx, WRITER_WATCH, WRITER_WATCH) {
-                Ok(j) => {
-                    pending.fetch_sub(1, Ordering::AcqRel);
-                    j
-                }
-                Err(_) => return,
-            },
-        };
+}
+
+impl WriterCore {
+    fn new(conn: Connection, linger: Duration) -> Self {
+        Self {
+            conn,
+            state: WriterState::default(),
+            last_batch: 1,
+            linger,
+        }
+    }
+
+    /// Runs `job`. An append takes the appends queued behind it, from
+    /// `more`, into the same transaction (group commit); a job of another
+    /// kind met there is returned, to run next.
+    fn run(
+        &mut self,
+        job: WriteJob,
+        more: &mut dyn FnMut() -> Option<WriteJob>,
+        notifier: &CommitNotifier,
+    ) -> Option<WriteJob> {
+        let mut next = None;
         match job {
             WriteJob::Append(a) => {
-                batch.push(*a);
-                // Group commit: every append that queued up while the last
-                // commit was running goes into this transaction. When the
-                // last commit carried several appends (concurrent writers)
-                // and commits cost an fsync, wait up to `linger` for as many
-                // again: their writers are waking up from the last reply.
-                let deadline = Instant::now() + linger;
-                let want = last_batch.min(MAX_GROUP_COMMIT);
+                let mut batch = vec![*a];
+                // Every append that queued up while the last commit was
+                // running goes into this transaction. When the last commit
+                // carried several appends (concurrent writers) and commits
+                // cost an fsync, wait up to `linger` for as many again:
+                // their writers are waking up from the last reply.
+                let deadline = Instant::now() + self.linger;
+                let want = self.last_batch.min(MAX_GROUP_COMMIT);
                 loop {
                     while batch.len() < MAX_GROUP_COMMIT {
-                        match rx.try_recv() {
-                            Ok(WriteJob::Append(a)) => {
-                                pending.fetch_sub(1, Ordering::AcqRel);
-                                batch.push(*a);
-                            }
-                            Ok(other) => {
-                                pending.fetch_sub(1, Ordering::AcqRel);
+                        match more() {
+                            Some(WriteJob::Append(a)) => batch.push(*a),
+                            Some(other) => {
                                 next = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     if next.is_some()
@@ -582,25 +629,156 @@ fn run_writer(
                     }
                     thread::yield_now();
                 }
-                last_batch = batch.len();
-                let jobs = std::mem::take(&mut batch);
+                self.last_batch = batch.len();
+                let (conn, state) = (&mut self.conn, &mut self.state);
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    commit_appends(&mut conn, &mut state, jobs, notifier);
+                    commit_appends(conn, state, batch, notifier);
                 }));
-                rollback_if_open(&conn);
             }
             WriteJob::Write(f) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| f(&mut conn)));
-                rollback_if_open(&conn);
+                let _ = catch_unwind(AssertUnwindSafe(|| f(&mut self.conn)));
             }
             WriteJob::Transaction(f) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| f(&mut conn, &mut state, notifier)));
-                rollback_if_open(&conn);
+                let (conn, state) = (&mut self.conn, &mut self.state);
+                let _ = catch_unwind(AssertUnwindSafe(|| f(conn, state, notifier)));
             }
             WriteJob::Read(f) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| f(&conn)));
+                let _ = catch_unwind(AssertUnwindSafe(|| f(&self.conn)));
             }
-            WriteJob::Stop => return,
+            // Ends the writer thread's loop, which looks for it first.
+            WriteJob::Stop => {}
+        }
+        rollback_if_open(&self.conn);
+        next
+    }
+}
+
+fn run_writer(
+    conn: Connection,
+    rx: &mpsc::Receiver<WriteJob>,
+    pending: &AtomicUsize,
+    notifier: &CommitNotifier,
+    linger: Duration,
+) {
+    let mut core = WriterCore::new(conn, linger);
+    let mut more = || match rx.try_recv() {
+        Ok(j) => {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            Some(j)
+        }
+        Err(_) => None,
+    };
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match recv_watching(rx, WRITER_WATCH, WRITER_WATCH) {
+                Ok(j) => {
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                    j
+                }
+                Err(_) => return,
+            },
+        };
+        if matches!(job, WriteJob::Stop) {
+            return;
+        }
+        next = core.run(job, &mut more, notifier);
+    }
+}
+
+thread_local! {
+    /// The caller-run writer (by address) whose jobs this thread is
+    /// running now: a write it sends meanwhile (a lock guard dropped by a
+    /// job) is queued for the same run instead of waiting for itself.
+    static SERVING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer's jobs run on the callers' threads, one caller at a time
+/// (`SqliteOptions::with_calls_on_caller_thread`): a caller queues its
+/// job, then takes the writer and runs every job queued (its own, unless
+/// the caller before it ran it already), so concurrent appends still share
+/// a transaction.
+struct CallerWriter {
+    queue: Mutex<std::collections::VecDeque<WriteJob>>,
+    /// `None` once closed.
+    core: Mutex<Option<CallerCore>>,
+    notifier: CommitNotifier,
+}
+
+/// Dropped in field order: the connection, then the checkpoint thread's
+/// handle, then the count in [`Running`].
+struct CallerCore {
+    core: WriterCore,
+    checkpointer: Option<Checkpointer>,
+    _running: RunningGuard,
+}
+
+impl CallerWriter {
+    fn queue(&self) -> MutexGuard<'_, std::collections::VecDeque<WriteJob>> {
+        // Critical sections only move jobs.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pop(&self) -> Option<WriteJob> {
+        self.queue().pop_front()
+    }
+
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Queues `job` and runs the queue on this thread.
+    fn send(&self, job: WriteJob) -> Result<(), StoreError> {
+        {
+            let mut q = self.queue();
+            if q.len() >= MAX_QUEUED_REQUESTS {
+                return Err(StoreError::overloaded(SqliteError::Overloaded {
+                    limit: MAX_QUEUED_REQUESTS,
+                }));
+            }
+            q.push_back(job);
+        }
+        if SERVING.get() != self.id() {
+            self.serve();
+        }
+        Ok(())
+    }
+
+    /// Takes the writer (waiting for the caller that has it) and runs
+    /// every job queued. Once closed, the queued jobs are dropped: their
+    /// callers hear that the store closed.
+    fn serve(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        match core.as_mut() {
+            Some(c) => self.drain(c),
+            None => {
+                let left: Vec<WriteJob> = self.queue().drain(..).collect();
+                drop(core);
+                drop(left);
+            }
+        }
+    }
+
+    fn drain(&self, c: &mut CallerCore) {
+        let outer = SERVING.replace(self.id());
+        let lent = wal::lend(c.checkpointer.take());
+        let mut next = None;
+        while let Some(job) = next.take().or_else(|| self.pop()) {
+            next = c.core.run(job, &mut || self.pop(), &self.notifier);
+        }
+        c.checkpointer = wal::lend(lent);
+        SERVING.set(outer);
+    }
+
+    /// Runs what is queued, then closes the connection.
+    fn close(&self) {
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let closing = core.take();
+        drop(core);
+        if let Some(mut c) = closing {
+            self.drain(&mut c);
+            drop(c);
         }
     }
 }

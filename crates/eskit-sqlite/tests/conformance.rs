@@ -103,7 +103,7 @@ fn suite(name: &str, dir: Option<Arc<PathBuf>>, caller_reads: bool) -> Suite {
                 "{prefix}-{}.db",
                 counter.fetch_add(1, Ordering::Relaxed)
             )))
-            .with_reads_on_caller_thread(caller_reads),
+            .with_calls_on_caller_thread(caller_reads),
             None => SqliteOptions::in_memory(),
         };
         async move { Ok::<_, BoxError>(fixture(SqliteStore::connect(options).await?)) }
@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     let file = Arc::new(dir.path().to_path_buf());
     for (name, dir, caller_reads) in [
         ("sqlite-file", Some(Arc::clone(&file)), false),
-        ("sqlite-caller-reads", Some(file), true),
+        ("sqlite-caller-thread", Some(file), true),
         ("sqlite-memory", None, false),
     ] {
         let report = suite(name, dir, caller_reads).run_with(|r| {

@@ -16,7 +16,7 @@
 //! Each round runs the store, then the baseline; the ratio is the median of
 //! the per-round commands/s ratios.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eskit_codec::JsonCodec;
@@ -216,16 +216,17 @@ fn timed(
     Ok(done as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// One round on fresh files in `dir`: commands/s of the store, of the
-/// baseline, and of the baseline behind a hop.
-fn round(
-    dir: &Path,
-    n: u32,
+/// Commands/s of the handler over a fresh store at `path`.
+fn handler_commands(
+    path: PathBuf,
     sync: Synchronous,
+    caller_thread: bool,
     budget: Duration,
-) -> Result<(f64, f64, f64), BoxError> {
+) -> Result<f64, BoxError> {
     let store = SqliteStore::open_with(
-        SqliteOptions::file(dir.join(format!("cmd-eskit-{n}.db"))).with_synchronous(sync),
+        SqliteOptions::file(path)
+            .with_synchronous(sync)
+            .with_calls_on_caller_thread(caller_thread),
     )?;
     let typed = TypedStore::new(store.clone(), EventSchema::new(JsonCodec));
     let stream = StreamName::new("order", "42")?;
@@ -234,11 +235,19 @@ fn round(
         block_on(typed.append(&stream, ExpectedVersion::Any, events))?;
     }
     let handler = CommandHandler::new(Order, typed);
-    let eskit = timed(budget, COMMANDS, |i| {
+    let done = timed(budget, COMMANDS, |i| {
         block_on(handler.handle(&stream, &AddItem { n: SEEDED + i }))?;
         Ok(())
     })?;
     block_on(store.close());
+    Ok(done)
+}
+
+/// One round on fresh files in `dir`: commands/s of the store, of the
+/// baseline, of the baseline behind a hop, and of the store with its calls
+/// on the caller's thread.
+fn round(dir: &Path, n: u32, sync: Synchronous, budget: Duration) -> Result<[f64; 4], BoxError> {
+    let eskit = handler_commands(dir.join(format!("cmd-eskit-{n}.db")), sync, false, budget)?;
 
     let base = RusqliteBaseline::create(dir.join(format!("cmd-baseline-{n}.db")), sync)?;
     let raw_stream = "order/42";
@@ -256,7 +265,9 @@ fn round(
     let behind_hop = timed(budget, COMMANDS, |i| {
         hop_command(&hop, raw_stream, &AddItem { n: SEEDED + i })
     })?;
-    Ok((eskit, baseline, behind_hop))
+    drop(hop);
+    let caller = handler_commands(dir.join(format!("cmd-caller-{n}.db")), sync, true, budget)?;
+    Ok([eskit, baseline, behind_hop, caller])
 }
 
 /// Runs `rounds` rounds of C1.
@@ -271,10 +282,11 @@ pub(crate) fn run(
         "command (load, decode, fold, decide, append) on a 1,000-event stream",
     );
     for n in 0..rounds {
-        let (a, b, c) = round(dir, n, sync, budget)?;
+        let [a, b, c, d] = round(dir, n, sync, budget)?;
         row.eskit.push(a);
         row.baseline.push(b);
         row.hop.push(c);
+        row.caller.push(d);
     }
     Ok(row)
 }

@@ -65,9 +65,8 @@ pub(crate) struct DcbRow {
     pub(crate) baseline: Vec<f64>,
     /// The same baseline behind one thread hop (see the `hop` module).
     pub(crate) hop: Vec<f64>,
-    /// The store with reads on the caller's thread
-    /// (`SqliteOptions::with_reads_on_caller_thread`); empty for rows
-    /// that do not read.
+    /// The store with its calls on the caller's thread
+    /// (`SqliteOptions::with_calls_on_caller_thread`).
     pub(crate) caller: Vec<f64>,
 }
 
@@ -109,7 +108,7 @@ impl DcbRow {
         let mut t = String::from(
             "| workload | eskit events/s | baseline events/s | ratio (median of per-round) \
              | baseline behind a hop, events/s | ratio to it \
-             | eskit, reads on the caller's thread, events/s | its ratio to the baseline |\n\
+             | eskit, calls on the caller's thread, events/s | its ratio to the baseline |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in rows {
@@ -295,23 +294,16 @@ fn query_of(t: u64) -> Result<EventQuery, BoxError> {
     Ok(QueryItem::new().with_tags([tag(t)?]).into())
 }
 
-/// One round of D1 and D2 on fresh files in `dir`.
-fn round(
-    dir: &Path,
-    n: u32,
-    sync: Synchronous,
+/// D1 on `store`: each decision on its tag, after the last event of the
+/// tag this writer saw.
+fn conditional_appends(
+    store: &SqliteStore,
+    enrolled: &EventType,
     budget: Duration,
     ops: u64,
-) -> Result<([[Measured; 3]; 3], [Measured; 2]), BoxError> {
-    let enrolled = EventType::new("Enrolled")?;
-    let store_path: PathBuf = dir.join(format!("dcb-eskit-{n}.db"));
-    let base_path: PathBuf = dir.join(format!("dcb-baseline-{n}.db"));
-    let store = SqliteStore::open_with(SqliteOptions::file(&store_path).with_synchronous(sync))?;
-    let mut base = baseline_conn(&base_path, sync)?;
-
-    // D1: each writer decision on its tag, after the last event it saw.
+) -> Result<Measured, BoxError> {
     let mut seen = vec![GlobalCursor::START; TAGS as usize];
-    let d1_eskit = timed(budget, ops, |i| {
+    timed(budget, ops, |i| {
         let t = i % TAGS;
         let stream = StreamName::new("course", format!("c-{t:04}"))?;
         let event = NewEvent::new(enrolled.clone(), payload(i))
@@ -322,7 +314,25 @@ fn round(
         let r = block_on(store.append(&stream, ExpectedVersion::Any, vec![event], options))?;
         seen[t as usize] = r.last_cursor();
         Ok(1)
-    })?;
+    })
+}
+
+/// One round of D1 and D2 on fresh files in `dir`.
+fn round(
+    dir: &Path,
+    n: u32,
+    sync: Synchronous,
+    budget: Duration,
+    ops: u64,
+) -> Result<([[Measured; 3]; 3], [Measured; 3]), BoxError> {
+    let enrolled = EventType::new("Enrolled")?;
+    let store_path: PathBuf = dir.join(format!("dcb-eskit-{n}.db"));
+    let base_path: PathBuf = dir.join(format!("dcb-baseline-{n}.db"));
+    let store = SqliteStore::open_with(SqliteOptions::file(&store_path).with_synchronous(sync))?;
+    let mut base = baseline_conn(&base_path, sync)?;
+
+    // D1: each writer decision on its tag, after the last event it saw.
+    let d1_eskit = conditional_appends(&store, &enrolled, budget, ops)?;
     let mut seen = vec![0i64; TAGS as usize];
     let d1_base = timed(budget, ops, |i| {
         let t = i % TAGS;
@@ -354,6 +364,13 @@ fn round(
         Ok(1)
     })?;
     drop(hop);
+    let caller_store = SqliteStore::open_with(
+        SqliteOptions::file(dir.join(format!("dcb-caller-{n}.db")))
+            .with_synchronous(sync)
+            .with_calls_on_caller_thread(true),
+    )?;
+    let d1_caller = conditional_appends(&caller_store, &enrolled, budget, ops)?;
+    block_on(caller_store.close());
 
     // D1's store is done: its checkpoint thread must not copy D1's log
     // while D2 and D3 are timed.
@@ -422,11 +439,11 @@ fn round(
     })?;
     block_on(reader.close());
     drop(reader);
-    // D2 and D3 again on the same data, with reads on this thread.
+    // D2 and D3 again on the same data, with calls on this thread.
     let caller = SqliteStore::open_with(
         SqliteOptions::file(&seed_path)
             .with_synchronous(sync)
-            .with_reads_on_caller_thread(true),
+            .with_calls_on_caller_thread(true),
     )?;
     let d2_caller = timed(budget, ops / 10, |i| {
         let options = QueryOptions::from_start(query_of(i % TAGS)?, 1000);
@@ -448,7 +465,7 @@ fn round(
             [d2_eskit, d2_base, d2_hop],
             [d3_eskit, d3_base, d3_hop],
         ],
-        [d2_caller, d3_caller],
+        [d1_caller, d2_caller, d3_caller],
     ))
 }
 
@@ -483,7 +500,7 @@ pub(crate) fn run(
             row.baseline.push(baseline.per_sec());
             row.hop.push(hop.per_sec());
         }
-        for (row, m) in rows.iter_mut().skip(1).zip(caller) {
+        for (row, m) in rows.iter_mut().zip(caller) {
             row.caller.push(m.per_sec());
         }
     }

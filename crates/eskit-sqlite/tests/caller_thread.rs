@@ -1,8 +1,9 @@
-//! `SqliteOptions::with_reads_on_caller_thread`: reads run on the awaiting
-//! thread with a lent read connection. No reader threads are started, more
-//! concurrent readers than connections wait for one, and close ends them
-//! all. (The conformance suite also runs whole in this mode, as
-//! `sqlite-caller-reads`.)
+//! `SqliteOptions::with_calls_on_caller_thread`: reads run on the awaiting
+//! thread with a lent read connection, writes on the thread that takes the
+//! writer connection. No reader or writer threads are started, more
+//! concurrent readers than connections wait for one, concurrent writers
+//! each get their own outcome, and close ends them all. (The conformance
+//! suite also runs whole in this mode, as `sqlite-caller-thread`.)
 
 mod common;
 
@@ -38,38 +39,97 @@ fn open(
     SqliteStore::open_with(
         SqliteOptions::file(dir.file("events.db"))
             .with_readers(readers)
-            .with_reads_on_caller_thread(caller),
+            .with_calls_on_caller_thread(caller),
     )
 }
 
 #[test]
-fn no_reader_threads_are_started() -> TestResult {
-    // Thread names are cut to 15 bytes: "eskit-sqlite-re". The other tests
-    // of this binary run only caller-reads stores, so only this test
-    // starts reader threads.
-    let prefix = "eskit-sqlite-re";
+fn no_store_threads_are_started() -> TestResult {
+    // Thread names are cut to 15 bytes: "eskit-sqlite-re" (readers),
+    // "eskit-sqlite-wr" (the writer). The other tests of this binary run
+    // only caller-thread stores, so only this test starts such threads.
+    let count = || -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(threads_named("eskit-sqlite-re")? + threads_named("eskit-sqlite-wr")?)
+    };
     let dir = TempDir::new("caller-threads")?;
-    let before = threads_named(prefix)?;
+    let before = count()?;
     let caller = open(&dir, 3, true)?;
     let hopping = open(&dir, 3, false)?;
-    // A thread takes its name once it runs: wait for the hopping store's
-    // three, by which time any of the caller-reads store would be named too.
+    // A thread takes its name once it runs: wait for the other store's
+    // four, by which time any of the caller-thread store would be named too.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut now = threads_named(prefix)?;
-    while now < before + 3 && std::time::Instant::now() < deadline {
+    while count()? < before + 4 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
-        now = threads_named(prefix)?;
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let both = threads_named(prefix)?;
+    let both = count()?;
     block_on(hopping.close());
     block_on(caller.close());
     assert_eq!(
         both,
-        before + 3,
-        "two stores of 3 readers each, one with reads on the caller's thread, run {} reader threads (expected the other's 3)",
+        before + 4,
+        "two stores of 3 readers and a writer each, one with calls on the caller's thread, \
+         run {} store threads (expected the other's 4)",
         both.saturating_sub(before)
     );
+    Ok(())
+}
+
+#[test]
+fn concurrent_writers_each_get_their_own_outcome() -> TestResult {
+    const THREADS: u64 = 8;
+    const APPENDS: u64 = 100;
+    let dir = TempDir::new("caller-writers")?;
+    let store = open(&dir, 2, true)?;
+    let shared = stream("counter", "shared")?;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (store, shared) = (store.clone(), shared.clone());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let own = stream("counter", &format!("t-{t}")).map_err(|e| e.to_string())?;
+                let mut conflicts = 0;
+                for i in 0..APPENDS {
+                    // Its own stream: every append expects the version it
+                    // left, so each one must succeed exactly once.
+                    let e = event("Counted", "{}").map_err(|e| e.to_string())?;
+                    let expected = if i == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(eskit_core::event::Version::new(i))
+                    };
+                    block_on(store.append(&own, expected, vec![e], AppendOptions::new()))
+                        .map_err(|e| format!("append {i} to {own}: {e}"))?;
+                    // The shared stream: all expect version 0, one wins.
+                    let e = event("Claimed", "{}").map_err(|e| e.to_string())?;
+                    match block_on(store.append(
+                        &shared,
+                        ExpectedVersion::NoStream,
+                        vec![e],
+                        AppendOptions::new(),
+                    )) {
+                        Ok(_) => {}
+                        Err(e) if e.is_conflict() => conflicts += 1,
+                        Err(e) => return Err(format!("claim: {e}")),
+                    }
+                }
+                Ok(conflicts)
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for t in threads {
+        conflicts += t.join().map_err(|_| "a writing thread panicked")??;
+    }
+    assert_eq!(conflicts, THREADS * APPENDS - 1, "exactly one claim wins");
+    for t in 0..THREADS {
+        let own = stream("counter", &format!("t-{t}"))?;
+        assert_eq!(
+            block_on(store.load(&own, LoadOptions::new()))?.len() as u64,
+            APPENDS
+        );
+    }
+    assert_eq!(block_on(store.load(&shared, LoadOptions::new()))?.len(), 1);
+    block_on(store.close());
     Ok(())
 }
 
