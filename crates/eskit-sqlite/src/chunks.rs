@@ -122,6 +122,13 @@ impl<T> Receiver<T> {
         Poll::Pending
     }
 
+    /// Whether a poll would be ready now: a value is queued, or the sender
+    /// is gone.
+    pub(crate) fn is_ready(&self) -> bool {
+        let s = self.inner.lock();
+        !s.queue.is_empty() || s.sender_gone
+    }
+
     /// The next value, or `None` once the sender is gone and all values
     /// were taken.
     pub(crate) async fn next(&mut self) -> Option<T> {

@@ -37,6 +37,13 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Whether awaiting it would complete at once.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+}
+
 impl<T> Future for Receiver<T> {
     type Output = Result<T, Canceled>;
 

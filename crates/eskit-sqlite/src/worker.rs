@@ -198,10 +198,12 @@ enum Writer {
 }
 
 impl Writer {
-    fn send(&self, job: WriteJob) -> Result<(), StoreError> {
+    /// Sends `job`; with callers running the writer's jobs, this may run
+    /// it (and others) here, or wait until `answered`.
+    fn send(&self, job: WriteJob, answered: Option<&dyn Fn() -> bool>) -> Result<(), StoreError> {
         match self {
             Self::Thread(q) => q.send(job),
-            Self::Caller(c) => c.send(job),
+            Self::Caller(c) => c.send(job, answered),
         }
     }
 }
@@ -245,15 +247,14 @@ impl Workers {
             if checkpointer.is_some() {
                 wal::hook(&writer_conn);
             }
-            Writer::Caller(Box::new(CallerWriter {
-                queue: Mutex::default(),
-                core: Mutex::new(Some(CallerCore {
+            Writer::Caller(Box::new(CallerWriter::new(
+                CallerCore {
                     core: WriterCore::new(writer_conn, linger),
                     checkpointer,
                     _running: running.enter(),
-                })),
+                },
                 notifier,
-            }))
+            )))
         } else {
             let (tx, rx) = mpsc::channel();
             let pending = Arc::new(AtomicUsize::new(0));
@@ -363,13 +364,19 @@ impl Workers {
         }
         match &self.readers {
             Some(q) => q.send(ReadJob::Run(job)),
-            None => self.writer.send(WriteJob::Read(job)),
+            None => self.writer.send(WriteJob::Read(job), None),
         }
     }
 
-    fn send_write(&self, job: WriteJob) -> Result<(), StoreError> {
+    /// Sends a job for the writer; `answered` tells whether its reply has
+    /// come (`None` for a job nobody waits for).
+    fn send_write(
+        &self,
+        job: WriteJob,
+        answered: Option<&dyn Fn() -> bool>,
+    ) -> Result<(), StoreError> {
         self.check_open()?;
-        self.writer.send(job)
+        self.writer.send(job, answered)
     }
 
     /// Runs `f` on a reader connection (the writer's for in-memory stores).
@@ -413,7 +420,7 @@ impl Workers {
         &self,
         f: impl FnOnce(&mut Connection) + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.send_write(WriteJob::Write(Box::new(f)))
+        self.send_write(WriteJob::Write(Box::new(f)), None)
     }
 
     /// Runs `f` with the writer's connection, state and notifier, between
@@ -424,9 +431,12 @@ impl Workers {
         F: FnOnce(&mut Connection, &mut WriterState, &CommitNotifier) -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.send_write(WriteJob::Transaction(Box::new(move |c, s, n| {
-            tx.send(f(c, s, n));
-        })))?;
+        self.send_write(
+            WriteJob::Transaction(Box::new(move |c, s, n| {
+                tx.send(f(c, s, n));
+            })),
+            Some(&|| rx.is_ready()),
+        )?;
         rx.await.map_err(|_| self.lost_reply())
     }
 
@@ -437,7 +447,10 @@ impl Workers {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.send_write(WriteJob::Write(Box::new(move |c| tx.send(f(c)))))?;
+        self.send_write(
+            WriteJob::Write(Box::new(move |c| tx.send(f(c)))),
+            Some(&|| rx.is_ready()),
+        )?;
         rx.await.map_err(|_| self.lost_reply())?
     }
 
@@ -450,16 +463,19 @@ impl Workers {
         options: AppendOptions,
     ) -> Result<AppendResult, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.send_write(WriteJob::Append(Box::new(AppendJob {
-            request: AppendRequest {
-                tenant,
-                stream,
-                expected,
-                events,
-                options,
-            },
-            reply,
-        })))?;
+        self.send_write(
+            WriteJob::Append(Box::new(AppendJob {
+                request: AppendRequest {
+                    tenant,
+                    stream,
+                    expected,
+                    events,
+                    options,
+                },
+                reply,
+            })),
+            Some(&|| rx.is_ready()),
+        )?;
         rx.await.map_err(|_| self.lost_reply())?
     }
 }
@@ -695,15 +711,32 @@ thread_local! {
 }
 
 /// The writer's jobs run on the callers' threads, one caller at a time
-/// (`SqliteOptions::with_calls_on_caller_thread`): a caller queues its
-/// job, then takes the writer and runs every job queued (its own, unless
-/// the caller before it ran it already), so concurrent appends still share
-/// a transaction.
+/// (`SqliteOptions::with_calls_on_caller_thread`). A caller queues its
+/// job; when no caller is running the queue it runs it (its own job and
+/// every job queued meanwhile, so concurrent appends share a transaction);
+/// otherwise it waits until its job is answered.
+///
+/// **Invariant**: `busy` goes back to `false`, under the same lock, only
+/// with the queue empty, or with a caller waiting (which then runs the
+/// queue), so a job queued while `busy` is always run. A caller stops
+/// running the queue once its own job is answered and another caller
+/// waits, so no caller serves the others for long.
 struct CallerWriter {
-    queue: Mutex<std::collections::VecDeque<WriteJob>>,
-    /// `None` once closed.
+    shared: Mutex<Shared>,
+    /// Signalled after each job the running caller finished.
+    ran: Condvar,
+    /// `None` once closed. Only the caller running the queue locks it.
     core: Mutex<Option<CallerCore>>,
     notifier: CommitNotifier,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: std::collections::VecDeque<WriteJob>,
+    /// A caller is running the queue.
+    busy: bool,
+    /// Callers waiting for their job to be answered.
+    waiting: usize,
 }
 
 /// Dropped in field order: the connection, then the checkpoint thread's
@@ -715,71 +748,129 @@ struct CallerCore {
 }
 
 impl CallerWriter {
-    fn queue(&self) -> MutexGuard<'_, std::collections::VecDeque<WriteJob>> {
-        // Critical sections only move jobs.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(core: CallerCore, notifier: CommitNotifier) -> Self {
+        Self {
+            shared: Mutex::default(),
+            ran: Condvar::new(),
+            core: Mutex::new(Some(core)),
+            notifier,
+        }
     }
 
-    fn pop(&self) -> Option<WriteJob> {
-        self.queue().pop_front()
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // Critical sections only move jobs and flags.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn id(&self) -> usize {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Queues `job` and runs the queue on this thread.
-    fn send(&self, job: WriteJob) -> Result<(), StoreError> {
-        {
-            let mut q = self.queue();
-            if q.len() >= MAX_QUEUED_REQUESTS {
-                return Err(StoreError::overloaded(SqliteError::Overloaded {
-                    limit: MAX_QUEUED_REQUESTS,
-                }));
+    /// Queues `job`, then runs the queue on this thread or, when another
+    /// caller is running it, waits until `answered` (never, for a job
+    /// nobody waits for: it returns at once).
+    fn send(&self, job: WriteJob, answered: Option<&dyn Fn() -> bool>) -> Result<(), StoreError> {
+        let mut shared = self.shared();
+        if shared.queue.len() >= MAX_QUEUED_REQUESTS {
+            return Err(StoreError::overloaded(SqliteError::Overloaded {
+                limit: MAX_QUEUED_REQUESTS,
+            }));
+        }
+        shared.queue.push_back(job);
+        if shared.busy {
+            // A write sent by a job this thread is running (a lock guard
+            // it drops) is run by the same run of the queue.
+            if SERVING.get() == self.id() {
+                return Ok(());
             }
-            q.push_back(job);
+            let Some(answered) = answered else {
+                return Ok(());
+            };
+            shared.waiting += 1;
+            while shared.busy && !answered() {
+                shared = self
+                    .ran
+                    .wait(shared)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            shared.waiting -= 1;
+            let mine = answered();
+            if mine && (shared.busy || shared.queue.is_empty()) {
+                return Ok(());
+            }
+            // The caller running the queue left it to the waiting ones:
+            // this one runs it now, to the end when its own job is done.
+            shared.busy = true;
+            drop(shared);
+            self.run_queue(if mine { None } else { Some(answered) });
+            return Ok(());
         }
-        if SERVING.get() != self.id() {
-            self.serve();
-        }
+        shared.busy = true;
+        drop(shared);
+        self.run_queue(answered);
         Ok(())
     }
 
-    /// Takes the writer (waiting for the caller that has it) and runs
-    /// every job queued. Once closed, the queued jobs are dropped: their
-    /// callers hear that the store closed.
-    fn serve(&self) {
+    /// Runs jobs until the queue is empty, or until `answered` and another
+    /// caller waits to run the rest; then lets the next caller in.
+    fn run_queue(&self, answered: Option<&dyn Fn() -> bool>) {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        match core.as_mut() {
-            Some(c) => self.drain(c),
-            None => {
-                let left: Vec<WriteJob> = self.queue().drain(..).collect();
-                drop(core);
-                drop(left);
-            }
-        }
-    }
-
-    fn drain(&self, c: &mut CallerCore) {
         let outer = SERVING.replace(self.id());
-        let lent = wal::lend(c.checkpointer.take());
-        let mut next = None;
-        while let Some(job) = next.take().or_else(|| self.pop()) {
-            next = c.core.run(job, &mut || self.pop(), &self.notifier);
+        let mut lent = None;
+        if let Some(c) = core.as_mut() {
+            lent = wal::lend(c.checkpointer.take());
         }
-        c.checkpointer = wal::lend(lent);
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(j) => Some(j),
+                None => {
+                    let mut shared = self.shared();
+                    let done = shared.waiting > 0 && answered.is_some_and(|a| a());
+                    let job = if done { None } else { shared.queue.pop_front() };
+                    if job.is_none() {
+                        shared.busy = false;
+                    }
+                    job
+                }
+            };
+            let Some(job) = job else { break };
+            match core.as_mut() {
+                Some(c) => {
+                    next = c
+                        .core
+                        .run(job, &mut || self.shared().queue.pop_front(), &self.notifier);
+                }
+                // Closed: the job is dropped, and its caller hears so.
+                None => drop(job),
+            }
+            self.ran.notify_all();
+        }
+        if let Some(c) = core.as_mut() {
+            c.checkpointer = wal::lend(lent);
+        }
         SERVING.set(outer);
+        self.ran.notify_all();
     }
 
     /// Runs what is queued, then closes the connection.
     fn close(&self) {
-        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
-        let closing = core.take();
-        drop(core);
-        if let Some(mut c) = closing {
-            self.drain(&mut c);
-            drop(c);
+        let mut shared = self.shared();
+        while shared.busy {
+            shared = self
+                .ran
+                .wait(shared)
+                .unwrap_or_else(PoisonError::into_inner);
         }
+        shared.busy = true;
+        drop(shared);
+        self.run_queue(None);
+        let closing = self
+            .core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(closing);
     }
 }
 
