@@ -100,6 +100,18 @@
 //! caller's task checks each row (checksum, fields) and builds the events of
 //! one batch while the reader fills the next.
 //!
+//! # Calls on the caller's thread
+//! [`SqliteOptions::with_calls_on_caller_thread`] (off by default) runs all
+//! of this on the threads that await the store instead: no writer or reader
+//! threads, and no hand-off to them and back on each call, which costs more
+//! than a small read or a single append (see the option for when it is
+//! safe: never on an async executor's worker threads). A read borrows a
+//! read connection; a write is queued as above, and a caller that finds no
+//! other caller running the queue runs it, its own job and those queued
+//! meanwhile, so concurrent appends still share a transaction. A long read
+//! then runs on one thread, without the reader's hand-over in batches, so
+//! loads of thousands of events gain little or lose a little.
+//!
 //! # Cancel safety
 //! A dropped append future never leaves a partial append: the writer commits
 //! an append whole or not at all. Once polled, an append is queued and goes

@@ -171,7 +171,8 @@ impl SqliteOptions {
     /// the store with [`eskit_core::rt::block_on`], threads of your own, or
     /// Tokio's `spawn_blocking`. On an executor's worker thread a slow call
     /// (a cold disk, a long stream, an fsync) would stall every task of that
-    /// thread. Ignored for in-memory stores.
+    /// thread. A call finishes inside its first poll, so a timeout around
+    /// it takes effect only after it returned. Ignored for in-memory stores.
     ///
     /// ```
     /// use eskit_sqlite::SqliteOptions;

@@ -317,6 +317,26 @@ fn conditional_appends(
     })
 }
 
+/// D2 and D3 on `store`, seeded by [`round`]: every event of one tag at a
+/// time, then pages of the tag all events carry.
+fn query_reads(store: &SqliteStore, budget: Duration, ops: u64) -> Result<[Measured; 2], BoxError> {
+    let d2 = timed(budget, ops / 10, |i| {
+        let options = QueryOptions::from_start(query_of(i % TAGS)?, 1000);
+        let events = block_on(QueryPager::new(store, options).collect())?;
+        if events.len() as u64 != PER_TAG {
+            return Err(format!("read {} events of a tag", events.len()).into());
+        }
+        Ok(events.len() as u64)
+    })?;
+    let all: EventQuery = QueryItem::new().with_tags([Tag::new(ALL_TAG)?]).into();
+    let d3 = timed(budget, ops / 10, |_| {
+        let options = QueryOptions::from_start(all.clone(), 1000);
+        let page = block_on(store.query(options))?;
+        Ok(std::hint::black_box(page).events.len() as u64)
+    })?;
+    Ok([d2, d3])
+}
+
 /// One round of D1 and D2 on fresh files in `dir`.
 fn round(
     dir: &Path,
@@ -402,14 +422,7 @@ fn round(
     // checkpoint thread copying the log) finishes before the timer starts,
     // as the baseline's checkpoints ran inside its (untimed) seeding.
     std::thread::sleep(SETTLE);
-    let d2_eskit = timed(budget, ops / 10, |i| {
-        let options = QueryOptions::from_start(query_of(i % TAGS)?, 1000);
-        let events = block_on(QueryPager::new(&reader, options).collect())?;
-        if events.len() as u64 != PER_TAG {
-            return Err(format!("read {} events of a tag", events.len()).into());
-        }
-        Ok(events.len() as u64)
-    })?;
+    let [d2_eskit, d3_eskit] = query_reads(&reader, budget, ops)?;
     let d2_base = timed(budget, ops / 10, |i| {
         let read = baseline_query(&read_base, &format!("course:c-{:04}", i % TAGS))?;
         if read != PER_TAG {
@@ -426,12 +439,6 @@ fn round(
         }
         Ok(rows.len() as u64)
     })?;
-    let all: EventQuery = QueryItem::new().with_tags([Tag::new(ALL_TAG)?]).into();
-    let d3_eskit = timed(budget, ops / 10, |_| {
-        let options = QueryOptions::from_start(all.clone(), 1000);
-        let page = block_on(reader.query(options))?;
-        Ok(std::hint::black_box(page).events.len() as u64)
-    })?;
     let d3_base = timed(budget, ops / 10, |_| baseline_query(&read_base, ALL_TAG))?;
     let d3_hop = timed(budget, ops / 10, |_| {
         let rows = block_on(read_hop.call(|c| query_rows(c, ALL_TAG)))?;
@@ -445,19 +452,7 @@ fn round(
             .with_synchronous(sync)
             .with_calls_on_caller_thread(true),
     )?;
-    let d2_caller = timed(budget, ops / 10, |i| {
-        let options = QueryOptions::from_start(query_of(i % TAGS)?, 1000);
-        let events = block_on(QueryPager::new(&caller, options).collect())?;
-        if events.len() as u64 != PER_TAG {
-            return Err(format!("read {} events of a tag", events.len()).into());
-        }
-        Ok(events.len() as u64)
-    })?;
-    let d3_caller = timed(budget, ops / 10, |_| {
-        let options = QueryOptions::from_start(all.clone(), 1000);
-        let page = block_on(caller.query(options))?;
-        Ok(std::hint::black_box(page).events.len() as u64)
-    })?;
+    let [d2_caller, d3_caller] = query_reads(&caller, budget, ops)?;
     block_on(caller.close());
     Ok((
         [
