@@ -8,7 +8,9 @@
 //! The child is this same binary, started with `ESKIT_CRASH_CHILD_DB` set.
 //! Sizes: `ESKIT_CRASH_ITERATIONS` (default 100), `ESKIT_CRASH_SEED` to
 //! replay a run, `ESKIT_CRASH_KILLS_PER_FILE` (default 10) kills before a
-//! fresh file. Synchronous NORMAL and FULL alternate between iterations.
+//! fresh file. Synchronous NORMAL and FULL alternate between iterations, and
+//! every other pair of iterations the child opens the store with its calls
+//! on the caller's thread (`SqliteOptions::with_calls_on_caller_thread`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -61,7 +63,12 @@ fn child(db: &str) -> BoxResult<()> {
     let sync: Synchronous = std::env::var("ESKIT_CRASH_SYNC")
         .unwrap_or_else(|_| "normal".into())
         .parse()?;
-    let store = SqliteStore::open_with(SqliteOptions::file(db).with_synchronous(sync))?;
+    let caller_thread = std::env::var_os("ESKIT_CRASH_CALLER_THREAD").is_some();
+    let store = SqliteStore::open_with(
+        SqliteOptions::file(db)
+            .with_synchronous(sync)
+            .with_calls_on_caller_thread(caller_thread),
+    )?;
     let handles: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = store.clone();
@@ -137,9 +144,18 @@ fn parse_ack(line: &str) -> Option<Ack> {
 
 /// Runs one child until it is killed and returns the acknowledgements it
 /// printed in full (a line cut by the kill is not an acknowledgement).
-fn run_child(db: &std::path::Path, sync: Synchronous, kill_after: Duration) -> BoxResult<Vec<Ack>> {
-    let mut child = child_command("ESKIT_CRASH_CHILD_DB", db)?
-        .env("ESKIT_CRASH_SYNC", sync.as_str())
+fn run_child(
+    db: &std::path::Path,
+    sync: Synchronous,
+    caller_thread: bool,
+    kill_after: Duration,
+) -> BoxResult<Vec<Ack>> {
+    let mut command = child_command("ESKIT_CRASH_CHILD_DB", db)?;
+    command.env("ESKIT_CRASH_SYNC", sync.as_str());
+    if caller_thread {
+        command.env("ESKIT_CRASH_CALLER_THREAD", "1");
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -337,8 +353,9 @@ fn parent() -> BoxResult<usize> {
         } else {
             Synchronous::Full
         };
+        let caller_thread = i % 4 >= 2;
         let kill_after = Duration::from_millis(rng.range(5, 201));
-        let new = run_child(&db, sync, kill_after)?;
+        let new = run_child(&db, sync, caller_thread, kill_after)?;
         totals.acked_appends += new.len();
         totals.acked_events += new.iter().map(|a| a.count).sum::<u64>();
         acks.extend(new);
@@ -347,7 +364,8 @@ fn parent() -> BoxResult<usize> {
             passed += 1;
         } else {
             eprintln!(
-                "crash: iteration {i} ({sync}, killed after {kill_after:?}): {problems} problems"
+                "crash: iteration {i} ({sync}, calls on the caller's thread: {caller_thread}, \
+                 killed after {kill_after:?}): {problems} problems"
             );
             failed += 1;
         }
