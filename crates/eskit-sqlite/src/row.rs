@@ -12,6 +12,7 @@ use eskit_core::{
     },
 };
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -427,6 +428,30 @@ impl Assembler {
     }
 }
 
+/// Hashes the store's own row ids (stream keys) with one multiplication:
+/// the store hands them out in sequence, so nobody outside chooses them
+/// to collide, and SipHash cost more than the lookup it served.
+#[derive(Default)]
+pub(crate) struct RowidHasher(u64);
+
+impl Hasher for RowidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        // Odd multiplier (2^64 / golden ratio): consecutive keys spread over
+        // the high bits, which hashbrown's control bytes use.
+        self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
 /// reader's side, kept to SQLite calls and copying.
 pub(crate) struct BatchBuilder<'a> {
@@ -435,7 +460,7 @@ pub(crate) struct BatchBuilder<'a> {
     streams: Vec<StreamName>,
     kinds: KindReader<'a>,
     /// Stream keys met, by number, for reads across streams.
-    sids: HashMap<i64, u32>,
+    sids: HashMap<i64, u32, BuildHasherDefault<RowidHasher>>,
     last_sid: Option<i64>,
     last_stream_number: u32,
     /// Kinds and streams already handed over in earlier batches.
@@ -454,7 +479,7 @@ impl<'a> BatchBuilder<'a> {
             bytes: Vec::new(),
             streams: Vec::new(),
             kinds,
-            sids: HashMap::new(),
+            sids: HashMap::default(),
             last_sid: None,
             last_stream_number: 0,
             kinds_sent: 0,

@@ -787,6 +787,10 @@ impl CallerWriter {
                 return Ok(());
             };
             shared.waiting += 1;
+            // The running caller answers and broadcasts without this lock,
+            // so a broadcast can fall between the check and the wait; the
+            // next one comes after its next job or when it leaves the
+            // queue, both of which take this lock first.
             while shared.busy && !answered() {
                 shared = self
                     .ran
