@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Counter, CounterCommand, CounterEvent, TextCodec, U64Codec};
+use common::{Counter, CounterCommand, CounterEvent, RacingStore, TextCodec, U64Codec};
 use eskit_core::{
     error::StoreError,
     event::{
@@ -359,10 +359,7 @@ fn retry_delays_grow_and_stay_capped() -> TestResult {
 #[test]
 fn conflict_is_returned_after_retries_run_out() -> TestResult {
     let attempts = Arc::new(AtomicUsize::new(0));
-    let racing = RacingStore {
-        inner: MemoryStore::new(),
-        attempts: Arc::clone(&attempts),
-    };
+    let racing = RacingStore::new(Arc::clone(&attempts));
     let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
@@ -377,47 +374,6 @@ fn conflict_is_returned_after_retries_run_out() -> TestResult {
         "one try and three retries"
     );
     Ok(())
-}
-
-/// A backend where another writer always wins: every append first sneaks in
-/// a foreign event, so the caller's expected version is always stale.
-struct RacingStore {
-    inner: MemoryStore,
-    attempts: Arc<AtomicUsize>,
-}
-
-impl EventStore for RacingStore {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<eskit_core::event::AppendResult, StoreError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
-        self.inner
-            .append(
-                stream,
-                ExpectedVersion::Any,
-                vec![foreign],
-                AppendOptions::new(),
-            )
-            .await?;
-        self.inner.append(stream, expected, events, options).await
-    }
-
-    async fn load(
-        &self,
-        stream: &StreamName,
-        options: LoadOptions,
-    ) -> Result<Vec<eskit_core::event::RawEvent>, StoreError> {
-        self.inner.load(stream, options).await
-    }
-
-    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(stream).await
-    }
 }
 
 trait DecodeU64 {

@@ -8,17 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Counter, CounterCommand, Overflow, TextCodec};
+use common::{Counter, CounterCommand, Overflow, RacingStore, TextCodec};
 use eskit_core::{
     error::{StoreError, ValidationError, error_chain},
-    event::{
-        AppendResult, EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, Timestamp,
-        Version,
-    },
+    event::{ExpectedVersion, StreamName, Timestamp, Version},
     handler::{CommandHandler, CommandOptions, ConflictRetry, HandleError, RetryPolicy},
     memory::MemoryStore,
     rt::block_on,
-    store::{AppendOptions, EventStore, LoadOptions},
+    store::{EventStore, LoadOptions},
     typed::{EventSchema, TypedStore},
 };
 
@@ -52,47 +49,6 @@ fn a_commands_timestamp_is_stored_with_its_events() -> TestResult {
     Ok(())
 }
 
-/// A backend where another writer always wins: every append first sneaks in
-/// a foreign event, so the caller's expected version is always stale.
-struct RacingStore {
-    inner: MemoryStore,
-    attempts: Arc<AtomicUsize>,
-}
-
-impl EventStore for RacingStore {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<AppendResult, StoreError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
-        self.inner
-            .append(
-                stream,
-                ExpectedVersion::Any,
-                vec![foreign],
-                AppendOptions::new(),
-            )
-            .await?;
-        self.inner.append(stream, expected, events, options).await
-    }
-
-    async fn load(
-        &self,
-        stream: &StreamName,
-        options: LoadOptions,
-    ) -> Result<Vec<RawEvent>, StoreError> {
-        self.inner.load(stream, options).await
-    }
-
-    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-}
-
 #[test]
 fn conflict_backoff_waits_on_the_given_sleep_function() -> TestResult {
     const RETRIES: u32 = 4;
@@ -110,10 +66,7 @@ fn conflict_backoff_waits_on_the_given_sleep_function() -> TestResult {
     });
     assert_eq!(retry.policy(), &policy);
     let attempts = Arc::new(AtomicUsize::new(0));
-    let racing = RacingStore {
-        inner: MemoryStore::new(),
-        attempts: Arc::clone(&attempts),
-    };
+    let racing = RacingStore::new(Arc::clone(&attempts));
     let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),
@@ -151,10 +104,7 @@ fn zero_delays_retry_without_calling_the_sleep_function() -> TestResult {
             std::future::ready(())
         });
     let attempts = Arc::new(AtomicUsize::new(0));
-    let racing = RacingStore {
-        inner: MemoryStore::new(),
-        attempts: Arc::clone(&attempts),
-    };
+    let racing = RacingStore::new(Arc::clone(&attempts));
     let handler = CommandHandler::builder(
         Counter,
         TypedStore::new(racing, EventSchema::new(TextCodec)),

@@ -2,9 +2,15 @@
 //! tiny test codec (the real codecs live in eskit-codec).
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use eskit_core::{
-    error::CodecError,
+    error::{CodecError, StoreError},
+    event::{AppendResult, EventType, ExpectedVersion, NewEvent, RawEvent, StreamName, Version},
     handler::Decider,
+    memory::MemoryStore,
+    store::{AppendOptions, EventStore, LoadOptions},
     typed::{Codec, DomainEvent, EventCodec},
 };
 
@@ -152,5 +158,57 @@ impl Codec<u64> for U64Codec {
             .try_into()
             .map(u64::from_le_bytes)
             .map_err(|e| CodecError::decode(None, e))
+    }
+}
+
+/// A backend where another writer always wins: every append first sneaks in
+/// a foreign `Added` event, so the caller's expected version is always
+/// stale. `attempts` counts the appends tried.
+pub struct RacingStore {
+    pub inner: MemoryStore,
+    pub attempts: Arc<AtomicUsize>,
+}
+
+impl RacingStore {
+    /// A racing store over an empty memory store, counting into `attempts`.
+    pub fn new(attempts: Arc<AtomicUsize>) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            attempts,
+        }
+    }
+}
+
+impl EventStore for RacingStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let foreign = NewEvent::new(EventType::new("Added")?, b"1".to_vec()).with_codec("text");
+        self.inner
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![foreign],
+                AppendOptions::new(),
+            )
+            .await?;
+        self.inner.append(stream, expected, events, options).await
+    }
+
+    async fn load(
+        &self,
+        stream: &StreamName,
+        options: LoadOptions,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        self.inner.load(stream, options).await
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<Version, StoreError> {
+        self.inner.stream_version(stream).await
     }
 }
