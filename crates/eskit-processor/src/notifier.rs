@@ -335,16 +335,19 @@ impl Drop for EntityWatch {
             return;
         };
         let mut views = notifier.lock();
-        if let Some(slot) = views.slots.get_mut(&self.view) {
-            // Receivers of a key are only made under this lock, so a count
-            // of one is this watch alone.
-            if slot
+        // This watch's receiver goes under the lock too: receivers of a key
+        // are made and dropped only under it, so the last watch of a key to
+        // go sees a count of zero. (Left to the field's own drop, after this
+        // lock is released, two watches dropped at once each saw the other
+        // and the key stayed.)
+        drop(std::mem::replace(&mut self.rx, closed_receiver()));
+        if let Some(slot) = views.slots.get_mut(&self.view)
+            && slot
                 .keys
                 .get(&self.key)
-                .is_some_and(|k| k.receiver_count() <= 1)
-            {
-                slot.keys.remove(&self.key);
-            }
+                .is_some_and(|k| k.receiver_count() == 0)
+        {
+            slot.keys.remove(&self.key);
         }
     }
 }
