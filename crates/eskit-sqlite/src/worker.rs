@@ -186,9 +186,6 @@ impl Drop for RunningGuard {
     }
 }
 
-/// What every handle of one store shares. [`Workers::close`], or dropping
-/// the last handle, stops the threads; they finish what was queued before
-/// and exit.
 /// Who runs the writer's jobs.
 enum Writer {
     /// The writer thread, fed through its queue.
@@ -208,6 +205,9 @@ impl Writer {
     }
 }
 
+/// What every handle of one store shares. [`Workers::close`], or dropping
+/// the last handle, stops the threads; they finish what was queued before
+/// and exit.
 pub(crate) struct Workers {
     writer: Writer,
     readers: Option<Queue<ReadJob>>,
@@ -218,8 +218,8 @@ pub(crate) struct Workers {
     lent: Option<LentReaders>,
     /// Set by [`Workers::close`]: requests are refused from then on.
     closed: AtomicBool,
-    /// The threads (writer and readers) that have not closed their
-    /// connection yet.
+    /// The threads (writer and readers), or with calls on the caller's
+    /// thread the writer and the lent read connections, not closed yet.
     running: Arc<Running>,
 }
 
