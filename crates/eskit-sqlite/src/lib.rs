@@ -194,6 +194,7 @@ pub use options::{
 };
 pub use read_model::{SqliteReadModel, SqliteView};
 pub use relay::{ChangeRelay, RelayedChange};
+pub use row::MAX_CACHED_STREAMS;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{corrupt, store_error};
 use crate::kinds::{KindCache, KindReader};
 use crate::row::{
-    BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, index_tag, tenant_key,
+    BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, StreamCache, index_tag, tenant_key,
 };
 use crate::worker::{Part, PartSender};
 
@@ -113,8 +113,7 @@ pub(crate) fn read_sql(
         _ => {
             let positions = positions_sql(query, tenant, limit, &mut extra);
             format!(
-                "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
-                 FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+                "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
                  WHERE e.position IN ({positions}) ORDER BY e.position LIMIT {limit}"
             )
         }
@@ -146,8 +145,7 @@ fn single_item_sql(item: &QueryItem, tenant: &str, limit: i64, params: &mut Vec<
     let Some((first, rest)) = item.tags().split_first() else {
         let t = next(Value::Text(tenant.to_owned()));
         return format!(
-            "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
-             FROM eskit_events e JOIN eskit_streams s ON s.sid = e.stream \
+            "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_events e \
              WHERE e.position > ?1 AND e.position <= ?2 AND e.tenant = {t}{types} \
              ORDER BY e.position LIMIT {limit}"
         );
@@ -162,10 +160,8 @@ fn single_item_sql(item: &QueryItem, tenant: &str, limit: i64, params: &mut Vec<
         ));
     }
     format!(
-        "SELECT {EVENT_COLUMNS}, e.stream, s.stream_type, s.stream_id \
-         FROM eskit_event_tags t0{joins} \
+        "SELECT {EVENT_COLUMNS}, e.stream FROM eskit_event_tags t0{joins} \
          JOIN eskit_events e ON e.position = t0.position \
-         JOIN eskit_streams s ON s.sid = e.stream \
          WHERE t0.tag = {first} AND t0.position > ?1 AND t0.position <= ?2{types} \
          ORDER BY t0.position LIMIT {limit}"
     )
@@ -176,10 +172,12 @@ fn single_item_sql(item: &QueryItem, tenant: &str, limit: i64, params: &mut Vec<
 pub(crate) fn query_sync(
     c: &Connection,
     kinds: &KindCache,
+    streams: &StreamCache,
     tenant: Option<&TenantId>,
     options: &QueryOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
+    let _read = crate::store::ReadTx::begin(c)?;
     let horizon = crate::store::horizon(c)?;
     if !tx.queue(Ok(Part::Horizon(horizon))) {
         return Ok(());
@@ -203,21 +201,14 @@ pub(crate) fn query_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned());
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned())
+        .with_shared_streams(streams);
     while let Some(row) = rows.next().map_err(store_error)? {
-        // The stream's names come with the row: a query's events are
-        // spread over many streams, and a lookup per stream costs more
-        // than the join.
-        // Only a stream not met before in this read has its names read.
+        // A query's events are spread over many streams; their names come
+        // from the shared cache, and only a stream no read has met yet is
+        // looked up (joining the streams table cost a search per row).
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
-        let stream = batch.stream_named(sid, || {
-            let name = |i| {
-                row.get_ref(EVENT_COLUMN_COUNT + i)
-                    .and_then(|v| Ok(v.as_str()?))
-                    .map_err(store_error)
-            };
-            Ok((name(1)?, name(2)?))
-        })?;
+        let stream = batch.stream(c, sid)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());

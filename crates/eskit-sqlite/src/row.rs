@@ -13,6 +13,7 @@ use eskit_core::{
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{PoisonError, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -58,28 +59,34 @@ pub(crate) fn tags_blob(tags: &[Tag]) -> Option<Vec<u8>> {
 /// Parses stored tags; anything [`tags_blob`] does not write (a bad tag,
 /// tags out of order or repeated) is `None`.
 pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
-    parse_tags_in(blob, &mut HashSet::new())
+    parse_tags_in(blob, &[], &mut HashSet::new())
 }
 
 /// Parses stored tags as [`parse_tags`] does, sharing each tag with the
-/// earlier events of the same read: `met` holds the tags the read has
-/// already built, and a tag found there is cloned (a reference count)
-/// instead of checked and allocated again. The events of a query share
-/// their tags by design, so this saves an allocation and a free per tag
-/// per event. `met` holds no tag the read's events do not hold.
-pub(crate) fn parse_tags_in(blob: &[u8], met: &mut HashSet<Tag>) -> Option<Vec<Tag>> {
+/// earlier events of the same read: a tag equal to the one at the same place
+/// in `prev` (the previous event's tags) is cloned from there, else from
+/// `met`, the tags the read has already built; only a tag found in neither
+/// is checked and allocated. A clone is a reference count. The events of a
+/// query share their tags by design, so this saves an allocation and a free
+/// per tag per event, and the comparison with `prev` most hash lookups.
+/// `met` holds no tag the read's events do not hold.
+pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut HashSet<Tag>) -> Option<Vec<Tag>> {
     let text = std::str::from_utf8(blob).ok()?;
-    let tags = text
-        .split('\0')
-        .map(|t| match met.get(t) {
-            Some(tag) => Some(tag.clone()),
-            None => {
-                let tag = Tag::new(t).ok()?;
-                met.insert(tag.clone());
-                Some(tag)
-            }
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let mut tags = Vec::with_capacity(blob.iter().filter(|&&b| b == 0).count() + 1);
+    for (i, t) in text.split('\0').enumerate() {
+        let tag = match prev.get(i) {
+            Some(p) if p.as_str() == t => p.clone(),
+            _ => match met.get(t) {
+                Some(tag) => tag.clone(),
+                None => {
+                    let tag = Tag::new(t).ok()?;
+                    met.insert(tag.clone());
+                    tag
+                }
+            },
+        };
+        tags.push(tag);
+    }
     tags.windows(2).all(|w| w[0] < w[1]).then_some(tags)
 }
 
@@ -256,6 +263,14 @@ pub(crate) fn event_checksum(
 /// fills the next, so a long load keeps both threads busy.
 pub(crate) const BATCH_ROWS: usize = 128;
 
+/// Room for the payloads, metadata and tags of a read's first batch; a
+/// larger batch grows it.
+const FIRST_BATCH_BYTES: usize = 32 * 1024;
+
+/// Room for the fields a checksum covers (and a payload up to this size),
+/// reserved once per read.
+const CHECKSUM_SCRATCH_BYTES: usize = 1024;
+
 /// Rows read on a reader thread, in a compact form that crosses to the
 /// caller's thread in one move; an [`Assembler`] then checks them and builds
 /// the [`RawEvent`]s there. Allocating the events on the thread that uses
@@ -345,7 +360,12 @@ impl Assembler {
             batch.expected.max(batch.heads.len())
         };
         self.events.reserve(room);
+        self.scratch.reserve(CHECKSUM_SCRATCH_BYTES);
         let mut start = 0;
+        // The stored tags of the event pushed last: events in a row often
+        // carry the same tags (a query's events share them by design), and
+        // then the last event's tags are cloned instead of parsed again.
+        let mut last_tags: Option<&[u8]> = None;
         for h in batch.heads {
             let kind = self.kinds.get(h.kind as usize).ok_or_else(lost)?;
             let stream = self.streams.get(h.stream as usize).ok_or_else(lost)?;
@@ -391,10 +411,15 @@ impl Assembler {
                 None => Metadata::new(),
                 Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
             };
-            let tags = match tags_raw {
-                None => Vec::new(),
-                Some(t) => parse_tags_in(t, &mut self.tags).ok_or_else(|| bad("tags"))?,
+            let prev = self.events.last().map_or(&[][..], |e| &e.tags[..]);
+            let tags = match (tags_raw, last_tags) {
+                (None, _) => Vec::new(),
+                (Some(t), Some(l)) if t == l => prev.to_vec(),
+                (Some(t), _) => {
+                    parse_tags_in(t, prev, &mut self.tags).ok_or_else(|| bad("tags"))?
+                }
             };
+            last_tags = tags_raw;
             let to_u64 = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
             self.events.push(RawEvent {
                 header: EventHeader {
@@ -452,6 +477,53 @@ impl Hasher for RowidHasher {
     }
 }
 
+/// Most stream names a [`StreamCache`] keeps. When it is full and a read
+/// meets another stream, the cache starts again empty; nothing fails.
+pub const MAX_CACHED_STREAMS: usize = 16_384;
+
+/// Committed stream names by stream key, shared by every connection that
+/// reads events, so that a read across streams does not validate and
+/// allocate the names of a stream an earlier read already built.
+///
+/// **Invariant**: a stream row is never deleted and its names never change
+/// once committed (a hard delete removes the events and keeps the row), so
+/// an entry stays true for the life of the file. Only reads of committed
+/// rows use the cache: a stream created in a transaction that rolls back
+/// never enters it. Every event's checksum covers its stream's names, so
+/// even a file changed behind the store's back cannot make a wrong entry
+/// reach a caller: the event fails its checksum instead.
+#[derive(Default)]
+pub(crate) struct StreamCache {
+    map: RwLock<HashMap<i64, StreamName, BuildHasherDefault<RowidHasher>>>,
+}
+
+impl StreamCache {
+    fn get(&self, sid: i64) -> Option<StreamName> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sid)
+            .cloned()
+    }
+
+    fn put(&self, sid: i64, stream: &StreamName) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_CACHED_STREAMS && !map.contains_key(&sid) {
+            map.clear();
+        }
+        map.insert(sid, stream.clone());
+    }
+
+    /// Number of names held (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
 /// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
 /// reader's side, kept to SQLite calls and copying.
 pub(crate) struct BatchBuilder<'a> {
@@ -463,6 +535,8 @@ pub(crate) struct BatchBuilder<'a> {
     sids: HashMap<i64, u32, BuildHasherDefault<RowidHasher>>,
     last_sid: Option<i64>,
     last_stream_number: u32,
+    /// Names of committed streams met by earlier reads.
+    shared_streams: Option<&'a StreamCache>,
     /// Kinds and streams already handed over in earlier batches.
     kinds_sent: usize,
     streams_sent: usize,
@@ -475,18 +549,32 @@ impl<'a> BatchBuilder<'a> {
     /// `expected` rows (0: unknown).
     pub(crate) fn new(kinds: KindReader<'a>, expected: usize, tenant: Option<TenantId>) -> Self {
         Self {
-            heads: Vec::with_capacity(expected.clamp(1, BATCH_ROWS)),
-            bytes: Vec::new(),
+            // A read of unknown size gets a whole batch's room at once:
+            // growing from nothing cost a copy at every doubling.
+            heads: Vec::with_capacity(if expected == 0 {
+                BATCH_ROWS
+            } else {
+                expected.min(BATCH_ROWS)
+            }),
+            bytes: Vec::with_capacity(FIRST_BATCH_BYTES),
             streams: Vec::new(),
             kinds,
             sids: HashMap::default(),
             last_sid: None,
             last_stream_number: 0,
+            shared_streams: None,
             kinds_sent: 0,
             streams_sent: 0,
             expected,
             tenant,
         }
+    }
+
+    /// Uses `cache` for the names of streams not met yet in this read. Only
+    /// for reads that see committed rows alone (see [`StreamCache`]).
+    pub(crate) fn with_shared_streams(mut self, cache: &'a StreamCache) -> Self {
+        self.shared_streams = Some(cache);
+        self
     }
 
     /// Whether the current batch is full and should be handed over.
@@ -497,6 +585,15 @@ impl<'a> BatchBuilder<'a> {
     /// Hands over the rows gathered since the last batch, with the kinds
     /// and streams they are the first to use.
     pub(crate) fn take(&mut self) -> EventBatch {
+        let bytes_hint = self.bytes.len();
+        let heads = std::mem::replace(&mut self.heads, Vec::with_capacity(BATCH_ROWS));
+        let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(bytes_hint));
+        self.batch_of(heads, bytes)
+    }
+
+    /// An [`EventBatch`] of `heads` and `bytes`, with the kinds and streams
+    /// not handed over yet.
+    fn batch_of(&mut self, heads: Vec<Head>, bytes: Vec<u8>) -> EventBatch {
         let kinds = self.kinds.met_since(self.kinds_sent);
         self.kinds_sent += kinds.len();
         let streams = self
@@ -505,10 +602,9 @@ impl<'a> BatchBuilder<'a> {
             .map(<[StreamName]>::to_vec)
             .unwrap_or_default();
         self.streams_sent = self.streams.len();
-        let bytes_hint = self.bytes.len();
         EventBatch {
-            heads: std::mem::replace(&mut self.heads, Vec::with_capacity(BATCH_ROWS)),
-            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(bytes_hint)),
+            heads,
+            bytes,
             kinds,
             streams,
             expected: std::mem::take(&mut self.expected),
@@ -522,9 +618,20 @@ impl<'a> BatchBuilder<'a> {
         if self.last_sid == Some(sid) {
             return Ok(self.last_stream_number);
         }
-        let number = match self.sids.get(&sid) {
-            Some(n) => *n,
-            None => {
+        let cached = match self.sids.get(&sid) {
+            Some(n) => Ok(*n),
+            None => Err(self.shared_streams.and_then(|c| c.get(sid))),
+        };
+        let number = match cached {
+            Ok(n) => n,
+            // The event's checksum covers the names: a wrong entry could
+            // only surface as a mismatch, never as another stream's name.
+            Err(Some(s)) => {
+                let n = self.add_stream(s);
+                self.sids.insert(sid, n);
+                n
+            }
+            Err(None) => {
                 let names: Option<(String, String)> = conn
                     .prepare_cached(
                         "SELECT stream_type, stream_id FROM eskit_streams WHERE sid = ?1",
@@ -538,33 +645,9 @@ impl<'a> BatchBuilder<'a> {
                     .ok_or_else(|| corrupt(format!("an event names the unknown stream {sid}")))?;
                 let s = StreamName::new(stream_type, stream_id)
                     .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
-                let n = self.add_stream(s);
-                self.sids.insert(sid, n);
-                n
-            }
-        };
-        self.last_sid = Some(sid);
-        self.last_stream_number = number;
-        Ok(number)
-    }
-
-    /// The number of the stream with key `sid` whose names the row carries
-    /// (a read that joins `eskit_streams`), without a lookup of its own;
-    /// `names` reads them from the row, only for a stream not met before.
-    pub(crate) fn stream_named<'r>(
-        &mut self,
-        sid: i64,
-        names: impl FnOnce() -> Result<(&'r str, &'r str), StoreError>,
-    ) -> Result<u32, StoreError> {
-        if self.last_sid == Some(sid) {
-            return Ok(self.last_stream_number);
-        }
-        let number = match self.sids.get(&sid) {
-            Some(n) => *n,
-            None => {
-                let (stream_type, stream_id) = names()?;
-                let s = StreamName::new(stream_type, stream_id)
-                    .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
+                if let Some(c) = self.shared_streams {
+                    c.put(sid, &s);
+                }
                 let n = self.add_stream(s);
                 self.sids.insert(sid, n);
                 n
@@ -646,7 +729,10 @@ impl<'a> BatchBuilder<'a> {
 
     /// The last batch, ready to cross threads.
     pub(crate) fn finish(mut self) -> EventBatch {
-        self.take()
+        // Unlike `take`, no room is left behind for a next batch.
+        let heads = std::mem::take(&mut self.heads);
+        let bytes = std::mem::take(&mut self.bytes);
+        self.batch_of(heads, bytes)
     }
 }
 
@@ -862,6 +948,55 @@ mod tests {
         ] {
             assert_eq!(parse_tags(bad), None, "{bad:?}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn tags_shared_with_the_previous_event_parse_as_alone() -> Result<(), StoreError> {
+        let t = |s: &str| Tag::new(s).map_err(StoreError::from);
+        let prev = vec![t("course:c-1")?, t("term:2026")?];
+        let mut met = HashSet::new();
+        // Same place, other place, a new tag: each parses as it would alone,
+        // and a tag equal to the previous event's is that tag, shared.
+        for blob in [
+            &b"course:c-1\0term:2026"[..],
+            b"course:c-2\0term:2026",
+            b"a\0course:c-1",
+            b"term:2026",
+        ] {
+            let parsed = parse_tags_in(blob, &prev, &mut met);
+            assert_eq!(parsed, parse_tags(blob), "{blob:?}");
+            let Some(tags) = parsed else {
+                return Err(corrupt("a valid blob was refused"));
+            };
+            for (i, tag) in tags.iter().enumerate() {
+                if let Some(p) = prev.get(i).filter(|p| *p == tag) {
+                    assert!(std::ptr::eq(p.as_str(), tag.as_str()), "{tag:?} not shared");
+                }
+            }
+        }
+        // The previous event's tags never make bad tags pass: order,
+        // repeats and empty tags are checked on the result.
+        for bad in [&b"term:2026\0course:c-1"[..], b"course:c-1\0course:c-1", b"course:c-1\0"] {
+            assert_eq!(parse_tags_in(bad, &prev, &mut met), None, "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_stream_cache_stays_bounded_and_keeps_the_latest() -> Result<(), StoreError> {
+        let cache = StreamCache::default();
+        let name = |i: usize| StreamName::new("s", i.to_string()).map_err(StoreError::from);
+        for i in 0..=MAX_CACHED_STREAMS {
+            cache.put(i as i64, &name(i)?);
+            assert!(cache.len() <= MAX_CACHED_STREAMS);
+        }
+        let last = MAX_CACHED_STREAMS as i64;
+        assert_eq!(cache.get(last), Some(name(MAX_CACHED_STREAMS)?));
+        // Putting a key already held never empties the cache.
+        let before = cache.len();
+        cache.put(last, &name(MAX_CACHED_STREAMS)?);
+        assert_eq!(cache.len(), before);
         Ok(())
     }
 

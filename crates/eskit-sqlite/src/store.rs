@@ -37,7 +37,7 @@ use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
 use crate::row::{
-    Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, tenant_key,
+    Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, StreamCache, tenant_key,
 };
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
@@ -72,6 +72,8 @@ struct Inner {
     notifier: CommitNotifier,
     options: SqliteOptions,
     kinds: Arc<KindCache>,
+    /// Names of committed streams, for reads across streams.
+    streams: Arc<StreamCache>,
 }
 
 impl Drop for Inner {
@@ -164,6 +166,7 @@ impl SqliteStore {
                 notifier,
                 options,
                 kinds: Arc::default(),
+                streams: Arc::default(),
             }),
             tenant: None,
         })
@@ -390,6 +393,7 @@ fn load_sync(
     options: &LoadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
+    let _read = ReadTx::begin(c)?;
     // The stream's row gives its key, and its version sizes the result:
     // growing a vector of events page by page copies them again and again.
     let Some((sid, version, state)) = stream_row(c, stream, tenant_key(tenant))? else {
@@ -535,6 +539,32 @@ async fn collect_events(
 const HORIZON_SQL: &str = "SELECT max(coalesce((SELECT max(position) FROM eskit_events), 0), \
      coalesce((SELECT high_water FROM eskit_sequence WHERE name = 'events'), 0))";
 
+/// A read transaction on a reader connection, for the statements of one
+/// read: they see one snapshot, and the connection takes and drops its read
+/// lock once (system calls) instead of once per statement. Ends when
+/// dropped; inside a transaction already open it adds nothing.
+pub(crate) struct ReadTx<'c>(Option<&'c Connection>);
+
+impl<'c> ReadTx<'c> {
+    pub(crate) fn begin(c: &'c Connection) -> Result<Self, StoreError> {
+        if !c.is_autocommit() {
+            return Ok(Self(None));
+        }
+        crate::append::exec(c, "BEGIN")?;
+        Ok(Self(Some(c)))
+    }
+}
+
+impl Drop for ReadTx<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.filter(|c| !c.is_autocommit()) {
+            // A read transaction has nothing to keep; if even this fails,
+            // the reader's next job rolls it back (`rollback_if_open`).
+            let _ = crate::append::exec(c, "COMMIT");
+        }
+    }
+}
+
 pub(crate) fn horizon(c: &Connection) -> Result<u64, StoreError> {
     let h: i64 = c
         .prepare_cached(HORIZON_SQL)
@@ -553,10 +583,12 @@ const LOAD_CAPACITY_HINT_MAX: i64 = 16_384;
 fn read_sync(
     c: &Connection,
     kinds: &KindCache,
+    streams: &StreamCache,
     tenant: Option<&TenantId>,
     options: &ReadOptions,
     tx: &PartSender<EventBatch>,
 ) -> Result<(), StoreError> {
+    let _read = ReadTx::begin(c)?;
     let horizon = horizon(c)?;
     if !tx.queue(Ok(Part::Horizon(horizon))) {
         return Ok(());
@@ -593,7 +625,8 @@ fn read_sync(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(store_error)?;
-    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned());
+    let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned())
+        .with_shared_streams(streams);
     while let Some(row) = rows.next().map_err(store_error)? {
         let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
         let stream = batch.stream(c, sid)?;
@@ -810,12 +843,12 @@ impl GlobalReader for SqliteStore {
     async fn read(&self, options: ReadOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
+        let streams = Arc::clone(&self.inner.streams);
         let tenant = self.tenant.clone();
         let read_options = options.clone();
-        let parts = self
-            .inner
-            .workers
-            .read_parts(move |c, tx| read_sync(c, &kinds, tenant.as_ref(), &read_options, tx))?;
+        let parts = self.inner.workers.read_parts(move |c, tx| {
+            read_sync(c, &kinds, &streams, tenant.as_ref(), &read_options, tx)
+        })?;
         let (events, horizon) = collect_events(parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a global read sent no horizon"))?;
@@ -837,10 +870,11 @@ impl EventQueryReader for SqliteStore {
     async fn query(&self, options: QueryOptions) -> Result<GlobalBatch, StoreError> {
         options.validate()?;
         let kinds = Arc::clone(&self.inner.kinds);
+        let streams = Arc::clone(&self.inner.streams);
         let tenant = self.tenant.clone();
         let read_options = options.clone();
         let parts = self.inner.workers.read_parts(move |c, tx| {
-            crate::query::query_sync(c, &kinds, tenant.as_ref(), &read_options, tx)
+            crate::query::query_sync(c, &kinds, &streams, tenant.as_ref(), &read_options, tx)
         })?;
         let (events, horizon) = collect_events(parts).await?;
         let horizon =
@@ -1057,15 +1091,17 @@ mod tests {
         eskit_core::rt::block_on(store.close());
         let c = Connection::open(&path)?;
         let kinds = KindCache::default();
+        let streams = StreamCache::default();
 
         let query =
             QueryOptions::from_start(EventQuery::from(QueryItem::new().with_tags([tag])), 100);
         let (parts, woken) =
-            parts_and_wakes(|tx| crate::query::query_sync(&c, &kinds, None, &query, tx))?;
+            parts_and_wakes(|tx| crate::query::query_sync(&c, &kinds, &streams, None, &query, tx))?;
         assert_eq!((parts, woken), (2, 0), "query: horizon and one batch");
 
         let read = ReadOptions::from_start(100);
-        let (parts, woken) = parts_and_wakes(|tx| read_sync(&c, &kinds, None, &read, tx))?;
+        let (parts, woken) =
+            parts_and_wakes(|tx| read_sync(&c, &kinds, &streams, None, &read, tx))?;
         assert_eq!((parts, woken), (2, 0), "global read: horizon and one batch");
 
         let (parts, woken) =

@@ -492,6 +492,10 @@ struct Lendable {
     idle: Vec<Connection>,
     /// Connections a caller is using now.
     out: usize,
+    /// Callers waiting for a connection to come back: one is woken per
+    /// connection returned, and none when nobody waits (a wake-up is a
+    /// system call even with no thread to wake).
+    waiting: usize,
     closed: bool,
     /// Counts the pool in [`Running`] until its last connection is closed.
     guard: Option<RunningGuard>,
@@ -503,6 +507,7 @@ impl LentReaders {
             pool: Mutex::new(Lendable {
                 idle: conns,
                 out: 0,
+                waiting: 0,
                 closed: false,
                 guard: Some(guard),
             }),
@@ -528,28 +533,33 @@ impl LentReaders {
                     p.out += 1;
                     break c;
                 }
+                p.waiting += 1;
                 p = self
                     .returned
                     .wait(p)
                     .unwrap_or_else(PoisonError::into_inner);
+                p.waiting -= 1;
             }
         };
         // A panicking job drops its reply sender, so its caller gets an
         // error; the connection goes back to the pool.
         let _ = catch_unwind(AssertUnwindSafe(|| job(&conn)));
         rollback_if_open(&conn);
-        let closed_last = {
+        let (closed_last, wake) = {
             let mut p = self.lock();
             p.out -= 1;
+            let wake = p.waiting > 0;
             if p.closed {
                 drop(conn);
-                (p.out == 0).then(|| p.guard.take())
+                ((p.out == 0).then(|| p.guard.take()), wake)
             } else {
                 p.idle.push(conn);
-                None
+                (None, wake)
             }
         };
-        self.returned.notify_one();
+        if wake {
+            self.returned.notify_one();
+        }
         drop(closed_last);
         Ok(())
     }
