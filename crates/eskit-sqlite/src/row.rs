@@ -72,7 +72,8 @@ pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
 /// `met` holds no tag the read's events do not hold.
 pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut HashSet<Tag>) -> Option<Vec<Tag>> {
     let text = std::str::from_utf8(blob).ok()?;
-    let mut tags = Vec::with_capacity(blob.iter().filter(|&&b| b == 0).count() + 1);
+    // Events of one read mostly carry as many tags as the one before.
+    let mut tags = Vec::with_capacity(prev.len().max(1));
     for (i, t) in text.split('\0').enumerate() {
         let tag = match prev.get(i) {
             Some(p) if p.as_str() == t => p.clone(),
