@@ -49,7 +49,9 @@
 //! extras under `"extra"`, are still read.
 //! A kind is one (event type, schema version, codec name) triple, stored
 //! once in `eskit_event_kinds`, so a load reads one integer per event
-//! instead of three fields and hands out shared names. The view
+//! instead of three fields and hands out shared names; stream names are
+//! shared the same way across reads (up to [`MAX_CACHED_STREAMS`]), as a
+//! stream row is never renamed or removed. The view
 //! `eskit_event_log` joins it all back into readable rows for the `sqlite3`
 //! shell. The writer assigns each `position` one past the highest
 //! ever assigned, and a hard delete records that high-water mark in

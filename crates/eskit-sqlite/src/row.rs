@@ -478,8 +478,10 @@ impl Hasher for RowidHasher {
     }
 }
 
-/// Most stream names a [`StreamCache`] keeps. When it is full and a read
-/// meets another stream, the cache starts again empty; nothing fails.
+/// Most stream names a store keeps at hand for reads across streams (a
+/// query by tag, a global read): each entry spares a read that meets the
+/// stream a lookup or a check and two allocations. When the cache is full
+/// and a read meets another stream, it starts again empty; nothing fails.
 pub const MAX_CACHED_STREAMS: usize = 16_384;
 
 /// Committed stream names by stream key, shared by every connection that
@@ -978,7 +980,11 @@ mod tests {
         }
         // The previous event's tags never make bad tags pass: order,
         // repeats and empty tags are checked on the result.
-        for bad in [&b"term:2026\0course:c-1"[..], b"course:c-1\0course:c-1", b"course:c-1\0"] {
+        for bad in [
+            &b"term:2026\0course:c-1"[..],
+            b"course:c-1\0course:c-1",
+            b"course:c-1\0",
+        ] {
             assert_eq!(parse_tags_in(bad, &prev, &mut met), None, "{bad:?}");
         }
         Ok(())
