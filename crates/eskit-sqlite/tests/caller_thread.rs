@@ -133,6 +133,62 @@ fn concurrent_writers_each_get_their_own_outcome() -> TestResult {
     Ok(())
 }
 
+/// Hundreds of writers share one queue: each finished job wakes every
+/// waiting caller, which must find its own outcome or wait again, never
+/// lose a wake-up or take another caller's reply.
+#[test]
+fn hundreds_of_writers_each_get_their_own_outcome() -> TestResult {
+    const THREADS: u64 = 256;
+    const APPENDS: u64 = 10;
+    let dir = TempDir::new("caller-herd")?;
+    let store = open(&dir, 2, true)?;
+    let gate = Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (store, gate) = (store.clone(), Arc::clone(&gate));
+            std::thread::spawn(move || -> Result<(), String> {
+                let own = stream("counter", &format!("t-{t}")).map_err(|e| e.to_string())?;
+                gate.wait();
+                for i in 0..APPENDS {
+                    let e = event("Counted", &format!("{{\"t\":{t},\"i\":{i}}}"))
+                        .map_err(|e| e.to_string())?;
+                    let expected = if i == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(eskit_core::event::Version::new(i))
+                    };
+                    let id = e.id();
+                    let r = block_on(store.append(&own, expected, vec![e], AppendOptions::new()))
+                        .map_err(|e| format!("append {i} to {own}: {e}"))?;
+                    // The reply is this append's: its event, its version.
+                    let mine = matches!(&r.records[..], [one] if one.id == id && one.version.get() == i + 1);
+                    if !mine {
+                        return Err(format!("append {i} to {own} got the reply {r:?}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "a writing thread panicked")??;
+    }
+    for t in 0..THREADS {
+        let own = stream("counter", &format!("t-{t}"))?;
+        let loaded = block_on(store.load(&own, LoadOptions::new()))?;
+        let payloads: Vec<String> = loaded
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+            .collect();
+        let wanted: Vec<String> = (0..APPENDS)
+            .map(|i| format!("{{\"t\":{t},\"i\":{i}}}"))
+            .collect();
+        assert_eq!(payloads, wanted, "stream t-{t}");
+    }
+    block_on(store.close());
+    Ok(())
+}
+
 #[test]
 fn more_readers_than_connections_wait_for_one() -> TestResult {
     const THREADS: usize = 8;
