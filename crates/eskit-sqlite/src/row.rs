@@ -59,32 +59,85 @@ pub(crate) fn tags_blob(tags: &[Tag]) -> Option<Vec<u8>> {
 /// Parses stored tags; anything [`tags_blob`] does not write (a bad tag,
 /// tags out of order or repeated) is `None`.
 pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
-    parse_tags_in(blob, &[], &mut HashSet::new())
+    parse_tags_in(blob, &[], &mut MetTags::default())
+}
+
+/// Slots in [`MetTags`]'s direct-mapped front.
+const MET_TAG_SLOTS: usize = 256;
+
+/// Distinct tags a read meets before [`MetTags`] sets up its front.
+const MET_TAGS_BEFORE_FRONT: usize = 16;
+
+/// The tags one read has built, so that its events share them: a
+/// direct-mapped front (one slot per cheap hash of the bytes, so a lookup
+/// does the same bounded work whatever tags a writer chose; a collision only
+/// costs a miss) before a SipHash set. Holds no tag the read's events do not
+/// hold.
+#[derive(Default)]
+pub(crate) struct MetTags {
+    front: Vec<Option<Tag>>,
+    set: HashSet<Tag>,
+}
+
+impl MetTags {
+    fn slot(bytes: &[u8]) -> usize {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let n = bytes.len();
+        let head = word(&bytes[..n.min(8)]);
+        let tail = word(&bytes[n.saturating_sub(8)..]);
+        let h = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 56) as usize % MET_TAG_SLOTS
+    }
+
+    /// The tag with these bytes: shared when met before, else checked
+    /// (UTF-8, then [`Tag::new`]) and remembered.
+    fn get(&mut self, bytes: &[u8]) -> Option<Tag> {
+        // A read that meets few tags finds them in the set at once; the
+        // front pays for its room only in reads that meet many.
+        if self.front.is_empty() && self.set.len() >= MET_TAGS_BEFORE_FRONT {
+            self.front = vec![None; MET_TAG_SLOTS];
+        }
+        let slot = Self::slot(bytes);
+        if let Some(Some(t)) = self.front.get(slot)
+            && t.as_str().as_bytes() == bytes
+        {
+            return Some(t.clone());
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        let tag = match self.set.get(text) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Tag::new(text).ok()?;
+                self.set.insert(t.clone());
+                t
+            }
+        };
+        if let Some(s) = self.front.get_mut(slot) {
+            *s = Some(tag.clone());
+        }
+        Some(tag)
+    }
 }
 
 /// Parses stored tags as [`parse_tags`] does, sharing each tag with the
 /// earlier events of the same read: a tag equal to the one at the same place
 /// in `prev` (the previous event's tags) is cloned from there, else from
 /// `met`, the tags the read has already built; only a tag found in neither
-/// is checked and allocated. A clone is a reference count. The events of a
-/// query share their tags by design, so this saves an allocation and a free
-/// per tag per event, and the comparison with `prev` most hash lookups.
-/// `met` holds no tag the read's events do not hold.
-pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut HashSet<Tag>) -> Option<Vec<Tag>> {
-    let text = std::str::from_utf8(blob).ok()?;
+/// is checked and allocated. A clone is a reference count; bytes equal to a
+/// tag's are a valid tag, so only new tags are checked for UTF-8. The events
+/// of a query share their tags by design, so this saves an allocation and a
+/// free per tag per event, and the comparison with `prev` most lookups.
+pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Option<Vec<Tag>> {
     // Events of one read mostly carry as many tags as the one before.
     let mut tags = Vec::with_capacity(prev.len().max(1));
-    for (i, t) in text.split('\0').enumerate() {
+    for (i, t) in blob.split(|&b| b == 0).enumerate() {
         let tag = match prev.get(i) {
-            Some(p) if p.as_str() == t => p.clone(),
-            _ => match met.get(t) {
-                Some(tag) => tag.clone(),
-                None => {
-                    let tag = Tag::new(t).ok()?;
-                    met.insert(tag.clone());
-                    tag
-                }
-            },
+            Some(p) if p.as_str().as_bytes() == t => p.clone(),
+            _ => met.get(t)?,
         };
         tags.push(tag);
     }
@@ -332,7 +385,7 @@ pub(crate) struct Assembler {
     streams: Vec<StreamName>,
     scratch: Vec<u8>,
     /// The tags met so far, shared by the events that carry them.
-    tags: HashSet<Tag>,
+    tags: MetTags,
     /// The events are taken batch by batch ([`Self::drain`]): room is
     /// reserved for one batch, not for the whole read.
     streaming: bool,
@@ -958,7 +1011,7 @@ mod tests {
     fn tags_shared_with_the_previous_event_parse_as_alone() -> Result<(), StoreError> {
         let t = |s: &str| Tag::new(s).map_err(StoreError::from);
         let prev = vec![t("course:c-1")?, t("term:2026")?];
-        let mut met = HashSet::new();
+        let mut met = MetTags::default();
         // Same place, other place, a new tag: each parses as it would alone,
         // and a tag equal to the previous event's is that tag, shared.
         for blob in [

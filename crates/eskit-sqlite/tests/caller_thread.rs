@@ -23,7 +23,15 @@ use eskit_sqlite::{SqliteOptions, SqliteStore};
 fn threads_named(prefix: &str) -> Result<usize, Box<dyn std::error::Error>> {
     let mut n = 0;
     for t in std::fs::read_dir("/proc/self/task")? {
-        let comm = std::fs::read_to_string(t?.path().join("comm"))?;
+        // A thread of another test may end between the listing and here.
+        let comm = match std::fs::read_to_string(t?.path().join("comm")) {
+            Ok(c) => c,
+            // Gone: no such file, or no such process (ESRCH).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(3) => {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if comm.trim_end().starts_with(prefix) {
             n += 1;
         }
