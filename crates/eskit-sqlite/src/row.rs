@@ -1043,6 +1043,61 @@ mod tests {
         Ok(())
     }
 
+    /// Tags parsed with nothing shared: the reference the sharing paths
+    /// must agree with.
+    fn tags_alone(blob: &[u8]) -> Option<Vec<Tag>> {
+        let text = std::str::from_utf8(blob).ok()?;
+        let tags = text
+            .split('\0')
+            .map(|t| Tag::new(t).ok())
+            .collect::<Option<Vec<_>>>()?;
+        tags.windows(2).all(|w| w[0] < w[1]).then_some(tags)
+    }
+
+    #[test]
+    fn shared_tags_never_change_what_a_blob_parses_to() {
+        // Blobs from pieces that make valid, repeated, unordered, empty and
+        // invalid UTF-8 tags; one read's `MetTags` and the previous event's
+        // tags carried across all of them, as in a read.
+        let pieces: [&[u8]; 9] = [
+            b"a",
+            b"b",
+            b"course:c-1",
+            b"course:c-2",
+            b"term:2026",
+            b"\0",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\xc3",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut met = MetTags::default();
+        let mut prev: Vec<Tag> = Vec::new();
+        let mut valid = 0;
+        for _ in 0..20_000 {
+            let mut blob = Vec::new();
+            for _ in 0..next() % 6 {
+                blob.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let shared = parse_tags_in(&blob, &prev, &mut met);
+            assert_eq!(shared, tags_alone(&blob), "{blob:?} after {prev:?}");
+            if let Some(tags) = shared {
+                valid += 1;
+                prev = tags;
+            }
+        }
+        assert!(
+            valid > 1_000,
+            "only {valid} valid blobs: the test proves little"
+        );
+    }
+
     #[test]
     fn the_stream_cache_stays_bounded_and_keeps_the_latest() -> Result<(), StoreError> {
         let cache = StreamCache::default();
