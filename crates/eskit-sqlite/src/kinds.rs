@@ -10,6 +10,7 @@
 //! adds a batch's new kinds only after that batch's transaction commits.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{PoisonError, RwLock};
 
 use eskit_core::{
@@ -19,9 +20,10 @@ use eskit_core::{
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{corrupt, store_error};
+use crate::row::RowidHasher;
 
-/// Most kinds a cache keeps. Past it, further kinds are looked up in the
-/// database on every read that meets them; nothing fails.
+/// Most kinds a store keeps at hand for its reads. When the cache is full
+/// and a read meets another kind, it starts again empty; nothing fails.
 pub const MAX_CACHED_KINDS: usize = 65_536;
 
 /// Most kinds one read keeps at hand before asking the shared cache.
@@ -35,14 +37,24 @@ pub(crate) struct Kind {
     pub(crate) codec: CodecName,
 }
 
-/// Committed kinds, shared by every connection that reads events.
-#[derive(Default)]
-pub(crate) struct KindCache {
-    map: RwLock<HashMap<i64, Kind>>,
+/// Values by row key, shared by every connection that reads events, for
+/// rows that never change once committed (kinds; stream names, see
+/// `row::StreamCache`). Holds at most `MAX` entries: a new key that would
+/// pass it empties the cache first, so it keeps serving the keys in use.
+pub(crate) struct SharedCache<V, const MAX: usize> {
+    map: RwLock<HashMap<i64, V, BuildHasherDefault<RowidHasher>>>,
 }
 
-impl KindCache {
-    fn get(&self, key: i64) -> Option<Kind> {
+impl<V, const MAX: usize> Default for SharedCache<V, MAX> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+        }
+    }
+}
+
+impl<V: Clone, const MAX: usize> SharedCache<V, MAX> {
+    pub(crate) fn get(&self, key: i64) -> Option<V> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -50,13 +62,26 @@ impl KindCache {
             .cloned()
     }
 
-    fn put(&self, key: i64, kind: &Kind) {
+    pub(crate) fn put(&self, key: i64, value: &V) {
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() < MAX_CACHED_KINDS {
-            map.insert(key, kind.clone());
+        if map.len() >= MAX && !map.contains_key(&key) {
+            map.clear();
         }
+        map.insert(key, value.clone());
+    }
+
+    /// Number of entries held (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
+
+/// Committed kinds, shared by every connection that reads events.
+pub(crate) type KindCache = SharedCache<Kind, MAX_CACHED_KINDS>;
 
 /// Resolves kind keys during one read, numbering the kinds it meets: the
 /// last one met, then those met before, then the shared cache (when the read

@@ -13,13 +13,12 @@ use eskit_core::{
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{PoisonError, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 use crate::error::{corrupt, store_error};
-use crate::kinds::{Kind, KindReader};
+use crate::kinds::{Kind, KindReader, SharedCache};
 
 /// The event columns, in the order [`decode_event`] reads them (from index 0).
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.version, e.event_id, e.kind, e.payload, \
@@ -548,37 +547,7 @@ pub const MAX_CACHED_STREAMS: usize = 16_384;
 /// never enters it. Every event's checksum covers its stream's names, so
 /// even a file changed behind the store's back cannot make a wrong entry
 /// reach a caller: the event fails its checksum instead.
-#[derive(Default)]
-pub(crate) struct StreamCache {
-    map: RwLock<HashMap<i64, StreamName, BuildHasherDefault<RowidHasher>>>,
-}
-
-impl StreamCache {
-    fn get(&self, sid: i64) -> Option<StreamName> {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&sid)
-            .cloned()
-    }
-
-    fn put(&self, sid: i64, stream: &StreamName) {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_CACHED_STREAMS && !map.contains_key(&sid) {
-            map.clear();
-        }
-        map.insert(sid, stream.clone());
-    }
-
-    /// Number of names held (tests).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
+pub(crate) type StreamCache = SharedCache<StreamName, MAX_CACHED_STREAMS>;
 
 /// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
 /// reader's side, kept to SQLite calls and copying.

@@ -39,6 +39,15 @@ fn threads_named(prefix: &str) -> Result<usize, Box<dyn std::error::Error>> {
     Ok(n)
 }
 
+/// What an append to a stream of its own expects after `appended` appends.
+fn after(appended: u64) -> ExpectedVersion {
+    if appended == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(eskit_core::event::Version::new(appended))
+    }
+}
+
 fn open(
     dir: &TempDir,
     readers: usize,
@@ -100,11 +109,7 @@ fn concurrent_writers_each_get_their_own_outcome() -> TestResult {
                     // Its own stream: every append expects the version it
                     // left, so each one must succeed exactly once.
                     let e = event("Counted", "{}").map_err(|e| e.to_string())?;
-                    let expected = if i == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(eskit_core::event::Version::new(i))
-                    };
+                    let expected = after(i);
                     block_on(store.append(&own, expected, vec![e], AppendOptions::new()))
                         .map_err(|e| format!("append {i} to {own}: {e}"))?;
                     // The shared stream: all expect version 0, one wins.
@@ -160,11 +165,7 @@ fn hundreds_of_writers_each_get_their_own_outcome() -> TestResult {
                 for i in 0..APPENDS {
                     let e = event("Counted", &format!("{{\"t\":{t},\"i\":{i}}}"))
                         .map_err(|e| e.to_string())?;
-                    let expected = if i == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(eskit_core::event::Version::new(i))
-                    };
+                    let expected = after(i);
                     let id = e.id();
                     let r = block_on(store.append(&own, expected, vec![e], AppendOptions::new()))
                         .map_err(|e| format!("append {i} to {own}: {e}"))?;
