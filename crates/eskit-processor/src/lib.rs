@@ -28,8 +28,8 @@
 //! # Delivery guarantee
 //! At least once: a handler's effects and the checkpoint are two writes, so
 //! after a crash the events since the last saved checkpoint are delivered
-//! again, at most one checkpoint interval's worth (`checkpoint_every`
-//! events). A handler that stores its own cursor in the same transaction as
+//! again: at most one checkpoint interval's worth (`checkpoint_every`
+//! events), or one page (`batch_size`) when pages are larger. A handler that stores its own cursor in the same transaction as
 //! its effects gets exactly-once effects: give the subscription a
 //! [`ProjectionSink`](eskit_core::store::ProjectionSink) with
 //! [`Subscription::with_sink`], and every page is applied together with its

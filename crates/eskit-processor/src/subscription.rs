@@ -253,9 +253,14 @@ impl SubscriptionOptions {
         Ok(self)
     }
 
-    /// Saves the checkpoint after at least `n` events (1 or more); it is
-    /// also saved every [`with_checkpoint_interval`](Self::with_checkpoint_interval)
-    /// and whenever the subscription catches up or stops.
+    /// Saves the checkpoint once `n` events (1 or more) were handled since
+    /// the last save; it is also saved every
+    /// [`with_checkpoint_interval`](Self::with_checkpoint_interval) and
+    /// whenever the subscription catches up or stops. A page read after a
+    /// save is a whole batch, and a later one stops where the `n` events are
+    /// reached, so at most `n` events, or one batch when batches are larger,
+    /// are ever handled past the saved checkpoint: what a crash delivers
+    /// again.
     ///
     /// # Errors
     /// [`SubscriptionError::InvalidOption`] for zero.
@@ -321,8 +326,10 @@ impl SubscriptionOptions {
         &self.name
     }
 
-    fn read_options(&self, after: GlobalCursor) -> ReadOptions {
-        let mut o = ReadOptions::new(after, self.batch_size)
+    /// A read of at most `limit` events after `after` (at most the batch
+    /// size).
+    fn read_options(&self, after: GlobalCursor, limit: usize) -> ReadOptions {
+        let mut o = ReadOptions::new(after, limit.min(self.batch_size))
             .with_event_types(self.event_types.iter().cloned());
         if let Some(t) = &self.stream_type {
             o = o.with_stream_type(t.clone());
@@ -621,8 +628,26 @@ where
         // Since when commits the feed announced have been held back.
         let mut held_back: Option<Instant> = None;
         loop {
+            // After a save a page is whole; a later page ends where the
+            // checkpoint interval does. So at most `checkpoint_every` events,
+            // or one page when pages are larger, are ever handled past the
+            // saved checkpoint: the most a crash delivers again. Without it a
+            // short page (a backend holding later commits back) followed by
+            // a whole one went past the interval before the save.
+            let limit = if since_save == 0 {
+                self.options.batch_size
+            } else {
+                let room = self
+                    .options
+                    .checkpoint_every
+                    .saturating_sub(since_save)
+                    .max(1);
+                usize::try_from(room)
+                    .unwrap_or(usize::MAX)
+                    .min(self.options.batch_size)
+            };
             let page: GlobalBatch = self
-                .retrying(|| self.reader.read(self.options.read_options(cursor)))
+                .retrying(|| self.reader.read(self.options.read_options(cursor, limit)))
                 .await?;
             if page.next < cursor {
                 return Err(SubscriptionError::CursorWentBack {
@@ -630,7 +655,7 @@ where
                     to: page.next,
                 });
             }
-            let full = page.events.len() >= self.options.batch_size;
+            let full = page.events.len() >= limit;
             let mut stored = false;
             if !page.events.is_empty() {
                 stored = self.handle(cursor, page.next, &page.events).await?;

@@ -300,3 +300,99 @@ impl CommitFeed for Backwards {
         self.0.listen()
     }
 }
+
+/// A backend that holds later commits back on its first read (as
+/// PostgreSQL does behind a transaction still open): one event, not caught
+/// up. The subscription then asks for what is left of its checkpoint
+/// interval, so it never handles more than `checkpoint_every` events past
+/// the saved checkpoint, the most a crash delivers again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_short_page_does_not_stretch_the_checkpoint_interval() -> TestResult {
+    const EVERY: usize = 10;
+    const EVENTS: usize = 45;
+    let store = MemoryStore::new();
+    let s = StreamName::new("order", "o-4")?;
+    for _ in 0..EVENTS / 5 {
+        let events = (0..5)
+            .map(|_| Ok(NewEvent::new(EventType::new("Placed")?, vec![])))
+            .collect::<Result<Vec<_>, eskit_core::error::ValidationError>>()?;
+        store
+            .append(&s, ExpectedVersion::Any, events, AppendOptions::new())
+            .await?;
+    }
+    let reader = HoldsBackOnce {
+        store,
+        limits: Arc::new(Mutex::new(Vec::new())),
+    };
+    let limits = Arc::clone(&reader.limits);
+    let log = Log::default();
+    let seen = log.clone();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let all_seen = Arc::clone(&done);
+    let sub = Subscription::new(
+        reader,
+        MemoryCheckpointStore::new(),
+        SubscriptionOptions::new("held")?
+            .with_batch_size(EVERY)?
+            .with_checkpoint_every(EVERY as u64)?,
+        move |events: &[RawEvent]| {
+            seen.push_all(events);
+            if seen.0.lock().unwrap_or_else(PoisonError::into_inner).len() >= EVENTS {
+                all_seen.notify_one();
+            }
+            Ok(())
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(10), sub.run(done.notified())).await??;
+    let handled = log.take();
+    assert_eq!(handled.len(), EVENTS, "every event once");
+    let limits = limits
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    // The short page left 9 of the interval: the next read asks for 9, and
+    // only the read after the save for a whole batch again.
+    assert_eq!(
+        limits.get(..3),
+        Some(&[EVERY, EVERY - 1, EVERY][..]),
+        "{limits:?}"
+    );
+    Ok(())
+}
+
+/// Returns a single event, not caught up, on its first read; then reads
+/// as the store does. Records the limit of every read.
+struct HoldsBackOnce {
+    store: MemoryStore,
+    limits: Arc<Mutex<Vec<usize>>>,
+}
+
+impl GlobalReader for HoldsBackOnce {
+    async fn read(
+        &self,
+        o: ReadOptions,
+    ) -> Result<eskit_core::store::GlobalBatch, eskit_core::error::StoreError> {
+        let first = {
+            let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+            limits.push(o.limit());
+            limits.len() == 1
+        };
+        let mut page = self.store.read(o).await?;
+        if first {
+            page.events.truncate(1);
+            if let Some(e) = page.events.last() {
+                page.next = e.cursor();
+            }
+        }
+        Ok(page)
+    }
+    async fn head(&self) -> Result<GlobalCursor, eskit_core::error::StoreError> {
+        self.store.head().await
+    }
+}
+
+impl CommitFeed for HoldsBackOnce {
+    fn listen(&self) -> Result<eskit_core::store::Listener, eskit_core::store::FeedError> {
+        self.store.listen()
+    }
+}
