@@ -530,6 +530,20 @@ impl Hasher for RowidHasher {
     }
 }
 
+/// The names of the stream with key `sid`, read from its row.
+fn stored_stream(conn: &Connection, sid: i64) -> Result<StreamName, StoreError> {
+    let names: Option<(String, String)> = conn
+        .prepare_cached("SELECT stream_type, stream_id FROM eskit_streams WHERE sid = ?1")
+        .and_then(|mut s| {
+            s.query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(store_error)?;
+    let (stream_type, stream_id) =
+        names.ok_or_else(|| corrupt(format!("an event names the unknown stream {sid}")))?;
+    StreamName::new(stream_type, stream_id).map_err(|e| corrupt(format!("stored stream name: {e}")))
+}
+
 /// Most stream names a store keeps at hand for reads across streams (a
 /// query by tag, a global read): each entry spares a read that meets the
 /// stream a lookup or a check and two allocations. When the cache is full
@@ -643,36 +657,22 @@ impl<'a> BatchBuilder<'a> {
         if self.last_sid == Some(sid) {
             return Ok(self.last_stream_number);
         }
-        let cached = match self.sids.get(&sid) {
-            Some(n) => Ok(*n),
-            None => Err(self.shared_streams.and_then(|c| c.get(sid))),
-        };
-        let number = match cached {
-            Ok(n) => n,
-            // The event's checksum covers the names: a wrong entry could
-            // only surface as a mismatch, never as another stream's name.
-            Err(Some(s)) => {
-                let n = self.add_stream(s);
-                self.sids.insert(sid, n);
-                n
-            }
-            Err(None) => {
-                let names: Option<(String, String)> = conn
-                    .prepare_cached(
-                        "SELECT stream_type, stream_id FROM eskit_streams WHERE sid = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
-                    .map_err(store_error)?;
-                let (stream_type, stream_id) = names
-                    .ok_or_else(|| corrupt(format!("an event names the unknown stream {sid}")))?;
-                let s = StreamName::new(stream_type, stream_id)
-                    .map_err(|e| corrupt(format!("stored stream name: {e}")))?;
-                if let Some(c) = self.shared_streams {
-                    c.put(sid, &s);
-                }
+        let number = match self.sids.get(&sid) {
+            Some(n) => *n,
+            None => {
+                // The event's checksum covers the names: a wrong cache entry
+                // could only surface as a mismatch, never as another
+                // stream's name.
+                let s = match self.shared_streams.and_then(|c| c.get(sid)) {
+                    Some(s) => s,
+                    None => {
+                        let s = stored_stream(conn, sid)?;
+                        if let Some(c) = self.shared_streams {
+                            c.put(sid, &s);
+                        }
+                        s
+                    }
+                };
                 let n = self.add_stream(s);
                 self.sids.insert(sid, n);
                 n
