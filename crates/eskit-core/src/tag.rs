@@ -24,8 +24,41 @@ use crate::name::InvalidNameReason;
 /// assert!(matches!(Tag::new(""), Err(ValidationError::InvalidTag { .. })));
 /// # Ok::<(), ValidationError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct Tag(Arc<str>);
+
+impl std::hash::Hash for Tag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As the text, so that a `&str` finds it (`Borrow<str>`).
+        self.as_str().hash(state);
+    }
+}
+
+// As their text, which a shared tag (one clone of another) need not read:
+// stores hand their readers' events clones of the tags they met.
+impl PartialEq for Tag {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Tag {}
+
+impl PartialOrd for Tag {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Tag {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
 
 impl Tag {
     /// Validates and wraps a tag.
@@ -134,6 +167,25 @@ mod tests {
         );
         assert_eq!(reason(&long[1..]), None);
         assert_eq!(reason("é:ü"), None);
+    }
+
+    #[test]
+    fn shared_and_separate_tags_compare_alike() -> Result<(), ValidationError> {
+        use std::hash::BuildHasher;
+        let a = Tag::new("course:c-1")?;
+        let shared = a.clone();
+        let separate = Tag::new("course:c-1")?;
+        let other = Tag::new("course:c-2")?;
+        let h = std::collections::hash_map::RandomState::new();
+        for t in [&shared, &separate] {
+            assert_eq!(t, &a);
+            assert_eq!(t.cmp(&a), std::cmp::Ordering::Equal);
+            assert_eq!(h.hash_one(t), h.hash_one(&a));
+            assert_eq!(t.cmp(&other), std::cmp::Ordering::Less);
+            assert_eq!(other.cmp(t), std::cmp::Ordering::Greater);
+            assert_ne!(t, &other);
+        }
+        Ok(())
     }
 
     #[test]

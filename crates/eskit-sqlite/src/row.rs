@@ -67,18 +67,91 @@ const MET_TAG_SLOTS: usize = 256;
 /// Distinct tags a read meets before [`MetTags`] sets up its front.
 const MET_TAGS_BEFORE_FRONT: usize = 16;
 
+/// Slots in [`MetTags`]'s direct-mapped cache of whole tag lists.
+const MET_LIST_SLOTS: usize = 256;
+
+/// Longest stored tag list (in bytes) that [`MetTags`] keeps whole; longer
+/// lists are parsed tag by tag every time. Bounds the cache to
+/// `MET_LIST_SLOTS` times this many bytes, plus the lists' tags.
+const MAX_MET_LIST_BYTES: usize = 256;
+
+/// Tag lists a read parses tag by tag before [`MetTags`] sets up its cache
+/// of whole lists.
+const MET_LISTS_BEFORE_CACHE: usize = 16;
+
+/// One whole tag list a read has parsed: its stored bytes and its tags.
+struct MetList {
+    blob: Box<[u8]>,
+    tags: Vec<Tag>,
+}
+
 /// The tags one read has built, so that its events share them: a
 /// direct-mapped front (one slot per cheap hash of the bytes, so a lookup
 /// does the same bounded work whatever tags a writer chose; a collision only
-/// costs a miss) before a SipHash set. Holds no tag the read's events do not
-/// hold.
+/// costs a miss) before a SipHash set. Holds no tag but the read's events'
+/// and its query's.
+///
+/// Whole lists are kept too, in a direct-mapped cache keyed by a hash of
+/// all their bytes: a query's events cycle through a few tag lists (one per
+/// course, each with the term), and a list met before is then one
+/// comparison of its bytes instead of a parse. A slot is filled once and
+/// never replaced, so a read whose lists never repeat stores at most
+/// `MET_LIST_SLOTS` of them; only lists that parsed whole enter it.
 #[derive(Default)]
 pub(crate) struct MetTags {
     front: Vec<Option<Tag>>,
     set: HashSet<Tag>,
+    lists: Vec<Option<MetList>>,
+    parsed_lists: usize,
 }
 
 impl MetTags {
+    /// The slot of a whole list: every byte counts (the lists of a read
+    /// often differ only in the middle, `course:c-0001\0term:2026`).
+    fn list_slot(bytes: &[u8]) -> usize {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = bytes.len() as u64;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        let rest = words.remainder();
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        (h >> 56) as usize % MET_LIST_SLOTS
+    }
+
+    /// The tags of a whole list this read parsed before, when it kept it.
+    fn list(&self, blob: &[u8]) -> Option<Vec<Tag>> {
+        match self.lists.get(Self::list_slot(blob)) {
+            Some(Some(l)) if *l.blob == *blob => Some(l.tags.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers a list that parsed whole into `tags`, in an empty slot.
+    fn keep_list(&mut self, blob: &[u8], tags: &[Tag]) {
+        if blob.len() > MAX_MET_LIST_BYTES {
+            return;
+        }
+        if self.lists.is_empty() {
+            self.parsed_lists += 1;
+            if self.parsed_lists < MET_LISTS_BEFORE_CACHE {
+                return;
+            }
+            self.lists = (0..MET_LIST_SLOTS).map(|_| None).collect();
+        }
+        if let Some(slot @ None) = self.lists.get_mut(Self::list_slot(blob)) {
+            *slot = Some(MetList {
+                blob: blob.into(),
+                tags: tags.to_vec(),
+            });
+        }
+    }
+
     fn slot(bytes: &[u8]) -> usize {
         let word = |b: &[u8]| {
             let mut w = [0u8; 8];
@@ -123,7 +196,8 @@ impl MetTags {
 }
 
 /// Parses stored tags as [`parse_tags`] does, sharing each tag with the
-/// earlier events of the same read: a tag equal to the one at the same place
+/// earlier events of the same read: a whole list `met` kept is its tags
+/// again; else a tag equal to the one at the same place
 /// in `prev` (the previous event's tags) is cloned from there, else from
 /// `met`, the tags the read has already built; only a tag found in neither
 /// is checked and allocated. A clone is a reference count; bytes equal to a
@@ -131,6 +205,9 @@ impl MetTags {
 /// of a query share their tags by design, so this saves an allocation and a
 /// free per tag per event, and the comparison with `prev` most lookups.
 pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Option<Vec<Tag>> {
+    if let Some(tags) = met.list(blob) {
+        return Some(tags);
+    }
     // Events of one read mostly carry as many tags as the one before.
     let mut tags = Vec::with_capacity(prev.len().max(1));
     for (i, t) in blob.split(|&b| b == 0).enumerate() {
@@ -140,7 +217,11 @@ pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Opt
         };
         tags.push(tag);
     }
-    tags.windows(2).all(|w| w[0] < w[1]).then_some(tags)
+    if !tags.windows(2).all(|w| w[0] < w[1]) {
+        return None;
+    }
+    met.keep_list(blob, &tags);
+    Some(tags)
 }
 
 /// Tails up to this size are copied next to the small fields and hashed in
@@ -170,6 +251,26 @@ impl<'a> Checksum<'a> {
     pub(crate) fn int(&mut self, v: i64) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
+    }
+
+    /// Bytes gathered earlier by the same calls (a [`SumPart`]), as they were.
+    pub(crate) fn raw(&mut self, part: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(part);
+        self
+    }
+
+    /// A stream's names, as an event's checksum covers them.
+    fn stream(&mut self, stream: &StreamName) -> &mut Self {
+        self.bytes(stream.stream_type().as_str().as_bytes())
+            .bytes(stream.stream_id().as_str().as_bytes())
+    }
+
+    /// An event's type, schema version and codec, as its checksum covers
+    /// them.
+    fn kind(&mut self, event_type: &str, schema_version: u32, codec: &str) -> &mut Self {
+        self.bytes(event_type.as_bytes())
+            .int(i64::from(schema_version))
+            .bytes(codec.as_bytes())
     }
 
     pub(crate) fn opt(&mut self, s: Option<&str>) -> &mut Self {
@@ -291,14 +392,106 @@ pub(crate) fn event_checksum(
 ) -> i64 {
     let mut c = Checksum::new(scratch);
     c.int(position)
-        .bytes(stream.stream_type().as_str().as_bytes())
-        .bytes(stream.stream_id().as_str().as_bytes())
+        .stream(stream)
         .int(version)
         .bytes(event_id)
-        .bytes(event_type.as_bytes())
-        .int(i64::from(schema_version))
-        .bytes(codec.as_bytes())
-        .int(timestamp);
+        .kind(event_type, schema_version, codec);
+    finish_event(c, timestamp, meta, tags, tenant, payload)
+}
+
+/// What an event's checksum covers of one stream or one kind, gathered once
+/// for a read that checks many events of it ([`event_checksum_of_parts`]).
+pub(crate) struct SumPart(Vec<u8>);
+
+impl SumPart {
+    /// The part naming `stream`.
+    pub(crate) fn stream(stream: &StreamName) -> Self {
+        let mut v = Vec::new();
+        Checksum::new(&mut v).stream(stream);
+        Self(v)
+    }
+
+    /// The part naming `kind`.
+    pub(crate) fn kind(kind: &Kind) -> Self {
+        let mut v = Vec::new();
+        Checksum::new(&mut v).kind(
+            kind.event_type.as_str(),
+            kind.schema_version,
+            kind.codec.as_str(),
+        );
+        Self(v)
+    }
+}
+
+/// A stream's [`SumPart`] as a read needs it: built for the second event
+/// of the stream, so that a stream met once costs no more than before.
+enum StreamPart {
+    Unused,
+    Once,
+    Built(SumPart),
+}
+
+impl StreamPart {
+    /// The names of `stream` for one more event's checksum.
+    fn next<'a>(&'a mut self, stream: &'a StreamName) -> StreamOrPart<'a> {
+        match self {
+            Self::Unused => {
+                *self = Self::Once;
+                return StreamOrPart::Stream(stream);
+            }
+            Self::Once => *self = Self::Built(SumPart::stream(stream)),
+            Self::Built(_) => {}
+        }
+        match self {
+            Self::Built(p) => StreamOrPart::Part(p),
+            _ => StreamOrPart::Stream(stream),
+        }
+    }
+}
+
+/// A stream for an event's checksum: its names, or the part they make.
+pub(crate) enum StreamOrPart<'a> {
+    Stream(&'a StreamName),
+    Part(&'a SumPart),
+}
+
+/// [`event_checksum`] of an event whose stream and kind come as parts
+/// gathered once: the same sum, with fewer fields to gather per event.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn event_checksum_of_parts(
+    scratch: &mut Vec<u8>,
+    position: i64,
+    stream: StreamOrPart<'_>,
+    version: i64,
+    event_id: &[u8; 16],
+    kind: &SumPart,
+    payload: &[u8],
+    timestamp: i64,
+    meta: Option<&str>,
+    tags: Option<&[u8]>,
+    tenant: &str,
+) -> i64 {
+    let mut c = Checksum::new(scratch);
+    c.int(position);
+    match stream {
+        StreamOrPart::Stream(s) => c.stream(s),
+        StreamOrPart::Part(p) => c.raw(&p.0),
+    };
+    c.int(version).bytes(event_id).raw(&kind.0);
+    finish_event(c, timestamp, meta, tags, tenant, payload)
+}
+
+/// The fields after the kind, then the payload: the end of every event
+/// checksum.
+fn finish_event(
+    mut c: Checksum<'_>,
+    timestamp: i64,
+    meta: Option<&str>,
+    tags: Option<&[u8]>,
+    tenant: &str,
+    payload: &[u8],
+) -> i64 {
+    c.int(timestamp);
     c.opt(meta);
     // Rows without tags keep the sum they had before tags existed.
     if let Some(tags) = tags {
@@ -382,6 +575,11 @@ pub(crate) struct Assembler {
     events: Vec<RawEvent>,
     kinds: Vec<Kind>,
     streams: Vec<StreamName>,
+    /// What each kind adds to an event's checksum, by number.
+    kind_parts: Vec<SumPart>,
+    /// What each stream adds, by number, once a second event of the stream
+    /// needs it (a query meets many streams once each).
+    stream_parts: Vec<StreamPart>,
     scratch: Vec<u8>,
     /// The tags met so far, shared by the events that carry them.
     tags: MetTags,
@@ -401,9 +599,22 @@ impl Assembler {
         }
     }
 
+    /// An assembler whose events share `tags` (the tags of a query) instead
+    /// of building their own: comparing an event's tags with the query's
+    /// then finds them by reference.
+    pub(crate) fn sharing_tags(tags: impl IntoIterator<Item = Tag>) -> Self {
+        let mut a = Self::default();
+        a.tags.set.extend(tags);
+        a
+    }
+
     /// Checks and adds the events of the next batch.
     pub(crate) fn add(&mut self, batch: EventBatch) -> Result<(), StoreError> {
         let lost = || corrupt("an event batch refers to a kind or stream it lacks");
+        self.kind_parts
+            .extend(batch.kinds.iter().map(SumPart::kind));
+        self.stream_parts
+            .extend(batch.streams.iter().map(|_| StreamPart::Unused));
         self.kinds.extend(batch.kinds);
         self.streams.extend(batch.streams);
         // `expected` is capped by the reader (`LOAD_CAPACITY_HINT_MAX`).
@@ -440,15 +651,18 @@ impl Assembler {
                 None
             };
             start = h.tags_end;
-            let expected = event_checksum(
+            let stream_part = self
+                .stream_parts
+                .get_mut(h.stream as usize)
+                .ok_or_else(lost)?;
+            let kind_part = self.kind_parts.get(h.kind as usize).ok_or_else(lost)?;
+            let expected = event_checksum_of_parts(
                 &mut self.scratch,
                 h.position,
-                stream,
+                stream_part.next(stream),
                 h.version,
                 &h.id,
-                kind.event_type.as_str(),
-                kind.schema_version,
-                kind.codec.as_str(),
+                kind_part,
                 payload,
                 h.timestamp,
                 meta_text,
@@ -764,6 +978,7 @@ impl<'a> BatchBuilder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eskit_core::event::{CodecName, EventType};
 
     #[test]
     fn metadata_round_trips_and_garbage_is_refused() {
@@ -1102,5 +1317,100 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn a_checksum_of_parts_is_the_checksum() -> Result<(), Box<dyn std::error::Error>> {
+        let kind = Kind {
+            event_type: EventType::new("Enrolled")?,
+            schema_version: 3,
+            codec: CodecName::new("json")?,
+        };
+        let stream = StreamName::new("course", "c-1")?;
+        let other = StreamName::new("cours", "ec-1")?;
+        let mut scratch = Vec::new();
+        for (meta, tags, tenant) in [
+            (None, None, ""),
+            (Some("{\"a\":\"b\"}"), Some(&b"t1\0t2"[..]), "acme"),
+            (None, Some(&b"x"[..]), ""),
+        ] {
+            let sum = |s: &StreamName, scratch: &mut Vec<u8>| {
+                event_checksum(
+                    scratch, 9, s, 2, &[7; 16], "Enrolled", 3, "json", b"{}", 5, meta, tags, tenant,
+                )
+            };
+            let whole = sum(&stream, &mut scratch);
+            // The stream by its names and by its part, once per event as a
+            // read meets it: the first event, the second (the part is
+            // built), the third (the part is reused).
+            let mut part = StreamPart::Unused;
+            for _ in 0..3 {
+                let of_parts = event_checksum_of_parts(
+                    &mut scratch,
+                    9,
+                    part.next(&stream),
+                    2,
+                    &[7; 16],
+                    &SumPart::kind(&kind),
+                    b"{}",
+                    5,
+                    meta,
+                    tags,
+                    tenant,
+                );
+                assert_eq!(of_parts, whole);
+            }
+            assert!(matches!(part, StreamPart::Built(_)));
+            // Names that run together the same way still differ.
+            assert_ne!(sum(&other, &mut scratch), whole);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn whole_tag_lists_are_kept_shared_and_bounded() -> Result<(), StoreError> {
+        let mut met = MetTags::default();
+        let blob = |i: usize| format!("course:c-{i:04}\0term:2026").into_bytes();
+        // Past the first lists, each list parsed whole is kept once.
+        let mut first = Vec::new();
+        for i in 0..MET_LISTS_BEFORE_CACHE + 40 {
+            let tags = parse_tags_in(&blob(i), &[], &mut met).ok_or_else(|| corrupt("refused"))?;
+            first.push(tags);
+        }
+        let kept = met.lists.iter().flatten().count();
+        assert!(kept >= 30, "only {kept} of 40 lists kept");
+        for (i, tags) in first.iter().enumerate() {
+            // A kept list is the list its blob parses to; a lookup finds it.
+            let b = blob(i);
+            let hit = met.list(&b);
+            if let Some(Some(l)) = met.lists.get(MetTags::list_slot(&b))
+                && *l.blob == *b
+            {
+                assert_eq!(hit.as_ref(), Some(tags));
+            } else {
+                assert_eq!(hit, None);
+            }
+            let again = parse_tags_in(&b, &[], &mut met).ok_or_else(|| corrupt("refused"))?;
+            assert_eq!(&again, tags);
+        }
+        // However many lists a read meets, it keeps at most one per slot,
+        // and none longer than the bound.
+        for i in 0..10_000 {
+            parse_tags_in(&blob(i), &[], &mut met).ok_or_else(|| corrupt("refused"))?;
+        }
+        let long: Vec<u8> = [&b"a"[..], b"\0", &[b'b'; MAX_MET_LIST_BYTES][..]].concat();
+        let mut long_met = MetTags::default();
+        for _ in 0..MET_LISTS_BEFORE_CACHE + 2 {
+            parse_tags_in(&long, &[], &mut long_met).ok_or_else(|| corrupt("refused"))?;
+        }
+        assert!(long_met.lists.iter().all(Option::is_none));
+        assert!(met.lists.len() <= MET_LIST_SLOTS);
+        assert!(
+            met.lists
+                .iter()
+                .flatten()
+                .all(|l| l.blob.len() <= MAX_MET_LIST_BYTES)
+        );
+        Ok(())
     }
 }

@@ -517,9 +517,16 @@ fn missing_version(stream: &StreamName, version: i64) -> StoreError {
 /// Builds the events a reader hands over in batches, on the caller's thread,
 /// with the horizon a global read sent.
 async fn collect_events(
+    parts: chunks::Receiver<Result<Part<EventBatch>, StoreError>>,
+) -> Result<(Vec<RawEvent>, Option<Position>), StoreError> {
+    collect_into(Assembler::default(), parts).await
+}
+
+/// [`collect_events`] with `events` building them.
+async fn collect_into(
+    mut events: Assembler,
     mut parts: chunks::Receiver<Result<Part<EventBatch>, StoreError>>,
 ) -> Result<(Vec<RawEvent>, Option<Position>), StoreError> {
-    let mut events = Assembler::default();
     let mut horizon = None;
     loop {
         match parts.next().await {
@@ -876,7 +883,16 @@ impl EventQueryReader for SqliteStore {
         let parts = self.inner.workers.read_parts(move |c, tx| {
             crate::query::query_sync(c, &kinds, &streams, tenant.as_ref(), &read_options, tx)
         })?;
-        let (events, horizon) = collect_events(parts).await?;
+        // The events share the query's own tags, so that checking each one
+        // against the query finds them by reference.
+        let assembler = Assembler::sharing_tags(
+            options
+                .query()
+                .items()
+                .iter()
+                .flat_map(|i| i.tags().iter().cloned()),
+        );
+        let (events, horizon) = collect_into(assembler, parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a query read sent no horizon"))?;
         crate::query::check_matches(options.query(), &events)?;
