@@ -441,7 +441,7 @@ where
                     schema_version: 1,
                     timestamp: Timestamp::from_unix_micros(n as i64 * 1_000_000),
                     metadata: Metadata::new(),
-                    tags,
+                    tags: tags.into(),
                     tenant: None,
                 },
                 data,

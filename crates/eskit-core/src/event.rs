@@ -13,7 +13,7 @@ pub use crate::name::{
     CodecName, EventType, InvalidName, InvalidNameReason, NameKind, StreamId, StreamName,
     StreamType, TenantId,
 };
-pub use crate::tag::Tag;
+pub use crate::tag::{Tag, Tags};
 pub use crate::time::Timestamp;
 pub use crate::version::{ExpectedVersion, GlobalCursor, InvalidCursor, Position, Version};
 
@@ -25,7 +25,7 @@ pub struct NewEvent {
     schema_version: u32,
     codec: Cow<'static, str>,
     payload: Vec<u8>,
-    tags: Vec<Tag>,
+    tags: Tags,
 }
 
 impl NewEvent {
@@ -37,7 +37,7 @@ impl NewEvent {
             schema_version: 1,
             codec: Cow::Borrowed("raw"),
             payload,
-            tags: Vec::new(),
+            tags: Tags::new(),
         }
     }
 
@@ -77,7 +77,7 @@ impl NewEvent {
     /// ```
     #[must_use]
     pub fn with_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
-        self.tags = normalize(tags.into_iter().collect());
+        self.tags = Tags::from(normalize(tags.into_iter().collect()));
         self
     }
 
@@ -139,8 +139,8 @@ pub struct EventHeader {
     pub timestamp: Timestamp,
     /// Its metadata.
     pub metadata: Metadata,
-    /// Its tags, sorted and without duplicates.
-    pub tags: Vec<Tag>,
+    /// Its tags, sorted and without duplicates; clones share them.
+    pub tags: Tags,
     /// The tenant that owns its stream; `None` outside any tenant.
     pub tenant: Option<TenantId>,
 }

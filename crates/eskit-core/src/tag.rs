@@ -124,6 +124,175 @@ impl Borrow<str> for Tag {
     }
 }
 
+/// The tags of one stored event: sorted, without duplicates, as
+/// [`NewEvent::with_tags`](crate::event::NewEvent::with_tags) leaves them.
+///
+/// Reads as a slice of [`Tag`]s (it dereferences to `[Tag]`). Cloning
+/// shares the list (a reference count, no allocation), so the events of one
+/// read that carry the same tags can hold one list between them; no tags
+/// hold no allocation at all. Tags compare, hash and sort as their slices.
+///
+/// ```
+/// use eskit_core::event::{Tag, Tags};
+/// let tags = Tags::from(vec![Tag::new("course:c-1")?, Tag::new("student:s-1")?]);
+/// assert_eq!(tags.len(), 2);
+/// assert_eq!(tags[0].as_str(), "course:c-1");
+/// assert!(tags.contains(&Tag::new("student:s-1")?));
+/// assert_eq!(tags.clone(), tags);
+/// assert!(Tags::new().is_empty());
+/// # Ok::<(), eskit_core::error::ValidationError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Tags(Option<Arc<[Tag]>>);
+
+impl Tags {
+    /// No tags.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// The tags as a slice.
+    pub fn as_slice(&self) -> &[Tag] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::ops::Deref for Tags {
+    type Target = [Tag];
+    fn deref(&self) -> &[Tag] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[Tag]> for Tags {
+    fn as_ref(&self) -> &[Tag] {
+        self.as_slice()
+    }
+}
+
+impl Borrow<[Tag]> for Tags {
+    fn borrow(&self) -> &[Tag] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<Tag>> for Tags {
+    fn from(tags: Vec<Tag>) -> Self {
+        if tags.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Arc::from(tags)))
+        }
+    }
+}
+
+impl From<&[Tag]> for Tags {
+    fn from(tags: &[Tag]) -> Self {
+        if tags.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Arc::from(tags)))
+        }
+    }
+}
+
+impl<const N: usize> From<[Tag; N]> for Tags {
+    fn from(tags: [Tag; N]) -> Self {
+        Self::from(Vec::from(tags))
+    }
+}
+
+impl From<Tags> for Vec<Tag> {
+    fn from(tags: Tags) -> Self {
+        tags.to_vec()
+    }
+}
+
+impl FromIterator<Tag> for Tags {
+    fn from_iter<I: IntoIterator<Item = Tag>>(iter: I) -> Self {
+        Self::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a Tags {
+    type Item = &'a Tag;
+    type IntoIter = std::slice::Iter<'a, Tag>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl fmt::Debug for Tags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PartialEq for Tags {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+            _ => self.as_slice() == other.as_slice(),
+        }
+    }
+}
+
+impl Eq for Tags {}
+
+impl std::hash::Hash for Tags {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialOrd for Tags {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Tags {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl PartialEq<[Tag]> for Tags {
+    fn eq(&self, other: &[Tag]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl PartialEq<&[Tag]> for Tags {
+    fn eq(&self, other: &&[Tag]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+impl PartialEq<Vec<Tag>> for Tags {
+    fn eq(&self, other: &Vec<Tag>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<const N: usize> PartialEq<[Tag; N]> for Tags {
+    fn eq(&self, other: &[Tag; N]) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl PartialEq<Tags> for Vec<Tag> {
+    fn eq(&self, other: &Tags) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl PartialEq<Tags> for [Tag] {
+    fn eq(&self, other: &Tags) -> bool {
+        self == other.as_slice()
+    }
+}
+
 /// The tags of one event as a set: sorted, without duplicates. Every
 /// backend returns an event's tags in this form.
 pub(crate) fn normalize(mut tags: Vec<Tag>) -> Vec<Tag> {
@@ -185,6 +354,26 @@ mod tests {
             assert_eq!(other.cmp(t), std::cmp::Ordering::Greater);
             assert_ne!(t, &other);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn tags_share_on_clone_and_compare_as_slices() -> Result<(), ValidationError> {
+        let (a, b) = (Tag::new("a")?, Tag::new("b")?);
+        let tags = Tags::from(vec![a.clone(), b.clone()]);
+        let shared = tags.clone();
+        assert!(std::ptr::eq(shared.as_slice(), tags.as_slice()));
+        let separate: Tags = [a.clone(), b.clone()].into_iter().collect();
+        assert_eq!(separate, tags);
+        assert_eq!(tags, vec![a.clone(), b.clone()]);
+        assert_eq!(vec![a.clone(), b.clone()], tags);
+        assert_eq!(tags, [a.clone(), b.clone()]);
+        assert!(Tags::from(vec![a.clone()]) < tags);
+        assert!(Tags::from(vec![b.clone()]) > tags);
+        assert_eq!(Tags::from(Vec::new()), Tags::new());
+        assert!(Tags::from(&[][..]).0.is_none(), "no tags hold no list");
+        assert_eq!(format!("{tags:?}"), "[Tag(\"a\"), Tag(\"b\")]");
+        assert_eq!(Vec::from(tags.clone()), vec![a, b]);
         Ok(())
     }
 

@@ -498,7 +498,7 @@ impl<B: EventStore, E: DomainEvent> TypedStore<B, E> {
                         schema_version,
                         timestamp: r.timestamp,
                         metadata: metadata.clone(),
-                        tags,
+                        tags: tags.into(),
                         tenant: result.tenant.clone(),
                     },
                     data,

@@ -4,7 +4,7 @@
 use eskit_core::error::StoreError;
 use eskit_core::event::{
     CodecName, EventHeader, EventId, EventType, GlobalCursor, Position, RawEvent, StreamName, Tag,
-    TenantId, Timestamp, Version,
+    Tags, TenantId, Timestamp, Version,
 };
 use eskit_core::store::StreamState;
 use sqlx::postgres::types::Oid;
@@ -170,7 +170,7 @@ pub(crate) struct Names {
     event_type: Option<EventType>,
     codec: Option<CodecName>,
     tenant: Option<Option<TenantId>>,
-    tags: Option<(Vec<u8>, Vec<Tag>)>,
+    tags: Option<(Vec<u8>, Tags)>,
 }
 
 /// `cached` when its text has the bytes `raw`, else `make(raw as text)`
@@ -340,7 +340,7 @@ impl Names {
         // `NULL` (see `LOAD_COLUMNS`).
         let tags = match raw(row, at + 10)? {
             Some(b) => self.tags(b)?,
-            None => Vec::new(),
+            None => Tags::new(),
         };
         Ok(RawEvent {
             header: EventHeader {
@@ -364,7 +364,7 @@ impl Names {
 
     /// The tags of a binary `text[]`: the previous row's when the bytes
     /// are the same, checked, sorted and deduplicated otherwise.
-    fn tags(&mut self, b: &[u8]) -> Result<Vec<Tag>, StoreError> {
+    fn tags(&mut self, b: &[u8]) -> Result<Tags, StoreError> {
         if let Some((last, tags)) = &self.tags
             && last.as_slice() == b
         {
@@ -377,6 +377,7 @@ impl Names {
             .map_err(|e| corrupt(format!("stored tag is invalid: {e}")))?;
         tags.sort_unstable();
         tags.dedup();
+        let tags = Tags::from(tags);
         if !tags.is_empty() {
             self.tags = Some((b.to_vec(), tags.clone()));
         }

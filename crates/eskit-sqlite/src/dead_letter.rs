@@ -5,7 +5,7 @@ use eskit_core::{
     error::{StoreError, ValidationError},
     event::{
         CodecName, EventHeader, EventId, EventType, Metadata, NameKind, Position, RawEvent,
-        StreamName, TenantId, Timestamp, Version,
+        StreamName, Tags, TenantId, Timestamp, Version,
     },
     limits::MAX_READ_LIMIT,
     store::{DeadLetter, DeadLetterStore},
@@ -74,7 +74,7 @@ fn letter(r: &Row<'_>) -> rusqlite::Result<Result<DeadLetter, StoreError>> {
                     Some(t) => parse_metadata(&t).ok_or_else(|| bad("metadata"))?,
                 },
                 tags: match tags {
-                    None => Vec::new(),
+                    None => Tags::new(),
                     Some(b) => parse_tags(&b).ok_or_else(|| bad("tags"))?,
                 },
                 tenant: match tenant.as_str() {

@@ -196,7 +196,7 @@ pub use options::{
 };
 pub use read_model::{SqliteReadModel, SqliteView};
 pub use relay::{ChangeRelay, RelayedChange};
-pub use row::MAX_CACHED_STREAMS;
+pub use row::{MAX_CACHED_STREAMS, MAX_CACHED_TAG_LISTS};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::SqliteSnapshotStore;
 pub use store::SqliteStore;

@@ -8,11 +8,12 @@ use eskit_core::{
     error::StoreError,
     event::{
         EventHeader, EventId, Metadata, Position, Principal, PrincipalKind, RawEvent, StreamName,
-        Tag, TenantId, Timestamp, Version,
+        Tag, Tags, TenantId, Timestamp, Version,
     },
 };
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Row};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
@@ -57,7 +58,7 @@ pub(crate) fn tags_blob(tags: &[Tag]) -> Option<Vec<u8>> {
 
 /// Parses stored tags; anything [`tags_blob`] does not write (a bad tag,
 /// tags out of order or repeated) is `None`.
-pub(crate) fn parse_tags(blob: &[u8]) -> Option<Vec<Tag>> {
+pub(crate) fn parse_tags(blob: &[u8]) -> Option<Tags> {
     parse_tags_in(blob, &[], &mut MetTags::default())
 }
 
@@ -80,9 +81,29 @@ const MAX_MET_LIST_BYTES: usize = 256;
 const MET_LISTS_BEFORE_CACHE: usize = 16;
 
 /// One whole tag list a read has parsed: its stored bytes and its tags.
-struct MetList {
-    blob: Box<[u8]>,
-    tags: Vec<Tag>,
+#[derive(Clone)]
+pub(crate) struct MetList {
+    blob: Arc<[u8]>,
+    tags: Tags,
+}
+
+/// Most whole tag lists a store keeps for its reads ([`TagListCache`]).
+/// Each holds at most `MAX_MET_LIST_BYTES` of stored bytes (and as many of
+/// tag text), so the cache stays under about a megabyte. When it is full
+/// and a read parses another list, it starts again empty; nothing fails.
+pub const MAX_CACHED_TAG_LISTS: usize = 1024;
+
+/// Whole tag lists by a hash of their stored bytes, shared by every read of
+/// a store, so that a read meeting a list an earlier read parsed takes its
+/// tags instead of parsing and checking them again. A list's tags are a
+/// function of its bytes alone, so an entry is true for any file and any
+/// transaction; an entry whose bytes differ from the list looked up (a
+/// collision of the 64-bit hash) is a miss.
+pub(crate) type TagListCache = SharedCache<MetList, MAX_CACHED_TAG_LISTS>;
+
+/// The key of a whole list in the [`TagListCache`].
+fn list_key(blob: &[u8]) -> i64 {
+    i64::from_le_bytes(xxh3_64(blob).to_le_bytes())
 }
 
 /// The tags one read has built, so that its events share them: a
@@ -97,12 +118,17 @@ struct MetList {
 /// comparison of its bytes instead of a parse. A slot is filled once and
 /// never replaced, so a read whose lists never repeat stores at most
 /// `MET_LIST_SLOTS` of them; only lists that parsed whole enter it.
+///
+/// Behind the read's own lists, the store's [`TagListCache`] (when the read
+/// has one) holds the lists earlier reads parsed.
 #[derive(Default)]
 pub(crate) struct MetTags {
     front: Vec<Option<Tag>>,
     set: HashSet<Tag>,
     lists: Vec<Option<MetList>>,
-    parsed_lists: usize,
+    /// Lists not found among the read's own, before it sets them up.
+    list_misses: usize,
+    shared: Option<Arc<TagListCache>>,
 }
 
 impl MetTags {
@@ -124,31 +150,56 @@ impl MetTags {
         (h >> 56) as usize % MET_LIST_SLOTS
     }
 
-    /// The tags of a whole list this read parsed before, when it kept it.
-    fn list(&self, blob: &[u8]) -> Option<Vec<Tag>> {
-        match self.lists.get(Self::list_slot(blob)) {
-            Some(Some(l)) if *l.blob == *blob => Some(l.tags.clone()),
-            _ => None,
+    /// The tags of a whole list this read met before and kept, or that the
+    /// store's cache holds.
+    fn list(&mut self, blob: &[u8]) -> Option<Tags> {
+        if blob.len() > MAX_MET_LIST_BYTES {
+            return None;
         }
+        let slot = Self::list_slot(blob);
+        if let Some(Some(l)) = self.lists.get(slot)
+            && *l.blob == *blob
+        {
+            return Some(l.tags.clone());
+        }
+        let found = self
+            .shared
+            .as_ref()
+            .and_then(|c| c.get(list_key(blob)))
+            .filter(|l| *l.blob == *blob)?;
+        let tags = found.tags.clone();
+        self.keep_local(slot, || found);
+        Some(tags)
     }
 
-    /// Remembers a list that parsed whole into `tags`, in an empty slot.
-    fn keep_list(&mut self, blob: &[u8], tags: &[Tag]) {
+    /// Remembers a list that parsed whole into `tags`, in the read's own
+    /// lists and in the store's cache.
+    fn keep_list(&mut self, blob: &[u8], tags: &Tags) {
         if blob.len() > MAX_MET_LIST_BYTES {
             return;
         }
+        let list = MetList {
+            blob: blob.into(),
+            tags: tags.clone(),
+        };
+        if let Some(c) = &self.shared {
+            c.put(list_key(blob), &list);
+        }
+        self.keep_local(Self::list_slot(blob), || list);
+    }
+
+    /// Keeps `list` in the read's own lists at `slot` when it is empty,
+    /// once the read has missed enough lists for them to pay.
+    fn keep_local(&mut self, slot: usize, list: impl FnOnce() -> MetList) {
         if self.lists.is_empty() {
-            self.parsed_lists += 1;
-            if self.parsed_lists < MET_LISTS_BEFORE_CACHE {
+            self.list_misses += 1;
+            if self.list_misses < MET_LISTS_BEFORE_CACHE {
                 return;
             }
             self.lists = (0..MET_LIST_SLOTS).map(|_| None).collect();
         }
-        if let Some(slot @ None) = self.lists.get_mut(Self::list_slot(blob)) {
-            *slot = Some(MetList {
-                blob: blob.into(),
-                tags: tags.to_vec(),
-            });
+        if let Some(s @ None) = self.lists.get_mut(slot) {
+            *s = Some(list());
         }
     }
 
@@ -204,7 +255,7 @@ impl MetTags {
 /// tag's are a valid tag, so only new tags are checked for UTF-8. The events
 /// of a query share their tags by design, so this saves an allocation and a
 /// free per tag per event, and the comparison with `prev` most lookups.
-pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Option<Vec<Tag>> {
+pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Option<Tags> {
     if let Some(tags) = met.list(blob) {
         return Some(tags);
     }
@@ -220,6 +271,7 @@ pub(crate) fn parse_tags_in(blob: &[u8], prev: &[Tag], met: &mut MetTags) -> Opt
     if !tags.windows(2).all(|w| w[0] < w[1]) {
         return None;
     }
+    let tags = Tags::from(tags);
     met.keep_list(blob, &tags);
     Some(tags)
 }
@@ -599,13 +651,18 @@ impl Assembler {
         }
     }
 
-    /// An assembler whose events share `tags` (the tags of a query) instead
-    /// of building their own: comparing an event's tags with the query's
-    /// then finds them by reference.
-    pub(crate) fn sharing_tags(tags: impl IntoIterator<Item = Tag>) -> Self {
-        let mut a = Self::default();
-        a.tags.set.extend(tags);
-        a
+    /// Uses the store's `lists` for tag lists this read has not met.
+    pub(crate) fn with_tag_lists(mut self, lists: &Arc<TagListCache>) -> Self {
+        self.tags.shared = Some(Arc::clone(lists));
+        self
+    }
+
+    /// Makes the events share `tags` (the tags of a query) instead of
+    /// building their own: comparing an event's tags with the query's then
+    /// finds them by reference.
+    pub(crate) fn sharing_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
+        self.tags.set.extend(tags);
+        self
     }
 
     /// Checks and adds the events of the next batch.
@@ -678,11 +735,12 @@ impl Assembler {
                 None => Metadata::new(),
                 Some(t) => parse_metadata(t).ok_or_else(|| bad("metadata"))?,
             };
-            let prev = self.events.last().map_or(&[][..], |e| &e.tags[..]);
-            let tags = match (tags_raw, last_tags) {
-                (None, _) => Vec::new(),
-                (Some(t), Some(l)) if t == l => prev.to_vec(),
-                (Some(t), _) => {
+            let prev = self.events.last().map(|e| &e.tags);
+            let tags = match (tags_raw, last_tags, prev) {
+                (None, _, _) => Tags::new(),
+                (Some(t), Some(l), Some(p)) if t == l => p.clone(),
+                (Some(t), _, _) => {
+                    let prev = prev.map_or(&[][..], Tags::as_slice);
                     parse_tags_in(t, prev, &mut self.tags).ok_or_else(|| bad("tags"))?
                 }
             };
@@ -1176,7 +1234,7 @@ mod tests {
         let set = vec![t("a")?, t("b:c")?, t("é")?];
         let blob = tags_blob(&set).unwrap_or_default();
         assert_eq!(blob, b"a\0b:c\0\xc3\xa9");
-        assert_eq!(parse_tags(&blob), Some(set));
+        assert_eq!(parse_tags(&blob), Some(Tags::from(set)));
         for bad in [
             &b""[..],
             b"\0",
@@ -1262,7 +1320,7 @@ mod tests {
             state
         };
         let mut met = MetTags::default();
-        let mut prev: Vec<Tag> = Vec::new();
+        let mut prev = Tags::new();
         let mut valid = 0;
         for _ in 0..20_000 {
             let mut blob = Vec::new();
@@ -1270,7 +1328,11 @@ mod tests {
                 blob.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
             }
             let shared = parse_tags_in(&blob, &prev, &mut met);
-            assert_eq!(shared, tags_alone(&blob), "{blob:?} after {prev:?}");
+            assert_eq!(
+                shared,
+                tags_alone(&blob).map(Tags::from),
+                "{blob:?} after {prev:?}"
+            );
             if let Some(tags) = shared {
                 valid += 1;
                 prev = tags;
@@ -1411,6 +1473,48 @@ mod tests {
                 .flatten()
                 .all(|l| l.blob.len() <= MAX_MET_LIST_BYTES)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn reads_share_the_lists_earlier_reads_parsed() -> Result<(), StoreError> {
+        let cache = Arc::new(TagListCache::default());
+        let reader = || MetTags {
+            shared: Some(Arc::clone(&cache)),
+            ..MetTags::default()
+        };
+        let blob = b"course:c-1\0term:2026";
+        let first = parse_tags_in(blob, &[], &mut reader()).ok_or_else(|| corrupt("refused"))?;
+        // A later read takes the same tags, not a copy of them.
+        let again = parse_tags_in(blob, &[], &mut reader()).ok_or_else(|| corrupt("refused"))?;
+        assert_eq!(again, first);
+        assert!(std::ptr::eq(again[0].as_str(), first[0].as_str()));
+        // An entry under a list's key whose bytes differ (a hash collision)
+        // is a miss: the list parses as itself.
+        let other = b"a\0b";
+        cache.put(
+            list_key(other),
+            &MetList {
+                blob: Arc::from(&blob[..]),
+                tags: first.clone(),
+            },
+        );
+        let parsed = parse_tags_in(other, &[], &mut reader()).ok_or_else(|| corrupt("refused"))?;
+        assert_eq!(parsed, parse_tags(other).ok_or_else(|| corrupt("refused"))?);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].as_str(), "a");
+        // Bad bytes never enter it, however often they are read.
+        for _ in 0..3 {
+            assert_eq!(parse_tags_in(b"b\0a", &[], &mut reader()), None);
+        }
+        assert!(cache.get(list_key(b"b\0a")).is_none());
+        // It stays bounded.
+        let mut met = reader();
+        for i in 0..MAX_CACHED_TAG_LISTS + 10 {
+            parse_tags_in(format!("t{i}").as_bytes(), &[], &mut met)
+                .ok_or_else(|| corrupt("refused"))?;
+            assert!(cache.len() <= MAX_CACHED_TAG_LISTS);
+        }
         Ok(())
     }
 }

@@ -37,7 +37,8 @@ use crate::oneshot;
 use crate::options::{Location, SqliteOptions, Synchronous};
 use crate::relay::ChangeRelay;
 use crate::row::{
-    Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, StreamCache, tenant_key,
+    Assembler, BatchBuilder, EVENT_COLUMN_COUNT, EVENT_COLUMNS, EventBatch, StreamCache,
+    TagListCache, tenant_key,
 };
 use crate::schema;
 use crate::snapshot::SqliteSnapshotStore;
@@ -74,6 +75,8 @@ struct Inner {
     kinds: Arc<KindCache>,
     /// Names of committed streams, for reads across streams.
     streams: Arc<StreamCache>,
+    /// Whole tag lists reads have parsed.
+    tag_lists: Arc<TagListCache>,
 }
 
 impl Drop for Inner {
@@ -167,6 +170,7 @@ impl SqliteStore {
                 options,
                 kinds: Arc::default(),
                 streams: Arc::default(),
+                tag_lists: Arc::default(),
             }),
             tenant: None,
         })
@@ -517,9 +521,10 @@ fn missing_version(stream: &StreamName, version: i64) -> StoreError {
 /// Builds the events a reader hands over in batches, on the caller's thread,
 /// with the horizon a global read sent.
 async fn collect_events(
+    lists: &Arc<TagListCache>,
     parts: chunks::Receiver<Result<Part<EventBatch>, StoreError>>,
 ) -> Result<(Vec<RawEvent>, Option<Position>), StoreError> {
-    collect_into(Assembler::default(), parts).await
+    collect_into(Assembler::default().with_tag_lists(lists), parts).await
 }
 
 /// [`collect_events`] with `events` building them.
@@ -719,7 +724,7 @@ impl EventStore for SqliteStore {
         let parts = self.inner.workers.read_parts(move |c, tx| {
             load_sync(c, &kinds, tenant.as_ref(), &stream, &options, tx)
         })?;
-        Ok(collect_events(parts).await?.0)
+        Ok(collect_events(&self.inner.tag_lists, parts).await?.0)
     }
 
     /// Loads on a reader thread like [`load`](EventStore::load), handing
@@ -744,7 +749,7 @@ impl EventStore for SqliteStore {
         let mut parts = self.inner.workers.read_parts(move |c, tx| {
             load_sync(c, &kinds, tenant.as_ref(), &stream, &options, tx)
         })?;
-        let mut events = Assembler::streaming();
+        let mut events = Assembler::streaming().with_tag_lists(&self.inner.tag_lists);
         loop {
             match parts.next().await {
                 Some(Ok(Part::Chunk(batch))) => {
@@ -856,7 +861,7 @@ impl GlobalReader for SqliteStore {
         let parts = self.inner.workers.read_parts(move |c, tx| {
             read_sync(c, &kinds, &streams, tenant.as_ref(), &read_options, tx)
         })?;
-        let (events, horizon) = collect_events(parts).await?;
+        let (events, horizon) = collect_events(&self.inner.tag_lists, parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a global read sent no horizon"))?;
         Ok(GlobalBatch::by_position(&options, events, horizon))
@@ -885,13 +890,15 @@ impl EventQueryReader for SqliteStore {
         })?;
         // The events share the query's own tags, so that checking each one
         // against the query finds them by reference.
-        let assembler = Assembler::sharing_tags(
-            options
-                .query()
-                .items()
-                .iter()
-                .flat_map(|i| i.tags().iter().cloned()),
-        );
+        let assembler = Assembler::default()
+            .with_tag_lists(&self.inner.tag_lists)
+            .sharing_tags(
+                options
+                    .query()
+                    .items()
+                    .iter()
+                    .flat_map(|i| i.tags().iter().cloned()),
+            );
         let (events, horizon) = collect_into(assembler, parts).await?;
         let horizon =
             horizon.ok_or_else(|| StoreError::internal("a query read sent no horizon"))?;

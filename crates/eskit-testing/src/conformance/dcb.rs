@@ -94,14 +94,14 @@ async fn round_trip(c: Ctx) -> Outcome {
         .load_all(&s)
         .await?
         .into_iter()
-        .map(|e| e.header.tags)
+        .map(|e| e.header.tags.to_vec())
         .collect();
     ensure_eq!(loaded, expected, "tags after load");
     let read: Vec<Vec<Tag>> = c
         .read_everything()
         .await?
         .into_iter()
-        .map(|e| e.header.tags)
+        .map(|e| e.header.tags.to_vec())
         .collect();
     ensure_eq!(read, expected, "tags after a global read");
     Ok(())
