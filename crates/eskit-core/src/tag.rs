@@ -368,8 +368,8 @@ mod tests {
         assert_eq!(tags, vec![a.clone(), b.clone()]);
         assert_eq!(vec![a.clone(), b.clone()], tags);
         assert_eq!(tags, [a.clone(), b.clone()]);
-        assert!(Tags::from(vec![a.clone()]) < tags);
-        assert!(Tags::from(vec![b.clone()]) > tags);
+        let (just_a, just_b) = (Tags::from(vec![a.clone()]), Tags::from(vec![b.clone()]));
+        assert!(just_a < tags && just_b > tags);
         assert_eq!(Tags::from(Vec::new()), Tags::new());
         assert!(Tags::from(&[][..]).0.is_none(), "no tags hold no list");
         assert_eq!(format!("{tags:?}"), "[Tag(\"a\"), Tag(\"b\")]");
