@@ -155,6 +155,17 @@ impl Tags {
     pub fn as_slice(&self) -> &[Tag] {
         self.0.as_deref().unwrap_or(&[])
     }
+
+    /// Whether `a` and `b` are one shared list (one a clone of the other),
+    /// as [`Arc::ptr_eq`]; two lists of equal tags need not be. No tags
+    /// share with no tags.
+    pub fn ptr_eq(a: &Tags, b: &Tags) -> bool {
+        match (&a.0, &b.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl std::ops::Deref for Tags {
@@ -363,8 +374,11 @@ mod tests {
         let tags = Tags::from(vec![a.clone(), b.clone()]);
         let shared = tags.clone();
         assert!(std::ptr::eq(shared.as_slice(), tags.as_slice()));
+        assert!(Tags::ptr_eq(&shared, &tags));
         let separate: Tags = [a.clone(), b.clone()].into_iter().collect();
         assert_eq!(separate, tags);
+        assert!(!Tags::ptr_eq(&separate, &tags));
+        assert!(Tags::ptr_eq(&Tags::new(), &Tags::from(Vec::new())));
         assert_eq!(tags, vec![a.clone(), b.clone()]);
         assert_eq!(vec![a.clone(), b.clone()], tags);
         assert_eq!(tags, [a.clone(), b.clone()]);

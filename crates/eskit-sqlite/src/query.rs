@@ -11,7 +11,7 @@
 use eskit_core::{
     dcb::{AppendCondition, EventQuery, QueryItem, QueryOptions},
     error::StoreError,
-    event::{GlobalCursor, Position, RawEvent, TenantId},
+    event::{GlobalCursor, Position, RawEvent, Tags, TenantId},
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -207,7 +207,7 @@ pub(crate) fn query_sync(
         // A query's events are spread over many streams; their names come
         // from the shared cache, and only a stream no read has met yet is
         // looked up (joining the streams table cost a search per row).
-        let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
+        let sid = crate::row::int_column(row, EVENT_COLUMN_COUNT)?;
         let stream = batch.stream(c, sid)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
@@ -221,7 +221,17 @@ pub(crate) fn query_sync(
 
 /// Fails unless every event matches the query by its own type and tags.
 pub(crate) fn check_matches(query: &EventQuery, events: &[RawEvent]) -> Result<(), StoreError> {
-    match events.iter().find(|e| !query.matches_event(e)) {
+    let mut checked: Option<&RawEvent> = None;
+    let mismatch = events.iter().find(|e| {
+        // An event of the type of the one checked before it, sharing its
+        // tags (a read hands consecutive events with the same stored tags
+        // one list), matches as that one did: it matched.
+        let same =
+            checked.is_some_and(|c| Tags::ptr_eq(&c.tags, &e.tags) && c.event_type == e.event_type);
+        checked = Some(e);
+        !same && !query.matches_event(e)
+    });
+    match mismatch {
         None => Ok(()),
         Some(e) => Err(corrupt(format!(
             "the tag index names the event at position {}, which does not match the query",

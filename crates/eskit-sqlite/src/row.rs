@@ -835,6 +835,15 @@ pub const MAX_CACHED_STREAMS: usize = 16_384;
 /// reach a caller: the event fails its checksum instead.
 pub(crate) type StreamCache = SharedCache<StreamName, MAX_CACHED_STREAMS>;
 
+/// The integer in column `i` of `row`: read as the value it holds, without
+/// `Row::get`'s conversion machinery (a read spends several of these on
+/// every event).
+pub(crate) fn int_column(row: &Row<'_>, i: usize) -> Result<i64, StoreError> {
+    row.get_ref(i)
+        .and_then(|v| Ok(v.as_i64()?))
+        .map_err(store_error)
+}
+
 /// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
 /// reader's side, kept to SQLite calls and copying.
 pub(crate) struct BatchBuilder<'a> {
@@ -973,23 +982,23 @@ impl<'a> BatchBuilder<'a> {
         row: &Row<'_>,
         stream: u32,
     ) -> Result<(), StoreError> {
-        let position: i64 = row.get(0).map_err(store_error)?;
-        let version: i64 = row.get(1).map_err(store_error)?;
+        let position = int_column(row, 0)?;
+        let version = int_column(row, 1)?;
         let event_id: &[u8] = row
             .get_ref(2)
             .and_then(|v| Ok(v.as_blob()?))
             .map_err(store_error)?;
-        let kind: i64 = row.get(3).map_err(store_error)?;
+        let kind = int_column(row, 3)?;
         let payload: &[u8] = row
             .get_ref(4)
             .and_then(|v| Ok(v.as_blob()?))
             .map_err(store_error)?;
-        let timestamp: i64 = row.get(5).map_err(store_error)?;
+        let timestamp = int_column(row, 5)?;
         let metadata_text: Option<&str> = row
             .get_ref(6)
             .and_then(|v| Ok(v.as_str_or_null()?))
             .map_err(store_error)?;
-        let checksum: i64 = row.get(7).map_err(store_error)?;
+        let checksum = int_column(row, 7)?;
         let tags: Option<&[u8]> = row
             .get_ref(8)
             .and_then(|v| Ok(v.as_blob_or_null()?))

@@ -640,7 +640,7 @@ fn read_sync(
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), 0, tenant.cloned())
         .with_shared_streams(streams);
     while let Some(row) = rows.next().map_err(store_error)? {
-        let sid: i64 = row.get(EVENT_COLUMN_COUNT).map_err(store_error)?;
+        let sid = crate::row::int_column(row, EVENT_COLUMN_COUNT)?;
         let stream = batch.stream(c, sid)?;
         batch.push(c, row, stream)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {

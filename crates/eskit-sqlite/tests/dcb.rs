@@ -109,16 +109,19 @@ fn a_tag_index_row_naming_the_wrong_event_is_corrupt() -> TestResult {
     let path = dir.file("events.db");
     let s = SqliteStore::open(&path)?;
     let a = stream("enrolment", "a-1")?;
+    // Two matching events with the same tags (a read hands them one
+    // list), then one that does not match.
     let events = vec![
         event("Enrolled", "1")?.with_tags(tags(&["course:c-1"])?),
+        event("Enrolled", "1b")?.with_tags(tags(&["course:c-1"])?),
         event("Enrolled", "2")?.with_tags(tags(&["course:c-2"])?),
     ];
     block_on(s.append(&a, ExpectedVersion::Any, events, AppendOptions::new()))?;
     let query = EventQuery::from(QueryItem::new().with_tags(tags(&["course:c-1"])?));
     let page = block_on(s.query(QueryOptions::from_start(query.clone(), 10)))?;
-    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events.len(), 2);
     rusqlite::Connection::open(&path)?.execute(
-        "INSERT INTO eskit_event_tags (tag, position) VALUES ('course:c-1', 2)",
+        "INSERT INTO eskit_event_tags (tag, position) VALUES ('course:c-1', 3)",
         [],
     )?;
     let e = block_on(s.query(QueryOptions::from_start(query, 10))).err();
