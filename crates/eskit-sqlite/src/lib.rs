@@ -62,6 +62,9 @@
 //! An event's tags (DCB) are stored twice: in its row (`tags`, joined by
 //! NUL bytes, `NULL` when it has none), which is what reads return, and in
 //! `eskit_event_tags (tag, position)`, the index queries by tag read.
+//! Events of a read whose stored tags are the same share one tag list, and
+//! lists an earlier read parsed are kept for later reads (up to
+//! [`MAX_CACHED_TAG_LISTS`]).
 //! Every row carries an XXH3-64 checksum over all its
 //! fields, including the names its kind stands for and its tags; a row that fails it, or
 //! whose fields do not parse, is reported as

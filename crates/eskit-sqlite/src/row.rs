@@ -87,8 +87,9 @@ pub(crate) struct MetList {
     tags: Tags,
 }
 
-/// Most whole tag lists a store keeps for its reads ([`TagListCache`]).
-/// Each holds at most `MAX_MET_LIST_BYTES` of stored bytes (and as many of
+/// Most whole tag lists a store keeps for its reads: the lists earlier
+/// reads parsed, so that a read meeting one again takes its tags instead of
+/// parsing and checking them. Each holds at most `MAX_MET_LIST_BYTES` of stored bytes (and as many of
 /// tag text), so the cache stays under about a megabyte. When it is full
 /// and a read parses another list, it starts again empty; nothing fails.
 pub const MAX_CACHED_TAG_LISTS: usize = 1024;
