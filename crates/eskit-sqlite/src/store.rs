@@ -433,7 +433,7 @@ fn load_sync(
     let mut batch = BatchBuilder::new(KindReader::committed(kinds), capacity, tenant.cloned());
     let owner = batch.add_stream(stream.clone());
     while let Some(row) = rows.next().map_err(store_error)? {
-        holes.row(stream, row.get(1).map_err(store_error)?)?;
+        holes.row(stream, crate::row::int_column(row, 1)?)?;
         batch.push(c, row, owner)?;
         if batch.is_full() && !tx.send(Ok(Part::Chunk(batch.take()))) {
             return Ok(());

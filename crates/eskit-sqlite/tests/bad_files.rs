@@ -98,6 +98,18 @@ fn probe(
             Err(StoreError::Corrupt { .. } | StoreError::Backend(_)) => failed = true,
             Err(e) => return Err(format!("unexpected load error: {e}")),
         }
+        // `load_each` hands over only events that `load` could return.
+        let mut handed = Vec::new();
+        let each = block_on(store.load_each(&s, LoadOptions::new(), |e| {
+            handed.push(e);
+            Ok(())
+        }));
+        check(std::mem::take(&mut handed), &mut Vec::new())?;
+        match each {
+            Ok(()) => {}
+            Err(StoreError::Corrupt { .. } | StoreError::Backend(_)) => failed = true,
+            Err(e) => return Err(format!("unexpected load_each error: {e}")),
+        }
     }
     if failed {
         out.read_errors += 1;

@@ -1310,6 +1310,43 @@ fn loads_with_every_combination_of_bounds_and_types_return_the_right_events() ->
     })
 }
 
+/// A changed payload fails `load` and `load_each` alike, and what
+/// `load_each` handed over before the damaged row is the stream as written.
+#[test]
+fn a_damaged_row_fails_load_and_load_each_alike() -> TestResult {
+    for caller_thread in [false, true] {
+        let dir = TempDir::new("damaged-each")?;
+        let path = dir.file("events.db");
+        let s = SqliteStore::open_with(
+            SqliteOptions::file(&path).with_calls_on_caller_thread(caller_thread),
+        )?;
+        let st = stream("each", "damaged")?;
+        let payloads: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        append(&s, &st, ExpectedVersion::NoStream, &refs)?;
+        let clean = block_on(s.load(&st, LoadOptions::new()))?;
+        rusqlite::Connection::open(&path)?.execute(
+            "UPDATE eskit_events SET payload = CAST('666' AS BLOB) WHERE version = 200",
+            [],
+        )?;
+        let loaded = block_on(s.load(&st, LoadOptions::new()));
+        assert!(
+            matches!(loaded, Err(StoreError::Corrupt { .. })),
+            "{loaded:?}"
+        );
+        let mut handed = Vec::new();
+        let each = block_on(s.load_each(&st, LoadOptions::new(), |e| {
+            handed.push(e);
+            Ok(())
+        }));
+        assert!(matches!(each, Err(StoreError::Corrupt { .. })), "{each:?}");
+        assert!(handed.len() < 200, "{} events handed over", handed.len());
+        assert_eq!(handed[..], clean[..handed.len()]);
+        block_on(s.close());
+    }
+    Ok(())
+}
+
 #[test]
 fn load_each_hands_over_what_load_returns_and_stops_at_the_first_error() -> TestResult {
     both(|s| {
