@@ -27,7 +27,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::row::{
-    BatchBuilder, EVENT_COLUMNS, StoredMetadata, event_checksum, index_tag, tags_blob, tenant_key,
+    BatchBuilder, EVENT_COLUMNS, KindOrPart, StoredMetadata, StreamOrPart, SumFields,
+    event_checksum, index_tag, tags_blob, tenant_key,
 };
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
 use eskit_core::backend::{CommitNotifier, idempotent_retry};
@@ -570,18 +571,22 @@ pub(crate) fn write_append(
         let tags = tags_blob(event.tags());
         let checksum = event_checksum(
             &mut scratch,
-            position,
-            stream,
-            v,
-            &event_id,
-            event.event_type().as_str(),
-            event.schema_version(),
-            event.codec(),
-            event.payload(),
-            timestamp,
-            meta.text(),
-            tags.as_deref(),
-            tenant,
+            &SumFields {
+                position,
+                stream: StreamOrPart::Stream(stream),
+                version: v,
+                event_id: &event_id,
+                kind: KindOrPart::Fields {
+                    event_type: event.event_type().as_str(),
+                    schema_version: event.schema_version(),
+                    codec: event.codec(),
+                },
+                payload: event.payload(),
+                timestamp,
+                meta: meta.text(),
+                tags: tags.as_deref(),
+                tenant,
+            },
         );
         rows.push(EventRow {
             position,

@@ -426,34 +426,64 @@ const TAGS_MARK: i64 = 0x7461_6773;
 /// Precedes the tenant in an event row's checksum.
 const TENANT_MARK: i64 = 0x7465_6e61;
 
-/// The checksum of an event row.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn event_checksum(
-    scratch: &mut Vec<u8>,
-    position: i64,
-    stream: &StreamName,
-    version: i64,
-    event_id: &[u8; 16],
-    event_type: &str,
-    schema_version: u32,
-    codec: &str,
-    payload: &[u8],
-    timestamp: i64,
-    meta: Option<&str>,
-    tags: Option<&[u8]>,
-    tenant: &str,
-) -> i64 {
+/// The fields of an event row that its checksum covers.
+pub(crate) struct SumFields<'a> {
+    pub(crate) position: i64,
+    pub(crate) stream: StreamOrPart<'a>,
+    pub(crate) version: i64,
+    pub(crate) event_id: &'a [u8; 16],
+    pub(crate) kind: KindOrPart<'a>,
+    pub(crate) payload: &'a [u8],
+    pub(crate) timestamp: i64,
+    pub(crate) meta: Option<&'a str>,
+    pub(crate) tags: Option<&'a [u8]>,
+    pub(crate) tenant: &'a str,
+}
+
+/// An event's type, schema version and codec for its checksum: the fields,
+/// or the part a read gathered from them once.
+pub(crate) enum KindOrPart<'a> {
+    Fields {
+        event_type: &'a str,
+        schema_version: u32,
+        codec: &'a str,
+    },
+    Part(&'a SumPart),
+}
+
+/// The checksum of an event row. A stream and a kind given as parts give
+/// the same sum as their fields.
+pub(crate) fn event_checksum(scratch: &mut Vec<u8>, f: &SumFields<'_>) -> i64 {
     let mut c = Checksum::new(scratch);
-    c.int(position)
-        .stream(stream)
-        .int(version)
-        .bytes(event_id)
-        .kind(event_type, schema_version, codec);
-    finish_event(c, timestamp, meta, tags, tenant, payload)
+    c.int(f.position);
+    match f.stream {
+        StreamOrPart::Stream(s) => c.stream(s),
+        StreamOrPart::Part(p) => c.raw(&p.0),
+    };
+    c.int(f.version).bytes(f.event_id);
+    match f.kind {
+        KindOrPart::Fields {
+            event_type,
+            schema_version,
+            codec,
+        } => c.kind(event_type, schema_version, codec),
+        KindOrPart::Part(p) => c.raw(&p.0),
+    };
+    c.int(f.timestamp);
+    c.opt(f.meta);
+    // Rows without tags keep the sum they had before tags existed.
+    if let Some(tags) = f.tags {
+        c.int(TAGS_MARK).bytes(tags);
+    }
+    // So do rows of no tenant; a tenant's rows cannot be moved to another.
+    if !f.tenant.is_empty() {
+        c.int(TENANT_MARK).bytes(f.tenant.as_bytes());
+    }
+    c.finish(f.payload)
 }
 
 /// What an event's checksum covers of one stream or one kind, gathered once
-/// for a read that checks many events of it ([`event_checksum_of_parts`]).
+/// for a read that checks many events of it ([`event_checksum`]).
 pub(crate) struct SumPart(Vec<u8>);
 
 impl SumPart {
@@ -506,55 +536,6 @@ impl StreamPart {
 pub(crate) enum StreamOrPart<'a> {
     Stream(&'a StreamName),
     Part(&'a SumPart),
-}
-
-/// [`event_checksum`] of an event whose stream and kind come as parts
-/// gathered once: the same sum, with fewer fields to gather per event.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn event_checksum_of_parts(
-    scratch: &mut Vec<u8>,
-    position: i64,
-    stream: StreamOrPart<'_>,
-    version: i64,
-    event_id: &[u8; 16],
-    kind: &SumPart,
-    payload: &[u8],
-    timestamp: i64,
-    meta: Option<&str>,
-    tags: Option<&[u8]>,
-    tenant: &str,
-) -> i64 {
-    let mut c = Checksum::new(scratch);
-    c.int(position);
-    match stream {
-        StreamOrPart::Stream(s) => c.stream(s),
-        StreamOrPart::Part(p) => c.raw(&p.0),
-    };
-    c.int(version).bytes(event_id).raw(&kind.0);
-    finish_event(c, timestamp, meta, tags, tenant, payload)
-}
-
-/// The fields after the kind, then the payload: the end of every event
-/// checksum.
-fn finish_event(
-    mut c: Checksum<'_>,
-    timestamp: i64,
-    meta: Option<&str>,
-    tags: Option<&[u8]>,
-    tenant: &str,
-    payload: &[u8],
-) -> i64 {
-    c.int(timestamp);
-    c.opt(meta);
-    // Rows without tags keep the sum they had before tags existed.
-    if let Some(tags) = tags {
-        c.int(TAGS_MARK).bytes(tags);
-    }
-    // So do rows of no tenant; a tenant's rows cannot be moved to another.
-    if !tenant.is_empty() {
-        c.int(TENANT_MARK).bytes(tenant.as_bytes());
-    }
-    c.finish(payload)
 }
 
 /// Most rows a reader puts in one [`EventBatch`] before handing it over and
@@ -714,18 +695,20 @@ impl Assembler {
                 .get_mut(h.stream as usize)
                 .ok_or_else(lost)?;
             let kind_part = self.kind_parts.get(h.kind as usize).ok_or_else(lost)?;
-            let expected = event_checksum_of_parts(
+            let expected = event_checksum(
                 &mut self.scratch,
-                h.position,
-                stream_part.next(stream),
-                h.version,
-                &h.id,
-                kind_part,
-                payload,
-                h.timestamp,
-                meta_text,
-                tags_raw,
-                tenant_key(batch.tenant.as_ref()),
+                &SumFields {
+                    position: h.position,
+                    stream: stream_part.next(stream),
+                    version: h.version,
+                    event_id: &h.id,
+                    kind: KindOrPart::Part(kind_part),
+                    payload,
+                    timestamp: h.timestamp,
+                    meta: meta_text,
+                    tags: tags_raw,
+                    tenant: tenant_key(batch.tenant.as_ref()),
+                },
             );
             if h.checksum != expected {
                 return Err(corrupt(format!(
@@ -1200,20 +1183,25 @@ mod tests {
         )?;
         let (position, st, sid, version, id, ty, schema, codec, payload, ts, tags) = row;
         let id: [u8; 16] = id.try_into().map_err(|_| "event id of 16 bytes")?;
+        let stream = StreamName::new(st, sid)?;
         let sum = event_checksum(
             &mut Vec::new(),
-            position,
-            &StreamName::new(st, sid)?,
-            version,
-            &id,
-            &ty,
-            schema,
-            &codec,
-            &payload,
-            ts,
-            Some(&nested),
-            tags.as_deref(),
-            "",
+            &SumFields {
+                position,
+                stream: StreamOrPart::Stream(&stream),
+                version,
+                event_id: &id,
+                kind: KindOrPart::Fields {
+                    event_type: &ty,
+                    schema_version: schema,
+                    codec: &codec,
+                },
+                payload: &payload,
+                timestamp: ts,
+                meta: Some(&nested),
+                tags: tags.as_deref(),
+                tenant: "",
+            },
         );
         c.execute(
             "UPDATE eskit_events SET metadata = ?1, checksum = ?2 WHERE position = ?3",
@@ -1391,6 +1379,28 @@ mod tests {
         }
     }
 
+    /// One event's fields for a checksum, all but its stream and kind fixed.
+    fn fields<'a>(
+        stream: StreamOrPart<'a>,
+        kind: KindOrPart<'a>,
+        meta: Option<&'a str>,
+        tags: Option<&'a [u8]>,
+        tenant: &'a str,
+    ) -> SumFields<'a> {
+        SumFields {
+            position: 9,
+            stream,
+            version: 2,
+            event_id: &[7; 16],
+            kind,
+            payload: b"{}",
+            timestamp: 5,
+            meta,
+            tags,
+            tenant,
+        }
+    }
+
     #[test]
     fn a_checksum_of_parts_is_the_checksum() -> Result<(), Box<dyn std::error::Error>> {
         let kind = Kind {
@@ -1407,30 +1417,31 @@ mod tests {
             (None, Some(&b"x"[..]), ""),
         ] {
             let sum = |s: &StreamName, scratch: &mut Vec<u8>| {
+                let kind = KindOrPart::Fields {
+                    event_type: "Enrolled",
+                    schema_version: 3,
+                    codec: "json",
+                };
                 event_checksum(
-                    scratch, 9, s, 2, &[7; 16], "Enrolled", 3, "json", b"{}", 5, meta, tags, tenant,
+                    scratch,
+                    &fields(StreamOrPart::Stream(s), kind, meta, tags, tenant),
                 )
             };
             let whole = sum(&stream, &mut scratch);
             // The stream by its names and by its part, once per event as a
             // read meets it: the first event, the second (the part is
-            // built), the third (the part is reused).
+            // built), the third (the part is reused); the kind by its part.
             let mut part = StreamPart::Unused;
+            let kind_part = SumPart::kind(&kind);
             for _ in 0..3 {
-                let of_parts = event_checksum_of_parts(
-                    &mut scratch,
-                    9,
+                let f = fields(
                     part.next(&stream),
-                    2,
-                    &[7; 16],
-                    &SumPart::kind(&kind),
-                    b"{}",
-                    5,
+                    KindOrPart::Part(&kind_part),
                     meta,
                     tags,
                     tenant,
                 );
-                assert_eq!(of_parts, whole);
+                assert_eq!(event_checksum(&mut scratch, &f), whole);
             }
             assert!(matches!(part, StreamPart::Built(_)));
             // Names that run together the same way still differ.
