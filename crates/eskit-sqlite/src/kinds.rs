@@ -70,6 +70,23 @@ impl<V: Clone, const MAX: usize> SharedCache<V, MAX> {
         map.insert(key, value.clone());
     }
 
+    /// The value of `key` from `cache` when it holds one, else `read()`,
+    /// then kept in `cache`.
+    pub(crate) fn get_or_read<E>(
+        cache: Option<&Self>,
+        key: i64,
+        read: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        if let Some(v) = cache.and_then(|c| c.get(key)) {
+            return Ok(v);
+        }
+        let v = read()?;
+        if let Some(c) = cache {
+            c.put(key, &v);
+        }
+        Ok(v)
+    }
+
     /// Number of entries held (tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -130,16 +147,7 @@ impl<'a> KindReader<'a> {
         let i = match found {
             Some(i) => i,
             None => {
-                let kind = match self.shared.and_then(|c| c.get(key)) {
-                    Some(kind) => kind,
-                    None => {
-                        let kind = read_kind(conn, key)?;
-                        if let Some(cache) = self.shared {
-                            cache.put(key, &kind);
-                        }
-                        kind
-                    }
-                };
+                let kind = SharedCache::get_or_read(self.shared, key, || read_kind(conn, key))?;
                 let i = self.keys.len();
                 let number = u32::try_from(i)
                     .map_err(|_| corrupt("more kinds in one read than fit in u32"))?;

@@ -928,16 +928,9 @@ impl<'a> BatchBuilder<'a> {
                 // The event's checksum covers the names: a wrong cache entry
                 // could only surface as a mismatch, never as another
                 // stream's name.
-                let s = match self.shared_streams.and_then(|c| c.get(sid)) {
-                    Some(s) => s,
-                    None => {
-                        let s = stored_stream(conn, sid)?;
-                        if let Some(c) = self.shared_streams {
-                            c.put(sid, &s);
-                        }
-                        s
-                    }
-                };
+                let s = SharedCache::get_or_read(self.shared_streams, sid, || {
+                    stored_stream(conn, sid)
+                })?;
                 let n = self.add_stream(s);
                 self.sids.insert(sid, n);
                 n
