@@ -141,6 +141,9 @@ impl Repr {
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        name_type!($(#[$doc])* $name, $kind, []);
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:expr, [$($known:literal),*]) => {
         $(#[$doc])*
         ///
         /// Cloning never allocates: the text is static or shared.
@@ -155,6 +158,12 @@ macro_rules! name_type {
             /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES) or contains NUL.
             pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidName> {
                 let name = name.as_ref();
+                // Well-known names stay static: their clones (one per
+                // event read) touch no reference count.
+                match name {
+                    $($known => return Ok(Self(Repr::Static($known))),)*
+                    _ => {}
+                }
                 validate_name($kind, name)?;
                 Ok(Self(Repr::Shared(Arc::from(name))))
             }
@@ -285,7 +294,8 @@ name_type!(
 name_type!(
     /// The name of the codec that encoded a stored payload, such as `json`.
     CodecName,
-    NameKind::Codec
+    NameKind::Codec,
+    ["raw", "json", "cbor", "protobuf"]
 );
 
 impl CodecName {
@@ -307,8 +317,13 @@ impl CodecName {
 /// assert_eq!(s.to_string(), "account/acc-1");
 /// # Ok::<(), eskit_core::event::InvalidName>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamName {
+#[derive(Clone)]
+pub struct StreamName(Arc<StreamParts>);
+
+/// A stream's two names, behind one reference count: a clone of a
+/// [`StreamName`] (one per event read) costs one count, not two.
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct StreamParts {
     stream_type: StreamType,
     stream_id: StreamId,
 }
@@ -322,34 +337,73 @@ impl StreamName {
         stream_type: impl AsRef<str>,
         stream_id: impl AsRef<str>,
     ) -> Result<Self, InvalidName> {
-        Ok(Self {
-            stream_type: StreamType::new(stream_type)?,
-            stream_id: StreamId::new(stream_id)?,
-        })
+        Ok(Self::from_parts(
+            StreamType::new(stream_type)?,
+            StreamId::new(stream_id)?,
+        ))
     }
 
     /// Builds a stream reference from already validated parts.
     pub fn from_parts(stream_type: StreamType, stream_id: StreamId) -> Self {
-        Self {
+        Self(Arc::new(StreamParts {
             stream_type,
             stream_id,
-        }
+        }))
     }
 
     /// The stream's type.
     pub fn stream_type(&self) -> &StreamType {
-        &self.stream_type
+        &self.0.stream_type
     }
 
     /// The stream's id within its type.
     pub fn stream_id(&self) -> &StreamId {
-        &self.stream_id
+        &self.0.stream_id
+    }
+}
+
+impl fmt::Debug for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamName")
+            .field("stream_type", &self.0.stream_type)
+            .field("stream_id", &self.0.stream_id)
+            .finish()
+    }
+}
+
+impl PartialEq for StreamName {
+    fn eq(&self, other: &Self) -> bool {
+        // Names read from one store share their parts.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for StreamName {}
+
+impl Hash for StreamName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for StreamName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StreamName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
     }
 }
 
 impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.stream_type, self.stream_id)
+        write!(f, "{}/{}", self.0.stream_type, self.0.stream_id)
     }
 }
 
@@ -365,8 +419,8 @@ impl StreamName {
     /// ```
     pub fn quoted(&self) -> QuotedName<'_> {
         QuotedName {
-            first: self.stream_type.as_str(),
-            second: Some(self.stream_id.as_str()),
+            first: self.0.stream_type.as_str(),
+            second: Some(self.0.stream_id.as_str()),
         }
     }
 }
@@ -474,4 +528,61 @@ fn is_hidden(c: char) -> bool {
                 | '\u{2060}'..='\u{206f}'
                 | '\u{feff}'
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::DefaultHasher;
+
+    fn hash_of(s: &StreamName) -> u64 {
+        let mut h = DefaultHasher::new();
+        s.hash(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn stream_names_compare_by_their_parts_whether_shared_or_not() {
+        let a = StreamName::new("account", "acc-1").unwrap();
+        let shared = a.clone();
+        let separate = StreamName::new("account", "acc-1").unwrap();
+        let other_id = StreamName::new("account", "acc-2").unwrap();
+        let other_type = StreamName::new("order", "acc-1").unwrap();
+        assert_eq!(a, shared);
+        assert_eq!(a, separate);
+        assert_eq!(hash_of(&a), hash_of(&separate));
+        assert_eq!(a.cmp(&shared), Ordering::Equal);
+        assert_eq!(a.cmp(&separate), Ordering::Equal);
+        assert_ne!(a, other_id);
+        assert_ne!(a, other_type);
+        // Ordered by type, then id.
+        assert!(a < other_id && other_id < other_type);
+        let from_parts = StreamName::from_parts(
+            StreamType::new("account").unwrap(),
+            StreamId::new("acc-1").unwrap(),
+        );
+        assert_eq!(from_parts, a);
+        assert_eq!(
+            format!("{a:?}"),
+            "StreamName { stream_type: StreamType(\"account\"), stream_id: StreamId(\"acc-1\") }"
+        );
+        assert_eq!(a.stream_type().as_str(), "account");
+        assert_eq!(a.stream_id().as_str(), "acc-1");
+    }
+
+    #[test]
+    fn well_known_codec_names_are_static_and_others_shared() {
+        for name in ["raw", "json", "cbor", "protobuf"] {
+            let c = CodecName::new(name).unwrap();
+            assert!(matches!(c.0, Repr::Static(_)), "{name}");
+            assert_eq!(c.as_str(), name);
+        }
+        let c = CodecName::new("sealed").unwrap();
+        assert!(matches!(c.0, Repr::Shared(_)));
+        // The check still applies to every other name.
+        assert!(CodecName::new("").is_err());
+        assert!(CodecName::new("a\0b").is_err());
+        // Only codec names are kept static.
+        assert!(matches!(EventType::new("json").unwrap().0, Repr::Shared(_)));
+    }
 }

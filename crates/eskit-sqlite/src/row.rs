@@ -828,12 +828,19 @@ pub(crate) fn int_column(row: &Row<'_>, i: usize) -> Result<i64, StoreError> {
         .map_err(store_error)
 }
 
+/// Stream keys a read across streams reserves room for when it meets its
+/// first (more grow the map as usual).
+const STREAMS_RESERVED: usize = 64;
+
 /// Fills an [`EventBatch`] from rows selected with [`EVENT_COLUMNS`]: the
 /// reader's side, kept to SQLite calls and copying.
 pub(crate) struct BatchBuilder<'a> {
     heads: Vec<Head>,
     bytes: Vec<u8>,
+    /// Names of the streams met since the last batch, handed over with it.
     streams: Vec<StreamName>,
+    /// Streams met in this read, handed over or not: the next one's number.
+    stream_count: usize,
     kinds: KindReader<'a>,
     /// Stream keys met, by number, for reads across streams.
     sids: HashMap<i64, u32, BuildHasherDefault<RowidHasher>>,
@@ -841,9 +848,8 @@ pub(crate) struct BatchBuilder<'a> {
     last_stream_number: u32,
     /// Names of committed streams met by earlier reads.
     shared_streams: Option<&'a StreamCache>,
-    /// Kinds and streams already handed over in earlier batches.
+    /// Kinds already handed over in earlier batches.
     kinds_sent: usize,
-    streams_sent: usize,
     expected: usize,
     tenant: Option<TenantId>,
 }
@@ -862,13 +868,13 @@ impl<'a> BatchBuilder<'a> {
             }),
             bytes: Vec::with_capacity(FIRST_BATCH_BYTES),
             streams: Vec::new(),
+            stream_count: 0,
             kinds,
             sids: HashMap::default(),
             last_sid: None,
             last_stream_number: 0,
             shared_streams: None,
             kinds_sent: 0,
-            streams_sent: 0,
             expected,
             tenant,
         }
@@ -900,12 +906,8 @@ impl<'a> BatchBuilder<'a> {
     fn batch_of(&mut self, heads: Vec<Head>, bytes: Vec<u8>) -> EventBatch {
         let kinds = self.kinds.met_since(self.kinds_sent);
         self.kinds_sent += kinds.len();
-        let streams = self
-            .streams
-            .get(self.streams_sent..)
-            .map(<[StreamName]>::to_vec)
-            .unwrap_or_default();
-        self.streams_sent = self.streams.len();
+        // The names move over: the builder keeps only their numbers.
+        let streams = std::mem::take(&mut self.streams);
         EventBatch {
             heads,
             bytes,
@@ -932,6 +934,11 @@ impl<'a> BatchBuilder<'a> {
                     stored_stream(conn, sid)
                 })?;
                 let n = self.add_stream(s);
+                if self.sids.capacity() == 0 {
+                    // Reads across streams meet many: growing the map
+                    // from nothing rehashed it at every doubling.
+                    self.sids.reserve(STREAMS_RESERVED);
+                }
                 self.sids.insert(sid, n);
                 n
             }
@@ -944,12 +951,9 @@ impl<'a> BatchBuilder<'a> {
     /// Adds `stream` and returns its number.
     pub(crate) fn add_stream(&mut self, stream: StreamName) -> u32 {
         self.streams.push(stream);
-        self.last_stream()
-    }
-
-    fn last_stream(&self) -> u32 {
+        self.stream_count += 1;
         // A read holds at most `MAX_READ_LIMIT` rows, or one stream.
-        u32::try_from(self.streams.len().saturating_sub(1)).unwrap_or(u32::MAX)
+        u32::try_from(self.stream_count - 1).unwrap_or(u32::MAX)
     }
 
     /// Adds one row of stream number `stream`; the [`Assembler`] checks it.
