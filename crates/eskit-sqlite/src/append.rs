@@ -171,6 +171,8 @@ pub(crate) struct WriterState {
     /// same no other connection has committed, so the position still holds
     /// and the query for it can be skipped.
     pub(crate) next: Option<(i64, i64)>,
+    /// The callers of appends wake one another through this.
+    pub(crate) chain: std::sync::Arc<crate::oneshot::WakeChain>,
 }
 
 /// The next global position inside the writer's open transaction.
@@ -229,9 +231,12 @@ pub(crate) fn commit_appends(
     if let Some(p) = newest {
         notifier.notify(p);
     }
-    for (job, result) in jobs.into_iter().zip(results) {
-        job.reply.send(result);
-    }
+    let wakers = jobs
+        .into_iter()
+        .zip(results)
+        .filter_map(|(job, result)| job.reply.send_deferred(result))
+        .collect();
+    state.chain.start(wakers);
 }
 
 /// Runs one transaction-control statement, prepared once per connection:

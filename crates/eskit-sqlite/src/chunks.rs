@@ -75,6 +75,18 @@ impl<T> Sender<T> {
         true
     }
 
+    /// Queues a value and hands back the receiver's waker instead of waking
+    /// it, for the caller to wake (or have woken) later; `None` when the
+    /// receiver is not waiting or is gone.
+    pub(crate) fn send_deferred(&self, value: T) -> Option<Waker> {
+        let mut s = self.inner.lock();
+        if s.receiver_gone {
+            return None;
+        }
+        s.queue.push_back(value);
+        s.waker.take()
+    }
+
     /// Queues a value without waking the receiver, for a value that more
     /// will follow soon: the next [`send`](Self::send), or dropping the
     /// sender, wakes the receiver for all of them at once. Each wake-up of

@@ -218,6 +218,8 @@ pub(crate) struct Workers {
     lent: Option<LentReaders>,
     /// Set by [`Workers::close`]: requests are refused from then on.
     closed: AtomicBool,
+    /// How the callers of a group commit wake one another.
+    chain: Arc<oneshot::WakeChain>,
     /// The threads (writer and readers), or with calls on the caller's
     /// thread the writer and the lent read connections, not closed yet.
     running: Arc<Running>,
@@ -233,6 +235,7 @@ impl Workers {
         linger: Duration,
     ) -> std::io::Result<Self> {
         let running = Arc::new(Running::default());
+        let chain = Arc::new(oneshot::WakeChain::default());
         let checkpointer = match checkpoint_conn {
             Some(conn) => {
                 let guard = running.enter();
@@ -249,7 +252,7 @@ impl Workers {
             }
             Writer::Caller(Box::new(CallerWriter::new(
                 CallerCore {
-                    core: WriterCore::new(writer_conn, linger),
+                    core: WriterCore::new(writer_conn, linger, Arc::clone(&chain)),
                     checkpointer,
                     _running: running.enter(),
                 },
@@ -260,6 +263,7 @@ impl Workers {
             let pending = Arc::new(AtomicUsize::new(0));
             let queued = Arc::clone(&pending);
             let guard = running.enter();
+            let writer_chain = Arc::clone(&chain);
             thread::Builder::new()
                 .name("eskit-sqlite-writer".into())
                 .spawn(move || {
@@ -270,7 +274,7 @@ impl Workers {
                     // checkpoints the WAL when it is the last one) before
                     // the guard counts it out; the checkpoint thread stops
                     // after it.
-                    run_writer(writer_conn, &rx, &queued, &notifier, linger);
+                    run_writer(writer_conn, &rx, &queued, &notifier, linger, writer_chain);
                     wal::detach();
                     drop(guard);
                 })?;
@@ -311,6 +315,7 @@ impl Workers {
             reader_threads,
             lent,
             closed: AtomicBool::new(false),
+            chain,
             running,
         })
     }
@@ -476,6 +481,7 @@ impl Workers {
             })),
             Some(&|| rx.is_ready()),
         )?;
+        let _pass_on = oneshot::PassOn(&self.chain);
         rx.await.map_err(|_| self.lost_reply())?
     }
 }
@@ -606,10 +612,13 @@ struct WriterCore {
 }
 
 impl WriterCore {
-    fn new(conn: Connection, linger: Duration) -> Self {
+    fn new(conn: Connection, linger: Duration, chain: Arc<oneshot::WakeChain>) -> Self {
         Self {
             conn,
-            state: WriterState::default(),
+            state: WriterState {
+                chain,
+                ..WriterState::default()
+            },
             last_batch: 1,
             linger,
         }
@@ -685,8 +694,9 @@ fn run_writer(
     pending: &AtomicUsize,
     notifier: &CommitNotifier,
     linger: Duration,
+    chain: Arc<oneshot::WakeChain>,
 ) {
-    let mut core = WriterCore::new(conn, linger);
+    let mut core = WriterCore::new(conn, linger, chain);
     let mut more = || match rx.try_recv() {
         Ok(j) => {
             pending.fetch_sub(1, Ordering::AcqRel);
@@ -698,19 +708,34 @@ fn run_writer(
     loop {
         let job = match next.take() {
             Some(j) => j,
-            None => match recv_watching(rx, WRITER_WATCH, WRITER_WATCH) {
-                Ok(j) => {
-                    pending.fetch_sub(1, Ordering::AcqRel);
-                    j
+            None => {
+                let job = match try_recv_watching(rx, WRITER_WATCH, WRITER_WATCH) {
+                    Ok(Some(j)) => Ok(j),
+                    Ok(None) => {
+                        // Nothing came while the callers of the last group
+                        // woke one another: wake any still waiting before
+                        // sleeping.
+                        core.state.chain.flush();
+                        rx.recv()
+                    }
+                    Err(e) => Err(e),
+                };
+                match job {
+                    Ok(j) => {
+                        pending.fetch_sub(1, Ordering::AcqRel);
+                        j
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => return,
-            },
+            }
         };
         if matches!(job, WriteJob::Stop) {
-            return;
+            break;
         }
         next = core.run(job, &mut more, notifier);
     }
+    // No caller of the last group waits on a link that never comes.
+    core.state.chain.flush();
 }
 
 thread_local! {
@@ -854,6 +879,10 @@ impl CallerWriter {
                     next = c
                         .core
                         .run(job, &mut || self.shared().queue.pop_front(), &self.notifier);
+                    // The callers waiting here may be parked on the queue's
+                    // condition rather than polled: wake them all now, as
+                    // the replies used to.
+                    c.core.state.chain.flush();
                 }
                 // Closed: the job is dropped, and its caller hears so.
                 None => drop(job),
@@ -923,10 +952,23 @@ fn recv_watching<T>(
     hot: Duration,
     total: Duration,
 ) -> Result<T, mpsc::RecvError> {
+    match try_recv_watching(rx, hot, total)? {
+        Some(j) => Ok(j),
+        None => rx.recv(),
+    }
+}
+
+/// Watches for the next request as [`recv_watching`] does, without the
+/// sleep: `None` when none came within `total`.
+fn try_recv_watching<T>(
+    rx: &mpsc::Receiver<T>,
+    hot: Duration,
+    total: Duration,
+) -> Result<Option<T>, mpsc::RecvError> {
     let start = Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(j) => return Ok(j),
+            Ok(j) => return Ok(Some(j)),
             Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
             Err(mpsc::TryRecvError::Empty) => {
                 let waited = start.elapsed();
@@ -935,7 +977,7 @@ fn recv_watching<T>(
                 } else if waited < total {
                     thread::yield_now();
                 } else {
-                    return rx.recv();
+                    return Ok(None);
                 }
             }
         }

@@ -1378,3 +1378,64 @@ fn load_each_hands_over_what_load_returns_and_stops_at_the_first_error() -> Test
         Ok(())
     })
 }
+
+/// Eight writers, a third of whose appends are dropped after their first
+/// poll (queued, then cancelled): the callers of a group commit wake one
+/// another, and a cancelled one must not leave the others waiting. Every
+/// awaited append completes, and each stream holds the awaited appends
+/// plus at most the cancelled ones (a queued append may still commit).
+#[test]
+fn cancelled_appends_among_concurrent_writers_keep_no_writer_waiting() -> TestResult {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    const WRITERS: usize = 8;
+    const APPENDS: u64 = 150;
+    both(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let s = s.clone();
+                std::thread::spawn(move || -> Result<(u64, u64), String> {
+                    let st = stream("writer", &format!("w-{w}")).map_err(|e| e.to_string())?;
+                    let (mut awaited, mut cancelled) = (0, 0);
+                    for i in 0..APPENDS {
+                        let e = event("Appended", "1").map_err(|e| e.to_string())?;
+                        let fut =
+                            s.append(&st, ExpectedVersion::Any, vec![e], AppendOptions::new());
+                        if i % 3 == 0 {
+                            let mut fut = std::pin::pin!(fut);
+                            let mut cx = Context::from_waker(Waker::noop());
+                            match fut.as_mut().poll(&mut cx) {
+                                Poll::Ready(r) => {
+                                    r.map_err(|e| e.to_string())?;
+                                    awaited += 1;
+                                }
+                                Poll::Pending => cancelled += 1,
+                            }
+                        } else {
+                            block_on(fut).map_err(|e| e.to_string())?;
+                            awaited += 1;
+                        }
+                    }
+                    Ok((awaited, cancelled))
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for w in writers {
+            counts.push(w.join().map_err(|_| "a writer panicked")??);
+        }
+        // The writer thread finishes what was queued; an append awaited
+        // afterwards sees every earlier one committed or dropped.
+        let probe = stream("writer", "probe")?;
+        append(s, &probe, ExpectedVersion::Any, &["1"])?;
+        for (w, (awaited, cancelled)) in counts.into_iter().enumerate() {
+            assert_eq!(awaited + cancelled, APPENDS);
+            let v = block_on(s.stream_version(&stream("writer", &format!("w-{w}"))?))?.get();
+            assert!(
+                (awaited..=awaited + cancelled).contains(&v),
+                "writer {w}: version {v}, {awaited} awaited, {cancelled} cancelled"
+            );
+        }
+        Ok(())
+    })
+}
