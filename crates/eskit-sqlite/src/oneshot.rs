@@ -65,11 +65,9 @@ impl WakeChain {
     /// Wakes the first of `wakers` and leaves the rest to be passed on,
     /// after waking any left from an earlier group.
     pub(crate) fn start(&self, mut wakers: Vec<std::task::Waker>) {
-        let first = if wakers.is_empty() {
-            None
-        } else {
-            Some(wakers.remove(0))
-        };
+        // Kept last first, so that `pass_on` pops them in reply order.
+        wakers.reverse();
+        let first = wakers.pop();
         let stale = {
             let mut w = self
                 .waiting
@@ -201,7 +199,7 @@ mod tests {
         );
         chain.pass_on();
         chain.pass_on();
-        assert_eq!(woken(&c).iter().sum::<usize>(), 3);
+        assert_eq!(woken(&c), [1, 1, 1, 0], "woken in the order of the replies");
         chain.pass_on();
         assert_eq!(woken(&c), [1, 1, 1, 1]);
         // Passing on with nobody waiting does nothing.
