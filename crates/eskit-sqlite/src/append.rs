@@ -28,7 +28,7 @@ use crate::error::{corrupt, store_error};
 use crate::kinds::{FreshKinds, KindKeys, KindReader};
 use crate::row::{
     BatchBuilder, EVENT_COLUMNS, KindOrPart, StoredMetadata, StreamOrPart, SumFields,
-    event_checksum, index_tag, tags_blob, tenant_key,
+    checksum_scratch, event_checksum, index_tag, tags_blob, tenant_key,
 };
 use crate::worker::{AppendJob, AppendRequest, rollback_if_open};
 use eskit_core::backend::{CommitNotifier, idempotent_retry};
@@ -565,7 +565,13 @@ pub(crate) fn write_append(
         .as_unix_micros();
     let mut records = Vec::with_capacity(job.events.len());
     let mut rows = Vec::with_capacity(job.events.len());
-    let mut scratch = Vec::new();
+    let mut scratch = checksum_scratch(
+        job.events
+            .iter()
+            .map(|e| e.payload().len())
+            .max()
+            .unwrap_or(0),
+    );
     let mut v = version;
     for event in &job.events {
         v += 1;

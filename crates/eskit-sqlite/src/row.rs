@@ -551,6 +551,14 @@ const FIRST_BATCH_BYTES: usize = 32 * 1024;
 /// reserved once per read.
 const CHECKSUM_SCRATCH_BYTES: usize = 1024;
 
+/// A checksum's scratch buffer with room for its fields and a tail (payload
+/// or snapshot state) of `tail` bytes, which [`Checksum::finish`] copies in
+/// when it is short: reserved at once, where growing from nothing
+/// reallocated it several times per checksum.
+pub(crate) fn checksum_scratch(tail: usize) -> Vec<u8> {
+    Vec::with_capacity(CHECKSUM_SCRATCH_BYTES + tail.min(INLINE_TAIL))
+}
+
 /// Rows read on a reader thread, in a compact form that crosses to the
 /// caller's thread in one move; an [`Assembler`] then checks them and builds
 /// the [`RawEvent`]s there. Allocating the events on the thread that uses

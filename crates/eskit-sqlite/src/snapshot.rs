@@ -28,7 +28,7 @@ fn checksum(
     state: &[u8],
     created_at: i64,
 ) -> i64 {
-    let mut scratch = Vec::new();
+    let mut scratch = crate::row::checksum_scratch(state.len());
     let mut c = Checksum::new(&mut scratch);
     c.bytes(stream.stream_type().as_str().as_bytes())
         .bytes(stream.stream_id().as_str().as_bytes())
