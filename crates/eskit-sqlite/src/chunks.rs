@@ -30,6 +30,9 @@ impl<T> Inner<T> {
     }
 }
 
+/// The receiver is gone: a value sent now would be dropped unread.
+struct Gone;
+
 /// The sending half. Dropping it ends the stream.
 pub(crate) struct Sender<T> {
     inner: Arc<Inner<T>>,
@@ -61,30 +64,22 @@ impl<T> Sender<T> {
     /// Queues a value and wakes the receiver; `false` when the receiver is
     /// gone and more work would be wasted.
     pub(crate) fn send(&self, value: T) -> bool {
-        let waker = {
-            let mut s = self.inner.lock();
-            if s.receiver_gone {
-                return false;
+        match self.push(value, true) {
+            Ok(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                true
             }
-            s.queue.push_back(value);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
+            Err(Gone) => false,
         }
-        true
     }
 
     /// Queues a value and hands back the receiver's waker instead of waking
     /// it, for the caller to wake (or have woken) later; `None` when the
     /// receiver is not waiting or is gone.
     pub(crate) fn send_deferred(&self, value: T) -> Option<Waker> {
-        let mut s = self.inner.lock();
-        if s.receiver_gone {
-            return None;
-        }
-        s.queue.push_back(value);
-        s.waker.take()
+        self.push(value, true).ok().flatten()
     }
 
     /// Queues a value without waking the receiver, for a value that more
@@ -94,12 +89,18 @@ impl<T> Sender<T> {
     /// caller for its horizon, its one batch and its end paid three.
     /// `false` when the receiver is gone.
     pub(crate) fn queue(&self, value: T) -> bool {
+        self.push(value, false).is_ok()
+    }
+
+    /// Queues a value unless the receiver is gone, taking the receiver's
+    /// waker with it when `take_waker`.
+    fn push(&self, value: T, take_waker: bool) -> Result<Option<Waker>, Gone> {
         let mut s = self.inner.lock();
         if s.receiver_gone {
-            return false;
+            return Err(Gone);
         }
         s.queue.push_back(value);
-        true
+        Ok(if take_waker { s.waker.take() } else { None })
     }
 }
 

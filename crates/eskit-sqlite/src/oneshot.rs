@@ -62,19 +62,21 @@ pub(crate) struct WakeChain {
 }
 
 impl WakeChain {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<std::task::Waker>> {
+        // Only wakers are moved under the lock: a poisoned one still holds
+        // a consistent list.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Wakes the first of `wakers` and leaves the rest to be passed on,
     /// after waking any left from an earlier group.
     pub(crate) fn start(&self, mut wakers: Vec<std::task::Waker>) {
         // Kept last first, so that `pass_on` pops them in reply order.
         wakers.reverse();
         let first = wakers.pop();
-        let stale = {
-            let mut w = self
-                .waiting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            std::mem::replace(&mut *w, wakers)
-        };
+        let stale = { std::mem::replace(&mut *self.waiting(), wakers) };
         for w in stale {
             w.wake();
         }
@@ -87,12 +89,7 @@ impl WakeChain {
     /// to run something else, so that none waits on a chain whose next
     /// link is slow (a task its executor has not polled yet).
     pub(crate) fn flush(&self) {
-        let all = std::mem::take(
-            &mut *self
-                .waiting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let all = std::mem::take(&mut *self.waiting());
         for w in all {
             w.wake();
         }
@@ -100,11 +97,7 @@ impl WakeChain {
 
     /// Wakes the next waiting caller, if any.
     pub(crate) fn pass_on(&self) {
-        let next = self
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let next = self.waiting().pop();
         if let Some(w) = next {
             w.wake();
         }

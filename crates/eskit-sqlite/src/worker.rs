@@ -710,7 +710,6 @@ fn run_writer(
             Some(j) => j,
             None => {
                 let job = match try_recv_watching(rx, WRITER_WATCH, WRITER_WATCH) {
-                    Ok(Some(j)) => Ok(j),
                     Ok(None) => {
                         // Nothing came while the callers of the last group
                         // woke one another: wake any still waiting before
@@ -718,15 +717,11 @@ fn run_writer(
                         core.state.chain.flush();
                         rx.recv()
                     }
-                    Err(e) => Err(e),
+                    other => other.and_then(|j| j.ok_or(mpsc::RecvError)),
                 };
-                match job {
-                    Ok(j) => {
-                        pending.fetch_sub(1, Ordering::AcqRel);
-                        j
-                    }
-                    Err(_) => break,
-                }
+                let Ok(job) = job else { break };
+                pending.fetch_sub(1, Ordering::AcqRel);
+                job
             }
         };
         if matches!(job, WriteJob::Stop) {
