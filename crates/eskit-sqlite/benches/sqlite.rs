@@ -29,7 +29,10 @@
 //! (backend `sqlite-hop`, see the `hop` module), every workload again with
 //! the store's calls on the caller's thread (backend `sqlite-caller-thread`,
 //! `SqliteOptions::with_calls_on_caller_thread`, against the lean
-//! baseline), then prints W2's speed-up
+//! baseline), the appends W1, W2, W3 and W5 once more with the store on the
+//! caller's thread against the lean append over the store's own tables and
+//! indexes (backend `sqlite-indexed`, see the `indexed` module: how much of
+//! the gap is the data the contract keeps), then prints W2's speed-up
 //! over W1 per mode, which is what group commit buys. The DCB and command
 //! workloads report their own baseline behind a hop in extra columns.
 //! `--workload W` selects workloads; sizes come from the `ESKIT_BENCH_*`
@@ -47,6 +50,7 @@
 mod command;
 mod dcb;
 mod hop;
+mod indexed;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,15 +76,23 @@ struct RusqliteBaseline {
 
 impl RusqliteBaseline {
     fn create(path: PathBuf, sync: Synchronous) -> Result<Self, BoxError> {
-        let c = Self::connect(&path, sync)?;
-        c.execute_batch(
+        Self::create_with(
+            path,
+            sync,
             "CREATE TABLE IF NOT EXISTS events (position INTEGER PRIMARY KEY,
                  stream TEXT NOT NULL, version INTEGER NOT NULL, event_id BLOB NOT NULL,
                  event_type TEXT NOT NULL, payload BLOB NOT NULL, timestamp INTEGER NOT NULL,
                  UNIQUE (stream, version));
              CREATE TABLE IF NOT EXISTS snapshots (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL,
                  state BLOB NOT NULL) WITHOUT ROWID;",
-        )?;
+        )
+    }
+
+    /// The pool's first connection, over the tables `schema` creates (the
+    /// lean ones, or the `indexed` module's).
+    fn create_with(path: PathBuf, sync: Synchronous, schema: &str) -> Result<Self, BoxError> {
+        let c = Self::connect(&path, sync)?;
+        c.execute_batch(schema)?;
         Ok(Self {
             path,
             sync,
@@ -279,13 +291,24 @@ impl Drop for Scratch {
     }
 }
 
-/// The bench of one backend row set; `hop` puts the baseline behind a
-/// thread hop (see the `hop` module).
+/// Which hand-written code a backend row set compares the store with.
+#[derive(Clone, Copy)]
+enum BaselineKind {
+    /// The lean baseline on the caller's thread.
+    Lean,
+    /// The lean baseline behind a thread hop (the `hop` module).
+    Hop,
+    /// The lean append over the store's tables and indexes (the `indexed`
+    /// module).
+    Indexed,
+}
+
+/// The bench of one backend row set against the baseline `kind`.
 fn bench(
     name: &str,
     dir: &Arc<PathBuf>,
     sync: Synchronous,
-    hop: bool,
+    kind: BaselineKind,
     caller_thread: bool,
     workloads: Vec<Workload>,
 ) -> Bench {
@@ -313,10 +336,10 @@ fn bench(
             n2.fetch_add(1, Ordering::Relaxed)
         ));
         async move {
-            let base: Arc<dyn Baseline> = if hop {
-                Arc::new(hop::HopBaseline::create(path, sync)?)
-            } else {
-                Arc::new(RusqliteBaseline::create(path, sync)?)
+            let base: Arc<dyn Baseline> = match kind {
+                BaselineKind::Lean => Arc::new(RusqliteBaseline::create(path, sync)?),
+                BaselineKind::Hop => Arc::new(hop::HopBaseline::create(path, sync)?),
+                BaselineKind::Indexed => Arc::new(indexed::IndexedBaseline::create(path, sync)?),
             };
             Ok::<_, BoxError>(base)
         }
@@ -372,23 +395,55 @@ fn main() -> ExitCode {
     // Every workload runs again with the store's calls on the caller's
     // thread, against the same lean baseline.
     let caller = selected.clone();
+    // The appends run once more, the store on the caller's thread against
+    // the lean append over the store's own tables and indexes.
+    let indexed_appends: Vec<Workload> = selected
+        .iter()
+        .copied()
+        .filter(|w| matches!(w, Workload::W1 | Workload::W2 | Workload::W3 | Workload::W5))
+        .collect();
     let mut rows = Vec::new();
-    for (name, sync, hop, caller_thread, ws) in [
-        ("sqlite", Synchronous::Normal, false, false, selected),
-        ("sqlite-full", Synchronous::Full, false, false, full),
-        ("sqlite-hop", Synchronous::Normal, true, false, hopped),
+    for (name, sync, kind, caller_thread, ws) in [
+        (
+            "sqlite",
+            Synchronous::Normal,
+            BaselineKind::Lean,
+            false,
+            selected,
+        ),
+        (
+            "sqlite-full",
+            Synchronous::Full,
+            BaselineKind::Lean,
+            false,
+            full,
+        ),
+        (
+            "sqlite-hop",
+            Synchronous::Normal,
+            BaselineKind::Hop,
+            false,
+            hopped,
+        ),
         (
             "sqlite-caller-thread",
             Synchronous::Normal,
-            false,
+            BaselineKind::Lean,
             true,
             caller,
+        ),
+        (
+            "sqlite-indexed",
+            Synchronous::Normal,
+            BaselineKind::Indexed,
+            true,
+            indexed_appends,
         ),
     ] {
         if ws.is_empty() {
             continue;
         }
-        match bench(name, &dir, sync, hop, caller_thread, ws).run() {
+        match bench(name, &dir, sync, kind, caller_thread, ws).run() {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("bench {name}: {}", eskit_core::error::error_chain(&e));
